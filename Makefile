@@ -1,0 +1,59 @@
+# Veil: the two commands a new machine needs are `make demo` and `make test`; both install what they need.
+# Everything else here is a convenience for developers.
+SHELL := /bin/bash
+VEIL_VENV ?= $(HOME)/.cache/veil/venv
+PY := $(VEIL_VENV)/bin/python
+export VEIL_VENV
+JOBS ?= $(shell nproc)
+FUZZ_SECONDS ?= 20
+
+.PHONY: all deps build asan fuzz-build test test-c test-python fuzz fuzz-smoke demo bench install clean
+
+all: build
+
+deps:
+	@scripts/setup.sh
+
+build: deps
+	@cmake -S . -B build/release -DCMAKE_BUILD_TYPE=Release -DVEIL_TESTS=ON >/dev/null
+	@cmake --build build/release -j$(JOBS)
+
+asan: deps
+	@cmake -S . -B build/asan -DCMAKE_BUILD_TYPE=Debug -DVEIL_SANITIZE=ON >/dev/null
+	@cmake --build build/asan -j$(JOBS)
+
+fuzz-build: deps
+	@CC=clang cmake -S . -B build/fuzz -DCMAKE_BUILD_TYPE=Debug -DVEIL_FUZZ=ON -DVEIL_TESTS=OFF >/dev/null
+	@cmake --build build/fuzz -j$(JOBS)
+
+# Every C and Python test: unit tests under ASan+UBSan, golden vectors, attacks, a short fuzzing run, pytest.
+test: build asan fuzz-build
+	@$(MAKE) --no-print-directory test-c test-python fuzz-smoke
+
+test-c:
+	@cd build/asan && ctest --output-on-failure -j$(JOBS)
+
+test-python:
+	@VEIL_BIN=$(CURDIR)/build/release/veil VEIL_LIBRARY=$(CURDIR)/build/release/libveil.so \
+	  $(PY) -m pytest -q tests/python
+
+fuzz-smoke:
+	@scripts/fuzz.sh $(FUZZ_SECONDS)
+
+# Longer fuzzing: make fuzz FUZZ_SECONDS=600
+fuzz: fuzz-build
+	@scripts/fuzz.sh $(FUZZ_SECONDS)
+
+demo: build
+	@VEIL_BIN=$(CURDIR)/build/release/veil VEIL_LIBRARY=$(CURDIR)/build/release/libveil.so \
+	  PYTHONPATH=$(CURDIR)/python $(PY) scripts/demo.py
+
+bench: build
+	@VEIL_BIN=$(CURDIR)/build/release/veil VEIL_LIBRARY=$(CURDIR)/build/release/libveil.so \
+	  PYTHONPATH=$(CURDIR)/python $(PY) bench/run.py
+
+install: build
+	@cmake --install build/release
+
+clean:
+	rm -rf build

@@ -1,0 +1,142 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+#include <errno.h>
+#include <fcntl.h>
+#include <libgen.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "core/file.h"
+
+static void close_fd(int *fd)
+{
+    if (*fd >= 0)
+        close(*fd);
+}
+
+VEIL_RESULT veil_file_read_all(const char *path, uint64_t max_size, struct veil_buf *b)
+{
+    VEIL_DEFER(close_fd) int fd = open(path, O_RDONLY | O_CLOEXEC);
+    VEIL_ENSURE(fd >= 0, VEIL_ERR_IO, "cannot open %s: %s", path, strerror(errno));
+    struct stat st;
+    VEIL_ENSURE(fstat(fd, &st) == 0, VEIL_ERR_IO, "cannot stat %s: %s", path, strerror(errno));
+    VEIL_ENSURE(S_ISREG(st.st_mode), VEIL_ERR_IO, "%s is not a regular file", path);
+    VEIL_ENSURE((uint64_t)st.st_size <= max_size, VEIL_ERR_LIMIT, "%s is larger than %llu bytes", path,
+                (unsigned long long)max_size);
+    size_t size = (size_t)st.st_size;
+    VEIL_GUARD(veil_buf_reserve(b, size));
+    VEIL_GUARD(veil_file_pread(fd, b->data + b->size, size, 0));
+    b->size += size;
+    return VEIL_RESULT_OK;
+}
+
+VEIL_RESULT veil_file_pread(int fd, void *out, size_t size, uint64_t offset)
+{
+    uint8_t *p = out;
+    while (size > 0) {
+        size_t n = size > (1u << 30) ? (1u << 30) : size;
+        ssize_t got = pread(fd, p, n, (off_t)offset);
+        if (got < 0 && errno == EINTR)
+            continue;
+        VEIL_ENSURE(got >= 0, VEIL_ERR_IO, "read failed: %s", strerror(errno));
+        VEIL_ENSURE(got > 0, VEIL_ERR_TRUNCATED, "file ends early");
+        p += got;
+        size -= (size_t)got;
+        offset += (uint64_t)got;
+    }
+    return VEIL_RESULT_OK;
+}
+
+VEIL_RESULT veil_file_write_all(int fd, const void *data, size_t size)
+{
+    const uint8_t *p = data;
+    while (size > 0) {
+        size_t n = size > (1u << 30) ? (1u << 30) : size;
+        ssize_t put = write(fd, p, n);
+        if (put < 0 && errno == EINTR)
+            continue;
+        VEIL_ENSURE(put > 0, VEIL_ERR_IO, "write failed: %s", strerror(errno));
+        p += put;
+        size -= (size_t)put;
+    }
+    return VEIL_RESULT_OK;
+}
+
+VEIL_RESULT veil_outfile_open(struct veil_outfile *f, const char *path, mode_t mode)
+{
+    *f = (struct veil_outfile){.fd = -1};
+    VEIL_ENSURE(path != NULL && path[0] != '\0', VEIL_ERR_ARG, "empty output path");
+    size_t n = strlen(path);
+    f->path = strdup(path);
+    f->tmp_path = malloc(n + 16);
+    VEIL_ENSURE(f->path != NULL && f->tmp_path != NULL, VEIL_ERR_NOMEM, "out of memory");
+    /* ".NAME.XXXXXX.tmp" in the same directory, so rename() stays within one file system. */
+    const char *base = strrchr(path, '/');
+    size_t dir_len = base == NULL ? 0 : (size_t)(base - path) + 1;
+    snprintf(f->tmp_path, n + 16, "%.*s.%s.XXXXXX", (int)dir_len, path, path + dir_len);
+    f->fd = mkostemp(f->tmp_path, O_CLOEXEC);
+    if (f->fd < 0) {
+        int e = errno;
+        free(f->tmp_path);
+        f->tmp_path = NULL;
+        VEIL_BAIL(VEIL_ERR_IO, "cannot create a file next to %s: %s", path, strerror(e));
+    }
+    VEIL_ENSURE(fchmod(f->fd, mode) == 0, VEIL_ERR_IO, "cannot set the mode of %s: %s", path, strerror(errno));
+    return VEIL_RESULT_OK;
+}
+
+static void fsync_dir_of(const char *path)
+{
+    char *copy = strdup(path);
+    if (copy == NULL)
+        return;
+    int dfd = open(dirname(copy), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (dfd >= 0) {
+        (void)fsync(dfd);
+        close(dfd);
+    }
+    free(copy);
+}
+
+static VEIL_RESULT flush_and_close(struct veil_outfile *f)
+{
+    VEIL_ENSURE(f->fd >= 0, VEIL_ERR_INTERNAL, "output file not open");
+    VEIL_ENSURE(fsync(f->fd) == 0, VEIL_ERR_IO, "cannot flush %s: %s", f->path, strerror(errno));
+    int rc = close(f->fd);
+    f->fd = -1;
+    VEIL_ENSURE(rc == 0, VEIL_ERR_IO, "cannot close %s: %s", f->path, strerror(errno));
+    return VEIL_RESULT_OK;
+}
+
+VEIL_RESULT veil_outfile_commit(struct veil_outfile *f)
+{
+    VEIL_GUARD(flush_and_close(f));
+    VEIL_ENSURE(rename(f->tmp_path, f->path) == 0, VEIL_ERR_IO, "cannot write %s: %s", f->path, strerror(errno));
+    free(f->tmp_path);
+    f->tmp_path = NULL;
+    fsync_dir_of(f->path);
+    return VEIL_RESULT_OK;
+}
+
+VEIL_RESULT veil_outfile_commit_new(struct veil_outfile *f)
+{
+    VEIL_GUARD(flush_and_close(f));
+    /* link() fails with EEXIST instead of replacing: an existing file is never lost. */
+    VEIL_ENSURE(link(f->tmp_path, f->path) == 0, VEIL_ERR_IO, "cannot write %s: %s", f->path,
+                errno == EEXIST ? "it already exists" : strerror(errno));
+    fsync_dir_of(f->path);
+    return VEIL_RESULT_OK; /* _cleanup unlinks the temporary name */
+}
+
+void veil_outfile_cleanup(struct veil_outfile *f)
+{
+    if (f->fd >= 0)
+        close(f->fd);
+    if (f->tmp_path != NULL)
+        unlink(f->tmp_path);
+    free(f->tmp_path);
+    free(f->path);
+    *f = (struct veil_outfile){.fd = -1};
+}

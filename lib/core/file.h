@@ -1,0 +1,34 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* Files: bounded whole-file reads, positioned reads, and an output file that appears atomically. */
+#ifndef VEIL_CORE_FILE_H
+#define VEIL_CORE_FILE_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "core/buf.h"
+#include "core/result.h"
+
+/* Reads all of path into b (appending); fails with VEIL_ERR_LIMIT past max_size. */
+VEIL_RESULT veil_file_read_all(const char *path, uint64_t max_size, struct veil_buf *b);
+/* Reads exactly size bytes at offset, retrying short reads; VEIL_ERR_TRUNCATED at end of file. */
+VEIL_RESULT veil_file_pread(int fd, void *out, size_t size, uint64_t offset);
+VEIL_RESULT veil_file_write_all(int fd, const void *data, size_t size);
+
+/* An output file written under a temporary name in the target's directory, then fsync'ed and renamed over the
+ * target by _commit. _cleanup removes the temporary file if it was not committed, so a failed operation leaves
+ * nothing behind and never touches an existing target. */
+struct veil_outfile {
+    int fd;
+    char *tmp_path;
+    char *path;
+};
+
+VEIL_RESULT veil_outfile_open(struct veil_outfile *f, const char *path, mode_t mode);
+VEIL_RESULT veil_outfile_commit(struct veil_outfile *f);
+/* Like _commit, but fails (leaving the existing file alone) when the target already exists. */
+VEIL_RESULT veil_outfile_commit_new(struct veil_outfile *f);
+void veil_outfile_cleanup(struct veil_outfile *f);
+
+#endif

@@ -1,0 +1,32 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* Secrets: one wipe, one constant-time compare, and page memory kept out of core dumps (and optionally
+ * locked out of swap) for keys and plaintext weights. */
+#ifndef VEIL_CORE_SECRET_H
+#define VEIL_CORE_SECRET_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "core/result.h"
+
+void veil_wipe(void *p, size_t size);
+/* 0 when equal; runs in time independent of the contents. */
+int veil_ct_compare(const void *a, const void *b, size_t size);
+
+/* Page-aligned anonymous memory marked MADV_DONTDUMP; with lock nonzero it is mlock'ed and the call fails
+ * (VEIL_ERR_NOMEM) when the lock is refused. */
+struct veil_secure_mem {
+    uint8_t *data;
+    size_t size;      /* usable bytes */
+    size_t map_size;  /* mapped bytes */
+    int locked;
+};
+
+VEIL_RESULT veil_secure_alloc(struct veil_secure_mem *m, size_t size, int lock);
+/* Wipes, unlocks and unmaps. Accepts an empty struct. */
+void veil_secure_free(struct veil_secure_mem *m);
+
+/* Makes sure this process never writes a core dump (the CLI and daemons call it at start). */
+void veil_disable_core_dumps(void);
+
+#endif

@@ -1,0 +1,39 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* Thin wrappers over OpenSSL 3 libcrypto: random bytes, SHA-256, HKDF-SHA256, AES-256-GCM. */
+#ifndef VEIL_CRYPTO_CRYPTO_H
+#define VEIL_CRYPTO_CRYPTO_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "core/result.h"
+
+#define VEIL_GCM_KEY_SIZE 32u
+#define VEIL_GCM_NONCE_SIZE 12u
+#define VEIL_GCM_TAG_SIZE 16u
+#define VEIL_SHA256_SIZE 32u
+
+VEIL_RESULT veil_random(uint8_t *out, size_t size);
+VEIL_RESULT veil_sha256(const uint8_t *data, size_t size, uint8_t out[VEIL_SHA256_SIZE]);
+/* HKDF-SHA256 (RFC 5869) with an empty salt. */
+VEIL_RESULT veil_hkdf_sha256(const uint8_t *ikm, size_t ikm_size, const char *info, uint8_t *out,
+                             size_t out_size);
+
+/* One AES-256-GCM context, keyed once and reused for many messages; one per thread. */
+struct veil_gcm {
+    void *ctx; /* EVP_CIPHER_CTX */
+    int encrypt;
+};
+
+VEIL_RESULT veil_gcm_init(struct veil_gcm *g, const uint8_t key[VEIL_GCM_KEY_SIZE], int encrypt);
+/* Encrypts size bytes from in to out (which may be equal) and writes the tag. */
+VEIL_RESULT veil_gcm_seal(struct veil_gcm *g, const uint8_t nonce[VEIL_GCM_NONCE_SIZE], const uint8_t *aad,
+                          size_t aad_size, const uint8_t *in, uint8_t *out, size_t size,
+                          uint8_t tag[VEIL_GCM_TAG_SIZE]);
+/* Decrypts and verifies; VEIL_ERR_AUTH (with out wiped) when the tag does not verify. */
+VEIL_RESULT veil_gcm_open(struct veil_gcm *g, const uint8_t nonce[VEIL_GCM_NONCE_SIZE], const uint8_t *aad,
+                          size_t aad_size, const uint8_t *in, uint8_t *out, size_t size,
+                          const uint8_t tag[VEIL_GCM_TAG_SIZE]);
+void veil_gcm_cleanup(struct veil_gcm *g);
+
+#endif

@@ -1,0 +1,62 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* ONNX for the sealed format: split a ModelProto into a stripped graph plus raw tensor data, read the tensor
+ * table back from a stripped graph, and join them again (docs/spec/sealed-format.md, section 9).
+ * Every byte is read through a bounded cursor; nothing here trusts the input. */
+#ifndef VEIL_ONNX_ONNX_H
+#define VEIL_ONNX_ONNX_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "core/buf.h"
+#include "core/limits.h"
+#include "core/result.h"
+
+/* ONNX TensorProto.DataType values Veil knows. */
+enum veil_onnx_dtype {
+    VEIL_ONNX_FLOAT = 1, VEIL_ONNX_UINT8 = 2, VEIL_ONNX_INT8 = 3, VEIL_ONNX_UINT16 = 4, VEIL_ONNX_INT16 = 5,
+    VEIL_ONNX_INT32 = 6, VEIL_ONNX_INT64 = 7, VEIL_ONNX_STRING = 8, VEIL_ONNX_BOOL = 9, VEIL_ONNX_FLOAT16 = 10,
+    VEIL_ONNX_DOUBLE = 11, VEIL_ONNX_UINT32 = 12, VEIL_ONNX_UINT64 = 13, VEIL_ONNX_COMPLEX64 = 14,
+    VEIL_ONNX_COMPLEX128 = 15, VEIL_ONNX_BFLOAT16 = 16, VEIL_ONNX_FLOAT8E4M3FN = 17,
+    VEIL_ONNX_FLOAT8E4M3FNUZ = 18, VEIL_ONNX_FLOAT8E5M2 = 19, VEIL_ONNX_FLOAT8E5M2FNUZ = 20
+};
+
+/* Bytes per element of an extractable data type; 0 for STRING and for anything unknown or sub-byte. */
+size_t veil_onnx_dtype_size(int32_t dtype);
+
+/* One extracted initializer of the top-level graph. */
+struct veil_onnx_tensor {
+    char *name;                          /* NUL-terminated copy, owned */
+    int32_t dtype;
+    uint32_t rank;
+    int64_t dims[VEIL_ONNX_MAX_RANK];
+    uint64_t size;                       /* bytes of raw little-endian data: product(dims) * element size */
+    const uint8_t *data;                 /* raw bytes: into the input model, or == owned; NULL in a table */
+    uint8_t *owned;                      /* set when converted from a typed field (float_data, ...); owned */
+};
+
+/* The result of splitting a model. Caller-owned: zero it, then _cleanup. */
+struct veil_onnx_split {
+    struct veil_buf graph;               /* the stripped ModelProto */
+    struct veil_onnx_tensor *tensors;    /* in graph order */
+    size_t tensor_count;
+};
+
+/* Validates model as an ONNX ModelProto and splits it. Fails with VEIL_ERR_ONNX on malformed input (naming
+ * what is wrong), VEIL_ERR_UNSUPPORTED for external data, segments or sparse initializers, and
+ * VEIL_ERR_LIMIT past a named limit. The tensors' data may point into model, which must outlive out. */
+VEIL_RESULT veil_onnx_split(const uint8_t *model, size_t size, struct veil_onnx_split *out);
+void veil_onnx_split_cleanup(struct veil_onnx_split *s);
+
+/* Reads the extracted initializers of a stripped graph (data = NULL). *out is owned by the caller
+ * (veil_onnx_tensors_free); count may be 0 with *out NULL. */
+VEIL_RESULT veil_onnx_tensor_table(const uint8_t *graph, size_t size, struct veil_onnx_tensor **out,
+                                   size_t *count);
+void veil_onnx_tensors_free(struct veil_onnx_tensor *tensors, size_t count);
+
+/* Rebuilds the full model from a stripped graph and the data of each extracted initializer, in order, into out
+ * (appending). Fails with VEIL_ERR_FORMAT when count or any size does not match the graph. */
+VEIL_RESULT veil_onnx_join(const uint8_t *graph, size_t size, const uint8_t *const *data, const uint64_t *sizes,
+                           size_t count, struct veil_buf *out);
+
+#endif

@@ -1,0 +1,89 @@
+"""Veil: seal ONNX models into ``.veil`` files readable only by a holder of the model key.
+
+A thin ctypes front over libveil (include/veil/sealed.h). ``veil.torch`` (the only module that imports torch)
+exports PyTorch modules and seals them in memory. Errors: see ``veil.errors`` for the exception tree.
+"""
+
+from __future__ import annotations
+
+from ._lib import library_path
+from .errors import (
+    ArgumentError,
+    AuthenticationError,
+    CryptoError,
+    DataAuthenticationError,
+    FileError,
+    FormatError,
+    InputError,
+    InternalError,
+    KeyUnwrapError,
+    LibraryNotFoundError,
+    LimitError,
+    OnnxError,
+    OutOfMemoryError,
+    Status,
+    TruncatedError,
+    UnsupportedError,
+    VeilError,
+    VersionError,
+)
+from .sealed import (
+    DEFAULT_CHUNK_SIZE,
+    KEY_SIZE,
+    SealedInfo,
+    SealedModel,
+    TensorInfo,
+    inspect,
+    keygen,
+    open_model,
+    rewrap,
+    seal_onnx,
+    unseal,
+    unseal_file,
+)
+
+__version__ = "0.1.0"
+
+
+def library_version() -> str:
+    """libveil's version string (loads the library)."""
+    from . import _lib
+
+    raw = _lib.lib().veil_version()
+    return raw.decode("ascii", "replace") if raw else ""
+
+
+__all__ = [
+    "DEFAULT_CHUNK_SIZE",
+    "KEY_SIZE",
+    "ArgumentError",
+    "AuthenticationError",
+    "CryptoError",
+    "DataAuthenticationError",
+    "FileError",
+    "FormatError",
+    "InputError",
+    "InternalError",
+    "KeyUnwrapError",
+    "LibraryNotFoundError",
+    "LimitError",
+    "OnnxError",
+    "OutOfMemoryError",
+    "SealedInfo",
+    "SealedModel",
+    "Status",
+    "TensorInfo",
+    "TruncatedError",
+    "UnsupportedError",
+    "VeilError",
+    "VersionError",
+    "inspect",
+    "keygen",
+    "library_path",
+    "library_version",
+    "open_model",
+    "rewrap",
+    "seal_onnx",
+    "unseal",
+    "unseal_file",
+]

@@ -1,0 +1,51 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* Shared pieces of the veil CLI. Exit codes: 0 success, 1 the operation failed, 2 usage. */
+#ifndef VEIL_CLI_H
+#define VEIL_CLI_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "core/secret.h"
+#include "veil/sealed.h"
+
+enum { CLI_OK = 0, CLI_FAIL = 1, CLI_USAGE = 2 };
+
+struct cli_command {
+    const char *name;
+    int (*run)(int argc, char **argv);
+    const char *summary;
+};
+
+/* Prints "veil: error: <message>" on stderr and returns CLI_FAIL. */
+int cli_fail(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+/* Prints "veil: error: <library's last error>" for a failed libveil call and returns CLI_FAIL. */
+int cli_fail_status(veil_status status);
+/* Prints "veil <cmd>: <message>" and a hint to --help on stderr and returns CLI_USAGE. */
+int cli_usage_error(const char *cmd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+void cli_warn(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+/* Strict decimal parsing: the whole string, no sign, within [min, max]. 0 on success. */
+int cli_parse_u64(const char *s, uint64_t min, uint64_t max, uint64_t *out);
+
+/* Reads a key file (exactly 32 bytes, or 16 where allowed) into locked memory; warns when the file is readable
+ * by group or others. Returns CLI_OK or the exit code to use. */
+int cli_read_key(const char *path, struct veil_secure_mem *key);
+
+/* A progress bar on stderr when it is a terminal; otherwise nothing. */
+struct cli_progress {
+    const char *label;
+    int enabled;
+    int last_permille;
+};
+void cli_progress_init(struct cli_progress *p, const char *label);
+void cli_progress_cb(void *ctx, uint64_t done, uint64_t total);
+void cli_progress_finish(struct cli_progress *p);
+
+int cmd_keygen(int argc, char **argv);
+int cmd_seal(int argc, char **argv);
+int cmd_inspect(int argc, char **argv);
+int cmd_unseal(int argc, char **argv);
+int cmd_rewrap(int argc, char **argv);
+
+#endif

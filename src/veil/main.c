@@ -1,0 +1,144 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* veil: the owner's command-line tool. Parses arguments, calls libveil, maps errors to exit codes. */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "cli.h"
+#include "core/limits.h"
+
+static const struct cli_command commands[] = {
+    {"keygen", cmd_keygen, "create a new random 32-byte model key file (mode 0600)"},
+    {"seal", cmd_seal, "encrypt an ONNX model into a sealed .veil file"},
+    {"inspect", cmd_inspect, "print the public header of a sealed file (no key needed)"},
+    {"unseal", cmd_unseal, "owner-side recovery: decrypt a sealed file back to ONNX"},
+    {"rewrap", cmd_rewrap, "rotate the model key of a sealed file without re-encrypting weights"},
+};
+
+static void usage(FILE *out)
+{
+    fprintf(out, "usage: veil <command> [options]\n\n"
+                 "Veil seals ONNX models so that they can be used, but not seen, on machines their owner does\n"
+                 "not control.\n\ncommands:\n");
+    for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
+        fprintf(out, "  %-9s %s\n", commands[i].name, commands[i].summary);
+    fprintf(out, "\nRun 'veil <command> --help' for a command's options.\n"
+                 "Exit status: 0 success, 1 the operation failed (one 'veil: error:' line), 2 usage error.\n");
+}
+
+int cli_fail(const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    fputs("veil: error: ", stderr);
+    vfprintf(stderr, fmt, ap);
+    fputc('\n', stderr);
+    va_end(ap);
+    return CLI_FAIL;
+}
+
+int cli_fail_status(veil_status status)
+{
+    const char *detail = veil_last_error();
+    return cli_fail("%s", detail[0] != '\0' ? detail : veil_status_str(status));
+}
+
+int cli_usage_error(const char *cmd, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    fprintf(stderr, "veil %s: ", cmd);
+    vfprintf(stderr, fmt, ap);
+    fprintf(stderr, "\nTry 'veil %s --help'.\n", cmd);
+    va_end(ap);
+    return CLI_USAGE;
+}
+
+void cli_warn(const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    fputs("veil: warning: ", stderr);
+    vfprintf(stderr, fmt, ap);
+    fputc('\n', stderr);
+    va_end(ap);
+}
+
+int cli_parse_u64(const char *s, uint64_t min, uint64_t max, uint64_t *out)
+{
+    if (s == NULL || s[0] < '0' || s[0] > '9')
+        return -1;
+    errno = 0;
+    char *end = NULL;
+    unsigned long long v = strtoull(s, &end, 10);
+    if (errno != 0 || *end != '\0' || v < min || v > max)
+        return -1;
+    *out = v;
+    return 0;
+}
+
+static int read_key_fd(int fd, const char *path, struct veil_secure_mem *key)
+{
+    uint8_t buf[VEIL_KEY_FILE_MAX_SIZE + 1];
+    size_t got = 0;
+    while (got < sizeof buf) {
+        ssize_t n = read(fd, buf + got, sizeof buf - got);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0)
+            break;
+        got += (size_t)n;
+    }
+    int rc = CLI_OK;
+    if (got != VEIL_KEY_SIZE && got != 16)
+        rc = cli_fail("key file %s holds %zu bytes; a model key is %u raw bytes", path, got, VEIL_KEY_SIZE);
+    else if (!veil_ok(veil_secure_alloc(key, got, 0)))
+        rc = cli_fail("cannot allocate memory for the key");
+    else
+        memcpy(key->data, buf, got);
+    veil_wipe(buf, sizeof buf);
+    return rc;
+}
+
+int cli_read_key(const char *path, struct veil_secure_mem *key)
+{
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return cli_fail("cannot open key file %s: %s", path, strerror(errno));
+    struct stat st;
+    if (fstat(fd, &st) == 0 && (st.st_mode & 077) != 0)
+        cli_warn("key file %s is accessible by group or others (mode %03o); use chmod 600", path,
+                 (unsigned)(st.st_mode & 0777));
+    int rc = read_key_fd(fd, path, key);
+    close(fd);
+    return rc;
+}
+
+int main(int argc, char **argv)
+{
+    veil_disable_core_dumps();
+    if (argc < 2) {
+        usage(stderr);
+        return CLI_USAGE;
+    }
+    const char *name = argv[1];
+    if (strcmp(name, "--help") == 0 || strcmp(name, "-h") == 0 || strcmp(name, "help") == 0) {
+        usage(stdout);
+        return CLI_OK;
+    }
+    if (strcmp(name, "--version") == 0 || strcmp(name, "version") == 0) {
+        printf("veil %s\n", veil_version());
+        return CLI_OK;
+    }
+    for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
+        if (strcmp(name, commands[i].name) == 0)
+            return commands[i].run(argc - 1, argv + 1);
+    fprintf(stderr, "veil: unknown command '%s'\n\n", name);
+    usage(stderr);
+    return CLI_USAGE;
+}
