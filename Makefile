@@ -1,6 +1,7 @@
 # Veil: the two commands a new machine needs are `make demo` and `make test`; both install what they need.
 # Everything else here is a convenience for developers.
 SHELL := /bin/bash
+MAKEFLAGS += --no-print-directory
 VEIL_VENV ?= $(HOME)/.cache/veil/venv
 PY := $(VEIL_VENV)/bin/python
 export VEIL_VENV

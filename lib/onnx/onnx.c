@@ -738,7 +738,6 @@ VEIL_RESULT veil_onnx_split(const uint8_t *model, size_t size, struct veil_onnx_
     VEIL_DEFER(walk_cleanup) struct walk w = {.mode = WALK_SPLIT};
     VEIL_GUARD(parse_model(&w, model, size));
     VEIL_DEFER(veil_buf_cleanup) struct veil_buf graph = {0};
-    VEIL_GUARD(veil_buf_reserve(&graph, size));
     struct writer wr = {.out = &graph};
     VEIL_GUARD(write_model(&wr, model, size));
     out->graph = graph;
@@ -783,9 +782,9 @@ static VEIL_RESULT join_into(const uint8_t *graph, size_t size, const struct joi
 {
     VEIL_DEFER(walk_cleanup) struct walk w = {.mode = WALK_TABLE};
     VEIL_GUARD(parse_model(&w, graph, size));
-    uint64_t total = 0;
+    uint64_t total = 0;  /* a close upper bound of the output, so a secret buffer is not copied as it grows */
     VEIL_GUARD(check_join_data(&w, j, &total));
-    VEIL_GUARD(veil_add_u64(total, size, &total));
+    VEIL_GUARD(veil_add_u64(total, (uint64_t)size + 16, &total));
     VEIL_ENSURE(total <= SIZE_MAX, VEIL_ERR_LIMIT, "the joined model is too large");
     VEIL_GUARD(veil_buf_reserve(out, (size_t)total));
     struct writer wr = {.out = out, .j = j};

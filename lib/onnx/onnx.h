@@ -48,14 +48,17 @@ struct veil_onnx_split {
 VEIL_RESULT veil_onnx_split(const uint8_t *model, size_t size, struct veil_onnx_split *out);
 void veil_onnx_split_cleanup(struct veil_onnx_split *s);
 
-/* Reads the extracted initializers of a stripped graph (data = NULL). *out is owned by the caller
- * (veil_onnx_tensors_free); count may be 0 with *out NULL. */
+/* Reads the extracted initializers of a stripped graph (data = NULL), applying the same checks as split.
+ * *out is owned by the caller (veil_onnx_tensors_free); count may be 0 with *out NULL. Fails with
+ * VEIL_ERR_FORMAT when an extracted initializer still carries a data field. */
 VEIL_RESULT veil_onnx_tensor_table(const uint8_t *graph, size_t size, struct veil_onnx_tensor **out,
                                    size_t *count);
 void veil_onnx_tensors_free(struct veil_onnx_tensor *tensors, size_t count);
 
 /* Rebuilds the full model from a stripped graph and the data of each extracted initializer, in order, into out
- * (appending). Fails with VEIL_ERR_FORMAT when count or any size does not match the graph. */
+ * (appending; each tensor comes back as raw_data, the last field of its initializer). Fails with VEIL_ERR_FORMAT
+ * when count or any size does not match the graph; on failure out keeps its old size and whatever was appended
+ * is wiped. */
 VEIL_RESULT veil_onnx_join(const uint8_t *graph, size_t size, const uint8_t *const *data, const uint64_t *sizes,
                            size_t count, struct veil_buf *out);
 

@@ -198,24 +198,19 @@ class Buffer:
     __slots__ = ("_keep", "address", "size")
 
     def __init__(self, data: bytes | bytearray | memoryview) -> None:
-        if isinstance(data, bytes):
-            keep: object = ctypes.c_char_p(data)
-            self.address = ctypes.cast(keep, ctypes.c_void_p).value
-            self.size = len(data)
-        else:
+        if not isinstance(data, bytes):
             view = memoryview(data).cast("B")
-            if view.readonly:
-                copy = bytes(view)
-                keep = ctypes.c_char_p(copy)
-                self.address = ctypes.cast(keep, ctypes.c_void_p).value
-                self.size = len(copy)
-                keep = (keep, copy)
-            else:
+            if not view.readonly:
                 arr = (ctypes.c_uint8 * view.nbytes).from_buffer(view)
-                keep = (arr, view)
-                self.address = ctypes.addressof(arr)
-                self.size = view.nbytes
-        self._keep = keep
+                self._keep: object = (arr, view)
+                self.address: int = ctypes.addressof(arr)
+                self.size: int = view.nbytes
+                return
+            data = bytes(view)
+        ptr = ctypes.c_char_p(data)  # points into the bytes object itself: no copy
+        self._keep = (ptr, data)
+        self.address = ctypes.cast(ptr, ctypes.c_void_p).value or 0
+        self.size = len(data)
 
 
 def fspath(path: str | os.PathLike[str]) -> bytes:

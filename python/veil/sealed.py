@@ -220,7 +220,7 @@ def unseal(
     _lib.check(cdll.veil_unseal(_lib.fspath(path), key_buf.address, key_buf.size, ctypes.byref(opts),
                                 ctypes.byref(data), ctypes.byref(size)))
     try:
-        result = ctypes.string_at(data.value, size.value) if size.value else b""
+        result = ctypes.string_at(data, size.value) if size.value else b""
     finally:
         if data.value:
             ctypes.memset(data.value, 0, size.value)
@@ -379,7 +379,7 @@ class SealedModel:
             return np.zeros(info.shape, dtype=dtype)
         raw = (ctypes.c_uint8 * info.size).from_address(view.data)
         raw._veil_owner = self._handle  # type: ignore[attr-defined] # keeps the plaintext alive for views
-        arr = np.frombuffer(raw, dtype=dtype).reshape(info.shape)
+        arr = np.frombuffer(memoryview(raw), dtype=dtype).reshape(info.shape)
         if copy:
             return arr.copy()
         arr.flags.writeable = False

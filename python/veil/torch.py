@@ -87,8 +87,8 @@ def export_onnx(
             # Generic advice for PRESERVE; the module is in eval mode here, so folding cannot touch training state.
             warnings.filterwarnings("ignore", message="It is recommended that constant folding", category=UserWarning)
             if exporter == "torchscript":
-                torch.onnx.export(
-                    module, args, buf, dynamo=False, export_params=True, opset_version=opset,
+                torch.onnx.export(  # this exporter writes to file-like objects; its annotation says paths
+                    module, args, buf, dynamo=False,  # type: ignore[arg-type] export_params=True, opset_version=opset,
                     input_names=in_names, output_names=out_names, dynamic_axes=dynamic_axes,
                     training=torch.onnx.TrainingMode.PRESERVE,  # eval mode, without folding BN into Conv
                     do_constant_folding=True, keep_initializers_as_inputs=False,
@@ -105,7 +105,10 @@ def export_onnx(
                 )
                 if program is None:
                     raise OnnxError("torch.onnx.export returned no program")
-                program.save(buf, external_data=False)
+                proto = program.model_proto  # serialized from memory: every initializer embedded
+                if any(t.data_location == onnx.TensorProto.EXTERNAL for t in proto.graph.initializer):
+                    raise OnnxError("the dynamo exporter produced external data; Veil seals self-contained models")
+                buf.write(proto.SerializeToString())
             else:
                 raise ValueError(f"unknown exporter {exporter!r}")
     finally:
