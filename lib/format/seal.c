@@ -140,13 +140,24 @@ static VEIL_RESULT write_sealed(const struct seal_state *st, const char *out_pat
     return veil_outfile_commit(&out);
 }
 
+/* Names the input in ONNX errors: "not a valid ONNX model: malformed GraphProto: ...". */
+static VEIL_RESULT split_model(const uint8_t *onnx, size_t onnx_size, struct veil_onnx_split *split)
+{
+    struct veil_result r = veil_onnx_split(onnx, onnx_size, split);
+    if (r.status != VEIL_ERR_ONNX || strncmp(veil_last_error(), "not an ONNX model", 17) == 0)
+        return r;
+    char detail[512];
+    snprintf(detail, sizeof detail, "%s", veil_last_error());
+    VEIL_BAIL(VEIL_ERR_ONNX, "not a valid ONNX model: %s", detail);
+}
+
 static VEIL_RESULT seal_impl(const uint8_t *onnx, size_t onnx_size, const uint8_t *key, size_t key_size,
                              const struct veil_seal_options *opt, const char *out_path)
 {
     VEIL_GUARD(check_options(opt, key, key_size));
     VEIL_ENSURE(onnx != NULL && out_path != NULL, VEIL_ERR_ARG, "no model or no output path given");
     VEIL_DEFER(seal_state_cleanup) struct seal_state st = {.opt = opt};
-    VEIL_GUARD(veil_onnx_split(onnx, onnx_size, &st.split));
+    VEIL_GUARD(split_model(onnx, onnx_size, &st.split));
     VEIL_GUARD(build_header(&st));
     VEIL_GUARD(build_region(&st));
     VEIL_GUARD(encrypt_region(&st, key, key_size));

@@ -20,7 +20,7 @@ import torch
 from onnx import numpy_helper
 
 from . import sealed as _sealed
-from .errors import OnnxError
+from .errors import OnnxError, UnsupportedError
 
 __all__ = ["export_onnx", "seal", "state_dict_from_sealed", "to_secure"]
 
@@ -87,8 +87,10 @@ def export_onnx(
             # Generic advice for PRESERVE; the module is in eval mode here, so folding cannot touch training state.
             warnings.filterwarnings("ignore", message="It is recommended that constant folding", category=UserWarning)
             if exporter == "torchscript":
-                torch.onnx.export(  # this exporter writes to file-like objects; its annotation says paths
-                    module, args, buf, dynamo=False,  # type: ignore[arg-type] export_params=True, opset_version=opset,
+                # This exporter writes to file-like objects; its annotation only names paths.
+                torch.onnx.export(
+                    module, args, buf,  # type: ignore[arg-type]
+                    dynamo=False, export_params=True, opset_version=opset,
                     input_names=in_names, output_names=out_names, dynamic_axes=dynamic_axes,
                     training=torch.onnx.TrainingMode.PRESERVE,  # eval mode, without folding BN into Conv
                     do_constant_folding=True, keep_initializers_as_inputs=False,
@@ -107,7 +109,7 @@ def export_onnx(
                     raise OnnxError("torch.onnx.export returned no program")
                 proto = program.model_proto  # serialized from memory: every initializer embedded
                 if any(t.data_location == onnx.TensorProto.EXTERNAL for t in proto.graph.initializer):
-                    raise OnnxError("the dynamo exporter produced external data; Veil seals self-contained models")
+                    raise UnsupportedError("the exporter produced external data; Veil seals self-contained models")
                 buf.write(proto.SerializeToString())
             else:
                 raise ValueError(f"unknown exporter {exporter!r}")

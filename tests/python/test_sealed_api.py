@@ -100,6 +100,13 @@ def test_library_not_found_is_a_clear_import_error(tmp_path: Path) -> None:
     assert out.stdout.strip() == "ok"
 
 
+def test_library_from_env_var(libveil: str) -> None:
+    code = "import veil; print(veil.library_path()); assert len(veil.keygen()) == 32"
+    env = {**os.environ, "VEIL_LIBRARY": libveil, "PYTHONPATH": str(PYTHON_DIR)}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == libveil
+
+
 # --- seal, inspect, unseal ------------------------------------------------------------------------------------
 
 
@@ -163,7 +170,6 @@ def test_progress_is_reported(tmp_path: Path, key: bytes, model: onnx.ModelProto
 
     with pytest.raises(RuntimeError, match="stop"):
         veil.unseal(tmp_path / "m.veil", key, progress=boom)
-    # a callback that raises is reported only if libveil called it at all; that it does is libveil's business
 
 
 # --- open_model -----------------------------------------------------------------------------------------------
