@@ -33,6 +33,14 @@ import sealed_ref as ref  # noqa: E402
 from sealed_ref import Chunk, SealedFile  # noqa: E402
 
 
+def write_key(path: Path, key: bytes) -> None:
+    """Key files are private (mode 0600), as `veil keygen` makes them."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as f:
+        f.write(key)
+    os.chmod(path, 0o600)
+
+
 @dataclass
 class Variant:
     kind: str
@@ -198,7 +206,19 @@ class Tamperer:
             # a size so large that offset + size overflows u64 in a careless reader
             so, _ = self.field("section[1].size")
             self.add("section1_size_max", "section[1].size = 2^64 - 1", self.patched(so, b"\xff" * 8))
-            self.add("section1_size_cap_plus_1", "section[1].size = 2^40 + 1", self.patched(so, struct.pack("<Q", (1 << 40) + 1)))
+            self.add("section1_size_cap_plus_1", "section[1].size = 2^40 + 1",
+                     self.patched(so, struct.pack("<Q", (1 << 40) + 1)))
+            if last >= 5:
+                # every section within its own cap, consistent offsets, but data_size over 2^42
+                big = list(sf.header.sections)
+                for i in range(1, last + 1):
+                    big[i] = (0, 1 << 40)
+                table = ref.section_table([size for _, size in big])
+                out = self.valid
+                for i, (o, size) in enumerate(table):
+                    fo, _ = self.field(f"section[{i}].offset")
+                    out = self.patched(fo, struct.pack("<QQ", o, size), out)
+                self.add("data_size_over_cap", f"sections 1..{last} of 2^40 bytes each: data_size over 2^42", out)
         self.flip_field("flip_key_version_to_0", "key_version", 0, 0, " (1 -> 0 when key_version is 1)")
         self.flip_field("flip_key_version", "key_version", 0, 1)
         self.flip_field("flip_wrap_nonce", "wrap_nonce", 6, 4)
@@ -358,10 +378,13 @@ class Tamperer:
                 self.add("splice_last_chunk_from_other",
                          f"last chunk of section {c.section} and its tag taken from OTHER", out)
             s0 = sf.sections[0]
-            out = self.patched(s0.abs_offset, o[s0.abs_offset : s0.abs_offset + s0.size])
-            for c in s0.chunks:
-                out = self.patched(c.tag_offset, self.tag(c, o), out)
-            self.add("splice_graph_from_other", "graph section (and its tags) taken from OTHER", out)
+            if s0.encrypted:
+                out = self.patched(s0.abs_offset, o[s0.abs_offset : s0.abs_offset + s0.size])
+                for c in s0.chunks:
+                    out = self.patched(c.tag_offset, self.tag(c, o), out)
+                self.add("splice_graph_from_other", "graph section (and its tags) taken from OTHER", out)
+            else:
+                self.skip("splice_graph_from_other", "a public graph is the same plaintext in both files")
             self.add("splice_tag_table_from_other", "the whole tag table taken from OTHER",
                      self.patched(sf.tag_table_offset, o[so.tag_table_offset :]))
             self.add("splice_header_from_other", "preamble and header of OTHER with this key wrap and data",
@@ -428,8 +451,10 @@ class Tamperer:
         table = ref.section_table([len(p) for p in plains])
         kv = sf.key_wrap.key_version
 
-        def b(header: ref.Header, ps: list[bytes] | None = None, **kw: object) -> bytes:
-            return ref.build(header, plains if ps is None else ps, self.key, key_version=kw.pop("key_version", kv), **kw)  # type: ignore[arg-type]
+        def b(header: ref.Header, ps: list[bytes] | None = None, *, key_version: int = kv, major: int = ref.MAJOR,
+              header_trailer: bytes = b"") -> bytes:
+            return ref.build(header, plains if ps is None else ps, self.key, key_version=key_version, major=major,
+                             header_trailer=header_trailer)
 
         base = replace(h, sections=table)
         self.add("auth_unknown_required_flag", "authenticated file with required flag bit 1 set",
@@ -484,11 +509,11 @@ class Tamperer:
         wrong = os.urandom(32)
         while wrong == self.key:
             wrong = os.urandom(32)
-        (outdir / "wrong.key").write_bytes(wrong)
+        write_key(outdir / "wrong.key", wrong)
         self.add("wrong_key", "the intact file opened with another 32-byte key", self.valid, "key", key="wrong.key")
         flipped = bytearray(self.key)
         flipped[0] ^= 1
-        (outdir / "wrong_bit.key").write_bytes(bytes(flipped))
+        write_key(outdir / "wrong_bit.key", bytes(flipped))
         self.add("wrong_key_one_bit", "the intact file opened with the key with one bit flipped", self.valid, "key",
                  key="wrong_bit.key")
 

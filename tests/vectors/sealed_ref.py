@@ -399,12 +399,16 @@ def parse(data: bytes) -> SealedFile:
     # (4) the file size
     data_offset = align64(kw_off + KEY_WRAP_SIZE)
     tag_table_offset = data_offset + data_size
-    secs, tag_table_size = _chunk_layout(sections, chunk_size, public_graph, data_offset, tag_table_offset)
+    chunk_count = sum(-(-size // chunk_size) for i, (_, size) in enumerate(sections) if i > 0 or not public_graph)
+    tag_table_size = TAG_SIZE * chunk_count
     expected = tag_table_offset + tag_table_size
     if n < expected:
         raise TruncatedError(f"file of {n} bytes, layout needs {expected}")
     if n > expected:
         raise TrailingDataError(f"{n - expected} trailing bytes after the tag table")
+    # only now, with every chunk known to be in the file, enumerate them
+    secs, listed_tag_size = _chunk_layout(sections, chunk_size, public_graph, data_offset, tag_table_offset)
+    assert listed_tag_size == tag_table_size
 
     # (5) padding
     pad_start = kw_off + KEY_WRAP_SIZE
@@ -468,9 +472,8 @@ def decrypt_sections(data: bytes, sf: SealedFile, data_key: bytes) -> list[bytes
             ct = data[c.offset : c.offset + c.size]
             tag = data[c.tag_offset : c.tag_offset + TAG_SIZE]
             try:
-                parts.append(
-                    aead.decrypt(chunk_nonce(c.section, c.index), ct + tag, chunk_aad(sf.header_digest, c.section, c.index, c.last))
-                )
+                aad = chunk_aad(sf.header_digest, c.section, c.index, c.last)
+                parts.append(aead.decrypt(chunk_nonce(c.section, c.index), ct + tag, aad))
             except InvalidTag:
                 raise AuthError(f"chunk {c.index} of section {c.section} did not authenticate") from None
         out.append(b"".join(parts))
