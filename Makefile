@@ -29,7 +29,7 @@ fuzz-build: deps
 
 # Every C and Python test: unit tests under ASan+UBSan, golden vectors, attacks, a short fuzzing run, pytest.
 test: build asan fuzz-build
-	@$(MAKE) --no-print-directory test-c test-python fuzz-smoke
+	@$(MAKE) test-c fuzz-smoke test-python
 
 test-c:
 	@cd build/asan && ctest --output-on-failure -j$(JOBS)
