@@ -33,9 +33,13 @@ typedef enum veil_status {
     VEIL_ERR_ONNX = 104,     /* not a valid ONNX model */
     VEIL_ERR_UNSUPPORTED = 105, /* valid, but uses something Veil does not support */
     VEIL_ERR_LIMIT = 106,    /* exceeds a named limit */
+    VEIL_ERR_EVIDENCE = 107, /* malformed attestation evidence, quote, report, certificate or collateral */
 
     VEIL_ERR_KEY = 200,      /* key unwrap failed: wrong model key, or the header or key wrap was modified */
     VEIL_ERR_AUTH = 201,     /* data authentication failed: modified, reordered, dropped or spliced chunks */
+    VEIL_ERR_VERIFY = 202,   /* evidence did not verify: signature, certificate chain, CRL, binding, TCB */
+    VEIL_ERR_POLICY = 203,   /* evidence verified but the policy refuses it */
+    VEIL_ERR_EXPIRED = 204,  /* a certificate or collateral is outside its validity window at `now` */
 
     VEIL_ERR_ARG = 300,      /* invalid argument */
 

@@ -21,8 +21,12 @@ const char *veil_status_str(veil_status status)
     case VEIL_ERR_ONNX: return "invalid ONNX model";
     case VEIL_ERR_UNSUPPORTED: return "unsupported feature";
     case VEIL_ERR_LIMIT: return "limit exceeded";
+    case VEIL_ERR_EVIDENCE: return "malformed evidence";
     case VEIL_ERR_KEY: return "key unwrap failed";
     case VEIL_ERR_AUTH: return "authentication failed";
+    case VEIL_ERR_VERIFY: return "evidence verification failed";
+    case VEIL_ERR_POLICY: return "policy refused";
+    case VEIL_ERR_EXPIRED: return "expired";
     case VEIL_ERR_ARG: return "invalid argument";
     case VEIL_ERR_NOMEM: return "out of memory";
     case VEIL_ERR_CRYPTO: return "crypto library failure";
