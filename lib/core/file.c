@@ -10,15 +10,16 @@
 
 #include "core/file.h"
 
-static void close_fd(int *fd)
+void veil_fd_close(int *fd)
 {
     if (*fd >= 0)
         close(*fd);
+    *fd = -1;
 }
 
 VEIL_RESULT veil_file_read_all(const char *path, uint64_t max_size, struct veil_buf *b)
 {
-    VEIL_DEFER(close_fd) int fd = open(path, O_RDONLY | O_CLOEXEC);
+    VEIL_DEFER(veil_fd_close) int fd = open(path, O_RDONLY | O_CLOEXEC);
     VEIL_ENSURE(fd >= 0, VEIL_ERR_IO, "cannot open %s: %s", path, strerror(errno));
     struct stat st;
     VEIL_ENSURE(fstat(fd, &st) == 0, VEIL_ERR_IO, "cannot stat %s: %s", path, strerror(errno));

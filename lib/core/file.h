@@ -10,6 +10,9 @@
 #include "core/buf.h"
 #include "core/result.h"
 
+/* For VEIL_DEFER: closes *fd when it is open. */
+void veil_fd_close(int *fd);
+
 /* Reads all of path into b (appending); fails with VEIL_ERR_LIMIT past max_size. */
 VEIL_RESULT veil_file_read_all(const char *path, uint64_t max_size, struct veil_buf *b);
 /* Reads exactly size bytes at offset, retrying short reads; VEIL_ERR_TRUNCATED at end of file. */

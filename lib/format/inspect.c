@@ -8,18 +8,13 @@
 
 #include <jansson.h>
 
+#include "core/file.h"
 #include "format/format.h"
-
-static void close_fd(int *fd)
-{
-    if (*fd >= 0)
-        close(*fd);
-}
 
 static VEIL_RESULT inspect_impl(const char *path, struct veil_sealed_info *out)
 {
     VEIL_ENSURE(path != NULL && out != NULL, VEIL_ERR_ARG, "no path or output given");
-    VEIL_DEFER(close_fd) int fd = open(path, O_RDONLY | O_CLOEXEC);
+    VEIL_DEFER(veil_fd_close) int fd = open(path, O_RDONLY | O_CLOEXEC);
     VEIL_ENSURE(fd >= 0, VEIL_ERR_IO, "cannot open %s: %s", path, strerror(errno));
     VEIL_DEFER(veil_sealed_header_cleanup) struct veil_sealed_header h = {0};
     VEIL_GUARD(veil_sealed_read_header(fd, &h));

@@ -10,12 +10,6 @@
 #include "core/file.h"
 #include "format/format.h"
 
-static void close_fd(int *fd)
-{
-    if (*fd >= 0)
-        close(*fd);
-}
-
 static void free_ptr(uint8_t **p)
 {
     free(*p);
@@ -52,7 +46,7 @@ static VEIL_RESULT decrypt_file(const char *path, const uint8_t *key, size_t key
 {
     VEIL_GUARD(veil_sealed_check_key(key, key_size));
     VEIL_ENSURE(path != NULL, VEIL_ERR_ARG, "no sealed file given");
-    VEIL_DEFER(close_fd) int fd = open(path, O_RDONLY | O_CLOEXEC);
+    VEIL_DEFER(veil_fd_close) int fd = open(path, O_RDONLY | O_CLOEXEC);
     VEIL_ENSURE(fd >= 0, VEIL_ERR_IO, "cannot open %s: %s", path, strerror(errno));
     VEIL_GUARD(veil_sealed_read_header(fd, &p->h));
     struct veil_secure_mem data_key = {0};

@@ -8,12 +8,6 @@
 #include "core/file.h"
 #include "format/format.h"
 
-static void close_fd(int *fd)
-{
-    if (*fd >= 0)
-        close(*fd);
-}
-
 static VEIL_RESULT copy_range(int in, int out, uint64_t offset, uint64_t size)
 {
     uint8_t buf[1 << 16];
@@ -48,7 +42,7 @@ static VEIL_RESULT rewrap_impl(const char *in_path, const uint8_t *old_key, size
     VEIL_ENSURE(new_version >= 1, VEIL_ERR_ARG, "the new key version must be at least 1");
     VEIL_GUARD(veil_sealed_check_key(old_key, old_size));
     VEIL_GUARD(veil_sealed_check_key(new_key, new_size));
-    VEIL_DEFER(close_fd) int fd = open(in_path, O_RDONLY | O_CLOEXEC);
+    VEIL_DEFER(veil_fd_close) int fd = open(in_path, O_RDONLY | O_CLOEXEC);
     VEIL_ENSURE(fd >= 0, VEIL_ERR_IO, "cannot open %s: %s", in_path, strerror(errno));
     VEIL_DEFER(veil_sealed_header_cleanup) struct veil_sealed_header h = {0};
     VEIL_GUARD(veil_sealed_read_header(fd, &h));
