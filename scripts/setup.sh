@@ -6,7 +6,7 @@ set -euo pipefail
 
 root=$(cd "$(dirname "$0")/.." && pwd)
 venv=${VEIL_VENV:-$HOME/.cache/veil/venv}
-debs=(gcc make cmake pkg-config libssl-dev libjansson-dev libcmocka-dev libcurl4-openssl-dev libdnnl-dev clang
+debs=(gcc make cmake pkg-config libssl-dev libjansson-dev libcmocka-dev libcurl4-openssl-dev libdnnl-dev libmicrohttpd-dev libsqlite3-dev clang
       libclang-rt-14-dev python3-venv)
 
 missing=()

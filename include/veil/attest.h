@@ -40,6 +40,7 @@ struct veil_provider_config {
     const char *sim_config;       /* sim: configuration file measured with it (optional) */
     const char *gramine_root;     /* sgx: default "/dev/attestation" */
     const char *tsm_root;         /* tdx/snp: default "/sys/kernel/config/tsm/report" */
+    uint32_t sim_svn;             /* sim: the security version number the simulated TEE reports */
 };
 
 /* Finds the TEE this process runs in (sgx, tdx or snp); VEIL_ERR_UNSUPPORTED when there is none. sim and sample

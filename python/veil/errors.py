@@ -12,10 +12,14 @@ Every failure inside libveil surfaces as exactly one of these; the message is li
     │   │   └── TruncatedError        103  the input ends early or has trailing bytes
     │   ├── OnnxError                 104  not a valid ONNX model
     │   ├── UnsupportedError          105  valid, but uses something Veil does not support
-    │   └── LimitError                106  exceeds a named limit
+    │   ├── LimitError                106  exceeds a named limit
+    │   └── EvidenceError             107  malformed attestation evidence, quote, report, certificate or collateral
     ├── AuthenticationError           2xx  a key or a tag did not verify
     │   ├── KeyUnwrapError            200  wrong model key, or the header or key wrap was modified
-    │   └── DataAuthenticationError   201  modified, reordered, dropped or spliced chunks
+    │   ├── DataAuthenticationError   201  modified, reordered, dropped or spliced chunks
+    │   ├── VerificationError         202  evidence did not verify (signature, chain, CRL, binding, TCB)
+    │   ├── PolicyError               203  evidence verified but the policy refuses it
+    │   └── ExpiredError              204  a certificate or collateral is outside its validity window
     ├── ArgumentError                 300  invalid argument (also a ValueError)
     └── InternalError                 4xx
         ├── OutOfMemoryError          400  out of memory (or memory could not be locked)
@@ -32,6 +36,8 @@ __all__ = [
     "AuthenticationError",
     "CryptoError",
     "DataAuthenticationError",
+    "EvidenceError",
+    "ExpiredError",
     "FileError",
     "FormatError",
     "InputError",
@@ -41,10 +47,12 @@ __all__ = [
     "LimitError",
     "OnnxError",
     "OutOfMemoryError",
+    "PolicyError",
     "Status",
     "TruncatedError",
     "UnsupportedError",
     "VeilError",
+    "VerificationError",
     "VersionError",
     "error_for_status",
 ]
@@ -61,8 +69,12 @@ class Status(enum.IntEnum):
     ERR_ONNX = 104
     ERR_UNSUPPORTED = 105
     ERR_LIMIT = 106
+    ERR_EVIDENCE = 107
     ERR_KEY = 200
     ERR_AUTH = 201
+    ERR_VERIFY = 202
+    ERR_POLICY = 203
+    ERR_EXPIRED = 204
     ERR_ARG = 300
     ERR_NOMEM = 400
     ERR_CRYPTO = 401
@@ -114,6 +126,10 @@ class LimitError(InputError):
     """106: exceeds a named limit."""
 
 
+class EvidenceError(InputError):
+    """107: malformed attestation evidence, quote, report, certificate or collateral."""
+
+
 class AuthenticationError(VeilError):
     """2xx: a key or a tag did not verify."""
 
@@ -124,6 +140,18 @@ class KeyUnwrapError(AuthenticationError):
 
 class DataAuthenticationError(AuthenticationError):
     """201: a data chunk failed authentication (modified, reordered, dropped or spliced)."""
+
+
+class VerificationError(AuthenticationError):
+    """202: evidence did not verify: signature, certificate chain, CRL, binding or TCB."""
+
+
+class PolicyError(AuthenticationError):
+    """203: the evidence verified, but the policy refuses it (the message names the failed check)."""
+
+
+class ExpiredError(AuthenticationError):
+    """204: a certificate or collateral is outside its validity window at the given time."""
 
 
 class ArgumentError(VeilError, ValueError):
@@ -150,8 +178,12 @@ _BY_STATUS: dict[int, type[VeilError]] = {
     Status.ERR_ONNX: OnnxError,
     Status.ERR_UNSUPPORTED: UnsupportedError,
     Status.ERR_LIMIT: LimitError,
+    Status.ERR_EVIDENCE: EvidenceError,
     Status.ERR_KEY: KeyUnwrapError,
     Status.ERR_AUTH: DataAuthenticationError,
+    Status.ERR_VERIFY: VerificationError,
+    Status.ERR_POLICY: PolicyError,
+    Status.ERR_EXPIRED: ExpiredError,
     Status.ERR_ARG: ArgumentError,
     Status.ERR_NOMEM: OutOfMemoryError,
     Status.ERR_CRYPTO: CryptoError,

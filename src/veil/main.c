@@ -18,6 +18,8 @@ static const struct cli_command commands[] = {
     {"inspect", cmd_inspect, "print the public header of a sealed file (no key needed)"},
     {"unseal", cmd_unseal, "owner-side recovery: decrypt a sealed file back to ONNX"},
     {"rewrap", cmd_rewrap, "rotate the model key of a sealed file without re-encrypting weights"},
+    {"run", cmd_run, "run a plain or sealed ONNX model on a .npy input with Veil's engine"},
+    {"attest", cmd_attest, "collect, verify and judge TEE attestation evidence"},
 };
 
 static void usage(FILE *out)

@@ -349,13 +349,17 @@ def test_error_map_covers_every_status() -> None:
         100: veil.FileError, 101: veil.FormatError, 102: veil.VersionError, 103: veil.TruncatedError,
         104: veil.OnnxError, 105: veil.UnsupportedError, 106: veil.LimitError, 200: veil.KeyUnwrapError,
         201: veil.DataAuthenticationError, 300: veil.ArgumentError, 400: veil.OutOfMemoryError,
-        401: veil.CryptoError, 402: veil.InternalError,
+        401: veil.CryptoError, 402: veil.InternalError, 107: veil.EvidenceError, 202: veil.VerificationError,
+        203: veil.PolicyError, 204: veil.ExpiredError,
     }
     assert set(expected) == {int(s) for s in veil.Status if s != veil.Status.OK}
     for status, cls in expected.items():
         e = errors.error_for_status(status, "detail text")
         assert type(e) is cls and e.status == status and e.detail == "detail text" and str(e) == "detail text"
     assert issubclass(veil.VersionError, veil.FormatError) and issubclass(veil.TruncatedError, veil.FormatError)
-    assert type(errors.error_for_status(107, "")) is veil.InputError  # unknown codes fall back to the category
+    assert issubclass(veil.EvidenceError, veil.InputError)
+    assert all(issubclass(c, veil.AuthenticationError) for c in (veil.VerificationError, veil.PolicyError,
+                                                                   veil.ExpiredError))
+    assert type(errors.error_for_status(108, "")) is veil.InputError  # unknown codes fall back to the category
     assert type(errors.error_for_status(999, "")) is veil.VeilError
     assert str(errors.error_for_status(201, "", "authentication failed")) == "authentication failed"

@@ -1,5 +1,5 @@
 /* SPDX-License-Identifier: Apache-2.0 */
-/* lib/core: the bounded cursor, buffers, checked arithmetic, errors, secure memory, output files. */
+/* lib/core: the bounded cursor, buffers, checked arithmetic, errors, secure memory, output files, hex, JSON glue. */
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -13,6 +13,8 @@
 #include "core/checked.h"
 #include "core/cursor.h"
 #include "core/file.h"
+#include "core/hex.h"
+#include "core/json.h"
 #include "core/secret.h"
 #include "testutil.h"
 
@@ -151,13 +153,198 @@ static void test_outfile_atomic(void **state)
     free(dir);
 }
 
+/* ---- hex ------------------------------------------------------------------------------------------------ */
+
+static veil_status hex(enum veil_hex_case hc, const char *text, uint8_t *out, size_t size)
+{
+    return veil_hex_decode(hc, text, text != NULL ? strlen(text) : 0, out, size, VEIL_ERR_EVIDENCE, "field").status;
+}
+
+static void test_hex_round_trip(void **state)
+{
+    (void)state;
+    const uint8_t data[] = {0x00, 0x01, 0x7f, 0x80, 0xab, 0xff};
+    char text[2 * sizeof data + 1];
+    veil_hex_encode(data, sizeof data, text);
+    assert_string_equal(text, "00017f80abff");
+    uint8_t back[sizeof data];
+    assert_int_equal(hex(VEIL_HEX_LOWER, text, back, sizeof back), VEIL_OK);
+    assert_memory_equal(back, data, sizeof data);
+    assert_int_equal(hex(VEIL_HEX_ANY_CASE, "00017F80ABff", back, sizeof back), VEIL_OK);
+    assert_memory_equal(back, data, sizeof data);
+    veil_hex_encode(data, 0, text);
+    assert_string_equal(text, "");
+    assert_int_equal(hex(VEIL_HEX_LOWER, "", back, 0), VEIL_OK);
+}
+
+static void test_hex_strict(void **state)
+{
+    (void)state;
+    uint8_t out[2];
+    /* lower-only refuses upper case; any-case takes it */
+    assert_int_equal(hex(VEIL_HEX_LOWER, "aB0f", out, 2), VEIL_ERR_EVIDENCE);
+    assert_non_null(strstr(veil_last_error(), "field is not lower-case hex"));
+    assert_int_equal(hex(VEIL_HEX_ANY_CASE, "aB0f", out, 2), VEIL_OK);
+    assert_int_equal(out[0], 0xab);
+    assert_int_equal(out[1], 0x0f);
+    /* exactly 2*size digits, nothing else */
+    const char *bad[] = {"ab0", "ab0f00", "ab0g", " ab0", "ab0\n", "0xab", "+a0f", "ab:f", ""};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        assert_int_equal(hex(VEIL_HEX_LOWER, bad[i], out, 2), VEIL_ERR_EVIDENCE);
+        assert_int_equal(hex(VEIL_HEX_ANY_CASE, bad[i], out, 2), VEIL_ERR_EVIDENCE);
+    }
+    assert_int_equal(hex(VEIL_HEX_LOWER, "ab0", out, 2), VEIL_ERR_EVIDENCE);
+    assert_non_null(strstr(veil_last_error(), "field must be 4 hex digits"));
+    /* an embedded NUL is counted by len and refused as a character */
+    assert_int_equal(veil_hex_decode(VEIL_HEX_ANY_CASE, "a\0bc", 4, out, 2, VEIL_ERR_ARG, "x").status, VEIL_ERR_ARG);
+    /* the caller's status */
+    assert_int_equal(veil_hex_decode(VEIL_HEX_ANY_CASE, "zz", 2, out, 1, VEIL_ERR_ARG, "x").status, VEIL_ERR_ARG);
+    assert_int_equal(hex(VEIL_HEX_LOWER, NULL, out, 2), VEIL_ERR_EVIDENCE);
+}
+
+/* ---- json ----------------------------------------------------------------------------------------------- */
+
+static veil_status load(const char *text, size_t max_size, json_t **out)
+{
+    *out = NULL;
+    return veil_json_load_object((const uint8_t *)text, strlen(text), max_size, VEIL_ERR_FORMAT, "doc", out).status;
+}
+
+static void test_json_load_object(void **state)
+{
+    (void)state;
+    VEIL_DEFER(veil_json_done) json_t *j = NULL;
+    assert_int_equal(load("{\"a\":1,\"b\":\"x\"}", 100, &j), VEIL_OK);
+    assert_true(json_is_object(j));
+    veil_json_done(&j);
+    assert_null(j);
+    json_t *k = NULL;
+    /* duplicate keys, trailing bytes, a second value, not an object, not JSON, "\u0000": the caller's status */
+    const char *bad[] = {"{\"a\":1,\"a\":2}", "{\"a\":1} x", "{}{}", "[1]", "\"s\"", "{", "", "{\"a\":\"\\u0000\"}"};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        assert_int_equal(load(bad[i], 100, &k), VEIL_ERR_FORMAT);
+        assert_null(k);
+    }
+    assert_int_equal(veil_json_load_object((const uint8_t *)"{\"a\":1,\"a\":2}", 13, 100, VEIL_ERR_EVIDENCE, "doc", &k)
+                         .status,
+                     VEIL_ERR_EVIDENCE);
+    assert_non_null(strstr(veil_last_error(), "doc is not valid JSON"));
+    /* the size cap is checked before parsing, and raises VEIL_ERR_LIMIT whatever the caller's status */
+    assert_int_equal(load("{\"a\":1}", 7, &k), VEIL_OK);
+    json_decref(k);
+    assert_int_equal(load("{\"a\":1}", 6, &k), VEIL_ERR_LIMIT);
+    assert_int_equal(veil_json_load_object(NULL, 1, 100, VEIL_ERR_FORMAT, "doc", &k).status, VEIL_ERR_ARG);
+}
+
+static void test_json_members(void **state)
+{
+    (void)state;
+    VEIL_DEFER(veil_json_done) json_t *j = NULL;
+    assert_int_equal(load("{\"s\":\"str\",\"n\":7,\"neg\":-1,\"t\":true,\"f\":1.5}", 100, &j), VEIL_OK);
+    static const char *const all[] = {"s", "n", "neg", "t", "f", NULL};
+    static const char *const some[] = {"s", "n", "ne", "t", "f", NULL};
+    assert_int_equal(veil_json_only_keys(j, all, VEIL_ERR_ARG, "doc").status, VEIL_OK);
+    assert_int_equal(veil_json_only_keys(j, some, VEIL_ERR_ARG, "doc").status, VEIL_ERR_ARG);
+    assert_non_null(strstr(veil_last_error(), "doc: unknown member \"neg\""));
+
+    const char *s = "untouched";
+    assert_int_equal(veil_json_string(j, "s", 1, VEIL_ERR_ARG, "doc", &s).status, VEIL_OK);
+    assert_string_equal(s, "str");
+    assert_int_equal(veil_json_string(j, "absent", 0, VEIL_ERR_ARG, "doc", &s).status, VEIL_OK);
+    assert_null(s);
+    assert_int_equal(veil_json_string(j, "absent", 1, VEIL_ERR_ARG, "doc", &s).status, VEIL_ERR_ARG);
+    assert_int_equal(veil_json_string(j, "n", 0, VEIL_ERR_ARG, "doc", &s).status, VEIL_ERR_ARG);
+    /* a NUL can only come from a built value; it is refused anyway */
+    assert_true(veil_ok(veil_json_set(j, "nul", json_stringn("a\0b", 3))));
+    assert_int_equal(veil_json_string(j, "nul", 1, VEIL_ERR_ARG, "doc", &s).status, VEIL_ERR_ARG);
+
+    uint64_t u = 99;
+    assert_int_equal(veil_json_uint(j, "n", 1, 7, VEIL_ERR_ARG, "doc", &u).status, VEIL_OK);
+    assert_int_equal(u, 7);
+    assert_int_equal(veil_json_uint(j, "n", 1, 6, VEIL_ERR_ARG, "doc", &u).status, VEIL_ERR_ARG);
+    assert_int_equal(veil_json_uint(j, "neg", 1, 100, VEIL_ERR_ARG, "doc", &u).status, VEIL_ERR_ARG);
+    assert_int_equal(veil_json_uint(j, "f", 1, 100, VEIL_ERR_ARG, "doc", &u).status, VEIL_ERR_ARG);
+    assert_int_equal(veil_json_uint(j, "s", 1, 100, VEIL_ERR_ARG, "doc", &u).status, VEIL_ERR_ARG);
+    u = 99;
+    assert_int_equal(veil_json_uint(j, "absent", 0, 100, VEIL_ERR_ARG, "doc", &u).status, VEIL_OK);
+    assert_int_equal(u, 99);
+    assert_int_equal(veil_json_uint(j, "absent", 1, 100, VEIL_ERR_ARG, "doc", &u).status, VEIL_ERR_ARG);
+
+    int b = 5;
+    assert_int_equal(veil_json_bool(j, "absent", VEIL_ERR_ARG, "doc", &b).status, VEIL_OK);
+    assert_int_equal(b, 5);
+    assert_int_equal(veil_json_bool(j, "t", VEIL_ERR_ARG, "doc", &b).status, VEIL_OK);
+    assert_int_equal(b, 1);
+    assert_int_equal(veil_json_bool(j, "n", VEIL_ERR_ARG, "doc", &b).status, VEIL_ERR_ARG);
+
+    assert_int_equal(veil_json_set(j, "x", NULL).status, VEIL_ERR_NOMEM);
+}
+
+static veil_status b64(const char *text, enum veil_b64 kind, size_t min_size, size_t max_size, struct veil_buf *out)
+{
+    json_t *j = json_object(); /* _nocheck: the bytes reach the decoder even when they are not UTF-8 */
+    assert_int_equal(json_object_set_new(j, "m", json_stringn_nocheck(text, strlen(text))), 0);
+    veil_status st = veil_json_b64(j, "m", kind, 1, min_size, max_size, VEIL_ERR_EVIDENCE, "doc", out, NULL).status;
+    json_decref(j);
+    return st;
+}
+
+static void test_json_b64(void **state)
+{
+    (void)state;
+    VEIL_DEFER(veil_buf_cleanup) struct veil_buf b = {0};
+    /* variable size: 0..max */
+    assert_int_equal(b64("Zm9vYg==", VEIL_B64_STD, 0, 4, &b), VEIL_OK);
+    assert_int_equal(b64("", VEIL_B64_STD, 0, 4, &b), VEIL_OK);
+    assert_int_equal(b.size, 4);
+    assert_memory_equal(b.data, "foob", 4);
+    assert_int_equal(b64("Zm9vYmE=", VEIL_B64_STD, 0, 4, &b), VEIL_ERR_LIMIT);
+    assert_int_equal(b64("Zm9vYmFyYmF6cXV4cXV1e#==", VEIL_B64_STD, 0, 4, &b), VEIL_ERR_LIMIT); /* before decoding */
+    assert_int_equal(b64("Zm9vYg", VEIL_B64_STD, 0, 4, &b), VEIL_ERR_EVIDENCE);     /* unpadded */
+    assert_int_equal(b64("Zm9vYg==", VEIL_B64_URL, 0, 8, &b), VEIL_ERR_EVIDENCE);   /* padded url */
+    assert_int_equal(b64("Zm9vYh==", VEIL_B64_STD, 0, 4, &b), VEIL_ERR_EVIDENCE);   /* unused bits */
+    assert_int_equal(b64("Zm9v\nYg==", VEIL_B64_STD, 0, 8, &b), VEIL_ERR_EVIDENCE); /* whitespace */
+    assert_int_equal(b64("-_-_", VEIL_B64_STD, 0, 8, &b), VEIL_ERR_EVIDENCE);       /* the other alphabet */
+    assert_int_equal(b64("+/+/", VEIL_B64_URL, 0, 8, &b), VEIL_ERR_EVIDENCE);
+    assert_int_equal(b64("QUJ\x80", VEIL_B64_STD, 0, 8, &b), VEIL_ERR_EVIDENCE);
+    assert_non_null(strstr(veil_last_error(), "doc: member \"m\" is not canonical base64"));
+    assert_int_equal(b.size, 4); /* out unchanged by every failure */
+    /* a minimum: empty is malformed, not over a limit */
+    assert_int_equal(b64("", VEIL_B64_URL, 1, 4, &b), VEIL_ERR_EVIDENCE);
+    assert_int_equal(b64("-_8", VEIL_B64_URL, 1, 4, &b), VEIL_OK);
+    assert_int_equal(b.size, 6);
+    assert_int_equal(b.data[4], 0xfb);
+    assert_int_equal(b.data[5], 0xff);
+    /* fixed size: any other size is malformed (the caller's status), never VEIL_ERR_LIMIT */
+    assert_int_equal(b64("AAAA", VEIL_B64_URL, 3, 3, &b), VEIL_OK);
+    assert_int_equal(b64("AAA", VEIL_B64_URL, 3, 3, &b), VEIL_ERR_EVIDENCE);
+    assert_int_equal(b64("AAAAAA", VEIL_B64_URL, 3, 3, &b), VEIL_ERR_EVIDENCE);
+    assert_int_equal(b64("AAAAAAAAAAAAAAAAAAAAAAAA", VEIL_B64_URL, 3, 3, &b), VEIL_ERR_EVIDENCE);
+    assert_int_equal(b.size, 9);
+
+    /* absent members: *present says so, required ones fail */
+    VEIL_DEFER(veil_json_done) json_t *j = json_object();
+    int present = -1;
+    assert_int_equal(veil_json_b64(j, "m", VEIL_B64_STD, 0, 0, 4, VEIL_ERR_FORMAT, "doc", &b, &present).status,
+                     VEIL_OK);
+    assert_int_equal(present, 0);
+    assert_int_equal(veil_json_b64(j, "m", VEIL_B64_STD, 1, 0, 4, VEIL_ERR_FORMAT, "doc", &b, &present).status,
+                     VEIL_ERR_FORMAT);
+    assert_true(veil_ok(veil_json_set(j, "m", json_integer(1))));
+    assert_int_equal(veil_json_b64(j, "m", VEIL_B64_STD, 0, 0, 4, VEIL_ERR_FORMAT, "doc", &b, &present).status,
+                     VEIL_ERR_FORMAT);
+    assert_int_equal(b.size, 9);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_cursor_reads_little_endian), cmocka_unit_test(test_cursor_never_moves_past_end),
         cmocka_unit_test(test_varint),                     cmocka_unit_test(test_checked_arithmetic),
         cmocka_unit_test(test_status_strings),             cmocka_unit_test(test_secure_mem),
-        cmocka_unit_test(test_outfile_atomic),
+        cmocka_unit_test(test_outfile_atomic),             cmocka_unit_test(test_hex_round_trip),
+        cmocka_unit_test(test_hex_strict),                 cmocka_unit_test(test_json_load_object),
+        cmocka_unit_test(test_json_members),               cmocka_unit_test(test_json_b64),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

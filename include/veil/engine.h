@@ -1,0 +1,91 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* The inference engine: runs a whole ONNX graph on oneDNN, inside the TEE, in memory it owns.
+ *
+ * Loading parses the graph with a bounded reader, refuses every operator and attribute it does not support
+ * (naming it), infers shapes, fuses what oneDNN can fuse (Conv + BatchNormalization folded into the weights,
+ * activations and residual Add as post-ops), plans the activation memory once, creates every oneDNN primitive
+ * and reorders every weight into the layout its primitive prefers. Running copies the inputs in, executes the
+ * planned primitives and copies the outputs out; nothing is allocated, and nothing is ever written to disk.
+ *
+ * Threads: Debian's oneDNN runs on OpenMP. The engine sets the OpenMP thread count of the calling thread to
+ * options.threads while it loads and while it runs, and restores the previous value before returning.
+ * An engine is not safe for concurrent veil_engine_run calls (activations live in one arena); use one engine
+ * per thread, or serialise the calls. */
+#ifndef VEIL_ENGINE_H
+#define VEIL_ENGINE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "veil/sealed.h"
+#include "veil/status.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct veil_engine veil_engine;
+
+#define VEIL_ENGINE_MAX_RANK 6u
+VEIL_API size_t veil_engine_max_rank(void);
+
+/* Options for loading. Zero-initialise; every zero field takes its default. */
+struct veil_engine_options {
+    unsigned threads;   /* OpenMP threads for load and run; default: every online CPU */
+    uint64_t batch;     /* the size planned for a symbolic dimension 0 of the inputs; default 1 */
+    int lock_memory;    /* nonzero: mlock weights and activations; fail with VEIL_ERR_NOMEM when refused */
+};
+
+/* The name and planned shape of one graph input or output. Pointers live as long as the engine. */
+struct veil_engine_io {
+    const char *name;
+    uint32_t rank;
+    int64_t dims[VEIL_ENGINE_MAX_RANK];
+    size_t size;        /* bytes of float32 data, C order */
+};
+
+/* Loads a model whose initializers are held apart from its graph, as veil_model_open hands them out:
+ * graph is a (stripped) ONNX ModelProto, tensors its extracted initializers in graph order. The engine reads
+ * graph and tensors during the call only and keeps no reference to them: weights are folded and reordered
+ * straight from the views into buffers the engine owns, so the caller may free them as soon as it returns.
+ * *out is owned by the caller (veil_engine_free) and is NULL on failure. Fails with VEIL_ERR_ONNX (malformed
+ * graph: cycle, missing initializer, bad attribute ...), VEIL_ERR_UNSUPPORTED (an operator, attribute or
+ * data type the engine does not run, named in veil_last_error), VEIL_ERR_LIMIT, VEIL_ERR_ARG, VEIL_ERR_NOMEM. */
+VEIL_API VEIL_WUR veil_status veil_engine_load(const uint8_t *graph, size_t graph_size,
+                                               const struct veil_tensor_view *tensors, size_t tensor_count,
+                                               const struct veil_engine_options *options, veil_engine **out);
+
+/* Same, from a plain ONNX model held in memory (initializers embedded). */
+VEIL_API VEIL_WUR veil_status veil_engine_load_onnx(const uint8_t *onnx, size_t size,
+                                                    const struct veil_engine_options *options,
+                                                    veil_engine **out);
+
+/* Same, from an opened sealed model; the model may be freed as soon as this returns. */
+VEIL_API VEIL_WUR veil_status veil_engine_load_model(const veil_model *model,
+                                                     const struct veil_engine_options *options,
+                                                     veil_engine **out);
+
+VEIL_API size_t veil_engine_input_count(const veil_engine *engine);
+VEIL_API size_t veil_engine_output_count(const veil_engine *engine);
+/* Fail with VEIL_ERR_ARG when index is out of range. */
+VEIL_API VEIL_WUR veil_status veil_engine_input(const veil_engine *engine, size_t index,
+                                                struct veil_engine_io *out);
+VEIL_API VEIL_WUR veil_status veil_engine_output(const veil_engine *engine, size_t index,
+                                                 struct veil_engine_io *out);
+
+/* Runs the graph once. inputs[i] holds input_sizes[i] bytes of float32 C-order data for graph input i, which
+ * must equal its planned size; outputs[i] receives output i (output_sizes[i] must equal its size). Fails with
+ * VEIL_ERR_ARG on a wrong count or size, or when an input holds a NaN or an infinity; the outputs are then
+ * zeroed. */
+VEIL_API VEIL_WUR veil_status veil_engine_run(veil_engine *engine, const float *const *inputs,
+                                              const size_t *input_sizes, size_t input_count,
+                                              float *const *outputs, const size_t *output_sizes,
+                                              size_t output_count);
+
+/* Wipes the weights and activations and frees the engine. Accepts NULL. */
+VEIL_API void veil_engine_free(veil_engine *engine);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

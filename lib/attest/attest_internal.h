@@ -1,0 +1,87 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* Internals of the attestation core shared by lib/attest/{tee,provider,sim,gramine,tsm,evidence,policy}.c: the
+ * providers' building blocks and the sim/sample verifiers. Hex, base64 and the JSON glue are lib/core's
+ * (core/hex.h, core/base64.h, core/json.h), included here for them. Tests include this header to drive the
+ * providers against fake trees (the configfs-tsm hook). */
+#ifndef VEIL_ATTEST_INTERNAL_H
+#define VEIL_ATTEST_INTERNAL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include <jansson.h>
+
+#include "core/base64.h"
+#include "core/buf.h"
+#include "core/hex.h"
+#include "core/json.h"
+#include "core/result.h"
+#include "veil/attest.h"
+
+#define VEIL_SHA384_SIZE 48u
+
+/* ---- tee.c / tsm.c: configfs-tsm ------------------------------------------------------------------------ */
+
+/* Points of a configfs-tsm request at which a test may act on the entry directory: a fake configfs is a plain
+ * directory, so the test creates the attribute files after mkdir, changes them mid-request, and removes them
+ * before rmdir. Production code passes NULL. */
+enum veil_tsm_stage { VEIL_TSM_AFTER_MKDIR, VEIL_TSM_AFTER_INBLOB, VEIL_TSM_BEFORE_RMDIR };
+struct veil_tsm_hook {
+    void (*fn)(enum veil_tsm_stage stage, const char *entry_dir, void *ctx);
+    void *ctx;
+};
+
+#define VEIL_TSM_DEFAULT_ROOT "/sys/kernel/config/tsm/report"
+#define VEIL_GRAMINE_DEFAULT_ROOT "/dev/attestation"
+#define VEIL_SNP_REPORT_SIZE 1184u
+
+/* Creates an entry, reads its provider ("tdx_guest" -> tdx, "sev_guest" -> snp), removes it. */
+VEIL_RESULT veil_tsm_probe(const char *root, const struct veil_tsm_hook *hook, veil_tee *out);
+/* One report: outblob (the TD quote or the SNP report) and, for SNP, the auxblob when non-empty. */
+VEIL_RESULT veil_tsm_collect(const char *root, veil_tee tee, const uint8_t report_data[VEIL_REPORT_DATA_SIZE],
+                             const struct veil_tsm_hook *hook, struct veil_buf *outblob, struct veil_buf *auxblob);
+VEIL_RESULT veil_tee_detect_hooked(const struct veil_provider_config *config, const struct veil_tsm_hook *hook,
+                                   veil_tee *out);
+
+/* ---- gramine.c ----------------------------------------------------------------------------------------- */
+
+VEIL_RESULT veil_gramine_collect(const char *root, const uint8_t report_data[VEIL_REPORT_DATA_SIZE],
+                                 struct veil_buf *quote);
+
+/* ---- provider.c ---------------------------------------------------------------------------------------- */
+
+VEIL_RESULT veil_evidence_collect_hooked(veil_tee tee, const struct veil_provider_config *config,
+                                         const uint8_t report_data[VEIL_REPORT_DATA_SIZE],
+                                         const struct veil_tsm_hook *hook, char **evidence_out);
+/* Reads a file of unknown size (configfs and Gramine pseudo files report no useful st_size) until end of file;
+ * VEIL_ERR_LIMIT past max_size. */
+VEIL_RESULT veil_read_stream(const char *path, size_t max_size, struct veil_buf *out);
+/* A small text attribute (provider, generation, attestation_type) without its trailing newline. */
+VEIL_RESULT veil_read_attr(const char *path, char *out, size_t out_size);
+/* "dir/name" into out; VEIL_ERR_ARG when it does not fit. */
+VEIL_RESULT veil_path_join(char *out, size_t out_size, const char *dir, const char *name);
+
+/* ---- sim.c --------------------------------------------------------------------------------------------- */
+
+#define VEIL_SIM_KEY_FILE "platform.key"
+#define VEIL_SIM_PUB_FILE "platform.pub"
+#define VEIL_SIM_TBS_DOMAIN "VEIL-SIM-EVIDENCE-V1"
+#define VEIL_SIM_MEASUREMENT_DOMAIN "VEIL-SIM-MEASUREMENT-V1"
+/* domain (20) + NUL + measurement (48) + report_data (64) + svn (4) + SHA-384 of the key's SPKI DER (48) */
+#define VEIL_SIM_TBS_SIZE (21u + 48u + 64u + 4u + 48u)
+
+VEIL_RESULT veil_sim_collect(const struct veil_provider_config *config,
+                             const uint8_t report_data[VEIL_REPORT_DATA_SIZE], json_t **out);
+VEIL_RESULT veil_sim_verify(const json_t *evidence, const struct veil_verify_options *options,
+                            struct veil_claims *claims);
+/* sample: Trustee's unsigned evidence {"svn": "1", "report_data": base64}. */
+VEIL_RESULT veil_sample_collect(const uint8_t report_data[VEIL_REPORT_DATA_SIZE], json_t **out);
+VEIL_RESULT veil_sample_verify(const json_t *evidence, struct veil_claims *claims);
+
+/* ---- evidence.c ---------------------------------------------------------------------------------------- */
+
+/* Finds the VCEK (or else the VLEK) in an SNP certificate table (configfs-tsm auxblob, GHCB layout):
+ * {guid[16], u32 offset, u32 length}... ending in an all-zero entry. *cert points into aux; NULL when none. */
+VEIL_RESULT veil_snp_auxblob_cert(const uint8_t *aux, size_t size, const uint8_t **cert, size_t *cert_size);
+
+#endif

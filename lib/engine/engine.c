@@ -1,0 +1,242 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* The engine's public API (include/veil/engine.h): load from a stripped graph and tensor views, from a plain
+ * ONNX model or from an opened sealed model; describe inputs and outputs; run; free. */
+#include <inttypes.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "engine/internal.h"
+#include "onnx/onnx.h"
+
+size_t veil_engine_max_rank(void)
+{
+    return VEIL_ENGINE_MAX_RANK;
+}
+
+static VEIL_RESULT resolve_options(const struct veil_engine_options *in, struct veil_engine_options *out)
+{
+    *out = in != NULL ? *in : (struct veil_engine_options){0};
+    VEIL_ENSURE(out->threads <= VEIL_MAX_THREADS, VEIL_ERR_ARG, "threads must be at most %u", VEIL_MAX_THREADS);
+    VEIL_ENSURE(out->batch <= VEIL_ENGINE_MAX_BATCH, VEIL_ERR_ARG, "batch must be at most %u", VEIL_ENGINE_MAX_BATCH);
+    if (out->threads == 0) {
+        long n = sysconf(_SC_NPROCESSORS_ONLN);
+        out->threads = n < 1 ? 1u : n > (long)VEIL_MAX_THREADS ? VEIL_MAX_THREADS : (unsigned)n;
+    }
+    return VEIL_RESULT_OK;
+}
+
+/* The views must be exactly the graph's extracted initializers: same count, names, types and dims. */
+static VEIL_RESULT check_views(const uint8_t *graph, size_t size, const struct veil_tensor_view *tensors,
+                               size_t count)
+{
+    struct veil_onnx_tensor *table = NULL;
+    size_t n = 0;
+    VEIL_GUARD(veil_onnx_tensor_table(graph, size, &table, &n));
+    struct veil_result r = VEIL_RESULT_OK;
+    if (n != count)
+        r = veil_error_raise(VEIL_ERR_ARG, __FILE__, __LINE__, "the graph has %zu initializers, %zu tensors were "
+                             "given", n, count);
+    for (size_t i = 0; veil_ok(r) && i < n; i++) {
+        const struct veil_onnx_tensor *t = &table[i];
+        const struct veil_tensor_view *v = &tensors[i];
+        int same = v->name != NULL && strcmp(v->name, t->name) == 0 && v->dtype == t->dtype && v->rank == t->rank &&
+                   (t->rank == 0 || (v->dims != NULL && memcmp(v->dims, t->dims, t->rank * sizeof *t->dims) == 0));
+        if (!same)
+            r = veil_error_raise(VEIL_ERR_ARG, __FILE__, __LINE__, "tensor %zu does not match initializer '%s' of "
+                                 "the graph (name, type or dims)", i, t->name);
+    }
+    veil_onnx_tensors_free(table, n);
+    return r;
+}
+
+static VEIL_RESULT describe(const struct eng_graph *g, const int *values, size_t count, struct veil_engine_io **out)
+{
+    struct veil_engine_io *io = calloc(count + 1, sizeof *io);
+    VEIL_ENSURE(io != NULL, VEIL_ERR_NOMEM, "out of memory");
+    for (size_t i = 0; i < count; i++) {
+        const struct eng_value *v = &g->values[values[i]];
+        io[i].name = v->name;
+        io[i].rank = v->shape.rank;
+        memcpy(io[i].dims, v->shape.dims, sizeof io[i].dims);
+        io[i].size = eng_shape_count(&v->shape) * sizeof(float);
+    }
+    *out = io;
+    return VEIL_RESULT_OK;
+}
+
+static VEIL_RESULT load_impl(struct veil_engine *e, const uint8_t *graph, size_t size,
+                             const struct veil_tensor_view *tensors, size_t count)
+{
+    VEIL_ENSURE(graph != NULL || size == 0, VEIL_ERR_ARG, "no graph given");
+    VEIL_ENSURE(tensors != NULL || count == 0, VEIL_ERR_ARG, "no tensors given");
+    VEIL_GUARD(check_views(graph, size, tensors, count));
+    VEIL_GUARD(eng_graph_parse(&e->g, graph, size, tensors, count));
+    VEIL_GUARD(eng_plan_graph(&e->g, e->opts.batch));
+    VEIL_GUARD(eng_exec_build(e));
+    VEIL_GUARD(describe(&e->g, e->g.inputs, e->g.input_count, &e->io_in));
+    return describe(&e->g, e->g.outputs, e->g.output_count, &e->io_out);
+}
+
+/* Constants are read during load only: forget every pointer into the caller's views and graph. */
+static void drop_views(struct eng_graph *g)
+{
+    for (size_t i = 0; i < g->value_count; i++) {
+        struct eng_value *v = &g->values[i];
+        if (v->owned != NULL)
+            veil_wipe(v->owned, v->size);
+        free(v->owned);
+        v->owned = NULL;
+        v->data = NULL;
+        v->size = 0;
+    }
+    for (size_t i = 0; i < g->node_count; i++) {
+        free(g->nodes[i].attrs);
+        g->nodes[i].attrs = NULL;
+        g->nodes[i].attr_count = 0;
+    }
+}
+
+veil_status veil_engine_load(const uint8_t *graph, size_t graph_size, const struct veil_tensor_view *tensors,
+                             size_t tensor_count, const struct veil_engine_options *options, veil_engine **out)
+{
+    veil_error_clear();
+    if (out == NULL)
+        return veil_error_raise(VEIL_ERR_ARG, __FILE__, __LINE__, "no output given").status;
+    *out = NULL;
+    struct veil_engine *e = calloc(1, sizeof *e);
+    if (e == NULL)
+        return veil_error_raise(VEIL_ERR_NOMEM, __FILE__, __LINE__, "out of memory").status;
+    struct veil_result r = resolve_options(options, &e->opts);
+    if (veil_ok(r))
+        r = load_impl(e, graph, graph_size, tensors, tensor_count);
+    if (!veil_ok(r)) {
+        veil_engine_free(e);
+        return r.status;
+    }
+    drop_views(&e->g);
+    *out = e;
+    return VEIL_OK;
+}
+
+veil_status veil_engine_load_onnx(const uint8_t *onnx, size_t size, const struct veil_engine_options *options,
+                                  veil_engine **out)
+{
+    veil_error_clear();
+    if (out == NULL)
+        return veil_error_raise(VEIL_ERR_ARG, __FILE__, __LINE__, "no output given").status;
+    *out = NULL;
+    struct veil_onnx_split split = {0};
+    struct veil_result r = veil_onnx_split(onnx, size, &split);
+    if (!veil_ok(r))
+        return r.status;
+    struct veil_tensor_view *views = calloc(split.tensor_count + 1, sizeof *views);
+    veil_status st = VEIL_ERR_NOMEM;
+    if (views == NULL)
+        veil_error_raise(VEIL_ERR_NOMEM, __FILE__, __LINE__, "out of memory");
+    for (size_t i = 0; views != NULL && i < split.tensor_count; i++) {
+        const struct veil_onnx_tensor *t = &split.tensors[i];
+        views[i] = (struct veil_tensor_view){t->name, t->dtype, t->rank, t->dims, t->data, (size_t)t->size};
+    }
+    if (views != NULL)
+        st = veil_engine_load(split.graph.data, split.graph.size, views, split.tensor_count, options, out);
+    free(views);
+    veil_onnx_split_cleanup(&split);
+    return st;
+}
+
+veil_status veil_engine_load_model(const veil_model *model, const struct veil_engine_options *options,
+                                   veil_engine **out)
+{
+    veil_error_clear();
+    if (model == NULL || out == NULL)
+        return veil_error_raise(VEIL_ERR_ARG, __FILE__, __LINE__, "no model or output given").status;
+    *out = NULL;
+    size_t size = 0, count = veil_model_tensor_count(model);
+    const uint8_t *graph = veil_model_graph(model, &size);
+    struct veil_tensor_view *views = calloc(count + 1, sizeof *views);
+    if (views == NULL)
+        return veil_error_raise(VEIL_ERR_NOMEM, __FILE__, __LINE__, "out of memory").status;
+    veil_status st = VEIL_OK;
+    for (size_t i = 0; st == VEIL_OK && i < count; i++)
+        st = veil_model_tensor(model, i, &views[i]);
+    if (st == VEIL_OK)
+        st = veil_engine_load(graph, size, views, count, options, out);
+    free(views);
+    return st;
+}
+
+size_t veil_engine_input_count(const veil_engine *e)
+{
+    return e != NULL ? e->g.input_count : 0;
+}
+
+size_t veil_engine_output_count(const veil_engine *e)
+{
+    return e != NULL ? e->g.output_count : 0;
+}
+
+veil_status veil_engine_input(const veil_engine *e, size_t index, struct veil_engine_io *out)
+{
+    veil_error_clear();
+    if (e == NULL || out == NULL || index >= e->g.input_count)
+        return veil_error_raise(VEIL_ERR_ARG, __FILE__, __LINE__, "no such input").status;
+    *out = e->io_in[index];
+    return VEIL_OK;
+}
+
+veil_status veil_engine_output(const veil_engine *e, size_t index, struct veil_engine_io *out)
+{
+    veil_error_clear();
+    if (e == NULL || out == NULL || index >= e->g.output_count)
+        return veil_error_raise(VEIL_ERR_ARG, __FILE__, __LINE__, "no such output").status;
+    *out = e->io_out[index];
+    return VEIL_OK;
+}
+
+static VEIL_RESULT check_run(const veil_engine *e, const float *const *inputs, const size_t *input_sizes,
+                             size_t input_count, float *const *outputs, const size_t *output_sizes,
+                             size_t output_count)
+{
+    VEIL_ENSURE(input_count == e->g.input_count, VEIL_ERR_ARG, "the model takes %zu inputs, %zu were given",
+                e->g.input_count, input_count);
+    VEIL_ENSURE(output_count == e->g.output_count, VEIL_ERR_ARG, "the model has %zu outputs, room for %zu was given",
+                e->g.output_count, output_count);
+    VEIL_ENSURE(inputs != NULL && input_sizes != NULL && outputs != NULL && output_sizes != NULL, VEIL_ERR_ARG,
+                "no inputs or outputs given");
+    for (size_t i = 0; i < input_count; i++)
+        VEIL_ENSURE(input_sizes[i] == e->io_in[i].size, VEIL_ERR_ARG, "input '%s' is %zu bytes; the planned shape "
+                    "needs %zu", e->io_in[i].name, input_sizes[i], e->io_in[i].size);
+    for (size_t i = 0; i < output_count; i++)
+        VEIL_ENSURE(outputs[i] != NULL && output_sizes[i] == e->io_out[i].size, VEIL_ERR_ARG, "output '%s' needs %zu "
+                    "bytes, %zu were given", e->io_out[i].name, e->io_out[i].size, output_sizes[i]);
+    return VEIL_RESULT_OK;
+}
+
+veil_status veil_engine_run(veil_engine *e, const float *const *inputs, const size_t *input_sizes,
+                            size_t input_count, float *const *outputs, const size_t *output_sizes,
+                            size_t output_count)
+{
+    veil_error_clear();
+    if (e == NULL)
+        return veil_error_raise(VEIL_ERR_ARG, __FILE__, __LINE__, "no engine given").status;
+    struct veil_result r = check_run(e, inputs, input_sizes, input_count, outputs, output_sizes, output_count);
+    if (veil_ok(r))
+        r = eng_exec_run(e, inputs, outputs);
+    if (!veil_ok(r) && outputs != NULL && output_sizes != NULL)
+        for (size_t i = 0; i < output_count; i++)
+            if (outputs[i] != NULL)
+                memset(outputs[i], 0, output_sizes[i]);
+    return r.status;
+}
+
+void veil_engine_free(veil_engine *e)
+{
+    if (e == NULL)
+        return;
+    eng_exec_cleanup(e);
+    eng_graph_cleanup(&e->g);
+    free(e->io_in);
+    free(e->io_out);
+    free(e);
+}

@@ -1,0 +1,399 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* The oneDNN side: memory descriptors, steps (one primitive each, in execution order), weights reordered once
+ * into engine-owned memory, the activation arena, and the run loop.
+ *
+ * Layouts: graph inputs and outputs are plain row-major (NCHW). A convolution picks its preferred layouts
+ * (format_tag any) and its output stays in that layout for the operators that follow; where an operator needs
+ * another layout (a reshape needs row-major, a convolution may want blocked channels), a reorder step into a
+ * hidden value is inserted at load time. Every buffer lives in one arena planned by plan.c.
+ *
+ * Threads: Debian's oneDNN uses OpenMP, which takes the thread count from the calling thread's ICV; load and
+ * run set it with omp_set_num_threads and restore the previous value. */
+#include <inttypes.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <dnnl_debug.h>
+
+#include "engine/internal.h"
+
+/* The OpenMP runtime (libgomp) that Debian's oneDNN runs on, declared here so that no OpenMP compiler flag or
+ * header is needed (clang builds the fuzzers without libomp). */
+int omp_get_max_threads(void);
+void omp_set_num_threads(int n);
+
+struct veil_result eng_dnnl_error(dnnl_status_t s, const struct eng_node *node, const char *what,
+                                  const char *file, int line)
+{
+    char label[160] = "engine";
+    if (node != NULL)
+        eng_node_label(node, label, sizeof label);
+    veil_status st = s == dnnl_unimplemented ? VEIL_ERR_UNSUPPORTED
+                     : s == dnnl_out_of_memory ? VEIL_ERR_NOMEM
+                                               : VEIL_ERR_INTERNAL;
+    return veil_error_raise(st, file, line, "%s: oneDNN %s failed (%s)%s", label, what, dnnl_status2str(s),
+                            s == dnnl_unimplemented ? ": this configuration is not supported" : "");
+}
+
+/* ---- descriptors ----------------------------------------------------------------------------------------- */
+
+VEIL_RESULT eng_md_plain(dnnl_memory_desc_t *md, const struct eng_shape *s)
+{
+    static const dnnl_format_tag_t tags[] = {dnnl_a, dnnl_a, dnnl_ab, dnnl_abc, dnnl_abcd, dnnl_abcde, dnnl_abcdef};
+    dnnl_dims_t dims = {1};
+    VEIL_ENSURE(s->rank <= ENG_RANK, VEIL_ERR_INTERNAL, "rank %" PRIu32 " is too large", s->rank);
+    for (uint32_t i = 0; i < s->rank; i++)
+        dims[i] = s->dims[i];
+    int rank = s->rank == 0 ? 1 : (int)s->rank;
+    ENG_GUARD_DNNL(dnnl_memory_desc_init_by_tag(md, rank, dims, dnnl_f32, tags[s->rank]), NULL, "memory descriptor");
+    return VEIL_RESULT_OK;
+}
+
+int eng_md_is_plain(const dnnl_memory_desc_t *md)
+{
+    struct eng_shape s = {.rank = (uint32_t)md->ndims};
+    for (int i = 0; i < md->ndims && i < (int)ENG_RANK; i++)
+        s.dims[i] = md->dims[i];
+    dnnl_memory_desc_t plain;
+    if (md->ndims > (int)ENG_RANK || !veil_ok(eng_md_plain(&plain, &s)))
+        return 0;
+    return dnnl_memory_desc_equal(md, &plain);
+}
+
+VEIL_RESULT eng_value_set_md(struct veil_engine *e, int value, const dnnl_memory_desc_t *md)
+{
+    struct eng_value *v = &e->g.values[value];
+    VEIL_ENSURE(!v->has_md, VEIL_ERR_INTERNAL, "value '%s' is written twice", v->name ? v->name : "(hidden)");
+    v->md = *md;
+    v->has_md = 1;
+    return VEIL_RESULT_OK;
+}
+
+VEIL_RESULT eng_view_value(struct veil_engine *e, int value, const dnnl_memory_desc_t *md, int *out)
+{
+    VEIL_GUARD(eng_graph_add_hidden(&e->g, out));
+    struct eng_value *v = &e->g.values[*out];
+    v->alias = value;
+    v->md = *md;
+    v->has_md = 1;
+    return VEIL_RESULT_OK;
+}
+
+/* ---- steps ----------------------------------------------------------------------------------------------- */
+
+static VEIL_RESULT step_arg(struct eng_step *s, struct eng_arg a)
+{
+    if (s->arg_count == s->arg_cap) {
+        uint32_t cap = s->arg_cap ? s->arg_cap * 2 : 8;
+        VEIL_ENSURE(cap <= 4 * VEIL_ENGINE_MAX_NODE_IO, VEIL_ERR_LIMIT, "too many arguments");
+        struct eng_arg *p = realloc(s->args, cap * sizeof *p);
+        VEIL_ENSURE(p != NULL, VEIL_ERR_NOMEM, "out of memory");
+        s->args = p;
+        s->arg_cap = cap;
+    }
+    s->args[s->arg_count++] = a;
+    return VEIL_RESULT_OK;
+}
+
+VEIL_RESULT eng_step_new(struct veil_engine *e, const struct eng_node *n, const_dnnl_primitive_desc_t pd,
+                         struct eng_step **out)
+{
+    if (e->step_count == e->step_cap) {
+        size_t cap = e->step_cap ? e->step_cap * 2 : 64;
+        struct eng_step *p = realloc(e->steps, cap * sizeof *p);
+        VEIL_ENSURE(p != NULL, VEIL_ERR_NOMEM, "out of memory");
+        e->steps = p;
+        e->step_cap = cap;
+    }
+    struct eng_step *s = &e->steps[e->step_count];
+    *s = (struct eng_step){.node = n != NULL ? (int)(n - e->g.nodes) : -1, .reads_sum = -1};
+    ENG_GUARD_DNNL(dnnl_primitive_create(&s->prim, pd), n, "primitive creation");
+    e->step_count++;
+    const dnnl_memory_desc_t *scratch = dnnl_primitive_desc_query_md(pd, dnnl_query_scratchpad_md, 0);
+    size_t size = scratch != NULL ? dnnl_memory_desc_get_size(scratch) : 0;
+    if (size > 0) {
+        VEIL_GUARD(step_arg(s, (struct eng_arg){.arg = DNNL_ARG_SCRATCHPAD, .kind = ARG_SCRATCH, .md = *scratch}));
+        e->scratch_size = size > e->scratch_size ? size : e->scratch_size;
+    }
+    *out = s;
+    return VEIL_RESULT_OK;
+}
+
+VEIL_RESULT eng_step_value(struct veil_engine *e, struct eng_step *s, int arg, int value, int writes)
+{
+    const struct eng_value *v = &e->g.values[value];
+    VEIL_ENSURE(v->has_md, VEIL_ERR_INTERNAL, "value '%s' is used before it has a layout",
+                v->name ? v->name : "(hidden)");
+    return step_arg(s, (struct eng_arg){.arg = arg, .kind = ARG_VALUE, .value = value, .writes = writes, .md = v->md});
+}
+
+VEIL_RESULT eng_const_alloc(struct veil_engine *e, size_t size, void **out)
+{
+    if (e->const_count == e->const_cap) {
+        size_t cap = e->const_cap ? e->const_cap * 2 : 64;
+        struct veil_secure_mem *p = realloc(e->consts, cap * sizeof *p);
+        VEIL_ENSURE(p != NULL, VEIL_ERR_NOMEM, "out of memory");
+        e->consts = p;
+        e->const_cap = cap;
+    }
+    struct veil_secure_mem *m = &e->consts[e->const_count];
+    *m = (struct veil_secure_mem){0};
+    VEIL_GUARD(veil_secure_alloc(m, size ? size : 1, e->opts.lock_memory));
+    e->const_count++;
+    *out = m->data;
+    return VEIL_RESULT_OK;
+}
+
+/* Runs one reorder from src (layout src_md) into dst (layout dst_md), now. */
+static VEIL_RESULT reorder_now(struct veil_engine *e, const dnnl_memory_desc_t *src_md, const void *src,
+                               const dnnl_memory_desc_t *dst_md, void *dst)
+{
+    dnnl_primitive_desc_t pd = NULL;
+    dnnl_primitive_t prim = NULL;
+    dnnl_memory_t ms = NULL, md = NULL;
+    dnnl_status_t st = dnnl_reorder_primitive_desc_create(&pd, src_md, e->dnnl, dst_md, e->dnnl, NULL);
+    /* oneDNN only reads a reorder's source; its API takes a non-const handle. */
+    if (st == dnnl_success)
+        st = dnnl_memory_create(&ms, src_md, e->dnnl, (void *)(uintptr_t)src);
+    if (st == dnnl_success)
+        st = dnnl_memory_create(&md, dst_md, e->dnnl, dst);
+    if (st == dnnl_success)
+        st = dnnl_primitive_create(&prim, pd);
+    if (st == dnnl_success) {
+        dnnl_exec_arg_t args[2] = {{DNNL_ARG_SRC, ms}, {DNNL_ARG_DST, md}};
+        st = dnnl_primitive_execute(prim, e->stream, 2, args);
+    }
+    if (st == dnnl_success)
+        st = dnnl_stream_wait(e->stream);
+    dnnl_primitive_destroy(prim);
+    dnnl_memory_destroy(ms);
+    dnnl_memory_destroy(md);
+    dnnl_primitive_desc_destroy(pd);
+    ENG_GUARD_DNNL(st, NULL, "weight reorder");
+    return VEIL_RESULT_OK;
+}
+
+VEIL_RESULT eng_step_const(struct veil_engine *e, struct eng_step *s, int arg, const dnnl_memory_desc_t *dst_md,
+                           const dnnl_memory_desc_t *src_md, const void *src)
+{
+    size_t size = dnnl_memory_desc_get_size(dst_md);
+    void *dst = NULL;
+    VEIL_GUARD(eng_const_alloc(e, size, &dst));
+    if (dnnl_memory_desc_equal(dst_md, src_md))
+        memcpy(dst, src, size);
+    else
+        VEIL_GUARD(reorder_now(e, src_md, src, dst_md, dst));
+    return step_arg(s, (struct eng_arg){.arg = arg, .kind = ARG_CONST, .md = *dst_md, .ptr = dst});
+}
+
+VEIL_RESULT eng_attr_new(const struct eng_node *n, const struct eng_post *post, uint32_t count,
+                         dnnl_primitive_attr_t *out)
+{
+    dnnl_primitive_attr_t attr = NULL;
+    dnnl_post_ops_t ops = NULL;
+    dnnl_status_t st = dnnl_primitive_attr_create(&attr);
+    if (st == dnnl_success)
+        st = dnnl_primitive_attr_set_scratchpad_mode(attr, dnnl_scratchpad_mode_user);
+    if (st == dnnl_success && count > 0)
+        st = dnnl_post_ops_create(&ops);
+    for (uint32_t i = 0; st == dnnl_success && i < count; i++)
+        st = post[i].sum ? dnnl_post_ops_append_sum(ops, 1.0f)
+                         : dnnl_post_ops_append_eltwise(ops, 1.0f, post[i].alg, post[i].alpha, post[i].beta);
+    if (st == dnnl_success && count > 0)
+        st = dnnl_primitive_attr_set_post_ops(attr, ops);
+    dnnl_post_ops_destroy(ops);
+    if (st != dnnl_success) {
+        dnnl_primitive_attr_destroy(attr);
+        return eng_dnnl_error(st, n, "attributes", __FILE__, __LINE__);
+    }
+    *out = attr;
+    return VEIL_RESULT_OK;
+}
+
+/* A reorder step from value into a new hidden value with layout want. */
+static VEIL_RESULT reorder_step(struct veil_engine *e, int value, const dnnl_memory_desc_t *want, int *out)
+{
+    const dnnl_memory_desc_t src = e->g.values[value].md;
+    dnnl_primitive_desc_t pd = NULL;
+    dnnl_primitive_attr_t attr = NULL;
+    VEIL_GUARD(eng_attr_new(NULL, NULL, 0, &attr));
+    dnnl_status_t st = dnnl_reorder_primitive_desc_create(&pd, &src, e->dnnl, want, e->dnnl, attr);
+    dnnl_primitive_attr_destroy(attr);
+    ENG_GUARD_DNNL(st, NULL, "layout reorder");
+    struct eng_step *s = NULL;
+    struct veil_result r = eng_step_new(e, NULL, pd, &s);
+    dnnl_primitive_desc_destroy(pd);
+    VEIL_GUARD(r);
+    VEIL_GUARD(eng_graph_add_hidden(&e->g, out));
+    VEIL_GUARD(eng_value_set_md(e, *out, want));
+    VEIL_GUARD(eng_step_value(e, s, DNNL_ARG_SRC, value, 0));
+    return eng_step_value(e, s, DNNL_ARG_DST, *out, 1);
+}
+
+VEIL_RESULT eng_input_as(struct veil_engine *e, int value, const dnnl_memory_desc_t *want, int *out)
+{
+    const struct eng_value *v = &e->g.values[value];
+    VEIL_ENSURE(v->has_md, VEIL_ERR_INTERNAL, "value '%s' has no layout", v->name ? v->name : "(hidden)");
+    if (want == NULL || dnnl_memory_desc_equal(&v->md, want)) {
+        *out = value;
+        return VEIL_RESULT_OK;
+    }
+    return reorder_step(e, value, want, out);
+}
+
+/* ---- build ----------------------------------------------------------------------------------------------- */
+
+static VEIL_RESULT build_inputs(struct veil_engine *e)
+{
+    for (size_t i = 0; i < e->g.input_count; i++) {
+        dnnl_memory_desc_t md;
+        VEIL_GUARD(eng_md_plain(&md, &e->g.values[e->g.inputs[i]].shape));
+        VEIL_GUARD(eng_value_set_md(e, e->g.inputs[i], &md));
+    }
+    return VEIL_RESULT_OK;
+}
+
+static VEIL_RESULT build_nodes(struct veil_engine *e)
+{
+    for (size_t i = 0; i < e->g.node_count; i++) {
+        struct eng_node *n = &e->g.nodes[e->g.order[i]];
+        if (!n->dead)
+            VEIL_GUARD(eng_op_info(n->op)->build(e, n));
+    }
+    return VEIL_RESULT_OK;
+}
+
+/* Graph outputs leave in plain row-major layout. */
+static VEIL_RESULT build_outputs(struct veil_engine *e)
+{
+    e->out_values = calloc(e->g.output_count, sizeof *e->out_values);
+    VEIL_ENSURE(e->out_values != NULL, VEIL_ERR_NOMEM, "out of memory");
+    for (size_t i = 0; i < e->g.output_count; i++) {
+        int v = e->g.outputs[i];
+        dnnl_memory_desc_t md;
+        VEIL_GUARD(eng_md_plain(&md, &e->g.values[v].shape));
+        VEIL_GUARD(eng_input_as(e, v, &md, &e->out_values[i]));
+    }
+    return VEIL_RESULT_OK;
+}
+
+static VEIL_RESULT bind_arg(struct veil_engine *e, struct eng_arg *a)
+{
+    void *ptr = a->ptr;
+    if (a->kind == ARG_SCRATCH)
+        ptr = e->scratch.data;
+    if (a->kind == ARG_VALUE)
+        ptr = e->arena.data + e->g.values[eng_value_root(&e->g, a->value)].offset;
+    ENG_GUARD_DNNL(dnnl_memory_create(&a->mem, &a->md, e->dnnl, ptr), NULL, "memory creation");
+    return VEIL_RESULT_OK;
+}
+
+static VEIL_RESULT bind(struct veil_engine *e)
+{
+    for (size_t i = 0; i < e->step_count; i++) {
+        struct eng_step *s = &e->steps[i];
+        s->exec = calloc(s->arg_count + 1u, sizeof *s->exec);
+        VEIL_ENSURE(s->exec != NULL, VEIL_ERR_NOMEM, "out of memory");
+        for (uint32_t k = 0; k < s->arg_count; k++) {
+            VEIL_GUARD(bind_arg(e, &s->args[k]));
+            s->exec[k] = (dnnl_exec_arg_t){s->args[k].arg, s->args[k].mem};
+        }
+    }
+    return VEIL_RESULT_OK;
+}
+
+static VEIL_RESULT build_all(struct veil_engine *e)
+{
+    ENG_GUARD_DNNL(dnnl_engine_create(&e->dnnl, dnnl_cpu, 0), NULL, "engine creation");
+    ENG_GUARD_DNNL(dnnl_stream_create(&e->stream, e->dnnl, dnnl_stream_default_flags), NULL, "stream creation");
+    VEIL_GUARD(build_inputs(e));
+    VEIL_GUARD(build_nodes(e));
+    VEIL_GUARD(build_outputs(e));
+    size_t arena = 0;
+    VEIL_GUARD(eng_plan_memory(e, &arena));
+    VEIL_GUARD(veil_secure_alloc(&e->arena, arena, e->opts.lock_memory));
+    VEIL_GUARD(veil_secure_alloc(&e->scratch, e->scratch_size ? e->scratch_size : 1, e->opts.lock_memory));
+    return bind(e);
+}
+
+VEIL_RESULT eng_exec_build(struct veil_engine *e)
+{
+    int saved = omp_get_max_threads();
+    omp_set_num_threads((int)e->opts.threads);
+    struct veil_result r = build_all(e);
+    omp_set_num_threads(saved);
+    return r;
+}
+
+/* ---- run ------------------------------------------------------------------------------------------------- */
+
+static VEIL_RESULT check_finite(const float *p, size_t count, const char *name)
+{
+    for (size_t i = 0; i < count; i++)
+        VEIL_ENSURE(isfinite(p[i]), VEIL_ERR_ARG, "input '%s' holds %s at element %zu", name,
+                    isnan(p[i]) ? "a NaN" : "an infinity", i);
+    return VEIL_RESULT_OK;
+}
+
+static VEIL_RESULT copy_inputs(struct veil_engine *e, const float *const *inputs)
+{
+    for (size_t i = 0; i < e->g.input_count; i++) {
+        const struct veil_engine_io *io = &e->io_in[i];
+        VEIL_ENSURE(inputs[i] != NULL, VEIL_ERR_ARG, "input '%s' is NULL", io->name);
+        VEIL_GUARD(check_finite(inputs[i], io->size / 4, io->name));
+        int root = eng_value_root(&e->g, e->g.inputs[i]);
+        memcpy(e->arena.data + e->g.values[root].offset, inputs[i], io->size);
+    }
+    return VEIL_RESULT_OK;
+}
+
+static VEIL_RESULT run_steps(struct veil_engine *e)
+{
+    for (size_t i = 0; i < e->step_count; i++) {
+        const struct eng_step *s = &e->steps[i];
+        const struct eng_node *n = s->node >= 0 ? &e->g.nodes[s->node] : NULL;
+        ENG_GUARD_DNNL(dnnl_primitive_execute(s->prim, e->stream, (int)s->arg_count, s->exec), n, "execution");
+    }
+    ENG_GUARD_DNNL(dnnl_stream_wait(e->stream), NULL, "stream wait");
+    return VEIL_RESULT_OK;
+}
+
+VEIL_RESULT eng_exec_run(struct veil_engine *e, const float *const *inputs, float *const *outputs)
+{
+    VEIL_GUARD(copy_inputs(e, inputs));
+    int saved = omp_get_max_threads();
+    omp_set_num_threads((int)e->opts.threads);
+    struct veil_result r = run_steps(e);
+    omp_set_num_threads(saved);
+    VEIL_GUARD(r);
+    for (size_t i = 0; i < e->g.output_count; i++) {
+        int root = eng_value_root(&e->g, e->out_values[i]);
+        memcpy(outputs[i], e->arena.data + e->g.values[root].offset, e->io_out[i].size);
+    }
+    return VEIL_RESULT_OK;
+}
+
+void eng_exec_cleanup(struct veil_engine *e)
+{
+    for (size_t i = 0; i < e->step_count; i++) {
+        struct eng_step *s = &e->steps[i];
+        for (uint32_t k = 0; k < s->arg_count; k++)
+            dnnl_memory_destroy(s->args[k].mem);
+        dnnl_primitive_destroy(s->prim);
+        free(s->args);
+        free(s->exec);
+    }
+    free(e->steps);
+    for (size_t i = 0; i < e->const_count; i++)
+        veil_secure_free(&e->consts[i]);
+    free(e->consts);
+    veil_secure_free(&e->arena);
+    veil_secure_free(&e->scratch);
+    free(e->out_values);
+    if (e->stream != NULL)
+        dnnl_stream_destroy(e->stream);
+    if (e->dnnl != NULL)
+        dnnl_engine_destroy(e->dnnl);
+}

@@ -1,0 +1,596 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* Load-time constant folding: the shape arithmetic exporters leave in graphs (x.view(x.size(0), -1), the pads
+ * of TensorFlow-style "same" padding) is evaluated once, here, on constants and on the planned shapes.
+ *
+ * Shape, Gather, Unsqueeze, Squeeze, ConstantOfShape, Slice, Transpose and Cast run only here: on a computed
+ * tensor they are refused. Identity and Reshape of a constant become views of its data. Every tensor this file
+ * computes is capped at ENG_MAX_FOLD_COUNT elements; element types are FLOAT, INT32 and INT64.
+ * Pad (mode constant, value 0) is parsed and shaped here and is folded into the padding of the Conv that
+ * reads it (plan.c); a Pad without such a Conv is refused when the steps are built. */
+#include <inttypes.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/checked.h"
+#include "engine/internal.h"
+#include "onnx/onnx.h"
+#include "onnx/pb.h"
+
+/* ---- elements -------------------------------------------------------------------------------------------- */
+
+static size_t dtype_width(int32_t t)
+{
+    return t == VEIL_ONNX_INT64 ? 8 : t == VEIL_ONNX_FLOAT || t == VEIL_ONNX_INT32 ? 4 : 0;
+}
+
+static int64_t get_i(const struct eng_value *v, size_t i)
+{
+    if (v->dtype == VEIL_ONNX_INT64) {
+        int64_t x;
+        memcpy(&x, v->data + 8 * i, 8);
+        return x;
+    }
+    int32_t x;
+    memcpy(&x, v->data + 4 * i, 4);
+    return x;
+}
+
+static double get_f(const struct eng_value *v, size_t i)
+{
+    if (v->dtype != VEIL_ONNX_FLOAT)
+        return (double)get_i(v, i);
+    float x;
+    memcpy(&x, v->data + 4 * i, 4);
+    return (double)x;
+}
+
+static VEIL_RESULT put(uint8_t *out, int32_t dtype, size_t i, int64_t iv, double fv, int is_float, const char *label)
+{
+    if (dtype == VEIL_ONNX_FLOAT) {
+        float f = is_float ? (float)fv : (float)iv;
+        memcpy(out + 4 * i, &f, 4);
+        return VEIL_RESULT_OK;
+    }
+    if (is_float) {
+        VEIL_ENSURE(isfinite(fv) && fabs(fv) < 9.2e18, VEIL_ERR_UNSUPPORTED, "%s: %g does not fit an integer", label,
+                    fv);
+        iv = (int64_t)fv; /* ONNX Cast truncates toward zero */
+    }
+    if (dtype == VEIL_ONNX_INT64) {
+        memcpy(out + 8 * i, &iv, 8);
+        return VEIL_RESULT_OK;
+    }
+    VEIL_ENSURE(iv >= INT32_MIN && iv <= INT32_MAX, VEIL_ERR_UNSUPPORTED, "%s: %" PRId64 " does not fit INT32",
+                label, iv);
+    int32_t x = (int32_t)iv;
+    memcpy(out + 4 * i, &x, 4);
+    return VEIL_RESULT_OK;
+}
+
+/* ---- parameters ------------------------------------------------------------------------------------------ */
+
+static VEIL_RESULT attr_list(struct eng_node *n, const char *name)
+{
+    int64_t v[VEIL_ENGINE_MAX_ATTR_INTS];
+    uint32_t count = 0;
+    VEIL_GUARD(eng_attr_ints(n, name, v, VEIL_ENGINE_MAX_ATTR_INTS, &count));
+    char label[160];
+    VEIL_ENSURE(count <= 2 * ENG_RANK, VEIL_ERR_UNSUPPORTED, "%s: attribute '%s' has %" PRIu32 " values", 
+                eng_node_label(n, label, sizeof label), name, count);
+    memcpy(n->ints, v, count * sizeof v[0]);
+    n->int_count = count;
+    n->has_ints = count > 0 || eng_attr_get(n, name) != NULL;
+    return VEIL_RESULT_OK;
+}
+
+static VEIL_RESULT fill_parse(struct eng_node *n)
+{
+    n->dtype = VEIL_ONNX_FLOAT;
+    struct eng_attr *a = eng_attr_get(n, "value");
+    if (a == NULL)
+        return VEIL_RESULT_OK;
+    char label[160];
+    eng_node_label(n, label, sizeof label);
+    struct veil_cursor c = a->body, t = {0};
+    struct veil_pb_field f;
+    while (veil_cursor_left(&c) > 0) {
+        VEIL_GUARD(veil_pb_next(&c, "AttributeProto", &f));
+        if (f.number == 5 && f.wire == VEIL_PB_LEN)
+            t = f.payload;
+    }
+    VEIL_ENSURE(t.data != NULL, VEIL_ERR_ONNX, "%s: attribute 'value' holds no tensor", label);
+    struct eng_value v = {0};
+    VEIL_GUARD(eng_decode_tensor(t, label, &v));
+    struct veil_result r = VEIL_RESULT_OK;
+    if (v.size != dtype_width(v.dtype))
+        r = veil_error_raise(VEIL_ERR_ONNX, __FILE__, __LINE__, "%s: 'value' must hold one element", label);
+    if (veil_ok(r)) {
+        n->dtype = v.dtype;
+        n->fill_i = v.dtype == VEIL_ONNX_FLOAT ? 0 : get_i(&v, 0);
+        n->fill_f = get_f(&v, 0);
+    }
+    free(v.owned);
+    return r;
+}
+
+VEIL_RESULT eng_fold_parse(struct eng_graph *g, struct eng_node *n)
+{
+    int64_t v = 0;
+    switch (n->op) {
+    case OP_SHAPE:
+        VEIL_GUARD(eng_attr_int(n, "start", 0, &n->ints[0]));
+        VEIL_GUARD(eng_attr_int(n, "end", INT64_MAX, &n->ints[1]));
+        return VEIL_RESULT_OK;
+    case OP_GATHER: return eng_attr_int(n, "axis", 0, &n->axis);
+    case OP_UNSQUEEZE:
+    case OP_SQUEEZE: return g->opset < 13 ? attr_list(n, "axes") : VEIL_RESULT_OK;
+    case OP_TRANSPOSE: return attr_list(n, "perm");
+    case OP_CONSTANTOFSHAPE: return fill_parse(n);
+    case OP_SLICE: return VEIL_RESULT_OK; /* opset >= 10: everything is an input; older attributes are refused */
+    case OP_CAST:
+        VEIL_GUARD(eng_attr_int(n, "to", 0, &v));
+        VEIL_GUARD(eng_attr_int(n, "saturate", 1, &n->fill_i)); /* read, and ignored: it only affects float8 */
+        n->dtype = (int32_t)(v >= 0 && v <= INT32_MAX ? v : 0);
+        char label[160];
+        VEIL_ENSURE(dtype_width(n->dtype) > 0, VEIL_ERR_UNSUPPORTED, "%s: casting to data type %" PRId64 " is not "
+                    "supported (FLOAT, INT32 and INT64 are)", eng_node_label(n, label, sizeof label), v);
+        return VEIL_RESULT_OK;
+    default: VEIL_BAIL(VEIL_ERR_INTERNAL, "not a folded operator");
+    }
+}
+
+VEIL_RESULT eng_fold_only_infer(struct eng_graph *g, struct eng_node *n)
+{
+    (void)g;
+    char label[160];
+    VEIL_BAIL(VEIL_ERR_UNSUPPORTED, "%s: the engine evaluates %s only on constants and shapes, at load; here it "
+              "reads a computed tensor", eng_node_label(n, label, sizeof label), eng_op_name(n->op));
+}
+
+/* ---- outputs --------------------------------------------------------------------------------------------- */
+
+static VEIL_RESULT out_alloc(const struct eng_node *n, struct eng_value *out, int32_t dtype,
+                             const struct eng_shape *s)
+{
+    char label[160];
+    eng_node_label(n, label, sizeof label);
+    uint64_t count = 1;
+    for (uint32_t i = 0; i < s->rank; i++)
+        VEIL_ENSURE(s->dims[i] >= 0 && veil_ok(veil_mul_u64(count, (uint64_t)s->dims[i], &count)) &&
+                    count <= ENG_MAX_FOLD_COUNT, VEIL_ERR_LIMIT, "%s: a constant of more than %" PRIu32 " elements "
+                    "would be computed at load", label, ENG_MAX_FOLD_COUNT);
+    size_t size = (size_t)count * dtype_width(dtype);
+    out->owned = calloc(size ? size : 1, 1);
+    VEIL_ENSURE(out->owned != NULL, VEIL_ERR_NOMEM, "out of memory");
+    out->data = out->owned;
+    out->size = size;
+    out->dtype = dtype;
+    out->shape = *s;
+    return VEIL_RESULT_OK;
+}
+
+/* The output shares the input's data under another shape. */
+static void out_view(struct eng_value *out, const struct eng_value *in, const struct eng_shape *s)
+{
+    out->data = in->data;
+    out->size = in->size;
+    out->dtype = in->dtype;
+    out->shape = *s;
+}
+
+static void strides_of(const struct eng_shape *s, size_t *st)
+{
+    size_t k = 1;
+    for (uint32_t i = s->rank; i-- > 0;) {
+        st[i] = k;
+        k *= (size_t)s->dims[i];
+    }
+}
+
+/* Coordinates of element k of shape s. */
+static void unravel(const struct eng_shape *s, size_t k, int64_t *c)
+{
+    for (uint32_t i = s->rank; i-- > 0;) {
+        c[i] = s->dims[i] ? (int64_t)(k % (size_t)s->dims[i]) : 0;
+        k = s->dims[i] ? k / (size_t)s->dims[i] : 0;
+    }
+}
+
+static int64_t norm_axis(int64_t axis, int64_t rank)
+{
+    return axis < 0 ? axis + rank : axis;
+}
+
+static VEIL_RESULT const_in(const struct eng_graph *g, const struct eng_node *n, uint32_t i,
+                            const struct eng_value **out)
+{
+    char label[160];
+    VEIL_ENSURE(i < n->input_count && n->inputs[i] >= 0, VEIL_ERR_ONNX, "%s: input %" PRIu32 " is missing",
+                eng_node_label(n, label, sizeof label), i);
+    const struct eng_value *v = &g->values[n->inputs[i]];
+    VEIL_ENSURE(dtype_width(v->dtype) > 0 && v->size == eng_shape_count(&v->shape) * dtype_width(v->dtype),
+                VEIL_ERR_UNSUPPORTED, "%s: constant '%s' has data type %" PRId32 " (FLOAT, INT32 and INT64 are "
+                "supported)", eng_node_label(n, label, sizeof label), v->name, v->dtype);
+    *out = v;
+    return VEIL_RESULT_OK;
+}
+
+/* An optional 1-D integer input (axes, steps ...) into list[]; *count 0 when absent. */
+static VEIL_RESULT int_list(const struct eng_graph *g, const struct eng_node *n, uint32_t i, int64_t *list,
+                            uint32_t *count)
+{
+    *count = 0;
+    if (i >= n->input_count || n->inputs[i] < 0)
+        return VEIL_RESULT_OK;
+    const struct eng_value *v = NULL;
+    VEIL_GUARD(const_in(g, n, i, &v));
+    char label[160];
+    size_t k = eng_shape_count(&v->shape);
+    VEIL_ENSURE(v->dtype != VEIL_ONNX_FLOAT && v->shape.rank <= 1 && k <= 2 * ENG_RANK, VEIL_ERR_ONNX,
+                "%s: input '%s' must be a short 1-D integer list", eng_node_label(n, label, sizeof label), v->name);
+    for (size_t j = 0; j < k; j++)
+        list[j] = get_i(v, j);
+    *count = (uint32_t)k;
+    return VEIL_RESULT_OK;
+}
+
+/* ---- operators ------------------------------------------------------------------------------------------- */
+
+static VEIL_RESULT fold_shape(struct eng_graph *g, struct eng_node *n, struct eng_value *out)
+{
+    const struct eng_value *x = &g->values[n->inputs[0]];
+    int64_t r = x->shape.rank, start = norm_axis(n->ints[0], r), end = norm_axis(n->ints[1], r);
+    start = start < 0 ? 0 : start > r ? r : start;
+    end = end < start ? start : end > r ? r : end;
+    struct eng_shape s = {.rank = 1, .dims = {end - start}};
+    VEIL_GUARD(out_alloc(n, out, VEIL_ONNX_INT64, &s));
+    for (int64_t i = start; i < end; i++)
+        memcpy(out->owned + 8 * (size_t)(i - start), &x->shape.dims[i], 8);
+    return VEIL_RESULT_OK;
+}
+
+static VEIL_RESULT fold_gather(struct eng_graph *g, struct eng_node *n, struct eng_value *out)
+{
+    const struct eng_value *x = NULL, *idx = NULL;
+    VEIL_GUARD(const_in(g, n, 0, &x));
+    VEIL_GUARD(const_in(g, n, 1, &idx));
+    char label[160];
+    eng_node_label(n, label, sizeof label);
+    int64_t r = x->shape.rank, q = idx->shape.rank, axis = norm_axis(n->axis, r);
+    VEIL_ENSURE(idx->dtype != VEIL_ONNX_FLOAT, VEIL_ERR_ONNX, "%s: indices must be integers", label);
+    VEIL_ENSURE(axis >= 0 && axis < r && r + q - 1 <= (int64_t)ENG_RANK, VEIL_ERR_UNSUPPORTED, "%s: axis or rank out "
+                "of range", label);
+    struct eng_shape s = {.rank = (uint32_t)(r + q - 1)};
+    for (int64_t i = 0; i < s.rank; i++)
+        s.dims[i] = i < axis ? x->shape.dims[i] : i < axis + q ? idx->shape.dims[i - axis] : x->shape.dims[i - q + 1];
+    VEIL_GUARD(out_alloc(n, out, x->dtype, &s));
+    size_t xs[ENG_RANK], is[ENG_RANK], w = dtype_width(x->dtype), count = eng_shape_count(&s);
+    strides_of(&x->shape, xs);
+    strides_of(&idx->shape, is);
+    for (size_t k = 0; k < count; k++) {
+        int64_t c[ENG_RANK];
+        unravel(&s, k, c);
+        size_t ii = 0, src = 0;
+        for (int64_t j = 0; j < q; j++)
+            ii += (size_t)c[axis + j] * is[j];
+        int64_t at = get_i(idx, ii);
+        at = at < 0 ? at + x->shape.dims[axis] : at;
+        VEIL_ENSURE(at >= 0 && at < x->shape.dims[axis], VEIL_ERR_ONNX, "%s: index out of range", label);
+        for (int64_t j = 0; j < r; j++)
+            src += (size_t)(j < axis ? c[j] : j == axis ? at : c[j + q - 1]) * xs[j];
+        memcpy(out->owned + k * w, x->data + src * w, w);
+    }
+    return VEIL_RESULT_OK;
+}
+
+/* Unsqueeze and Squeeze: the axes from the attribute (opset < 13) or input 1. */
+static VEIL_RESULT fold_squeeze(struct eng_graph *g, struct eng_node *n, struct eng_value *out)
+{
+    const struct eng_value *x = &g->values[n->inputs[0]];
+    int64_t axes[2 * ENG_RANK];
+    uint32_t count = n->int_count;
+    memcpy(axes, n->ints, sizeof axes);
+    if (!n->has_ints)
+        VEIL_GUARD(int_list(g, n, 1, axes, &count));
+    char label[160];
+    eng_node_label(n, label, sizeof label);
+    int unsq = n->op == OP_UNSQUEEZE;
+    int64_t rank = unsq ? (int64_t)x->shape.rank + count : x->shape.rank;
+    VEIL_ENSURE(rank <= (int64_t)ENG_RANK && (count > 0 || !unsq), VEIL_ERR_UNSUPPORTED, "%s: bad axes or rank",
+                label);
+    int mark[2 * ENG_RANK] = {0};
+    for (uint32_t i = 0; i < count; i++) {
+        int64_t a = norm_axis(axes[i], rank);
+        VEIL_ENSURE(a >= 0 && a < rank && !mark[a], VEIL_ERR_ONNX, "%s: axis %" PRId64 " is invalid", label, axes[i]);
+        VEIL_ENSURE(unsq || x->shape.dims[a] == 1, VEIL_ERR_ONNX, "%s: squeezing a dim that is not 1", label);
+        mark[a] = 1;
+    }
+    struct eng_shape s = {0};
+    for (int64_t i = 0, k = 0; i < rank; i++) {
+        if (unsq)
+            s.dims[s.rank++] = mark[i] ? 1 : x->shape.dims[k++];
+        else if (!(count > 0 ? mark[i] : x->shape.dims[i] == 1))
+            s.dims[s.rank++] = x->shape.dims[i];
+    }
+    out_view(out, x, &s);
+    return VEIL_RESULT_OK;
+}
+
+static VEIL_RESULT fold_constant_of_shape(struct eng_graph *g, struct eng_node *n, struct eng_value *out)
+{
+    const struct eng_value *x = NULL;
+    VEIL_GUARD(const_in(g, n, 0, &x));
+    char label[160];
+    eng_node_label(n, label, sizeof label);
+    size_t rank = eng_shape_count(&x->shape);
+    VEIL_ENSURE(x->dtype == VEIL_ONNX_INT64 && x->shape.rank == 1 && rank <= ENG_RANK, VEIL_ERR_UNSUPPORTED,
+                "%s: the shape must be a short 1-D INT64 tensor", label);
+    struct eng_shape s = {.rank = (uint32_t)rank};
+    for (size_t i = 0; i < rank; i++)
+        s.dims[i] = get_i(x, i);
+    VEIL_GUARD(out_alloc(n, out, n->dtype, &s));
+    size_t count = eng_shape_count(&s);
+    for (size_t k = 0; k < count; k++)
+        VEIL_GUARD(put(out->owned, n->dtype, k, n->fill_i, n->fill_f, n->dtype == VEIL_ONNX_FLOAT, label));
+    return VEIL_RESULT_OK;
+}
+
+struct slice_axis {
+    int64_t start, step;
+};
+
+/* ONNX Slice's clamping of one axis; *len receives the output extent. */
+static void slice_clamp(int64_t d, int64_t start, int64_t end, int64_t step, struct slice_axis *a, int64_t *len)
+{
+    start = start < 0 ? (start < -d ? 0 : start + d) : start;
+    end = end < 0 ? (end < -d ? -1 : end + d) : end;
+    if (step > 0) {
+        start = start > d ? d : start;
+        end = end < 0 ? 0 : end > d ? d : end;
+        *len = end > start ? (end - start + step - 1) / step : 0;
+    } else {
+        start = start > d - 1 ? d - 1 : start;
+        end = end > d - 1 ? d - 1 : end;
+        *len = start > end ? (start - end + (-step) - 1) / (-step) : 0;
+    }
+    a->start = start;
+    a->step = step;
+}
+
+static VEIL_RESULT fold_slice(struct eng_graph *g, struct eng_node *n, struct eng_value *out)
+{
+    const struct eng_value *x = NULL;
+    VEIL_GUARD(const_in(g, n, 0, &x));
+    int64_t starts[2 * ENG_RANK], ends[2 * ENG_RANK], axes[2 * ENG_RANK], steps[2 * ENG_RANK];
+    uint32_t ns = 0, ne = 0, na = 0, nst = 0;
+    VEIL_GUARD(int_list(g, n, 1, starts, &ns));
+    VEIL_GUARD(int_list(g, n, 2, ends, &ne));
+    VEIL_GUARD(int_list(g, n, 3, axes, &na));
+    VEIL_GUARD(int_list(g, n, 4, steps, &nst));
+    char label[160];
+    eng_node_label(n, label, sizeof label);
+    int64_t r = x->shape.rank;
+    VEIL_ENSURE(ns == ne && (na == 0 || na == ns) && (nst == 0 || nst == ns) && ns <= r, VEIL_ERR_ONNX,
+                "%s: starts, ends, axes and steps disagree", label);
+    struct slice_axis sa[ENG_RANK];
+    struct eng_shape s = x->shape;
+    for (int64_t i = 0; i < r; i++)
+        sa[i] = (struct slice_axis){0, 1};
+    int seen[ENG_RANK] = {0};
+    for (uint32_t i = 0; i < ns; i++) {
+        int64_t a = na ? norm_axis(axes[i], r) : (int64_t)i, step = nst ? steps[i] : 1;
+        VEIL_ENSURE(a >= 0 && a < r && !seen[a] && step != 0, VEIL_ERR_ONNX, "%s: bad axis or step", label);
+        seen[a] = 1;
+        slice_clamp(x->shape.dims[a], starts[i], ends[i], step, &sa[a], &s.dims[a]);
+    }
+    VEIL_GUARD(out_alloc(n, out, x->dtype, &s));
+    size_t xs[ENG_RANK], w = dtype_width(x->dtype), count = eng_shape_count(&s);
+    strides_of(&x->shape, xs);
+    for (size_t k = 0; k < count; k++) {
+        int64_t c[ENG_RANK];
+        unravel(&s, k, c);
+        size_t src = 0;
+        for (int64_t j = 0; j < r; j++)
+            src += (size_t)(sa[j].start + c[j] * sa[j].step) * xs[j];
+        memcpy(out->owned + k * w, x->data + src * w, w);
+    }
+    return VEIL_RESULT_OK;
+}
+
+static VEIL_RESULT fold_transpose(struct eng_graph *g, struct eng_node *n, struct eng_value *out)
+{
+    const struct eng_value *x = NULL;
+    VEIL_GUARD(const_in(g, n, 0, &x));
+    char label[160];
+    eng_node_label(n, label, sizeof label);
+    int64_t r = x->shape.rank, perm[ENG_RANK];
+    VEIL_ENSURE(n->int_count == 0 || n->int_count == (uint32_t)r, VEIL_ERR_ONNX, "%s: perm has the wrong length",
+                label);
+    int seen[ENG_RANK] = {0};
+    struct eng_shape s = {.rank = x->shape.rank};
+    for (int64_t i = 0; i < r; i++) {
+        perm[i] = n->int_count ? n->ints[i] : r - 1 - i;
+        VEIL_ENSURE(perm[i] >= 0 && perm[i] < r && !seen[perm[i]], VEIL_ERR_ONNX, "%s: perm is not a permutation",
+                    label);
+        seen[perm[i]] = 1;
+        s.dims[i] = x->shape.dims[perm[i]];
+    }
+    VEIL_GUARD(out_alloc(n, out, x->dtype, &s));
+    size_t xs[ENG_RANK], w = dtype_width(x->dtype), count = eng_shape_count(&s);
+    strides_of(&x->shape, xs);
+    for (size_t k = 0; k < count; k++) {
+        int64_t c[ENG_RANK];
+        unravel(&s, k, c);
+        size_t src = 0;
+        for (int64_t j = 0; j < r; j++)
+            src += (size_t)c[j] * xs[perm[j]];
+        memcpy(out->owned + k * w, x->data + src * w, w);
+    }
+    return VEIL_RESULT_OK;
+}
+
+static VEIL_RESULT fold_concat(struct eng_graph *g, struct eng_node *n, struct eng_value *out)
+{
+    const struct eng_value *x = NULL;
+    VEIL_GUARD(const_in(g, n, 0, &x));
+    char label[160];
+    eng_node_label(n, label, sizeof label);
+    int64_t r = x->shape.rank, axis = norm_axis(n->axis, r);
+    VEIL_ENSURE(r >= 1 && axis >= 0 && axis < r, VEIL_ERR_ONNX, "%s: axis out of range", label);
+    struct eng_shape s = x->shape;
+    s.dims[axis] = 0;
+    for (uint32_t i = 0; i < n->input_count; i++) {
+        const struct eng_value *y = NULL;
+        VEIL_GUARD(const_in(g, n, i, &y));
+        VEIL_ENSURE(y->dtype == x->dtype && y->shape.rank == x->shape.rank, VEIL_ERR_ONNX, "%s: inputs differ in "
+                    "type or rank", label);
+        for (int64_t d = 0; d < r; d++)
+            VEIL_ENSURE(d == axis || y->shape.dims[d] == x->shape.dims[d], VEIL_ERR_ONNX, "%s: inputs differ off the "
+                        "axis", label);
+        VEIL_ENSURE(y->shape.dims[axis] <= (int64_t)ENG_MAX_FOLD_COUNT, VEIL_ERR_LIMIT, "%s: too large", label);
+        s.dims[axis] += y->shape.dims[axis];
+    }
+    VEIL_GUARD(out_alloc(n, out, x->dtype, &s));
+    size_t w = dtype_width(x->dtype), count = eng_shape_count(&s);
+    for (size_t k = 0; k < count; k++) {
+        int64_t c[ENG_RANK];
+        unravel(&s, k, c);
+        uint32_t i = 0;
+        while (c[axis] >= g->values[n->inputs[i]].shape.dims[axis])
+            c[axis] -= g->values[n->inputs[i++]].shape.dims[axis];
+        const struct eng_value *y = &g->values[n->inputs[i]];
+        size_t ys[ENG_RANK], src = 0;
+        strides_of(&y->shape, ys);
+        for (int64_t j = 0; j < r; j++)
+            src += (size_t)c[j] * ys[j];
+        memcpy(out->owned + k * w, y->data + src * w, w);
+    }
+    return VEIL_RESULT_OK;
+}
+
+static VEIL_RESULT fold_cast(struct eng_graph *g, struct eng_node *n, struct eng_value *out)
+{
+    const struct eng_value *x = NULL;
+    VEIL_GUARD(const_in(g, n, 0, &x));
+    if (x->dtype == n->dtype) {
+        out_view(out, x, &x->shape);
+        return VEIL_RESULT_OK;
+    }
+    char label[160];
+    eng_node_label(n, label, sizeof label);
+    VEIL_GUARD(out_alloc(n, out, n->dtype, &x->shape));
+    size_t count = eng_shape_count(&x->shape);
+    int is_float = x->dtype == VEIL_ONNX_FLOAT;
+    for (size_t k = 0; k < count; k++)
+        VEIL_GUARD(put(out->owned, n->dtype, k, is_float ? 0 : get_i(x, k), get_f(x, k), is_float, label));
+    return VEIL_RESULT_OK;
+}
+
+int eng_fold_ready(const struct eng_graph *g, const struct eng_node *n)
+{
+    if (n->op == OP_SHAPE)
+        return n->input_count == 1 && g->values[n->inputs[0]].has_shape;
+    int constant = n->input_count > 0;
+    for (uint32_t k = 0; k < n->input_count; k++)
+        constant &= n->inputs[k] < 0 || g->values[n->inputs[k]].kind == VAL_CONST;
+    return constant;
+}
+
+static VEIL_RESULT fold_dispatch(struct eng_graph *g, struct eng_node *n, struct eng_value *out)
+{
+    const struct eng_value *x = &g->values[n->inputs[0]];
+    struct eng_shape s;
+    switch (n->op) {
+    case OP_IDENTITY: out_view(out, x, &x->shape); return VEIL_RESULT_OK;
+    case OP_RESHAPE:
+        VEIL_GUARD(eng_reshape_target(n, &x->shape, &g->values[n->inputs[1]], &s));
+        out_view(out, x, &s);
+        return VEIL_RESULT_OK;
+    case OP_SHAPE: return fold_shape(g, n, out);
+    case OP_GATHER: return fold_gather(g, n, out);
+    case OP_UNSQUEEZE:
+    case OP_SQUEEZE: return fold_squeeze(g, n, out);
+    case OP_CONSTANTOFSHAPE: return fold_constant_of_shape(g, n, out);
+    case OP_SLICE: return fold_slice(g, n, out);
+    case OP_TRANSPOSE: return fold_transpose(g, n, out);
+    case OP_CONCAT: return fold_concat(g, n, out);
+    case OP_CAST: return fold_cast(g, n, out);
+    default: break;
+    }
+    char label[160];
+    VEIL_BAIL(VEIL_ERR_UNSUPPORTED, "%s computes from constants only; the engine folds shape arithmetic (Shape, "
+              "Gather, Unsqueeze, Squeeze, Concat, Reshape, Slice, Transpose, Cast, ConstantOfShape, Identity) but "
+              "not this operator (export with constant folding)", eng_node_label(n, label, sizeof label));
+}
+
+VEIL_RESULT eng_fold_eval(struct eng_graph *g, struct eng_node *n)
+{
+    char label[160];
+    VEIL_ENSURE(n->output_count == 1, VEIL_ERR_UNSUPPORTED, "%s: only one output is supported",
+                eng_node_label(n, label, sizeof label));
+    struct eng_value *out = &g->values[n->outputs[0]];
+    VEIL_GUARD(fold_dispatch(g, n, out));
+    out->kind = VAL_CONST;
+    out->has_shape = 1;
+    n->dead = 1;
+    return VEIL_RESULT_OK;
+}
+
+/* ---- Pad ------------------------------------------------------------------------------------------------- */
+
+VEIL_RESULT eng_pad_parse(struct eng_graph *g, struct eng_node *n)
+{
+    VEIL_GUARD(eng_attr_string_is(n, "mode", "constant"));
+    if (g->opset >= 11)
+        return VEIL_RESULT_OK;
+    float value = 0;
+    VEIL_GUARD(attr_list(n, "pads"));
+    VEIL_GUARD(eng_attr_float(n, "value", 0, &value));
+    char label[160];
+    VEIL_ENSURE(value == 0, VEIL_ERR_UNSUPPORTED, "%s: only zero padding is supported",
+                eng_node_label(n, label, sizeof label));
+    return VEIL_RESULT_OK;
+}
+
+VEIL_RESULT eng_pad_infer(struct eng_graph *g, struct eng_node *n)
+{
+    const struct eng_value *x = NULL;
+    VEIL_GUARD(eng_input_act(g, n, 0, &x));
+    char label[160];
+    eng_node_label(n, label, sizeof label);
+    if (g->opset >= 11) {
+        VEIL_ENSURE(n->input_count < 4 || n->inputs[3] < 0, VEIL_ERR_UNSUPPORTED, "%s: the axes input is not "
+                    "supported", label);
+        VEIL_ENSURE(n->input_count >= 2 && n->inputs[1] >= 0 && g->values[n->inputs[1]].kind == VAL_CONST,
+                    VEIL_ERR_UNSUPPORTED, "%s: the pads must be a constant", label);
+        VEIL_GUARD(int_list(g, n, 1, n->ints, &n->int_count));
+        if (n->input_count > 2 && n->inputs[2] >= 0) {
+            const struct eng_value *v = NULL;
+            VEIL_GUARD(const_in(g, n, 2, &v));
+            VEIL_ENSURE(eng_shape_count(&v->shape) == 1 && get_f(v, 0) == 0, VEIL_ERR_UNSUPPORTED,
+                        "%s: only zero padding is supported", label);
+        }
+    }
+    uint32_t r = x->shape.rank;
+    VEIL_ENSURE(n->int_count == 2 * r, VEIL_ERR_ONNX, "%s: %" PRIu32 " pads for rank %" PRIu32, label, n->int_count,
+                r);
+    struct eng_shape s = x->shape;
+    for (uint32_t i = 0; i < r; i++) {
+        int64_t b = n->ints[i], e = n->ints[r + i];
+        VEIL_ENSURE(b >= 0 && e >= 0 && b <= VEIL_ENGINE_MAX_WINDOW && e <= VEIL_ENGINE_MAX_WINDOW,
+                    VEIL_ERR_UNSUPPORTED, "%s: negative or huge pads are not supported", label);
+        s.dims[i] += b + e;
+    }
+    g->values[n->outputs[0]].shape = s;
+    return VEIL_RESULT_OK;
+}
+
+VEIL_RESULT eng_pad_build(struct veil_engine *e, struct eng_node *n)
+{
+    (void)e;
+    char label[160];
+    VEIL_BAIL(VEIL_ERR_UNSUPPORTED, "%s: Pad is supported only as the spatial zero padding of the Conv that alone "
+              "reads it", eng_node_label(n, label, sizeof label));
+}

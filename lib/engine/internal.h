@@ -1,0 +1,334 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* The engine's internal model: values (tensors), nodes (operators, later fused), steps (oneDNN primitives in
+ * execution order) and the plan that ties them to memory.
+ *
+ *   graph.c    ONNX ModelProto -> values + nodes + attributes (bounded reader, every field checked)
+ *   attr.c     typed attribute access for the operator files; unknown attributes refused by name
+ *   plan.c     topological order (cycles refused), constants, shape inference, fusion, liveness, memory plan
+ *   exec.c     oneDNN engine/stream, memory descriptors, steps, weights, arena, run
+ *   op_*.c     one file per operator family: parameters, shape inference and primitive creation
+ *   engine.c   the public API (include/veil/engine.h) */
+#ifndef VEIL_ENGINE_INTERNAL_H
+#define VEIL_ENGINE_INTERNAL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include <dnnl.h>
+
+#include "core/cursor.h"
+#include "core/limits.h"
+#include "core/result.h"
+#include "core/secret.h"
+#include "veil/engine.h"
+
+#define ENG_RANK VEIL_ENGINE_MAX_RANK
+
+enum eng_op {
+    OP_CONV, OP_BATCHNORM, OP_RELU, OP_CLIP, OP_SIGMOID, OP_HARDSIGMOID, OP_HARDSWISH, OP_ADD, OP_MUL,
+    OP_MAXPOOL, OP_AVGPOOL, OP_GLOBALAVGPOOL, OP_FLATTEN, OP_RESHAPE, OP_GEMM, OP_MATMUL, OP_CONCAT,
+    OP_SOFTMAX, OP_IDENTITY, OP_CONSTANT,
+    /* evaluated at load on constants and shapes only (fold.c); Pad only folded into a following Conv */
+    OP_SHAPE, OP_GATHER, OP_UNSQUEEZE, OP_SQUEEZE, OP_CONSTANTOFSHAPE, OP_SLICE, OP_TRANSPOSE, OP_CAST, OP_PAD,
+    OP_COUNT
+};
+
+/* Elements of one tensor that load-time constant folding may compute (shape arithmetic, pads). */
+#define ENG_MAX_FOLD_COUNT (UINT32_C(1) << 20)
+
+enum eng_value_kind { VAL_NONE, VAL_INPUT, VAL_CONST, VAL_ACT };
+
+struct eng_shape {
+    uint32_t rank;
+    int64_t dims[ENG_RANK];
+};
+
+struct eng_value {
+    char *name;                     /* owned, NUL-terminated */
+    enum eng_value_kind kind;
+    int32_t dtype;                  /* ONNX data type; activations are FLOAT */
+    struct eng_shape shape;
+    int has_shape;
+    const uint8_t *data;            /* VAL_CONST: into a tensor view or == owned; valid during load only */
+    uint8_t *owned;
+    size_t size;                    /* VAL_CONST: bytes of data */
+    int producer;                   /* node index, -1 for inputs and constants */
+    int is_output;
+    /* planning */
+    int alias;                      /* the value whose buffer this one views (reshape, in-place sum), -1 */
+    dnnl_memory_desc_t md;          /* layout in its buffer (activations and inputs) */
+    int has_md;
+    int64_t first, last;            /* step positions of the buffer root: written, last read */
+    size_t buf_size;                /* root: bytes of its buffer */
+    size_t offset;                  /* root: offset in the arena */
+};
+
+/* An attribute, read lazily from the graph bytes (valid during load). */
+struct eng_attr {
+    const uint8_t *name;
+    size_t name_size;
+    uint64_t type;
+    struct veil_cursor body;        /* the AttributeProto */
+    int used;
+};
+
+struct eng_post {
+    int sum;                        /* 1: sum post-op (in-place residual add) */
+    dnnl_alg_kind_t alg;
+    float alpha, beta;
+};
+
+#define ENG_MAX_POST 6
+
+struct eng_conv_params {
+    int64_t kernel[2], strides[2], pads[4], dilations[2], group;
+};
+
+struct eng_pool_params {
+    int64_t kernel[2], strides[2], pads[4], dilations[2];
+    int ceil_mode, count_include_pad;
+};
+
+struct eng_node {
+    char *name;                     /* owned; "" when the node has none */
+    enum eng_op op;
+    int *inputs;                    /* value indices; -1 for an omitted optional input */
+    uint32_t input_count;
+    int *outputs;
+    uint32_t output_count;
+    struct eng_attr *attrs;
+    uint32_t attr_count;
+    /* parameters, set by the operator's parse function */
+    struct eng_conv_params conv;
+    struct eng_pool_params pool;
+    int64_t axis;
+    float alpha, beta, epsilon;
+    int trans_a, trans_b;
+    int64_t ints[2 * ENG_RANK];     /* Transpose perm, Squeeze/Unsqueeze axes, Shape start/end, Pad pads */
+    uint32_t int_count;
+    int has_ints;                   /* the list came from an attribute */
+    int32_t dtype;                  /* Cast: the target type; ConstantOfShape: the fill's type */
+    int64_t fill_i;                 /* ConstantOfShape: the fill value */
+    double fill_f;
+    struct eng_post elt[2];         /* the node's own eltwise chain (HardSigmoid needs two) */
+    uint32_t elt_count;
+    /* fusion */
+    int dead;                       /* folded into another node */
+    int bn;                         /* Conv: the folded BatchNormalization node, -1 */
+    int sum;                        /* Conv: the value added by a sum post-op, -1 */
+    struct eng_post post[ENG_MAX_POST];
+    uint32_t post_count;
+    int out;                        /* the value the (fused) node finally writes */
+    int64_t order;                  /* position in topological order */
+};
+
+/* One argument of a step: a value's buffer, an engine-owned constant, or the scratchpad. */
+enum eng_arg_kind { ARG_VALUE, ARG_CONST, ARG_SCRATCH };
+
+struct eng_arg {
+    int arg;                        /* DNNL_ARG_* */
+    enum eng_arg_kind kind;
+    int value;                      /* ARG_VALUE */
+    int writes;                     /* ARG_VALUE: the step writes it */
+    dnnl_memory_desc_t md;
+    void *ptr;                      /* ARG_CONST */
+    dnnl_memory_t mem;
+};
+
+struct eng_step {
+    dnnl_primitive_t prim;
+    int node;                       /* for messages; -1 for inserted reorders */
+    struct eng_arg *args;
+    uint32_t arg_count, arg_cap;
+    int reads_sum;                  /* the value read in place by a sum post-op, -1 */
+    dnnl_exec_arg_t *exec;          /* bound arguments, built once */
+};
+
+struct eng_graph {
+    struct eng_value *values;
+    size_t value_count, value_cap;
+    struct eng_node *nodes;
+    size_t node_count, node_cap;
+    int *inputs;                    /* graph inputs (not initializers) */
+    size_t input_count;
+    int *outputs;
+    size_t output_count;
+    int *order;                     /* node indices in topological order */
+    int64_t opset;                  /* default-domain opset version */
+    /* name lookup: open addressing over values */
+    int *table;
+    size_t table_size;
+};
+
+struct veil_engine {
+    struct eng_graph g;
+    struct veil_engine_options opts;
+    dnnl_engine_t dnnl;
+    dnnl_stream_t stream;
+    struct eng_step *steps;
+    size_t step_count, step_cap;
+    struct veil_secure_mem *consts; /* weights and other constants in their final layout */
+    size_t const_count, const_cap;
+    struct veil_secure_mem arena;
+    struct veil_secure_mem scratch;
+    size_t scratch_size;
+    int *out_values;                /* per graph output, the plain value to copy out */
+    struct veil_engine_io *io_in, *io_out;
+};
+
+/* ---- graph.c --------------------------------------------------------------------------------------------- */
+
+void eng_graph_cleanup(struct eng_graph *g);
+/* Parses the ModelProto; tensors are the initializers (already checked against the graph's table). */
+VEIL_RESULT eng_graph_parse(struct eng_graph *g, const uint8_t *model, size_t size,
+                            const struct veil_tensor_view *tensors, size_t count);
+/* Finds a value by name, -1 when absent. */
+int eng_graph_find(const struct eng_graph *g, const char *name);
+/* Adds an unnamed hidden value (a layout conversion); *index receives it. */
+VEIL_RESULT eng_graph_add_hidden(struct eng_graph *g, int *index);
+const char *eng_op_name(enum eng_op op);
+/* Decodes a FLOAT or INT64 TensorProto held in an attribute into v (owned data). */
+VEIL_RESULT eng_decode_tensor(struct veil_cursor body, const char *what, struct eng_value *v);
+
+/* ---- attr.c ---------------------------------------------------------------------------------------------- */
+
+VEIL_RESULT eng_attr_int(struct eng_node *n, const char *name, int64_t def, int64_t *out);
+VEIL_RESULT eng_attr_float(struct eng_node *n, const char *name, float def, float *out);
+/* Reads an INTS attribute into out[max]; *count is 0 when absent. */
+VEIL_RESULT eng_attr_ints(struct eng_node *n, const char *name, int64_t *out, uint32_t max, uint32_t *count);
+/* Fails unless the STRING attribute is absent or equals one of the allowed values ("NOTSET"...). */
+VEIL_RESULT eng_attr_string_is(struct eng_node *n, const char *name, const char *allowed);
+/* The TENSOR attribute, or the body of a value_* attribute; *found 0 when absent. */
+struct eng_attr *eng_attr_get(struct eng_node *n, const char *name);
+/* Refuses the first attribute no parse function asked for, naming it. */
+VEIL_RESULT eng_attr_check_used(const struct eng_node *n);
+
+/* ---- operator families ----------------------------------------------------------------------------------- */
+
+struct eng_op_info {
+    const char *name;
+    uint32_t min_inputs, max_inputs;
+    VEIL_RESULT (*parse)(struct eng_graph *g, struct eng_node *n);
+    VEIL_RESULT (*infer)(struct eng_graph *g, struct eng_node *n);
+    VEIL_RESULT (*build)(struct veil_engine *e, struct eng_node *n);   /* NULL: no primitive (a view) */
+};
+
+const struct eng_op_info *eng_op_info(enum eng_op op);
+/* Maps an ONNX op_type to the engine's operator; -1 when unsupported. */
+int eng_op_lookup(const uint8_t *name, size_t size);
+
+/* op_conv.c */
+VEIL_RESULT eng_conv_parse(struct eng_graph *g, struct eng_node *n);
+VEIL_RESULT eng_conv_infer(struct eng_graph *g, struct eng_node *n);
+VEIL_RESULT eng_conv_build(struct veil_engine *e, struct eng_node *n);
+VEIL_RESULT eng_bn_parse(struct eng_graph *g, struct eng_node *n);
+VEIL_RESULT eng_bn_infer(struct eng_graph *g, struct eng_node *n);
+VEIL_RESULT eng_bn_build(struct veil_engine *e, struct eng_node *n);
+/* op_pool.c */
+VEIL_RESULT eng_pool_parse(struct eng_graph *g, struct eng_node *n);
+VEIL_RESULT eng_pool_infer(struct eng_graph *g, struct eng_node *n);
+VEIL_RESULT eng_pool_build(struct veil_engine *e, struct eng_node *n);
+/* op_eltwise.c: Relu, Clip, Sigmoid, HardSigmoid, HardSwish, Softmax */
+VEIL_RESULT eng_eltwise_parse(struct eng_graph *g, struct eng_node *n);
+VEIL_RESULT eng_same_shape_infer(struct eng_graph *g, struct eng_node *n);
+VEIL_RESULT eng_eltwise_build(struct veil_engine *e, struct eng_node *n);
+VEIL_RESULT eng_softmax_parse(struct eng_graph *g, struct eng_node *n);
+VEIL_RESULT eng_softmax_build(struct veil_engine *e, struct eng_node *n);
+/* op_binary.c: Add, Mul */
+VEIL_RESULT eng_binary_parse(struct eng_graph *g, struct eng_node *n);
+VEIL_RESULT eng_binary_infer(struct eng_graph *g, struct eng_node *n);
+VEIL_RESULT eng_binary_build(struct veil_engine *e, struct eng_node *n);
+/* op_gemm.c: Gemm, MatMul */
+VEIL_RESULT eng_gemm_parse(struct eng_graph *g, struct eng_node *n);
+VEIL_RESULT eng_gemm_infer(struct eng_graph *g, struct eng_node *n);
+VEIL_RESULT eng_gemm_build(struct veil_engine *e, struct eng_node *n);
+VEIL_RESULT eng_matmul_parse(struct eng_graph *g, struct eng_node *n);
+VEIL_RESULT eng_matmul_infer(struct eng_graph *g, struct eng_node *n);
+VEIL_RESULT eng_matmul_build(struct veil_engine *e, struct eng_node *n);
+/* op_tensor.c: Flatten, Reshape, Identity, Constant, Concat */
+VEIL_RESULT eng_flatten_parse(struct eng_graph *g, struct eng_node *n);
+VEIL_RESULT eng_flatten_infer(struct eng_graph *g, struct eng_node *n);
+VEIL_RESULT eng_reshape_parse(struct eng_graph *g, struct eng_node *n);
+VEIL_RESULT eng_reshape_infer(struct eng_graph *g, struct eng_node *n);
+VEIL_RESULT eng_view_build(struct veil_engine *e, struct eng_node *n);
+VEIL_RESULT eng_noattr_parse(struct eng_graph *g, struct eng_node *n);
+VEIL_RESULT eng_constant_parse(struct eng_graph *g, struct eng_node *n);
+VEIL_RESULT eng_concat_parse(struct eng_graph *g, struct eng_node *n);
+VEIL_RESULT eng_concat_infer(struct eng_graph *g, struct eng_node *n);
+VEIL_RESULT eng_concat_build(struct veil_engine *e, struct eng_node *n);
+
+/* fold.c: parse functions of the fold-only operators, and the evaluator */
+VEIL_RESULT eng_fold_parse(struct eng_graph *g, struct eng_node *n);
+VEIL_RESULT eng_pad_parse(struct eng_graph *g, struct eng_node *n);
+/* Refuses a fold-only operator on a computed tensor. */
+VEIL_RESULT eng_fold_only_infer(struct eng_graph *g, struct eng_node *n);
+VEIL_RESULT eng_pad_infer(struct eng_graph *g, struct eng_node *n);
+VEIL_RESULT eng_pad_build(struct veil_engine *e, struct eng_node *n);
+/* Whether n can be evaluated now: every input constant, or a Shape of a tensor with a known shape. */
+int eng_fold_ready(const struct eng_graph *g, const struct eng_node *n);
+/* Evaluates n into constant outputs (views share data; computed tensors are owned), or refuses it. */
+VEIL_RESULT eng_fold_eval(struct eng_graph *g, struct eng_node *n);
+/* Reshape's target shape for an input of shape in (shared by the view and the folder). */
+VEIL_RESULT eng_reshape_target(const struct eng_node *n, const struct eng_shape *in, const struct eng_value *shape,
+                               struct eng_shape *out);
+
+/* ---- plan.c ---------------------------------------------------------------------------------------------- */
+
+/* Topological order, constants, shapes and fusion, for a parsed graph. */
+VEIL_RESULT eng_plan_graph(struct eng_graph *g, uint64_t batch);
+/* Liveness and offsets of every buffer, after the steps are built; *arena_size receives the total. */
+VEIL_RESULT eng_plan_memory(struct veil_engine *e, size_t *arena_size);
+/* Follows aliases to the value that owns the buffer. */
+int eng_value_root(const struct eng_graph *g, int v);
+/* Bytes of a shape of float32, checked against the activation limit. */
+VEIL_RESULT eng_shape_bytes(const struct eng_shape *s, const char *what, size_t *out);
+/* Number of elements of a constant value, checked. */
+size_t eng_shape_count(const struct eng_shape *s);
+/* A float32 constant input of n (its data and element count), or an error naming the node. */
+VEIL_RESULT eng_const_floats(const struct eng_graph *g, const struct eng_node *n, uint32_t input,
+                             const float **data, size_t *count);
+/* The node's label for messages: "Conv node 'name'". */
+const char *eng_node_label(const struct eng_node *n, char *buf, size_t size);
+/* The value (input i of n) as an activation with a known shape, or an error. */
+VEIL_RESULT eng_input_act(const struct eng_graph *g, const struct eng_node *n, uint32_t i,
+                          const struct eng_value **out);
+
+/* ---- exec.c ---------------------------------------------------------------------------------------------- */
+
+#define ENG_GUARD_DNNL(call, node, what)                                                                       \
+    do {                                                                                                       \
+        dnnl_status_t eng_dnnl_s_ = (call);                                                                    \
+        if (eng_dnnl_s_ != dnnl_success)                                                                       \
+            return eng_dnnl_error(eng_dnnl_s_, (node), (what), __FILE__, __LINE__);                            \
+    } while (0)
+
+struct veil_result eng_dnnl_error(dnnl_status_t s, const struct eng_node *node, const char *what,
+                                  const char *file, int line);
+/* A dense row-major descriptor of shape s (rank 0 becomes {1}). */
+VEIL_RESULT eng_md_plain(dnnl_memory_desc_t *md, const struct eng_shape *s);
+int eng_md_is_plain(const dnnl_memory_desc_t *md);
+/* The value's buffer as the node's input in layout want (NULL: whatever it is in): the value itself, or a
+ * hidden value that a reorder step inserted now fills. *out receives the value to read. */
+VEIL_RESULT eng_input_as(struct veil_engine *e, int value, const dnnl_memory_desc_t *want, int *out);
+/* A hidden value that views value's buffer with another descriptor (same bytes). */
+VEIL_RESULT eng_view_value(struct veil_engine *e, int value, const dnnl_memory_desc_t *md, int *out);
+/* Sets the layout of an activation value (written once, by its producer). */
+VEIL_RESULT eng_value_set_md(struct veil_engine *e, int value, const dnnl_memory_desc_t *md);
+/* Starts a step for a primitive created from pd; the step keeps the primitive. */
+VEIL_RESULT eng_step_new(struct veil_engine *e, const struct eng_node *n, const_dnnl_primitive_desc_t pd,
+                         struct eng_step **out);
+VEIL_RESULT eng_step_value(struct veil_engine *e, struct eng_step *s, int arg, int value, int writes);
+/* Copies size bytes of plain data (layout src_md) into engine memory in layout dst_md (a reorder run once). */
+VEIL_RESULT eng_step_const(struct veil_engine *e, struct eng_step *s, int arg, const dnnl_memory_desc_t *dst_md,
+                           const dnnl_memory_desc_t *src_md, const void *src);
+/* A primitive attribute with the user scratchpad and, when given, post-ops. */
+VEIL_RESULT eng_attr_new(const struct eng_node *n, const struct eng_post *post, uint32_t count,
+                         dnnl_primitive_attr_t *out);
+/* Allocates secure memory owned by the engine. */
+VEIL_RESULT eng_const_alloc(struct veil_engine *e, size_t size, void **out);
+/* Builds every step; then plans memory and binds the buffers. */
+VEIL_RESULT eng_exec_build(struct veil_engine *e);
+VEIL_RESULT eng_exec_run(struct veil_engine *e, const float *const *inputs, float *const *outputs);
+void eng_exec_cleanup(struct veil_engine *e);
+
+#endif

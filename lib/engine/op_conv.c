@@ -1,0 +1,334 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* Conv (2-D: groups incl. depthwise, strides, pads, dilations) with a folded BatchNormalization and post-ops,
+ * and BatchNormalization on its own (inference: running statistics). */
+#include <inttypes.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "engine/internal.h"
+#include "onnx/onnx.h"
+
+/* ---- parameters ------------------------------------------------------------------------------------------ */
+
+static VEIL_RESULT window_ints(struct eng_node *n, const char *name, int64_t *out, uint32_t want, int64_t def,
+                               int64_t min)
+{
+    int64_t v[VEIL_ENGINE_MAX_ATTR_INTS];
+    uint32_t count = 0;
+    char label[160];
+    VEIL_GUARD(eng_attr_ints(n, name, v, VEIL_ENGINE_MAX_ATTR_INTS, &count));
+    VEIL_ENSURE(count == 0 || count == want, VEIL_ERR_UNSUPPORTED, "%s: attribute '%s' has %" PRIu32 " values; "
+                "only 2-D windows (%" PRIu32 " values) are supported", eng_node_label(n, label, sizeof label), name,
+                count, want);
+    for (uint32_t i = 0; i < want; i++) {
+        out[i] = count ? v[i] : def;
+        VEIL_ENSURE(out[i] >= min && out[i] <= VEIL_ENGINE_MAX_WINDOW, VEIL_ERR_ONNX, "%s: attribute '%s' holds %"
+                    PRId64 ", outside [%" PRId64 ", %u]", eng_node_label(n, label, sizeof label), name, out[i], min,
+                    VEIL_ENGINE_MAX_WINDOW);
+    }
+    return VEIL_RESULT_OK;
+}
+
+VEIL_RESULT eng_conv_parse(struct eng_graph *g, struct eng_node *n)
+{
+    (void)g;
+    struct eng_conv_params *p = &n->conv;
+    VEIL_GUARD(eng_attr_string_is(n, "auto_pad", "NOTSET"));
+    VEIL_GUARD(window_ints(n, "kernel_shape", p->kernel, 2, 0, 0)); /* 0: from the weights */
+    VEIL_GUARD(window_ints(n, "strides", p->strides, 2, 1, 1));
+    VEIL_GUARD(window_ints(n, "dilations", p->dilations, 2, 1, 1));
+    VEIL_GUARD(window_ints(n, "pads", p->pads, 4, 0, 0));
+    VEIL_GUARD(eng_attr_int(n, "group", 1, &p->group));
+    char label[160];
+    VEIL_ENSURE(p->group >= 1 && p->group <= INT32_MAX, VEIL_ERR_ONNX, "%s: group %" PRId64 " is invalid",
+                eng_node_label(n, label, sizeof label), p->group);
+    return VEIL_RESULT_OK;
+}
+
+/* out = (in + pad_begin + pad_end - ((k - 1) * d + 1)) / s + 1, floor or ceil; all terms are bounded. */
+static VEIL_RESULT window_out(const struct eng_node *n, int64_t in, int64_t k, int64_t s, int64_t d, int64_t pb,
+                              int64_t pe, int ceil_mode, int64_t *out)
+{
+    int64_t span = in + pb + pe - ((k - 1) * d + 1);
+    char label[160];
+    VEIL_ENSURE(span >= 0, VEIL_ERR_ONNX, "%s: the window (%" PRId64 ") is larger than the padded input (%" PRId64 ")",
+                eng_node_label(n, label, sizeof label), (k - 1) * d + 1, in + pb + pe);
+    *out = (ceil_mode ? (span + s - 1) / s : span / s) + 1;
+    if (ceil_mode && (*out - 1) * s >= in + pb)
+        (*out)--; /* the last window must start inside the input or its left padding */
+    return VEIL_RESULT_OK;
+}
+
+static VEIL_RESULT conv_weights(const struct eng_graph *g, const struct eng_node *n, const struct eng_value *x,
+                                const struct eng_value **w)
+{
+    char label[160];
+    eng_node_label(n, label, sizeof label);
+    const struct eng_value *v = &g->values[n->inputs[1]];
+    VEIL_ENSURE(v->kind == VAL_CONST && v->dtype == VEIL_ONNX_FLOAT, VEIL_ERR_UNSUPPORTED,
+                "%s: the weights '%s' must be a float32 initializer", label, v->name);
+    VEIL_ENSURE(x->shape.rank == 4 && v->shape.rank == 4, VEIL_ERR_UNSUPPORTED,
+                "%s: only 2-D convolutions (4-D input and weights) are supported", label);
+    VEIL_ENSURE(v->shape.dims[1] > 0 && v->shape.dims[2] > 0 && v->shape.dims[3] > 0, VEIL_ERR_ONNX,
+                "%s: the weights '%s' are empty", label, v->name);
+    int64_t group = n->conv.group, c = x->shape.dims[1], m = v->shape.dims[0];
+    VEIL_ENSURE(m > 0 && c % group == 0 && m % group == 0 && v->shape.dims[1] * group == c, VEIL_ERR_ONNX,
+                "%s: weights %" PRId64 "x%" PRId64 " do not fit %" PRId64 " input channels in %" PRId64 " groups",
+                label, m, v->shape.dims[1], c, group);
+    for (int i = 0; i < 2; i++)
+        VEIL_ENSURE(n->conv.kernel[i] == 0 || n->conv.kernel[i] == v->shape.dims[2 + i], VEIL_ERR_ONNX,
+                    "%s: kernel_shape does not match the weights", label);
+    *w = v;
+    return VEIL_RESULT_OK;
+}
+
+static VEIL_RESULT check_vector(const struct eng_graph *g, const struct eng_node *n, uint32_t input, int64_t count)
+{
+    const float *data = NULL;
+    size_t have = 0;
+    char label[160];
+    VEIL_GUARD(eng_const_floats(g, n, input, &data, &have));
+    const struct eng_value *v = &g->values[n->inputs[input]];
+    VEIL_ENSURE(v->shape.rank == 1 && have == (size_t)count, VEIL_ERR_ONNX, "%s: '%s' must hold %" PRId64
+                " values", eng_node_label(n, label, sizeof label), v->name, count);
+    return VEIL_RESULT_OK;
+}
+
+VEIL_RESULT eng_conv_infer(struct eng_graph *g, struct eng_node *n)
+{
+    const struct eng_value *x = NULL, *w = NULL;
+    VEIL_GUARD(eng_input_act(g, n, 0, &x));
+    VEIL_GUARD(conv_weights(g, n, x, &w));
+    if (n->input_count > 2 && n->inputs[2] >= 0)
+        VEIL_GUARD(check_vector(g, n, 2, w->shape.dims[0]));
+    const struct eng_conv_params *p = &n->conv;
+    struct eng_shape s = {.rank = 4, .dims = {x->shape.dims[0], w->shape.dims[0]}};
+    for (int i = 0; i < 2; i++) {
+        VEIL_ENSURE(w->shape.dims[2 + i] <= VEIL_ENGINE_MAX_WINDOW, VEIL_ERR_LIMIT, "kernel too large");
+        VEIL_GUARD(window_out(n, x->shape.dims[2 + i], w->shape.dims[2 + i], p->strides[i], p->dilations[i],
+                              p->pads[i], p->pads[2 + i], 0, &s.dims[2 + i]));
+    }
+    g->values[n->outputs[0]].shape = s;
+    return VEIL_RESULT_OK;
+}
+
+/* ---- BatchNormalization ---------------------------------------------------------------------------------- */
+
+VEIL_RESULT eng_bn_parse(struct eng_graph *g, struct eng_node *n)
+{
+    int64_t training = 0, spatial = 1;
+    float momentum = 0;
+    VEIL_GUARD(eng_attr_float(n, "epsilon", 1e-5f, &n->epsilon));
+    VEIL_GUARD(eng_attr_float(n, "momentum", 0.9f, &momentum)); /* training only */
+    VEIL_GUARD(eng_attr_int(n, "training_mode", 0, &training));
+    if (g->opset < 9)
+        VEIL_GUARD(eng_attr_int(n, "spatial", 1, &spatial));
+    char label[160];
+    VEIL_ENSURE(training == 0, VEIL_ERR_UNSUPPORTED, "%s: training_mode=1 is not supported (inference only)",
+                eng_node_label(n, label, sizeof label));
+    VEIL_ENSURE(spatial == 1, VEIL_ERR_UNSUPPORTED, "%s: spatial=0 is not supported",
+                eng_node_label(n, label, sizeof label));
+    VEIL_ENSURE(n->epsilon >= 0, VEIL_ERR_ONNX, "%s: negative epsilon", eng_node_label(n, label, sizeof label));
+    return VEIL_RESULT_OK;
+}
+
+VEIL_RESULT eng_bn_infer(struct eng_graph *g, struct eng_node *n)
+{
+    const struct eng_value *x = NULL;
+    VEIL_GUARD(eng_input_act(g, n, 0, &x));
+    char label[160];
+    VEIL_ENSURE(x->shape.rank >= 2 && x->shape.rank <= 5, VEIL_ERR_UNSUPPORTED, "%s: input rank %" PRIu32
+                " is not supported", eng_node_label(n, label, sizeof label), x->shape.rank);
+    for (uint32_t i = 1; i < 5; i++)
+        VEIL_GUARD(check_vector(g, n, i, x->shape.dims[1]));
+    const float *var = NULL;
+    size_t count = 0;
+    VEIL_GUARD(eng_const_floats(g, n, 4, &var, &count));
+    for (size_t i = 0; i < count; i++)
+        VEIL_ENSURE((double)var[i] + (double)n->epsilon > 0, VEIL_ERR_ONNX, "%s: variance + epsilon is not positive "
+                    "in channel %zu", eng_node_label(n, label, sizeof label), i);
+    g->values[n->outputs[0]].shape = x->shape;
+    return VEIL_RESULT_OK;
+}
+
+/* scale[c] = gamma / sqrt(var + eps), shift[c] = beta - mean * scale, in double. */
+static VEIL_RESULT bn_affine(const struct eng_graph *g, const struct eng_node *bn, size_t c, double *scale,
+                             double *shift)
+{
+    const float *p[4];
+    size_t count = 0;
+    for (uint32_t i = 0; i < 4; i++) {
+        VEIL_GUARD(eng_const_floats(g, bn, i + 1, &p[i], &count));
+        VEIL_ENSURE(count == c, VEIL_ERR_ONNX, "BatchNormalization: parameter size mismatch");
+    }
+    for (size_t i = 0; i < c; i++) {
+        scale[i] = (double)p[0][i] / sqrt((double)p[3][i] + (double)bn->epsilon);
+        shift[i] = (double)p[1][i] - (double)p[2][i] * scale[i];
+    }
+    return VEIL_RESULT_OK;
+}
+
+/* ---- building a convolution ------------------------------------------------------------------------------ */
+
+struct conv_build {
+    struct eng_node *n;
+    const struct eng_value *x, *w;
+    int64_t m, per_out;           /* output channels; weight elements per output channel */
+    int has_bias;
+    dnnl_memory_desc_t w_user, b_user;
+};
+
+static VEIL_RESULT conv_descs(struct veil_engine *e, struct conv_build *b, dnnl_primitive_desc_t *pd)
+{
+    const struct eng_conv_params *p = &b->n->conv;
+    const struct eng_shape *ws = &b->w->shape, *xs = &b->x->shape, *ys = &e->g.values[b->n->out].shape;
+    int64_t g = p->group;
+    dnnl_dims_t xd = {xs->dims[0], xs->dims[1], xs->dims[2], xs->dims[3]};
+    dnnl_dims_t yd = {ys->dims[0], ys->dims[1], ys->dims[2], ys->dims[3]};
+    dnnl_dims_t wd = {g, b->m / g, ws->dims[1], ws->dims[2], ws->dims[3]}, bd = {b->m};
+    dnnl_dims_t strides = {p->strides[0], p->strides[1]}, dil = {p->dilations[0] - 1, p->dilations[1] - 1};
+    dnnl_dims_t pl = {p->pads[0], p->pads[1]}, pr = {p->pads[2], p->pads[3]};
+    int wn = g > 1 ? 5 : 4;
+    dnnl_dims_t wdims = {0};
+    memcpy(wdims, g > 1 ? wd : wd + 1, (size_t)wn * sizeof wd[0]);
+    dnnl_memory_desc_t src, wgt, dst, bias;
+    ENG_GUARD_DNNL(dnnl_memory_desc_init_by_tag(&src, 4, xd, dnnl_f32, dnnl_format_tag_any), b->n, "descriptor");
+    ENG_GUARD_DNNL(dnnl_memory_desc_init_by_tag(&wgt, wn, wdims, dnnl_f32, dnnl_format_tag_any), b->n, "descriptor");
+    ENG_GUARD_DNNL(dnnl_memory_desc_init_by_tag(&b->w_user, wn, wdims, dnnl_f32, g > 1 ? dnnl_goihw : dnnl_oihw),
+                   b->n, "descriptor");
+    ENG_GUARD_DNNL(dnnl_memory_desc_init_by_tag(&bias, 1, bd, dnnl_f32, dnnl_a), b->n, "descriptor");
+    b->b_user = bias;
+    if (b->n->sum >= 0)
+        dst = e->g.values[b->n->sum].md;
+    else
+        ENG_GUARD_DNNL(dnnl_memory_desc_init_by_tag(&dst, 4, yd, dnnl_f32, dnnl_format_tag_any), b->n, "descriptor");
+    dnnl_convolution_desc_t desc;
+    ENG_GUARD_DNNL(dnnl_dilated_convolution_forward_desc_init(&desc, dnnl_forward_inference, dnnl_convolution_direct,
+                   &src, &wgt, b->has_bias ? &bias : NULL, &dst, strides, dil, pl, pr), b->n, "convolution setup");
+    dnnl_primitive_attr_t attr = NULL;
+    VEIL_GUARD(eng_attr_new(b->n, b->n->post, b->n->post_count, &attr));
+    dnnl_status_t st = dnnl_primitive_desc_create(pd, &desc, attr, e->dnnl, NULL);
+    dnnl_primitive_attr_destroy(attr);
+    ENG_GUARD_DNNL(st, b->n, "convolution");
+    return VEIL_RESULT_OK;
+}
+
+/* The weights and bias in plain layout, with a folded BatchNormalization applied; tmp is wiped by the caller. */
+static VEIL_RESULT conv_fold(struct veil_engine *e, const struct conv_build *b, float *w, float *bias)
+{
+    const float *w0 = NULL, *b0 = NULL;
+    size_t count = 0;
+    VEIL_GUARD(eng_const_floats(&e->g, b->n, 1, &w0, &count));
+    if (b->n->input_count > 2 && b->n->inputs[2] >= 0)
+        VEIL_GUARD(eng_const_floats(&e->g, b->n, 2, &b0, &count));
+    size_t m = (size_t)b->m, k = (size_t)b->per_out;
+    double *scale = calloc(2 * m, sizeof *scale);
+    VEIL_ENSURE(scale != NULL, VEIL_ERR_NOMEM, "out of memory");
+    double *shift = scale + m;
+    for (size_t c = 0; c < m; c++)
+        scale[c] = 1;
+    struct veil_result r = VEIL_RESULT_OK;
+    if (b->n->bn >= 0)
+        r = bn_affine(&e->g, &e->g.nodes[b->n->bn], m, scale, shift);
+    for (size_t c = 0; veil_ok(r) && c < m; c++) {
+        for (size_t i = 0; i < k; i++)
+            w[c * k + i] = (float)((double)w0[c * k + i] * scale[c]);
+        bias[c] = (float)((b0 != NULL ? (double)b0[c] : 0.0) * scale[c] + shift[c]);
+    }
+    free(scale);
+    return r;
+}
+
+static VEIL_RESULT conv_weights_step(struct veil_engine *e, const struct conv_build *b, struct eng_step *s,
+                                     const_dnnl_primitive_desc_t pd)
+{
+    size_t m = (size_t)b->m, k = (size_t)b->per_out;
+    VEIL_DEFER(veil_secure_free) struct veil_secure_mem tmp = {0};
+    VEIL_GUARD(veil_secure_alloc(&tmp, (m * k + m) * sizeof(float), 0));
+    float *w = (float *)(void *)tmp.data, *bias = w + m * k;
+    VEIL_GUARD(conv_fold(e, b, w, bias));
+    const dnnl_memory_desc_t *wmd = dnnl_primitive_desc_query_md(pd, dnnl_query_weights_md, 0);
+    VEIL_GUARD(eng_step_const(e, s, DNNL_ARG_WEIGHTS, wmd, &b->w_user, w));
+    if (b->has_bias)
+        VEIL_GUARD(eng_step_const(e, s, DNNL_ARG_BIAS, &b->b_user, &b->b_user, bias));
+    return VEIL_RESULT_OK;
+}
+
+static VEIL_RESULT conv_step(struct veil_engine *e, struct conv_build *b, const_dnnl_primitive_desc_t pd)
+{
+    int x = -1, out = b->n->out;
+    const dnnl_memory_desc_t *src = dnnl_primitive_desc_query_md(pd, dnnl_query_src_md, 0);
+    const dnnl_memory_desc_t *dst = dnnl_primitive_desc_query_md(pd, dnnl_query_dst_md, 0);
+    VEIL_GUARD(eng_input_as(e, b->n->inputs[0], src, &x));
+    struct eng_step *s = NULL;
+    VEIL_GUARD(eng_step_new(e, b->n, pd, &s));
+    size_t step = (size_t)(s - e->steps);
+    VEIL_GUARD(eng_step_value(e, s, DNNL_ARG_SRC, x, 0));
+    VEIL_GUARD(conv_weights_step(e, b, &e->steps[step], pd));
+    s = &e->steps[step];
+    if (b->n->sum >= 0) {
+        e->g.values[out].alias = b->n->sum;
+        s->reads_sum = b->n->sum;
+    }
+    VEIL_GUARD(eng_value_set_md(e, out, dst));
+    return eng_step_value(e, &e->steps[step], DNNL_ARG_DST, out, 1);
+}
+
+VEIL_RESULT eng_conv_build(struct veil_engine *e, struct eng_node *n)
+{
+    struct conv_build b = {.n = n, .x = &e->g.values[n->inputs[0]], .w = &e->g.values[n->inputs[1]]};
+    b.m = b.w->shape.dims[0];
+    b.per_out = b.w->shape.dims[1] * b.w->shape.dims[2] * b.w->shape.dims[3];
+    b.has_bias = n->bn >= 0 || (n->input_count > 2 && n->inputs[2] >= 0);
+    dnnl_primitive_desc_t pd = NULL;
+    VEIL_GUARD(conv_descs(e, &b, &pd));
+    struct veil_result r = conv_step(e, &b, pd);
+    dnnl_primitive_desc_destroy(pd);
+    return r;
+}
+
+/* ---- a BatchNormalization on its own --------------------------------------------------------------------- */
+
+static VEIL_RESULT bn_params(struct veil_engine *e, const struct eng_node *n, struct eng_step *s)
+{
+    int64_t c = e->g.values[n->inputs[0]].shape.dims[1];
+    dnnl_dims_t d = {c};
+    dnnl_memory_desc_t md;
+    ENG_GUARD_DNNL(dnnl_memory_desc_init_by_tag(&md, 1, d, dnnl_f32, dnnl_a), n, "descriptor");
+    static const int args[4] = {DNNL_ARG_SCALE, DNNL_ARG_SHIFT, DNNL_ARG_MEAN, DNNL_ARG_VARIANCE};
+    size_t step = (size_t)(s - e->steps);
+    for (uint32_t i = 0; i < 4; i++) {
+        const float *p = NULL;
+        size_t count = 0;
+        VEIL_GUARD(eng_const_floats(&e->g, n, i + 1, &p, &count));
+        VEIL_GUARD(eng_step_const(e, &e->steps[step], args[i], &md, &md, p));
+    }
+    return VEIL_RESULT_OK;
+}
+
+VEIL_RESULT eng_bn_build(struct veil_engine *e, struct eng_node *n)
+{
+    int x = n->inputs[0];
+    dnnl_memory_desc_t src = e->g.values[x].md;
+    dnnl_batch_normalization_desc_t desc;
+    unsigned flags = dnnl_use_global_stats | dnnl_use_scale | dnnl_use_shift;
+    ENG_GUARD_DNNL(dnnl_batch_normalization_forward_desc_init(&desc, dnnl_forward_inference, &src, n->epsilon,
+                   flags), n, "batch normalization setup");
+    dnnl_primitive_attr_t attr = NULL;
+    VEIL_GUARD(eng_attr_new(n, NULL, 0, &attr));
+    dnnl_primitive_desc_t pd = NULL;
+    dnnl_status_t st = dnnl_primitive_desc_create(&pd, &desc, attr, e->dnnl, NULL);
+    dnnl_primitive_attr_destroy(attr);
+    ENG_GUARD_DNNL(st, n, "batch normalization");
+    struct eng_step *s = NULL;
+    struct veil_result r = eng_step_new(e, n, pd, &s);
+    dnnl_primitive_desc_destroy(pd);
+    VEIL_GUARD(r);
+    size_t step = (size_t)(s - e->steps);
+    VEIL_GUARD(eng_step_value(e, s, DNNL_ARG_SRC, x, 0));
+    VEIL_GUARD(bn_params(e, n, s));
+    VEIL_GUARD(eng_value_set_md(e, n->out, &src));
+    return eng_step_value(e, &e->steps[step], DNNL_ARG_DST, n->out, 1);
+}

@@ -1,0 +1,158 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* Element-wise activations (Relu, Clip, Sigmoid, HardSigmoid, HardSwish) and Softmax.
+ * Each activation is a chain of oneDNN eltwise algorithms (HardSigmoid = clip(alpha * x + beta, 0, 1)), which
+ * a preceding Conv may take as post-ops (plan.c); otherwise they run as eltwise primitives, in place after the
+ * first. */
+#include <float.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "engine/internal.h"
+#include "onnx/onnx.h"
+
+VEIL_RESULT eng_eltwise_parse(struct eng_graph *g, struct eng_node *n)
+{
+    float alpha = 0, beta = 0;
+    n->elt_count = 1;
+    switch (n->op) {
+    case OP_RELU: n->elt[0] = (struct eng_post){.alg = dnnl_eltwise_relu}; break;
+    case OP_SIGMOID: n->elt[0] = (struct eng_post){.alg = dnnl_eltwise_logistic}; break;
+    case OP_HARDSWISH: n->elt[0] = (struct eng_post){.alg = dnnl_eltwise_hardswish}; break;
+    case OP_HARDSIGMOID:
+        VEIL_GUARD(eng_attr_float(n, "alpha", 0.2f, &alpha));
+        VEIL_GUARD(eng_attr_float(n, "beta", 0.5f, &beta));
+        n->elt[0] = (struct eng_post){.alg = dnnl_eltwise_linear, .alpha = alpha, .beta = beta};
+        n->elt[1] = (struct eng_post){.alg = dnnl_eltwise_clip, .alpha = 0, .beta = 1};
+        n->elt_count = 2;
+        break;
+    case OP_CLIP:
+        n->elt[0] = (struct eng_post){.alg = dnnl_eltwise_clip, .alpha = -FLT_MAX, .beta = FLT_MAX};
+        if (g->opset < 11) {
+            VEIL_GUARD(eng_attr_float(n, "min", -FLT_MAX, &n->elt[0].alpha));
+            VEIL_GUARD(eng_attr_float(n, "max", FLT_MAX, &n->elt[0].beta));
+        }
+        break;
+    default: VEIL_BAIL(VEIL_ERR_INTERNAL, "not an eltwise operator");
+    }
+    return VEIL_RESULT_OK;
+}
+
+/* Clip (opset >= 11) takes min and max as optional scalar constant inputs. */
+static VEIL_RESULT clip_bound(struct eng_graph *g, struct eng_node *n, uint32_t input, float *out)
+{
+    if (input >= n->input_count || n->inputs[input] < 0)
+        return VEIL_RESULT_OK;
+    const float *p = NULL;
+    size_t count = 0;
+    char label[160];
+    VEIL_GUARD(eng_const_floats(g, n, input, &p, &count));
+    VEIL_ENSURE(count == 1 && g->values[n->inputs[input]].shape.rank <= 1, VEIL_ERR_ONNX, "%s: min and max must "
+                "be scalars", eng_node_label(n, label, sizeof label));
+    VEIL_ENSURE(p[0] == p[0], VEIL_ERR_ONNX, "%s: min or max is NaN", eng_node_label(n, label, sizeof label));
+    *out = p[0];
+    return VEIL_RESULT_OK;
+}
+
+VEIL_RESULT eng_same_shape_infer(struct eng_graph *g, struct eng_node *n)
+{
+    const struct eng_value *x = NULL;
+    VEIL_GUARD(eng_input_act(g, n, 0, &x));
+    char label[160];
+    VEIL_ENSURE(n->op == OP_CLIP || n->input_count == 1, VEIL_ERR_ONNX, "%s takes one input",
+                eng_node_label(n, label, sizeof label));
+    if (n->op == OP_CLIP) {
+        VEIL_ENSURE(g->opset >= 11 || n->input_count == 1, VEIL_ERR_ONNX, "%s: Clip before opset 11 takes one input",
+                    eng_node_label(n, label, sizeof label));
+        VEIL_GUARD(clip_bound(g, n, 1, &n->elt[0].alpha));
+        VEIL_GUARD(clip_bound(g, n, 2, &n->elt[0].beta));
+        VEIL_ENSURE(n->elt[0].alpha <= n->elt[0].beta, VEIL_ERR_UNSUPPORTED, "%s: min > max is not supported",
+                    eng_node_label(n, label, sizeof label));
+    }
+    g->values[n->outputs[0]].shape = x->shape;
+    return VEIL_RESULT_OK;
+}
+
+static VEIL_RESULT eltwise_step(struct veil_engine *e, const struct eng_node *n, const struct eng_post *op, int src,
+                                int dst)
+{
+    dnnl_memory_desc_t md = e->g.values[src].md;
+    dnnl_eltwise_desc_t desc;
+    ENG_GUARD_DNNL(dnnl_eltwise_forward_desc_init(&desc, dnnl_forward_inference, op->alg, &md, op->alpha, op->beta),
+                   n, "eltwise setup");
+    dnnl_primitive_attr_t attr = NULL;
+    VEIL_GUARD(eng_attr_new(n, NULL, 0, &attr));
+    dnnl_primitive_desc_t pd = NULL;
+    dnnl_status_t st = dnnl_primitive_desc_create(&pd, &desc, attr, e->dnnl, NULL);
+    dnnl_primitive_attr_destroy(attr);
+    ENG_GUARD_DNNL(st, n, "eltwise");
+    struct eng_step *s = NULL;
+    struct veil_result r = eng_step_new(e, n, pd, &s);
+    dnnl_primitive_desc_destroy(pd);
+    VEIL_GUARD(r);
+    size_t step = (size_t)(s - e->steps);
+    if (!e->g.values[dst].has_md)
+        VEIL_GUARD(eng_value_set_md(e, dst, &md));
+    VEIL_GUARD(eng_step_value(e, &e->steps[step], DNNL_ARG_SRC, src, 0));
+    return eng_step_value(e, &e->steps[step], DNNL_ARG_DST, dst, 1);
+}
+
+VEIL_RESULT eng_eltwise_build(struct veil_engine *e, struct eng_node *n)
+{
+    VEIL_GUARD(eltwise_step(e, n, &n->elt[0], n->inputs[0], n->out));
+    for (uint32_t i = 1; i < n->elt_count; i++)
+        VEIL_GUARD(eltwise_step(e, n, &n->elt[i], n->out, n->out));
+    return VEIL_RESULT_OK;
+}
+
+/* ---- Softmax --------------------------------------------------------------------------------------------- */
+
+VEIL_RESULT eng_softmax_parse(struct eng_graph *g, struct eng_node *n)
+{
+    return eng_attr_int(n, "axis", g->opset < 13 ? 1 : -1, &n->axis);
+}
+
+/* Before opset 13, Softmax works on the input flattened to 2-D at axis; from 13, along axis alone. The first
+ * form equals the second when axis is the last one; otherwise the input is viewed as 2-D (row-major). */
+VEIL_RESULT eng_softmax_build(struct veil_engine *e, struct eng_node *n)
+{
+    const struct eng_value *x = &e->g.values[n->inputs[0]];
+    int64_t rank = x->shape.rank, axis = n->axis < 0 ? n->axis + rank : n->axis;
+    char label[160];
+    VEIL_ENSURE(rank >= 1 && axis >= 0 && axis < rank, VEIL_ERR_ONNX, "%s: axis %" PRId64 " is out of range",
+                eng_node_label(n, label, sizeof label), n->axis);
+    int src = n->inputs[0], dst = n->out;
+    dnnl_memory_desc_t md = x->md;
+    if (e->g.opset < 13 && axis != rank - 1) {
+        struct eng_shape flat = {.rank = 2, .dims = {1, 1}};
+        for (int64_t i = 0; i < rank; i++)
+            flat.dims[i < axis ? 0 : 1] *= x->shape.dims[i];
+        dnnl_memory_desc_t plain, out_plain;
+        VEIL_GUARD(eng_md_plain(&plain, &x->shape));
+        VEIL_GUARD(eng_md_plain(&md, &flat));
+        VEIL_GUARD(eng_md_plain(&out_plain, &x->shape));
+        VEIL_GUARD(eng_input_as(e, n->inputs[0], &plain, &src));
+        VEIL_GUARD(eng_view_value(e, src, &md, &src));
+        VEIL_GUARD(eng_value_set_md(e, n->out, &out_plain));
+        VEIL_GUARD(eng_view_value(e, n->out, &md, &dst));
+        axis = 1;
+    }
+    dnnl_softmax_desc_t desc;
+    ENG_GUARD_DNNL(dnnl_softmax_forward_desc_init(&desc, dnnl_forward_inference, &md, (int)axis), n,
+                   "softmax setup");
+    dnnl_primitive_attr_t attr = NULL;
+    VEIL_GUARD(eng_attr_new(n, NULL, 0, &attr));
+    dnnl_primitive_desc_t pd = NULL;
+    dnnl_status_t st = dnnl_primitive_desc_create(&pd, &desc, attr, e->dnnl, NULL);
+    dnnl_primitive_attr_destroy(attr);
+    ENG_GUARD_DNNL(st, n, "softmax");
+    struct eng_step *s = NULL;
+    struct veil_result r = eng_step_new(e, n, pd, &s);
+    dnnl_primitive_desc_destroy(pd);
+    VEIL_GUARD(r);
+    size_t step = (size_t)(s - e->steps);
+    if (!e->g.values[dst].has_md)
+        VEIL_GUARD(eng_value_set_md(e, dst, &md));
+    VEIL_GUARD(eng_step_value(e, &e->steps[step], DNNL_ARG_SRC, src, 0));
+    return eng_step_value(e, &e->steps[step], DNNL_ARG_DST, dst, 1);
+}

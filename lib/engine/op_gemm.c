@@ -1,0 +1,229 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* Gemm (Y = alpha * A * B' + beta * C, A computed, B and C constant) and MatMul (numpy batch broadcasting), on
+ * the oneDNN matmul primitive. Constant weights are reordered once into the layout the primitive prefers. */
+#include <inttypes.h>
+#include <math.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "engine/internal.h"
+#include "onnx/onnx.h"
+
+VEIL_RESULT eng_gemm_parse(struct eng_graph *g, struct eng_node *n)
+{
+    (void)g;
+    int64_t ta = 0, tb = 0;
+    VEIL_GUARD(eng_attr_float(n, "alpha", 1.0f, &n->alpha));
+    VEIL_GUARD(eng_attr_float(n, "beta", 1.0f, &n->beta));
+    VEIL_GUARD(eng_attr_int(n, "transA", 0, &ta));
+    VEIL_GUARD(eng_attr_int(n, "transB", 0, &tb));
+    char label[160];
+    eng_node_label(n, label, sizeof label);
+    VEIL_ENSURE(ta == 0, VEIL_ERR_UNSUPPORTED, "%s: transA=1 is not supported", label);
+    VEIL_ENSURE(tb == 0 || tb == 1, VEIL_ERR_ONNX, "%s: transB must be 0 or 1", label);
+    VEIL_ENSURE(isfinite(n->alpha) && isfinite(n->beta), VEIL_ERR_ONNX, "%s: alpha and beta must be finite", label);
+    n->trans_b = (int)tb;
+    return VEIL_RESULT_OK;
+}
+
+VEIL_RESULT eng_gemm_infer(struct eng_graph *g, struct eng_node *n)
+{
+    const struct eng_value *a = NULL;
+    const float *data = NULL;
+    size_t count = 0;
+    char label[160];
+    eng_node_label(n, label, sizeof label);
+    VEIL_GUARD(eng_input_act(g, n, 0, &a));
+    VEIL_GUARD(eng_const_floats(g, n, 1, &data, &count));
+    const struct eng_value *b = &g->values[n->inputs[1]];
+    VEIL_ENSURE(a->shape.rank == 2 && b->shape.rank == 2, VEIL_ERR_ONNX, "%s: A and B must be 2-D", label);
+    int64_t k = b->shape.dims[n->trans_b ? 1 : 0], nn = b->shape.dims[n->trans_b ? 0 : 1];
+    VEIL_ENSURE(a->shape.dims[1] == k, VEIL_ERR_ONNX, "%s: A is %" PRId64 "x%" PRId64 ", B' has %" PRId64 " rows",
+                label, a->shape.dims[0], a->shape.dims[1], k);
+    if (n->input_count > 2 && n->inputs[2] >= 0) {
+        VEIL_GUARD(eng_const_floats(g, n, 2, &data, &count));
+        const struct eng_value *c = &g->values[n->inputs[2]];
+        int row = c->shape.rank == 0 || (c->shape.rank == 1) || (c->shape.rank == 2 && c->shape.dims[0] == 1);
+        VEIL_ENSURE(row && (count == (size_t)nn || count == 1), VEIL_ERR_UNSUPPORTED, "%s: C must be a scalar or "
+                    "a row of %" PRId64 " values", label, nn);
+    }
+    g->values[n->outputs[0]].shape = (struct eng_shape){.rank = 2, .dims = {a->shape.dims[0], nn}};
+    return VEIL_RESULT_OK;
+}
+
+/* ---- MatMul ---------------------------------------------------------------------------------------------- */
+
+VEIL_RESULT eng_matmul_parse(struct eng_graph *g, struct eng_node *n)
+{
+    (void)g;
+    n->alpha = 1.0f;
+    return VEIL_RESULT_OK;
+}
+
+static void pad_shape(const struct eng_shape *s, uint32_t rank, struct eng_shape *out)
+{
+    out->rank = rank;
+    for (uint32_t i = 0; i < rank; i++)
+        out->dims[i] = i < rank - s->rank ? 1 : s->dims[i - (rank - s->rank)];
+}
+
+VEIL_RESULT eng_matmul_infer(struct eng_graph *g, struct eng_node *n)
+{
+    const struct eng_value *a = NULL, *b = &g->values[n->inputs[1]];
+    char label[160];
+    eng_node_label(n, label, sizeof label);
+    VEIL_GUARD(eng_input_act(g, n, 0, &a));
+    VEIL_ENSURE(b->kind != VAL_CONST || b->dtype == VEIL_ONNX_FLOAT, VEIL_ERR_UNSUPPORTED, "%s: B is not float32",
+                label);
+    VEIL_ENSURE(a->shape.rank >= 2 && b->shape.rank >= 2, VEIL_ERR_UNSUPPORTED, "%s: 1-D operands are not supported",
+                label);
+    uint32_t rank = a->shape.rank > b->shape.rank ? a->shape.rank : b->shape.rank;
+    struct eng_shape pa, pb, out = {.rank = rank};
+    pad_shape(&a->shape, rank, &pa);
+    pad_shape(&b->shape, rank, &pb);
+    VEIL_ENSURE(pa.dims[rank - 1] == pb.dims[rank - 2], VEIL_ERR_ONNX, "%s: inner dimensions differ (%" PRId64
+                " vs %" PRId64 ")", label, pa.dims[rank - 1], pb.dims[rank - 2]);
+    for (uint32_t i = 0; i + 2 < rank; i++) {
+        VEIL_ENSURE(pa.dims[i] == pb.dims[i] || pa.dims[i] == 1 || pb.dims[i] == 1, VEIL_ERR_ONNX,
+                    "%s: batch dimensions do not broadcast", label);
+        out.dims[i] = pa.dims[i] == 1 ? pb.dims[i] : pa.dims[i];
+    }
+    out.dims[rank - 2] = pa.dims[rank - 2];
+    out.dims[rank - 1] = pb.dims[rank - 1];
+    g->values[n->outputs[0]].shape = out;
+    return VEIL_RESULT_OK;
+}
+
+/* ---- building -------------------------------------------------------------------------------------------- */
+
+struct mm_build {
+    struct eng_node *n;
+    uint32_t rank;
+    dnnl_memory_desc_t src, wgt, bias, dst, w_user;
+    int has_bias, w_const;
+};
+
+static VEIL_RESULT mm_pd(struct veil_engine *e, struct mm_build *b, dnnl_primitive_desc_t *pd)
+{
+    dnnl_matmul_desc_t desc;
+    ENG_GUARD_DNNL(dnnl_matmul_desc_init(&desc, &b->src, &b->wgt, b->has_bias ? &b->bias : NULL, &b->dst), b->n,
+                   "matmul setup");
+    dnnl_primitive_attr_t attr = NULL;
+    VEIL_GUARD(eng_attr_new(b->n, NULL, 0, &attr));
+    dnnl_status_t st = dnnl_primitive_desc_create(pd, &desc, attr, e->dnnl, NULL);
+    dnnl_primitive_attr_destroy(attr);
+    ENG_GUARD_DNNL(st, b->n, "matmul");
+    return VEIL_RESULT_OK;
+}
+
+/* A (computed) in plain layout, viewed with the output's rank. */
+static VEIL_RESULT mm_operand(struct veil_engine *e, int v, uint32_t rank, dnnl_memory_desc_t *md, int *out)
+{
+    struct eng_shape padded;
+    dnnl_memory_desc_t plain;
+    int x = -1;
+    pad_shape(&e->g.values[v].shape, rank, &padded);
+    VEIL_GUARD(eng_md_plain(&plain, &e->g.values[v].shape));
+    VEIL_GUARD(eng_md_plain(md, &padded));
+    VEIL_GUARD(eng_input_as(e, v, &plain, &x));
+    return eng_view_value(e, x, md, out);
+}
+
+/* beta * C broadcast to a row of n values, into engine memory. */
+static VEIL_RESULT gemm_bias(struct veil_engine *e, struct mm_build *b, struct eng_step *s, int64_t n)
+{
+    const float *c = NULL;
+    size_t count = 0;
+    VEIL_GUARD(eng_const_floats(&e->g, b->n, 2, &c, &count));
+    VEIL_DEFER(veil_secure_free) struct veil_secure_mem tmp = {0};
+    VEIL_GUARD(veil_secure_alloc(&tmp, (size_t)n * sizeof(float), 0));
+    float *row = (float *)(void *)tmp.data;
+    for (int64_t i = 0; i < n; i++)
+        row[i] = b->n->beta * c[count == 1 ? 0 : i];
+    return eng_step_const(e, s, DNNL_ARG_BIAS, &b->bias, &b->bias, row);
+}
+
+/* Constant weights, scaled by Gemm's alpha when it is not 1, reordered once. */
+static VEIL_RESULT mm_weights(struct veil_engine *e, const struct mm_build *b, struct eng_step *s,
+                              const dnnl_memory_desc_t *wmd, const float *data, size_t count)
+{
+    if (b->n->alpha == 1.0f)
+        return eng_step_const(e, s, DNNL_ARG_WEIGHTS, wmd, &b->w_user, data);
+    VEIL_DEFER(veil_secure_free) struct veil_secure_mem tmp = {0};
+    VEIL_GUARD(veil_secure_alloc(&tmp, count * sizeof(float), 0));
+    float *w = (float *)(void *)tmp.data;
+    for (size_t i = 0; i < count; i++)
+        w[i] = b->n->alpha * data[i];
+    return eng_step_const(e, s, DNNL_ARG_WEIGHTS, wmd, &b->w_user, w);
+}
+
+static VEIL_RESULT mm_step(struct veil_engine *e, struct mm_build *b, int a, int w, const_dnnl_primitive_desc_t pd)
+{
+    struct eng_step *s = NULL;
+    VEIL_GUARD(eng_step_new(e, b->n, pd, &s));
+    size_t step = (size_t)(s - e->steps);
+    VEIL_GUARD(eng_step_value(e, s, DNNL_ARG_SRC, a, 0));
+    if (b->w_const) {
+        const float *data = NULL;
+        size_t count = 0;
+        const dnnl_memory_desc_t *wmd = dnnl_primitive_desc_query_md(pd, dnnl_query_weights_md, 0);
+        VEIL_GUARD(eng_const_floats(&e->g, b->n, 1, &data, &count));
+        VEIL_GUARD(mm_weights(e, b, &e->steps[step], wmd, data, count));
+    } else {
+        VEIL_GUARD(eng_step_value(e, &e->steps[step], DNNL_ARG_WEIGHTS, w, 0));
+    }
+    if (b->has_bias)
+        VEIL_GUARD(gemm_bias(e, b, &e->steps[step], b->bias.dims[1]));
+    VEIL_GUARD(eng_value_set_md(e, b->n->out, &b->dst));
+    return eng_step_value(e, &e->steps[step], DNNL_ARG_DST, b->n->out, 1);
+}
+
+static VEIL_RESULT mm_finish(struct veil_engine *e, struct mm_build *b, int a, int w)
+{
+    dnnl_primitive_desc_t pd = NULL;
+    VEIL_GUARD(mm_pd(e, b, &pd));
+    struct veil_result r = mm_step(e, b, a, w, pd);
+    dnnl_primitive_desc_destroy(pd);
+    return r;
+}
+
+VEIL_RESULT eng_gemm_build(struct veil_engine *e, struct eng_node *n)
+{
+    struct mm_build b = {.n = n, .rank = 2, .w_const = 1};
+    const struct eng_value *bv = &e->g.values[n->inputs[1]];
+    int64_t k = bv->shape.dims[n->trans_b ? 1 : 0], nn = bv->shape.dims[n->trans_b ? 0 : 1];
+    dnnl_dims_t wd = {k, nn}, bd = {1, nn};
+    int a = -1;
+    VEIL_GUARD(mm_operand(e, n->inputs[0], 2, &b.src, &a));
+    VEIL_GUARD(eng_md_plain(&b.dst, &e->g.values[n->out].shape));
+    ENG_GUARD_DNNL(dnnl_memory_desc_init_by_tag(&b.wgt, 2, wd, dnnl_f32, dnnl_format_tag_any), n, "descriptor");
+    ENG_GUARD_DNNL(dnnl_memory_desc_init_by_tag(&b.w_user, 2, wd, dnnl_f32, n->trans_b ? dnnl_ba : dnnl_ab), n,
+                   "descriptor");
+    ENG_GUARD_DNNL(dnnl_memory_desc_init_by_tag(&b.bias, 2, bd, dnnl_f32, dnnl_ab), n, "descriptor");
+    b.has_bias = n->input_count > 2 && n->inputs[2] >= 0 && n->beta != 0.0f;
+    return mm_finish(e, &b, a, -1);
+}
+
+VEIL_RESULT eng_matmul_build(struct veil_engine *e, struct eng_node *n)
+{
+    const struct eng_shape *out = &e->g.values[n->out].shape;
+    struct mm_build b = {.n = n, .rank = out->rank};
+    int a = -1, w = -1;
+    VEIL_GUARD(mm_operand(e, n->inputs[0], out->rank, &b.src, &a));
+    VEIL_GUARD(eng_md_plain(&b.dst, out));
+    const struct eng_value *bv = &e->g.values[n->inputs[1]];
+    if (bv->kind != VAL_CONST)
+        VEIL_GUARD(mm_operand(e, n->inputs[1], out->rank, &b.wgt, &w));
+    if (bv->kind != VAL_CONST)
+        return mm_finish(e, &b, a, w);
+    struct eng_shape padded;
+    pad_shape(&bv->shape, out->rank, &padded);
+    VEIL_GUARD(eng_md_plain(&b.w_user, &padded));
+    dnnl_dims_t wd = {0};
+    for (uint32_t i = 0; i < padded.rank; i++)
+        wd[i] = padded.dims[i];
+    ENG_GUARD_DNNL(dnnl_memory_desc_init_by_tag(&b.wgt, (int)padded.rank, wd, dnnl_f32, dnnl_format_tag_any), n,
+                   "descriptor");
+    b.w_const = 1;
+    return mm_finish(e, &b, a, -1);
+}

@@ -1,0 +1,146 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* MaxPool, AveragePool (2-D, ceil_mode, count_include_pad) and GlobalAveragePool, on oneDNN pooling v2. */
+#include <inttypes.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "engine/internal.h"
+
+static VEIL_RESULT pool_ints(struct eng_node *n, const char *name, int64_t *out, uint32_t want, int64_t def,
+                             int64_t min, int required)
+{
+    int64_t v[VEIL_ENGINE_MAX_ATTR_INTS];
+    uint32_t count = 0;
+    char label[160];
+    eng_node_label(n, label, sizeof label);
+    VEIL_GUARD(eng_attr_ints(n, name, v, VEIL_ENGINE_MAX_ATTR_INTS, &count));
+    VEIL_ENSURE(count > 0 || !required, VEIL_ERR_ONNX, "%s: attribute '%s' is required", label, name);
+    VEIL_ENSURE(count == 0 || count == want, VEIL_ERR_UNSUPPORTED, "%s: attribute '%s' has %" PRIu32 " values; only "
+                "2-D pooling is supported", label, name, count);
+    for (uint32_t i = 0; i < want; i++) {
+        out[i] = count ? v[i] : def;
+        VEIL_ENSURE(out[i] >= min && out[i] <= VEIL_ENGINE_MAX_WINDOW, VEIL_ERR_ONNX, "%s: attribute '%s' holds %"
+                    PRId64 ", outside [%" PRId64 ", %u]", label, name, out[i], min, VEIL_ENGINE_MAX_WINDOW);
+    }
+    return VEIL_RESULT_OK;
+}
+
+VEIL_RESULT eng_pool_parse(struct eng_graph *g, struct eng_node *n)
+{
+    (void)g;
+    struct eng_pool_params *p = &n->pool;
+    char label[160];
+    eng_node_label(n, label, sizeof label);
+    if (n->op == OP_GLOBALAVGPOOL)
+        return VEIL_RESULT_OK;
+    int64_t ceil_mode = 0, include = 0, storage = 0;
+    VEIL_GUARD(eng_attr_string_is(n, "auto_pad", "NOTSET"));
+    VEIL_GUARD(pool_ints(n, "kernel_shape", p->kernel, 2, 1, 1, 1));
+    VEIL_GUARD(pool_ints(n, "strides", p->strides, 2, 1, 1, 0));
+    VEIL_GUARD(pool_ints(n, "pads", p->pads, 4, 0, 0, 0));
+    VEIL_GUARD(pool_ints(n, "dilations", p->dilations, 2, 1, 1, 0));
+    VEIL_GUARD(eng_attr_int(n, "ceil_mode", 0, &ceil_mode));
+    if (n->op == OP_MAXPOOL)
+        VEIL_GUARD(eng_attr_int(n, "storage_order", 0, &storage));
+    else
+        VEIL_GUARD(eng_attr_int(n, "count_include_pad", 0, &include));
+    VEIL_ENSURE(storage == 0, VEIL_ERR_UNSUPPORTED, "%s: storage_order=1 is not supported", label);
+    VEIL_ENSURE(n->op == OP_MAXPOOL || (p->dilations[0] == 1 && p->dilations[1] == 1), VEIL_ERR_UNSUPPORTED,
+                "%s: dilations are not supported for average pooling", label);
+    VEIL_ENSURE((ceil_mode == 0 || ceil_mode == 1) && (include == 0 || include == 1), VEIL_ERR_ONNX,
+                "%s: ceil_mode and count_include_pad must be 0 or 1", label);
+    p->ceil_mode = (int)ceil_mode;
+    p->count_include_pad = (int)include;
+    return VEIL_RESULT_OK;
+}
+
+/* out per the ONNX/PyTorch rule; *pad_end receives the end padding oneDNN needs to produce exactly out. */
+static VEIL_RESULT pool_dim(const struct eng_node *n, int64_t in, int i, int64_t *out, int64_t *pad_end)
+{
+    const struct eng_pool_params *p = &n->pool;
+    int64_t k = p->kernel[i], s = p->strides[i], d = p->dilations[i], pb = p->pads[i], pe = p->pads[2 + i];
+    int64_t extent = (k - 1) * d + 1, span = in + pb + pe - extent;
+    char label[160];
+    eng_node_label(n, label, sizeof label);
+    VEIL_ENSURE(span >= 0, VEIL_ERR_ONNX, "%s: the window (%" PRId64 ") is larger than the padded input (%" PRId64
+                ")", label, extent, in + pb + pe);
+    VEIL_ENSURE(pb < extent && pe < extent, VEIL_ERR_UNSUPPORTED, "%s: pads at least as large as the window are not "
+                "supported", label);
+    *out = (p->ceil_mode ? (span + s - 1) / s : span / s) + 1;
+    if (p->ceil_mode && (*out - 1) * s >= in + pb)
+        (*out)--;
+    *pad_end = (*out - 1) * s + extent - in - pb;
+    VEIL_ENSURE(!(n->op == OP_AVGPOOL && p->count_include_pad && *pad_end > pe), VEIL_ERR_UNSUPPORTED,
+                "%s: ceil_mode=1 with count_include_pad=1 where the last window overhangs is not supported", label);
+    return VEIL_RESULT_OK;
+}
+
+VEIL_RESULT eng_pool_infer(struct eng_graph *g, struct eng_node *n)
+{
+    const struct eng_value *x = NULL;
+    char label[160];
+    VEIL_GUARD(eng_input_act(g, n, 0, &x));
+    VEIL_ENSURE(x->shape.rank == 4, VEIL_ERR_UNSUPPORTED, "%s: only 4-D (NCHW) inputs are supported",
+                eng_node_label(n, label, sizeof label));
+    struct eng_shape s = x->shape;
+    if (n->op == OP_GLOBALAVGPOOL) {
+        struct eng_pool_params *p = &n->pool;
+        *p = (struct eng_pool_params){.kernel = {s.dims[2], s.dims[3]}, .strides = {1, 1}, .dilations = {1, 1}};
+        VEIL_ENSURE(s.dims[2] > 0 && s.dims[3] > 0, VEIL_ERR_ONNX, "%s: empty input", label);
+    }
+    int64_t pad_end = 0;
+    for (int i = 0; i < 2; i++)
+        VEIL_GUARD(pool_dim(n, x->shape.dims[2 + i], i, &s.dims[2 + i], &pad_end));
+    g->values[n->outputs[0]].shape = s;
+    return VEIL_RESULT_OK;
+}
+
+static dnnl_alg_kind_t pool_alg(const struct eng_node *n)
+{
+    if (n->op == OP_MAXPOOL)
+        return dnnl_pooling_max;
+    return n->pool.count_include_pad ? dnnl_pooling_avg_include_padding : dnnl_pooling_avg_exclude_padding;
+}
+
+static VEIL_RESULT pool_desc(struct veil_engine *e, const struct eng_node *n, const dnnl_memory_desc_t *src,
+                             dnnl_primitive_desc_t *pd)
+{
+    const struct eng_pool_params *p = &n->pool;
+    const struct eng_value *x = &e->g.values[n->inputs[0]], *y = &e->g.values[n->out];
+    int64_t out = 0, pe[2] = {0, 0};
+    for (int i = 0; i < 2; i++)
+        VEIL_GUARD(pool_dim(n, x->shape.dims[2 + i], i, &out, &pe[i]));
+    dnnl_dims_t yd = {y->shape.dims[0], y->shape.dims[1], y->shape.dims[2], y->shape.dims[3]};
+    dnnl_dims_t strides = {p->strides[0], p->strides[1]}, kernel = {p->kernel[0], p->kernel[1]};
+    dnnl_dims_t dil = {p->dilations[0] - 1, p->dilations[1] - 1}, pl = {p->pads[0], p->pads[1]};
+    dnnl_dims_t pr = {pe[0], pe[1]};
+    dnnl_memory_desc_t dst;
+    ENG_GUARD_DNNL(dnnl_memory_desc_init_by_tag(&dst, 4, yd, dnnl_f32, dnnl_format_tag_any), n, "descriptor");
+    dnnl_pooling_v2_desc_t desc;
+    ENG_GUARD_DNNL(dnnl_pooling_v2_forward_desc_init(&desc, dnnl_forward_inference, pool_alg(n), src, &dst, strides,
+                   kernel, dil, pl, pr), n, "pooling setup");
+    dnnl_primitive_attr_t attr = NULL;
+    VEIL_GUARD(eng_attr_new(n, NULL, 0, &attr));
+    dnnl_status_t st = dnnl_primitive_desc_create(pd, &desc, attr, e->dnnl, NULL);
+    dnnl_primitive_attr_destroy(attr);
+    ENG_GUARD_DNNL(st, n, "pooling");
+    return VEIL_RESULT_OK;
+}
+
+VEIL_RESULT eng_pool_build(struct veil_engine *e, struct eng_node *n)
+{
+    int x = n->inputs[0];
+    dnnl_memory_desc_t src = e->g.values[x].md;
+    dnnl_primitive_desc_t pd = NULL;
+    VEIL_GUARD(pool_desc(e, n, &src, &pd));
+    struct eng_step *s = NULL;
+    struct veil_result r = eng_step_new(e, n, pd, &s);
+    const dnnl_memory_desc_t *dst = dnnl_primitive_desc_query_md(pd, dnnl_query_dst_md, 0);
+    if (veil_ok(r))
+        r = eng_value_set_md(e, n->out, dst);
+    dnnl_primitive_desc_destroy(pd);
+    VEIL_GUARD(r);
+    size_t step = (size_t)(s - e->steps);
+    VEIL_GUARD(eng_step_value(e, s, DNNL_ARG_SRC, x, 0));
+    return eng_step_value(e, &e->steps[step], DNNL_ARG_DST, n->out, 1);
+}

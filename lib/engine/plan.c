@@ -1,0 +1,523 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* The planner, run once at load:
+ *   1. parse each node's attributes (refusing unknown ones) and fold Constant / Identity-of-constant nodes;
+ *   2. topological order (Kahn, stable in graph order); a cycle is refused, naming a node on it;
+ *   3. shape inference in that order (only dim 0 of the inputs may be symbolic: it takes the planned batch);
+ *   4. fusion: Conv + BatchNormalization (folded into the weights when the primitive is built), then activations
+ *      as eltwise post-ops and a residual Add as an in-place sum post-op where that is provably safe;
+ *   5. after exec.c has built the steps: liveness of every buffer and a greedy-by-size offset assignment, so
+ *      buffers whose lifetimes do not overlap share memory. */
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/checked.h"
+#include "engine/internal.h"
+#include "onnx/onnx.h"
+
+const char *eng_node_label(const struct eng_node *n, char *buf, size_t size)
+{
+    snprintf(buf, size, "%s node '%.100s'", eng_op_name(n->op), n->name);
+    return buf;
+}
+
+int eng_value_root(const struct eng_graph *g, int v)
+{
+    while (g->values[v].alias >= 0)
+        v = g->values[v].alias;
+    return v;
+}
+
+size_t eng_shape_count(const struct eng_shape *s)
+{
+    size_t n = 1;
+    for (uint32_t i = 0; i < s->rank; i++)
+        n *= (size_t)s->dims[i];
+    return n;
+}
+
+VEIL_RESULT eng_shape_bytes(const struct eng_shape *s, const char *what, size_t *out)
+{
+    uint64_t n = 4;
+    for (uint32_t i = 0; i < s->rank; i++) {
+        VEIL_ENSURE(s->dims[i] >= 0, VEIL_ERR_INTERNAL, "%s: negative dim", what);
+        VEIL_ENSURE(veil_ok(veil_mul_u64(n, (uint64_t)s->dims[i], &n)), VEIL_ERR_LIMIT, "%s: shape overflows", what);
+    }
+    VEIL_ENSURE(n <= VEIL_ENGINE_MAX_ACTIVATION_SIZE, VEIL_ERR_LIMIT, "%s: %" PRIu64 " bytes, more than the %"
+                PRIu64 "-byte activation limit", what, n, (uint64_t)VEIL_ENGINE_MAX_ACTIVATION_SIZE);
+    *out = (size_t)n;
+    return VEIL_RESULT_OK;
+}
+
+VEIL_RESULT eng_input_act(const struct eng_graph *g, const struct eng_node *n, uint32_t i,
+                          const struct eng_value **out)
+{
+    char label[160];
+    VEIL_ENSURE(i < n->input_count && n->inputs[i] >= 0, VEIL_ERR_ONNX, "%s: input %" PRIu32 " is missing",
+                eng_node_label(n, label, sizeof label), i);
+    const struct eng_value *v = &g->values[n->inputs[i]];
+    VEIL_ENSURE(v->kind == VAL_ACT || v->kind == VAL_INPUT, VEIL_ERR_UNSUPPORTED,
+                "%s: input '%s' is a constant; the engine needs a computed tensor there",
+                eng_node_label(n, label, sizeof label), v->name);
+    VEIL_ENSURE(v->has_shape, VEIL_ERR_INTERNAL, "%s: input '%s' has no shape", eng_node_label(n, label, sizeof label),
+                v->name);
+    *out = v;
+    return VEIL_RESULT_OK;
+}
+
+/* Float32 constants are read in place; a view that is not 4-byte aligned (raw_data inside a protobuf) is copied
+ * once into memory this value owns. Owned data (malloc'ed) is always aligned and never replaced, so values that
+ * share a constant's data (a folded Identity) never see it freed under them. */
+static VEIL_RESULT align_const(struct eng_value *v)
+{
+    if (((uintptr_t)v->data & 3) == 0 || v->size == 0)
+        return VEIL_RESULT_OK;
+    VEIL_ENSURE(v->owned == NULL, VEIL_ERR_INTERNAL, "owned constant data is misaligned");
+    uint8_t *p = malloc(v->size);
+    VEIL_ENSURE(p != NULL, VEIL_ERR_NOMEM, "out of memory");
+    memcpy(p, v->data, v->size);
+    v->owned = p;
+    v->data = p;
+    return VEIL_RESULT_OK;
+}
+
+VEIL_RESULT eng_const_floats(const struct eng_graph *g, const struct eng_node *n, uint32_t input,
+                             const float **data, size_t *count)
+{
+    char label[160];
+    VEIL_ENSURE(input < n->input_count && n->inputs[input] >= 0, VEIL_ERR_ONNX, "%s: input %" PRIu32 " is missing",
+                eng_node_label(n, label, sizeof label), input);
+    struct eng_value *v = &g->values[n->inputs[input]];
+    VEIL_ENSURE(v->kind == VAL_CONST, VEIL_ERR_UNSUPPORTED, "%s: input '%s' must be an initializer or a constant",
+                eng_node_label(n, label, sizeof label), v->name);
+    VEIL_ENSURE(v->dtype == VEIL_ONNX_FLOAT, VEIL_ERR_UNSUPPORTED, "%s: constant '%s' has data type %" PRId32
+                "; float32 is required", eng_node_label(n, label, sizeof label), v->name, v->dtype);
+    VEIL_GUARD(align_const(v));
+    *data = (const float *)(const void *)v->data;
+    *count = v->size / 4;
+    return VEIL_RESULT_OK;
+}
+
+/* ---- 1. attributes and constants ------------------------------------------------------------------------- */
+
+static VEIL_RESULT parse_nodes(struct eng_graph *g)
+{
+    for (size_t i = 0; i < g->node_count; i++) {
+        struct eng_node *n = &g->nodes[i];
+        n->out = n->outputs[0];
+        VEIL_GUARD(eng_op_info(n->op)->parse(g, n));
+        VEIL_GUARD(eng_attr_check_used(n));
+    }
+    return VEIL_RESULT_OK;
+}
+
+/* ---- 2. topological order -------------------------------------------------------------------------------- */
+
+struct edges {
+    size_t *start;   /* per value: first consumer in list */
+    int *list;       /* consumer node per (value, input) edge */
+};
+
+static void edges_cleanup(struct edges *e)
+{
+    free(e->start);
+    free(e->list);
+}
+
+static VEIL_RESULT edges_build(const struct eng_graph *g, struct edges *e)
+{
+    size_t total = 0;
+    e->start = calloc(g->value_count + 1, sizeof *e->start);
+    VEIL_ENSURE(e->start != NULL, VEIL_ERR_NOMEM, "out of memory");
+    for (size_t i = 0; i < g->node_count; i++)
+        for (uint32_t k = 0; k < g->nodes[i].input_count; k++)
+            if (g->nodes[i].inputs[k] >= 0) {
+                e->start[g->nodes[i].inputs[k] + 1]++;
+                total++;
+            }
+    for (size_t v = 0; v < g->value_count; v++)
+        e->start[v + 1] += e->start[v];
+    e->list = malloc((total + 1) * sizeof *e->list);
+    size_t *fill = calloc(g->value_count + 1, sizeof *fill);
+    VEIL_ENSURE(e->list != NULL && fill != NULL, VEIL_ERR_NOMEM, "out of memory");
+    for (size_t i = 0; i < g->node_count; i++)
+        for (uint32_t k = 0; k < g->nodes[i].input_count; k++) {
+            int v = g->nodes[i].inputs[k];
+            if (v >= 0)
+                e->list[e->start[v] + fill[v]++] = (int)i;
+        }
+    free(fill);
+    return VEIL_RESULT_OK;
+}
+
+/* Edges from computed values into n. */
+static uint32_t pending_inputs(const struct eng_graph *g, const struct eng_node *n)
+{
+    uint32_t c = 0;
+    for (uint32_t k = 0; k < n->input_count; k++)
+        c += n->inputs[k] >= 0 && g->values[n->inputs[k]].producer >= 0;
+    return c;
+}
+
+static VEIL_RESULT topo_sort(struct eng_graph *g, const struct edges *e)
+{
+    size_t count = g->node_count, head = 0, tail = 0;
+    uint32_t *deg = calloc(count + 1, sizeof *deg);
+    g->order = malloc((count + 1) * sizeof *g->order);
+    VEIL_ENSURE(deg != NULL && g->order != NULL, VEIL_ERR_NOMEM, "out of memory");
+    for (size_t i = 0; i < count; i++)
+        if ((deg[i] = pending_inputs(g, &g->nodes[i])) == 0)
+            g->order[tail++] = (int)i;
+    while (head < tail) {
+        int node = g->order[head++];
+        g->nodes[node].order = (int64_t)head - 1;
+        int v = g->nodes[node].outputs[0];
+        for (size_t k = e->start[v]; k < e->start[v + 1]; k++)
+            if (--deg[e->list[k]] == 0)
+                g->order[tail++] = e->list[k];
+    }
+    size_t stuck = 0;
+    while (stuck < count && deg[stuck] == 0)
+        stuck++;
+    free(deg);
+    char label[160];
+    VEIL_ENSURE(tail == count, VEIL_ERR_ONNX, "the graph has a cycle (through %s)",
+                eng_node_label(&g->nodes[stuck < count ? stuck : 0], label, sizeof label));
+    return VEIL_RESULT_OK;
+}
+
+/* ---- 3. shapes ------------------------------------------------------------------------------------------- */
+
+static VEIL_RESULT input_shapes(struct eng_graph *g, uint64_t batch)
+{
+    for (size_t i = 0; i < g->input_count; i++) {
+        struct eng_value *v = &g->values[g->inputs[i]];
+        if (v->shape.rank > 0 && v->shape.dims[0] < 0)
+            v->shape.dims[0] = (int64_t)(batch ? batch : 1);
+        VEIL_ENSURE(batch == 0 || v->shape.rank == 0 || v->shape.dims[0] == (int64_t)batch, VEIL_ERR_ARG,
+                    "graph input '%s' has a fixed batch of %" PRId64 "; cannot plan for %" PRIu64, v->name,
+                    v->shape.dims[0], batch);
+        size_t size = 0;
+        VEIL_GUARD(eng_shape_bytes(&v->shape, v->name, &size));
+        v->has_shape = 1;
+    }
+    return VEIL_RESULT_OK;
+}
+
+/* In topological order: a node whose inputs are all constant (or a Shape of a shaped tensor) is evaluated now
+ * (fold.c) and its output becomes a constant; every other node gets its output shape. */
+static VEIL_RESULT infer_shapes(struct eng_graph *g)
+{
+    for (size_t i = 0; i < g->node_count; i++) {
+        struct eng_node *n = &g->nodes[g->order[i]];
+        if (n->op == OP_CONSTANT)
+            n->dead = 1;
+        if (n->dead)
+            continue;
+        if (eng_fold_ready(g, n)) {
+            VEIL_GUARD(eng_fold_eval(g, n));
+            continue;
+        }
+        VEIL_GUARD(eng_op_info(n->op)->infer(g, n));
+        struct eng_value *out = &g->values[n->outputs[0]];
+        size_t size = 0;
+        VEIL_GUARD(eng_shape_bytes(&out->shape, out->name, &size));
+        out->has_shape = 1;
+    }
+    for (size_t i = 0; i < g->output_count; i++)
+        VEIL_ENSURE(g->values[g->outputs[i]].kind == VAL_ACT, VEIL_ERR_UNSUPPORTED,
+                    "graph output '%s' is a constant", g->values[g->outputs[i]].name);
+    return VEIL_RESULT_OK;
+}
+
+/* ---- 4. fusion ------------------------------------------------------------------------------------------- */
+
+/* The only live consumer of v, or -1 when v has none, several, or is a graph output. */
+static int sole_consumer(const struct eng_graph *g, const struct edges *e, int v)
+{
+    if (g->values[v].is_output)
+        return -1;
+    int found = -1;
+    for (size_t k = e->start[v]; k < e->start[v + 1]; k++) {
+        int node = e->list[k];
+        if (g->nodes[node].dead)
+            continue;
+        if (found >= 0)
+            return -1;
+        found = node;
+    }
+    return found;
+}
+
+static int is_eltwise(enum eng_op op)
+{
+    return op == OP_RELU || op == OP_CLIP || op == OP_SIGMOID || op == OP_HARDSIGMOID || op == OP_HARDSWISH;
+}
+
+static int is_view(enum eng_op op)
+{
+    return op == OP_IDENTITY || op == OP_FLATTEN || op == OP_RESHAPE;
+}
+
+static int same_shape(const struct eng_shape *a, const struct eng_shape *b)
+{
+    return a->rank == b->rank && memcmp(a->dims, b->dims, a->rank * sizeof a->dims[0]) == 0;
+}
+
+/* Whether the conv may overwrite x in place: x is computed by a real operator before the conv, is no graph
+ * output, and nothing but the Add reads it at or after the conv's position. */
+static int sum_operand_ok(const struct eng_graph *g, const struct edges *e, const struct eng_node *conv, int add,
+                          int x)
+{
+    const struct eng_value *v = &g->values[x];
+    if (v->kind != VAL_ACT || v->is_output || v->producer < 0 || is_view(g->nodes[v->producer].op))
+        return 0;
+    if (g->nodes[v->producer].order >= conv->order)
+        return 0;
+    for (size_t k = e->start[x]; k < e->start[x + 1]; k++) {
+        const struct eng_node *c = &g->nodes[e->list[k]];
+        if (e->list[k] == add || c->dead)
+            continue;
+        if (is_view(c->op) || c->order >= conv->order)
+            return 0;
+    }
+    return same_shape(&v->shape, &g->values[conv->out].shape);
+}
+
+static int bn_foldable(const struct eng_graph *g, const struct eng_node *bn)
+{
+    for (uint32_t k = 1; k < 5; k++)
+        if (g->values[bn->inputs[k]].kind != VAL_CONST)
+            return 0;
+    return 1;
+}
+
+static int try_fuse_next(struct eng_graph *g, const struct edges *e, struct eng_node *conv)
+{
+    int next = sole_consumer(g, e, conv->out);
+    if (next < 0)
+        return 0;
+    struct eng_node *n = &g->nodes[next];
+    if (is_eltwise(n->op) && n->inputs[0] == conv->out && conv->post_count + n->elt_count <= ENG_MAX_POST) {
+        for (uint32_t k = 0; k < n->elt_count; k++)
+            conv->post[conv->post_count++] = n->elt[k];
+    } else if (n->op == OP_ADD && conv->post_count == 0 && conv->sum < 0) {
+        int x = n->inputs[0] == conv->out ? n->inputs[1] : n->inputs[0];
+        if (x == conv->out || !sum_operand_ok(g, e, conv, next, x))
+            return 0;
+        conv->sum = x;
+        conv->post[conv->post_count++] = (struct eng_post){.sum = 1};
+    } else {
+        return 0;
+    }
+    n->dead = 1;
+    conv->out = n->outputs[0];
+    return 1;
+}
+
+static void fuse_conv(struct eng_graph *g, const struct edges *e, struct eng_node *conv)
+{
+    int next = sole_consumer(g, e, conv->out);
+    if (next >= 0 && g->nodes[next].op == OP_BATCHNORM && g->nodes[next].inputs[0] == conv->out &&
+        bn_foldable(g, &g->nodes[next])) {
+        conv->bn = next;
+        g->nodes[next].dead = 1;
+        conv->out = g->nodes[next].outputs[0];
+    }
+    while (try_fuse_next(g, e, conv)) {
+    }
+}
+
+/* A zero Pad of H and W read only by a Conv becomes part of the Conv's (asymmetric) padding. */
+static int fuse_pad(struct eng_graph *g, const struct edges *e, struct eng_node *pad)
+{
+    int next = sole_consumer(g, e, pad->outputs[0]);
+    if (next < 0 || pad->int_count != 8 || pad->ints[0] || pad->ints[1] || pad->ints[4] || pad->ints[5])
+        return 0;
+    struct eng_node *conv = &g->nodes[next];
+    if (conv->op != OP_CONV || conv->inputs[0] != pad->outputs[0])
+        return 0;
+    for (int i = 0; i < 2; i++) {
+        if (conv->conv.pads[i] + pad->ints[2 + i] > VEIL_ENGINE_MAX_WINDOW ||
+            conv->conv.pads[2 + i] + pad->ints[6 + i] > VEIL_ENGINE_MAX_WINDOW)
+            return 0;
+    }
+    for (int i = 0; i < 2; i++) {
+        conv->conv.pads[i] += pad->ints[2 + i];
+        conv->conv.pads[2 + i] += pad->ints[6 + i];
+    }
+    conv->inputs[0] = pad->inputs[0];
+    pad->dead = 1;
+    return 1;
+}
+
+static int fuse_pads(struct eng_graph *g, const struct edges *e)
+{
+    int any = 0;
+    for (size_t i = 0; i < g->node_count; i++) {
+        struct eng_node *n = &g->nodes[g->order[i]];
+        if (!n->dead && n->op == OP_PAD)
+            any |= fuse_pad(g, e, n);
+    }
+    return any;
+}
+
+static void fuse(struct eng_graph *g, const struct edges *e)
+{
+    for (size_t i = 0; i < g->node_count; i++) {
+        struct eng_node *n = &g->nodes[g->order[i]];
+        if (!n->dead && n->op == OP_CONV)
+            fuse_conv(g, e, n);
+    }
+}
+
+VEIL_RESULT eng_plan_graph(struct eng_graph *g, uint64_t batch)
+{
+    VEIL_ENSURE(batch <= VEIL_ENGINE_MAX_BATCH, VEIL_ERR_LIMIT, "batch %" PRIu64 " is more than %u", batch,
+                VEIL_ENGINE_MAX_BATCH);
+    VEIL_GUARD(parse_nodes(g));
+    VEIL_DEFER(edges_cleanup) struct edges e = {0};
+    VEIL_GUARD(edges_build(g, &e));
+    VEIL_GUARD(topo_sort(g, &e));
+    VEIL_GUARD(input_shapes(g, batch));
+    VEIL_GUARD(infer_shapes(g));
+    if (fuse_pads(g, &e)) { /* a Conv now reads the Pad's input: rebuild the consumer lists */
+        edges_cleanup(&e);
+        e = (struct edges){0};
+        VEIL_GUARD(edges_build(g, &e));
+    }
+    fuse(g, &e);
+    return VEIL_RESULT_OK;
+}
+
+/* ---- 5. memory ------------------------------------------------------------------------------------------- */
+
+static void touch(struct eng_value *r, int64_t pos, int writes)
+{
+    if (writes && pos < r->first)
+        r->first = pos;
+    if (!writes && pos > r->last)
+        r->last = pos;
+}
+
+static VEIL_RESULT liveness(struct veil_engine *e)
+{
+    struct eng_graph *g = &e->g;
+    for (size_t v = 0; v < g->value_count; v++) {
+        g->values[v].first = INT64_MAX;
+        g->values[v].last = INT64_MIN;
+        g->values[v].buf_size = 0;
+    }
+    for (size_t i = 0; i < g->input_count; i++)
+        g->values[eng_value_root(g, g->inputs[i])].first = -1;
+    for (size_t s = 0; s < e->step_count; s++) {
+        const struct eng_step *st = &e->steps[s];
+        for (uint32_t a = 0; a < st->arg_count; a++)
+            if (st->args[a].kind == ARG_VALUE)
+                touch(&g->values[eng_value_root(g, st->args[a].value)], (int64_t)s, st->args[a].writes);
+        if (st->reads_sum >= 0)
+            touch(&g->values[eng_value_root(g, st->reads_sum)], (int64_t)s, 0);
+    }
+    for (size_t i = 0; i < g->output_count; i++)
+        g->values[eng_value_root(g, e->out_values[i])].last = (int64_t)e->step_count;
+    for (size_t v = 0; v < g->value_count; v++) {
+        struct eng_value *x = &g->values[v];
+        if (!x->has_md)
+            continue;
+        struct eng_value *r = &g->values[eng_value_root(g, (int)v)];
+        size_t size = dnnl_memory_desc_get_size(&x->md);
+        r->buf_size = size > r->buf_size ? size : r->buf_size;
+    }
+    return VEIL_RESULT_OK;
+}
+
+static int overlaps(const struct eng_value *a, const struct eng_value *b)
+{
+    int64_t a_last = a->last < a->first ? a->first : a->last, b_last = b->last < b->first ? b->first : b->last;
+    return a->first <= b_last && b->first <= a_last;
+}
+
+struct placed {
+    size_t offset, end;
+};
+
+static int placed_compare(const void *x, const void *y)
+{
+    const struct placed *a = x, *b = y;
+    return (a->offset > b->offset) - (a->offset < b->offset);
+}
+
+struct root {
+    size_t size;
+    int value;
+};
+
+/* Largest first, then in value order, so the plan is deterministic. */
+static int root_compare(const void *x, const void *y)
+{
+    const struct root *a = x, *b = y;
+    if (a->size != b->size)
+        return a->size < b->size ? 1 : -1;
+    return (a->value > b->value) - (a->value < b->value);
+}
+
+static void sort_roots(const struct eng_graph *g, int *roots, size_t n, struct root *tmp)
+{
+    for (size_t i = 0; i < n; i++)
+        tmp[i] = (struct root){g->values[roots[i]].buf_size, roots[i]};
+    qsort(tmp, n, sizeof *tmp, root_compare);
+    for (size_t i = 0; i < n; i++)
+        roots[i] = tmp[i].value;
+}
+
+static VEIL_RESULT place(struct eng_graph *g, const int *roots, size_t i, struct placed *tmp, size_t *arena)
+{
+    struct eng_value *r = &g->values[roots[i]];
+    size_t n = 0, offset = 0;
+    for (size_t k = 0; k < i; k++) {
+        const struct eng_value *o = &g->values[roots[k]];
+        if (overlaps(r, o))
+            tmp[n++] = (struct placed){o->offset, o->offset + o->buf_size};
+    }
+    qsort(tmp, n, sizeof *tmp, placed_compare);
+    for (size_t k = 0; k < n; k++) {
+        if (tmp[k].offset >= offset + r->buf_size)
+            break;
+        if (tmp[k].end > offset)
+            offset = (tmp[k].end + 63) & ~(size_t)63;
+    }
+    r->offset = offset;
+    uint64_t end = 0;
+    VEIL_GUARD(veil_add_u64(offset, r->buf_size, &end));
+    VEIL_ENSURE(end <= VEIL_ENGINE_MAX_ARENA_SIZE, VEIL_ERR_LIMIT, "the activations need more than %" PRIu64
+                " bytes", (uint64_t)VEIL_ENGINE_MAX_ARENA_SIZE);
+    end = (end + 63) & ~(uint64_t)63;
+    *arena = end > *arena ? (size_t)end : *arena;
+    return VEIL_RESULT_OK;
+}
+
+VEIL_RESULT eng_plan_memory(struct veil_engine *e, size_t *arena_size)
+{
+    struct eng_graph *g = &e->g;
+    VEIL_GUARD(liveness(e));
+    int *roots = malloc((g->value_count + 1) * sizeof *roots);
+    struct placed *tmp = malloc((g->value_count + 1) * sizeof *tmp);
+    struct root *order = malloc((g->value_count + 1) * sizeof *order);
+    struct veil_result r = VEIL_RESULT_OK;
+    size_t n = 0;
+    if (roots == NULL || tmp == NULL || order == NULL)
+        r = veil_error_raise(VEIL_ERR_NOMEM, __FILE__, __LINE__, "out of memory");
+    for (size_t v = 0; veil_ok(r) && v < g->value_count; v++)
+        if (g->values[v].alias < 0 && g->values[v].buf_size > 0)
+            roots[n++] = (int)v;
+    if (veil_ok(r))
+        sort_roots(g, roots, n, order);
+    *arena_size = 64;
+    for (size_t i = 0; veil_ok(r) && i < n; i++)
+        r = place(g, roots, i, tmp, arena_size);
+    free(roots);
+    free(tmp);
+    free(order);
+    return r;
+}

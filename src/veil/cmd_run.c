@@ -1,0 +1,213 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* veil run: runs a plain or sealed ONNX model on one .npy input with the engine, for developers and benchmarks. */
+#include <getopt.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cli.h"
+#include "core/buf.h"
+#include "core/file.h"
+#include "core/limits.h"
+#include "npy.h"
+#include "veil/engine.h"
+
+static const char run_help[] =
+    "usage: veil run MODEL.onnx|MODEL.veil --input X.npy -o Y.npy [--key KEY] [--threads N]\n\n"
+    "Runs the whole model with Veil's engine (oneDNN) on one float32 C-order input and writes the first output.\n"
+    "A sealed model (recognised by its magic) is authenticated and decrypted in memory with KEY; nothing but\n"
+    "Y.npy is written. Dimension 0 of the input is the batch: a model with a symbolic batch is planned for it.\n\n"
+    "  -i, --input X.npy     the input, a float32 .npy array in C order (required)\n"
+    "  -o, --output Y.npy    where to write the first output (required)\n"
+    "  -k, --key KEY         the model key file (required for a sealed model)\n"
+    "      --threads N       OpenMP threads for the engine (default: all CPUs)\n"
+    "      --repeat N        run N times (for timing; the output of the last run is written)\n"
+    "  -h, --help            show this help\n";
+
+enum { OPT_THREADS = 256, OPT_REPEAT };
+
+struct run_args {
+    const char *model, *input, *output, *key;
+    uint64_t threads, repeat;
+};
+
+static const struct option run_opts[] = {
+    {"input", required_argument, NULL, 'i'},
+    {"output", required_argument, NULL, 'o'},
+    {"key", required_argument, NULL, 'k'},
+    {"threads", required_argument, NULL, OPT_THREADS},
+    {"repeat", required_argument, NULL, OPT_REPEAT},
+    {"help", no_argument, NULL, 'h'},
+    {NULL, 0, NULL, 0},
+};
+
+static int parse_opt(struct run_args *a, int c)
+{
+    switch (c) {
+    case 'i': a->input = optarg; return CLI_OK;
+    case 'o': a->output = optarg; return CLI_OK;
+    case 'k': a->key = optarg; return CLI_OK;
+    case OPT_THREADS:
+        if (cli_parse_u64(optarg, 1, VEIL_MAX_THREADS, &a->threads) != 0)
+            return cli_usage_error("run", "--threads must be a whole number from 1 to %u", VEIL_MAX_THREADS);
+        return CLI_OK;
+    case OPT_REPEAT:
+        if (cli_parse_u64(optarg, 1, 1000000, &a->repeat) != 0)
+            return cli_usage_error("run", "--repeat must be a whole number from 1 to 1000000");
+        return CLI_OK;
+    case ':': return cli_usage_error("run", "an option needs a value");
+    default: return cli_usage_error("run", "unknown option");
+    }
+}
+
+static int parse_args(int argc, char **argv, struct run_args *a, int *help)
+{
+    int c;
+    optind = 1;
+    opterr = 0;
+    while ((c = getopt_long(argc, argv, ":i:o:k:h", run_opts, NULL)) != -1) {
+        if (c == 'h') {
+            *help = 1;
+            return CLI_OK;
+        }
+        int rc = parse_opt(a, c);
+        if (rc != CLI_OK)
+            return rc;
+    }
+    if (optind != argc - 1)
+        return cli_usage_error("run", "give exactly one model");
+    a->model = argv[optind];
+    if (a->input == NULL || a->output == NULL)
+        return cli_usage_error("run", "--input and --output are required");
+    return CLI_OK;
+}
+
+static int is_sealed(const char *path, int *sealed)
+{
+    FILE *f = fopen(path, "rb");
+    if (f == NULL)
+        return cli_fail("cannot open %s", path);
+    char magic[8] = {0};
+    size_t n = fread(magic, 1, sizeof magic, f);
+    fclose(f);
+    *sealed = n == sizeof magic && memcmp(magic, "\x89VEIL\r\n\x1a", sizeof magic) == 0;
+    return CLI_OK;
+}
+
+static int load_sealed(const struct run_args *a, const struct veil_engine_options *opts, veil_engine **out)
+{
+    if (a->key == NULL)
+        return cli_usage_error("run", "%s is a sealed model: give its key with --key", a->model);
+    struct veil_secure_mem key = {0};
+    int rc = cli_read_key(a->key, &key);
+    if (rc != CLI_OK)
+        return rc;
+    struct veil_open_options oo = {.threads = opts->threads};
+    veil_model *model = NULL;
+    veil_status st = veil_model_open(a->model, key.data, key.size, &oo, &model);
+    veil_secure_free(&key);
+    if (st != VEIL_OK)
+        return cli_fail_status(st);
+    st = veil_engine_load_model(model, opts, out);
+    veil_model_free(model); /* the engine keeps its own copy of the weights, in its layouts */
+    return st == VEIL_OK ? CLI_OK : cli_fail_status(st);
+}
+
+static int load_plain(const struct run_args *a, const struct veil_engine_options *opts, veil_engine **out)
+{
+    struct veil_buf b;
+    veil_buf_init_secret(&b);
+    struct veil_result r = veil_file_read_all(a->model, VEIL_ONNX_MAX_MODEL_SIZE, &b);
+    veil_status st = r.status;
+    if (st == VEIL_OK)
+        st = veil_engine_load_onnx(b.data, b.size, opts, out);
+    veil_buf_cleanup(&b);
+    return st == VEIL_OK ? CLI_OK : cli_fail_status(st);
+}
+
+static void shape_text(uint32_t rank, const int64_t *dims, char *buf, size_t size)
+{
+    int n = snprintf(buf, size, "(");
+    for (uint32_t i = 0; i < rank && n > 0 && (size_t)n < size; i++)
+        n += snprintf(buf + n, size - (size_t)n, "%s%lld", i ? ", " : "", (long long)dims[i]);
+    if (n > 0 && (size_t)n < size)
+        snprintf(buf + n, size - (size_t)n, ")");
+}
+
+static int check_input(veil_engine *e, const struct npy_array *x, struct veil_engine_io *in)
+{
+    if (veil_engine_input_count(e) != 1)
+        return cli_fail("the model takes %zu inputs; veil run feeds exactly one", veil_engine_input_count(e));
+    veil_status st = veil_engine_input(e, 0, in);
+    if (st != VEIL_OK)
+        return cli_fail_status(st);
+    if (in->rank == x->rank && memcmp(in->dims, x->dims, x->rank * sizeof x->dims[0]) == 0)
+        return CLI_OK;
+    char want[160], got[160];
+    shape_text(in->rank, in->dims, want, sizeof want);
+    shape_text(x->rank, x->dims, got, sizeof got);
+    return cli_fail("input '%s' must have shape %s; %s has shape %s", in->name, want, "the .npy file", got);
+}
+
+static int run_and_write(veil_engine *e, const struct run_args *a, const struct npy_array *x)
+{
+    struct veil_engine_io in, out;
+    int rc = check_input(e, x, &in);
+    if (rc != CLI_OK)
+        return rc;
+    veil_status st = veil_engine_output(e, 0, &out);
+    if (st != VEIL_OK)
+        return cli_fail_status(st);
+    if (veil_engine_output_count(e) > 1)
+        cli_warn("the model has %zu outputs; writing the first ('%s')", veil_engine_output_count(e), out.name);
+    size_t out_count = veil_engine_output_count(e);
+    float **outs = calloc(out_count, sizeof *outs);
+    size_t *sizes = calloc(out_count, sizeof *sizes);
+    for (size_t i = 0; outs != NULL && sizes != NULL && i < out_count; i++) {
+        struct veil_engine_io io;
+        if (veil_engine_output(e, i, &io) == VEIL_OK && (outs[i] = malloc(io.size ? io.size : 1)) != NULL)
+            sizes[i] = io.size;
+    }
+    const float *const inputs[1] = {x->data};
+    size_t in_size = x->count * sizeof(float);
+    st = VEIL_ERR_NOMEM;
+    for (uint64_t k = 0; k < (a->repeat ? a->repeat : 1) && outs != NULL && sizes != NULL; k++)
+        if ((st = veil_engine_run(e, inputs, &in_size, 1, outs, sizes, out_count)) != VEIL_OK)
+            break;
+    rc = st == VEIL_OK ? CLI_OK : st == VEIL_ERR_NOMEM && (outs == NULL || sizes == NULL)
+                                      ? cli_fail("out of memory") : cli_fail_status(st);
+    if (rc == CLI_OK) {
+        struct veil_result r = npy_write(a->output, outs[0], out.rank, out.dims);
+        rc = veil_ok(r) ? CLI_OK : cli_fail_status(r.status);
+    }
+    for (size_t i = 0; outs != NULL && i < out_count; i++)
+        free(outs[i]);
+    free(outs);
+    free(sizes);
+    return rc;
+}
+
+int cmd_run(int argc, char **argv)
+{
+    struct run_args a = {0};
+    int help = 0, sealed = 0;
+    int rc = parse_args(argc, argv, &a, &help);
+    if (help) {
+        fputs(run_help, stdout);
+        return CLI_OK;
+    }
+    if (rc != CLI_OK || (rc = is_sealed(a.model, &sealed)) != CLI_OK)
+        return rc;
+    struct npy_array x = {0};
+    struct veil_result r = npy_read(a.input, VEIL_ENGINE_MAX_ACTIVATION_SIZE, &x);
+    if (!veil_ok(r))
+        return cli_fail_status(r.status);
+    struct veil_engine_options opts = {.threads = (unsigned)a.threads, .batch = x.rank > 0 ? (uint64_t)x.dims[0] : 0};
+    veil_engine *e = NULL;
+    rc = sealed ? load_sealed(&a, &opts, &e) : load_plain(&a, &opts, &e);
+    if (rc == CLI_OK)
+        rc = run_and_write(e, &a, &x);
+    veil_engine_free(e);
+    npy_array_cleanup(&x);
+    return rc;
+}
