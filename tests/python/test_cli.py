@@ -42,7 +42,7 @@ def assert_failed(p: subprocess.CompletedProcess[str], needle: str) -> None:
     assert needle in lines[0], lines[0]
 
 
-@pytest.mark.parametrize("cmd", ["keygen", "seal", "inspect", "unseal", "rewrap"])
+@pytest.mark.parametrize("cmd", ["keygen", "seal", "inspect", "unseal", "rewrap", "attest", "run"])
 def test_every_command_has_help(cmd: str) -> None:
     p = veil(cmd, "--help")
     assert p.returncode == 0
