@@ -7,12 +7,25 @@
     state_dict from a file, materialized (no mmap). Warm page cache for both; medians. Goal <= 1.00.
 (c) open_peak_rss: peak RSS growth of (b)'s process over its RSS before the first open, vs the plaintext size
     (graph + tensors). Goal <= 1.15.
+(d) engine_latency: one line per model (ResNet-50, ResNet-18, MobileNetV2, EfficientNet-Lite0; random seeded
+    weights) and batch (1, 8): p50 and p99 over 30 runs after warm-up, 2 threads, for Veil's engine, PyTorch
+    eager and onnxruntime, each in its own process (bench/engine_bench.py serve), all timed in-process from
+    Python (Veil through veil.Engine, ctypes). The three processes take turns in rounds of a few runs, so that
+    load from other processes on the machine falls on all three alike. Ratios against the faster of PyTorch and
+    onnxruntime (by p50). Goal <= 1.00.
+(e) engine_peak_rss: VmHWM of `veil run` on the sealed ResNet-50 (open + decrypt + plan + 3 runs, batch 1) vs
+    VmHWM of a Python process that builds torchvision's ResNet-50, loads its state_dict and runs it 3 times.
+    Goal <= 0.5.
+(f) engine_load: Veil's plan time (veil.Engine.from_onnx: parse, fold, fuse, create primitives, reorder weights)
+    vs onnxruntime's InferenceSession creation on the same ONNX bytes, ResNet-50 batch 1, from (d).
 """
 
 from __future__ import annotations
 
 import json
+import math
 import os
+import signal
 import statistics
 import subprocess
 import sys
@@ -96,9 +109,137 @@ def bench_open() -> None:
           "goal": 1.15})
 
 
+ENGINE_MODELS = ("resnet50", "resnet18", "mobilenet_v2", "efficientnet_lite0")
+ENGINE_THREADS = 2
+ENGINE_RUNS = 30
+
+
+def engine_worker(*args: object) -> dict:
+    return run_json([sys.executable, str(ROOT / "bench" / "engine_bench.py"), *map(str, args)])
+
+
+def engine_available(model: str) -> bool:
+    try:
+        subprocess.run([sys.executable, str(ROOT / "bench" / "engine_bench.py"), "prepare", model], check=True,
+                       capture_output=True, text=True)
+        return True
+    except subprocess.CalledProcessError as e:
+        emit({"bench": "engine_latency", "model": model, "skipped": e.stderr.strip().splitlines()[-1:]})
+        return False
+
+
+class Server:
+    """A bench/engine_bench.py serve process: one framework, one model, one batch, loaded once."""
+
+    def __init__(self, framework: str, model: str, batch: int) -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, str(ROOT / "bench" / "engine_bench.py"), "serve", framework, model, str(batch),
+             str(ENGINE_THREADS)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        self.load_s = float(self._reply()["load_s"])
+        self.times: list[float] = []
+        self.proc.send_signal(signal.SIGSTOP)
+
+    def _reply(self) -> dict:
+        assert self.proc.stdout is not None
+        line = self.proc.stdout.readline()
+        if not line:
+            raise RuntimeError(f"engine_bench.py serve exited with {self.proc.wait()}")
+        return json.loads(line)
+
+    def command(self, text: str) -> None:
+        """Runs one round, then stops the process (SIGSTOP): an idle server's spinning OpenMP or thread-pool
+        workers would otherwise take CPU from the framework being timed."""
+        assert self.proc.stdin is not None
+        self.proc.send_signal(signal.SIGCONT)
+        self.proc.stdin.write(text + "\n")
+        self.proc.stdin.flush()
+        self.times += self._reply()["times"]
+        self.proc.send_signal(signal.SIGSTOP)
+
+    def close(self) -> None:
+        self.proc.send_signal(signal.SIGCONT)
+        if self.proc.stdin is not None:
+            self.proc.stdin.close()
+        self.proc.wait()
+
+
+def percentile(times: list[float], q: float) -> float:
+    s = sorted(times)
+    return s[min(len(s) - 1, max(0, math.ceil(q * len(s)) - 1))]
+
+
+def measure(model: str, batch: int, warmup: int) -> dict:
+    servers = {fw: Server(fw, model, batch) for fw in ("veil", "torch", "ort")}
+    try:
+        for s in servers.values():
+            s.command(f"W {warmup}")
+        per_round = 10
+        for _ in range(ENGINE_RUNS // per_round):
+            for s in servers.values():
+                s.command(str(per_round))
+    finally:
+        for s in servers.values():
+            s.close()
+    return {fw: {"load_s": s.load_s, "p50_s": statistics.median(s.times), "p99_s": percentile(s.times, 0.99),
+                 "min_s": min(s.times), "max_s": max(s.times), "runs": len(s.times)} for fw, s in servers.items()}
+
+
+def bench_engine_latency() -> dict:
+    loads: dict = {}
+    for model in ENGINE_MODELS:
+        if not engine_available(model):
+            continue
+        for batch in (1, 8):
+            warmup = 5 if batch == 1 else 3
+            res = measure(model, batch, warmup)
+            ref = "torch" if res["torch"]["p50_s"] <= res["ort"]["p50_s"] else "ort"
+            rec = {"bench": "engine_latency", "model": model, "batch": batch, "threads": ENGINE_THREADS,
+                   "runs": res["veil"]["runs"], "warmup": warmup, "cores": os.cpu_count(),
+                   "veil_measured": "in-process from Python via veil.Engine.run (ctypes over veil_engine_run)",
+                   "reference": {"torch": "pytorch_eager", "ort": "onnxruntime"}[ref]}
+            for fw, name in (("veil", "veil"), ("torch", "pytorch"), ("ort", "onnxruntime")):
+                rec[f"{name}_p50_ms"] = round(res[fw]["p50_s"] * 1e3, 3)
+                rec[f"{name}_p99_ms"] = round(res[fw]["p99_s"] * 1e3, 3)
+                rec[f"{name}_min_ms"] = round(res[fw]["min_s"] * 1e3, 3)
+            rec["ratio_p50"] = round(res["veil"]["p50_s"] / res[ref]["p50_s"], 4)
+            rec["ratio_p99"] = round(res["veil"]["p99_s"] / res[ref]["p99_s"], 4)
+            rec["goal"] = 1.00
+            emit(rec)
+            loads[(model, batch)] = res
+    return loads
+
+
+def bench_engine_rss(loads: dict) -> None:
+    sealed, state = WORK / "resnet50.veil", WORK / "resnet50.pt"
+    x = WORK / "input_b1.npy"
+    import numpy as np
+
+    np.save(x, np.random.default_rng(0).standard_normal((1, 3, 224, 224)).astype(np.float32))
+    veil_rec = run_json([str(BUILD / "veil"), "run", str(sealed), "--key", str(WORK / "bench.key"), "--input", str(x),
+                         "-o", str(WORK / "output_b1.npy"), "--threads", str(ENGINE_THREADS), "--repeat", "3",
+                         "--stats"])
+    torch_rec = engine_worker("torch_rss", state, ENGINE_THREADS)
+    emit({"bench": "engine_peak_rss", "model": "torchvision resnet50 (random weights), batch 1",
+          "veil_process": "veil run on the sealed model (open + decrypt + plan + 3 runs)",
+          "torch_process": "python: import torch, build resnet50, load_state_dict, 3 runs",
+          "veil_peak_rss_bytes": veil_rec["peak_rss_kib"] * 1024,
+          "torch_peak_rss_bytes": torch_rec["peak_rss_kib"] * 1024,
+          "torch_rss_after_import_bytes": torch_rec["base_rss_kib"] * 1024,
+          "ratio": veil_rec["peak_rss_kib"] / torch_rec["peak_rss_kib"], "goal": 0.5})
+    res = loads.get(("resnet50", 1))
+    if res is not None:
+        emit({"bench": "engine_load", "model": "torchvision resnet50 (random weights), batch 1",
+              "threads": ENGINE_THREADS, "veil_plan_s": res["veil"]["load_s"],
+              "veil_measured": "veil.Engine.from_onnx on the ONNX bytes in memory",
+              "veil_run_sealed_load_s": veil_rec["load_s"], "onnxruntime_session_s": res["ort"]["load_s"],
+              "ratio": res["veil"]["load_s"] / res["ort"]["load_s"], "goal": 1.00})
+
+
 def main() -> int:
     bench_decrypt()
     bench_open()
+    loads = bench_engine_latency()
+    bench_engine_rss(loads)
     return 0
 
 

@@ -53,8 +53,9 @@ VEIL_API VEIL_WUR veil_status veil_evidence_collect(veil_tee tee, const struct v
                                                     const uint8_t report_data[VEIL_REPORT_DATA_SIZE],
                                                     char **evidence_out);
 
-/* Creates the simulation platform key pair (P-384) in dir (mode 0700; private key 0600). Refuses to replace an
- * existing key. *public_pem_out (caller frees with veil_free; may be NULL) is what verifiers must trust. */
+/* Creates the simulation platform key pair (ECDSA P-256) in dir (mode 0700): platform.key (PKCS#8 PEM, 0600) and
+ * platform.pub (PEM SubjectPublicKeyInfo, 0644). Refuses to replace an existing key. *public_pem_out (caller frees
+ * with veil_free; may be NULL; NULL on error) is platform.pub's text: what verifiers must trust. */
 VEIL_API VEIL_WUR veil_status veil_sim_init(const char *dir, char **public_pem_out);
 
 /* ---- Claims ------------------------------------------------------------------------------------------------ */
@@ -93,7 +94,10 @@ struct veil_verify_options {
     const char *collateral_path;         /* DCAP: collateral JSON file (dcap-qvl's QuoteCollateralV3 layout) */
     const char *pccs_url;                /* DCAP: fetch collateral from a PCCS/PCS base URL instead (libcurl) */
     const char *collateral_cache_dir;    /* DCAP: where fetched collateral is cached (optional) */
-    const char *const *sim_trusted_keys; /* sim: PEM public keys of trusted simulation platforms */
+    const char *const *sim_trusted_keys; /* sim: trusted simulation platforms' P-256 public keys, each PEM text
+                                          * (NUL-terminated) like platform.pub: "-----BEGIN PUBLIC KEY-----",
+                                          * base64 lines (LF or CRLF), "-----END PUBLIC KEY-----"; blanks around it
+                                          * allowed. A malformed one fails the call with VEIL_ERR_ARG. Borrowed. */
     size_t sim_trusted_key_count;
     const char *snp_cert_path;           /* SNP: VCEK/VLEK (DER or PEM) when the evidence carries no certificate */
 };

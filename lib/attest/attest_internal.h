@@ -65,10 +65,17 @@ VEIL_RESULT veil_path_join(char *out, size_t out_size, const char *dir, const ch
 
 #define VEIL_SIM_KEY_FILE "platform.key"
 #define VEIL_SIM_PUB_FILE "platform.pub"
-#define VEIL_SIM_TBS_DOMAIN "VEIL-SIM-EVIDENCE-V1"
+#define VEIL_SIM_TBS_DOMAIN "VEIL-SIM-EVIDENCE-V2"
 #define VEIL_SIM_MEASUREMENT_DOMAIN "VEIL-SIM-MEASUREMENT-V1"
 /* domain (20) + NUL + measurement (48) + report_data (64) + svn (4) + SHA-384 of the key's SPKI DER (48) */
 #define VEIL_SIM_TBS_SIZE (21u + 48u + 64u + 4u + 48u)
+/* The platform key: ECDSA P-256. Its DER SubjectPublicKeyInfo (named curve, uncompressed point) is 91 bytes: a
+ * fixed 27-byte prefix ending in 0x04, then X and Y (32 bytes each); in base64, 124 characters. */
+#define VEIL_SIM_COORD_SIZE 32u
+#define VEIL_SIM_SPKI_SIZE 91u
+#define VEIL_SIM_SPKI_B64_SIZE 124u
+/* An ECDSA P-256 signature in DER (Ecdsa-Sig-Value): at most 2 + 2 * (2 + 33) bytes. */
+#define VEIL_SIM_SIG_MAX_SIZE 72u
 
 VEIL_RESULT veil_sim_collect(const struct veil_provider_config *config,
                              const uint8_t report_data[VEIL_REPORT_DATA_SIZE], json_t **out);

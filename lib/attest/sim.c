@@ -1,7 +1,10 @@
 /* SPDX-License-Identifier: Apache-2.0 */
-/* The simulation TEE (docs/spec/evidence.md, "sim"): a local P-384 platform key signs
- *   tbs = "VEIL-SIM-EVIDENCE-V1" 0x00 || measurement[48] || report_data[64] || u32le(svn) || SHA-384(SPKI DER)
- * It protects nothing: claims say tcb_status "Simulated" and policies refuse it unless allow_sim is set. */
+/* The simulation TEE (docs/spec/evidence.md, "sim"): a local ECDSA P-256 platform key signs, with SHA-256,
+ *   tbs = "VEIL-SIM-EVIDENCE-V2" 0x00 || measurement[48] || report_data[64] || u32le(svn) || SHA-384(SPKI DER)
+ * It protects nothing: claims say tcb_status "Simulated" and policies refuse it unless allow_sim is set.
+ * Verification never calls OpenSSL's decoders: the evidence carries the key as its 91-byte DER SubjectPublicKeyInfo
+ * (one fixed prefix, then the point), trusted PEM keys are unwrapped here, and the point goes in through
+ * EVP_PKEY_fromdata. */
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
@@ -11,16 +14,30 @@
 #include <unistd.h>
 
 #include <openssl/bio.h>
+#include <openssl/bn.h>
+#include <openssl/core_names.h>
+#include <openssl/crypto.h>
 #include <openssl/err.h>
 #include <openssl/evp.h>
+#include <openssl/params.h>
 #include <openssl/pem.h>
-#include <openssl/x509.h>
 
 #include "attest/attest_internal.h"
+#include "core/base64.h"
 #include "core/cursor.h"
 #include "core/file.h"
 #include "core/limits.h"
 #include "core/secret.h"
+
+/* RFC 5480: SEQUENCE { SEQUENCE { id-ecPublicKey, prime256v1 }, BIT STRING { 0x04 || X[32] || Y[32] } }. Every
+ * P-256 key with an uncompressed point has exactly these first bytes; only X and Y follow. */
+static const uint8_t p256_spki_prefix[VEIL_SIM_SPKI_SIZE - 2 * VEIL_SIM_COORD_SIZE] = {
+    0x30, 0x59, 0x30, 0x13, 0x06, 0x07, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x02, 0x01, 0x06,
+    0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07, 0x03, 0x42, 0x00, 0x04};
+
+#define SPKI_POINT_OFFSET (sizeof p256_spki_prefix - 1) /* the 0x04 that starts the point */
+#define PEM_BEGIN "-----BEGIN PUBLIC KEY-----"
+#define PEM_END "-----END PUBLIC KEY-----"
 
 static void pkey_done(EVP_PKEY **k)
 {
@@ -37,69 +54,150 @@ static void md_done(EVP_MD_CTX **c)
     EVP_MD_CTX_free(*c);
 }
 
+static void bn_done(BIGNUM **b)
+{
+    BN_free(*b);
+}
+
 static void close_fd(int *fd)
 {
     if (*fd >= 0)
         close(*fd);
 }
 
-static VEIL_RESULT check_p384(EVP_PKEY *key, const char *what)
-{
-    char group[32] = "";
-    size_t len = 0;
-    VEIL_ENSURE(EVP_PKEY_is_a(key, "EC") && EVP_PKEY_get_group_name(key, group, sizeof group, &len) == 1 &&
-                    strcmp(group, "secp384r1") == 0,
-                VEIL_ERR_EVIDENCE, "%s is not an ECDSA P-384 key", what);
-    return VEIL_RESULT_OK;
-}
-
-static VEIL_RESULT public_pem(EVP_PKEY *key, char **out);
-
 static void str_done(char **s)
 {
     free(*s);
 }
 
-/* Evidence carries the key exactly as OpenSSL writes it: one encoding per key, so no byte of it is malleable. */
-static VEIL_RESULT check_canonical(EVP_PKEY *key, const char *pem, const char *what)
+static VEIL_RESULT check_p256(EVP_PKEY *key, const char *what)
 {
-    VEIL_DEFER(str_done) char *again = NULL;
-    VEIL_GUARD(public_pem(key, &again));
-    VEIL_ENSURE(strcmp(again, pem) == 0, VEIL_ERR_EVIDENCE, "%s is not in canonical PEM form", what);
+    char group[32] = "";
+    size_t len = 0;
+    VEIL_ENSURE(EVP_PKEY_is_a(key, "EC") && EVP_PKEY_get_group_name(key, group, sizeof group, &len) == 1 &&
+                    strcmp(group, "prime256v1") == 0,
+                VEIL_ERR_ARG, "%s is not an ECDSA P-256 key (create a new platform with veil attest sim-init)",
+                what);
     return VEIL_RESULT_OK;
 }
 
-/* A PEM public key (SubjectPublicKeyInfo) of at most VEIL_SIM_KEY_MAX_SIZE bytes, P-384 only; with canonical set,
- * byte for byte as OpenSSL writes it. */
-static VEIL_RESULT public_key_parse(const char *pem, const char *what, int canonical, EVP_PKEY **out)
+/* The 91-byte SPKI of a P-256 key pair: the fixed prefix, then X and Y as 32 big-endian bytes each. Built from the
+ * coordinates, so it does not depend on the point form a key file happened to record. */
+static VEIL_RESULT key_spki(EVP_PKEY *key, uint8_t out[VEIL_SIM_SPKI_SIZE])
 {
-    size_t n = strnlen(pem, VEIL_SIM_KEY_MAX_SIZE + 1);
-    VEIL_ENSURE(n <= VEIL_SIM_KEY_MAX_SIZE, VEIL_ERR_LIMIT, "%s is too large", what);
-    VEIL_DEFER(bio_done) BIO *bio = BIO_new_mem_buf(pem, (int)n);
-    VEIL_ENSURE(bio != NULL, VEIL_ERR_NOMEM, "out of memory");
-    EVP_PKEY *key = PEM_read_bio_PUBKEY(bio, NULL, NULL, NULL);
+    VEIL_DEFER(bn_done) BIGNUM *x = NULL;
+    VEIL_DEFER(bn_done) BIGNUM *y = NULL;
+    VEIL_GUARD_OSSL(EVP_PKEY_get_bn_param(key, OSSL_PKEY_PARAM_EC_PUB_X, &x), VEIL_ERR_CRYPTO);
+    VEIL_GUARD_OSSL(EVP_PKEY_get_bn_param(key, OSSL_PKEY_PARAM_EC_PUB_Y, &y), VEIL_ERR_CRYPTO);
+    memcpy(out, p256_spki_prefix, sizeof p256_spki_prefix);
+    VEIL_ENSURE(BN_bn2binpad(x, out + sizeof p256_spki_prefix, VEIL_SIM_COORD_SIZE) == VEIL_SIM_COORD_SIZE &&
+                    BN_bn2binpad(y, out + sizeof p256_spki_prefix + VEIL_SIM_COORD_SIZE, VEIL_SIM_COORD_SIZE) ==
+                        VEIL_SIM_COORD_SIZE,
+                VEIL_ERR_CRYPTO, "crypto library: a P-256 coordinate does not fit 32 bytes");
+    return VEIL_RESULT_OK;
+}
+
+/* A P-256 SPKI must be exactly the fixed prefix and 64 bytes of point: this is the only encoding accepted, so no
+ * byte of the key is malleable. */
+static VEIL_RESULT spki_check(const uint8_t *der, size_t size, veil_status err, const char *what)
+{
+    VEIL_ENSURE(size == VEIL_SIM_SPKI_SIZE && memcmp(der, p256_spki_prefix, sizeof p256_spki_prefix) == 0, err,
+                "%s is not a DER SubjectPublicKeyInfo of a P-256 key with an uncompressed point", what);
+    return VEIL_RESULT_OK;
+}
+
+/* The evidence's key as an EVP_PKEY: the point must lie on P-256 (checked by the import and again by the quick
+ * public check: P-256 has cofactor 1, so a point on the curve other than infinity is in the group). */
+static VEIL_RESULT spki_key(const uint8_t der[VEIL_SIM_SPKI_SIZE], const char *what, EVP_PKEY **out)
+{
+    OSSL_PARAM params[] = {
+        OSSL_PARAM_construct_utf8_string(OSSL_PKEY_PARAM_GROUP_NAME, (char *)(uintptr_t)"prime256v1", 0),
+        OSSL_PARAM_construct_octet_string(OSSL_PKEY_PARAM_PUB_KEY, (void *)(uintptr_t)(der + SPKI_POINT_OFFSET),
+                                          VEIL_SIM_SPKI_SIZE - SPKI_POINT_OFFSET),
+        OSSL_PARAM_construct_end(),
+    };
+    EVP_PKEY *key = NULL;
+    EVP_PKEY_CTX *ctx = EVP_PKEY_CTX_new_from_name(NULL, "EC", NULL);
+    VEIL_ENSURE(ctx != NULL, VEIL_ERR_NOMEM, "out of memory");
+    int ok = EVP_PKEY_fromdata_init(ctx) == 1 && EVP_PKEY_fromdata(ctx, &key, EVP_PKEY_PUBLIC_KEY, params) == 1;
+    EVP_PKEY_CTX_free(ctx);
+    if (ok) {
+        ctx = EVP_PKEY_CTX_new_from_pkey(NULL, key, NULL);
+        ok = ctx != NULL && EVP_PKEY_public_check_quick(ctx) == 1;
+        EVP_PKEY_CTX_free(ctx);
+    }
     ERR_clear_error();
-    VEIL_ENSURE(key != NULL, VEIL_ERR_EVIDENCE, "%s is not a PEM public key", what);
-    struct veil_result r = check_p384(key, what);
-    if (veil_ok(r) && canonical)
-        r = check_canonical(key, pem, what);
-    if (!veil_ok(r)) {
+    if (!ok) {
         EVP_PKEY_free(key);
-        return r;
+        VEIL_BAIL(VEIL_ERR_EVIDENCE, "%s is not a point on P-256", what);
     }
     *out = key;
     return VEIL_RESULT_OK;
 }
 
-/* SHA-384 of the key's DER SubjectPublicKeyInfo: what the signature binds and what trust compares. */
-static VEIL_RESULT key_hash(EVP_PKEY *key, uint8_t out[VEIL_SHA384_SIZE])
+/* Skips "\n" or "\r\n" at *p; VEIL_ERR_ARG when neither is there. */
+static VEIL_RESULT pem_eol(const char **p, const char *end, const char *what)
 {
-    unsigned char *der = NULL;
-    int n = i2d_PUBKEY(key, &der);
-    VEIL_ENSURE(n > 0, VEIL_ERR_CRYPTO, "crypto library: cannot encode a public key");
-    int ok = EVP_Digest(der, (size_t)n, out, NULL, EVP_sha384(), NULL);
-    OPENSSL_free(der);
-    VEIL_ENSURE(ok == 1, VEIL_ERR_CRYPTO, "crypto library: SHA-384 failed");
+    if (*p < end && **p == '\r')
+        (*p)++;
+    VEIL_ENSURE(*p < end && **p == '\n', VEIL_ERR_ARG, "%s: a PEM line does not end in a line break", what);
+    (*p)++;
+    return VEIL_RESULT_OK;
+}
+
+static int is_blank(char c)
+{
+    return c == ' ' || c == '\t' || c == '\r' || c == '\n';
+}
+
+/* A trusted key's DER from its PEM text (RFC 7468 "PUBLIC KEY", as platform.pub holds it), without OpenSSL's
+ * decoders: optional blanks around it, the BEGIN line, base64 lines (each non-empty, ended by LF or CRLF), the END
+ * line; the base64 joined must be strict (core/base64.h) and decode to a P-256 SPKI. */
+static VEIL_RESULT pem_spki(const char *pem, const char *what, uint8_t out[VEIL_SIM_SPKI_SIZE])
+{
+    size_t n = strnlen(pem, VEIL_SIM_KEY_MAX_SIZE + 1);
+    VEIL_ENSURE(n <= VEIL_SIM_KEY_MAX_SIZE, VEIL_ERR_LIMIT, "%s is too large", what);
+    const char *p = pem, *end = pem + n;
+    while (p < end && is_blank(*p))
+        p++;
+    while (end > p && is_blank(end[-1]))
+        end--;
+    VEIL_ENSURE((size_t)(end - p) >= sizeof PEM_BEGIN + sizeof PEM_END &&
+                    memcmp(p, PEM_BEGIN, sizeof PEM_BEGIN - 1) == 0 &&
+                    memcmp(end - (sizeof PEM_END - 1), PEM_END, sizeof PEM_END - 1) == 0,
+                VEIL_ERR_ARG, "%s is not a PEM public key (" PEM_BEGIN " ... " PEM_END ")", what);
+    p += sizeof PEM_BEGIN - 1;
+    end -= sizeof PEM_END - 1;
+    VEIL_GUARD(pem_eol(&p, end, what));
+    char b64[VEIL_SIM_SPKI_B64_SIZE];
+    size_t len = 0;
+    while (p < end) {
+        const char *line = p;
+        while (p < end && *p != '\r' && *p != '\n')
+            p++;
+        size_t line_len = (size_t)(p - line);
+        VEIL_ENSURE(line_len > 0, VEIL_ERR_ARG, "%s: an empty line inside PEM", what);
+        VEIL_ENSURE(line_len <= sizeof b64 - len, VEIL_ERR_ARG, "%s is not a P-256 public key (too long)", what);
+        memcpy(b64 + len, line, line_len);
+        len += line_len;
+        VEIL_GUARD(pem_eol(&p, end, what));
+    }
+    struct veil_buf der = {0};
+    struct veil_result r = veil_b64_decode(VEIL_B64_STD, b64, len, VEIL_SIM_SPKI_SIZE, &der);
+    if (veil_ok(r))
+        r = spki_check(der.data, der.size, VEIL_ERR_ARG, what);
+    if (veil_ok(r))
+        memcpy(out, der.data, VEIL_SIM_SPKI_SIZE);
+    veil_buf_cleanup(&der);
+    VEIL_ENSURE(veil_ok(r), VEIL_ERR_ARG, "%s is not a PEM P-256 public key", what);
+    return VEIL_RESULT_OK;
+}
+
+/* SHA-384 of the key's DER SubjectPublicKeyInfo: what the signature binds. */
+static VEIL_RESULT spki_hash(const uint8_t der[VEIL_SIM_SPKI_SIZE], uint8_t out[VEIL_SHA384_SIZE])
+{
+    VEIL_ENSURE(EVP_Digest(der, VEIL_SIM_SPKI_SIZE, out, NULL, EVP_sha384(), NULL) == 1, VEIL_ERR_CRYPTO,
+                "crypto library: SHA-384 failed");
     return VEIL_RESULT_OK;
 }
 
@@ -161,8 +259,8 @@ static VEIL_RESULT sim_init_impl(const char *dir, char **public_pem_out)
     VEIL_ENSURE(access(key_path, F_OK) != 0, VEIL_ERR_ARG, "%s already exists: refusing to replace a platform key",
                 key_path);
     VEIL_GUARD(ensure_dir(dir));
-    VEIL_DEFER(pkey_done) EVP_PKEY *key = EVP_EC_gen("P-384");
-    VEIL_ENSURE(key != NULL, VEIL_ERR_CRYPTO, "crypto library: cannot generate a P-384 key");
+    VEIL_DEFER(pkey_done) EVP_PKEY *key = EVP_EC_gen("P-256");
+    VEIL_ENSURE(key != NULL, VEIL_ERR_CRYPTO, "crypto library: cannot generate a P-256 key");
     VEIL_DEFER(bio_done) BIO *priv = BIO_new(BIO_s_secmem());
     VEIL_DEFER(bio_done) BIO *pub = BIO_new(BIO_s_mem());
     VEIL_ENSURE(priv != NULL && pub != NULL, VEIL_ERR_NOMEM, "out of memory");
@@ -197,7 +295,7 @@ static VEIL_RESULT load_private_key(const char *dir, EVP_PKEY **out)
     ERR_clear_error();
     VEIL_ENSURE(key != NULL, VEIL_ERR_ARG, "%s is not a PEM private key (create one with veil attest sim-init)",
                 path);
-    struct veil_result r = check_p384(key, path);
+    struct veil_result r = check_p256(key, path);
     if (!veil_ok(r)) {
         EVP_PKEY_free(key);
         return r;
@@ -253,7 +351,7 @@ static VEIL_RESULT sign(EVP_PKEY *key, const uint8_t *tbs, size_t tbs_size, stru
 {
     VEIL_DEFER(md_done) EVP_MD_CTX *md = EVP_MD_CTX_new();
     VEIL_ENSURE(md != NULL, VEIL_ERR_NOMEM, "out of memory");
-    VEIL_GUARD_OSSL(EVP_DigestSignInit(md, NULL, EVP_sha384(), NULL, key), VEIL_ERR_CRYPTO);
+    VEIL_GUARD_OSSL(EVP_DigestSignInit(md, NULL, EVP_sha256(), NULL, key), VEIL_ERR_CRYPTO);
     size_t n = 0;
     VEIL_GUARD_OSSL(EVP_DigestSign(md, NULL, &n, tbs, tbs_size), VEIL_ERR_CRYPTO);
     VEIL_GUARD(veil_buf_reserve(sig, n));
@@ -262,29 +360,22 @@ static VEIL_RESULT sign(EVP_PKEY *key, const uint8_t *tbs, size_t tbs_size, stru
     return VEIL_RESULT_OK;
 }
 
-static VEIL_RESULT public_pem(EVP_PKEY *key, char **out)
+static VEIL_RESULT sim_json(const uint8_t *measurement, const uint8_t *rd, uint32_t svn,
+                            const uint8_t spki[VEIL_SIM_SPKI_SIZE], const struct veil_buf *sig, json_t *j)
 {
-    VEIL_DEFER(bio_done) BIO *bio = BIO_new(BIO_s_mem());
-    VEIL_ENSURE(bio != NULL, VEIL_ERR_NOMEM, "out of memory");
-    VEIL_GUARD_OSSL(PEM_write_bio_PUBKEY(bio, key), VEIL_ERR_CRYPTO);
-    return pem_string(bio, out);
-}
-
-static VEIL_RESULT sim_json(const uint8_t *measurement, const uint8_t *rd, uint32_t svn, const char *pem,
-                            const struct veil_buf *sig, json_t *j)
-{
-    char mhex[2 * VEIL_SHA384_SIZE + 1], rhex[2 * VEIL_REPORT_DATA_SIZE + 1], *sig64 = NULL;
+    char mhex[2 * VEIL_SHA384_SIZE + 1], rhex[2 * VEIL_REPORT_DATA_SIZE + 1];
+    VEIL_DEFER(str_done) char *key64 = NULL;
+    VEIL_DEFER(str_done) char *sig64 = NULL;
     veil_hex_encode(measurement, VEIL_SHA384_SIZE, mhex);
     veil_hex_encode(rd, VEIL_REPORT_DATA_SIZE, rhex);
     VEIL_GUARD(veil_json_set(j, "tee", json_string("sim")));
     VEIL_GUARD(veil_json_set(j, "measurement", json_string(mhex)));
     VEIL_GUARD(veil_json_set(j, "report_data", json_string(rhex)));
     VEIL_GUARD(veil_json_set(j, "svn", json_integer(svn)));
-    VEIL_GUARD(veil_json_set(j, "platform_key", json_string(pem)));
+    VEIL_GUARD(veil_b64_encode(VEIL_B64_STD, spki, VEIL_SIM_SPKI_SIZE, &key64));
+    VEIL_GUARD(veil_json_set(j, "platform_key", json_string(key64)));
     VEIL_GUARD(veil_b64_encode(VEIL_B64_STD, sig->data, sig->size, &sig64));
-    struct veil_result r = veil_json_set(j, "signature", json_string(sig64));
-    free(sig64);
-    return r;
+    return veil_json_set(j, "signature", json_string(sig64));
 }
 
 VEIL_RESULT veil_sim_collect(const struct veil_provider_config *config,
@@ -293,17 +384,16 @@ VEIL_RESULT veil_sim_collect(const struct veil_provider_config *config,
     VEIL_ENSURE(config->sim_dir != NULL, VEIL_ERR_ARG, "the sim provider needs its directory (veil attest sim-init)");
     VEIL_DEFER(pkey_done) EVP_PKEY *key = NULL;
     VEIL_GUARD(load_private_key(config->sim_dir, &key));
-    uint8_t measurement[VEIL_SHA384_SIZE], khash[VEIL_SHA384_SIZE], tbs[VEIL_SIM_TBS_SIZE];
+    uint8_t measurement[VEIL_SHA384_SIZE], spki[VEIL_SIM_SPKI_SIZE], khash[VEIL_SHA384_SIZE], tbs[VEIL_SIM_TBS_SIZE];
     VEIL_GUARD(sim_measure(config, measurement));
-    VEIL_GUARD(key_hash(key, khash));
+    VEIL_GUARD(key_spki(key, spki));
+    VEIL_GUARD(spki_hash(spki, khash));
     sim_tbs(measurement, report_data, config->sim_svn, khash, tbs);
     VEIL_DEFER(veil_buf_cleanup) struct veil_buf sig = {0};
     VEIL_GUARD(sign(key, tbs, sizeof tbs, &sig));
-    VEIL_DEFER(str_done) char *pem = NULL;
-    VEIL_GUARD(public_pem(key, &pem));
     json_t *j = json_object();
     VEIL_ENSURE(j != NULL, VEIL_ERR_NOMEM, "out of memory");
-    struct veil_result r = sim_json(measurement, report_data, config->sim_svn, pem, &sig, j);
+    struct veil_result r = sim_json(measurement, report_data, config->sim_svn, spki, &sig, j);
     if (!veil_ok(r)) {
         json_decref(j);
         return r;
@@ -318,12 +408,13 @@ struct sim_evidence {
     uint8_t measurement[VEIL_SHA384_SIZE];
     uint8_t report_data[VEIL_REPORT_DATA_SIZE];
     uint32_t svn;
-    const char *platform_key;
+    struct veil_buf platform_key; /* VEIL_SIM_SPKI_SIZE bytes of DER */
     struct veil_buf signature;
 };
 
 static void sim_evidence_cleanup(struct sim_evidence *e)
 {
+    veil_buf_cleanup(&e->platform_key);
     veil_buf_cleanup(&e->signature);
 }
 
@@ -342,12 +433,16 @@ static VEIL_RESULT sim_parse(const json_t *j, struct sim_evidence *e)
                                VEIL_ERR_EVIDENCE, "sim evidence: \"report_data\""));
     VEIL_GUARD(veil_json_uint(j, "svn", 1, UINT32_MAX, VEIL_ERR_EVIDENCE, what, &svn));
     e->svn = (uint32_t)svn;
-    VEIL_GUARD(veil_json_string(j, "platform_key", 1, VEIL_ERR_EVIDENCE, what, &e->platform_key));
-    return veil_json_b64(j, "signature", VEIL_B64_STD, 1, 0, 256, VEIL_ERR_EVIDENCE, what, &e->signature, NULL);
+    VEIL_GUARD(veil_json_b64(j, "platform_key", VEIL_B64_STD, 1, VEIL_SIM_SPKI_SIZE, VEIL_SIM_SPKI_SIZE,
+                             VEIL_ERR_EVIDENCE, what, &e->platform_key, NULL));
+    VEIL_GUARD(spki_check(e->platform_key.data, e->platform_key.size, VEIL_ERR_EVIDENCE,
+                          "sim evidence: \"platform_key\""));
+    return veil_json_b64(j, "signature", VEIL_B64_STD, 1, 1, VEIL_SIM_SIG_MAX_SIZE, VEIL_ERR_EVIDENCE, what,
+                         &e->signature, NULL);
 }
 
-/* The evidence's key must be one of options->sim_trusted_keys (compared as SHA-384 of the SPKI DER). */
-static VEIL_RESULT check_trusted(const struct veil_verify_options *o, const uint8_t *khash)
+/* The evidence's key must be one of options->sim_trusted_keys (compared as DER SubjectPublicKeyInfo). */
+static VEIL_RESULT check_trusted(const struct veil_verify_options *o, const uint8_t spki[VEIL_SIM_SPKI_SIZE])
 {
     VEIL_ENSURE(o != NULL && o->sim_trusted_key_count > 0 && o->sim_trusted_keys != NULL, VEIL_ERR_VERIFY,
                 "sim evidence: no simulation platform key is trusted (give the platform's public key)");
@@ -356,12 +451,10 @@ static VEIL_RESULT check_trusted(const struct veil_verify_options *o, const uint
     int found = 0;
     for (size_t i = 0; i < o->sim_trusted_key_count; i++) {
         VEIL_ENSURE(o->sim_trusted_keys[i] != NULL, VEIL_ERR_ARG, "trusted simulation key %zu is NULL", i);
-        VEIL_DEFER(pkey_done) EVP_PKEY *k = NULL;
-        uint8_t h[VEIL_SHA384_SIZE];
-        struct veil_result r = public_key_parse(o->sim_trusted_keys[i], "a trusted simulation key", 0, &k);
-        VEIL_ENSURE(veil_ok(r), VEIL_ERR_ARG, "trusted simulation key %zu is not a PEM P-384 public key", i);
-        VEIL_GUARD(key_hash(k, h));
-        found |= veil_ct_compare(h, khash, sizeof h) == 0;
+        uint8_t trusted[VEIL_SIM_SPKI_SIZE];
+        struct veil_result r = pem_spki(o->sim_trusted_keys[i], "a trusted simulation key", trusted);
+        VEIL_ENSURE(veil_ok(r), r.status, "trusted simulation key %zu is not a PEM P-256 public key", i);
+        found |= veil_ct_compare(trusted, spki, sizeof trusted) == 0;
     }
     VEIL_ENSURE(found, VEIL_ERR_VERIFY, "sim evidence: the platform key is not trusted");
     return VEIL_RESULT_OK;
@@ -371,7 +464,7 @@ static VEIL_RESULT check_signature(EVP_PKEY *key, const uint8_t *tbs, size_t tbs
 {
     VEIL_DEFER(md_done) EVP_MD_CTX *md = EVP_MD_CTX_new();
     VEIL_ENSURE(md != NULL, VEIL_ERR_NOMEM, "out of memory");
-    VEIL_GUARD_OSSL(EVP_DigestVerifyInit(md, NULL, EVP_sha384(), NULL, key), VEIL_ERR_CRYPTO);
+    VEIL_GUARD_OSSL(EVP_DigestVerifyInit(md, NULL, EVP_sha256(), NULL, key), VEIL_ERR_CRYPTO);
     int ok = EVP_DigestVerify(md, sig->data, sig->size, tbs, tbs_size);
     ERR_clear_error();
     VEIL_ENSURE(ok == 1, VEIL_ERR_VERIFY, "sim evidence: the signature does not verify");
@@ -384,10 +477,10 @@ VEIL_RESULT veil_sim_verify(const json_t *evidence, const struct veil_verify_opt
     VEIL_DEFER(sim_evidence_cleanup) struct sim_evidence e = {0};
     VEIL_GUARD(sim_parse(evidence, &e));
     VEIL_DEFER(pkey_done) EVP_PKEY *key = NULL;
-    VEIL_GUARD(public_key_parse(e.platform_key, "sim evidence: \"platform_key\"", 1, &key));
+    VEIL_GUARD(spki_key(e.platform_key.data, "sim evidence: \"platform_key\"", &key));
+    VEIL_GUARD(check_trusted(options, e.platform_key.data));
     uint8_t khash[VEIL_SHA384_SIZE], tbs[VEIL_SIM_TBS_SIZE];
-    VEIL_GUARD(key_hash(key, khash));
-    VEIL_GUARD(check_trusted(options, khash));
+    VEIL_GUARD(spki_hash(e.platform_key.data, khash));
     sim_tbs(e.measurement, e.report_data, e.svn, khash, tbs);
     VEIL_GUARD(check_signature(key, tbs, sizeof tbs, &e.signature));
     claims->tee = VEIL_TEE_SIM;

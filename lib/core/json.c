@@ -113,7 +113,8 @@ VEIL_RESULT veil_json_b64(const json_t *obj, const char *key, enum veil_b64 kind
         return r; /* out of memory */
     VEIL_ENSURE(veil_ok(r), err, "%s: member \"%s\" is not canonical %s", what, key, name);
     if (out->size - before < min_size) {
-        veil_wipe(out->data + before, out->size - before); /* out may be a secret buffer */
+        if (out->data != NULL) /* nothing was decoded into an empty buffer */
+            veil_wipe(out->data + before, out->size - before); /* out may be a secret buffer */
         out->size = before;
         VEIL_BAIL(err, "%s: member \"%s\" must decode to %s%zu bytes", what, key,
                   min_size == max_size ? "" : "at least ", min_size);

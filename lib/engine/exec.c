@@ -304,6 +304,51 @@ static VEIL_RESULT bind(struct veil_engine *e)
     return VEIL_RESULT_OK;
 }
 
+/* Whether graph input root r may be read in place from the caller's buffer: only read, never written (no
+ * in-place sum or eltwise on it), and not copied out as a graph output. */
+static int input_direct(const struct veil_engine *e, int r)
+{
+    for (size_t i = 0; i < e->g.output_count; i++)
+        if (eng_value_root(&e->g, e->out_values[i]) == r)
+            return 0;
+    for (size_t i = 0; i < e->step_count; i++) {
+        const struct eng_step *s = &e->steps[i];
+        if (s->reads_sum >= 0 && eng_value_root(&e->g, s->reads_sum) == r)
+            return 0;
+        for (uint32_t k = 0; k < s->arg_count; k++)
+            if (s->args[k].kind == ARG_VALUE && s->args[k].writes && eng_value_root(&e->g, s->args[k].value) == r)
+                return 0;
+    }
+    return 1;
+}
+
+static VEIL_RESULT bind_input(struct veil_engine *e, int r, struct eng_input_bind *b)
+{
+    b->direct = e->g.values[r].external;
+    for (size_t i = 0; b->direct && i < e->step_count; i++)
+        for (uint32_t k = 0; k < e->steps[i].arg_count; k++)
+            b->count += e->steps[i].args[k].kind == ARG_VALUE && eng_value_root(&e->g, e->steps[i].args[k].value) == r;
+    if (!b->direct)
+        return VEIL_RESULT_OK;
+    b->mems = calloc(b->count + 1, sizeof *b->mems);
+    VEIL_ENSURE(b->mems != NULL, VEIL_ERR_NOMEM, "out of memory");
+    size_t n = 0;
+    for (size_t i = 0; i < e->step_count; i++)
+        for (uint32_t k = 0; k < e->steps[i].arg_count; k++)
+            if (e->steps[i].args[k].kind == ARG_VALUE && eng_value_root(&e->g, e->steps[i].args[k].value) == r)
+                b->mems[n++] = e->steps[i].args[k].mem;
+    return VEIL_RESULT_OK;
+}
+
+static VEIL_RESULT bind_inputs(struct veil_engine *e)
+{
+    e->in_binds = calloc(e->g.input_count + 1, sizeof *e->in_binds);
+    VEIL_ENSURE(e->in_binds != NULL, VEIL_ERR_NOMEM, "out of memory");
+    for (size_t i = 0; i < e->g.input_count; i++)
+        VEIL_GUARD(bind_input(e, eng_value_root(&e->g, e->g.inputs[i]), &e->in_binds[i]));
+    return VEIL_RESULT_OK;
+}
+
 static VEIL_RESULT build_all(struct veil_engine *e)
 {
     ENG_GUARD_DNNL(dnnl_engine_create(&e->dnnl, dnnl_cpu, 0), NULL, "engine creation");
@@ -311,11 +356,16 @@ static VEIL_RESULT build_all(struct veil_engine *e)
     VEIL_GUARD(build_inputs(e));
     VEIL_GUARD(build_nodes(e));
     VEIL_GUARD(build_outputs(e));
+    for (size_t i = 0; i < e->g.input_count; i++) {
+        int r = eng_value_root(&e->g, e->g.inputs[i]);
+        e->g.values[r].external = input_direct(e, r);
+    }
     size_t arena = 0;
     VEIL_GUARD(eng_plan_memory(e, &arena));
     VEIL_GUARD(veil_secure_alloc(&e->arena, arena, e->opts.lock_memory));
     VEIL_GUARD(veil_secure_alloc(&e->scratch, e->scratch_size ? e->scratch_size : 1, e->opts.lock_memory));
-    return bind(e);
+    VEIL_GUARD(bind(e));
+    return bind_inputs(e);
 }
 
 VEIL_RESULT eng_exec_build(struct veil_engine *e)
@@ -329,11 +379,30 @@ VEIL_RESULT eng_exec_build(struct veil_engine *e)
 
 /* ---- run ------------------------------------------------------------------------------------------------- */
 
+/* Exponent all ones: an infinity or a NaN. Branch-free per block so the scan vectorises. */
 static VEIL_RESULT check_finite(const float *p, size_t count, const char *name)
 {
-    for (size_t i = 0; i < count; i++)
-        VEIL_ENSURE(isfinite(p[i]), VEIL_ERR_ARG, "input '%s' holds %s at element %zu", name,
-                    isnan(p[i]) ? "a NaN" : "an infinity", i);
+    for (size_t i = 0; i < count; i += 4096) {
+        size_t end = count - i < 4096 ? count : i + 4096;
+        uint32_t bad = 0;
+        for (size_t k = i; k < end; k++) {
+            uint32_t bits;
+            memcpy(&bits, &p[k], sizeof bits);
+            bad |= (bits & 0x7f800000u) == 0x7f800000u;
+        }
+        for (size_t k = i; bad && k < end; k++)
+            VEIL_ENSURE(isfinite(p[k]), VEIL_ERR_ARG, "input '%s' holds %s at element %zu", name,
+                        isnan(p[k]) ? "a NaN" : "an infinity", k);
+    }
+    return VEIL_RESULT_OK;
+}
+
+/* Points the input's memory objects at ptr (the caller's buffer for a run, the arena again after it). */
+static VEIL_RESULT point_input(const struct eng_input_bind *b, const void *ptr)
+{
+    for (size_t k = 0; k < b->count; k++)
+        /* oneDNN only reads these (input_direct); its API takes a non-const handle. */
+        ENG_GUARD_DNNL(dnnl_memory_set_data_handle(b->mems[k], (void *)(uintptr_t)ptr), NULL, "input binding");
     return VEIL_RESULT_OK;
 }
 
@@ -343,9 +412,25 @@ static VEIL_RESULT copy_inputs(struct veil_engine *e, const float *const *inputs
         const struct veil_engine_io *io = &e->io_in[i];
         VEIL_ENSURE(inputs[i] != NULL, VEIL_ERR_ARG, "input '%s' is NULL", io->name);
         VEIL_GUARD(check_finite(inputs[i], io->size / 4, io->name));
-        int root = eng_value_root(&e->g, e->g.inputs[i]);
-        memcpy(e->arena.data + e->g.values[root].offset, inputs[i], io->size);
     }
+    for (size_t i = 0; i < e->g.input_count; i++) {
+        if (e->in_binds[i].direct) {
+            VEIL_GUARD(point_input(&e->in_binds[i], inputs[i]));
+            continue;
+        }
+        int root = eng_value_root(&e->g, e->g.inputs[i]);
+        memcpy(e->arena.data + e->g.values[root].offset, inputs[i], e->io_in[i].size);
+    }
+    return VEIL_RESULT_OK;
+}
+
+/* After a run, no memory object keeps a pointer into the caller's buffers. */
+static VEIL_RESULT release_inputs(struct veil_engine *e)
+{
+    for (size_t i = 0; i < e->g.input_count; i++)
+        if (e->in_binds[i].direct)
+            VEIL_GUARD(point_input(&e->in_binds[i],
+                                   e->arena.data + e->g.values[eng_value_root(&e->g, e->g.inputs[i])].offset));
     return VEIL_RESULT_OK;
 }
 
@@ -362,12 +447,15 @@ static VEIL_RESULT run_steps(struct veil_engine *e)
 
 VEIL_RESULT eng_exec_run(struct veil_engine *e, const float *const *inputs, float *const *outputs)
 {
-    VEIL_GUARD(copy_inputs(e, inputs));
+    struct veil_result r = copy_inputs(e, inputs);
     int saved = omp_get_max_threads();
     omp_set_num_threads((int)e->opts.threads);
-    struct veil_result r = run_steps(e);
+    if (veil_ok(r))
+        r = run_steps(e);
     omp_set_num_threads(saved);
+    struct veil_result back = release_inputs(e);
     VEIL_GUARD(r);
+    VEIL_GUARD(back);
     for (size_t i = 0; i < e->g.output_count; i++) {
         int root = eng_value_root(&e->g, e->out_values[i]);
         memcpy(outputs[i], e->arena.data + e->g.values[root].offset, e->io_out[i].size);
@@ -392,6 +480,9 @@ void eng_exec_cleanup(struct veil_engine *e)
     veil_secure_free(&e->arena);
     veil_secure_free(&e->scratch);
     free(e->out_values);
+    for (size_t i = 0; e->in_binds != NULL && i < e->g.input_count; i++)
+        free(e->in_binds[i].mems);
+    free(e->in_binds);
     if (e->stream != NULL)
         dnnl_stream_destroy(e->stream);
     if (e->dnnl != NULL)

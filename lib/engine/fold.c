@@ -344,6 +344,9 @@ struct slice_axis {
 /* ONNX Slice's clamping of one axis; *len receives the output extent. */
 static void slice_clamp(int64_t d, int64_t start, int64_t end, int64_t step, struct slice_axis *a, int64_t *len)
 {
+    /* A step longer than the axis takes at most the first element; bounding it keeps the arithmetic exact. */
+    int64_t far = d > 0 ? d : 1;
+    step = step > far ? far : step < -far ? -far : step;
     start = start < 0 ? (start < -d ? 0 : start + d) : start;
     end = end < 0 ? (end < -d ? -1 : end + d) : end;
     if (step > 0) {

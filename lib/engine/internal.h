@@ -61,6 +61,7 @@ struct eng_value {
     int64_t first, last;            /* step positions of the buffer root: written, last read */
     size_t buf_size;                /* root: bytes of its buffer */
     size_t offset;                  /* root: offset in the arena */
+    int external;                   /* root: a graph input read in place from the caller's buffer, not placed */
 };
 
 /* An attribute, read lazily from the graph bytes (valid during load). */
@@ -160,6 +161,14 @@ struct eng_graph {
     size_t table_size;
 };
 
+/* A graph input that no step writes and that is no graph output is read straight from the caller's buffer:
+ * each run points the memory objects of the steps that read it at that buffer (no copy into the arena). */
+struct eng_input_bind {
+    int direct;
+    dnnl_memory_t *mems;
+    size_t count;
+};
+
 struct veil_engine {
     struct eng_graph g;
     struct veil_engine_options opts;
@@ -173,6 +182,7 @@ struct veil_engine {
     struct veil_secure_mem scratch;
     size_t scratch_size;
     int *out_values;                /* per graph output, the plain value to copy out */
+    struct eng_input_bind *in_binds; /* per graph input: read in place from the caller's buffer, or copied */
     struct veil_engine_io *io_in, *io_out;
 };
 

@@ -509,7 +509,7 @@ VEIL_RESULT eng_plan_memory(struct veil_engine *e, size_t *arena_size)
     if (roots == NULL || tmp == NULL || order == NULL)
         r = veil_error_raise(VEIL_ERR_NOMEM, __FILE__, __LINE__, "out of memory");
     for (size_t v = 0; veil_ok(r) && v < g->value_count; v++)
-        if (g->values[v].alias < 0 && g->values[v].buf_size > 0)
+        if (g->values[v].alias < 0 && g->values[v].buf_size > 0 && !g->values[v].external)
             roots[n++] = (int)v;
     if (veil_ok(r))
         sort_roots(g, roots, n, order);

@@ -1,12 +1,14 @@
 """Veil: seal ONNX models into ``.veil`` files readable only by a holder of the model key.
 
-A thin ctypes front over libveil (include/veil/sealed.h). ``veil.torch`` (the only module that imports torch)
-exports PyTorch modules and seals them in memory. Errors: see ``veil.errors`` for the exception tree.
+A thin ctypes front over libveil (include/veil/sealed.h, include/veil/engine.h): ``Engine`` runs a whole ONNX
+graph, plain or from an opened sealed model, in memory libveil owns. ``veil.torch`` (the only module that
+imports torch) exports PyTorch modules and seals them in memory. Errors: see ``veil.errors`` for the exception tree.
 """
 
 from __future__ import annotations
 
 from ._lib import library_path
+from .engine import Engine, EngineIO
 from .errors import (
     ArgumentError,
     AuthenticationError,
@@ -64,6 +66,8 @@ __all__ = [
     "AuthenticationError",
     "CryptoError",
     "DataAuthenticationError",
+    "Engine",
+    "EngineIO",
     "EvidenceError",
     "ExpiredError",
     "FileError",

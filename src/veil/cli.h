@@ -49,5 +49,6 @@ int cmd_unseal(int argc, char **argv);
 int cmd_rewrap(int argc, char **argv);
 int cmd_run(int argc, char **argv);
 int cmd_attest(int argc, char **argv);
+int cmd_kbs(int argc, char **argv);
 
 #endif

@@ -60,7 +60,7 @@ static const char verify_help[] =
 
 static const char sim_init_help[] =
     "usage: veil attest sim-init --dir DIR\n\n"
-    "Creates a simulation TEE platform key pair (ECDSA P-384) in DIR (created with mode 0700):\n"
+    "Creates a simulation TEE platform key pair (ECDSA P-256) in DIR (created with mode 0700):\n"
     "DIR/platform.key (private, mode 0600) and DIR/platform.pub (give it to verifiers with --sim-key).\n"
     "Never replaces an existing key. The simulation TEE protects nothing; production policies refuse it.\n\n"
     "      --dir DIR   the platform directory (required)\n"

@@ -1,9 +1,11 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /* veil run: runs a plain or sealed ONNX model on one .npy input with the engine, for developers and benchmarks. */
 #include <getopt.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "cli.h"
 #include "core/buf.h"
@@ -22,14 +24,61 @@ static const char run_help[] =
     "  -k, --key KEY         the model key file (required for a sealed model)\n"
     "      --threads N       OpenMP threads for the engine (default: all CPUs)\n"
     "      --repeat N        run N times (for timing; the output of the last run is written)\n"
+    "      --stats           print one JSON line to stdout: load time, median and p99 run time, and this\n"
+    "                        process's peak resident memory (VmHWM)\n"
     "  -h, --help            show this help\n";
 
-enum { OPT_THREADS = 256, OPT_REPEAT };
+enum { OPT_THREADS = 256, OPT_REPEAT, OPT_STATS };
 
 struct run_args {
     const char *model, *input, *output, *key;
     uint64_t threads, repeat;
+    int stats;
 };
+
+/* --stats: wall-clock times (the CLI may read the clock; the library never does). */
+struct run_stats {
+    double load_s;
+    double *run_s;      /* one per run */
+    uint64_t runs;
+};
+
+static double now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+/* VmHWM of this process image, in KiB (getrusage's ru_maxrss would include the exec'ing process's peak). */
+static long peak_rss_kib(void)
+{
+    FILE *f = fopen("/proc/self/status", "r");
+    char line[256];
+    long kib = -1;
+    while (f != NULL && fgets(line, sizeof line, f) != NULL)
+        if (sscanf(line, "VmHWM: %ld kB", &kib) == 1)
+            break;
+    if (f != NULL)
+        fclose(f);
+    return kib;
+}
+
+static int double_cmp(const void *x, const void *y)
+{
+    double a = *(const double *)x, b = *(const double *)y;
+    return (a > b) - (a < b);
+}
+
+static void stats_print(struct run_stats *st)
+{
+    qsort(st->run_s, st->runs, sizeof *st->run_s, double_cmp);
+    double p50 = st->runs % 2 ? st->run_s[st->runs / 2] : (st->run_s[st->runs / 2 - 1] + st->run_s[st->runs / 2]) / 2;
+    uint64_t k = (uint64_t)ceil(0.99 * (double)st->runs);
+    printf("{\"load_s\": %.6f, \"runs\": %llu, \"p50_s\": %.6f, \"p99_s\": %.6f, \"min_s\": %.6f, "
+           "\"peak_rss_kib\": %ld}\n", st->load_s, (unsigned long long)st->runs, p50, st->run_s[k ? k - 1 : 0],
+           st->run_s[0], peak_rss_kib());
+}
 
 static const struct option run_opts[] = {
     {"input", required_argument, NULL, 'i'},
@@ -37,6 +86,7 @@ static const struct option run_opts[] = {
     {"key", required_argument, NULL, 'k'},
     {"threads", required_argument, NULL, OPT_THREADS},
     {"repeat", required_argument, NULL, OPT_REPEAT},
+    {"stats", no_argument, NULL, OPT_STATS},
     {"help", no_argument, NULL, 'h'},
     {NULL, 0, NULL, 0},
 };
@@ -55,6 +105,7 @@ static int parse_opt(struct run_args *a, int c)
         if (cli_parse_u64(optarg, 1, 1000000, &a->repeat) != 0)
             return cli_usage_error("run", "--repeat must be a whole number from 1 to 1000000");
         return CLI_OK;
+    case OPT_STATS: a->stats = 1; return CLI_OK;
     case ':': return cli_usage_error("run", "an option needs a value");
     default: return cli_usage_error("run", "unknown option");
     }
@@ -149,7 +200,7 @@ static int check_input(veil_engine *e, const struct npy_array *x, struct veil_en
     return cli_fail("input '%s' must have shape %s; %s has shape %s", in->name, want, "the .npy file", got);
 }
 
-static int run_and_write(veil_engine *e, const struct run_args *a, const struct npy_array *x)
+static int run_and_write(veil_engine *e, const struct run_args *a, const struct npy_array *x, struct run_stats *stats)
 {
     struct veil_engine_io in, out;
     int rc = check_input(e, x, &in);
@@ -171,9 +222,12 @@ static int run_and_write(veil_engine *e, const struct run_args *a, const struct 
     const float *const inputs[1] = {x->data};
     size_t in_size = x->count * sizeof(float);
     st = VEIL_ERR_NOMEM;
-    for (uint64_t k = 0; k < (a->repeat ? a->repeat : 1) && outs != NULL && sizes != NULL; k++)
+    for (uint64_t k = 0; k < stats->runs && outs != NULL && sizes != NULL; k++) {
+        double t0 = now_s();
         if ((st = veil_engine_run(e, inputs, &in_size, 1, outs, sizes, out_count)) != VEIL_OK)
             break;
+        stats->run_s[k] = now_s() - t0;
+    }
     rc = st == VEIL_OK ? CLI_OK : st == VEIL_ERR_NOMEM && (outs == NULL || sizes == NULL)
                                       ? cli_fail("out of memory") : cli_fail_status(st);
     if (rc == CLI_OK) {
@@ -204,9 +258,20 @@ int cmd_run(int argc, char **argv)
         return cli_fail_status(r.status);
     struct veil_engine_options opts = {.threads = (unsigned)a.threads, .batch = x.rank > 0 ? (uint64_t)x.dims[0] : 0};
     veil_engine *e = NULL;
+    struct run_stats stats = {.runs = a.repeat ? a.repeat : 1};
+    stats.run_s = calloc(stats.runs, sizeof *stats.run_s);
+    if (stats.run_s == NULL) {
+        npy_array_cleanup(&x);
+        return cli_fail("out of memory");
+    }
+    double t0 = now_s();
     rc = sealed ? load_sealed(&a, &opts, &e) : load_plain(&a, &opts, &e);
+    stats.load_s = now_s() - t0;
     if (rc == CLI_OK)
-        rc = run_and_write(e, &a, &x);
+        rc = run_and_write(e, &a, &x, &stats);
+    if (rc == CLI_OK && a.stats)
+        stats_print(&stats);
+    free(stats.run_s);
     veil_engine_free(e);
     npy_array_cleanup(&x);
     return rc;

@@ -20,6 +20,7 @@ static const struct cli_command commands[] = {
     {"rewrap", cmd_rewrap, "rotate the model key of a sealed file without re-encrypting weights"},
     {"run", cmd_run, "run a plain or sealed ONNX model on a .npy input with Veil's engine"},
     {"attest", cmd_attest, "collect, verify and judge TEE attestation evidence"},
+    {"kbs", cmd_kbs, "manage model keys, release policies and the audit log of a veil-kbs broker"},
 };
 
 static void usage(FILE *out)

@@ -11,7 +11,8 @@
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
-static const char trusted_key[] = "-----BEGIN PUBLIC KEY-----\nMHYwEAYHKoZIzj0CAQYFK4EEACIDYgAEBl+2SCTP0ZxIOE1GBAnqThB/XSP5KRgt\nVQvx1fBmy5SkkXoZwdqHoJ997bgkDgNm3fmYeMLnr4+rVueCqsvbfvSzjE4qm8yQ\nRzRxVfORZpSyEcFffquSaqFj87AxvHnq\n-----END PUBLIC KEY-----\n";
+/* The P-256 platform.pub of the platform that signed corpus/evidence/sim.json. */
+static const char trusted_key[] = "-----BEGIN PUBLIC KEY-----\nMFkwEwYHKoZIzj0CAQYIKoZIzj0DAQcDQgAE4wHwp8S7MnVVDyvQcSdcgTu4QaSr\njGwm0xnB4hzgFIiiRLdhApYuVOyJc76GrfbCnyBvrZVGjer/wuRE4uftFA==\n-----END PUBLIC KEY-----\n";
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {

@@ -101,13 +101,22 @@ def test_sim_evidence_matches_the_spec(evidence: Path, platform: Path, app: tupl
     assert ev["report_data"] == RD64.hex()
     measurement = sim_measurement(app[0].read_bytes(), app[1].read_bytes())
     assert ev["measurement"] == measurement.hex()
-    assert ev["platform_key"] == (platform / "platform.pub").read_text()
-    key = serialization.load_pem_public_key(ev["platform_key"].encode())
-    assert isinstance(key, ec.EllipticCurvePublicKey) and key.curve.name == "secp384r1"
-    spki = key.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
-    tbs = b"VEIL-SIM-EVIDENCE-V1\0" + measurement + RD64 + struct.pack("<I", 5) + hashlib.sha384(spki).digest()
+    # platform_key: base64 of the 91-byte DER SubjectPublicKeyInfo of platform.pub, a P-256 key
+    pub = serialization.load_pem_public_key((platform / "platform.pub").read_bytes())
+    assert isinstance(pub, ec.EllipticCurvePublicKey) and pub.curve.name == "secp256r1"
+    spki = base64.b64decode(ev["platform_key"], validate=True)
+    assert base64.b64encode(spki).decode() == ev["platform_key"]
+    assert spki == pub.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+    assert len(spki) == 91 and spki[:27] == bytes.fromhex("3059301306072a8648ce3d020106082a8648ce3d030107034200" "04")
+    assert spki[27:] == pub.public_bytes(serialization.Encoding.X962,
+                                         serialization.PublicFormat.UncompressedPoint)[1:]
+    key = serialization.load_der_public_key(spki)
+    assert isinstance(key, ec.EllipticCurvePublicKey)
+    tbs = b"VEIL-SIM-EVIDENCE-V2\0" + measurement + RD64 + struct.pack("<I", 5) + hashlib.sha384(spki).digest()
     assert len(tbs) == 185
-    key.verify(base64.b64decode(ev["signature"], validate=True), tbs, ec.ECDSA(hashes.SHA384()))
+    sig = base64.b64decode(ev["signature"], validate=True)
+    assert len(sig) <= 72
+    key.verify(sig, tbs, ec.ECDSA(hashes.SHA256()))
 
 
 def test_verify_without_policy(evidence: Path, platform: Path) -> None:
@@ -133,6 +142,13 @@ def test_verify_refusals(tmp_path: Path, evidence: Path, platform: Path) -> None
     forged = tmp_path / "forged.json"
     forged.write_text(json.dumps(ev))
     assert_failed(veil("attest", "verify", forged, "--sim-key", platform / "platform.pub"), "signature")
+    ev["svn"] = 5
+    ev["platform_key"] = (platform / "platform.pub").read_text()  # the V1 form: PEM in the evidence
+    forged.write_text(json.dumps(ev))
+    assert_failed(veil("attest", "verify", forged, "--sim-key", platform / "platform.pub"), '"platform_key"')
+    bad_key = tmp_path / "bad.pub"
+    bad_key.write_text("-----BEGIN PUBLIC KEY-----\nAAAA\n-----END PUBLIC KEY-----\n")
+    assert_failed(veil("attest", "verify", evidence, "--sim-key", bad_key), "not a PEM P-256 public key")
     junk = tmp_path / "junk.json"
     junk.write_text("{not json")
     assert_failed(veil("attest", "verify", junk), "not valid JSON")

@@ -1,6 +1,7 @@
-"""The engine end to end through `veil run`: torchvision models with random (seeded) weights, exported the way
-veil.torch exports them (BatchNormalization kept), run on the plain ONNX file and on the sealed .veil file, and
-compared with PyTorch eager and onnxruntime: max|diff| <= 1e-4 * max|logit| and the same top-5, batch 1 and 8.
+"""The engine end to end through `veil run`: torchvision models and EfficientNet-Lite0 (efficientnet_lite_pytorch)
+with random (seeded) weights, exported the way veil.torch exports them (BatchNormalization kept), run on the
+plain ONNX file and on the sealed .veil file, and compared with PyTorch eager and onnxruntime:
+max|diff| <= 1e-4 * max|logit| and the same top-5, batch 1 and 8.
 Plus the CLI's refusals: wrong input shape, NaN input, unsupported operator, sealed model without its key."""
 
 from __future__ import annotations
@@ -45,11 +46,18 @@ class Exported:
     session: ort.InferenceSession
 
 
+def _module(name: str) -> torch.nn.Module:
+    torch.manual_seed(0)
+    if name == "efficientnet_lite0":
+        lite = pytest.importorskip("efficientnet_lite_pytorch")
+        return lite.EfficientNet.from_name("efficientnet-lite0").eval()  # random weights: nothing is downloaded
+    return getattr(torchvision.models, name)(weights=None).eval()
+
+
 def _export(name: str, tmp: Path) -> Exported:
     from veil.torch import export_onnx
 
-    torch.manual_seed(0)
-    module = getattr(torchvision.models, name)(weights=None).eval()
+    module = _module(name)
     data = export_onnx(module, torch.randn(1, 3, 224, 224))
     assert any(n.op_type == "BatchNormalization" for n in onnx.load_from_string(data).graph.node)
     onnx_path, sealed_path, key_path = tmp / f"{name}.onnx", tmp / f"{name}.veil", tmp / "model.key"
@@ -122,6 +130,17 @@ def test_mobilenet_v2(batch: int, workdir: Path, tmp_path: Path) -> None:
 @pytest.mark.parametrize("batch", [1, 8])
 def test_resnet50(batch: int, workdir: Path, tmp_path: Path) -> None:
     check_model("resnet50", batch, workdir, tmp_path, sealed=batch == 1)
+
+
+@pytest.mark.filterwarnings("ignore:Constant folding")  # the exporter leaves the pads' Slice unfolded
+@pytest.mark.parametrize("batch", [1, 8])
+def test_efficientnet_lite0(batch: int, workdir: Path, tmp_path: Path) -> None:
+    # Its export keeps TensorFlow-style "same" padding as Pad nodes fed by shape arithmetic (ConstantOfShape,
+    # Concat, Reshape, Slice, Transpose, Cast) and flattens with Shape/Gather/Unsqueeze/Concat/Reshape: the
+    # engine folds the arithmetic at load and the pads into the convolutions.
+    graph = onnx.load_from_string(exported("efficientnet_lite0", workdir).onnx_path.read_bytes()).graph
+    assert {"Pad", "Slice", "Shape", "Gather"} <= {n.op_type for n in graph.node}
+    check_model("efficientnet_lite0", batch, workdir, tmp_path, sealed=batch == 1)
 
 
 @pytest.mark.slow

@@ -14,10 +14,14 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <openssl/bio.h>
 #include <openssl/evp.h>
+#include <openssl/pem.h>
+#include <openssl/x509.h>
 
 #include "attest/attest_internal.h"
 #include "core/cursor.h"
+#include "core/limits.h"
 #include "testutil.h"
 #include "veil/attest.h"
 
@@ -184,7 +188,8 @@ static void test_sim_init_files(void **state)
     assert_memory_equal(key, key2, n);
     free(key);
     free(key2);
-    assert_non_null(strstr(f->pub, "BEGIN PUBLIC KEY"));
+    /* a P-256 key: its SPKI prefix in base64 */
+    assert_int_equal(strncmp(f->pub, "-----BEGIN PUBLIC KEY-----\nMFkwEwYHKoZIzj0CAQYIKoZIzj0DAQcDQgAE", 63), 0);
     assert_int_equal(veil_sim_init(tu_path(0, f->dir, "app.bin"), NULL), VEIL_ERR_IO); /* not a directory */
 }
 
@@ -236,6 +241,223 @@ static void test_sim_untrusted_key(void **state)
     assert_int_equal(veil_evidence_verify((const uint8_t *)ev, strlen(ev), VEIL_TEE_AUTO, &o, &c), VEIL_OK);
     veil_free(other);
     veil_free(ev);
+}
+
+/* ---- the platform key ---- */
+
+/* ev with member key replaced by value (consumed); free() the result. */
+static char *ev_with(const char *ev, const char *key, json_t *value)
+{
+    json_t *j = json_loads(ev, 0, NULL);
+    assert_non_null(j);
+    assert_int_equal(json_object_set_new(j, key, value), 0);
+    char *s = json_dumps(j, JSON_COMPACT);
+    json_decref(j);
+    assert_non_null(s);
+    return s;
+}
+
+static json_t *b64_string(const uint8_t *data, size_t size)
+{
+    char *s = NULL;
+    assert_true(veil_ok(veil_b64_encode(VEIL_B64_STD, data, size, &s)));
+    json_t *v = json_string(s);
+    free(s);
+    return v;
+}
+
+/* PEM armour around der: cols base64 characters a line, each line ended by eol. free() the result. */
+static char *pem_of(const uint8_t *der, size_t size, size_t cols, const char *eol)
+{
+    char *b64 = NULL;
+    assert_true(veil_ok(veil_b64_encode(VEIL_B64_STD, der, size, &b64)));
+    size_t n = strlen(b64), cap = n + 128 + (n / cols + 3) * strlen(eol);
+    char *out = calloc(1, cap);
+    snprintf(out, cap, "-----BEGIN PUBLIC KEY-----%s", eol);
+    for (size_t i = 0; i < n; i += cols) {
+        strncat(out, b64 + i, cols);
+        strcat(out, eol);
+    }
+    strcat(out, "-----END PUBLIC KEY-----");
+    strcat(out, eol);
+    free(b64);
+    return out;
+}
+
+/* The DER SPKI of a PEM public key, through OpenSSL's own decoder (an independent reading of platform.pub). */
+static size_t openssl_spki(const char *pem, uint8_t *out, size_t cap)
+{
+    BIO *bio = BIO_new_mem_buf(pem, -1);
+    EVP_PKEY *k = PEM_read_bio_PUBKEY(bio, NULL, NULL, NULL);
+    assert_non_null(k);
+    unsigned char *der = NULL;
+    int n = i2d_PUBKEY(k, &der);
+    assert_true(n > 0 && (size_t)n <= cap);
+    memcpy(out, der, (size_t)n);
+    OPENSSL_free(der);
+    EVP_PKEY_free(k);
+    BIO_free(bio);
+    return (size_t)n;
+}
+
+static size_t ev_platform_key(const char *ev, uint8_t *out, size_t cap)
+{
+    json_t *j = json_loads(ev, 0, NULL);
+    struct veil_buf b = {0};
+    assert_true(veil_ok(veil_json_b64(j, "platform_key", VEIL_B64_STD, 1, 0, 4096, VEIL_ERR_EVIDENCE, "t", &b,
+                                      NULL)));
+    assert_true(b.size <= cap);
+    memcpy(out, b.data, b.size);
+    size_t n = b.size;
+    veil_buf_cleanup(&b);
+    json_decref(j);
+    return n;
+}
+
+/* docs/spec/evidence.md: platform_key is base64 of the 91-byte DER SPKI of platform.pub; anything else, including
+ * the old PEM form, another curve, a compressed point or a point off the curve, is malformed evidence. */
+static void test_sim_platform_key(void **state)
+{
+    struct sim_fixture *f = *state;
+    uint8_t rd[VEIL_REPORT_DATA_SIZE] = {0}, der[256], want[256];
+    char *ev = sim_collect(f, rd, 1);
+    struct veil_claims c;
+    size_t n = ev_platform_key(ev, der, sizeof der);
+    assert_int_equal(n, VEIL_SIM_SPKI_SIZE);
+    assert_int_equal(openssl_spki(f->pub, want, sizeof want), n);
+    assert_memory_equal(der, want, n);
+    static const uint8_t prefix[] = {0x30, 0x59, 0x30, 0x13, 0x06, 0x07, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x02, 0x01, 0x06,
+                                     0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07, 0x03, 0x42, 0x00, 0x04};
+    assert_memory_equal(der, prefix, sizeof prefix);
+
+    /* the old form: PEM in the evidence */
+    char *bad = ev_with(ev, "platform_key", json_string(f->pub));
+    assert_int_equal(sim_verify(bad, strlen(bad), f->pub, &c), VEIL_ERR_EVIDENCE);
+    free(bad);
+    /* a P-384 key, and a compressed P-256 point (prefix and length differ) */
+    EVP_PKEY *p384 = EVP_EC_gen("P-384");
+    unsigned char *d384 = NULL;
+    int n384 = i2d_PUBKEY(p384, &d384);
+    bad = ev_with(ev, "platform_key", b64_string(d384, (size_t)n384));
+    assert_int_equal(sim_verify(bad, strlen(bad), f->pub, &c), VEIL_ERR_EVIDENCE);
+    free(bad);
+    OPENSSL_free(d384);
+    EVP_PKEY_free(p384);
+    uint8_t compressed[59];
+    memcpy(compressed, der, 23);
+    compressed[23] = 0x03, compressed[24] = 0x22, compressed[25] = 0x00, compressed[26] = 0x02;
+    memcpy(compressed + 27, der + 27, 32);
+    compressed[1] = 0x39;
+    bad = ev_with(ev, "platform_key", b64_string(compressed, sizeof compressed));
+    assert_int_equal(sim_verify(bad, strlen(bad), f->pub, &c), VEIL_ERR_EVIDENCE);
+    free(bad);
+    /* off the curve, or a coordinate >= p: refused as malformed even when the very same bytes are trusted */
+    for (int k = 0; k < 2; k++) {
+        uint8_t off[VEIL_SIM_SPKI_SIZE];
+        memcpy(off, der, sizeof off);
+        if (k == 0)
+            off[sizeof off - 1] ^= 1;
+        else
+            memset(off + 27, 0xff, 32);
+        char *trusted = pem_of(off, sizeof off, 64, "\n");
+        bad = ev_with(ev, "platform_key", b64_string(off, sizeof off));
+        assert_int_equal(sim_verify(bad, strlen(bad), trusted, &c), VEIL_ERR_EVIDENCE);
+        assert_non_null(strstr(veil_last_error(), "not a point on P-256"));
+        free(bad);
+        free(trusted);
+    }
+    /* a signature longer than any P-256 DER signature */
+    uint8_t sig[VEIL_SIM_SIG_MAX_SIZE + 1] = {0x30};
+    bad = ev_with(ev, "signature", b64_string(sig, sizeof sig));
+    assert_int_not_equal(sim_verify(bad, strlen(bad), f->pub, &c), VEIL_OK);
+    free(bad);
+    assert_int_equal(sim_verify(ev, strlen(ev), f->pub, &c), VEIL_OK);
+    veil_free(ev);
+}
+
+/* Trusted keys are PEM, unwrapped without OpenSSL's decoders: any line width, LF or CRLF, blanks around; nothing
+ * else. */
+static void test_sim_trusted_pem(void **state)
+{
+    struct sim_fixture *f = *state;
+    uint8_t rd[VEIL_REPORT_DATA_SIZE] = {0}, der[VEIL_SIM_SPKI_SIZE];
+    char *ev = sim_collect(f, rd, 1);
+    struct veil_claims c;
+    assert_int_equal(ev_platform_key(ev, der, sizeof der), sizeof der);
+    static const size_t widths[] = {64, 76, 1, 124};
+    for (size_t i = 0; i < 4; i++) {
+        char *pem = pem_of(der, sizeof der, widths[i], i % 2 ? "\r\n" : "\n");
+        assert_int_equal(sim_verify(ev, strlen(ev), pem, &c), VEIL_OK);
+        free(pem);
+    }
+    char buf[1024];
+    snprintf(buf, sizeof buf, "\n  %.*s\n\n", (int)(strlen(f->pub) - 1), f->pub); /* no final line break */
+    assert_int_equal(sim_verify(ev, strlen(ev), buf, &c), VEIL_OK);
+
+    char *good = pem_of(der, sizeof der, 64, "\n");
+    const char *line2 = strchr(good, '\n') + 1, *line3 = strchr(line2, '\n') + 1;
+    /* before || good[0..cut) || mid || good[cut..) || after, where cut is the end of the first base64 line (its
+     * line break dropped when split is set) */
+    struct {
+        const char *before, *mid, *after;
+        int split;
+    } bad[] = {
+        {"junk\n", "", "", 0},
+        {"", "", "-", 0},
+        {"-----BEGIN EC PUBLIC KEY-----\n", "", "", 0},
+        {"", "\n\n", "", 1}, /* an empty line */
+        {"", " \n", "", 1},   /* a blank inside a line */
+        {"", "\r", "", 1},    /* CR alone */
+        {"", "=\n", "", 1},   /* padding in the middle */
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        int cut = bad[i].split ? (int)(line3 - good - 1) : (int)strlen(good);
+        snprintf(buf, sizeof buf, "%s%.*s%s%s%s", bad[i].before, cut, good, bad[i].mid,
+                 bad[i].split ? line3 : "", bad[i].after);
+        if (sim_verify(ev, strlen(ev), buf, &c) != VEIL_ERR_ARG)
+            fail_msg("trusted key %zu accepted or wrong error: %s", i, buf);
+        assert_non_null(strstr(veil_last_error(), "trusted simulation key 0"));
+    }
+    free(good);
+    /* another curve */
+    EVP_PKEY *p384 = EVP_EC_gen("P-384");
+    unsigned char *d384 = NULL;
+    int n384 = i2d_PUBKEY(p384, &d384);
+    char *pem384 = pem_of(d384, (size_t)n384, 64, "\n");
+    assert_int_equal(sim_verify(ev, strlen(ev), pem384, &c), VEIL_ERR_ARG);
+    free(pem384);
+    OPENSSL_free(d384);
+    EVP_PKEY_free(p384);
+    /* too large */
+    char *huge = malloc(VEIL_SIM_KEY_MAX_SIZE + 2);
+    memset(huge, ' ', VEIL_SIM_KEY_MAX_SIZE + 1);
+    huge[VEIL_SIM_KEY_MAX_SIZE + 1] = '\0';
+    assert_int_equal(sim_verify(ev, strlen(ev), huge, &c), VEIL_ERR_LIMIT);
+    free(huge);
+    veil_free(ev);
+}
+
+/* A platform made before the switch to P-256 (a P-384 platform.key) is refused with a hint, not used. */
+static void test_sim_old_p384_platform(void **state)
+{
+    struct sim_fixture *f = *state;
+    char plat[512];
+    snprintf(plat, sizeof plat, "%s/old", f->dir);
+    assert_int_equal(mkdir(plat, 0700), 0);
+    EVP_PKEY *k = EVP_EC_gen("P-384");
+    BIO *bio = BIO_new(BIO_s_mem());
+    assert_int_equal(PEM_write_bio_PrivateKey(bio, k, NULL, NULL, 0, NULL, NULL), 1);
+    char *data = NULL;
+    long n = BIO_get_mem_data(bio, &data);
+    tu_write(tu_path(0, plat, "platform.key"), data, (size_t)n);
+    BIO_free(bio);
+    EVP_PKEY_free(k);
+    struct veil_provider_config cfg = {.sim_dir = plat, .sim_executable = f->exe};
+    uint8_t rd[VEIL_REPORT_DATA_SIZE] = {0};
+    char *ev = NULL;
+    assert_int_equal(veil_evidence_collect(VEIL_TEE_SIM, &cfg, rd, &ev), VEIL_ERR_ARG);
+    assert_non_null(strstr(veil_last_error(), "not an ECDSA P-256 key"));
+    assert_null(ev);
 }
 
 /* Every byte of the evidence, flipped in its low bit, is refused; so is every truncation. */
@@ -636,6 +858,9 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_sim_init_files, sim_setup, sim_teardown),
         cmocka_unit_test_setup_teardown(test_sim_round_trip, sim_setup, sim_teardown),
         cmocka_unit_test_setup_teardown(test_sim_untrusted_key, sim_setup, sim_teardown),
+        cmocka_unit_test_setup_teardown(test_sim_platform_key, sim_setup, sim_teardown),
+        cmocka_unit_test_setup_teardown(test_sim_trusted_pem, sim_setup, sim_teardown),
+        cmocka_unit_test_setup_teardown(test_sim_old_p384_platform, sim_setup, sim_teardown),
         cmocka_unit_test_setup_teardown(test_sim_every_byte_flip_refused, sim_setup, sim_teardown),
         cmocka_unit_test_setup_teardown(test_sim_malformed, sim_setup, sim_teardown),
         cmocka_unit_test(test_sample),

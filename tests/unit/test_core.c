@@ -321,6 +321,11 @@ static void test_json_b64(void **state)
     assert_int_equal(b64("AAAAAA", VEIL_B64_URL, 3, 3, &b), VEIL_ERR_EVIDENCE);
     assert_int_equal(b64("AAAAAAAAAAAAAAAAAAAAAAAA", VEIL_B64_URL, 3, 3, &b), VEIL_ERR_EVIDENCE);
     assert_int_equal(b.size, 9);
+    /* too short into a buffer that was never allocated (found by fuzz_kbs: no arithmetic on its NULL data) */
+    VEIL_DEFER(veil_buf_cleanup) struct veil_buf empty = {0};
+    assert_int_equal(b64("", VEIL_B64_STD, 1, 4, &empty), VEIL_ERR_EVIDENCE);
+    assert_null(empty.data);
+    assert_int_equal(empty.size, 0);
 
     /* absent members: *present says so, required ones fail */
     VEIL_DEFER(veil_json_done) json_t *j = json_object();

@@ -525,6 +525,81 @@ static void test_malformed_never_crashes(void **state)
     veil_buf_cleanup(&m);
 }
 
+/* TensorFlow-style "same" padding as exporters leave it: the pads computed by shape arithmetic (Concat, Slice,
+ * Cast of constants) feed a Pad that the engine folds into the Conv; the output is flattened through
+ * Shape -> Gather -> Unsqueeze -> Concat -> Reshape, evaluated at load. */
+static void test_folded_pads_and_shape_arithmetic(void **state)
+{
+    (void)state;
+    const struct conv_ref p = {.n = 1, .c = 3, .h = 5, .w = 5, .m = 2, .kh = 3, .kw = 3, .group = 1, .sh = 1,
+                               .sw = 1, .dh = 1, .dw = 1, .pt = 1, .pl = 0, .pb = 2, .pr = 1};
+    float x[75], w[54], b[2], y[48], r[48];
+    fill(x, 75, 1);
+    fill(w, 54, 2);
+    fill(b, 2, 3);
+    struct veil_buf g = {0}, m;
+    const struct attr begin[] = {A_INTS4("value_ints", 0, 0, 1, 0)}, end[] = {A_INTS4("value_ints", 0, 0, 2, 1)};
+    const struct attr zero[] = {A_INT("value_int", 0)}, eight[] = {{"value_ints", 'I', 0, 0, {8}, 1}};
+    const struct attr axis0[] = {{"value_ints", 'I', 0, 0, {0}, 1}}, minus1[] = {{"value_ints", 'I', 0, 0, {-1}, 1}};
+    const struct attr cat[] = {A_INT("axis", 0)}, to64[] = {A_INT("to", 7)}, gax[] = {A_INT("axis", 0)};
+    node(&g, "Constant", (const char *[]){NULL}, "begin", begin, 1);
+    node(&g, "Constant", (const char *[]){NULL}, "end", end, 1);
+    node(&g, "Constant", (const char *[]){NULL}, "zero", zero, 1);
+    node(&g, "Constant", (const char *[]){NULL}, "eight", eight, 1);
+    node(&g, "Constant", (const char *[]){NULL}, "axis0", axis0, 1);
+    node(&g, "Constant", (const char *[]){NULL}, "minus1", minus1, 1);
+    node(&g, "Concat", (const char *[]){"begin", "end", NULL}, "pads8", cat, 1);
+    node(&g, "Slice", (const char *[]){"pads8", "axis0", "eight", NULL}, "sliced", NULL, 0);
+    node(&g, "Cast", (const char *[]){"sliced", NULL}, "pads", to64, 1);
+    node(&g, "Pad", (const char *[]){"x", "pads", NULL}, "xp", NULL, 0);
+    node(&g, "Conv", (const char *[]){"xp", "w", "b", NULL}, "c", NULL, 0);
+    node(&g, "Shape", (const char *[]){"x", NULL}, "shape", NULL, 0);
+    node(&g, "Gather", (const char *[]){"shape", "zero", NULL}, "n", gax, 1);
+    node(&g, "Unsqueeze", (const char *[]){"n", "axis0", NULL}, "n1", NULL, 0);
+    node(&g, "Concat", (const char *[]){"n1", "minus1", NULL}, "flat", cat, 1);
+    node(&g, "Reshape", (const char *[]){"c", "flat", NULL}, "y", NULL, 0);
+    int64_t xd[4] = {1, 3, 5, 5}, wd[4] = {2, 3, 3, 3}, bd[1] = {2}, yd[2] = {1, 48};
+    initializer(&g, "w", wd, 4, w);
+    initializer(&g, "b", bd, 1, b);
+    value_info(&g, 11, "x", xd, 4);
+    value_info(&g, 12, "y", yd, 2);
+    model(&g, &m);
+    veil_engine *e = load(&m);
+    struct veil_engine_io out;
+    assert_int_equal(veil_engine_output(e, 0, &out), VEIL_OK);
+    assert_int_equal(out.rank, 2);
+    assert_int_equal(out.dims[1], 48);
+    run1(e, x, 75, y, 48);
+    conv_reference(&p, x, w, b, r);
+    assert_close(y, r, 48, 1e-5);
+    veil_engine_free(e);
+}
+
+static void test_fold_only_op_on_activation_refused(void **state)
+{
+    (void)state;
+    struct veil_buf g = {0}, m;
+    int64_t xd[2] = {2, 2};
+    const struct attr perm[] = {A_INTS2("perm", 1, 0)};
+    node(&g, "Transpose", (const char *[]){"x", NULL}, "y", perm, 1);
+    relu_graph(&g, xd, 2);
+    model(&g, &m);
+    expect_load_error(&m, VEIL_ERR_UNSUPPORTED, "only on constants");
+}
+
+static void test_pad_without_conv_refused(void **state)
+{
+    (void)state;
+    struct veil_buf g = {0}, m;
+    int64_t xd[2] = {2, 2};
+    const struct attr pads[] = {A_INTS4("value_ints", 0, 0, 0, 0)};
+    node(&g, "Constant", (const char *[]){NULL}, "pads", pads, 1);
+    node(&g, "Pad", (const char *[]){"x", "pads", NULL}, "y", NULL, 0);
+    relu_graph(&g, xd, 2);
+    model(&g, &m);
+    expect_load_error(&m, VEIL_ERR_UNSUPPORTED, "Pad is supported only");
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -540,6 +615,9 @@ int main(void)
         cmocka_unit_test(test_absurd_shape_refused),
         cmocka_unit_test(test_wrong_input_and_nan),
         cmocka_unit_test(test_malformed_never_crashes),
+        cmocka_unit_test(test_folded_pads_and_shape_arithmetic),
+        cmocka_unit_test(test_fold_only_op_on_activation_refused),
+        cmocka_unit_test(test_pad_without_conv_refused),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

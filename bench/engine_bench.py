@@ -1,0 +1,176 @@
+"""The engine's benchmarks, driven by bench/run.py (`make bench`); each measurement runs in a fresh process so
+the three OpenMP/thread pools (libgomp under oneDNN, PyTorch's, onnxruntime's) never compete for the cores.
+
+    engine_bench.py prepare MODEL                 export MODEL to build/bench/MODEL.onnx (random, seeded weights)
+    engine_bench.py latency FRAMEWORK MODEL BATCH RUNS WARMUP THREADS
+                                                  one JSON line: load_s, p50_s, p99_s, mean_s (in-process timing)
+    engine_bench.py serve FRAMEWORK MODEL BATCH THREADS
+                                                  loads, prints {"load_s": ...}, then for each line "N" read from
+                                                  stdin runs N times and prints {"times": [...]}; "W N" warms up
+                                                  (bench/run.py alternates the three frameworks' servers in rounds
+                                                  so that load from other processes hits them alike)
+    engine_bench.py torch_rss MODEL_STATE          peak RSS (VmHWM) of a process running ResNet-50 in PyTorch
+
+FRAMEWORK: veil (veil.Engine over ctypes: the timed call is veil_engine_run plus the ctypes call and the
+allocation of the output array), torch (eager, torch.inference_mode, torch.set_num_threads), ort
+(onnxruntime, intra_op_num_threads, inter_op_num_threads 1, sequential execution).
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+WORK = ROOT / "build" / "bench"
+MODELS = ("resnet50", "resnet18", "mobilenet_v2", "efficientnet_lite0")
+
+
+def module(name: str):  # noqa: ANN201 - torch is imported lazily
+    import torch
+    import torchvision
+
+    torch.manual_seed(0)
+    if name == "efficientnet_lite0":
+        from efficientnet_lite_pytorch import EfficientNet
+
+        return EfficientNet.from_name("efficientnet-lite0").eval()
+    return getattr(torchvision.models, name)(weights=None).eval()
+
+
+def onnx_path(name: str) -> Path:
+    return WORK / f"{name}.onnx"
+
+
+def prepare(name: str) -> None:
+    import warnings
+
+    import torch
+
+    from veil.torch import export_onnx
+
+    path = onnx_path(name)
+    if path.exists():
+        return
+    WORK.mkdir(parents=True, exist_ok=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        data = export_onnx(module(name), torch.randn(1, 3, 224, 224))
+    tmp = path.with_suffix(".tmp")
+    tmp.write_bytes(data)
+    tmp.rename(path)
+
+
+def vm_hwm_kib() -> int:
+    """Peak resident set of this process image (/proc/self/status VmHWM; ru_maxrss would inherit across exec)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1])
+    return -1
+
+
+def runner(framework: str, name: str, batch: int, threads: int):  # noqa: ANN201
+    data = onnx_path(name).read_bytes()
+    if framework == "veil":
+        import veil
+
+        engine = veil.Engine.from_onnx(data, threads=threads, batch=batch)
+        return lambda x: engine.run(x)[0]
+    if framework == "ort":
+        import onnxruntime as ort
+
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = threads
+        opts.inter_op_num_threads = 1
+        opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        session = ort.InferenceSession(data, opts, providers=["CPUExecutionProvider"])
+        return lambda x: session.run(None, {"input": x})[0]
+    if framework == "torch":
+        import torch
+
+        torch.set_num_threads(threads)
+        model = module(name)
+
+        def run(x: np.ndarray) -> np.ndarray:
+            with torch.inference_mode():
+                return model(torch.from_numpy(x)).numpy()
+
+        return run
+    raise SystemExit(f"unknown framework {framework}")
+
+
+def latency(framework: str, name: str, batch: int, runs: int, warmup: int, threads: int) -> dict:
+    x = np.random.default_rng(0).standard_normal((batch, 3, 224, 224)).astype(np.float32)
+    t0 = time.perf_counter()
+    run = runner(framework, name, batch, threads)
+    load = time.perf_counter() - t0
+    for _ in range(warmup):
+        run(x)
+    times = []
+    for _ in range(runs):
+        t = time.perf_counter()
+        run(x)
+        times.append(time.perf_counter() - t)
+    times.sort()
+    p99 = times[min(len(times) - 1, int(np.ceil(0.99 * len(times))) - 1)]
+    return {"load_s": load, "p50_s": statistics.median(times), "p99_s": p99, "mean_s": statistics.fmean(times),
+            "min_s": times[0], "runs": runs, "warmup": warmup, "peak_rss_kib": vm_hwm_kib()}
+
+
+def serve(framework: str, name: str, batch: int, threads: int) -> None:
+    x = np.random.default_rng(0).standard_normal((batch, 3, 224, 224)).astype(np.float32)
+    t0 = time.perf_counter()
+    run = runner(framework, name, batch, threads)
+    print(json.dumps({"load_s": time.perf_counter() - t0}), flush=True)
+    for line in sys.stdin:
+        words = line.split()
+        if not words:
+            break
+        times = []
+        for _ in range(int(words[-1])):
+            t = time.perf_counter()
+            run(x)
+            times.append(time.perf_counter() - t)
+        print(json.dumps({"times": [] if words[0] == "W" else times}), flush=True)
+
+
+def torch_rss(state: Path, threads: int) -> dict:
+    import torch
+    import torchvision
+
+    torch.set_num_threads(threads)
+    base = vm_hwm_kib()
+    model = torchvision.models.resnet50(weights=None).eval()
+    model.load_state_dict(torch.load(state, weights_only=True, mmap=False))
+    x = torch.from_numpy(np.random.default_rng(0).standard_normal((1, 3, 224, 224)).astype(np.float32))
+    with torch.inference_mode():
+        for _ in range(3):
+            model(x)
+    return {"peak_rss_kib": vm_hwm_kib(), "base_rss_kib": base}
+
+
+def main(argv: list[str]) -> int:
+    if argv[1] == "prepare":
+        prepare(argv[2])
+        return 0
+    if argv[1] == "latency":
+        framework, name = argv[2], argv[3]
+        batch, runs, warmup, threads = map(int, argv[4:8])
+        print(json.dumps(latency(framework, name, batch, runs, warmup, threads)), flush=True)
+        return 0
+    if argv[1] == "serve":
+        serve(argv[2], argv[3], int(argv[4]), int(argv[5]))
+        return 0
+    if argv[1] == "torch_rss":
+        print(json.dumps(torch_rss(Path(argv[2]), int(argv[3]))), flush=True)
+        return 0
+    raise SystemExit(__doc__)
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))

@@ -1,0 +1,234 @@
+"""Veil's inference engine (include/veil/engine.h) over ctypes: load a whole ONNX graph, run it on numpy arrays.
+
+The engine runs the graph on oneDNN in memory libveil owns; weights are folded and reordered once at load,
+straight from the bytes given (a plain ONNX buffer, or an opened SealedModel's decrypted tensors): Python
+makes no copy of them, and the source may be closed as soon as the engine is built. Inputs are float32 arrays
+of the planned shapes (dimension 0 of a symbolic batch takes ``batch``); NaN and infinity are refused.
+
+    with veil.open_model("m.veil", key) as model:
+        engine = veil.Engine.from_model(model, threads=2)
+    (logits,) = engine.run(x)
+
+An Engine serialises its own runs (one arena of activations); use one Engine per thread for parallelism.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import threading
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Union
+
+import numpy as np
+
+from . import _lib
+from .errors import ArgumentError
+from .sealed import SealedModel
+
+__all__ = ["Engine", "EngineIO"]
+
+PathLike = Union[str, "os.PathLike[str]"]
+_MAX_RANK = 6  # VEIL_ENGINE_MAX_RANK; checked against veil_engine_max_rank() when the library is bound
+
+
+class _Options(ctypes.Structure):
+    """struct veil_engine_options"""
+
+    _fields_ = [("threads", ctypes.c_uint), ("batch", ctypes.c_uint64), ("lock_memory", ctypes.c_int)]
+
+
+class _IO(ctypes.Structure):
+    """struct veil_engine_io"""
+
+    _fields_ = [
+        ("name", ctypes.c_char_p),
+        ("rank", ctypes.c_uint32),
+        ("dims", ctypes.c_int64 * _MAX_RANK),
+        ("size", ctypes.c_size_t),
+    ]
+
+
+_P = ctypes.c_void_p
+_SZ = ctypes.c_size_t
+_SIGNATURES: dict[str, tuple[object, list[object]]] = {
+    "veil_engine_max_rank": (_SZ, []),
+    "veil_engine_load_onnx": (ctypes.c_int, [_P, _SZ, ctypes.POINTER(_Options), ctypes.POINTER(_P)]),
+    "veil_engine_load_model": (ctypes.c_int, [_P, ctypes.POINTER(_Options), ctypes.POINTER(_P)]),
+    "veil_engine_input_count": (_SZ, [_P]),
+    "veil_engine_output_count": (_SZ, [_P]),
+    "veil_engine_input": (ctypes.c_int, [_P, _SZ, ctypes.POINTER(_IO)]),
+    "veil_engine_output": (ctypes.c_int, [_P, _SZ, ctypes.POINTER(_IO)]),
+    "veil_engine_run": (ctypes.c_int, [_P, ctypes.POINTER(_P), ctypes.POINTER(_SZ), _SZ, ctypes.POINTER(_P),
+                                       ctypes.POINTER(_SZ), _SZ]),
+    "veil_engine_free": (None, [_P]),
+}
+_bound: ctypes.CDLL | None = None
+_bind_lock = threading.Lock()
+
+
+def _cdll() -> ctypes.CDLL:
+    """libveil with the engine's signatures declared (once)."""
+    global _bound
+    if _bound is None:
+        with _bind_lock:
+            if _bound is None:
+                cdll = _lib.lib()
+                for name, (restype, argtypes) in _SIGNATURES.items():
+                    fn = getattr(cdll, name)
+                    fn.restype = restype
+                    fn.argtypes = argtypes
+                if cdll.veil_engine_max_rank() != _MAX_RANK:
+                    raise ArgumentError(f"incompatible libveil: engine max rank {cdll.veil_engine_max_rank()}")
+                _bound = cdll
+    return _bound
+
+
+@dataclass(frozen=True)
+class EngineIO:
+    """One graph input or output: its name and planned shape (float32, C order)."""
+
+    name: str
+    shape: tuple[int, ...]
+
+    @property
+    def size(self) -> int:
+        """Bytes of float32 data."""
+        return 4 * int(np.prod(self.shape, dtype=np.int64))
+
+
+def _options(threads: int | None, batch: int | None, lock_memory: bool) -> _Options:
+    if threads is not None and threads < 1:
+        raise ArgumentError("threads must be >= 1 (or None for every online CPU)")
+    if batch is not None and batch < 1:
+        raise ArgumentError("batch must be >= 1 (or None for 1)")
+    return _Options(threads or 0, batch or 0, 1 if lock_memory else 0)
+
+
+class Engine:
+    """A loaded, planned model. Build one with Engine.from_onnx or Engine.from_model; close() (or use it as a
+    context manager) wipes its weights and activations now rather than when it is garbage collected."""
+
+    def __init__(self, ptr: int) -> None:
+        self._ptr: int | None = ptr
+        self._lock = threading.Lock()
+        cdll = _cdll()
+        self.inputs: tuple[EngineIO, ...] = self._describe(cdll.veil_engine_input_count(ptr), cdll.veil_engine_input)
+        self.outputs: tuple[EngineIO, ...] = self._describe(cdll.veil_engine_output_count(ptr),
+                                                            cdll.veil_engine_output)
+        # The argument arrays of veil_engine_run, built once: a run only fills in the data pointers.
+        n_in, n_out = max(len(self.inputs), 1), max(len(self.outputs), 1)
+        self._in_ptrs, self._out_ptrs = (_P * n_in)(), (_P * n_out)()
+        self._in_sizes = (_SZ * n_in)(*[io.size for io in self.inputs])
+        self._out_sizes = (_SZ * n_out)(*[io.size for io in self.outputs])
+
+    def _describe(self, count: int, fn: object) -> tuple[EngineIO, ...]:
+        out = []
+        for i in range(count):
+            io = _IO()
+            _lib.check(fn(self._ptr, i, ctypes.byref(io)))  # type: ignore[operator]
+            name = io.name.decode("utf-8", "replace") if io.name else ""
+            out.append(EngineIO(name, tuple(int(io.dims[d]) for d in range(io.rank))))
+        return tuple(out)
+
+    @classmethod
+    def from_onnx(cls, onnx: bytes | bytearray | memoryview | PathLike, *, threads: int | None = None,
+                  batch: int | None = None, lock_memory: bool = False) -> Engine:
+        """Loads a plain ONNX model (bytes, or the path of an .onnx file). Raises OnnxError for a malformed
+        graph, UnsupportedError (naming the operator or attribute) for what the engine does not run."""
+        if not isinstance(onnx, (bytes, bytearray, memoryview)):
+            with open(onnx, "rb") as f:
+                onnx = f.read()
+        buf = _lib.Buffer(onnx)
+        opts = _options(threads, batch, lock_memory)
+        out = ctypes.c_void_p()
+        _lib.check(_cdll().veil_engine_load_onnx(buf.address, buf.size, ctypes.byref(opts), ctypes.byref(out)))
+        return cls(int(out.value or 0))
+
+    @classmethod
+    def from_model(cls, model: SealedModel, *, threads: int | None = None, batch: int | None = None,
+                   lock_memory: bool = False) -> Engine:
+        """Loads an opened sealed model straight from its decrypted buffers; the model may be closed after."""
+        if not isinstance(model, SealedModel):
+            raise TypeError(f"model must be a SealedModel, not {type(model).__name__}")
+        opts = _options(threads, batch, lock_memory)
+        out = ctypes.c_void_p()
+        _lib.check(_cdll().veil_engine_load_model(model._ptr(), ctypes.byref(opts), ctypes.byref(out)))
+        return cls(int(out.value or 0))
+
+    def _arrays(self, args: Sequence[np.ndarray] | Mapping[str, np.ndarray]) -> list[np.ndarray]:
+        if isinstance(args, Mapping):
+            missing = [io.name for io in self.inputs if io.name not in args]
+            extra = sorted(set(args) - {io.name for io in self.inputs})
+            if missing or extra:
+                raise ArgumentError(f"inputs missing: {missing}, unknown: {extra}")
+            args = [args[io.name] for io in self.inputs]
+        if len(args) != len(self.inputs):
+            raise ArgumentError(f"the model takes {len(self.inputs)} inputs, {len(args)} were given")
+        arrays = []
+        for io, x in zip(self.inputs, args):
+            if not isinstance(x, np.ndarray) or x.dtype != np.float32:
+                kind = x.dtype if isinstance(x, np.ndarray) else type(x).__name__
+                raise ArgumentError(f"input {io.name!r} must be a float32 numpy array, got {kind}")
+            if x.shape != io.shape:
+                raise ArgumentError(f"input {io.name!r} has shape {x.shape}; the plan needs {io.shape}")
+            arrays.append(np.ascontiguousarray(x))
+        return arrays
+
+    def run(self, *inputs: np.ndarray, feeds: Mapping[str, np.ndarray] | None = None) -> list[np.ndarray]:
+        """Runs the graph once: inputs positionally (graph order) or by name in ``feeds``. Returns a new float32
+        array per graph output. Raises ArgumentError for a wrong count, dtype or shape, or a NaN/inf input."""
+        if feeds is not None and inputs:
+            raise ArgumentError("give inputs positionally or as feeds, not both")
+        arrays = self._arrays(feeds if feeds is not None else inputs)
+        outs = [np.empty(io.shape, dtype=np.float32) for io in self.outputs]
+        with self._lock:
+            ptr = self._handle()
+            for i, a in enumerate(arrays):
+                self._in_ptrs[i] = a.ctypes.data
+            for i, o in enumerate(outs):
+                self._out_ptrs[i] = o.ctypes.data
+            status = _cdll().veil_engine_run(ptr, self._in_ptrs, self._in_sizes, len(arrays), self._out_ptrs,
+                                             self._out_sizes, len(outs))
+            _lib.check(status)  # same thread, right after the call: veil_last_error is per thread
+        return outs
+
+    __call__ = run
+
+    def _handle(self) -> int:
+        if self._ptr is None:
+            raise ValueError("the engine is closed")
+        return self._ptr
+
+    @property
+    def closed(self) -> bool:
+        return self._ptr is None
+
+    def close(self) -> None:
+        """Wipes the weights and activations and frees the engine. Idempotent."""
+        with self._lock:
+            ptr, self._ptr = self._ptr, None
+        if ptr:
+            _cdll().veil_engine_free(ptr)
+
+    def __enter__(self) -> Engine:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        try:
+            self.close()
+        except Exception:  # noqa: BLE001 - interpreter shutdown
+            pass
+
+    def __repr__(self) -> str:
+        if self.closed:
+            return "<Engine (closed)>"
+        ins = ", ".join(f"{io.name}{list(io.shape)}" for io in self.inputs)
+        outs = ", ".join(f"{io.name}{list(io.shape)}" for io in self.outputs)
+        return f"<Engine {ins} -> {outs}>"

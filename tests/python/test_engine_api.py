@@ -1,0 +1,175 @@
+"""veil.Engine (python/veil/engine.py): loading from ONNX bytes, a path or an opened SealedModel, running numpy
+float32 inputs, the refusals at the boundary (dtype, shape, NaN, closed engine), and the load-time folding of
+shape arithmetic and of zero Pads into convolutions, checked against onnxruntime on small graphs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+onnx = pytest.importorskip("onnx")
+ort = pytest.importorskip("onnxruntime")
+from onnx import TensorProto, helper, numpy_helper  # noqa: E402
+
+import veil  # noqa: E402
+
+pytestmark = pytest.mark.usefixtures("libveil")
+
+
+def _model(nodes: list, inputs: list, outputs: list, inits: list | None = None, opset: int = 17) -> bytes:
+    graph = helper.make_graph(nodes, "g", inputs, outputs, initializer=inits or [])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)]).SerializeToString()
+
+
+def _conv_model(pad_op: bool, pads: list[int], value: float = 0.0) -> bytes:
+    """x -> [Pad] -> Conv(3x3, stride 2) -> Relu -> Shape/Gather/Unsqueeze/Concat/Reshape -> y (batch, -1)."""
+    rng = np.random.default_rng(0)
+    w = numpy_helper.from_array(rng.standard_normal((4, 3, 3, 3)).astype(np.float32), "w")
+    b = numpy_helper.from_array(rng.standard_normal(4).astype(np.float32), "b")
+    consts = [
+        helper.make_node("Constant", [], ["pads"], value=numpy_helper.from_array(np.array(pads, np.int64))),
+        helper.make_node("Constant", [], ["pv"], value=numpy_helper.from_array(np.array(value, np.float32))),
+        helper.make_node("Constant", [], ["zero"], value=numpy_helper.from_array(np.array(0, np.int64))),
+        helper.make_node("Constant", [], ["ax"], value=numpy_helper.from_array(np.array([0], np.int64))),
+        helper.make_node("Constant", [], ["minus1"], value=numpy_helper.from_array(np.array([-1], np.int64))),
+    ]
+    conv_in = "x"
+    nodes = list(consts)
+    if pad_op:
+        nodes.append(helper.make_node("Pad", ["x", "pads", "pv"], ["xp"], mode="constant"))
+        conv_in = "xp"
+    nodes += [
+        helper.make_node("Conv", [conv_in, "w", "b"], ["c"], strides=[2, 2]),
+        helper.make_node("Relu", ["c"], ["r"]),
+        helper.make_node("Shape", ["x"], ["s"]),
+        helper.make_node("Gather", ["s", "zero"], ["n"], axis=0),
+        helper.make_node("Unsqueeze", ["n", "ax"], ["n1"]),
+        helper.make_node("Concat", ["n1", "minus1"], ["shape"], axis=0),
+        helper.make_node("Reshape", ["r", "shape"], ["y"]),
+    ]
+    return _model(nodes, [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 3, 9, 9])],
+                  [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], [w, b])
+
+
+def _reference(model: bytes, x: np.ndarray) -> np.ndarray:
+    return ort.InferenceSession(model).run(None, {"x": x})[0]
+
+
+@pytest.mark.parametrize("pads", [[0, 0, 0, 0, 0, 0, 1, 1], [0, 0, 1, 0, 0, 0, 2, 1], [0, 0, 0, 0, 0, 0, 0, 0]])
+def test_pad_folded_into_conv_and_shape_arithmetic(pads: list[int]) -> None:
+    model = _conv_model(True, pads)
+    x = np.random.default_rng(1).standard_normal((2, 3, 9, 9)).astype(np.float32)
+    with veil.Engine.from_onnx(model, threads=1, batch=2) as engine:
+        assert engine.inputs == (veil.EngineIO("x", (2, 3, 9, 9)),)
+        want = _reference(model, x)
+        assert engine.outputs[0].shape == want.shape
+        (got,) = engine.run(x)
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+
+
+def test_tensorflow_same_pads_as_exported() -> None:
+    # The fuzz seed computes pads the way torch exports ZeroPad2d: ConstantOfShape, Concat, Reshape, Slice with a
+    # negative step, Transpose, Reshape, Cast; then Pad -> grouped Conv, and a flatten via Shape/Gather/Unsqueeze.
+    model = (Path(__file__).resolve().parents[1] / "fuzz" / "corpus" / "engine" / "samepad.onnx").read_bytes()
+    x = np.random.default_rng(4).standard_normal((3, 2, 5, 5)).astype(np.float32)
+    with veil.Engine.from_onnx(model, batch=3) as engine:
+        (got,) = engine.run(x)
+    np.testing.assert_allclose(got, _reference(model, x), rtol=1e-5, atol=1e-5)
+
+
+def test_unfoldable_pads_are_refused() -> None:
+    with pytest.raises(veil.UnsupportedError, match="only zero padding"):
+        veil.Engine.from_onnx(_conv_model(True, [0, 0, 1, 1, 0, 0, 1, 1], value=1.0))
+    # a Pad that no Conv reads is not run on its own
+    pads = helper.make_node("Constant", [], ["p"], value=numpy_helper.from_array(np.array([1, 1, 1, 1], np.int64)))
+    alone = _model([pads, helper.make_node("Pad", ["x", "p"], ["y"])],
+                   [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 3])],
+                   [helper.make_tensor_value_info("y", TensorProto.FLOAT, [4, 5])])
+    with pytest.raises(veil.UnsupportedError, match="Pad is supported only"):
+        veil.Engine.from_onnx(alone)
+
+
+def test_shape_ops_on_computed_tensors_are_refused() -> None:
+    model = _model([helper.make_node("Transpose", ["x"], ["y"], perm=[1, 0])],
+                   [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 3])],
+                   [helper.make_tensor_value_info("y", TensorProto.FLOAT, [3, 2])])
+    with pytest.raises(veil.UnsupportedError, match="only on constants"):
+        veil.Engine.from_onnx(model)
+
+
+def test_run_positional_feeds_and_refusals(tmp_path: Path) -> None:
+    model = _conv_model(False, [0] * 8)
+    path = tmp_path / "m.onnx"
+    path.write_bytes(model)
+    engine = veil.Engine.from_onnx(path, threads=2)  # from a path; batch defaults to 1
+    x = np.random.default_rng(2).standard_normal((1, 3, 9, 9)).astype(np.float32)
+    (a,) = engine.run(x)
+    (b,) = engine.run(feeds={"x": x})
+    np.testing.assert_array_equal(a, b)
+    np.testing.assert_allclose(a, _reference(model, x), rtol=1e-5, atol=1e-5)
+    with pytest.raises(veil.ArgumentError, match="float32"):
+        engine.run(x.astype(np.float64))
+    with pytest.raises(veil.ArgumentError, match="shape"):
+        engine.run(np.zeros((2, 3, 9, 9), np.float32))
+    with pytest.raises(veil.ArgumentError, match="takes 1 inputs"):
+        engine.run(x, x)
+    with pytest.raises(veil.ArgumentError, match="unknown"):
+        engine.run(feeds={"x": x, "z": x})
+    bad = x.copy()
+    bad[0, 1, 2, 3] = np.nan
+    with pytest.raises(veil.ArgumentError, match="NaN"):
+        engine.run(bad)
+    np.testing.assert_array_equal(engine.run(x[:, :, :, :])[0], a)  # still usable after a refusal
+    engine.close()
+    engine.close()
+    assert engine.closed
+    with pytest.raises(ValueError, match="closed"):
+        engine.run(x)
+
+
+def test_inputs_read_in_place_are_left_untouched() -> None:
+    # An input the graph also returns (Identity) is copied; one only read is bound in place: both are left as is.
+    ident = _model([helper.make_node("Identity", ["x"], ["y"]), helper.make_node("Relu", ["x"], ["z"])],
+                   [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 3])],
+                   [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 3]),
+                    helper.make_tensor_value_info("z", TensorProto.FLOAT, [2, 3])])
+    relu = _model([helper.make_node("Relu", ["x"], ["y"])],
+                  [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 3])],
+                  [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 3])])
+    x = np.array([[-1, 2, -3], [4, -5, 6]], np.float32)
+    keep = x.copy()
+    with veil.Engine.from_onnx(ident) as a, veil.Engine.from_onnx(relu) as b:
+        for _ in range(2):
+            y, z = a.run(x)
+            np.testing.assert_array_equal(y, keep)
+            np.testing.assert_array_equal(z, np.maximum(keep, 0))
+            np.testing.assert_array_equal(b.run(x)[0], np.maximum(keep, 0))
+            np.testing.assert_array_equal(b.run(-x)[0], np.maximum(-keep, 0))  # a new buffer each run
+    np.testing.assert_array_equal(x, keep)
+
+
+def test_from_sealed_model_outlives_the_model(tmp_path: Path, key: bytes) -> None:
+    model = _conv_model(True, [0, 0, 0, 0, 0, 0, 1, 1])
+    sealed = tmp_path / "m.veil"
+    veil.seal_onnx(model, sealed, model_id="engine-api", key=key)
+    with veil.open_model(sealed, key) as opened:
+        engine = veil.Engine.from_model(opened, threads=1, batch=3)
+    x = np.random.default_rng(3).standard_normal((3, 3, 9, 9)).astype(np.float32)
+    (got,) = engine(x)  # the sealed model is closed: the engine owns its weights
+    np.testing.assert_allclose(got, _reference(model, x), rtol=1e-5, atol=1e-5)
+    engine.close()
+
+
+def test_load_refusals() -> None:
+    with pytest.raises(veil.OnnxError):
+        veil.Engine.from_onnx(b"\x0a\xff\xff")
+    with pytest.raises(veil.ArgumentError):
+        veil.Engine.from_onnx(_conv_model(False, [0] * 8), threads=0)
+    erf = _model([helper.make_node("Erf", ["x"], ["y"])], [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2])],
+                 [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2])])
+    with pytest.raises(veil.UnsupportedError, match="Erf"):
+        veil.Engine.from_onnx(erf)
+    with pytest.raises(TypeError):
+        veil.Engine.from_model(b"not a model")  # type: ignore[arg-type]
