@@ -136,6 +136,7 @@ def serve(framework: str, name: str, batch: int, threads: int) -> None:
             t = time.perf_counter()
             run(x)
             times.append(time.perf_counter() - t)
+        time.sleep(0.25)  # let this process's worker threads stop spinning before another framework is timed
         print(json.dumps({"times": [] if words[0] == "W" else times}), flush=True)
 
 

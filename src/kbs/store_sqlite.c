@@ -1,5 +1,11 @@
 /* SPDX-License-Identifier: Apache-2.0 */
-/* The SQLite store: one file, WAL journal, synchronous=FULL (a commit is on disk before the broker answers).
+/* The SQLite store: one file, WAL journal, synchronous=FULL (a commit is on disk before the broker answers) for
+ * models, keys, policies and the audit log. Session rows (a challenge, then its attested mark) are committed with
+ * synchronous=NORMAL: they survive a crash of the broker (the WAL is in the kernel's page cache), and only a power
+ * loss or OS crash can lose the last of them, which forces the client to start over; the next FULL commit (the
+ * release's audit record, at the latest) makes them durable too, in order. That saves two of the three fsyncs
+ * of a key release. A lost attested mark could let the same attestation body be replayed once more, for a token
+ * bound to the same TEE key, which only that TEE can use.
  * One connection serialised by a mutex: every operation is one transaction. */
 #include <pthread.h>
 #include <stdio.h>
@@ -12,10 +18,13 @@
 #include "kbs/kbs.h"
 #include "store.h"
 
+enum sync_level { SYNC_FULL, SYNC_NORMAL };
+
 struct sqlite_store {
     struct kbs_store base;
     sqlite3 *db;
     pthread_mutex_t lock;
+    enum sync_level sync; /* the connection's current PRAGMA synchronous */
 };
 
 static const char schema[] =
@@ -116,13 +125,26 @@ static VEIL_RESULT finish(struct sqlite_store *s, struct veil_result r)
     return r;
 }
 
-static VEIL_RESULT begin(struct sqlite_store *s)
+/* Locks, sets the commit's durability (see the top of this file) and begins a write transaction. */
+static VEIL_RESULT begin_sync(struct sqlite_store *s, enum sync_level sync)
 {
     lock(s);
-    struct veil_result r = exec(s->db, "BEGIN IMMEDIATE");
+    struct veil_result r = VEIL_RESULT_OK;
+    if (s->sync != sync) {
+        r = exec(s->db, sync == SYNC_FULL ? "PRAGMA synchronous=FULL" : "PRAGMA synchronous=NORMAL");
+        if (veil_ok(r))
+            s->sync = sync;
+    }
+    if (veil_ok(r))
+        r = exec(s->db, "BEGIN IMMEDIATE");
     if (!veil_ok(r))
         unlock(s);
     return r;
+}
+
+static VEIL_RESULT begin(struct sqlite_store *s)
+{
+    return begin_sync(s, SYNC_FULL);
 }
 
 /* ---- audit chain ---------------------------------------------------------------------------------------- */
@@ -229,7 +251,7 @@ static VEIL_RESULT session_insert(sqlite3 *db, const struct kbs_session *sess, i
 static VEIL_RESULT sq_session_create(struct kbs_store *base, const struct kbs_session *sess, int64_t now)
 {
     struct sqlite_store *s = impl(base);
-    VEIL_GUARD(begin(s));
+    VEIL_GUARD(begin_sync(s, SYNC_NORMAL));
     return finish(s, session_insert(s->db, sess, now));
 }
 
@@ -291,7 +313,7 @@ static VEIL_RESULT sq_session_attest(struct kbs_store *base, const char *id, con
                                      const char *claims, const char *tee_pubkey, int *done)
 {
     struct sqlite_store *s = impl(base);
-    VEIL_GUARD(begin(s));
+    VEIL_GUARD(begin_sync(s, SYNC_NORMAL));
     return finish(s, session_mark(s->db, id, nonce, now, claims, tee_pubkey, done));
 }
 
