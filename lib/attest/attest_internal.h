@@ -58,6 +58,10 @@ VEIL_RESULT veil_evidence_collect_hooked(veil_tee tee, const struct veil_provide
 VEIL_RESULT veil_read_stream(const char *path, size_t max_size, struct veil_buf *out);
 /* A small text attribute (provider, generation, attestation_type) without its trailing newline. */
 VEIL_RESULT veil_read_attr(const char *path, char *out, size_t out_size);
+/* Writes the 64 report-data bytes to path in one write(2), then closes it. Gramine's user_report_data and
+ * configfs-tsm's inblob both take the data from a single write, and configfs commits on close, so a failed close
+ * is a failed write. */
+VEIL_RESULT veil_write_report_data(const char *path, const uint8_t report_data[VEIL_REPORT_DATA_SIZE]);
 /* "dir/name" into out; VEIL_ERR_ARG when it does not fit. */
 VEIL_RESULT veil_path_join(char *out, size_t out_size, const char *dir, const char *name);
 

@@ -23,6 +23,7 @@
 #include "attest/dcap.h"
 #include "attest/intel_root.h"
 #include "core/limits.h"
+#include "crypto/ossl_defer.h"
 
 struct veil_dcap_x509 {
     X509 *cert;
@@ -36,18 +37,10 @@ void veil_dcap_x509_free(struct veil_dcap_x509 *x)
     OPENSSL_free(x);
 }
 
-static void x509_done(X509 **x) { X509_free(*x); }
 static void chain_done(STACK_OF(X509) **s) { sk_X509_pop_free(*s, X509_free); }
 static void crls_done(STACK_OF(X509_CRL) **s) { sk_X509_CRL_pop_free(*s, X509_CRL_free); }
-static void bio_done(BIO **b) { BIO_free(*b); }
-static void store_done(X509_STORE **s) { X509_STORE_free(*s); }
-static void store_ctx_done(X509_STORE_CTX **s) { X509_STORE_CTX_free(*s); }
-static void pkey_done(EVP_PKEY **k) { EVP_PKEY_free(*k); }
-static void md_ctx_done(EVP_MD_CTX **m) { EVP_MD_CTX_free(*m); }
-static void sig_done(ECDSA_SIG **s) { ECDSA_SIG_free(*s); }
 static void der_done(unsigned char **p) { OPENSSL_free(*p); }
 static void seq_done(ASN1_SEQUENCE_ANY **s) { sk_ASN1_TYPE_pop_free(*s, ASN1_TYPE_free); }
-static void obj_done(ASN1_OBJECT **o) { ASN1_OBJECT_free(*o); }
 
 static VEIL_RESULT pinned_root(X509 **out)
 {
@@ -70,8 +63,8 @@ static VEIL_RESULT pem_chain_read(const char *pem, size_t size, int strict, STAC
 {
     VEIL_ENSURE(size > 0 && size <= VEIL_DCAP_MAX_COLLATERAL_SIZE && size <= INT_MAX, VEIL_ERR_EVIDENCE,
                 "DCAP: empty or oversized certificate chain");
-    BIO *in VEIL_DEFER(bio_done) = BIO_new_mem_buf(pem, (int)size);
-    BIO *canon VEIL_DEFER(bio_done) = BIO_new(BIO_s_mem());
+    BIO *in VEIL_DEFER(veil_ossl_bio_done) = BIO_new_mem_buf(pem, (int)size);
+    BIO *canon VEIL_DEFER(veil_ossl_bio_done) = BIO_new(BIO_s_mem());
     STACK_OF(X509) *chain VEIL_DEFER(chain_done) = sk_X509_new_null();
     VEIL_ENSURE(in != NULL && canon != NULL && chain != NULL, VEIL_ERR_NOMEM, "out of memory");
     X509 *cert;
@@ -126,7 +119,7 @@ static VEIL_RESULT chain_error(int err)
 
 static VEIL_RESULT store_make(uint64_t now, int with_crls, X509_STORE **out)
 {
-    X509 *root VEIL_DEFER(x509_done) = NULL;
+    X509 *root VEIL_DEFER(veil_ossl_x509_done) = NULL;
     VEIL_ENSURE(now <= (uint64_t)INT64_MAX, VEIL_ERR_ARG, "DCAP: now is out of range");
     VEIL_GUARD(pinned_root(&root));
     X509_STORE *store = X509_STORE_new();
@@ -174,7 +167,7 @@ VEIL_RESULT veil_dcap_leaf_read(const char *pem, size_t pem_size, struct veil_dc
 /* When strict, the chain's last certificate must be the pinned root itself. */
 static VEIL_RESULT root_last_check(STACK_OF(X509) *chain)
 {
-    X509 *root VEIL_DEFER(x509_done) = NULL;
+    X509 *root VEIL_DEFER(veil_ossl_x509_done) = NULL;
     VEIL_GUARD(pinned_root(&root));
     VEIL_ENSURE(X509_cmp(sk_X509_value(chain, sk_X509_num(chain) - 1), root) == 0, VEIL_ERR_VERIFY,
                 "DCAP: the PCK chain does not end in the Intel SGX Root CA");
@@ -186,8 +179,8 @@ VEIL_RESULT veil_dcap_chain_verify(const char *pem, size_t pem_size, int strict,
 {
     STACK_OF(X509) *chain VEIL_DEFER(chain_done) = NULL;
     STACK_OF(X509_CRL) *crls VEIL_DEFER(crls_done) = NULL;
-    X509_STORE *store VEIL_DEFER(store_done) = NULL;
-    X509_STORE_CTX *ctx VEIL_DEFER(store_ctx_done) = X509_STORE_CTX_new();
+    X509_STORE *store VEIL_DEFER(veil_ossl_x509_store_done) = NULL;
+    X509_STORE_CTX *ctx VEIL_DEFER(veil_ossl_x509_store_ctx_done) = X509_STORE_CTX_new();
     VEIL_ENSURE(ctx != NULL, VEIL_ERR_NOMEM, "out of memory");
     VEIL_GUARD(pem_chain_read(pem, pem_size, strict, &chain));
     if (strict)
@@ -210,7 +203,7 @@ VEIL_RESULT veil_dcap_chain_verify(const char *pem, size_t pem_size, int strict,
 /* Raw r || s (32 + 32, big-endian) as the DER ECDSA-Sig-Value OpenSSL verifies. */
 static VEIL_RESULT sig_to_der(const uint8_t sig[VEIL_DCAP_SIG_SIZE], unsigned char **der, int *der_size)
 {
-    ECDSA_SIG *s VEIL_DEFER(sig_done) = ECDSA_SIG_new();
+    ECDSA_SIG *s VEIL_DEFER(veil_ossl_ecdsa_sig_done) = ECDSA_SIG_new();
     BIGNUM *r = BN_bin2bn(sig, 32, NULL), *ss = BN_bin2bn(sig + 32, 32, NULL);
     if (s == NULL || r == NULL || ss == NULL || ECDSA_SIG_set0(s, r, ss) != 1) {
         BN_free(r);
@@ -231,7 +224,7 @@ static VEIL_RESULT verify_with_key(EVP_PKEY *key, const uint8_t *data, size_t si
     VEIL_GUARD(sig_to_der(sig, &der, &der_size));
     VEIL_ENSURE(EVP_PKEY_get_base_id(key) == EVP_PKEY_EC && EVP_PKEY_get_bits(key) == 256, VEIL_ERR_VERIFY,
                 "DCAP: the key for %s is not P-256", what);
-    EVP_MD_CTX *md VEIL_DEFER(md_ctx_done) = EVP_MD_CTX_new();
+    EVP_MD_CTX *md VEIL_DEFER(veil_ossl_md_ctx_done) = EVP_MD_CTX_new();
     VEIL_ENSURE(md != NULL, VEIL_ERR_NOMEM, "out of memory");
     VEIL_GUARD_OSSL(EVP_DigestVerifyInit(md, NULL, EVP_sha256(), NULL, key), VEIL_ERR_CRYPTO);
     if (EVP_DigestVerify(md, der, (size_t)der_size, data, size) != 1) {
@@ -288,7 +281,7 @@ static VEIL_RESULT key_check(EVP_PKEY *key)
 VEIL_RESULT veil_dcap_verify_sig_raw(const uint8_t key[VEIL_DCAP_KEY_SIZE], const uint8_t *data, size_t size,
                                      const uint8_t sig[VEIL_DCAP_SIG_SIZE], const char *what)
 {
-    EVP_PKEY *pkey VEIL_DEFER(pkey_done) = NULL;
+    EVP_PKEY *pkey VEIL_DEFER(veil_ossl_pkey_done) = NULL;
     VEIL_GUARD(raw_p256_key(key, &pkey));
     VEIL_GUARD(key_check(pkey));
     return verify_with_key(pkey, data, size, sig, what);
@@ -404,7 +397,7 @@ static VEIL_RESULT ext_entry(unsigned arc, const ASN1_TYPE *value, struct veil_d
 
 static VEIL_RESULT ext_der(const struct veil_dcap_x509 *leaf, const ASN1_OCTET_STRING **out)
 {
-    ASN1_OBJECT *oid VEIL_DEFER(obj_done) = OBJ_txt2obj(SGX_EXT_OID, 1);
+    ASN1_OBJECT *oid VEIL_DEFER(veil_ossl_asn1_object_done) = OBJ_txt2obj(SGX_EXT_OID, 1);
     VEIL_ENSURE(oid != NULL, VEIL_ERR_NOMEM, "out of memory");
     int idx = X509_get_ext_by_OBJ(leaf->cert, oid, -1);
     VEIL_ENSURE(idx >= 0, VEIL_ERR_EVIDENCE, "PCK certificate: no SGX extension");

@@ -1,10 +1,7 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /* SGX evidence through Gramine's /dev/attestation (shared/reference/attestation.md section 2): check that remote
  * attestation is DCAP, write all 64 bytes of user_report_data in one write(2), read the quote. */
-#include <errno.h>
-#include <fcntl.h>
 #include <string.h>
-#include <unistd.h>
 
 #include "attest/attest_internal.h"
 #include "core/limits.h"
@@ -24,18 +21,7 @@ static VEIL_RESULT write_report_data(const char *root, const uint8_t *rd)
 {
     char path[4096];
     VEIL_GUARD(veil_path_join(path, sizeof path, root, "user_report_data"));
-    int fd = open(path, O_WRONLY | O_CLOEXEC);
-    VEIL_ENSURE(fd >= 0, VEIL_ERR_IO, "cannot open %s: %s", path, strerror(errno));
-    ssize_t n;
-    do
-        n = write(fd, rd, VEIL_REPORT_DATA_SIZE);
-    while (n < 0 && errno == EINTR);
-    int werr = errno;
-    int closed = close(fd);
-    VEIL_ENSURE(n == (ssize_t)VEIL_REPORT_DATA_SIZE, VEIL_ERR_IO, "cannot write 64 bytes to %s: %s", path,
-                n < 0 ? strerror(werr) : "short write");
-    VEIL_ENSURE(closed == 0, VEIL_ERR_IO, "cannot close %s: %s", path, strerror(errno));
-    return VEIL_RESULT_OK;
+    return veil_write_report_data(path, rd);
 }
 
 VEIL_RESULT veil_gramine_collect(const char *root, const uint8_t report_data[VEIL_REPORT_DATA_SIZE],

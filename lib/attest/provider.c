@@ -9,13 +9,8 @@
 #include <unistd.h>
 
 #include "attest/attest_internal.h"
+#include "core/file.h"
 #include "core/limits.h"
-
-static void close_fd(int *fd)
-{
-    if (*fd >= 0)
-        close(*fd);
-}
 
 VEIL_RESULT veil_path_join(char *out, size_t out_size, const char *dir, const char *name)
 {
@@ -26,7 +21,7 @@ VEIL_RESULT veil_path_join(char *out, size_t out_size, const char *dir, const ch
 
 VEIL_RESULT veil_read_stream(const char *path, size_t max_size, struct veil_buf *out)
 {
-    VEIL_DEFER(close_fd) int fd = open(path, O_RDONLY | O_CLOEXEC);
+    VEIL_DEFER(veil_fd_close) int fd = open(path, O_RDONLY | O_CLOEXEC);
     VEIL_ENSURE(fd >= 0, VEIL_ERR_IO, "cannot open %s: %s", path, strerror(errno));
     size_t start = out->size;
     for (;;) {
@@ -41,6 +36,22 @@ VEIL_RESULT veil_read_stream(const char *path, size_t max_size, struct veil_buf 
         out->size += (size_t)n;
         VEIL_ENSURE(out->size - start <= max_size, VEIL_ERR_LIMIT, "%s is larger than %zu bytes", path, max_size);
     }
+}
+
+VEIL_RESULT veil_write_report_data(const char *path, const uint8_t report_data[VEIL_REPORT_DATA_SIZE])
+{
+    int fd = open(path, O_WRONLY | O_CLOEXEC);
+    VEIL_ENSURE(fd >= 0, VEIL_ERR_IO, "cannot open %s: %s", path, strerror(errno));
+    ssize_t n;
+    do
+        n = write(fd, report_data, VEIL_REPORT_DATA_SIZE);
+    while (n < 0 && errno == EINTR);
+    int werr = errno;
+    int closed = close(fd);
+    VEIL_ENSURE(n == (ssize_t)VEIL_REPORT_DATA_SIZE, VEIL_ERR_IO, "cannot write 64 bytes to %s: %s", path,
+                n < 0 ? strerror(werr) : "short write");
+    VEIL_ENSURE(closed == 0, VEIL_ERR_IO, "cannot commit %s: %s", path, strerror(errno));
+    return VEIL_RESULT_OK;
 }
 
 VEIL_RESULT veil_read_attr(const char *path, char *out, size_t out_size)

@@ -28,6 +28,7 @@
 #include "core/file.h"
 #include "core/limits.h"
 #include "core/secret.h"
+#include "crypto/ossl_defer.h"
 
 /* RFC 5480: SEQUENCE { SEQUENCE { id-ecPublicKey, prime256v1 }, BIT STRING { 0x04 || X[32] || Y[32] } }. Every
  * P-256 key with an uncompressed point has exactly these first bytes; only X and Y follow. */
@@ -38,32 +39,6 @@ static const uint8_t p256_spki_prefix[VEIL_SIM_SPKI_SIZE - 2 * VEIL_SIM_COORD_SI
 #define SPKI_POINT_OFFSET (sizeof p256_spki_prefix - 1) /* the 0x04 that starts the point */
 #define PEM_BEGIN "-----BEGIN PUBLIC KEY-----"
 #define PEM_END "-----END PUBLIC KEY-----"
-
-static void pkey_done(EVP_PKEY **k)
-{
-    EVP_PKEY_free(*k);
-}
-
-static void bio_done(BIO **b)
-{
-    BIO_free(*b);
-}
-
-static void md_done(EVP_MD_CTX **c)
-{
-    EVP_MD_CTX_free(*c);
-}
-
-static void bn_done(BIGNUM **b)
-{
-    BN_free(*b);
-}
-
-static void close_fd(int *fd)
-{
-    if (*fd >= 0)
-        close(*fd);
-}
 
 static void str_done(char **s)
 {
@@ -85,8 +60,8 @@ static VEIL_RESULT check_p256(EVP_PKEY *key, const char *what)
  * coordinates, so it does not depend on the point form a key file happened to record. */
 static VEIL_RESULT key_spki(EVP_PKEY *key, uint8_t out[VEIL_SIM_SPKI_SIZE])
 {
-    VEIL_DEFER(bn_done) BIGNUM *x = NULL;
-    VEIL_DEFER(bn_done) BIGNUM *y = NULL;
+    VEIL_DEFER(veil_ossl_bn_done) BIGNUM *x = NULL;
+    VEIL_DEFER(veil_ossl_bn_done) BIGNUM *y = NULL;
     VEIL_GUARD_OSSL(EVP_PKEY_get_bn_param(key, OSSL_PKEY_PARAM_EC_PUB_X, &x), VEIL_ERR_CRYPTO);
     VEIL_GUARD_OSSL(EVP_PKEY_get_bn_param(key, OSSL_PKEY_PARAM_EC_PUB_Y, &y), VEIL_ERR_CRYPTO);
     memcpy(out, p256_spki_prefix, sizeof p256_spki_prefix);
@@ -259,10 +234,10 @@ static VEIL_RESULT sim_init_impl(const char *dir, char **public_pem_out)
     VEIL_ENSURE(access(key_path, F_OK) != 0, VEIL_ERR_ARG, "%s already exists: refusing to replace a platform key",
                 key_path);
     VEIL_GUARD(ensure_dir(dir));
-    VEIL_DEFER(pkey_done) EVP_PKEY *key = EVP_EC_gen("P-256");
+    VEIL_DEFER(veil_ossl_pkey_done) EVP_PKEY *key = EVP_EC_gen("P-256");
     VEIL_ENSURE(key != NULL, VEIL_ERR_CRYPTO, "crypto library: cannot generate a P-256 key");
-    VEIL_DEFER(bio_done) BIO *priv = BIO_new(BIO_s_secmem());
-    VEIL_DEFER(bio_done) BIO *pub = BIO_new(BIO_s_mem());
+    VEIL_DEFER(veil_ossl_bio_done) BIO *priv = BIO_new(BIO_s_secmem());
+    VEIL_DEFER(veil_ossl_bio_done) BIO *pub = BIO_new(BIO_s_mem());
     VEIL_ENSURE(priv != NULL && pub != NULL, VEIL_ERR_NOMEM, "out of memory");
     VEIL_GUARD_OSSL(PEM_write_bio_PrivateKey(priv, key, NULL, NULL, 0, NULL, NULL), VEIL_ERR_CRYPTO);
     VEIL_GUARD_OSSL(PEM_write_bio_PUBKEY(pub, key), VEIL_ERR_CRYPTO);
@@ -289,7 +264,7 @@ static VEIL_RESULT load_private_key(const char *dir, EVP_PKEY **out)
     VEIL_GUARD(veil_path_join(path, sizeof path, dir, VEIL_SIM_KEY_FILE));
     VEIL_DEFER(veil_buf_cleanup) struct veil_buf pem = {.wipe = 1};
     VEIL_GUARD(veil_file_read_all(path, VEIL_SIM_KEY_MAX_SIZE, &pem));
-    VEIL_DEFER(bio_done) BIO *bio = BIO_new_mem_buf(pem.data, (int)pem.size);
+    VEIL_DEFER(veil_ossl_bio_done) BIO *bio = BIO_new_mem_buf(pem.data, (int)pem.size);
     VEIL_ENSURE(bio != NULL, VEIL_ERR_NOMEM, "out of memory");
     EVP_PKEY *key = PEM_read_bio_PrivateKey(bio, NULL, NULL, NULL);
     ERR_clear_error();
@@ -308,7 +283,7 @@ static VEIL_RESULT load_private_key(const char *dir, EVP_PKEY **out)
 static VEIL_RESULT hash_file(EVP_MD_CTX *md, const char *path)
 {
     uint8_t len[8], chunk[65536];
-    VEIL_DEFER(close_fd) int fd = open(path, O_RDONLY | O_CLOEXEC);
+    VEIL_DEFER(veil_fd_close) int fd = open(path, O_RDONLY | O_CLOEXEC);
     VEIL_ENSURE(fd >= 0, VEIL_ERR_IO, "cannot open %s: %s", path, strerror(errno));
     struct stat st;
     VEIL_ENSURE(fstat(fd, &st) == 0 && S_ISREG(st.st_mode), VEIL_ERR_IO, "%s is not a regular file", path);
@@ -333,7 +308,7 @@ static VEIL_RESULT hash_file(EVP_MD_CTX *md, const char *path)
 static VEIL_RESULT sim_measure(const struct veil_provider_config *config, uint8_t out[VEIL_SHA384_SIZE])
 {
     static const uint8_t no_config[8] = {0};
-    VEIL_DEFER(md_done) EVP_MD_CTX *md = EVP_MD_CTX_new();
+    VEIL_DEFER(veil_ossl_md_ctx_done) EVP_MD_CTX *md = EVP_MD_CTX_new();
     VEIL_ENSURE(md != NULL, VEIL_ERR_NOMEM, "out of memory");
     VEIL_GUARD_OSSL(EVP_DigestInit_ex(md, EVP_sha384(), NULL), VEIL_ERR_CRYPTO);
     VEIL_GUARD_OSSL(EVP_DigestUpdate(md, VEIL_SIM_MEASUREMENT_DOMAIN, sizeof VEIL_SIM_MEASUREMENT_DOMAIN),
@@ -349,7 +324,7 @@ static VEIL_RESULT sim_measure(const struct veil_provider_config *config, uint8_
 
 static VEIL_RESULT sign(EVP_PKEY *key, const uint8_t *tbs, size_t tbs_size, struct veil_buf *sig)
 {
-    VEIL_DEFER(md_done) EVP_MD_CTX *md = EVP_MD_CTX_new();
+    VEIL_DEFER(veil_ossl_md_ctx_done) EVP_MD_CTX *md = EVP_MD_CTX_new();
     VEIL_ENSURE(md != NULL, VEIL_ERR_NOMEM, "out of memory");
     VEIL_GUARD_OSSL(EVP_DigestSignInit(md, NULL, EVP_sha256(), NULL, key), VEIL_ERR_CRYPTO);
     size_t n = 0;
@@ -382,7 +357,7 @@ VEIL_RESULT veil_sim_collect(const struct veil_provider_config *config,
                              const uint8_t report_data[VEIL_REPORT_DATA_SIZE], json_t **out)
 {
     VEIL_ENSURE(config->sim_dir != NULL, VEIL_ERR_ARG, "the sim provider needs its directory (veil attest sim-init)");
-    VEIL_DEFER(pkey_done) EVP_PKEY *key = NULL;
+    VEIL_DEFER(veil_ossl_pkey_done) EVP_PKEY *key = NULL;
     VEIL_GUARD(load_private_key(config->sim_dir, &key));
     uint8_t measurement[VEIL_SHA384_SIZE], spki[VEIL_SIM_SPKI_SIZE], khash[VEIL_SHA384_SIZE], tbs[VEIL_SIM_TBS_SIZE];
     VEIL_GUARD(sim_measure(config, measurement));
@@ -462,7 +437,7 @@ static VEIL_RESULT check_trusted(const struct veil_verify_options *o, const uint
 
 static VEIL_RESULT check_signature(EVP_PKEY *key, const uint8_t *tbs, size_t tbs_size, const struct veil_buf *sig)
 {
-    VEIL_DEFER(md_done) EVP_MD_CTX *md = EVP_MD_CTX_new();
+    VEIL_DEFER(veil_ossl_md_ctx_done) EVP_MD_CTX *md = EVP_MD_CTX_new();
     VEIL_ENSURE(md != NULL, VEIL_ERR_NOMEM, "out of memory");
     VEIL_GUARD_OSSL(EVP_DigestVerifyInit(md, NULL, EVP_sha256(), NULL, key), VEIL_ERR_CRYPTO);
     int ok = EVP_DigestVerify(md, sig->data, sig->size, tbs, tbs_size);
@@ -476,7 +451,7 @@ VEIL_RESULT veil_sim_verify(const json_t *evidence, const struct veil_verify_opt
 {
     VEIL_DEFER(sim_evidence_cleanup) struct sim_evidence e = {0};
     VEIL_GUARD(sim_parse(evidence, &e));
-    VEIL_DEFER(pkey_done) EVP_PKEY *key = NULL;
+    VEIL_DEFER(veil_ossl_pkey_done) EVP_PKEY *key = NULL;
     VEIL_GUARD(spki_key(e.platform_key.data, "sim evidence: \"platform_key\"", &key));
     VEIL_GUARD(check_trusted(options, e.platform_key.data));
     uint8_t khash[VEIL_SHA384_SIZE], tbs[VEIL_SIM_TBS_SIZE];

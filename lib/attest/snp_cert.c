@@ -14,15 +14,11 @@
 #include "attest/amd_roots.h"
 #include "attest/snp.h"
 #include "core/limits.h"
+#include "crypto/ossl_defer.h"
 
 /* ---- cleanup helpers for VEIL_DEFER ---- */
-static void x509_freep(X509 **p) { X509_free(*p); }
-static void bio_freep(BIO **p) { BIO_free(*p); }
-static void obj_freep(ASN1_OBJECT **p) { ASN1_OBJECT_free(*p); }
 static void int_freep(ASN1_INTEGER **p) { ASN1_INTEGER_free(*p); }
 static void ostr_freep(ASN1_OCTET_STRING **p) { ASN1_OCTET_STRING_free(*p); }
-static void store_freep(X509_STORE **p) { X509_STORE_free(*p); }
-static void store_ctx_freep(X509_STORE_CTX **p) { X509_STORE_CTX_free(*p); }
 static void stack_freep(STACK_OF(X509) **p) { sk_X509_free(*p); }
 
 /* ---- parsing ---- */
@@ -48,7 +44,7 @@ static VEIL_RESULT cert_parse_der(const uint8_t *data, size_t size, X509 **out)
 
 static VEIL_RESULT cert_parse_pem(const uint8_t *data, size_t size, X509 **out)
 {
-    BIO *bio VEIL_DEFER(bio_freep) = BIO_new_mem_buf(data, (int)size);
+    BIO *bio VEIL_DEFER(veil_ossl_bio_done) = BIO_new_mem_buf(data, (int)size);
     VEIL_ENSURE(bio != NULL, VEIL_ERR_NOMEM, "out of memory");
     X509 *cert = PEM_read_bio_X509(bio, NULL, NULL, NULL);
     VEIL_ENSURE(cert != NULL, VEIL_ERR_EVIDENCE, "SEV-SNP certificate: PEM does not hold an X.509 certificate");
@@ -84,7 +80,7 @@ static const char *const spl_names[VEIL_SNP_SPL_COUNT] = {"blSPL", "teeSPL", "sn
 /* The value (extnValue contents) of the extension with this OID, or NULL when absent; present twice is an error. */
 static VEIL_RESULT ext_find(const X509 *cert, const char *oid, const ASN1_OCTET_STRING **out)
 {
-    ASN1_OBJECT *obj VEIL_DEFER(obj_freep) = OBJ_txt2obj(oid, 1);
+    ASN1_OBJECT *obj VEIL_DEFER(veil_ossl_asn1_object_done) = OBJ_txt2obj(oid, 1);
     VEIL_ENSURE(obj != NULL, VEIL_ERR_CRYPTO, "cannot build OID %s", oid);
     int idx = X509_get_ext_by_OBJ(cert, obj, -1);
     *out = NULL;
@@ -204,7 +200,7 @@ static const struct amd_chain amd_chains[] = {
 
 static VEIL_RESULT root_load(const char *pem, X509 **out)
 {
-    BIO *bio VEIL_DEFER(bio_freep) = BIO_new_mem_buf(pem, -1);
+    BIO *bio VEIL_DEFER(veil_ossl_bio_done) = BIO_new_mem_buf(pem, -1);
     VEIL_ENSURE(bio != NULL, VEIL_ERR_NOMEM, "out of memory");
     *out = PEM_read_bio_X509(bio, NULL, NULL, NULL);
     VEIL_ENSURE(*out != NULL, VEIL_ERR_INTERNAL, "an embedded AMD certificate does not parse");
@@ -244,8 +240,8 @@ static VEIL_RESULT chain_error(int err)
 static VEIL_RESULT chain_run(X509 *cert, X509 *ark, X509 *intermediate, uint64_t now)
 {
     VEIL_ENSURE(now <= (uint64_t)INT64_MAX, VEIL_ERR_ARG, "verification time out of range");
-    X509_STORE *store VEIL_DEFER(store_freep) = X509_STORE_new();
-    X509_STORE_CTX *ctx VEIL_DEFER(store_ctx_freep) = X509_STORE_CTX_new();
+    X509_STORE *store VEIL_DEFER(veil_ossl_x509_store_done) = X509_STORE_new();
+    X509_STORE_CTX *ctx VEIL_DEFER(veil_ossl_x509_store_ctx_done) = X509_STORE_CTX_new();
     STACK_OF(X509) *untrusted VEIL_DEFER(stack_freep) = sk_X509_new_null();
     VEIL_ENSURE(store != NULL && ctx != NULL && untrusted != NULL, VEIL_ERR_NOMEM, "out of memory");
     VEIL_GUARD_OSSL(X509_STORE_add_cert(store, ark), VEIL_ERR_CRYPTO);
@@ -267,8 +263,8 @@ static VEIL_RESULT chain_run(X509 *cert, X509 *ark, X509 *intermediate, uint64_t
 VEIL_RESULT veil_snp_chain_verify(X509 *cert, enum veil_snp_key key, uint64_t now, enum veil_snp_product *product)
 {
     const struct amd_chain *chain = NULL;
-    X509 *intermediate VEIL_DEFER(x509_freep) = NULL;
-    X509 *ark VEIL_DEFER(x509_freep) = NULL;
+    X509 *intermediate VEIL_DEFER(veil_ossl_x509_done) = NULL;
+    X509 *ark VEIL_DEFER(veil_ossl_x509_done) = NULL;
     VEIL_GUARD(chain_select(cert, key, &chain, &intermediate));
     VEIL_GUARD(root_load(chain->ark_pem, &ark));
     VEIL_GUARD(chain_run(cert, ark, intermediate, now));

@@ -91,18 +91,7 @@ static VEIL_RESULT write_inblob(const struct tsm_entry *e, const uint8_t *rd)
 {
     char path[4200];
     VEIL_GUARD(veil_path_join(path, sizeof path, e->dir, "inblob"));
-    int fd = open(path, O_WRONLY | O_CLOEXEC);
-    VEIL_ENSURE(fd >= 0, VEIL_ERR_IO, "cannot open %s: %s", path, strerror(errno));
-    ssize_t n;
-    do
-        n = write(fd, rd, VEIL_REPORT_DATA_SIZE);
-    while (n < 0 && errno == EINTR);
-    int werr = errno;
-    int closed = close(fd);
-    VEIL_ENSURE(n == (ssize_t)VEIL_REPORT_DATA_SIZE, VEIL_ERR_IO, "cannot write 64 bytes to %s: %s", path,
-                n < 0 ? strerror(werr) : "short write");
-    VEIL_ENSURE(closed == 0, VEIL_ERR_IO, "cannot commit %s: %s", path, strerror(errno));
-    return VEIL_RESULT_OK;
+    return veil_write_report_data(path, rd);
 }
 
 static VEIL_RESULT read_outputs(const struct tsm_entry *e, veil_tee tee, struct veil_buf *outblob,

@@ -19,11 +19,6 @@ static void wrap_aad(const uint8_t digest[VEIL_SHA256_SIZE], uint32_t key_versio
     veil_store_u32le(aad + VEIL_SHA256_SIZE, key_version);
 }
 
-static void gcm_done(struct veil_gcm *g)
-{
-    veil_gcm_cleanup(g);
-}
-
 static void kek_wipe(uint8_t (*kek)[VEIL_GCM_KEY_SIZE])
 {
     veil_wipe(*kek, sizeof *kek);
@@ -39,7 +34,7 @@ VEIL_RESULT veil_sealed_wrap(const uint8_t *model_key, size_t key_size, const ui
     uint8_t aad[36];
     wrap_aad(digest, wrap->key_version, aad);
     memcpy(wrap->nonce, nonce, VEIL_GCM_NONCE_SIZE);
-    VEIL_DEFER(gcm_done) struct veil_gcm g = {0};
+    VEIL_DEFER(veil_gcm_cleanup) struct veil_gcm g = {0};
     VEIL_GUARD(veil_gcm_init(&g, kek, 1));
     return veil_gcm_seal(&g, wrap->nonce, aad, sizeof aad, data_key, wrap->wrapped_key, VEIL_GCM_KEY_SIZE,
                          wrap->tag);
@@ -53,7 +48,7 @@ VEIL_RESULT veil_sealed_unwrap(const uint8_t *model_key, size_t key_size, const 
     VEIL_GUARD(veil_hkdf_sha256(model_key, key_size, VEIL_SEALED_WRAP_INFO, kek, sizeof kek));
     uint8_t aad[36];
     wrap_aad(digest, wrap->key_version, aad);
-    VEIL_DEFER(gcm_done) struct veil_gcm g = {0};
+    VEIL_DEFER(veil_gcm_cleanup) struct veil_gcm g = {0};
     VEIL_GUARD(veil_gcm_init(&g, kek, 0));
     struct veil_result r = veil_gcm_open(&g, wrap->nonce, aad, sizeof aad, wrap->wrapped_key, data_key,
                                          VEIL_GCM_KEY_SIZE, wrap->tag);

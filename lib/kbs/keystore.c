@@ -9,11 +9,6 @@
 
 #define KEY_FORMAT 1u
 
-static void gcm_done(struct veil_gcm *g)
-{
-    veil_gcm_cleanup(g);
-}
-
 static VEIL_RESULT build_aad(const char *model_id, uint32_t version, struct veil_buf *aad)
 {
     static const char label[] = "veil-kbs-key-v1";
@@ -36,7 +31,7 @@ VEIL_RESULT veil_kbs_key_seal(const uint8_t master[VEIL_KBS_MASTER_KEY_SIZE], co
     blob[0] = KEY_FORMAT;
     uint8_t *nonce = blob + 1, *ct = blob + 1 + VEIL_GCM_NONCE_SIZE, *tag = ct + key_size;
     VEIL_GUARD(veil_random(nonce, VEIL_GCM_NONCE_SIZE));
-    VEIL_DEFER(gcm_done) struct veil_gcm g = {0};
+    VEIL_DEFER(veil_gcm_cleanup) struct veil_gcm g = {0};
     VEIL_GUARD(veil_gcm_init(&g, master, 1));
     VEIL_GUARD(veil_gcm_seal(&g, nonce, aad.data, aad.size, key, ct, key_size, tag));
     return veil_buf_append(out, blob, VEIL_KBS_SEALED_KEY_OVERHEAD + key_size);
@@ -53,7 +48,7 @@ VEIL_RESULT veil_kbs_key_open(const uint8_t master[VEIL_KBS_MASTER_KEY_SIZE], co
     VEIL_GUARD(build_aad(model_id, version, &aad));
     uint8_t key[VEIL_KBS_MODEL_KEY_MAX_SIZE];
     const uint8_t *nonce = blob + 1, *ct = blob + 1 + VEIL_GCM_NONCE_SIZE, *tag = ct + key_size;
-    VEIL_DEFER(gcm_done) struct veil_gcm g = {0};
+    VEIL_DEFER(veil_gcm_cleanup) struct veil_gcm g = {0};
     VEIL_GUARD(veil_gcm_init(&g, master, 0));
     struct veil_result r = veil_gcm_open(&g, nonce, aad.data, aad.size, ct, key, key_size, tag);
     if (veil_ok(r))

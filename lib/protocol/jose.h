@@ -24,6 +24,5 @@ struct veil_jwk_curve {
 const struct veil_jwk_curve *veil_jwk_curve_of(enum veil_jwk_type type);
 /* Appends the affine x || y, each padded to the field size. */
 VEIL_RESULT veil_jwk_ec_point(const struct veil_jwk *k, struct veil_buf *xy);
-void veil_pkey_done(EVP_PKEY **p);
 
 #endif

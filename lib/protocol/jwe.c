@@ -12,27 +12,13 @@
 #include "core/limits.h"
 #include "core/secret.h"
 #include "crypto/crypto.h"
+#include "crypto/ossl_defer.h"
 #include "protocol/jose.h"
 
 #define JWE_IV_SIZE 12u
 #define JWE_TAG_SIZE 16u
 #define JWE_MAX_Z_SIZE 66u /* P-521 */
 #define JWE_MAX_PARTY_INFO 256u
-
-static void pctx_done(EVP_PKEY_CTX **c)
-{
-    EVP_PKEY_CTX_free(*c);
-}
-
-static void md_done(EVP_MD_CTX **c)
-{
-    EVP_MD_CTX_free(*c);
-}
-
-static void cipher_done(EVP_CIPHER_CTX **c)
-{
-    EVP_CIPHER_CTX_free(*c);
-}
 
 static void cek_wipe(uint8_t (*k)[VEIL_JWE_CEK_SIZE])
 {
@@ -42,11 +28,6 @@ static void cek_wipe(uint8_t (*k)[VEIL_JWE_CEK_SIZE])
 static void z_wipe(uint8_t (*z)[JWE_MAX_Z_SIZE])
 {
     veil_wipe(*z, sizeof *z);
-}
-
-static void gcm_done(struct veil_gcm *g)
-{
-    veil_gcm_cleanup(g);
 }
 
 static void str_done(char **s)
@@ -59,7 +40,7 @@ static void str_done(char **s)
 /* Z: the x-coordinate of own_private * peer, padded to the field size (RFC 7518 section 4.6.2). */
 static VEIL_RESULT ecdh(EVP_PKEY *own, EVP_PKEY *peer, uint8_t z[JWE_MAX_Z_SIZE], size_t *z_size)
 {
-    VEIL_DEFER(pctx_done) EVP_PKEY_CTX *ctx = EVP_PKEY_CTX_new_from_pkey(NULL, own, NULL);
+    VEIL_DEFER(veil_ossl_pkey_ctx_done) EVP_PKEY_CTX *ctx = EVP_PKEY_CTX_new_from_pkey(NULL, own, NULL);
     VEIL_ENSURE(ctx != NULL, VEIL_ERR_NOMEM, "out of memory");
     VEIL_GUARD_OSSL(EVP_PKEY_derive_init(ctx), VEIL_ERR_CRYPTO);
     VEIL_GUARD_OSSL(EVP_PKEY_derive_set_peer(ctx, peer), VEIL_ERR_KEY);
@@ -93,7 +74,7 @@ struct party_info {
 static VEIL_RESULT concat_kdf(const uint8_t *z, size_t z_size, const struct party_info *pi,
                               uint8_t kek[VEIL_JWE_CEK_SIZE])
 {
-    VEIL_DEFER(md_done) EVP_MD_CTX *md = EVP_MD_CTX_new();
+    VEIL_DEFER(veil_ossl_md_ctx_done) EVP_MD_CTX *md = EVP_MD_CTX_new();
     VEIL_ENSURE(md != NULL, VEIL_ERR_NOMEM, "out of memory");
     VEIL_GUARD_OSSL(EVP_DigestInit_ex(md, EVP_sha256(), NULL), VEIL_ERR_CRYPTO);
     VEIL_GUARD(digest_be32(md, 1));
@@ -121,7 +102,7 @@ static VEIL_RESULT derive_kek(EVP_PKEY *own, EVP_PKEY *peer, const struct party_
 static VEIL_RESULT aes_kw(const uint8_t kek[VEIL_JWE_CEK_SIZE], int encrypt, const uint8_t *in, size_t in_size,
                           uint8_t *out, size_t out_size)
 {
-    VEIL_DEFER(cipher_done) EVP_CIPHER_CTX *ctx = EVP_CIPHER_CTX_new();
+    VEIL_DEFER(veil_ossl_cipher_ctx_done) EVP_CIPHER_CTX *ctx = EVP_CIPHER_CTX_new();
     VEIL_ENSURE(ctx != NULL, VEIL_ERR_NOMEM, "out of memory");
     EVP_CIPHER_CTX_set_flags(ctx, EVP_CIPHER_CTX_FLAG_WRAP_ALLOW);
     VEIL_GUARD_OSSL(EVP_CipherInit_ex(ctx, EVP_aes_256_wrap(), NULL, kek, NULL, encrypt), VEIL_ERR_CRYPTO);
@@ -151,7 +132,7 @@ static VEIL_RESULT oaep_ctx(EVP_PKEY *pkey, int encrypt, EVP_PKEY_CTX **out)
 
 static VEIL_RESULT oaep_encrypt(EVP_PKEY *pkey, const uint8_t cek[VEIL_JWE_CEK_SIZE], struct veil_buf *out)
 {
-    VEIL_DEFER(pctx_done) EVP_PKEY_CTX *ctx = NULL;
+    VEIL_DEFER(veil_ossl_pkey_ctx_done) EVP_PKEY_CTX *ctx = NULL;
     VEIL_GUARD(oaep_ctx(pkey, 1, &ctx));
     size_t n = 0;
     VEIL_GUARD_OSSL(EVP_PKEY_encrypt(ctx, NULL, &n, cek, VEIL_JWE_CEK_SIZE), VEIL_ERR_CRYPTO);
@@ -164,7 +145,7 @@ static VEIL_RESULT oaep_encrypt(EVP_PKEY *pkey, const uint8_t cek[VEIL_JWE_CEK_S
 /* Any failure, including a well-formed plaintext of the wrong size, is the same VEIL_ERR_KEY. */
 static VEIL_RESULT oaep_decrypt(EVP_PKEY *pkey, const struct veil_buf *wrapped, uint8_t cek[VEIL_JWE_CEK_SIZE])
 {
-    VEIL_DEFER(pctx_done) EVP_PKEY_CTX *ctx = NULL;
+    VEIL_DEFER(veil_ossl_pkey_ctx_done) EVP_PKEY_CTX *ctx = NULL;
     VEIL_GUARD(oaep_ctx(pkey, 0, &ctx));
     VEIL_ENSURE(wrapped->size == (size_t)EVP_PKEY_get_size(pkey), VEIL_ERR_FORMAT,
                 "JWE encrypted_key must be %d bytes for this RSA key", EVP_PKEY_get_size(pkey));
@@ -245,7 +226,7 @@ static VEIL_RESULT seal_content(const uint8_t cek[VEIL_JWE_CEK_SIZE], const char
     VEIL_GUARD(veil_random(iv, sizeof iv));
     VEIL_DEFER(veil_buf_cleanup) struct veil_buf ct = {0};
     VEIL_GUARD(veil_buf_reserve(&ct, size + 1));
-    VEIL_DEFER(gcm_done) struct veil_gcm g = {0};
+    VEIL_DEFER(veil_gcm_cleanup) struct veil_gcm g = {0};
     VEIL_GUARD(veil_gcm_init(&g, cek, 1));
     VEIL_GUARD(veil_gcm_seal(&g, iv, (const uint8_t *)protected_b64, strlen(protected_b64), plaintext, ct.data, size,
                              tag));
@@ -425,7 +406,7 @@ static VEIL_RESULT open_content(const uint8_t cek[VEIL_JWE_CEK_SIZE], const stru
                                 struct veil_buf *out)
 {
     VEIL_GUARD(veil_buf_reserve(out, c->ct.size + 1));
-    VEIL_DEFER(gcm_done) struct veil_gcm g = {0};
+    VEIL_DEFER(veil_gcm_cleanup) struct veil_gcm g = {0};
     VEIL_GUARD(veil_gcm_init(&g, cek, 0));
     VEIL_GUARD(veil_gcm_open(&g, c->iv, c->aad.data, c->aad.size, c->ct.data, out->data + out->size, c->ct.size,
                              c->tag));

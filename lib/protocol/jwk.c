@@ -12,6 +12,7 @@
 #include "core/base64.h"
 #include "core/json.h"
 #include "core/limits.h"
+#include "crypto/ossl_defer.h"
 #include "protocol/jose.h"
 
 static const struct veil_jwk_curve curves[] = {
@@ -56,31 +57,6 @@ void veil_jwk_cleanup(struct veil_jwk *k)
     veil_jwk_init(k);
 }
 
-void veil_pkey_done(EVP_PKEY **p)
-{
-    EVP_PKEY_free(*p);
-}
-
-static void pctx_done(EVP_PKEY_CTX **c)
-{
-    EVP_PKEY_CTX_free(*c);
-}
-
-static void bld_done(OSSL_PARAM_BLD **b)
-{
-    OSSL_PARAM_BLD_free(*b);
-}
-
-static void params_done(OSSL_PARAM **p)
-{
-    OSSL_PARAM_free(*p);
-}
-
-static void bn_done(BIGNUM **b)
-{
-    BN_free(*b);
-}
-
 /* ---- adopt and generate ----------------------------------------------------------------------------------- */
 
 static VEIL_RESULT classify(EVP_PKEY *pkey, enum veil_jwk_type *type)
@@ -104,7 +80,7 @@ static VEIL_RESULT classify(EVP_PKEY *pkey, enum veil_jwk_type *type)
 
 VEIL_RESULT veil_jwk_adopt(EVP_PKEY *pkey, struct veil_jwk *out)
 {
-    VEIL_DEFER(veil_pkey_done) EVP_PKEY *owned = pkey;
+    VEIL_DEFER(veil_ossl_pkey_done) EVP_PKEY *owned = pkey;
     VEIL_ENSURE(pkey != NULL, VEIL_ERR_ARG, "no key given");
     enum veil_jwk_type type = 0;
     VEIL_GUARD(classify(pkey, &type));
@@ -132,9 +108,9 @@ VEIL_RESULT veil_jwk_generate(enum veil_jwk_type type, struct veil_jwk *out)
 
 static VEIL_RESULT pkey_fromdata(const char *kind, OSSL_PARAM_BLD *bld, EVP_PKEY **out)
 {
-    VEIL_DEFER(params_done) OSSL_PARAM *params = OSSL_PARAM_BLD_to_param(bld);
+    VEIL_DEFER(veil_ossl_params_done) OSSL_PARAM *params = OSSL_PARAM_BLD_to_param(bld);
     VEIL_ENSURE(params != NULL, VEIL_ERR_NOMEM, "out of memory");
-    VEIL_DEFER(pctx_done) EVP_PKEY_CTX *ctx = EVP_PKEY_CTX_new_from_name(NULL, kind, NULL);
+    VEIL_DEFER(veil_ossl_pkey_ctx_done) EVP_PKEY_CTX *ctx = EVP_PKEY_CTX_new_from_name(NULL, kind, NULL);
     VEIL_ENSURE(ctx != NULL, VEIL_ERR_CRYPTO, "no %s support", kind);
     VEIL_GUARD_OSSL(EVP_PKEY_fromdata_init(ctx), VEIL_ERR_CRYPTO);
     VEIL_GUARD_OSSL(EVP_PKEY_fromdata(ctx, out, EVP_PKEY_PUBLIC_KEY, params), VEIL_ERR_FORMAT);
@@ -144,7 +120,7 @@ static VEIL_RESULT pkey_fromdata(const char *kind, OSSL_PARAM_BLD *bld, EVP_PKEY
 /* The public-key checks OpenSSL offers (EC: on the curve, not infinity, in the prime-order subgroup). */
 static VEIL_RESULT public_check(EVP_PKEY *pkey)
 {
-    VEIL_DEFER(pctx_done) EVP_PKEY_CTX *ctx = EVP_PKEY_CTX_new_from_pkey(NULL, pkey, NULL);
+    VEIL_DEFER(veil_ossl_pkey_ctx_done) EVP_PKEY_CTX *ctx = EVP_PKEY_CTX_new_from_pkey(NULL, pkey, NULL);
     VEIL_ENSURE(ctx != NULL, VEIL_ERR_NOMEM, "out of memory");
     VEIL_GUARD_OSSL(EVP_PKEY_public_check(ctx), VEIL_ERR_FORMAT);
     return VEIL_RESULT_OK;
@@ -163,11 +139,11 @@ static VEIL_RESULT parse_ec(const json_t *jwk, struct veil_jwk *out)
     size_t fs = c->field_size;
     VEIL_GUARD(veil_json_b64(jwk, "x", VEIL_B64_URL, 1, fs, fs, VEIL_ERR_FORMAT, "EC JWK", &point, NULL));
     VEIL_GUARD(veil_json_b64(jwk, "y", VEIL_B64_URL, 1, fs, fs, VEIL_ERR_FORMAT, "EC JWK", &point, NULL));
-    VEIL_DEFER(bld_done) OSSL_PARAM_BLD *bld = OSSL_PARAM_BLD_new();
+    VEIL_DEFER(veil_ossl_param_bld_done) OSSL_PARAM_BLD *bld = OSSL_PARAM_BLD_new();
     VEIL_ENSURE(bld != NULL, VEIL_ERR_NOMEM, "out of memory");
     VEIL_GUARD_OSSL(OSSL_PARAM_BLD_push_utf8_string(bld, OSSL_PKEY_PARAM_GROUP_NAME, c->ossl_name, 0), VEIL_ERR_NOMEM);
     VEIL_GUARD_OSSL(OSSL_PARAM_BLD_push_octet_string(bld, OSSL_PKEY_PARAM_PUB_KEY, point.data, point.size), VEIL_ERR_NOMEM);
-    VEIL_DEFER(veil_pkey_done) EVP_PKEY *pkey = NULL;
+    VEIL_DEFER(veil_ossl_pkey_done) EVP_PKEY *pkey = NULL;
     struct veil_result r = pkey_fromdata("EC", bld, &pkey);
     VEIL_ENSURE(veil_ok(r), VEIL_ERR_FORMAT, "EC JWK: the point is not on curve %s", c->jose_name);
     VEIL_GUARD(public_check(pkey));
@@ -204,14 +180,14 @@ static VEIL_RESULT parse_rsa(const json_t *jwk, struct veil_jwk *out)
 {
     static const char *const members[] = {"kty", "alg", "n", "e", "kid", "use", NULL};
     VEIL_GUARD(veil_json_only_keys(jwk, members, VEIL_ERR_FORMAT, "RSA JWK"));
-    VEIL_DEFER(bn_done) BIGNUM *n = NULL;
-    VEIL_DEFER(bn_done) BIGNUM *e = NULL;
+    VEIL_DEFER(veil_ossl_bn_done) BIGNUM *n = NULL;
+    VEIL_DEFER(veil_ossl_bn_done) BIGNUM *e = NULL;
     VEIL_GUARD(rsa_numbers(jwk, &n, &e));
-    VEIL_DEFER(bld_done) OSSL_PARAM_BLD *bld = OSSL_PARAM_BLD_new();
+    VEIL_DEFER(veil_ossl_param_bld_done) OSSL_PARAM_BLD *bld = OSSL_PARAM_BLD_new();
     VEIL_ENSURE(bld != NULL, VEIL_ERR_NOMEM, "out of memory");
     VEIL_GUARD_OSSL(OSSL_PARAM_BLD_push_BN(bld, OSSL_PKEY_PARAM_RSA_N, n), VEIL_ERR_NOMEM);
     VEIL_GUARD_OSSL(OSSL_PARAM_BLD_push_BN(bld, OSSL_PKEY_PARAM_RSA_E, e), VEIL_ERR_NOMEM);
-    VEIL_DEFER(veil_pkey_done) EVP_PKEY *pkey = NULL;
+    VEIL_DEFER(veil_ossl_pkey_done) EVP_PKEY *pkey = NULL;
     VEIL_GUARD(pkey_fromdata("RSA", bld, &pkey));
     VEIL_GUARD(public_check(pkey));
     out->type = VEIL_JWK_RSA;
@@ -280,7 +256,7 @@ static VEIL_RESULT set_string(json_t *obj, const char *key, const char *value)
 /* A BIGNUM parameter as big-endian bytes: padded to pad bytes, or minimal when pad is 0. */
 static VEIL_RESULT bn_param(const EVP_PKEY *pkey, const char *name, size_t pad, struct veil_buf *out)
 {
-    VEIL_DEFER(bn_done) BIGNUM *bn = NULL;
+    VEIL_DEFER(veil_ossl_bn_done) BIGNUM *bn = NULL;
     VEIL_GUARD_OSSL(EVP_PKEY_get_bn_param(pkey, name, &bn), VEIL_ERR_CRYPTO);
     size_t size = pad != 0 ? pad : (size_t)BN_num_bytes(bn);
     VEIL_ENSURE(size > 0 && (size_t)BN_num_bytes(bn) <= size, VEIL_ERR_INTERNAL, "key parameter too large");

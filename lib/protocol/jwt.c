@@ -9,20 +9,11 @@
 #include "core/base64.h"
 #include "core/json.h"
 #include "core/limits.h"
+#include "crypto/ossl_defer.h"
 #include "protocol/jose.h"
 
 #define ES256_FIELD_SIZE 32u
 #define ES256_SIG_SIZE 64u
-
-static void sig_done(ECDSA_SIG **s)
-{
-    ECDSA_SIG_free(*s);
-}
-
-static void md_done(EVP_MD_CTX **c)
-{
-    EVP_MD_CTX_free(*c);
-}
 
 static void str_done(char **s)
 {
@@ -35,7 +26,7 @@ VEIL_RESULT veil_ecdsa_der_to_raw(const uint8_t *der, size_t der_size, size_t fi
 {
     VEIL_ENSURE(der_size <= 256 && field_size > 0 && field_size <= 66, VEIL_ERR_ARG, "bad ECDSA signature sizes");
     const uint8_t *p = der;
-    VEIL_DEFER(sig_done) ECDSA_SIG *sig = d2i_ECDSA_SIG(NULL, &p, (long)der_size);
+    VEIL_DEFER(veil_ossl_ecdsa_sig_done) ECDSA_SIG *sig = d2i_ECDSA_SIG(NULL, &p, (long)der_size);
     VEIL_ENSURE(sig != NULL && p == der + der_size, VEIL_ERR_FORMAT, "not a DER ECDSA signature");
     const BIGNUM *r = ECDSA_SIG_get0_r(sig), *s = ECDSA_SIG_get0_s(sig);
     VEIL_ENSURE(BN_bn2binpad(r, raw, (int)field_size) == (int)field_size &&
@@ -49,7 +40,7 @@ VEIL_RESULT veil_ecdsa_raw_to_der(const uint8_t *raw, size_t raw_size, struct ve
     VEIL_ENSURE(raw_size > 0 && raw_size % 2 == 0 && raw_size <= 132, VEIL_ERR_FORMAT,
                 "raw ECDSA signature of %zu bytes", raw_size);
     size_t half = raw_size / 2;
-    VEIL_DEFER(sig_done) ECDSA_SIG *sig = ECDSA_SIG_new();
+    VEIL_DEFER(veil_ossl_ecdsa_sig_done) ECDSA_SIG *sig = ECDSA_SIG_new();
     BIGNUM *r = BN_bin2bn(raw, (int)half, NULL), *s = BN_bin2bn(raw + half, (int)half, NULL);
     if (sig == NULL || r == NULL || s == NULL || ECDSA_SIG_set0(sig, r, s) != 1) {
         BN_free(r);
@@ -95,7 +86,7 @@ static VEIL_RESULT jwt_header(const char *kid, json_t **out)
 
 static VEIL_RESULT es256_sign(EVP_PKEY *pkey, const uint8_t *msg, size_t size, uint8_t raw[ES256_SIG_SIZE])
 {
-    VEIL_DEFER(md_done) EVP_MD_CTX *md = EVP_MD_CTX_new();
+    VEIL_DEFER(veil_ossl_md_ctx_done) EVP_MD_CTX *md = EVP_MD_CTX_new();
     VEIL_ENSURE(md != NULL, VEIL_ERR_NOMEM, "out of memory");
     VEIL_GUARD_OSSL(EVP_DigestSignInit(md, NULL, EVP_sha256(), NULL, pkey), VEIL_ERR_CRYPTO);
     uint8_t der[128];
@@ -175,7 +166,7 @@ static VEIL_RESULT es256_verify(EVP_PKEY *pkey, const struct jwt_parts *p)
     VEIL_ENSURE(veil_ok(r) && raw.size == ES256_SIG_SIZE, VEIL_ERR_FORMAT, "JWT signature is not 64 bytes");
     VEIL_DEFER(veil_buf_cleanup) struct veil_buf der = {0};
     VEIL_GUARD(veil_ecdsa_raw_to_der(raw.data, raw.size, &der));
-    VEIL_DEFER(md_done) EVP_MD_CTX *md = EVP_MD_CTX_new();
+    VEIL_DEFER(veil_ossl_md_ctx_done) EVP_MD_CTX *md = EVP_MD_CTX_new();
     VEIL_ENSURE(md != NULL, VEIL_ERR_NOMEM, "out of memory");
     VEIL_GUARD_OSSL(EVP_DigestVerifyInit(md, NULL, EVP_sha256(), NULL, pkey), VEIL_ERR_CRYPTO);
     size_t signed_len = p->header_len + 1 + p->payload_len;

@@ -16,6 +16,7 @@
 #include "core/file.h"
 #include "core/hex.h"
 #include "crypto/crypto.h"
+#include "crypto/ossl_defer.h"
 #include "kbsd.h"
 
 #define SECRET_FILE_MAX_SIZE (16u << 10)
@@ -66,15 +67,10 @@ static VEIL_RESULT master_key_load(struct kbs_ctx *k)
     return VEIL_RESULT_OK;
 }
 
-static void bio_done(BIO **b)
-{
-    BIO_free(*b);
-}
-
 static VEIL_RESULT signing_key_create(const char *path, struct veil_jwk *key)
 {
     VEIL_GUARD(veil_jwk_generate(VEIL_JWK_EC_P256, key));
-    VEIL_DEFER(bio_done) BIO *bio = BIO_new(BIO_s_secmem());
+    VEIL_DEFER(veil_ossl_bio_done) BIO *bio = BIO_new(BIO_s_secmem());
     VEIL_ENSURE(bio != NULL, VEIL_ERR_NOMEM, "out of memory");
     VEIL_GUARD_OSSL(PEM_write_bio_PrivateKey(bio, key->pkey, NULL, NULL, 0, NULL, NULL), VEIL_ERR_CRYPTO);
     char *pem = NULL;
@@ -87,7 +83,7 @@ static VEIL_RESULT signing_key_create(const char *path, struct veil_jwk *key)
 
 static VEIL_RESULT signing_key_read(const struct veil_buf *pem, struct veil_jwk *key)
 {
-    VEIL_DEFER(bio_done) BIO *bio = BIO_new_mem_buf(pem->data, (int)pem->size);
+    VEIL_DEFER(veil_ossl_bio_done) BIO *bio = BIO_new_mem_buf(pem->data, (int)pem->size);
     VEIL_ENSURE(bio != NULL, VEIL_ERR_NOMEM, "out of memory");
     EVP_PKEY *pkey = PEM_read_bio_PrivateKey(bio, NULL, NULL, NULL);
     VEIL_ENSURE(pkey != NULL, VEIL_ERR_ARG, "the signing key file is not a PEM private key");

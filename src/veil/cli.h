@@ -28,6 +28,19 @@ void cli_warn(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 /* Strict decimal parsing: the whole string, no sign, within [min, max]. 0 on success. */
 int cli_parse_u64(const char *s, uint64_t min, uint64_t max, uint64_t *out);
 
+/* One getopt_long pass (opterr off) that accepts only the options in allowed (a list ending in 0; 'h' is always
+ * accepted) and calls apply(ctx, c) for each. An unknown option or a missing value is a usage error. Returns
+ * CLI_OK or the exit code to use; optind then points at the first positional argument. */
+struct option;
+struct cli_getopt_spec {
+    const char *cmd;
+    const char *shortopts; /* must start with ':' */
+    const struct option *longopts;
+    const int *allowed;
+    int (*apply)(void *ctx, int c);
+};
+int cli_getopt(int argc, char **argv, const struct cli_getopt_spec *spec, void *ctx);
+
 /* Reads a key file (exactly 32 bytes, or 16 where allowed) into locked memory; warns when the file is readable
  * by group or others. Returns CLI_OK or the exit code to use. */
 int cli_read_key(const char *path, struct veil_secure_mem *key);

@@ -115,8 +115,9 @@ static int apply_number(struct attest_args *a, int c)
     return CLI_OK;
 }
 
-static int apply_opt(struct attest_args *a, int c)
+static int apply_opt(void *ctx, int c)
 {
+    struct attest_args *a = ctx;
     switch (c) {
     case 'p': a->provider = optarg; return CLI_OK;
     case 't': a->type = optarg; return CLI_OK;
@@ -146,22 +147,10 @@ static int apply_opt(struct attest_args *a, int c)
 /* allowed: the options this subcommand accepts, ending in 0; want_input: one positional argument. */
 static int parse_args(int argc, char **argv, const int *allowed, int want_input, struct attest_args *a)
 {
-    int c;
-    opterr = 0;
-    while ((c = getopt_long(argc, argv, ":p:t:o:h", attest_opts, NULL)) != -1) {
-        int ok = c == 'h';
-        for (const int *p = allowed; *p != 0 && !ok; p++)
-            ok = *p == c;
-        if (c == ':')
-            return cli_usage_error(a->cmd, "option %s needs a value", argv[optind - 1]);
-        if (!ok || c == '?')
-            return cli_usage_error(a->cmd, "unknown option %s", argv[optind - 1]);
-        int rc = apply_opt(a, c);
-        if (rc != CLI_OK)
-            return rc;
-    }
-    if (a->help)
-        return CLI_OK;
+    const struct cli_getopt_spec spec = {a->cmd, ":p:t:o:h", attest_opts, allowed, apply_opt};
+    int rc = cli_getopt(argc, argv, &spec, a);
+    if (rc != CLI_OK || a->help)
+        return rc;
     if (want_input) {
         if (optind >= argc)
             return cli_usage_error(a->cmd, "missing evidence file");

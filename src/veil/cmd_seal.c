@@ -82,8 +82,9 @@ static int number_opt(struct cli_args *a, const char *name, uint64_t min, uint64
     return CLI_OK;
 }
 
-static int apply_opt(struct cli_args *a, int c)
+static int apply_opt(void *ctx, int c)
 {
+    struct cli_args *a = ctx;
     switch (c) {
     case 'o': a->output = optarg; return CLI_OK;
     case 'k': a->key = optarg; return CLI_OK;
@@ -105,22 +106,10 @@ static int apply_opt(struct cli_args *a, int c)
 /* allowed: the option characters/ids this command accepts, as a list ending in 0. */
 static int parse_args(int argc, char **argv, const int *allowed, struct cli_args *a)
 {
-    int c;
-    opterr = 0;
-    while ((c = getopt_long(argc, argv, ":o:k:h", all_opts, NULL)) != -1) {
-        int ok = c == 'h' || c == ':' || c == '?';
-        for (const int *p = allowed; *p != 0 && !ok; p++)
-            ok = *p == c;
-        if (c == ':')
-            return cli_usage_error(a->cmd, "option %s needs a value", argv[optind - 1]);
-        if (!ok || c == '?')
-            return cli_usage_error(a->cmd, "unknown option %s", argv[optind - 1]);
-        int rc = apply_opt(a, c);
-        if (rc != CLI_OK)
-            return rc;
-    }
-    if (a->help)
-        return CLI_OK;
+    const struct cli_getopt_spec spec = {a->cmd, ":o:k:h", all_opts, allowed, apply_opt};
+    int rc = cli_getopt(argc, argv, &spec, a);
+    if (rc != CLI_OK || a->help)
+        return rc;
     if (optind >= argc)
         return cli_usage_error(a->cmd, "missing input file");
     a->input = argv[optind];

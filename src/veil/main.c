@@ -2,6 +2,7 @@
 /* veil: the owner's command-line tool. Parses arguments, calls libveil, maps errors to exit codes. */
 #include <errno.h>
 #include <fcntl.h>
+#include <getopt.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -83,6 +84,25 @@ int cli_parse_u64(const char *s, uint64_t min, uint64_t max, uint64_t *out)
         return -1;
     *out = v;
     return 0;
+}
+
+int cli_getopt(int argc, char **argv, const struct cli_getopt_spec *spec, void *ctx)
+{
+    int c;
+    opterr = 0;
+    while ((c = getopt_long(argc, argv, spec->shortopts, spec->longopts, NULL)) != -1) {
+        int ok = c == 'h';
+        for (const int *p = spec->allowed; *p != 0 && !ok; p++)
+            ok = *p == c;
+        if (c == ':')
+            return cli_usage_error(spec->cmd, "option %s needs a value", argv[optind - 1]);
+        if (!ok || c == '?')
+            return cli_usage_error(spec->cmd, "unknown option %s", argv[optind - 1]);
+        int rc = spec->apply(ctx, c);
+        if (rc != CLI_OK)
+            return rc;
+    }
+    return CLI_OK;
 }
 
 static int read_key_fd(int fd, const char *path, struct veil_secure_mem *key)
