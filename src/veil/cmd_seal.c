@@ -98,7 +98,6 @@ static int apply_opt(void *ctx, int c)
     case OPT_MODEL_VERSION: return number_opt(a, "model-version", 1, UINT64_MAX, &a->model_version);
     case OPT_CHUNK_SIZE: return number_opt(a, "chunk-size", 4096, 1u << 30, &a->chunk_size);
     case OPT_THREADS: return number_opt(a, "threads", 1, VEIL_MAX_THREADS, &a->threads);
-    case ':': return cli_usage_error(a->cmd, "option %s needs a value", optarg ? optarg : "");
     default: return cli_usage_error(a->cmd, "unknown option");
     }
 }

@@ -88,19 +88,24 @@ int cli_parse_u64(const char *s, uint64_t min, uint64_t max, uint64_t *out)
 
 int cli_getopt(int argc, char **argv, const struct cli_getopt_spec *spec, void *ctx)
 {
-    int c;
+    int c, li = -1;
     opterr = 0;
-    while ((c = getopt_long(argc, argv, spec->shortopts, spec->longopts, NULL)) != -1) {
+    while ((c = getopt_long(argc, argv, spec->shortopts, spec->longopts, &li)) != -1) {
         int ok = c == 'h';
         for (const int *p = spec->allowed; *p != 0 && !ok; p++)
             ok = *p == c;
         if (c == ':')
             return cli_usage_error(spec->cmd, "option %s needs a value", argv[optind - 1]);
-        if (!ok || c == '?')
+        if (c == '?')
             return cli_usage_error(spec->cmd, "unknown option %s", argv[optind - 1]);
+        if (!ok && li >= 0) /* an option of another command: name it, not the value it consumed */
+            return cli_usage_error(spec->cmd, "option --%s does not apply here", spec->longopts[li].name);
+        if (!ok)
+            return cli_usage_error(spec->cmd, "option -%c does not apply here", c);
         int rc = spec->apply(ctx, c);
         if (rc != CLI_OK)
             return rc;
+        li = -1;
     }
     return CLI_OK;
 }

@@ -81,6 +81,12 @@ def test_usage_errors_exit_2(args: list[str]) -> None:
     assert "--help" in p.stderr
 
 
+def test_option_of_another_command_is_named() -> None:
+    p = veil("seal", "m.onnx", "--new-key", "k", "-o", "x", "--key", "k", "--model-id", "m")
+    assert p.returncode == 2
+    assert "--new-key does not apply" in p.stderr
+
+
 def test_keygen_mode_and_no_clobber(tmp_path: Path) -> None:
     key = tmp_path / "k"
     assert veil("keygen", "-o", key).returncode == 0
