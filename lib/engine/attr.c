@@ -55,34 +55,40 @@ static VEIL_RESULT missing(const struct eng_node *n, const char *name)
     VEIL_BAIL(VEIL_ERR_ONNX, "%s: attribute '%s' has no value", eng_node_label(n, label, sizeof label), name);
 }
 
-VEIL_RESULT eng_attr_int(struct eng_node *n, const char *name, int64_t def, int64_t *out)
+/* The raw scalar (AttributeProto field number, wire type) of attribute name when the node sets it, checked to be
+ * of the given type; *present is 0 when the node does not set it. */
+static VEIL_RESULT scalar_attr(struct eng_node *n, const char *name, uint64_t type, uint32_t field, uint32_t wire,
+                               uint64_t *v, int *present)
 {
     struct eng_attr *a = eng_attr_get(n, name);
-    *out = def;
+    *present = a != NULL;
     if (a == NULL)
         return VEIL_RESULT_OK;
-    VEIL_GUARD(check_type(n, a, name, A_INT));
-    uint64_t v = 0;
+    VEIL_GUARD(check_type(n, a, name, type));
     int found = 0;
-    VEIL_GUARD(scalar_field(a, 3, VEIL_PB_VARINT, &v, &found));
-    if (!found)
-        return missing(n, name);
-    *out = (int64_t)v;
+    VEIL_GUARD(scalar_field(a, field, wire, v, &found));
+    return found ? VEIL_RESULT_OK : missing(n, name);
+}
+
+VEIL_RESULT eng_attr_int(struct eng_node *n, const char *name, int64_t def, int64_t *out)
+{
+    uint64_t v = 0;
+    int present = 0;
+    *out = def;
+    VEIL_GUARD(scalar_attr(n, name, A_INT, 3, VEIL_PB_VARINT, &v, &present));
+    if (present)
+        *out = (int64_t)v;
     return VEIL_RESULT_OK;
 }
 
 VEIL_RESULT eng_attr_float(struct eng_node *n, const char *name, float def, float *out)
 {
-    struct eng_attr *a = eng_attr_get(n, name);
-    *out = def;
-    if (a == NULL)
-        return VEIL_RESULT_OK;
-    VEIL_GUARD(check_type(n, a, name, A_FLOAT));
     uint64_t v = 0;
-    int found = 0;
-    VEIL_GUARD(scalar_field(a, 2, VEIL_PB_I32, &v, &found));
-    if (!found)
-        return missing(n, name);
+    int present = 0;
+    *out = def;
+    VEIL_GUARD(scalar_attr(n, name, A_FLOAT, 2, VEIL_PB_I32, &v, &present));
+    if (!present)
+        return VEIL_RESULT_OK;
     uint32_t bits = (uint32_t)v;
     memcpy(out, &bits, sizeof *out);
     char label[160];

@@ -121,6 +121,23 @@ VEIL_RESULT eng_step_new(struct veil_engine *e, const struct eng_node *n, const_
     return VEIL_RESULT_OK;
 }
 
+VEIL_RESULT eng_step_plain(struct veil_engine *e, const struct eng_node *n, const void *desc, const char *what,
+                           size_t *step)
+{
+    dnnl_primitive_attr_t attr = NULL;
+    VEIL_GUARD(eng_attr_new(n, NULL, 0, &attr));
+    dnnl_primitive_desc_t pd = NULL;
+    dnnl_status_t st = dnnl_primitive_desc_create(&pd, desc, attr, e->dnnl, NULL);
+    dnnl_primitive_attr_destroy(attr);
+    ENG_GUARD_DNNL(st, n, what);
+    struct eng_step *s = NULL;
+    struct veil_result r = eng_step_new(e, n, pd, &s);
+    dnnl_primitive_desc_destroy(pd);
+    VEIL_GUARD(r);
+    *step = (size_t)(s - e->steps);
+    return VEIL_RESULT_OK;
+}
+
 VEIL_RESULT eng_step_value(struct veil_engine *e, struct eng_step *s, int arg, int value, int writes)
 {
     const struct eng_value *v = &e->g.values[value];

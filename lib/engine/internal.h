@@ -328,6 +328,10 @@ VEIL_RESULT eng_value_set_md(struct veil_engine *e, int value, const dnnl_memory
 VEIL_RESULT eng_step_new(struct veil_engine *e, const struct eng_node *n, const_dnnl_primitive_desc_t pd,
                          struct eng_step **out);
 VEIL_RESULT eng_step_value(struct veil_engine *e, struct eng_step *s, int arg, int value, int writes);
+/* A step for a primitive without post-ops, from its operation descriptor; *step is its index in e->steps (the
+ * array may move as steps are added, so callers keep the index, not a pointer). */
+VEIL_RESULT eng_step_plain(struct veil_engine *e, const struct eng_node *n, const void *desc, const char *what,
+                           size_t *step);
 /* Copies size bytes of plain data (layout src_md) into engine memory in layout dst_md (a reorder run once). */
 VEIL_RESULT eng_step_const(struct veil_engine *e, struct eng_step *s, int arg, const dnnl_memory_desc_t *dst_md,
                            const dnnl_memory_desc_t *src_md, const void *src);

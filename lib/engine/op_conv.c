@@ -316,19 +316,10 @@ VEIL_RESULT eng_bn_build(struct veil_engine *e, struct eng_node *n)
     unsigned flags = dnnl_use_global_stats | dnnl_use_scale | dnnl_use_shift;
     ENG_GUARD_DNNL(dnnl_batch_normalization_forward_desc_init(&desc, dnnl_forward_inference, &src, n->epsilon,
                    flags), n, "batch normalization setup");
-    dnnl_primitive_attr_t attr = NULL;
-    VEIL_GUARD(eng_attr_new(n, NULL, 0, &attr));
-    dnnl_primitive_desc_t pd = NULL;
-    dnnl_status_t st = dnnl_primitive_desc_create(&pd, &desc, attr, e->dnnl, NULL);
-    dnnl_primitive_attr_destroy(attr);
-    ENG_GUARD_DNNL(st, n, "batch normalization");
-    struct eng_step *s = NULL;
-    struct veil_result r = eng_step_new(e, n, pd, &s);
-    dnnl_primitive_desc_destroy(pd);
-    VEIL_GUARD(r);
-    size_t step = (size_t)(s - e->steps);
-    VEIL_GUARD(eng_step_value(e, s, DNNL_ARG_SRC, x, 0));
-    VEIL_GUARD(bn_params(e, n, s));
+    size_t step = 0;
+    VEIL_GUARD(eng_step_plain(e, n, &desc, "batch normalization", &step));
+    VEIL_GUARD(eng_step_value(e, &e->steps[step], DNNL_ARG_SRC, x, 0));
+    VEIL_GUARD(bn_params(e, n, &e->steps[step]));
     VEIL_GUARD(eng_value_set_md(e, n->out, &src));
     return eng_step_value(e, &e->steps[step], DNNL_ARG_DST, n->out, 1);
 }

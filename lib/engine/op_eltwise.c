@@ -73,6 +73,15 @@ VEIL_RESULT eng_same_shape_infer(struct eng_graph *g, struct eng_node *n)
     return VEIL_RESULT_OK;
 }
 
+/* Binds a one-input step's source and destination; the destination takes md unless it already has a layout. */
+static VEIL_RESULT bind_src_dst(struct veil_engine *e, size_t step, int src, int dst, const dnnl_memory_desc_t *md)
+{
+    if (!e->g.values[dst].has_md)
+        VEIL_GUARD(eng_value_set_md(e, dst, md));
+    VEIL_GUARD(eng_step_value(e, &e->steps[step], DNNL_ARG_SRC, src, 0));
+    return eng_step_value(e, &e->steps[step], DNNL_ARG_DST, dst, 1);
+}
+
 static VEIL_RESULT eltwise_step(struct veil_engine *e, const struct eng_node *n, const struct eng_post *op, int src,
                                 int dst)
 {
@@ -80,21 +89,9 @@ static VEIL_RESULT eltwise_step(struct veil_engine *e, const struct eng_node *n,
     dnnl_eltwise_desc_t desc;
     ENG_GUARD_DNNL(dnnl_eltwise_forward_desc_init(&desc, dnnl_forward_inference, op->alg, &md, op->alpha, op->beta),
                    n, "eltwise setup");
-    dnnl_primitive_attr_t attr = NULL;
-    VEIL_GUARD(eng_attr_new(n, NULL, 0, &attr));
-    dnnl_primitive_desc_t pd = NULL;
-    dnnl_status_t st = dnnl_primitive_desc_create(&pd, &desc, attr, e->dnnl, NULL);
-    dnnl_primitive_attr_destroy(attr);
-    ENG_GUARD_DNNL(st, n, "eltwise");
-    struct eng_step *s = NULL;
-    struct veil_result r = eng_step_new(e, n, pd, &s);
-    dnnl_primitive_desc_destroy(pd);
-    VEIL_GUARD(r);
-    size_t step = (size_t)(s - e->steps);
-    if (!e->g.values[dst].has_md)
-        VEIL_GUARD(eng_value_set_md(e, dst, &md));
-    VEIL_GUARD(eng_step_value(e, &e->steps[step], DNNL_ARG_SRC, src, 0));
-    return eng_step_value(e, &e->steps[step], DNNL_ARG_DST, dst, 1);
+    size_t step = 0;
+    VEIL_GUARD(eng_step_plain(e, n, &desc, "eltwise", &step));
+    return bind_src_dst(e, step, src, dst, &md);
 }
 
 VEIL_RESULT eng_eltwise_build(struct veil_engine *e, struct eng_node *n)
@@ -140,19 +137,7 @@ VEIL_RESULT eng_softmax_build(struct veil_engine *e, struct eng_node *n)
     dnnl_softmax_desc_t desc;
     ENG_GUARD_DNNL(dnnl_softmax_forward_desc_init(&desc, dnnl_forward_inference, &md, (int)axis), n,
                    "softmax setup");
-    dnnl_primitive_attr_t attr = NULL;
-    VEIL_GUARD(eng_attr_new(n, NULL, 0, &attr));
-    dnnl_primitive_desc_t pd = NULL;
-    dnnl_status_t st = dnnl_primitive_desc_create(&pd, &desc, attr, e->dnnl, NULL);
-    dnnl_primitive_attr_destroy(attr);
-    ENG_GUARD_DNNL(st, n, "softmax");
-    struct eng_step *s = NULL;
-    struct veil_result r = eng_step_new(e, n, pd, &s);
-    dnnl_primitive_desc_destroy(pd);
-    VEIL_GUARD(r);
-    size_t step = (size_t)(s - e->steps);
-    if (!e->g.values[dst].has_md)
-        VEIL_GUARD(eng_value_set_md(e, dst, &md));
-    VEIL_GUARD(eng_step_value(e, &e->steps[step], DNNL_ARG_SRC, src, 0));
-    return eng_step_value(e, &e->steps[step], DNNL_ARG_DST, dst, 1);
+    size_t step = 0;
+    VEIL_GUARD(eng_step_plain(e, n, &desc, "softmax", &step));
+    return bind_src_dst(e, step, src, dst, &md);
 }
