@@ -245,21 +245,22 @@ KBS_MAX_RELEASES = 100000
 
 
 def bench_kbs() -> None:
+    """(g) on the SQLite store, then on the PostgreSQL store (a private server from scripts/pg.sh, same machine)."""
+    import contextlib
     import signal
     import socket
     import tempfile
 
-    with tempfile.TemporaryDirectory(prefix="veil-kbs-bench-") as tmp:
-        plat, data = Path(tmp) / "platform", Path(tmp) / "data"
-        subprocess.run([str(BUILD / "veil"), "attest", "sim-init", "--dir", str(plat)], check=True,
-                       capture_output=True)
+    @contextlib.contextmanager
+    def broker(tmp: Path, name: str, plat: Path, *extra: str):
+        """`veil-kbs --dev` with the rate limit raised and extra settings; yields (process, url)."""
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
             port = s.getsockname()[1]
-        log = open(Path(tmp) / "kbs.log", "wb")
+        log = open(tmp / f"{name}.log", "wb")
         proc = subprocess.Popen([str(BUILD / "veil-kbs"), "--dev", "--listen", f"127.0.0.1:{port}", "--data",
-                                 str(data), "--sim-key", str(plat / "platform.pub"),
-                                 "--set", "rate_limit_per_s=1000000", "--set", "rate_limit_burst=1000000"],
+                                 str(tmp / name), "--sim-key", str(plat / "platform.pub"),
+                                 "--set", "rate_limit_per_s=1000000", "--set", "rate_limit_burst=1000000", *extra],
                                 stdout=subprocess.DEVNULL, stderr=log)
         try:
             for _ in range(200):
@@ -267,35 +268,58 @@ def bench_kbs() -> None:
                     socket.create_connection(("127.0.0.1", port), timeout=1).close()
                     break
                 except OSError:
+                    if proc.poll() is not None:
+                        raise RuntimeError(f"veil-kbs exited: {(tmp / f'{name}.log').read_text()[-2000:]}")
                     time.sleep(0.05)
-            url = f"http://127.0.0.1:{port}"
-
-            def load(mode: str, seconds: float) -> dict:
-                return run_json([str(BUILD / "bench_kbs"), url, mode, str(KBS_CLIENTS), str(seconds),
-                                 str(KBS_MAX_RELEASES), str(plat), str(proc.pid)])
-
-            load("release-sample", 1.0)  # warm-up: store pages, connections
-            floor = load("auth", 3.0)
-            common = {"store": "sqlite (WAL)", "transport": "HTTP/1.1 keep-alive, loopback", "cores": os.cpu_count(),
-                      "client_threads": KBS_CLIENTS, "broker_threads": 4,
-                      "note": "client and broker share the machine's cores",
-                      "reference_auth_only_per_s": floor["per_second"], "reference_auth_only_p99_ms": floor["p99_ms"],
-                      "reference_auth_only_server_cpu_ms": floor["server_cpu_ms_per_op"]}
-            for tee in ("sim", "sample"):
-                r = load(f"release-{tee}", KBS_SECONDS)
-                rec = {"bench": "kbs_release", "evidence": tee, **common, "releases": r["ops"],
-                       "seconds": r["seconds"], "releases_per_s": r["per_second"], "p50_ms": r["p50_ms"],
-                       "p99_ms": r["p99_ms"], "client_cpu_ms_per_release": r["client_cpu_ms_per_op"],
-                       "broker_cpu_ms_per_release": r["server_cpu_ms_per_op"], "wall_ms_per_phase": r["wall_ms_per_op"],
-                       "ratio_vs_auth_only": round(r["per_second"] / floor["per_second"], 4)}
-                if tee == "sim":
-                    rec.update({"goal_releases_per_s": 1000, "goal_p99_ms": 20,
-                                "ratio": round(r["per_second"] / 1000, 4), "p99_ratio": round(r["p99_ms"] / 20, 4)})
-                emit(rec)
+            yield proc, f"http://127.0.0.1:{port}"
         finally:
             proc.send_signal(signal.SIGTERM)
             proc.wait(timeout=30)
             log.close()
+
+    def measure(proc: subprocess.Popen, url: str, plat: Path, store: str, note: str) -> None:
+        def load(mode: str, seconds: float) -> dict:
+            return run_json([str(BUILD / "bench_kbs"), url, mode, str(KBS_CLIENTS), str(seconds),
+                             str(KBS_MAX_RELEASES), str(plat), str(proc.pid)])
+
+        load("release-sample", 1.0)  # warm-up: store pages, connections
+        floor = load("auth", 3.0)
+        common = {"store": store, "transport": "HTTP/1.1 keep-alive, loopback", "cores": os.cpu_count(),
+                  "client_threads": KBS_CLIENTS, "broker_threads": 4, "note": note,
+                  "reference_auth_only_per_s": floor["per_second"], "reference_auth_only_p99_ms": floor["p99_ms"],
+                  "reference_auth_only_server_cpu_ms": floor["server_cpu_ms_per_op"]}
+        for tee in ("sim", "sample"):
+            r = load(f"release-{tee}", KBS_SECONDS)
+            rec = {"bench": "kbs_release", "evidence": tee, **common, "releases": r["ops"],
+                   "seconds": r["seconds"], "releases_per_s": r["per_second"], "p50_ms": r["p50_ms"],
+                   "p99_ms": r["p99_ms"], "client_cpu_ms_per_release": r["client_cpu_ms_per_op"],
+                   "broker_cpu_ms_per_release": r["server_cpu_ms_per_op"], "wall_ms_per_phase": r["wall_ms_per_op"],
+                   "ratio_vs_auth_only": round(r["per_second"] / floor["per_second"], 4)}
+            if tee == "sim":
+                rec.update({"goal_releases_per_s": 1000, "goal_p99_ms": 20,
+                            "ratio": round(r["per_second"] / 1000, 4), "p99_ratio": round(r["p99_ms"] / 20, 4)})
+            emit(rec)
+
+    with tempfile.TemporaryDirectory(prefix="veil-kbs-bench-") as name:
+        tmp = Path(name)
+        plat = tmp / "platform"
+        subprocess.run([str(BUILD / "veil"), "attest", "sim-init", "--dir", str(plat)], check=True,
+                       capture_output=True)
+        with broker(tmp, "data", plat) as (proc, url):
+            measure(proc, url, plat, "sqlite (WAL)", "client and broker share the machine's cores")
+        # The same broker on PostgreSQL: a private server on a Unix socket (its directory must be short).
+        pg_dir = tempfile.mkdtemp(prefix="vpg-", dir="/tmp")
+        try:
+            started = subprocess.run([str(ROOT / "scripts" / "pg.sh"), "start", pg_dir], check=True,
+                                     capture_output=True, text=True)
+            conninfo = started.stdout.strip().splitlines()[-1]
+            with broker(tmp, "data-pg", plat, "--set", "store=postgres", "--set", f"pg_conninfo={conninfo}",
+                        "--set", "pg_pool_size=4") as (proc, url):
+                measure(proc, url, plat, "postgresql (libpq, synchronous_commit=on)",
+                        "client, broker and PostgreSQL server share the machine's cores; the server's CPU is not in "
+                        "broker_cpu_ms_per_release")
+        finally:
+            subprocess.run([str(ROOT / "scripts" / "pg.sh"), "stop", pg_dir], capture_output=True)
 
 
 def bench_attest() -> None:

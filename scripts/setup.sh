@@ -6,8 +6,9 @@ set -euo pipefail
 
 root=$(cd "$(dirname "$0")/.." && pwd)
 venv=${VEIL_VENV:-$HOME/.cache/veil/venv}
-debs=(gcc make cmake pkg-config libssl-dev libjansson-dev libcmocka-dev libcurl4-openssl-dev libdnnl-dev libmicrohttpd-dev libsqlite3-dev clang
-      libclang-rt-14-dev python3-venv)
+debs=(gcc make cmake pkg-config libssl-dev libjansson-dev libcmocka-dev libcurl4-openssl-dev libdnnl-dev libmicrohttpd-dev libgnutls28-dev libsqlite3-dev clang
+      libclang-rt-14-dev python3-venv
+      postgresql libpq-dev)  # the broker's PostgreSQL store (libpq) and the server its tests start (scripts/pg.sh)
 
 missing=()
 for p in "${debs[@]}"; do

@@ -7,10 +7,12 @@
  * EVP_PKEY_fromdata. */
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <openssl/bio.h>
@@ -28,6 +30,7 @@
 #include "core/file.h"
 #include "core/limits.h"
 #include "core/secret.h"
+#include "crypto/crypto.h"
 #include "crypto/ossl_defer.h"
 
 /* RFC 5480: SEQUENCE { SEQUENCE { id-ecPublicKey, prime256v1 }, BIT STRING { 0x04 || X[32] || Y[32] } }. Every
@@ -85,28 +88,9 @@ static VEIL_RESULT spki_check(const uint8_t *der, size_t size, veil_status err, 
  * public check: P-256 has cofactor 1, so a point on the curve other than infinity is in the group). */
 static VEIL_RESULT spki_key(const uint8_t der[VEIL_SIM_SPKI_SIZE], const char *what, EVP_PKEY **out)
 {
-    OSSL_PARAM params[] = {
-        OSSL_PARAM_construct_utf8_string(OSSL_PKEY_PARAM_GROUP_NAME, (char *)(uintptr_t)"prime256v1", 0),
-        OSSL_PARAM_construct_octet_string(OSSL_PKEY_PARAM_PUB_KEY, (void *)(uintptr_t)(der + SPKI_POINT_OFFSET),
-                                          VEIL_SIM_SPKI_SIZE - SPKI_POINT_OFFSET),
-        OSSL_PARAM_construct_end(),
-    };
-    EVP_PKEY *key = NULL;
-    EVP_PKEY_CTX *ctx = EVP_PKEY_CTX_new_from_name(NULL, "EC", NULL);
-    VEIL_ENSURE(ctx != NULL, VEIL_ERR_NOMEM, "out of memory");
-    int ok = EVP_PKEY_fromdata_init(ctx) == 1 && EVP_PKEY_fromdata(ctx, &key, EVP_PKEY_PUBLIC_KEY, params) == 1;
-    EVP_PKEY_CTX_free(ctx);
-    if (ok) {
-        ctx = EVP_PKEY_CTX_new_from_pkey(NULL, key, NULL);
-        ok = ctx != NULL && EVP_PKEY_public_check_quick(ctx) == 1;
-        EVP_PKEY_CTX_free(ctx);
-    }
-    ERR_clear_error();
-    if (!ok) {
-        EVP_PKEY_free(key);
-        VEIL_BAIL(VEIL_ERR_EVIDENCE, "%s is not a point on P-256", what);
-    }
-    *out = key;
+    struct veil_result r = veil_ec_public_from_point(VEIL_EC_P256, der + SPKI_POINT_OFFSET,
+                                                     VEIL_SIM_SPKI_SIZE - SPKI_POINT_OFFSET, out);
+    VEIL_ENSURE(veil_ok(r), VEIL_ERR_EVIDENCE, "%s is not a point on P-256", what);
     return VEIL_RESULT_OK;
 }
 
@@ -258,10 +242,8 @@ veil_status veil_sim_init(const char *dir, char **public_pem_out)
 
 /* ---- collect ---------------------------------------------------------------------------------------- */
 
-static VEIL_RESULT load_private_key(const char *dir, EVP_PKEY **out)
+static VEIL_RESULT load_private_key_file(const char *path, EVP_PKEY **out)
 {
-    char path[4096];
-    VEIL_GUARD(veil_path_join(path, sizeof path, dir, VEIL_SIM_KEY_FILE));
     VEIL_DEFER(veil_buf_cleanup) struct veil_buf pem = {.wipe = 1};
     VEIL_GUARD(veil_file_read_all(path, VEIL_SIM_KEY_MAX_SIZE, &pem));
     VEIL_DEFER(veil_ossl_bio_done) BIO *bio = BIO_new_mem_buf(pem.data, (int)pem.size);
@@ -305,7 +287,7 @@ static VEIL_RESULT hash_file(EVP_MD_CTX *md, const char *path)
 }
 
 /* SHA-384("VEIL-SIM-MEASUREMENT-V1" 0x00 || u64le(n) || executable || u64le(m) || config), m = 0 without one. */
-static VEIL_RESULT sim_measure(const struct veil_provider_config *config, uint8_t out[VEIL_SHA384_SIZE])
+static VEIL_RESULT sim_measure_files(const char *exe, const char *cfg, uint8_t out[VEIL_SHA384_SIZE])
 {
     static const uint8_t no_config[8] = {0};
     VEIL_DEFER(veil_ossl_md_ctx_done) EVP_MD_CTX *md = EVP_MD_CTX_new();
@@ -313,12 +295,135 @@ static VEIL_RESULT sim_measure(const struct veil_provider_config *config, uint8_
     VEIL_GUARD_OSSL(EVP_DigestInit_ex(md, EVP_sha384(), NULL), VEIL_ERR_CRYPTO);
     VEIL_GUARD_OSSL(EVP_DigestUpdate(md, VEIL_SIM_MEASUREMENT_DOMAIN, sizeof VEIL_SIM_MEASUREMENT_DOMAIN),
                     VEIL_ERR_CRYPTO);
-    VEIL_GUARD(hash_file(md, config->sim_executable != NULL ? config->sim_executable : "/proc/self/exe"));
-    if (config->sim_config != NULL)
-        VEIL_GUARD(hash_file(md, config->sim_config));
+    VEIL_GUARD(hash_file(md, exe));
+    if (cfg != NULL)
+        VEIL_GUARD(hash_file(md, cfg));
     else
         VEIL_GUARD_OSSL(EVP_DigestUpdate(md, no_config, sizeof no_config), VEIL_ERR_CRYPTO);
     VEIL_GUARD_OSSL(EVP_DigestFinal_ex(md, out, NULL), VEIL_ERR_CRYPTO);
+    return VEIL_RESULT_OK;
+}
+
+/* What identifies a file's contents without reading it: a change of contents changes the ctime, which no
+ * unprivileged process can set back. */
+struct file_id {
+    dev_t dev;
+    ino_t ino;
+    off_t size;
+    struct timespec mtime, ctime;
+};
+
+static int file_id_of(const char *path, struct file_id *id)
+{
+    struct stat st;
+    memset(id, 0, sizeof *id);
+    if (path == NULL)
+        return 1;
+    if (stat(path, &st) != 0)
+        return 0;
+    id->dev = st.st_dev;
+    id->ino = st.st_ino;
+    id->size = st.st_size;
+    id->mtime = st.st_mtim;
+    id->ctime = st.st_ctim;
+    return 1;
+}
+
+static int file_id_equal(const struct file_id *a, const struct file_id *b)
+{
+    return a->dev == b->dev && a->ino == b->ino && a->size == b->size && a->mtime.tv_sec == b->mtime.tv_sec &&
+           a->mtime.tv_nsec == b->mtime.tv_nsec && a->ctime.tv_sec == b->ctime.tv_sec &&
+           a->ctime.tv_nsec == b->ctime.tv_nsec;
+}
+
+/* A file changed within the last seconds may change again within the same timestamp tick (the kernel's clock
+ * for file times is coarse): such a measurement is not cached, as git treats "racily clean" files. */
+static int settled(const struct file_id *id)
+{
+    struct timespec now;
+    return clock_gettime(CLOCK_REALTIME, &now) == 0 && id->ctime.tv_sec + 2 < now.tv_sec &&
+           id->mtime.tv_sec + 2 < now.tv_sec;
+}
+
+/* The last measurement, reused while neither file changed: a real TEE measures its image once, at launch, and
+ * hashing the executable on every collect would make the simulation slower than the hardware it stands for. */
+static struct {
+    pthread_mutex_t lock;
+    int valid;
+    char exe[4096], cfg[4096];
+    struct file_id exe_id, cfg_id;
+    uint8_t measurement[VEIL_SHA384_SIZE];
+} measure_cache = {.lock = PTHREAD_MUTEX_INITIALIZER};
+
+static int cache_hit(const char *exe, const char *cfg, const struct file_id *e, const struct file_id *c)
+{
+    return measure_cache.valid && strcmp(measure_cache.exe, exe) == 0 &&
+           strcmp(measure_cache.cfg, cfg != NULL ? cfg : "") == 0 &&
+           file_id_equal(&measure_cache.exe_id, e) && file_id_equal(&measure_cache.cfg_id, c);
+}
+
+static VEIL_RESULT sim_measure(const struct veil_provider_config *config, uint8_t out[VEIL_SHA384_SIZE])
+{
+    const char *exe = config->sim_executable != NULL ? config->sim_executable : "/proc/self/exe";
+    const char *cfg = config->sim_config;
+    struct file_id e, c;
+    int known = strlen(exe) < sizeof measure_cache.exe && (cfg == NULL || strlen(cfg) < sizeof measure_cache.cfg) &&
+                file_id_of(exe, &e) && file_id_of(cfg, &c);
+    pthread_mutex_lock(&measure_cache.lock);
+    int hit = known && cache_hit(exe, cfg, &e, &c);
+    if (hit)
+        memcpy(out, measure_cache.measurement, VEIL_SHA384_SIZE);
+    pthread_mutex_unlock(&measure_cache.lock);
+    if (hit)
+        return VEIL_RESULT_OK;
+    VEIL_GUARD(sim_measure_files(exe, cfg, out));
+    pthread_mutex_lock(&measure_cache.lock);
+    measure_cache.valid = known && settled(&e) && settled(&c);
+    if (known) {
+        snprintf(measure_cache.exe, sizeof measure_cache.exe, "%s", exe);
+        snprintf(measure_cache.cfg, sizeof measure_cache.cfg, "%s", cfg != NULL ? cfg : "");
+        measure_cache.exe_id = e;
+        measure_cache.cfg_id = c;
+        memcpy(measure_cache.measurement, out, VEIL_SHA384_SIZE);
+    }
+    pthread_mutex_unlock(&measure_cache.lock);
+    return VEIL_RESULT_OK;
+}
+
+/* The platform key, kept decoded while its file is unchanged: OpenSSL 3's PEM decoder costs more than the
+ * signature it serves. The EVP_PKEY is shared (reference-counted, read-only use); freed only when replaced. */
+static struct {
+    pthread_mutex_t lock;
+    char path[4096];
+    struct file_id id;
+    EVP_PKEY *key;
+} key_cache = {.lock = PTHREAD_MUTEX_INITIALIZER};
+
+static VEIL_RESULT load_private_key(const char *dir, EVP_PKEY **out)
+{
+    char path[4096];
+    VEIL_GUARD(veil_path_join(path, sizeof path, dir, VEIL_SIM_KEY_FILE));
+    struct file_id id;
+    int known = file_id_of(path, &id) && settled(&id);
+    pthread_mutex_lock(&key_cache.lock);
+    EVP_PKEY *hit = known && key_cache.key != NULL && strcmp(key_cache.path, path) == 0 &&
+                            file_id_equal(&key_cache.id, &id) && EVP_PKEY_up_ref(key_cache.key) == 1
+                        ? key_cache.key
+                        : NULL;
+    pthread_mutex_unlock(&key_cache.lock);
+    if (hit != NULL) {
+        *out = hit;
+        return VEIL_RESULT_OK;
+    }
+    VEIL_GUARD(load_private_key_file(path, out));
+    if (known && EVP_PKEY_up_ref(*out) == 1) {
+        pthread_mutex_lock(&key_cache.lock);
+        EVP_PKEY_free(key_cache.key);
+        key_cache.key = *out;
+        key_cache.id = id;
+        snprintf(key_cache.path, sizeof key_cache.path, "%s", path);
+        pthread_mutex_unlock(&key_cache.lock);
+    }
     return VEIL_RESULT_OK;
 }
 
@@ -446,14 +551,67 @@ static VEIL_RESULT check_signature(EVP_PKEY *key, const uint8_t *tbs, size_t tbs
     return VEIL_RESULT_OK;
 }
 
+/* Trusted platform keys seen lately, decoded: a verifier checks the same few keys again and again. Only keys
+ * that check_trusted accepted enter, and a hit is checked for trust again; a slot is reused round-robin; users
+ * hold their own reference. */
+#define TRUSTED_CACHE_SIZE 8u
+
+static struct {
+    pthread_mutex_t lock;
+    unsigned next;
+    struct {
+        uint8_t spki[VEIL_SIM_SPKI_SIZE];
+        EVP_PKEY *key;
+    } slot[TRUSTED_CACHE_SIZE];
+} trusted_cache = {.lock = PTHREAD_MUTEX_INITIALIZER};
+
+static EVP_PKEY *trusted_cached(const uint8_t spki[VEIL_SIM_SPKI_SIZE])
+{
+    EVP_PKEY *hit = NULL;
+    pthread_mutex_lock(&trusted_cache.lock);
+    for (unsigned i = 0; i < TRUSTED_CACHE_SIZE && hit == NULL; i++)
+        if (trusted_cache.slot[i].key != NULL && memcmp(trusted_cache.slot[i].spki, spki, VEIL_SIM_SPKI_SIZE) == 0 &&
+            EVP_PKEY_up_ref(trusted_cache.slot[i].key) == 1)
+            hit = trusted_cache.slot[i].key;
+    pthread_mutex_unlock(&trusted_cache.lock);
+    return hit;
+}
+
+static void trusted_remember(const uint8_t spki[VEIL_SIM_SPKI_SIZE], EVP_PKEY *key)
+{
+    if (EVP_PKEY_up_ref(key) != 1)
+        return;
+    pthread_mutex_lock(&trusted_cache.lock);
+    unsigned i = trusted_cache.next++ % TRUSTED_CACHE_SIZE;
+    EVP_PKEY_free(trusted_cache.slot[i].key);
+    memcpy(trusted_cache.slot[i].spki, spki, VEIL_SIM_SPKI_SIZE);
+    trusted_cache.slot[i].key = key;
+    pthread_mutex_unlock(&trusted_cache.lock);
+}
+
+/* The evidence's platform key, decoded (its point on the curve: spec step 2) and trusted (step 3). */
+static VEIL_RESULT trusted_key(const struct veil_verify_options *o, const uint8_t spki[VEIL_SIM_SPKI_SIZE],
+                               EVP_PKEY **out)
+{
+    VEIL_DEFER(veil_ossl_pkey_done) EVP_PKEY *key = trusted_cached(spki);
+    int cached = key != NULL;
+    if (!cached)
+        VEIL_GUARD(spki_key(spki, "sim evidence: \"platform_key\"", &key));
+    VEIL_GUARD(check_trusted(o, spki));
+    if (!cached)
+        trusted_remember(spki, key);
+    *out = key;
+    key = NULL;
+    return VEIL_RESULT_OK;
+}
+
 VEIL_RESULT veil_sim_verify(const json_t *evidence, const struct veil_verify_options *options,
                             struct veil_claims *claims)
 {
     VEIL_DEFER(sim_evidence_cleanup) struct sim_evidence e = {0};
     VEIL_GUARD(sim_parse(evidence, &e));
     VEIL_DEFER(veil_ossl_pkey_done) EVP_PKEY *key = NULL;
-    VEIL_GUARD(spki_key(e.platform_key.data, "sim evidence: \"platform_key\"", &key));
-    VEIL_GUARD(check_trusted(options, e.platform_key.data));
+    VEIL_GUARD(trusted_key(options, e.platform_key.data, &key));
     uint8_t khash[VEIL_SHA384_SIZE], tbs[VEIL_SIM_TBS_SIZE];
     VEIL_GUARD(spki_hash(e.platform_key.data, khash));
     sim_tbs(e.measurement, e.report_data, e.svn, khash, tbs);

@@ -1,5 +1,5 @@
 /* SPDX-License-Identifier: Apache-2.0 */
-/* Thin wrappers over OpenSSL 3 libcrypto: random bytes, SHA-256, HKDF-SHA256, AES-256-GCM. */
+/* Thin wrappers over OpenSSL 3 libcrypto: random bytes, SHA-256, HKDF-SHA256, AES-256-GCM, EC keys. */
 #ifndef VEIL_CRYPTO_CRYPTO_H
 #define VEIL_CRYPTO_CRYPTO_H
 
@@ -35,5 +35,18 @@ VEIL_RESULT veil_gcm_open(struct veil_gcm *g, const uint8_t nonce[VEIL_GCM_NONCE
                           size_t aad_size, const uint8_t *in, uint8_t *out, size_t size,
                           const uint8_t tag[VEIL_GCM_TAG_SIZE]);
 void veil_gcm_cleanup(struct veil_gcm *g);
+
+/* ---- EC keys on the NIST curves (ec.c) ---- */
+enum veil_ec_curve { VEIL_EC_P256, VEIL_EC_P384, VEIL_EC_P521, VEIL_EC_CURVE_COUNT };
+struct evp_pkey_st;
+
+/* Bytes of one coordinate: 32, 48, 66 (0 for an unknown curve). */
+size_t veil_ec_field_size(enum veil_ec_curve curve);
+/* A public key from an untrusted uncompressed point (0x04 || x || y): VEIL_ERR_FORMAT unless the point is on the
+ * curve and not the point at infinity, which on these curves (cofactor 1) puts it in the prime-order group. */
+VEIL_RESULT veil_ec_public_from_point(enum veil_ec_curve curve, const uint8_t *point, size_t size,
+                                      struct evp_pkey_st **out);
+/* A fresh key pair. */
+VEIL_RESULT veil_ec_generate(enum veil_ec_curve curve, struct evp_pkey_st **out);
 
 #endif

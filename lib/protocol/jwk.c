@@ -12,6 +12,7 @@
 #include "core/base64.h"
 #include "core/json.h"
 #include "core/limits.h"
+#include "crypto/crypto.h"
 #include "crypto/ossl_defer.h"
 #include "protocol/jose.h"
 
@@ -20,6 +21,11 @@ static const struct veil_jwk_curve curves[] = {
     {VEIL_JWK_EC_P384, "P-384", SN_secp384r1, 48},
     {VEIL_JWK_EC_P521, "P-521", SN_secp521r1, 66},
 };
+
+static enum veil_ec_curve ec_curve(const struct veil_jwk_curve *c)
+{
+    return (enum veil_ec_curve)(c - curves); /* the table's order is veil_ec_curve's */
+}
 
 const struct veil_jwk_curve *veil_jwk_curve_of(enum veil_jwk_type type)
 {
@@ -98,7 +104,7 @@ VEIL_RESULT veil_jwk_generate(enum veil_jwk_type type, struct veil_jwk *out)
     } else {
         const struct veil_jwk_curve *c = veil_jwk_curve_of(type);
         VEIL_ENSURE(c != NULL, VEIL_ERR_ARG, "unknown key type %d", (int)type);
-        pkey = EVP_EC_gen(c->ossl_name);
+        VEIL_GUARD(veil_ec_generate(ec_curve(c), &pkey));
     }
     VEIL_ENSURE(pkey != NULL, VEIL_ERR_CRYPTO, "key generation failed");
     return veil_jwk_adopt(pkey, out);
@@ -117,7 +123,8 @@ static VEIL_RESULT pkey_fromdata(const char *kind, OSSL_PARAM_BLD *bld, EVP_PKEY
     return VEIL_RESULT_OK;
 }
 
-/* The public-key checks OpenSSL offers (EC: on the curve, not infinity, in the prime-order subgroup). */
+/* OpenSSL's full public-key check (RSA). EC points are checked by veil_ec_public_from_point: on the curve and not
+ * infinity, which with cofactor 1 is all the full check's extra scalar multiplication by the order proves. */
 static VEIL_RESULT public_check(EVP_PKEY *pkey)
 {
     VEIL_DEFER(veil_ossl_pkey_ctx_done) EVP_PKEY_CTX *ctx = EVP_PKEY_CTX_new_from_pkey(NULL, pkey, NULL);
@@ -139,17 +146,9 @@ static VEIL_RESULT parse_ec(const json_t *jwk, struct veil_jwk *out)
     size_t fs = c->field_size;
     VEIL_GUARD(veil_json_b64(jwk, "x", VEIL_B64_URL, 1, fs, fs, VEIL_ERR_FORMAT, "EC JWK", &point, NULL));
     VEIL_GUARD(veil_json_b64(jwk, "y", VEIL_B64_URL, 1, fs, fs, VEIL_ERR_FORMAT, "EC JWK", &point, NULL));
-    VEIL_DEFER(veil_ossl_param_bld_done) OSSL_PARAM_BLD *bld = OSSL_PARAM_BLD_new();
-    VEIL_ENSURE(bld != NULL, VEIL_ERR_NOMEM, "out of memory");
-    VEIL_GUARD_OSSL(OSSL_PARAM_BLD_push_utf8_string(bld, OSSL_PKEY_PARAM_GROUP_NAME, c->ossl_name, 0), VEIL_ERR_NOMEM);
-    VEIL_GUARD_OSSL(OSSL_PARAM_BLD_push_octet_string(bld, OSSL_PKEY_PARAM_PUB_KEY, point.data, point.size), VEIL_ERR_NOMEM);
-    VEIL_DEFER(veil_ossl_pkey_done) EVP_PKEY *pkey = NULL;
-    struct veil_result r = pkey_fromdata("EC", bld, &pkey);
+    struct veil_result r = veil_ec_public_from_point(ec_curve(c), point.data, point.size, &out->pkey);
     VEIL_ENSURE(veil_ok(r), VEIL_ERR_FORMAT, "EC JWK: the point is not on curve %s", c->jose_name);
-    VEIL_GUARD(public_check(pkey));
     out->type = c->type;
-    out->pkey = pkey;
-    pkey = NULL;
     return VEIL_RESULT_OK;
 }
 
@@ -270,8 +269,13 @@ VEIL_RESULT veil_jwk_ec_point(const struct veil_jwk *k, struct veil_buf *xy)
 {
     const struct veil_jwk_curve *c = veil_jwk_curve_of(k->type);
     VEIL_ENSURE(c != NULL && k->pkey != NULL, VEIL_ERR_ARG, "not an EC key");
-    VEIL_GUARD(bn_param(k->pkey, OSSL_PKEY_PARAM_EC_PUB_X, c->field_size, xy));
-    return bn_param(k->pkey, OSSL_PKEY_PARAM_EC_PUB_Y, c->field_size, xy);
+    uint8_t point[1 + 2 * 66];
+    size_t n = 0;
+    VEIL_GUARD_OSSL(EVP_PKEY_get_octet_string_param(k->pkey, OSSL_PKEY_PARAM_ENCODED_PUBLIC_KEY, point, sizeof point,
+                                                    &n),
+                    VEIL_ERR_CRYPTO);
+    VEIL_ENSURE(n == 1 + 2 * c->field_size && point[0] == 0x04, VEIL_ERR_INTERNAL, "EC point not uncompressed");
+    return veil_buf_append(xy, point + 1, n - 1);
 }
 
 static VEIL_RESULT export_ec(const struct veil_jwk *k, const char *alg, json_t *obj)

@@ -55,8 +55,9 @@ void veil_jwk_init(struct veil_jwk *k);
 void veil_jwk_cleanup(struct veil_jwk *k);
 /* A fresh key pair: EC on the named curve, or RSA-2048 for VEIL_JWK_RSA. */
 VEIL_RESULT veil_jwk_generate(enum veil_jwk_type type, struct veil_jwk *out);
-/* Takes ownership of an OpenSSL key (EC P-256/384/521 or RSA of VEIL_JWK_RSA_MIN_BITS..MAX_BITS). On failure
- * the key is freed too. */
+/* Takes ownership of a TRUSTED OpenSSL key (EC P-256/384/521 or RSA of VEIL_JWK_RSA_MIN_BITS..MAX_BITS), e.g. one
+ * loaded from the caller's own key file: it is not checked as veil_jwk_parse checks a peer's key, and JWE uses it
+ * without re-validation. On failure the key is freed too. */
 VEIL_RESULT veil_jwk_adopt(struct evp_pkey_st *pkey, struct veil_jwk *out);
 /* Parses an untrusted public JWK. EC: kty "EC", crv "P-256"|"P-384"|"P-521", x and y base64url of exactly the
  * field size, the point on the curve. RSA: kty "RSA", n without leading zero bytes, VEIL_JWK_RSA_MIN_BITS to

@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /* Veil's admin API (docs/kbs-admin.openapi.yaml): model keys, release policies, the audit log. Every request
- * carries the admin bearer token (checked in routes.c before any handler runs). */
+ * carries the admin bearer token or comes with a verified admin client certificate (checked in routes.c before any
+ * handler runs). */
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
@@ -12,16 +13,29 @@
 
 #define GENERATED_KEY_SIZE 32u
 
+static int token_matches(const struct kbs_ctx *k, const char *h)
+{
+    size_t want = strlen(k->admin_token);
+    return h != NULL && strncmp(h, "Bearer ", 7) == 0 && strlen(h + 7) == want &&
+           veil_ct_compare(h + 7, k->admin_token, want) == 0;
+}
+
+/* A verified client certificate (mutual TLS, http.c) or the bearer token; the method is logged either way. */
 int kbs_admin_authorized(struct kbs_ctx *k, const struct kbs_request *rq)
 {
+    if (rq->client_cert_ok) {
+        kbs_log("info", "admin-auth", "{s:s, s:s, s:s}", "client", rq->client, "auth", "client-certificate",
+                "subject", rq->client_cert_subject != NULL ? rq->client_cert_subject : "");
+        return 1;
+    }
     const char *h = kbs_request_get(rq, KBS_HEADER, "Authorization");
-    size_t want = strlen(k->admin_token);
-    int ok = h != NULL && strncmp(h, "Bearer ", 7) == 0 && strlen(h + 7) == want &&
-             veil_ct_compare(h + 7, k->admin_token, want) == 0;
-    if (!ok)
-        kbs_log("warn", "admin-denied", "{s:s, s:s}", "client", rq->client, "reason",
-                h == NULL ? "no Authorization header" : "wrong admin token");
-    return ok;
+    if (token_matches(k, h)) {
+        kbs_log("info", "admin-auth", "{s:s, s:s}", "client", rq->client, "auth", "token");
+        return 1;
+    }
+    kbs_log("warn", "admin-denied", "{s:s, s:s}", "client", rq->client, "reason",
+            h == NULL ? "no Authorization header and no verified client certificate" : "wrong admin token");
+    return 0;
 }
 
 static void fail(struct kbs_response *rs, unsigned status, const char *code)

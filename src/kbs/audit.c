@@ -2,9 +2,11 @@
 /* Audit records: every release and every denial (and every key or policy change) as one JSON object, chained
  * by the store (lib/kbs/audit.c). */
 #include <stdlib.h>
+#include <string.h>
 
 #include "core/hex.h"
 #include "kbsd.h"
+#include "metrics.h"
 
 static int add_str(json_t *o, const char *key, const char *v)
 {
@@ -36,7 +38,16 @@ char *kbs_audit_record(const struct kbs_audit_event *e)
     return text;
 }
 
-void kbs_audit(struct kbs_ctx *k, const struct kbs_audit_event *e)
+/* The metrics of a protocol decision: a release, or a refusal at /auth, /attest or /resource. */
+static void count_decision(const struct kbs_audit_event *e)
+{
+    int protocol = strcmp(e->event, "auth") == 0 || strcmp(e->event, "attest") == 0 || strcmp(e->event, "release") == 0;
+    int released = strcmp(e->decision, "release") == 0;
+    if (protocol && (released || strcmp(e->decision, "deny") == 0))
+        kbs_metrics_decision(e->claims != NULL ? veil_tee_name(e->claims->tee) : e->tee, released);
+}
+
+int kbs_audit(struct kbs_ctx *k, const struct kbs_audit_event *e)
 {
     char *record = kbs_audit_record(e);
     struct veil_result r = record != NULL ? k->store->ops->audit_append(k->store, record)
@@ -44,7 +55,12 @@ void kbs_audit(struct kbs_ctx *k, const struct kbs_audit_event *e)
     kbs_log(e->decision[0] == 'd' ? "warn" : "info", e->event, "{s:s, s:s, s:s?, s:s?, s:s?}", "decision",
             e->decision, "reason", e->reason != NULL ? e->reason : "", "client", e->client, "model", e->model,
             "session", e->session);
-    if (!veil_ok(r))
+    if (!veil_ok(r)) {
         kbs_log("error", "audit-failed", "{s:s}", "detail", veil_last_error());
+        kbs_metrics_audit_failure();
+    }
+    if (veil_ok(r) || strcmp(e->decision, "release") != 0)
+        count_decision(e); /* a release whose record failed is refused (rcar.c), not counted */
     free(record);
+    return veil_ok(r);
 }

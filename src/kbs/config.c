@@ -31,9 +31,17 @@ static const struct setting settings[] = {
     STR(listen, "127.0.0.1:8443", NULL,
         "address and port to listen on: IPv4 'A.B.C.D:PORT' or IPv6 '[ADDR]:PORT'; plain HTTP only on loopback"),
     STR(data_dir, "", NULL, "directory of the store, master key, signing key and admin token (required)"),
+    STR(store, "sqlite", NULL, "where models, keys, sessions and the audit log live: 'sqlite' (one file) or "
+                               "'postgres' (shared by several broker replicas)"),
     STR(db_file, "", NULL, "SQLite database (default DATA_DIR/kbs.sqlite)"),
+    STR(pg_conninfo, "", NULL, "PostgreSQL: libpq connection string, e.g. 'host=/run/postgresql dbname=veil "
+                               "user=veil'; keep passwords out of it (use PGPASSFILE or a .pgpass file)"),
     STR(tls_cert, "", NULL, "PEM certificate chain for HTTPS; empty: plain HTTP (loopback only)"),
     STR(tls_key, "", NULL, "PEM private key for HTTPS (required with tls_cert)"),
+    STR(admin_client_ca, "", NULL, "PEM CA bundle: with HTTPS, an admin request may authenticate with a client "
+                                   "certificate issued by this CA instead of the bearer token (mutual TLS)"),
+    STR(metrics_auth, "admin", NULL, "who may read /metrics (Prometheus text format): 'admin' (the admin bearer "
+                                     "token or client certificate) or 'none' (anyone who can reach the port)"),
     STR(admin_token_file, "", NULL, "admin bearer token file, created (mode 0600) when absent "
                                     "(default DATA_DIR/admin.token)"),
     STR(master_key_file, "", NULL, "32-byte master key that encrypts model keys at rest, created (mode 0600) when "
@@ -61,6 +69,7 @@ static const struct setting settings[] = {
     U64(max_connections, "512", NULL, 1, 65536, "simultaneous connections"),
     U64(connection_timeout_s, "30", NULL, 1, 3600, "idle connection timeout, seconds"),
     U64(audit_page_max, "1000", NULL, 1, 100000, "most audit entries one admin request returns"),
+    U64(pg_pool_size, "4", NULL, 1, 256, "PostgreSQL: connections held open by this replica"),
 };
 #define SETTING_COUNT (sizeof settings / sizeof settings[0])
 
@@ -224,6 +233,14 @@ VEIL_RESULT kbs_config_finish(struct kbs_config *c)
                 "tls_cert and tls_key go together");
     VEIL_ENSURE(c->dcap_collateral[0] == '\0' || c->pccs_url[0] == '\0', VEIL_ERR_ARG,
                 "set dcap_collateral or pccs_url, not both");
+    VEIL_ENSURE(strcmp(c->store, "sqlite") == 0 || strcmp(c->store, "postgres") == 0, VEIL_ERR_ARG,
+                "store must be 'sqlite' or 'postgres', not '%.32s'", c->store);
+    VEIL_ENSURE(strcmp(c->store, "postgres") != 0 || c->pg_conninfo[0] != '\0', VEIL_ERR_ARG,
+                "store = postgres needs pg_conninfo");
+    VEIL_ENSURE(strcmp(c->metrics_auth, "admin") == 0 || strcmp(c->metrics_auth, "none") == 0, VEIL_ERR_ARG,
+                "metrics_auth must be 'admin' or 'none', not '%.32s'", c->metrics_auth);
+    VEIL_ENSURE(c->admin_client_ca[0] == '\0' || c->tls_cert[0] != '\0', VEIL_ERR_ARG,
+                "admin_client_ca (mutual TLS) needs HTTPS: set tls_cert and tls_key");
     VEIL_GUARD(derive(&c->db_file, c->data_dir, "kbs.sqlite"));
     VEIL_GUARD(derive(&c->admin_token_file, c->data_dir, "admin.token"));
     VEIL_GUARD(derive(&c->master_key_file, c->data_dir, "master.key"));

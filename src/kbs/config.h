@@ -13,9 +13,13 @@ struct kbs_config {
     int dev;
     char *listen;
     char *data_dir;
+    char *store;
     char *db_file;
+    char *pg_conninfo;
     char *tls_cert;
     char *tls_key;
+    char *admin_client_ca;
+    char *metrics_auth;
     char *admin_token_file;
     char *master_key_file;
     char *signing_key_file;
@@ -36,6 +40,7 @@ struct kbs_config {
     uint64_t max_connections;
     uint64_t connection_timeout_s;
     uint64_t audit_page_max;
+    uint64_t pg_pool_size;
 };
 
 /* Every setting at its default (the --dev defaults when dev is nonzero). */

@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: Apache-2.0 */
-/* libmicrohttpd glue: listen address, optional TLS (GnuTLS inside libmicrohttpd), request bodies capped by the
- * configured limits before they are buffered, one dispatch per request into routes.c. */
+/* libmicrohttpd glue: listen address, optional TLS (GnuTLS inside libmicrohttpd) with optional client certificates
+ * for the admin API (admin_client_ca), request bodies capped by the configured limits before they are buffered, one
+ * dispatch per request into routes.c. */
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <stdarg.h>
@@ -9,17 +10,22 @@
 #include <string.h>
 #include <sys/socket.h>
 
+#include <gnutls/gnutls.h>
+#include <gnutls/x509.h>
 #include <microhttpd.h>
 
 #include "core/file.h"
 #include "kbsd.h"
+#include "metrics.h"
 
 #define TLS_FILE_MAX_SIZE (256u << 10)
+#define CLIENT_SUBJECT_MAX 256u /* longest client certificate subject logged */
 
 struct kbs_http {
     struct MHD_Daemon *daemon;
     struct kbs_ctx *k;
-    struct veil_buf cert, key; /* NUL-terminated PEM, alive as long as the daemon */
+    struct veil_buf cert, key, client_ca; /* NUL-terminated PEM, alive as long as the daemon */
+    int mtls;                             /* admin_client_ca is set: client certificates are requested */
 };
 
 /* Per-request state, from the first call of the access handler to the completion callback. */
@@ -59,7 +65,8 @@ static enum MHD_Result send_response(struct MHD_Connection *c, struct kbs_respon
         return MHD_NO;
     }
     rs->body = NULL;
-    MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, "application/json");
+    MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE,
+                            rs->content_type != NULL ? rs->content_type : "application/json");
     MHD_add_response_header(r, MHD_HTTP_HEADER_CACHE_CONTROL, "no-store");
     if (rs->set_cookie[0] != '\0')
         MHD_add_response_header(r, MHD_HTTP_HEADER_SET_COOKIE, rs->set_cookie);
@@ -75,12 +82,14 @@ static enum MHD_Result send_response(struct MHD_Connection *c, struct kbs_respon
 
 static enum MHD_Result too_large(struct MHD_Connection *c, const char *url, const char *client)
 {
+    uint64_t start = kbs_metrics_clock_ns();
     struct kbs_response rs = {0};
     kbs_log("warn", "body-too-large", "{s:s}", "client", client);
     if (kbs_path_is_admin(url))
         kbs_respond_admin_error(&rs, 413, "too_large", "the request body exceeds the configured limit");
     else
         kbs_respond_protocol_error(&rs, 401, "SerdeError");
+    kbs_metrics_request(kbs_route_label_of(url), rs.status, kbs_metrics_clock_ns() - start);
     return send_response(c, &rs);
 }
 
@@ -114,6 +123,63 @@ static void accumulate(struct conn_state *s, const char *data, size_t size)
     }
 }
 
+/* The subject DN of a DER certificate, printable ASCII only (the rest becomes '?'): it is logged, and an unverified
+ * certificate's subject is whatever its sender wrote. */
+static void cert_subject(const gnutls_datum_t *der, char *out, size_t size)
+{
+    gnutls_x509_crt_t crt = NULL;
+    gnutls_datum_t dn = {NULL, 0};
+    snprintf(out, size, "(unreadable)");
+    if (gnutls_x509_crt_init(&crt) == 0 && gnutls_x509_crt_import(crt, der, GNUTLS_X509_FMT_DER) == 0 &&
+        gnutls_x509_crt_get_dn3(crt, &dn, 0) == 0) {
+        size_t n = dn.size < size - 1 ? dn.size : size - 1;
+        for (size_t i = 0; i < n; i++)
+            out[i] = dn.data[i] >= 0x20 && dn.data[i] < 0x7f ? (char)dn.data[i] : '?';
+        out[n] = '\0';
+    }
+    gnutls_free(dn.data);
+    gnutls_x509_crt_deinit(crt);
+}
+
+/* Why a client certificate failed to verify, for the log. */
+static void log_rejected(gnutls_session_t session, int rc, unsigned status, const char *client, const char *subject)
+{
+    gnutls_datum_t why = {NULL, 0};
+    if (rc == 0)
+        rc = gnutls_certificate_verification_status_print(status, gnutls_certificate_type_get(session), &why, 0);
+    const char *text = rc == 0 && why.data != NULL ? (const char *)why.data : gnutls_strerror(rc);
+    size_t n = strlen(text);
+    while (n > 0 && text[n - 1] == ' ')
+        n--;
+    kbs_log("warn", "client-cert-rejected", "{s:s, s:s, s:s%}", "client", client, "subject", subject, "reason", text,
+            n);
+    gnutls_free(why.data);
+}
+
+/* Mutual TLS: 1 when the connection presented a client certificate that verifies against admin_client_ca (chain,
+ * validity period, TLS client purpose when the certificate states purposes), with its subject in subject. One that
+ * does not verify is logged and counts as absent. */
+static int client_cert_verified(struct MHD_Connection *c, const char *client, char *subject, size_t size)
+{
+    const union MHD_ConnectionInfo *ci = MHD_get_connection_info(c, MHD_CONNECTION_INFO_GNUTLS_SESSION);
+    if (ci == NULL || ci->tls_session == NULL)
+        return 0;
+    gnutls_session_t session = ci->tls_session;
+    unsigned count = 0;
+    const gnutls_datum_t *chain = gnutls_certificate_get_peers(session, &count);
+    if (chain == NULL || count == 0)
+        return 0;
+    cert_subject(&chain[0], subject, size);
+    gnutls_typed_vdata_st purpose = {.type = GNUTLS_DT_KEY_PURPOSE_OID,
+                                     .data = (unsigned char *)(uintptr_t)GNUTLS_KP_TLS_WWW_CLIENT};
+    unsigned status = 0;
+    int rc = gnutls_certificate_verify_peers(session, &purpose, 1, &status);
+    if (rc == 0 && status == 0)
+        return 1;
+    log_rejected(session, rc, status, client, subject);
+    return 0;
+}
+
 static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const char *url, const char *method,
                                   const char *version, const char *upload_data, size_t *upload_data_size,
                                   void **con_cls)
@@ -138,6 +204,11 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
         return too_large(c, url, client);
     struct kbs_request rq = {.method = method, .path = url, .client = client, .body = s->body.data,
                              .body_size = s->body.size, .lookup = lookup, .conn = c};
+    char subject[CLIENT_SUBJECT_MAX];
+    if (h->mtls && client_cert_verified(c, client, subject, sizeof subject)) {
+        rq.client_cert_ok = 1;
+        rq.client_cert_subject = subject;
+    }
     struct kbs_response rs = {0};
     kbs_dispatch(h->k, &rq, &rs);
     return send_response(c, &rs);
@@ -209,6 +280,24 @@ static VEIL_RESULT tls_load(struct kbs_http *h)
     return veil_buf_append_u8(&h->key, 0);
 }
 
+/* admin_client_ca: a PEM bundle of at least one certificate (GnuTLS would take a file of none silently). */
+static VEIL_RESULT client_ca_load(struct kbs_http *h)
+{
+    const char *path = h->k->cfg->admin_client_ca;
+    VEIL_GUARD(veil_file_read_all(path, TLS_FILE_MAX_SIZE, &h->client_ca));
+    gnutls_datum_t pem = {h->client_ca.data, (unsigned)h->client_ca.size};
+    gnutls_x509_crt_t *certs = NULL;
+    unsigned n = 0;
+    int rc = gnutls_x509_crt_list_import2(&certs, &n, &pem, GNUTLS_X509_FMT_PEM, 0);
+    for (unsigned i = 0; rc >= 0 && i < n; i++)
+        gnutls_x509_crt_deinit(certs[i]);
+    gnutls_free(certs);
+    VEIL_ENSURE(rc >= 0 && n > 0, VEIL_ERR_FORMAT, "admin_client_ca %s: no PEM certificate could be read (%s)", path,
+                rc < 0 ? gnutls_strerror(rc) : "none found");
+    h->mtls = 1;
+    return veil_buf_append_u8(&h->client_ca, 0);
+}
+
 static VEIL_RESULT daemon_start(struct kbs_http *h, const struct sockaddr_storage *ss, int tls)
 {
     const struct kbs_config *c = h->k->cfg;
@@ -218,6 +307,8 @@ static VEIL_RESULT daemon_start(struct kbs_http *h, const struct sockaddr_storag
     struct MHD_OptionItem tls_opts[] = {
         {MHD_OPTION_HTTPS_MEM_CERT, 0, h->cert.data},
         {MHD_OPTION_HTTPS_MEM_KEY, 0, h->key.data},
+        /* A trust list makes libmicrohttpd request (not require) a client certificate: RCAR clients have none. */
+        {h->mtls ? MHD_OPTION_HTTPS_MEM_TRUST : MHD_OPTION_END, 0, h->client_ca.data},
         {MHD_OPTION_END, 0, NULL},
     };
     if (tls)
@@ -245,12 +336,15 @@ VEIL_RESULT kbs_http_start(struct kbs_ctx *k, struct kbs_http **out)
     h->k = k;
     veil_buf_init_secret(&h->key);
     struct veil_result r = tls ? tls_load(h) : VEIL_RESULT_OK;
+    if (veil_ok(r) && k->cfg->admin_client_ca[0] != '\0')
+        r = client_ca_load(h);
     if (veil_ok(r))
         r = daemon_start(h, &ss, tls);
     if (!veil_ok(r)) {
         kbs_http_stop(h);
         return r;
     }
+    kbs_metrics_started(kbs_now());
     *out = h;
     return VEIL_RESULT_OK;
 }
@@ -263,5 +357,6 @@ void kbs_http_stop(struct kbs_http *h)
         MHD_stop_daemon(h->daemon);
     veil_buf_cleanup(&h->cert);
     veil_buf_cleanup(&h->key);
+    veil_buf_cleanup(&h->client_ca);
     free(h);
 }

@@ -9,8 +9,10 @@
  *   rcar.c          Trustee RCAR 0.4.0: /kbs/v0/auth, /kbs/v0/attest, /kbs/v0/resource
  *   admin.c         Veil's admin API (docs/kbs-admin.openapi.yaml)
  *   audit.c         audit records of every release and denial
+ *   metrics.c       Prometheus counters and histograms (metrics.h), GET /metrics
  *   log.c           structured JSON logs on stderr
- *   store_sqlite.c  the store (store.h) */
+ *   store_sqlite.c  the store (store.h) on SQLite
+ *   store_pg.c      the store on PostgreSQL, shared by replicas */
 #ifndef VEIL_KBSD_H
 #define VEIL_KBSD_H
 
@@ -64,6 +66,8 @@ struct kbs_request {
     const char *captures[KBS_MAX_CAPTURES];  /* the path segments matched by '*' in the route pattern */
     const char *(*lookup)(void *conn, enum kbs_lookup_kind kind, const char *key);
     void *conn;
+    int client_cert_ok;                      /* 1: a client certificate verified against admin_client_ca */
+    const char *client_cert_subject;         /* its subject DN (logging only); NULL when none verified */
 };
 
 struct kbs_response {
@@ -72,6 +76,7 @@ struct kbs_response {
     size_t body_size;
     char set_cookie[192];                    /* empty: none */
     unsigned retry_after;                    /* seconds; 0: no header */
+    const char *content_type;                /* static text; NULL: application/json */
 };
 
 /* A header, cookie or query argument of the request; NULL when absent. */
@@ -104,8 +109,11 @@ void kbs_admin_key_revoke(struct kbs_ctx *k, const struct kbs_request *rq, struc
 void kbs_admin_policy_get(struct kbs_ctx *k, const struct kbs_request *rq, struct kbs_response *rs);
 void kbs_admin_policy_set(struct kbs_ctx *k, const struct kbs_request *rq, struct kbs_response *rs);
 void kbs_admin_audit_read(struct kbs_ctx *k, const struct kbs_request *rq, struct kbs_response *rs);
-/* 1 when the request carries the admin bearer token (constant-time); logs a refusal otherwise. */
+/* 1 when the request came with a verified admin client certificate or carries the admin bearer token
+ * (constant-time); logs the method that authenticated it, or the refusal. */
 int kbs_admin_authorized(struct kbs_ctx *k, const struct kbs_request *rq);
+/* GET /metrics (metrics.c): the Prometheus text exposition. */
+void kbs_metrics_get(struct kbs_ctx *k, const struct kbs_request *rq, struct kbs_response *rs);
 
 /* ---- audit.c ------------------------------------------------------------------------------------------- */
 
@@ -122,8 +130,9 @@ struct kbs_audit_event {
 };
 /* The record as compact JSON (malloc'd), with the time. NULL when out of memory. */
 char *kbs_audit_record(const struct kbs_audit_event *e);
-/* Appends the record to the store's audit log and logs the event; a failure to audit is logged loudly. */
-void kbs_audit(struct kbs_ctx *k, const struct kbs_audit_event *e);
+/* Appends the record to the store's audit log and logs the event; a failure to audit is logged loudly and
+ * returns 0. Nothing is released unless its release record is in the log (rcar.c). */
+int kbs_audit(struct kbs_ctx *k, const struct kbs_audit_event *e);
 
 /* ---- log.c --------------------------------------------------------------------------------------------- */
 

@@ -38,6 +38,8 @@ static const char usage_tail[] =
     "\nFiles in data_dir: kbs.sqlite (the store: models, key versions encrypted under the master key,\n"
     "sessions, the hash-chained audit log), master.key, signing.pem, admin.token (each mode 0600, created on\n"
     "first start). Admin requests carry 'Authorization: Bearer <contents of admin.token>'.\n"
+    "With store = postgres the store is the PostgreSQL database of pg_conninfo instead (tables kbs_*), which\n"
+    "several replicas may share: give every replica the same master.key, signing.pem and admin.token.\n"
     "Logs: one JSON object per line on stderr. Stops cleanly on SIGTERM or SIGINT.\n"
     "Exit status: 0 after a clean shutdown, 1 when it cannot start, 2 for a usage error.\n";
 
@@ -137,10 +139,23 @@ static void dev_warning(const struct kbs_config *cfg)
             "allowed_tees", cfg->allowed_tees);
 }
 
+static int store_is_pg(const struct kbs_config *cfg)
+{
+    return strcmp(cfg->store, "postgres") == 0;
+}
+
+/* The store named by the configuration: SQLite's file, or PostgreSQL's pool. */
+static VEIL_RESULT store_open(const struct kbs_config *cfg, struct kbs_store **out)
+{
+    if (store_is_pg(cfg))
+        return kbs_store_pg_open(cfg->pg_conninfo, (unsigned)cfg->pg_pool_size, out);
+    return kbs_store_sqlite_open(cfg->db_file, out);
+}
+
 static VEIL_RESULT start(struct kbs_ctx *k, struct kbs_http **http)
 {
     const struct kbs_config *cfg = k->cfg;
-    VEIL_GUARD(kbs_store_sqlite_open(cfg->db_file, &k->store));
+    VEIL_GUARD(store_open(cfg, &k->store));
     VEIL_GUARD(kbs_keys_load(k));
     if (cfg->dev)
         VEIL_GUARD(kbs_keys_seed_dev(k));
@@ -194,7 +209,8 @@ int main(int argc, char **argv)
         return 1;
     }
     kbs_log("info", "started", "{s:s, s:s, s:b, s:s, s:I}", "version", VEIL_KBS_VERSION, "listen", cfg.listen, "tls",
-            cfg.tls_cert[0] != '\0', "store", cfg.db_file, "pid", (json_int_t)getpid());
+            cfg.tls_cert[0] != '\0', "store", store_is_pg(&cfg) ? "postgresql" : cfg.db_file, "pid",
+            (json_int_t)getpid());
     int sig = 0;
     sigwait(&set, &sig);
     kbs_log("info", "stopping", "{s:i}", "signal", sig);

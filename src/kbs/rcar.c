@@ -445,6 +445,10 @@ void kbs_rcar_resource(struct kbs_ctx *k, const struct kbs_request *rq, struct k
     e.decision = "release";
     e.reason = "policy allows";
     e.client = rq->client;
-    kbs_audit(k, &e);
+    if (!kbs_audit(k, &e)) { /* no record, no key: the audit log must hold every release */
+        json_decref(jwe);
+        kbs_respond_protocol_error(rs, 401, "PluginInternalError");
+        return;
+    }
     kbs_respond_json(rs, 200, jwe);
 }

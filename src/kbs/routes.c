@@ -4,12 +4,13 @@
 #include <string.h>
 
 #include "kbsd.h"
+#include "metrics.h"
 
 #define TRUSTEE_ERROR_PREFIX "https://github.com/confidential-containers/kbs/errors/"
 
 typedef void (*kbs_handler)(struct kbs_ctx *k, const struct kbs_request *rq, struct kbs_response *rs);
 
-enum route_kind { ROUTE_PROTOCOL, ROUTE_ADMIN };
+enum route_kind { ROUTE_PROTOCOL, ROUTE_ADMIN, ROUTE_METRICS };
 
 struct route {
     const char *method;
@@ -17,20 +18,22 @@ struct route {
     enum route_kind kind;
     int rate_limited;      /* /auth and /attest: per-client token bucket */
     kbs_handler handler;
+    enum kbs_route_label label; /* of the request metrics */
 };
 
 static const struct route routes[] = {
-    {"POST", "/kbs/v0/auth", ROUTE_PROTOCOL, 1, kbs_rcar_auth},
-    {"POST", "/kbs/v0/attest", ROUTE_PROTOCOL, 1, kbs_rcar_attest},
-    {"GET", "/kbs/v0/resource/*/*/*", ROUTE_PROTOCOL, 0, kbs_rcar_resource},
-    {"GET", "/admin/v1/models", ROUTE_ADMIN, 0, kbs_admin_models_list},
-    {"POST", "/admin/v1/models", ROUTE_ADMIN, 0, kbs_admin_model_create},
-    {"GET", "/admin/v1/models/*", ROUTE_ADMIN, 0, kbs_admin_model_get},
-    {"POST", "/admin/v1/models/*/rotate", ROUTE_ADMIN, 0, kbs_admin_key_rotate},
-    {"POST", "/admin/v1/models/*/versions/*/revoke", ROUTE_ADMIN, 0, kbs_admin_key_revoke},
-    {"GET", "/admin/v1/models/*/policy", ROUTE_ADMIN, 0, kbs_admin_policy_get},
-    {"PUT", "/admin/v1/models/*/policy", ROUTE_ADMIN, 0, kbs_admin_policy_set},
-    {"GET", "/admin/v1/audit", ROUTE_ADMIN, 0, kbs_admin_audit_read},
+    {"POST", "/kbs/v0/auth", ROUTE_PROTOCOL, 1, kbs_rcar_auth, KBS_ROUTE_AUTH},
+    {"POST", "/kbs/v0/attest", ROUTE_PROTOCOL, 1, kbs_rcar_attest, KBS_ROUTE_ATTEST},
+    {"GET", "/kbs/v0/resource/*/*/*", ROUTE_PROTOCOL, 0, kbs_rcar_resource, KBS_ROUTE_RESOURCE},
+    {"GET", "/admin/v1/models", ROUTE_ADMIN, 0, kbs_admin_models_list, KBS_ROUTE_ADMIN},
+    {"POST", "/admin/v1/models", ROUTE_ADMIN, 0, kbs_admin_model_create, KBS_ROUTE_ADMIN},
+    {"GET", "/admin/v1/models/*", ROUTE_ADMIN, 0, kbs_admin_model_get, KBS_ROUTE_ADMIN},
+    {"POST", "/admin/v1/models/*/rotate", ROUTE_ADMIN, 0, kbs_admin_key_rotate, KBS_ROUTE_ADMIN},
+    {"POST", "/admin/v1/models/*/versions/*/revoke", ROUTE_ADMIN, 0, kbs_admin_key_revoke, KBS_ROUTE_ADMIN},
+    {"GET", "/admin/v1/models/*/policy", ROUTE_ADMIN, 0, kbs_admin_policy_get, KBS_ROUTE_ADMIN},
+    {"PUT", "/admin/v1/models/*/policy", ROUTE_ADMIN, 0, kbs_admin_policy_set, KBS_ROUTE_ADMIN},
+    {"GET", "/admin/v1/audit", ROUTE_ADMIN, 0, kbs_admin_audit_read, KBS_ROUTE_ADMIN},
+    {"GET", "/metrics", ROUTE_METRICS, 0, kbs_metrics_get, KBS_ROUTE_METRICS},
 };
 
 const char *kbs_request_get(const struct kbs_request *rq, enum kbs_lookup_kind kind, const char *key)
@@ -132,15 +135,27 @@ static int match(const char *pattern, char *const segs[], size_t n, const char *
     }
 }
 
-static const struct route *find_route(const char *method, char *const segs[], size_t n,
-                                      const char *captures[KBS_MAX_CAPTURES], int *path_known)
+/* A copy of the path in buf, split; 0 segments when it is too long or malformed. */
+static size_t split_path(const char *path, char buf[KBS_MAX_PATH_SIZE], char *segs[KBS_MAX_SEGMENTS])
 {
-    *path_known = 0;
+    if (strlen(path) >= KBS_MAX_PATH_SIZE)
+        return 0;
+    strcpy(buf, path);
+    return split(buf, segs);
+}
+
+/* The route of method and path, or NULL; *path_match: the first route whose pattern matches, whatever its method
+ * (NULL: the path names nothing). */
+static const struct route *find_route(const char *method, char *const segs[], size_t n,
+                                      const char *captures[KBS_MAX_CAPTURES], const struct route **path_match)
+{
+    *path_match = NULL;
     for (size_t i = 0; i < sizeof routes / sizeof routes[0]; i++) {
         const char *caps[KBS_MAX_CAPTURES] = {0};
         if (!match(routes[i].pattern, segs, n, caps))
             continue;
-        *path_known = 1;
+        if (*path_match == NULL)
+            *path_match = &routes[i];
         if (strcmp(routes[i].method, method) != 0)
             continue;
         memcpy(captures, caps, sizeof caps);
@@ -149,37 +164,71 @@ static const struct route *find_route(const char *method, char *const segs[], si
     return NULL;
 }
 
-void kbs_dispatch(struct kbs_ctx *k, struct kbs_request *rq, struct kbs_response *rs)
+/* The metrics label: that of the route the path names (any method), else admin or other by prefix. */
+static enum kbs_route_label label_of(const char *path, const struct route *path_match)
+{
+    if (path_match != NULL)
+        return path_match->label;
+    return kbs_path_is_admin(path) ? KBS_ROUTE_ADMIN : KBS_ROUTE_OTHER;
+}
+
+enum kbs_route_label kbs_route_label_of(const char *path)
 {
     char buf[KBS_MAX_PATH_SIZE];
     char *segs[KBS_MAX_SEGMENTS];
-    int admin = kbs_path_is_admin(rq->path), known = 0;
-    const struct route *r = NULL;
-    size_t n = 0;
-    if (strlen(rq->path) < sizeof buf) {
-        strcpy(buf, rq->path);
-        n = split(buf, segs);
+    const char *caps[KBS_MAX_CAPTURES];
+    const struct route *path_match = NULL;
+    size_t n = split_path(path, buf, segs);
+    (void)find_route("", segs, n, caps, &path_match);
+    return label_of(path, path_match);
+}
+
+/* Is the request allowed to reach the route's handler? Answers the refusal when not. */
+static int admitted(struct kbs_ctx *k, const struct route *r, struct kbs_request *rq, struct kbs_response *rs)
+{
+    if (r->rate_limited && !veil_kbs_ratelimit_take(&k->ratelimit, rq->client, kbs_now_ms())) {
+        kbs_log("warn", "rate-limited", "{s:s, s:s}", "client", rq->client, "path", r->pattern);
+        kbs_metrics_rate_limited();
+        kbs_respond_protocol_error(rs, 429, "TooManyRequests");
+        rs->retry_after = 1;
+        return 0;
     }
-    if (n > 0)
-        r = find_route(rq->method, segs, n, rq->captures, &known);
+    int needs_admin =
+        r->kind == ROUTE_ADMIN || (r->kind == ROUTE_METRICS && strcmp(k->cfg->metrics_auth, "none") != 0);
+    if (needs_admin && !kbs_admin_authorized(k, rq)) {
+        kbs_respond_admin_error(rs, 401, "unauthorized", "a valid admin bearer token or client certificate is "
+                                                         "required");
+        return 0;
+    }
+    return 1;
+}
+
+static void route(struct kbs_ctx *k, struct kbs_request *rq, struct kbs_response *rs, enum kbs_route_label *label)
+{
+    char buf[KBS_MAX_PATH_SIZE];
+    char *segs[KBS_MAX_SEGMENTS];
+    const struct route *path_match = NULL;
+    size_t n = split_path(rq->path, buf, segs);
+    const struct route *r = find_route(rq->method, segs, n, rq->captures, &path_match);
+    *label = label_of(rq->path, path_match);
     if (r == NULL) {
         kbs_log("info", "no-route", "{s:s, s:s, s:s}", "method", rq->method, "path", "(not logged)", "client",
                 rq->client);
-        if (admin)
-            kbs_respond_admin_error(rs, known ? 405 : 404, "not_found", "no such endpoint");
+        if (kbs_path_is_admin(rq->path))
+            kbs_respond_admin_error(rs, path_match != NULL ? 405 : 404, "not_found", "no such endpoint");
         else
             kbs_respond_protocol_error(rs, 404, "InvalidRequestPath");
         return;
     }
-    if (r->rate_limited && !veil_kbs_ratelimit_take(&k->ratelimit, rq->client, kbs_now_ms())) {
-        kbs_log("warn", "rate-limited", "{s:s, s:s}", "client", rq->client, "path", r->pattern);
-        kbs_respond_protocol_error(rs, 429, "TooManyRequests");
-        rs->retry_after = 1;
-        return;
-    }
-    if (r->kind == ROUTE_ADMIN && !kbs_admin_authorized(k, rq)) {
-        kbs_respond_admin_error(rs, 401, "unauthorized", "a valid admin bearer token is required");
-        return;
-    }
-    r->handler(k, rq, rs);
+    if (admitted(k, r, rq, rs))
+        r->handler(k, rq, rs);
+}
+
+/* Routes the request, and counts and times it for the metrics. */
+void kbs_dispatch(struct kbs_ctx *k, struct kbs_request *rq, struct kbs_response *rs)
+{
+    uint64_t start = kbs_metrics_clock_ns();
+    enum kbs_route_label label = KBS_ROUTE_OTHER;
+    route(k, rq, rs, &label);
+    kbs_metrics_request(label, rs->status, kbs_metrics_clock_ns() - start);
 }

@@ -1,8 +1,8 @@
 /* SPDX-License-Identifier: Apache-2.0 */
-/* The broker's durable state behind one small interface, so that another backend (PostgreSQL, for several
- * replicas) can be added next to store_sqlite.c. Every operation is atomic; every mutation that carries an
- * audit record appends it to the hash-chained audit log in the same transaction. Sessions live here, not in
- * process memory, so any replica can serve any step of RCAR. */
+/* The broker's durable state behind one small interface, with two backends: store_sqlite.c (one file, the default)
+ * and store_pg.c (PostgreSQL through libpq, shared by several replicas). Every operation is atomic; every mutation
+ * that carries an audit record appends it to the hash-chained audit log in the same transaction. Sessions live
+ * here, not in process memory, so any replica can serve any step of RCAR. */
 #ifndef VEIL_KBS_STORE_H
 #define VEIL_KBS_STORE_H
 
@@ -79,5 +79,8 @@ struct kbs_store {
 
 /* Opens (creating when absent) the SQLite store at path: WAL journal, synchronous=FULL. */
 VEIL_RESULT kbs_store_sqlite_open(const char *path, struct kbs_store **out);
+/* Opens the PostgreSQL store named by a libpq conninfo, with pool_size (1..256) connections, creating its tables
+ * when absent. Error messages never repeat the conninfo. */
+VEIL_RESULT kbs_store_pg_open(const char *conninfo, unsigned pool_size, struct kbs_store **out);
 
 #endif

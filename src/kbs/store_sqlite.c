@@ -20,11 +20,35 @@
 
 enum sync_level { SYNC_FULL, SYNC_NORMAL };
 
+/* Every statement this file runs is a string literal: each is compiled once per connection, on first use, and
+ * kept (looked up by the literal's address). */
+#define STMT_CACHE_SIZE 32u
+
+struct stmt_slot {
+    const char *sql;
+    sqlite3_stmt *st;
+};
+
+/* An audit append waiting for its commit, on the caller's stack. */
+struct audit_waiter {
+    const char *record;
+    struct audit_waiter *next;
+    int done;
+    veil_status status;
+    char error[256];
+};
+
 struct sqlite_store {
     struct kbs_store base;
     sqlite3 *db;
     pthread_mutex_t lock;
     enum sync_level sync; /* the connection's current PRAGMA synchronous */
+    struct stmt_slot cache[STMT_CACHE_SIZE];
+    /* group commit of audit appends (sq_audit_append) */
+    pthread_mutex_t queue_lock;
+    pthread_cond_t queue_done;
+    struct audit_waiter *queue;
+    int leading;
 };
 
 static const char schema[] =
@@ -63,9 +87,13 @@ static struct sqlite_store *impl(struct kbs_store *s)
 
 /* ---- statement helpers ---------------------------------------------------------------------------------- */
 
+/* Gives a cached statement back: reset, parameters unbound. */
 static void stmt_done(sqlite3_stmt **st)
 {
-    sqlite3_finalize(*st);
+    if (*st != NULL) {
+        sqlite3_reset(*st);
+        sqlite3_clear_bindings(*st);
+    }
     *st = NULL;
 }
 
@@ -74,10 +102,20 @@ static VEIL_RESULT db_fail(sqlite3 *db, const char *what)
     VEIL_BAIL(VEIL_ERR_IO, "store: %s: %s", what, sqlite3_errmsg(db));
 }
 
-static VEIL_RESULT prepare(sqlite3 *db, const char *sql, sqlite3_stmt **out)
+/* The compiled statement for sql (a string literal), from the cache or compiled now; give it back with
+ * stmt_done. Called with the store locked. */
+static VEIL_RESULT prepare(struct sqlite_store *s, const char *sql, sqlite3_stmt **out)
 {
-    if (sqlite3_prepare_v2(db, sql, -1, out, NULL) != SQLITE_OK)
-        return db_fail(db, "prepare");
+    size_t i = 0;
+    while (i < STMT_CACHE_SIZE && s->cache[i].sql != NULL && s->cache[i].sql != sql)
+        i++;
+    VEIL_ENSURE(i < STMT_CACHE_SIZE, VEIL_ERR_INTERNAL, "store: statement cache is full");
+    if (s->cache[i].sql == NULL) {
+        if (sqlite3_prepare_v3(s->db, sql, -1, SQLITE_PREPARE_PERSISTENT, &s->cache[i].st, NULL) != SQLITE_OK)
+            return db_fail(s->db, "prepare");
+        s->cache[i].sql = sql;
+    }
+    *out = s->cache[i].st;
     return VEIL_RESULT_OK;
 }
 
@@ -102,6 +140,14 @@ static char *column_text(sqlite3_stmt *st, int i)
     return t != NULL ? strdup((const char *)t) : NULL;
 }
 
+/* Runs a cached statement that returns no rows (BEGIN, COMMIT, PRAGMA ...). */
+static VEIL_RESULT run(struct sqlite_store *s, const char *sql)
+{
+    VEIL_DEFER(stmt_done) sqlite3_stmt *st = NULL;
+    VEIL_GUARD(prepare(s, sql, &st));
+    return step_done(s->db, st);
+}
+
 /* ---- transactions --------------------------------------------------------------------------------------- */
 
 static void lock(struct sqlite_store *s)
@@ -118,8 +164,8 @@ static void unlock(struct sqlite_store *s)
 static VEIL_RESULT finish(struct sqlite_store *s, struct veil_result r)
 {
     if (veil_ok(r))
-        r = exec(s->db, "COMMIT");
-    if (!veil_ok(r))
+        r = run(s, "COMMIT");
+    if (!veil_ok(r) && !sqlite3_get_autocommit(s->db))
         (void)sqlite3_exec(s->db, "ROLLBACK", NULL, NULL, NULL);
     unlock(s);
     return r;
@@ -131,12 +177,12 @@ static VEIL_RESULT begin_sync(struct sqlite_store *s, enum sync_level sync)
     lock(s);
     struct veil_result r = VEIL_RESULT_OK;
     if (s->sync != sync) {
-        r = exec(s->db, sync == SYNC_FULL ? "PRAGMA synchronous=FULL" : "PRAGMA synchronous=NORMAL");
+        r = run(s, sync == SYNC_FULL ? "PRAGMA synchronous=FULL" : "PRAGMA synchronous=NORMAL");
         if (veil_ok(r))
             s->sync = sync;
     }
     if (veil_ok(r))
-        r = exec(s->db, "BEGIN IMMEDIATE");
+        r = run(s, "BEGIN IMMEDIATE");
     if (!veil_ok(r))
         unlock(s);
     return r;
@@ -149,17 +195,17 @@ static VEIL_RESULT begin(struct sqlite_store *s)
 
 /* ---- audit chain ---------------------------------------------------------------------------------------- */
 
-static VEIL_RESULT audit_tail(sqlite3 *db, uint64_t *seq, char prev[VEIL_KBS_AUDIT_HASH_HEX_SIZE])
+static VEIL_RESULT audit_tail(struct sqlite_store *s, uint64_t *seq, char prev[VEIL_KBS_AUDIT_HASH_HEX_SIZE])
 {
     VEIL_DEFER(stmt_done) sqlite3_stmt *st = NULL;
-    VEIL_GUARD(prepare(db, "SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1", &st));
+    VEIL_GUARD(prepare(s, "SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1", &st));
     int rc = sqlite3_step(st);
     if (rc == SQLITE_DONE) {
         *seq = 0;
         memcpy(prev, VEIL_KBS_AUDIT_GENESIS, sizeof VEIL_KBS_AUDIT_GENESIS);
         return VEIL_RESULT_OK;
     }
-    VEIL_ENSURE(rc == SQLITE_ROW, VEIL_ERR_IO, "store: audit tail: %s", sqlite3_errmsg(db));
+    VEIL_ENSURE(rc == SQLITE_ROW, VEIL_ERR_IO, "store: audit tail: %s", sqlite3_errmsg(s->db));
     const unsigned char *h = sqlite3_column_text(st, 1);
     VEIL_ENSURE(h != NULL && strlen((const char *)h) == 64, VEIL_ERR_FORMAT, "store: audit tail is corrupt");
     *seq = (uint64_t)sqlite3_column_int64(st, 0);
@@ -168,29 +214,72 @@ static VEIL_RESULT audit_tail(sqlite3 *db, uint64_t *seq, char prev[VEIL_KBS_AUD
 }
 
 /* Appends inside the caller's transaction. */
-static VEIL_RESULT audit_add(sqlite3 *db, const char *record)
+static VEIL_RESULT audit_add(struct sqlite_store *s, const char *record)
 {
     if (record == NULL)
         return VEIL_RESULT_OK;
     uint64_t seq = 0;
     char prev[VEIL_KBS_AUDIT_HASH_HEX_SIZE], hash[VEIL_KBS_AUDIT_HASH_HEX_SIZE];
-    VEIL_GUARD(audit_tail(db, &seq, prev));
+    VEIL_GUARD(audit_tail(s, &seq, prev));
     seq++;
     VEIL_GUARD(veil_kbs_audit_hash(prev, seq, record, strlen(record), hash));
     VEIL_DEFER(stmt_done) sqlite3_stmt *st = NULL;
-    VEIL_GUARD(prepare(db, "INSERT INTO audit(seq, prev, hash, record) VALUES(?,?,?,?)", &st));
+    VEIL_GUARD(prepare(s, "INSERT INTO audit(seq, prev, hash, record) VALUES(?,?,?,?)", &st));
     sqlite3_bind_int64(st, 1, (sqlite3_int64)seq);
     sqlite3_bind_text(st, 2, prev, -1, SQLITE_STATIC);
     sqlite3_bind_text(st, 3, hash, -1, SQLITE_STATIC);
     sqlite3_bind_text(st, 4, record, -1, SQLITE_STATIC);
-    return step_done(db, st);
+    return step_done(s->db, st);
 }
 
+/* Appends a batch in one transaction: one fsync for all of them. */
+static VEIL_RESULT audit_batch(struct sqlite_store *s, const struct audit_waiter *batch)
+{
+    VEIL_GUARD(begin(s));
+    struct veil_result r = VEIL_RESULT_OK;
+    for (const struct audit_waiter *w = batch; w != NULL && veil_ok(r); w = w->next)
+        r = audit_add(s, w->record);
+    return finish(s, r);
+}
+
+/* Group commit: a caller that finds no commit under way commits every record queued so far (its own among
+ * them) in one transaction; callers arriving meanwhile queue up and wait, and the next of them leads the next
+ * batch. Each record is on disk, in the chain, before its caller returns, as with one transaction per record,
+ * but a burst of N releases costs one fsync instead of N. Queued records keep their arrival order. */
 static VEIL_RESULT sq_audit_append(struct kbs_store *base, const char *record)
 {
     struct sqlite_store *s = impl(base);
-    VEIL_GUARD(begin(s));
-    return finish(s, audit_add(s->db, record));
+    struct audit_waiter me = {.record = record};
+    pthread_mutex_lock(&s->queue_lock);
+    struct audit_waiter **tail = &s->queue;
+    while (*tail != NULL)
+        tail = &(*tail)->next;
+    *tail = &me;
+    while (!me.done) {
+        if (s->leading) {
+            pthread_cond_wait(&s->queue_done, &s->queue_lock);
+            continue;
+        }
+        struct audit_waiter *batch = s->queue;
+        s->queue = NULL;
+        s->leading = 1;
+        pthread_mutex_unlock(&s->queue_lock);
+        struct veil_result r = audit_batch(s, batch);
+        pthread_mutex_lock(&s->queue_lock);
+        for (struct audit_waiter *w = batch, *next; w != NULL; w = next) {
+            next = w->next; /* read before done is set: the waiter's frame may go away right after */
+            w->status = r.status;
+            if (!veil_ok(r))
+                snprintf(w->error, sizeof w->error, "%s", veil_last_error());
+            w->done = 1;
+        }
+        s->leading = 0;
+        pthread_cond_broadcast(&s->queue_done);
+    }
+    pthread_mutex_unlock(&s->queue_lock);
+    if (me.status != VEIL_OK)
+        VEIL_BAIL(me.status, "%s", me.error);
+    return VEIL_RESULT_OK;
 }
 
 static VEIL_RESULT audit_entry(sqlite3_stmt *st, json_t *arr)
@@ -202,16 +291,16 @@ static VEIL_RESULT audit_entry(sqlite3_stmt *st, json_t *arr)
     return VEIL_RESULT_OK;
 }
 
-static VEIL_RESULT audit_rows(sqlite3 *db, uint64_t from, uint64_t limit, json_t *arr)
+static VEIL_RESULT audit_rows(struct sqlite_store *s, uint64_t from, uint64_t limit, json_t *arr)
 {
     VEIL_DEFER(stmt_done) sqlite3_stmt *st = NULL;
-    VEIL_GUARD(prepare(db, "SELECT seq, prev, hash, record FROM audit WHERE seq >= ? ORDER BY seq LIMIT ?", &st));
+    VEIL_GUARD(prepare(s, "SELECT seq, prev, hash, record FROM audit WHERE seq >= ? ORDER BY seq LIMIT ?", &st));
     sqlite3_bind_int64(st, 1, (sqlite3_int64)from);
     sqlite3_bind_int64(st, 2, (sqlite3_int64)limit);
     int rc;
     while ((rc = sqlite3_step(st)) == SQLITE_ROW)
         VEIL_GUARD(audit_entry(st, arr));
-    VEIL_ENSURE(rc == SQLITE_DONE, VEIL_ERR_IO, "store: audit read: %s", sqlite3_errmsg(db));
+    VEIL_ENSURE(rc == SQLITE_DONE, VEIL_ERR_IO, "store: audit read: %s", sqlite3_errmsg(s->db));
     return VEIL_RESULT_OK;
 }
 
@@ -221,7 +310,7 @@ static VEIL_RESULT sq_audit_read(struct kbs_store *base, uint64_t from, uint64_t
     json_t *arr = json_array();
     VEIL_ENSURE(arr != NULL, VEIL_ERR_NOMEM, "out of memory");
     lock(s);
-    struct veil_result r = audit_rows(s->db, from, limit, arr);
+    struct veil_result r = audit_rows(s, from, limit, arr);
     unlock(s);
     if (!veil_ok(r)) {
         json_decref(arr);
@@ -233,26 +322,26 @@ static VEIL_RESULT sq_audit_read(struct kbs_store *base, uint64_t from, uint64_t
 
 /* ---- sessions ------------------------------------------------------------------------------------------- */
 
-static VEIL_RESULT session_insert(sqlite3 *db, const struct kbs_session *sess, int64_t now)
+static VEIL_RESULT session_insert(struct sqlite_store *s, const struct kbs_session *sess, int64_t now)
 {
     VEIL_DEFER(stmt_done) sqlite3_stmt *purge = NULL;
-    VEIL_GUARD(prepare(db, "DELETE FROM sessions WHERE expires < ?", &purge));
+    VEIL_GUARD(prepare(s, "DELETE FROM sessions WHERE expires < ?", &purge));
     sqlite3_bind_int64(purge, 1, now);
-    VEIL_GUARD(step_done(db, purge));
+    VEIL_GUARD(step_done(s->db, purge));
     VEIL_DEFER(stmt_done) sqlite3_stmt *st = NULL;
-    VEIL_GUARD(prepare(db, "INSERT INTO sessions(id, tee, nonce, expires) VALUES(?,?,?,?)", &st));
+    VEIL_GUARD(prepare(s, "INSERT INTO sessions(id, tee, nonce, expires) VALUES(?,?,?,?)", &st));
     sqlite3_bind_text(st, 1, sess->id, -1, SQLITE_STATIC);
     sqlite3_bind_text(st, 2, sess->tee, -1, SQLITE_STATIC);
     sqlite3_bind_text(st, 3, sess->nonce, -1, SQLITE_STATIC);
     sqlite3_bind_int64(st, 4, sess->expires);
-    return step_done(db, st);
+    return step_done(s->db, st);
 }
 
 static VEIL_RESULT sq_session_create(struct kbs_store *base, const struct kbs_session *sess, int64_t now)
 {
     struct sqlite_store *s = impl(base);
     VEIL_GUARD(begin_sync(s, SYNC_NORMAL));
-    return finish(s, session_insert(s->db, sess, now));
+    return finish(s, session_insert(s, sess, now));
 }
 
 static void copy_text(char *dst, size_t cap, const unsigned char *src)
@@ -260,17 +349,17 @@ static void copy_text(char *dst, size_t cap, const unsigned char *src)
     snprintf(dst, cap, "%s", src != NULL ? (const char *)src : "");
 }
 
-static VEIL_RESULT session_row(sqlite3 *db, const char *id, struct kbs_session *out, int *found)
+static VEIL_RESULT session_row(struct sqlite_store *s, const char *id, struct kbs_session *out, int *found)
 {
     VEIL_DEFER(stmt_done) sqlite3_stmt *st = NULL;
-    VEIL_GUARD(prepare(db, "SELECT id, tee, nonce, expires, attested, claims, tee_pubkey FROM sessions WHERE id = ?",
+    VEIL_GUARD(prepare(s, "SELECT id, tee, nonce, expires, attested, claims, tee_pubkey FROM sessions WHERE id = ?",
                        &st));
     sqlite3_bind_text(st, 1, id, -1, SQLITE_STATIC);
     int rc = sqlite3_step(st);
     *found = rc == SQLITE_ROW;
     if (rc == SQLITE_DONE)
         return VEIL_RESULT_OK;
-    VEIL_ENSURE(rc == SQLITE_ROW, VEIL_ERR_IO, "store: session read: %s", sqlite3_errmsg(db));
+    VEIL_ENSURE(rc == SQLITE_ROW, VEIL_ERR_IO, "store: session read: %s", sqlite3_errmsg(s->db));
     copy_text(out->id, sizeof out->id, sqlite3_column_text(st, 0));
     copy_text(out->tee, sizeof out->tee, sqlite3_column_text(st, 1));
     copy_text(out->nonce, sizeof out->nonce, sqlite3_column_text(st, 2));
@@ -286,16 +375,16 @@ static VEIL_RESULT sq_session_get(struct kbs_store *base, const char *id, struct
     struct sqlite_store *s = impl(base);
     memset(out, 0, sizeof *out);
     lock(s);
-    struct veil_result r = session_row(s->db, id, out, found);
+    struct veil_result r = session_row(s, id, out, found);
     unlock(s);
     return r;
 }
 
-static VEIL_RESULT session_mark(sqlite3 *db, const char *id, const char *nonce, int64_t now, const char *claims,
+static VEIL_RESULT session_mark(struct sqlite_store *s, const char *id, const char *nonce, int64_t now, const char *claims,
                                 const char *tee_pubkey, int *done)
 {
     VEIL_DEFER(stmt_done) sqlite3_stmt *st = NULL;
-    VEIL_GUARD(prepare(db,
+    VEIL_GUARD(prepare(s,
                        "UPDATE sessions SET attested = 1, claims = ?, tee_pubkey = ? "
                        "WHERE id = ? AND nonce = ? AND attested = 0 AND expires >= ?",
                        &st));
@@ -304,8 +393,8 @@ static VEIL_RESULT session_mark(sqlite3 *db, const char *id, const char *nonce, 
     sqlite3_bind_text(st, 3, id, -1, SQLITE_STATIC);
     sqlite3_bind_text(st, 4, nonce, -1, SQLITE_STATIC);
     sqlite3_bind_int64(st, 5, now);
-    VEIL_GUARD(step_done(db, st));
-    *done = sqlite3_changes(db) == 1;
+    VEIL_GUARD(step_done(s->db, st));
+    *done = sqlite3_changes(s->db) == 1;
     return VEIL_RESULT_OK;
 }
 
@@ -314,23 +403,23 @@ static VEIL_RESULT sq_session_attest(struct kbs_store *base, const char *id, con
 {
     struct sqlite_store *s = impl(base);
     VEIL_GUARD(begin_sync(s, SYNC_NORMAL));
-    return finish(s, session_mark(s->db, id, nonce, now, claims, tee_pubkey, done));
+    return finish(s, session_mark(s, id, nonce, now, claims, tee_pubkey, done));
 }
 
 /* ---- models and keys ------------------------------------------------------------------------------------ */
 
-static VEIL_RESULT model_exists(sqlite3 *db, const char *model_id, int *found)
+static VEIL_RESULT model_exists(struct sqlite_store *s, const char *model_id, int *found)
 {
     VEIL_DEFER(stmt_done) sqlite3_stmt *st = NULL;
-    VEIL_GUARD(prepare(db, "SELECT 1 FROM models WHERE model_id = ?", &st));
+    VEIL_GUARD(prepare(s, "SELECT 1 FROM models WHERE model_id = ?", &st));
     sqlite3_bind_text(st, 1, model_id, -1, SQLITE_STATIC);
     int rc = sqlite3_step(st);
-    VEIL_ENSURE(rc == SQLITE_ROW || rc == SQLITE_DONE, VEIL_ERR_IO, "store: %s", sqlite3_errmsg(db));
+    VEIL_ENSURE(rc == SQLITE_ROW || rc == SQLITE_DONE, VEIL_ERR_IO, "store: %s", sqlite3_errmsg(s->db));
     *found = rc == SQLITE_ROW;
     return VEIL_RESULT_OK;
 }
 
-static VEIL_RESULT key_insert(sqlite3 *db, const char *model_id, uint32_t version, int64_t now,
+static VEIL_RESULT key_insert(struct sqlite_store *s, const char *model_id, uint32_t version, int64_t now,
                               kbs_key_writer writer, void *ctx)
 {
     VEIL_DEFER(veil_buf_cleanup) struct veil_buf sealed = {0};
@@ -338,35 +427,35 @@ static VEIL_RESULT key_insert(sqlite3 *db, const char *model_id, uint32_t versio
     VEIL_GUARD(writer(ctx, model_id, version, &sealed, &audit));
     VEIL_DEFER(stmt_done) sqlite3_stmt *st = NULL;
     struct veil_result r =
-        prepare(db, "INSERT INTO keys(model_id, version, sealed, created) VALUES(?,?,?,?)", &st);
+        prepare(s, "INSERT INTO keys(model_id, version, sealed, created) VALUES(?,?,?,?)", &st);
     if (veil_ok(r)) {
         sqlite3_bind_text(st, 1, model_id, -1, SQLITE_STATIC);
         sqlite3_bind_int64(st, 2, version);
         sqlite3_bind_blob(st, 3, sealed.data, (int)sealed.size, SQLITE_STATIC);
         sqlite3_bind_int64(st, 4, now);
-        r = step_done(db, st);
+        r = step_done(s->db, st);
     }
     if (veil_ok(r))
-        r = audit_add(db, audit);
+        r = audit_add(s, audit);
     free(audit);
     return r;
 }
 
-static VEIL_RESULT model_insert(sqlite3 *db, const char *model_id, const char *policy, int64_t now,
+static VEIL_RESULT model_insert(struct sqlite_store *s, const char *model_id, const char *policy, int64_t now,
                                 kbs_key_writer writer, void *ctx, int *created)
 {
     int found = 0;
-    VEIL_GUARD(model_exists(db, model_id, &found));
+    VEIL_GUARD(model_exists(s, model_id, &found));
     *created = !found;
     if (found)
         return VEIL_RESULT_OK;
     VEIL_DEFER(stmt_done) sqlite3_stmt *st = NULL;
-    VEIL_GUARD(prepare(db, "INSERT INTO models(model_id, policy, created) VALUES(?,?,?)", &st));
+    VEIL_GUARD(prepare(s, "INSERT INTO models(model_id, policy, created) VALUES(?,?,?)", &st));
     sqlite3_bind_text(st, 1, model_id, -1, SQLITE_STATIC);
     sqlite3_bind_text(st, 2, policy, -1, SQLITE_STATIC);
     sqlite3_bind_int64(st, 3, now);
-    VEIL_GUARD(step_done(db, st));
-    return key_insert(db, model_id, 1, now, writer, ctx);
+    VEIL_GUARD(step_done(s->db, st));
+    return key_insert(s, model_id, 1, now, writer, ctx);
 }
 
 static VEIL_RESULT sq_model_create(struct kbs_store *base, const char *model_id, const char *policy, int64_t now,
@@ -374,29 +463,29 @@ static VEIL_RESULT sq_model_create(struct kbs_store *base, const char *model_id,
 {
     struct sqlite_store *s = impl(base);
     VEIL_GUARD(begin(s));
-    return finish(s, model_insert(s->db, model_id, policy, now, writer, ctx, created));
+    return finish(s, model_insert(s, model_id, policy, now, writer, ctx, created));
 }
 
-static VEIL_RESULT next_version(sqlite3 *db, const char *model_id, uint32_t *version)
+static VEIL_RESULT next_version(struct sqlite_store *s, const char *model_id, uint32_t *version)
 {
     VEIL_DEFER(stmt_done) sqlite3_stmt *st = NULL;
-    VEIL_GUARD(prepare(db, "SELECT COALESCE(MAX(version), 0) FROM keys WHERE model_id = ?", &st));
+    VEIL_GUARD(prepare(s, "SELECT COALESCE(MAX(version), 0) FROM keys WHERE model_id = ?", &st));
     sqlite3_bind_text(st, 1, model_id, -1, SQLITE_STATIC);
-    VEIL_ENSURE(sqlite3_step(st) == SQLITE_ROW, VEIL_ERR_IO, "store: %s", sqlite3_errmsg(db));
+    VEIL_ENSURE(sqlite3_step(st) == SQLITE_ROW, VEIL_ERR_IO, "store: %s", sqlite3_errmsg(s->db));
     sqlite3_int64 v = sqlite3_column_int64(st, 0);
     VEIL_ENSURE(v >= 0 && v < (sqlite3_int64)UINT32_MAX, VEIL_ERR_LIMIT, "store: no key version left");
     *version = (uint32_t)(v + 1);
     return VEIL_RESULT_OK;
 }
 
-static VEIL_RESULT key_append(sqlite3 *db, const char *model_id, int64_t now, kbs_key_writer writer, void *ctx,
+static VEIL_RESULT key_append(struct sqlite_store *s, const char *model_id, int64_t now, kbs_key_writer writer, void *ctx,
                               uint32_t *version, int *found)
 {
-    VEIL_GUARD(model_exists(db, model_id, found));
+    VEIL_GUARD(model_exists(s, model_id, found));
     if (!*found)
         return VEIL_RESULT_OK;
-    VEIL_GUARD(next_version(db, model_id, version));
-    return key_insert(db, model_id, *version, now, writer, ctx);
+    VEIL_GUARD(next_version(s, model_id, version));
+    return key_insert(s, model_id, *version, now, writer, ctx);
 }
 
 static VEIL_RESULT sq_key_add(struct kbs_store *base, const char *model_id, int64_t now, kbs_key_writer writer,
@@ -404,14 +493,14 @@ static VEIL_RESULT sq_key_add(struct kbs_store *base, const char *model_id, int6
 {
     struct sqlite_store *s = impl(base);
     VEIL_GUARD(begin(s));
-    return finish(s, key_append(s->db, model_id, now, writer, ctx, version, found));
+    return finish(s, key_append(s, model_id, now, writer, ctx, version, found));
 }
 
-static VEIL_RESULT key_row(sqlite3 *db, const char *model_id, uint32_t version, struct kbs_key_row *out,
+static VEIL_RESULT key_row(struct sqlite_store *s, const char *model_id, uint32_t version, struct kbs_key_row *out,
                            int *found)
 {
     VEIL_DEFER(stmt_done) sqlite3_stmt *st = NULL;
-    VEIL_GUARD(prepare(db,
+    VEIL_GUARD(prepare(s,
                        version != 0
                            ? "SELECT k.version, k.revoked, k.sealed, m.policy FROM keys k JOIN models m USING(model_id)"
                              " WHERE k.model_id = ? AND k.version = ?"
@@ -422,7 +511,7 @@ static VEIL_RESULT key_row(sqlite3 *db, const char *model_id, uint32_t version, 
     if (version != 0)
         sqlite3_bind_int64(st, 2, version);
     int rc = sqlite3_step(st);
-    VEIL_ENSURE(rc == SQLITE_ROW || rc == SQLITE_DONE, VEIL_ERR_IO, "store: %s", sqlite3_errmsg(db));
+    VEIL_ENSURE(rc == SQLITE_ROW || rc == SQLITE_DONE, VEIL_ERR_IO, "store: %s", sqlite3_errmsg(s->db));
     *found = rc == SQLITE_ROW;
     if (!*found)
         return VEIL_RESULT_OK;
@@ -439,23 +528,23 @@ static VEIL_RESULT sq_key_get(struct kbs_store *base, const char *model_id, uint
 {
     struct sqlite_store *s = impl(base);
     lock(s);
-    struct veil_result r = key_row(s->db, model_id, version, out, found);
+    struct veil_result r = key_row(s, model_id, version, out, found);
     unlock(s);
     return r;
 }
 
 /* Runs one UPDATE with (text, int?) parameters and appends the audit record when a row changed. */
-static VEIL_RESULT update_audited(sqlite3 *db, const char *sql, const char *a, const char *b, int64_t n,
+static VEIL_RESULT update_audited(struct sqlite_store *s, const char *sql, const char *a, const char *b, int64_t n,
                                   const char *audit, int *found)
 {
     VEIL_DEFER(stmt_done) sqlite3_stmt *st = NULL;
-    VEIL_GUARD(prepare(db, sql, &st));
+    VEIL_GUARD(prepare(s, sql, &st));
     sqlite3_bind_text(st, 1, a, -1, SQLITE_STATIC);
     sqlite3_bind_text(st, 2, b, -1, SQLITE_STATIC);
     sqlite3_bind_int64(st, 3, n);
-    VEIL_GUARD(step_done(db, st));
-    *found = sqlite3_changes(db) == 1;
-    return *found ? audit_add(db, audit) : VEIL_RESULT_OK;
+    VEIL_GUARD(step_done(s->db, st));
+    *found = sqlite3_changes(s->db) == 1;
+    return *found ? audit_add(s, audit) : VEIL_RESULT_OK;
 }
 
 static VEIL_RESULT sq_key_revoke(struct kbs_store *base, const char *model_id, uint32_t version, const char *audit,
@@ -463,7 +552,7 @@ static VEIL_RESULT sq_key_revoke(struct kbs_store *base, const char *model_id, u
 {
     struct sqlite_store *s = impl(base);
     VEIL_GUARD(begin(s));
-    return finish(s, update_audited(s->db, "UPDATE keys SET revoked = 1 WHERE model_id = ?1 AND ?2 = ?2 AND version = ?3",
+    return finish(s, update_audited(s, "UPDATE keys SET revoked = 1 WHERE model_id = ?1 AND ?2 = ?2 AND version = ?3",
                                     model_id, "", version, audit, found));
 }
 
@@ -472,14 +561,14 @@ static VEIL_RESULT sq_policy_set(struct kbs_store *base, const char *model_id, c
 {
     struct sqlite_store *s = impl(base);
     VEIL_GUARD(begin(s));
-    return finish(s, update_audited(s->db, "UPDATE models SET policy = ?2 WHERE model_id = ?1 AND ?3 = ?3", model_id,
+    return finish(s, update_audited(s, "UPDATE models SET policy = ?2 WHERE model_id = ?1 AND ?3 = ?3", model_id,
                                     policy, 0, audit, found));
 }
 
-static VEIL_RESULT versions_of(sqlite3 *db, const char *model_id, json_t *arr)
+static VEIL_RESULT versions_of(struct sqlite_store *s, const char *model_id, json_t *arr)
 {
     VEIL_DEFER(stmt_done) sqlite3_stmt *st = NULL;
-    VEIL_GUARD(prepare(db, "SELECT version, revoked, created FROM keys WHERE model_id = ? ORDER BY version", &st));
+    VEIL_GUARD(prepare(s, "SELECT version, revoked, created FROM keys WHERE model_id = ? ORDER BY version", &st));
     sqlite3_bind_text(st, 1, model_id, -1, SQLITE_STATIC);
     int rc;
     while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
@@ -487,18 +576,18 @@ static VEIL_RESULT versions_of(sqlite3 *db, const char *model_id, json_t *arr)
                               sqlite3_column_int(st, 1) != 0, "created", (json_int_t)sqlite3_column_int64(st, 2));
         VEIL_ENSURE(v != NULL && json_array_append_new(arr, v) == 0, VEIL_ERR_NOMEM, "out of memory");
     }
-    VEIL_ENSURE(rc == SQLITE_DONE, VEIL_ERR_IO, "store: %s", sqlite3_errmsg(db));
+    VEIL_ENSURE(rc == SQLITE_DONE, VEIL_ERR_IO, "store: %s", sqlite3_errmsg(s->db));
     return VEIL_RESULT_OK;
 }
 
 /* {"model_id", "versions", and "policy" when with_policy}. */
-static VEIL_RESULT model_object(sqlite3 *db, sqlite3_stmt *st, int with_policy, json_t **out)
+static VEIL_RESULT model_object(struct sqlite_store *s, sqlite3_stmt *st, int with_policy, json_t **out)
 {
     const char *id = (const char *)sqlite3_column_text(st, 0);
     json_t *m = json_pack("{s:s, s:I, s:[]}", "model_id", id, "created", (json_int_t)sqlite3_column_int64(st, 2),
                           "versions");
     VEIL_ENSURE(m != NULL, VEIL_ERR_NOMEM, "out of memory");
-    struct veil_result r = versions_of(db, id, json_object_get(m, "versions"));
+    struct veil_result r = versions_of(s, id, json_object_get(m, "versions"));
     if (veil_ok(r) && with_policy) {
         json_t *p = json_loads((const char *)sqlite3_column_text(st, 1), 0, NULL);
         r = p != NULL ? veil_json_set(m, "policy", p) : veil_error_raise(VEIL_ERR_FORMAT, __FILE__, __LINE__,
@@ -512,10 +601,10 @@ static VEIL_RESULT model_object(sqlite3 *db, sqlite3_stmt *st, int with_policy, 
     return VEIL_RESULT_OK;
 }
 
-static VEIL_RESULT models_query(sqlite3 *db, const char *model_id, json_t *arr)
+static VEIL_RESULT models_query(struct sqlite_store *s, const char *model_id, json_t *arr)
 {
     VEIL_DEFER(stmt_done) sqlite3_stmt *st = NULL;
-    VEIL_GUARD(prepare(db,
+    VEIL_GUARD(prepare(s,
                        model_id != NULL ? "SELECT model_id, policy, created FROM models WHERE model_id = ?"
                                         : "SELECT model_id, policy, created FROM models ORDER BY model_id",
                        &st));
@@ -524,10 +613,10 @@ static VEIL_RESULT models_query(sqlite3 *db, const char *model_id, json_t *arr)
     int rc;
     while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
         json_t *m = NULL;
-        VEIL_GUARD(model_object(db, st, model_id != NULL, &m));
+        VEIL_GUARD(model_object(s, st, model_id != NULL, &m));
         VEIL_ENSURE(json_array_append_new(arr, m) == 0, VEIL_ERR_NOMEM, "out of memory");
     }
-    VEIL_ENSURE(rc == SQLITE_DONE, VEIL_ERR_IO, "store: %s", sqlite3_errmsg(db));
+    VEIL_ENSURE(rc == SQLITE_DONE, VEIL_ERR_IO, "store: %s", sqlite3_errmsg(s->db));
     return VEIL_RESULT_OK;
 }
 
@@ -536,7 +625,7 @@ static VEIL_RESULT models_locked(struct sqlite_store *s, const char *model_id, j
     json_t *arr = json_array();
     VEIL_ENSURE(arr != NULL, VEIL_ERR_NOMEM, "out of memory");
     lock(s);
-    struct veil_result r = models_query(s->db, model_id, arr);
+    struct veil_result r = models_query(s, model_id, arr);
     unlock(s);
     if (!veil_ok(r)) {
         json_decref(arr);
@@ -568,8 +657,12 @@ static void sq_close(struct kbs_store *base)
     if (base == NULL)
         return;
     struct sqlite_store *s = impl(base);
+    for (size_t i = 0; i < STMT_CACHE_SIZE; i++)
+        sqlite3_finalize(s->cache[i].st);
     sqlite3_close_v2(s->db);
     pthread_mutex_destroy(&s->lock);
+    pthread_mutex_destroy(&s->queue_lock);
+    pthread_cond_destroy(&s->queue_done);
     free(s);
 }
 
@@ -604,6 +697,8 @@ VEIL_RESULT kbs_store_sqlite_open(const char *path, struct kbs_store **out)
     VEIL_ENSURE(s != NULL, VEIL_ERR_NOMEM, "out of memory");
     s->base.ops = &sqlite_ops;
     pthread_mutex_init(&s->lock, NULL);
+    pthread_mutex_init(&s->queue_lock, NULL);
+    pthread_cond_init(&s->queue_done, NULL);
     int rc = sqlite3_open_v2(path, &s->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_FULLMUTEX, NULL);
     struct veil_result r = rc == SQLITE_OK ? configure(s->db)
                                            : veil_error_raise(VEIL_ERR_IO, __FILE__, __LINE__,

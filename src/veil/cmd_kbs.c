@@ -21,7 +21,8 @@
 #define AUDIT_PAGE 1000u
 
 static const char kbs_help[] =
-    "usage: veil kbs <subcommand> [arguments] [--url URL] [--token-file FILE] [--cacert PEM]\n\n"
+    "usage: veil kbs <subcommand> [arguments] [--url URL] [--cacert PEM]\n"
+    "                [--token-file FILE | --client-cert PEM [--client-key PEM]]\n\n"
     "Manages a veil-kbs key broker through its admin API:\n"
     "  models                      list models and their key versions\n"
     "  show MODEL                  one model: key versions and release policy\n"
@@ -38,10 +39,13 @@ static const char kbs_help[] =
     "      --url URL          the broker (default $VEIL_KBS_URL, else " KBS_DEFAULT_URL ")\n"
     "      --token-file FILE  the admin token (default $VEIL_KBS_TOKEN_FILE; veil-kbs writes DATA_DIR/admin.token)\n"
     "      --cacert PEM       trust this CA for an https:// broker (default: the system's)\n"
+    "      --client-cert PEM  authenticate with this client certificate instead of a token (mutual TLS: the\n"
+    "                         broker's admin_client_ca issued it)\n"
+    "      --client-key PEM   its private key (default: in the --client-cert file)\n"
     "  -h, --help             show this help\n";
 
 struct kbs_args {
-    const char *url, *token_file, *cacert, *out, *key_file, *policy;
+    const char *url, *token_file, *cacert, *out, *key_file, *policy, *client_cert, *client_key;
     const char *pos[4];
     size_t npos;
     uint64_t from;
@@ -69,8 +73,9 @@ static long admin_call(const struct kbs_args *a, const char *method, const char 
     char url[2048], auth[KBS_TOKEN_FILE_MAX_SIZE + 32];
     snprintf(url, sizeof url, "%s/admin/v1%s", a->url, path);
     snprintf(auth, sizeof auth, "Authorization: Bearer %s", a->token);
-    struct curl_slist *h = curl_slist_append(NULL, auth);
-    h = curl_slist_append(h, "Content-Type: application/json");
+    struct curl_slist *h = curl_slist_append(NULL, "Content-Type: application/json");
+    if (a->token[0] != '\0')
+        h = curl_slist_append(h, auth);
     struct veil_buf out = {0};
     curl_easy_setopt(c, CURLOPT_URL, url);
     curl_easy_setopt(c, CURLOPT_CUSTOMREQUEST, method);
@@ -81,6 +86,10 @@ static long admin_call(const struct kbs_args *a, const char *method, const char 
     curl_easy_setopt(c, CURLOPT_PROTOCOLS_STR, "http,https");
     if (a->cacert != NULL)
         curl_easy_setopt(c, CURLOPT_CAINFO, a->cacert);
+    if (a->client_cert != NULL)
+        curl_easy_setopt(c, CURLOPT_SSLCERT, a->client_cert);
+    if (a->client_key != NULL)
+        curl_easy_setopt(c, CURLOPT_SSLKEY, a->client_key);
     if (body != NULL)
         curl_easy_setopt(c, CURLOPT_POSTFIELDS, body);
     long status = 0;
@@ -280,8 +289,11 @@ static int audit_walk(const struct kbs_args *a, int verify)
 
 static int read_token(struct kbs_args *a)
 {
+    if (a->token_file == NULL && a->client_cert != NULL)
+        return CLI_OK; /* mutual TLS only */
     if (a->token_file == NULL)
-        return cli_usage_error("kbs", "no admin token: give --token-file FILE or set VEIL_KBS_TOKEN_FILE");
+        return cli_usage_error("kbs", "no admin token: give --token-file FILE (or set VEIL_KBS_TOKEN_FILE), or "
+                                      "--client-cert PEM");
     struct veil_buf b = {0};
     struct veil_result r = veil_file_read_all(a->token_file, KBS_TOKEN_FILE_MAX_SIZE, &b);
     if (!veil_ok(r))
@@ -299,12 +311,14 @@ static int read_token(struct kbs_args *a)
 
 static int parse(int argc, char **argv, struct kbs_args *a)
 {
-    enum { O_URL = 256, O_TOKEN, O_CACERT, O_KEY_FILE, O_POLICY, O_FROM };
+    enum { O_URL = 256, O_TOKEN, O_CACERT, O_KEY_FILE, O_POLICY, O_FROM, O_CLIENT_CERT, O_CLIENT_KEY };
     static const struct option opts[] = {
         {"url", required_argument, NULL, O_URL},         {"token-file", required_argument, NULL, O_TOKEN},
         {"cacert", required_argument, NULL, O_CACERT},   {"key-file", required_argument, NULL, O_KEY_FILE},
         {"policy", required_argument, NULL, O_POLICY},   {"from", required_argument, NULL, O_FROM},
         {"output", required_argument, NULL, 'o'},        {"help", no_argument, NULL, 'h'},
+        {"client-cert", required_argument, NULL, O_CLIENT_CERT},
+        {"client-key", required_argument, NULL, O_CLIENT_KEY},
         {NULL, 0, NULL, 0}};
     a->url = getenv("VEIL_KBS_URL") != NULL ? getenv("VEIL_KBS_URL") : KBS_DEFAULT_URL;
     a->token_file = getenv("VEIL_KBS_TOKEN_FILE");
@@ -315,6 +329,8 @@ static int parse(int argc, char **argv, struct kbs_args *a)
         case O_URL: a->url = optarg; break;
         case O_TOKEN: a->token_file = optarg; break;
         case O_CACERT: a->cacert = optarg; break;
+        case O_CLIENT_CERT: a->client_cert = optarg; break;
+        case O_CLIENT_KEY: a->client_key = optarg; break;
         case O_KEY_FILE: a->key_file = optarg; break;
         case O_POLICY: a->policy = optarg; break;
         case 'o': a->out = optarg; break;
@@ -333,6 +349,8 @@ static int parse(int argc, char **argv, struct kbs_args *a)
             return cli_usage_error("kbs", "too many arguments");
         a->pos[a->npos++] = argv[i];
     }
+    if (a->client_key != NULL && a->client_cert == NULL)
+        return cli_usage_error("kbs", "--client-key needs --client-cert");
     return a->npos == 0 ? cli_usage_error("kbs", "which subcommand?") : CLI_OK;
 }
 

@@ -8,6 +8,7 @@
 #include <cmocka.h>
 
 #include <dirent.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -191,6 +192,41 @@ static void test_sim_init_files(void **state)
     /* a P-256 key: its SPKI prefix in base64 */
     assert_int_equal(strncmp(f->pub, "-----BEGIN PUBLIC KEY-----\nMFkwEwYHKoZIzj0CAQYIKoZIzj0DAQcDQgAE", 63), 0);
     assert_int_equal(veil_sim_init(tu_path(0, f->dir, "app.bin"), NULL), VEIL_ERR_IO); /* not a directory */
+}
+
+/* The measurement is cached between collects (bench-relevant); a changed file must still change it, even when
+ * rewritten at once with the same size (timestamps too coarse to tell), and after its timestamps settled. */
+static void measurement_of(const struct sim_fixture *f, uint8_t out[48])
+{
+    uint8_t rd[VEIL_REPORT_DATA_SIZE] = {0};
+    char *ev = sim_collect(f, rd, 0);
+    struct veil_claims c;
+    assert_int_equal(sim_verify(ev, strlen(ev), f->pub, &c), VEIL_OK);
+    memcpy(out, c.measurement, 48);
+    veil_free(ev);
+}
+
+static void test_sim_measurement_follows_files(void **state)
+{
+    struct sim_fixture *f = *state;
+    uint8_t a[48], b[48], want[48];
+    expected_measurement(want);
+    measurement_of(f, a);
+    assert_memory_equal(a, want, 48);
+    tu_write(f->cfg, "threads = 8\n", 12); /* same size, same tick */
+    measurement_of(f, b);
+    assert_memory_not_equal(a, b, 48);
+    struct timespec old[2] = {{.tv_sec = 1000000000}, {.tv_sec = 1000000000}};
+    tu_write(f->cfg, "threads = 4\n", 12);
+    assert_int_equal(utimensat(AT_FDCWD, f->cfg, old, 0), 0); /* mtime settled; ctime is now */
+    measurement_of(f, b);
+    assert_memory_equal(b, want, 48);
+    measurement_of(f, b); /* twice: whatever was cached */
+    assert_memory_equal(b, want, 48);
+    tu_write(f->exe, "pretend executablE", 18);
+    measurement_of(f, b);
+    assert_memory_not_equal(b, want, 48);
+    tu_write(f->exe, "pretend executable", 18);
 }
 
 static void test_sim_round_trip(void **state)
@@ -857,6 +893,7 @@ int main(void)
         cmocka_unit_test(test_base64_strict),
         cmocka_unit_test_setup_teardown(test_sim_init_files, sim_setup, sim_teardown),
         cmocka_unit_test_setup_teardown(test_sim_round_trip, sim_setup, sim_teardown),
+        cmocka_unit_test_setup_teardown(test_sim_measurement_follows_files, sim_setup, sim_teardown),
         cmocka_unit_test_setup_teardown(test_sim_untrusted_key, sim_setup, sim_teardown),
         cmocka_unit_test_setup_teardown(test_sim_platform_key, sim_setup, sim_teardown),
         cmocka_unit_test_setup_teardown(test_sim_trusted_pem, sim_setup, sim_teardown),
