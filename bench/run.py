@@ -18,7 +18,8 @@
     Goal <= 0.5.
 (f) engine_load: Veil's plan time (veil.Engine.from_onnx: parse, fold, fuse, create primitives, reorder weights)
     vs onnxruntime's InferenceSession creation on the same ONNX bytes, ResNet-50 batch 1, from (d).
-(g) kbs_release: full RCAR key releases per second against `veil-kbs --dev` on SQLite over keep-alive loopback
+(g) kbs_release: full RCAR key releases per second against `veil-kbs --dev` over keep-alive loopback, on the SQLite
+    store and then on the PostgreSQL store (a private server started by scripts/pg.sh on the same machine)
     (bench/bench_kbs.c, libcurl; every release a fresh session, a fresh P-256 tee key, its own evidence
     collection, the JWE decrypted and checked by the client), with sim and with sample evidence; p50/p99 per
     release; client and broker CPU per release. The broker's rate limit is raised with its documented settings.

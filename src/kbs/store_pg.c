@@ -346,20 +346,28 @@ static void conn_connect(const struct pg_store *s, struct pg_conn *c)
 #define DURABLE_DEFAULT \
     "SELECT set_config('synchronous_commit', 'on', false) WHERE current_setting('synchronous_commit') = 'off'"
 
-/* Makes c usable: connects, or resets a broken connection, and prepares the statements. */
+/* The row locks that keep the audit chain linear and key versions unique wait for each other; under a server,
+ * database or role default of repeatable read or serializable the waiter would fail instead of proceeding. */
+#define READ_COMMITTED "SET SESSION CHARACTERISTICS AS TRANSACTION ISOLATION LEVEL READ COMMITTED"
+
+/* Makes c usable: connects, or resets a broken connection or one left inside a transaction, and prepares the
+ * statements. */
 static VEIL_RESULT conn_ready(struct pg_conn *c)
 {
-    if (c->db != NULL && PQstatus(c->db) == CONNECTION_OK && c->prepared)
+    int idle = c->db != NULL && PQstatus(c->db) == CONNECTION_OK && PQtransactionStatus(c->db) == PQTRANS_IDLE;
+    if (idle && c->prepared)
         return VEIL_RESULT_OK;
     c->prepared = 0;
     if (c->db == NULL)
         conn_connect(c->owner, c);
-    else if (PQstatus(c->db) != CONNECTION_OK)
+    else if (!idle)
         PQreset(c->db);
     VEIL_ENSURE(c->db != NULL, VEIL_ERR_NOMEM, "out of memory");
     if (PQstatus(c->db) != CONNECTION_OK)
         return pg_fail(c, NULL, "cannot connect");
     struct veil_result r = command(c, DURABLE_DEFAULT, "configure");
+    if (veil_ok(r))
+        r = command(c, READ_COMMITTED, "configure");
     if (veil_ok(r))
         r = prepare_all(c);
     if (!veil_ok(r)) { /* start from a fresh session next time: some statements may exist already */
@@ -407,7 +415,9 @@ static VEIL_RESULT finish(struct pg_conn *c, struct veil_result r)
     if (veil_ok(r)) {
         VEIL_DEFER(res_done) PGresult *res = PQexec(c->db, "COMMIT");
         if (res == NULL || PQresultStatus(res) != PGRES_COMMAND_OK || strcmp(PQcmdStatus(res), "COMMIT") != 0)
-            r = pg_fail(c, res, "commit");
+            r = pg_fail(c, res, conn_broken(c) ? "commit's outcome unknown (the connection broke): check the "
+                                                 "model's versions before retrying"
+                                               : "commit");
         else
             return VEIL_RESULT_OK;
     }

@@ -426,6 +426,45 @@ def test_replicas_share_sessions_keys_and_one_audit_chain(pg: PgServer, sim: dic
             assert br.stop() == 0
 
 
+def test_replicas_work_under_a_serializable_default(pg: PgServer, sim: dict[str, Any], tmp_path: Path) -> None:
+    """A DBA's default of serializable (or repeatable read) must not make the lock waits that keep the audit chain
+    linear and key versions unique fail: the broker runs its transactions at read committed."""
+    conninfo = pg.new_db("serial")
+    assert pg.psql("ALTER DATABASE serial SET default_transaction_isolation = 'serializable'").returncode == 0
+    a, b = replicas(tmp_path, sim, conninfo, "ab")
+    errors: list[str] = []
+    try:
+        assert a.admin("POST", "/models", {"model_id": "m", "policy": {"version": 1, "allow_sample": True}}).status \
+            == 201
+
+        def releases(br: Broker) -> None:
+            for _ in range(8):
+                x = attested(br, "sample", sample_evidence)
+                r = x.resource("test-0")
+                if r.status != 200 or x.decrypt(r) != DEV_KEYS["test-0"]:
+                    errors.append(f"release: {r.status}")
+
+        def rotations(br: Broker) -> None:
+            for _ in range(4):
+                r = br.admin("POST", "/models/m/rotate", {})
+                if r.status != 201:
+                    errors.append(f"rotate: {r.status} {r.body[:200]!r}")
+
+        workers = [threading.Thread(target=f, args=(br,)) for f in (releases, rotations) for br in (a, b, a, b)]
+        for th in workers:
+            th.start()
+        for th in workers:
+            th.join(timeout=TIMEOUT)
+        assert not errors, errors
+        versions = [v["version"] for v in a.admin("GET", "/models/m").json()["versions"]]
+        assert versions == list(range(1, 18))
+        chain_ok(a.audit())
+        assert b'could not serialize' not in a.log.read_bytes() + b.log.read_bytes()
+    finally:
+        for br in (a, b):
+            assert br.stop() == 0
+
+
 # ---- durability -----------------------------------------------------------------------------------------------
 
 
