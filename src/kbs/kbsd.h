@@ -12,7 +12,8 @@
  *   metrics.c       Prometheus counters and histograms (metrics.h), GET /metrics
  *   log.c           structured JSON logs on stderr
  *   store_sqlite.c  the store (store.h) on SQLite
- *   store_pg.c      the store on PostgreSQL, shared by replicas */
+ *   store_pg.c      the store on PostgreSQL, shared by replicas
+ *   group_commit.c  one durable commit for concurrent audit appends, for both stores */
 #ifndef VEIL_KBSD_H
 #define VEIL_KBSD_H
 

@@ -39,6 +39,7 @@
 #include "core/json.h"
 #include "core/secret.h"
 #include "kbs/kbs.h"
+#include "group_commit.h"
 #include "store.h"
 
 #define PG_MAX_PARAMS 5
@@ -149,7 +150,6 @@ static const struct {
 /* ---- the store and its pool ----------------------------------------------------------------------------- */
 
 struct pg_store;
-struct audit_waiter;
 
 struct pg_conn {
     PGconn *db;
@@ -167,11 +167,7 @@ struct pg_store {
     unsigned idle_count;
     pthread_mutex_t lock;
     pthread_cond_t cond;
-    /* group commit of audit appends (pg_audit_append) */
-    struct audit_waiter *queue, **queue_end;
-    int leading;
-    pthread_mutex_t queue_lock;
-    pthread_cond_t queue_done;
+    struct kbs_group_commit audit_queue; /* group commit of audit appends (group_commit.h) */
 };
 
 static struct pg_store *impl(struct kbs_store *s)
@@ -505,68 +501,25 @@ static VEIL_RESULT audit_add(struct pg_conn *c, const char *record)
     return audit_insert(c, &t, record);
 }
 
-/* An audit append waiting for its commit, on the caller's stack. */
-struct audit_waiter {
-    const char *record;
-    struct audit_waiter *next;
-    int done;
-    veil_status status;
-    char error[256];
-};
-
 /* Appends a batch in one transaction: one WAL flush for all of them. */
 static VEIL_RESULT audit_batch_tx(struct pg_conn *c, void *arg)
 {
     struct audit_tail t;
     VEIL_GUARD(audit_lock(c, &t));
-    for (const struct audit_waiter *w = arg; w != NULL; w = w->next)
+    for (const struct kbs_audit_waiter *w = arg; w != NULL; w = w->next)
         VEIL_GUARD(audit_insert(c, &t, w->record));
     return VEIL_RESULT_OK;
 }
 
-/* Hands the batch's outcome to each of its waiters. Called with queue_lock held. */
-static void audit_batch_done(struct pg_store *s, struct audit_waiter *batch, struct veil_result r)
+static VEIL_RESULT audit_batch(void *store, const struct kbs_audit_waiter *batch)
 {
-    for (struct audit_waiter *w = batch, *next; w != NULL; w = next) {
-        next = w->next; /* read before done is set: the waiter's frame may go away right after */
-        w->status = r.status;
-        if (!veil_ok(r))
-            snprintf(w->error, sizeof w->error, "%s", veil_last_error());
-        w->done = 1;
-    }
-    s->leading = 0;
-    pthread_cond_broadcast(&s->queue_done);
+    return run_op(store, TX_BLOCK, audit_batch_tx, (void *)(uintptr_t)batch);
 }
 
-/* Group commit, as store_sqlite.c's: a caller that finds no batch under way commits every record queued so far
- * (its own among them) in one transaction; callers arriving meanwhile queue up, and the next of them leads the
- * next batch. Each record is committed, in the chain, before its caller returns; queued records keep their
- * arrival order. */
 static VEIL_RESULT pg_audit_append(struct kbs_store *base, const char *record)
 {
     struct pg_store *s = impl(base);
-    struct audit_waiter me = {.record = record};
-    pthread_mutex_lock(&s->queue_lock);
-    *s->queue_end = &me;
-    s->queue_end = &me.next;
-    while (!me.done) {
-        if (s->leading) {
-            pthread_cond_wait(&s->queue_done, &s->queue_lock);
-            continue;
-        }
-        struct audit_waiter *batch = s->queue;
-        s->queue = NULL;
-        s->queue_end = &s->queue;
-        s->leading = 1;
-        pthread_mutex_unlock(&s->queue_lock);
-        struct veil_result r = run_op(s, TX_BLOCK, audit_batch_tx, batch);
-        pthread_mutex_lock(&s->queue_lock);
-        audit_batch_done(s, batch, r);
-    }
-    pthread_mutex_unlock(&s->queue_lock);
-    if (me.status != VEIL_OK)
-        VEIL_BAIL(me.status, "%s", me.error);
-    return VEIL_RESULT_OK;
+    return kbs_group_commit_append(&s->audit_queue, record, audit_batch, s);
 }
 
 struct audit_read_args {
@@ -963,8 +916,7 @@ static void pg_close(struct kbs_store *base)
     secret_free(&s->password);
     pthread_cond_destroy(&s->cond);
     pthread_mutex_destroy(&s->lock);
-    pthread_cond_destroy(&s->queue_done);
-    pthread_mutex_destroy(&s->queue_lock);
+    kbs_group_commit_destroy(&s->audit_queue);
     free(s);
 }
 
@@ -1037,9 +989,7 @@ VEIL_RESULT kbs_store_pg_open(const char *conninfo, unsigned pool_size, struct k
     s->base.ops = &pg_ops;
     pthread_mutex_init(&s->lock, NULL);
     pthread_cond_init(&s->cond, NULL);
-    pthread_mutex_init(&s->queue_lock, NULL);
-    pthread_cond_init(&s->queue_done, NULL);
-    s->queue_end = &s->queue;
+    kbs_group_commit_init(&s->audit_queue);
     s->conninfo = strdup(conninfo);
     struct veil_result r = s->conninfo != NULL ? conninfo_check(s)
                                                : veil_error_raise(VEIL_ERR_NOMEM, __FILE__, __LINE__, "out of memory");

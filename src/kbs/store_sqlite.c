@@ -16,6 +16,7 @@
 
 #include "core/json.h"
 #include "kbs/kbs.h"
+#include "group_commit.h"
 #include "store.h"
 
 enum sync_level { SYNC_FULL, SYNC_NORMAL };
@@ -29,26 +30,13 @@ struct stmt_slot {
     sqlite3_stmt *st;
 };
 
-/* An audit append waiting for its commit, on the caller's stack. */
-struct audit_waiter {
-    const char *record;
-    struct audit_waiter *next;
-    int done;
-    veil_status status;
-    char error[256];
-};
-
 struct sqlite_store {
     struct kbs_store base;
     sqlite3 *db;
     pthread_mutex_t lock;
     enum sync_level sync; /* the connection's current PRAGMA synchronous */
     struct stmt_slot cache[STMT_CACHE_SIZE];
-    /* group commit of audit appends (sq_audit_append) */
-    pthread_mutex_t queue_lock;
-    pthread_cond_t queue_done;
-    struct audit_waiter *queue;
-    int leading;
+    struct kbs_group_commit audit_queue; /* group commit of audit appends (group_commit.h) */
 };
 
 static const char schema[] =
@@ -233,53 +221,20 @@ static VEIL_RESULT audit_add(struct sqlite_store *s, const char *record)
 }
 
 /* Appends a batch in one transaction: one fsync for all of them. */
-static VEIL_RESULT audit_batch(struct sqlite_store *s, const struct audit_waiter *batch)
+static VEIL_RESULT audit_batch(void *store, const struct kbs_audit_waiter *batch)
 {
+    struct sqlite_store *s = store;
     VEIL_GUARD(begin(s));
     struct veil_result r = VEIL_RESULT_OK;
-    for (const struct audit_waiter *w = batch; w != NULL && veil_ok(r); w = w->next)
+    for (const struct kbs_audit_waiter *w = batch; w != NULL && veil_ok(r); w = w->next)
         r = audit_add(s, w->record);
     return finish(s, r);
 }
 
-/* Group commit: a caller that finds no commit under way commits every record queued so far (its own among
- * them) in one transaction; callers arriving meanwhile queue up and wait, and the next of them leads the next
- * batch. Each record is on disk, in the chain, before its caller returns, as with one transaction per record,
- * but a burst of N releases costs one fsync instead of N. Queued records keep their arrival order. */
 static VEIL_RESULT sq_audit_append(struct kbs_store *base, const char *record)
 {
     struct sqlite_store *s = impl(base);
-    struct audit_waiter me = {.record = record};
-    pthread_mutex_lock(&s->queue_lock);
-    struct audit_waiter **tail = &s->queue;
-    while (*tail != NULL)
-        tail = &(*tail)->next;
-    *tail = &me;
-    while (!me.done) {
-        if (s->leading) {
-            pthread_cond_wait(&s->queue_done, &s->queue_lock);
-            continue;
-        }
-        struct audit_waiter *batch = s->queue;
-        s->queue = NULL;
-        s->leading = 1;
-        pthread_mutex_unlock(&s->queue_lock);
-        struct veil_result r = audit_batch(s, batch);
-        pthread_mutex_lock(&s->queue_lock);
-        for (struct audit_waiter *w = batch, *next; w != NULL; w = next) {
-            next = w->next; /* read before done is set: the waiter's frame may go away right after */
-            w->status = r.status;
-            if (!veil_ok(r))
-                snprintf(w->error, sizeof w->error, "%s", veil_last_error());
-            w->done = 1;
-        }
-        s->leading = 0;
-        pthread_cond_broadcast(&s->queue_done);
-    }
-    pthread_mutex_unlock(&s->queue_lock);
-    if (me.status != VEIL_OK)
-        VEIL_BAIL(me.status, "%s", me.error);
-    return VEIL_RESULT_OK;
+    return kbs_group_commit_append(&s->audit_queue, record, audit_batch, s);
 }
 
 static VEIL_RESULT audit_entry(sqlite3_stmt *st, json_t *arr)
@@ -661,8 +616,7 @@ static void sq_close(struct kbs_store *base)
         sqlite3_finalize(s->cache[i].st);
     sqlite3_close_v2(s->db);
     pthread_mutex_destroy(&s->lock);
-    pthread_mutex_destroy(&s->queue_lock);
-    pthread_cond_destroy(&s->queue_done);
+    kbs_group_commit_destroy(&s->audit_queue);
     free(s);
 }
 
@@ -697,8 +651,7 @@ VEIL_RESULT kbs_store_sqlite_open(const char *path, struct kbs_store **out)
     VEIL_ENSURE(s != NULL, VEIL_ERR_NOMEM, "out of memory");
     s->base.ops = &sqlite_ops;
     pthread_mutex_init(&s->lock, NULL);
-    pthread_mutex_init(&s->queue_lock, NULL);
-    pthread_cond_init(&s->queue_done, NULL);
+    kbs_group_commit_init(&s->audit_queue);
     int rc = sqlite3_open_v2(path, &s->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_FULLMUTEX, NULL);
     struct veil_result r = rc == SQLITE_OK ? configure(s->db)
                                            : veil_error_raise(VEIL_ERR_IO, __FILE__, __LINE__,
