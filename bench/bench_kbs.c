@@ -9,6 +9,7 @@
  *   GET /kbs/v0/resource/veil/model-key/test-0 -> decrypt the JWE with the tee key -> check the 32 zero bytes.
  * MODE auth: POST /kbs/v0/auth only (one store commit per request): the same server's per-request floor.
  *
+ * The client is libveil's own (lib/kbs/client_internal.h: the steps of veil_kbs_fetch_key, timed one by one).
  * THREADS client threads, each with one libcurl easy handle (one keep-alive connection), run until SECONDS have
  * passed or MAX operations are done in all. Latency is per operation (a whole release), wall clock. The client's
  * own CPU (getrusage) and, with SERVER_PID, the broker's CPU (/proc/PID/stat utime + stime) are reported per
@@ -18,7 +19,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <strings.h>
 #include <sys/resource.h>
 #include <time.h>
 #include <unistd.h>
@@ -26,12 +26,13 @@
 #include <curl/curl.h>
 
 #include "core/buf.h"
+#include "kbs/client_internal.h"
 #include "protocol/protocol.h"
 #include "veil/attest.h"
 
 #define MAX_THREADS 256
 #define MAX_OPS 10000000L
-#define MODEL_PATH "/kbs/v0/resource/veil/model-key/test-0"
+#define MODEL_ID "test-0"
 
 enum mode { MODE_SIM, MODE_SAMPLE, MODE_AUTH };
 
@@ -53,9 +54,7 @@ struct phases {
 struct worker {
     pthread_t thread;
     struct shared *sh;
-    CURL *curl;
-    struct veil_buf body;
-    char cookie[160];
+    struct veil_kbs_conn conn; /* one keep-alive connection, libveil's RCAR client (lib/kbs/client_internal.h) */
     double *lat;
     long count, cap;
     struct phases ph;
@@ -68,156 +67,65 @@ static double now_s(void)
     return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
 }
 
-static size_t on_body(char *data, size_t size, size_t n, void *ctx)
-{
-    struct worker *w = ctx;
-    return veil_ok(veil_buf_append(&w->body, data, size * n)) ? size * n : 0;
-}
-
-/* Keeps "kbs-session-id=<id>" from Set-Cookie. */
-static size_t on_header(char *data, size_t size, size_t n, void *ctx)
-{
-    struct worker *w = ctx;
-    size_t len = size * n;
-    static const char name[] = "Set-Cookie: kbs-session-id=";
-    if (len > sizeof name - 1 && strncasecmp(data, name, sizeof name - 1) == 0) {
-        const char *value = data + sizeof name - 1;
-        size_t v = strcspn(value, ";\r\n");
-        if (v < sizeof w->cookie && v <= len - (sizeof name - 1)) {
-            memcpy(w->cookie, value, v);
-            w->cookie[v] = '\0';
-        }
-    }
-    return len;
-}
-
 static void fail(struct worker *w, const char *what, const char *detail)
 {
     if (atomic_fetch_add(&w->sh->failures, 1) < 5)
         fprintf(stderr, "bench_kbs: %s: %s\n", what, detail);
 }
 
-/* One HTTP exchange; the response body lands in w->body (NUL-terminated). 0 on HTTP 200. */
-static int exchange(struct worker *w, const char *path, const json_t *body, int send_cookie)
-{
-    char url[512], cookie[200];
-    snprintf(url, sizeof url, "%s%s", w->sh->url, path);
-    char *text = body != NULL ? json_dumps(body, JSON_COMPACT) : NULL;
-    veil_buf_cleanup(&w->body);
-    curl_easy_setopt(w->curl, CURLOPT_URL, url);
-    if (body != NULL) {
-        curl_easy_setopt(w->curl, CURLOPT_POSTFIELDS, text);
-    } else {
-        curl_easy_setopt(w->curl, CURLOPT_HTTPGET, 1L);
-    }
-    snprintf(cookie, sizeof cookie, "kbs-session-id=%s", w->cookie);
-    curl_easy_setopt(w->curl, CURLOPT_COOKIE, send_cookie ? cookie : NULL);
-    CURLcode rc = curl_easy_perform(w->curl);
-    free(text);
-    long status = 0;
-    curl_easy_getinfo(w->curl, CURLINFO_RESPONSE_CODE, &status);
-    if (rc != CURLE_OK || status != 200 || !veil_ok(veil_buf_append_u8(&w->body, 0))) {
-        char d[256];
-        snprintf(d, sizeof d, "%s: curl %d, HTTP %ld: %.120s", path, (int)rc, status,
-                 w->body.data != NULL ? (const char *)w->body.data : "");
-        fail(w, "request", d);
-        return -1;
-    }
-    return 0;
-}
-
-static int post_auth(struct worker *w, struct veil_rcar_challenge *ch)
-{
-    json_t *req = NULL;
-    /* The builder knows kbs-types' names only; "sim" is Veil's extra name. */
-    if (!veil_ok(veil_rcar_request_build("sample", &req)) ||
-        (w->sh->mode == MODE_SIM && json_object_set_new(req, "tee", json_string("sim")) != 0))
-        return json_decref(req), fail(w, "request build", veil_last_error()), -1;
-    w->cookie[0] = '\0';
-    int r = exchange(w, "/kbs/v0/auth", req, 0);
-    json_decref(req);
-    if (r != 0)
-        return -1;
-    if (w->cookie[0] == '\0')
-        return fail(w, "auth", "no session cookie"), -1;
-    if (!veil_ok(veil_rcar_challenge_parse(w->body.data, w->body.size - 1, ch)))
-        return fail(w, "challenge", veil_last_error()), -1;
-    return 0;
-}
-
-/* The TEE side of /attest: a fresh key, its binding, evidence over it. */
-static int make_attestation(struct worker *w, const struct veil_rcar_challenge *ch, struct veil_jwk *key,
-                            json_t **att)
-{
-    double t0 = now_s();
-    json_t *jwk = NULL;
-    if (!veil_ok(veil_jwk_generate(VEIL_JWK_EC_P256, key)) || !veil_ok(veil_jwk_export(key, "ECDH-ES+A256KW", &jwk)))
-        return fail(w, "tee key", veil_last_error()), -1;
-    double t1 = now_s();
-    uint8_t rd[VEIL_KBS_REPORT_DATA_SIZE];
-    char *ev_text = NULL;
-    json_t *ev = NULL;
-    struct veil_provider_config pc = {.sim_dir = w->sh->sim_dir};
-    int ok = veil_ok(veil_kbs_report_data(ch->nonce, jwk, "", ch->hash, rd)) &&
-             veil_evidence_collect(w->sh->mode == MODE_SIM ? VEIL_TEE_SIM : VEIL_TEE_SAMPLE, &pc, rd, &ev_text) ==
-                 VEIL_OK &&
-             (ev = json_loads(ev_text, 0, NULL)) != NULL &&
-             veil_ok(veil_rcar_attestation_build(ch->nonce, jwk, ev, NULL, att));
-    if (!ok)
-        fail(w, "evidence", veil_last_error());
-    veil_free(ev_text);
-    json_decref(ev);
-    json_decref(jwk);
-    w->ph.keygen += t1 - t0;
-    w->ph.collect += now_s() - t1;
-    return ok ? 0 : -1;
-}
-
-static int check_key(struct worker *w, const struct veil_jwk *key)
-{
-    json_t *jwe = json_loads((const char *)w->body.data, 0, NULL);
+/* One release's state: the challenge, the TEE key, the Attestation, the released key. */
+struct release {
+    struct veil_rcar_challenge ch;
+    struct veil_jwk key;
+    json_t *jwk, *att;
     struct veil_buf plain;
-    veil_buf_init_secret(&plain);
-    static const uint8_t zeros[32] = {0};
-    int ok = jwe != NULL && veil_ok(veil_jwe_decrypt(key, jwe, &plain)) && plain.size == 32 &&
-             memcmp(plain.data, zeros, 32) == 0;
-    if (!ok)
-        fail(w, "jwe", jwe == NULL ? "not JSON" : "decryption failed or wrong key");
-    veil_buf_cleanup(&plain);
-    json_decref(jwe);
-    return ok ? 0 : -1;
+};
+
+/* The TEE side after /auth, each phase timed: key, evidence, /attest, /resource, JWE. */
+static struct veil_result release_steps(struct worker *w, veil_tee tee, struct release *r)
+{
+    struct veil_provider_config pc = {.sim_dir = w->sh->sim_dir};
+    double t0 = now_s();
+    struct veil_result res = veil_kbs_client_tee_key(&r->key, &r->jwk);
+    double t1 = now_s();
+    if (veil_ok(res))
+        res = veil_kbs_client_evidence(tee, &pc, &r->ch, r->jwk, &r->att);
+    double t2 = now_s();
+    if (veil_ok(res))
+        res = veil_kbs_client_attest(&w->conn, r->att);
+    double t3 = now_s();
+    if (veil_ok(res))
+        res = veil_kbs_client_resource(&w->conn, MODEL_ID, 0);
+    double t4 = now_s();
+    if (veil_ok(res))
+        res = veil_kbs_client_decrypt(&w->conn, &r->key, &r->plain);
+    w->ph.keygen += t1 - t0, w->ph.collect += t2 - t1, w->ph.attest += t3 - t2, w->ph.resource += t4 - t3;
+    w->ph.decrypt += now_s() - t4;
+    return res;
 }
 
 static int release_once(struct worker *w)
 {
-    struct veil_rcar_challenge ch;
-    memset(&ch, 0, sizeof ch);
-    struct veil_jwk key;
-    veil_jwk_init(&key);
-    json_t *att = NULL;
+    static const uint8_t zeros[32] = {0};
+    veil_tee tee = w->sh->mode == MODE_SIM ? VEIL_TEE_SIM : VEIL_TEE_SAMPLE;
+    struct release r;
+    memset(&r, 0, sizeof r);
+    veil_jwk_init(&r.key);
+    veil_buf_init_secret(&r.plain);
     double t0 = now_s();
-    int r = post_auth(w, &ch);
-    double t1 = now_s();
-    w->ph.auth += t1 - t0;
-    if (r == 0 && w->sh->mode != MODE_AUTH) {
-        r = make_attestation(w, &ch, &key, &att);
-        double t2 = now_s();
-        if (r == 0)
-            r = exchange(w, "/kbs/v0/attest", att, 1);
-        double t3 = now_s();
-        if (r == 0)
-            r = exchange(w, MODEL_PATH, NULL, 1);
-        double t4 = now_s();
-        if (r == 0)
-            r = check_key(w, &key);
-        w->ph.attest += t3 - t2;
-        w->ph.resource += t4 - t3;
-        w->ph.decrypt += now_s() - t4;
-    }
-    json_decref(att);
-    veil_jwk_cleanup(&key);
-    veil_rcar_challenge_cleanup(&ch);
-    return r;
+    struct veil_result res = veil_kbs_client_auth(&w->conn, tee, &r.ch);
+    w->ph.auth += now_s() - t0;
+    if (veil_ok(res) && w->sh->mode != MODE_AUTH)
+        res = release_steps(w, tee, &r);
+    int ok = veil_ok(res) && (w->sh->mode == MODE_AUTH || (r.plain.size == 32 && memcmp(r.plain.data, zeros, 32) == 0));
+    if (!ok)
+        fail(w, "release", veil_ok(res) ? "the released key is not test-0's" : veil_last_error());
+    veil_buf_cleanup(&r.plain);
+    json_decref(r.att);
+    json_decref(r.jwk);
+    veil_jwk_cleanup(&r.key);
+    veil_rcar_challenge_cleanup(&r.ch);
+    return ok ? 0 : -1;
 }
 
 static void *work(void *arg)
@@ -280,25 +188,18 @@ static int worker_init(struct worker *w, struct shared *sh, long cap)
     w->sh = sh;
     w->cap = cap;
     w->lat = calloc((size_t)cap, sizeof *w->lat);
-    w->curl = curl_easy_init();
-    if (w->lat == NULL || w->curl == NULL)
+    /* A load generator against test-0's zero key: plain HTTP to any host is allowed. */
+    struct veil_kbs_fetch_options o = {.url = sh->url, .allow_insecure_http = 1, .timeout_s = 30};
+    if (w->lat == NULL)
         return -1;
-    curl_easy_setopt(w->curl, CURLOPT_WRITEFUNCTION, on_body);
-    curl_easy_setopt(w->curl, CURLOPT_WRITEDATA, w);
-    curl_easy_setopt(w->curl, CURLOPT_HEADERFUNCTION, on_header);
-    curl_easy_setopt(w->curl, CURLOPT_HEADERDATA, w);
-    curl_easy_setopt(w->curl, CURLOPT_TCP_NODELAY, 1L);
-    curl_easy_setopt(w->curl, CURLOPT_TCP_KEEPALIVE, 1L);
-    curl_easy_setopt(w->curl, CURLOPT_NOSIGNAL, 1L);
-    curl_easy_setopt(w->curl, CURLOPT_TIMEOUT, 30L);
-    curl_easy_setopt(w->curl, CURLOPT_MAXCONNECTS, 1L);
+    if (!veil_ok(veil_kbs_conn_init(&w->conn, &o)))
+        return fprintf(stderr, "bench_kbs: %s\n", veil_last_error()), -1;
     return 0;
 }
 
 static void worker_cleanup(struct worker *w)
 {
-    curl_easy_cleanup(w->curl);
-    veil_buf_cleanup(&w->body);
+    veil_kbs_conn_cleanup(&w->conn);
     free(w->lat);
 }
 
@@ -356,7 +257,7 @@ int main(int argc, char **argv)
         return 1;
     for (int i = 0; i < threads; i++)
         if (worker_init(&ws[i], &sh, sh.max_ops / threads + 1) != 0)
-            return fprintf(stderr, "bench_kbs: out of memory\n"), 1;
+            return fprintf(stderr, "bench_kbs: cannot set up a client\n"), 1;
     double s0 = server_pid > 0 ? proc_cpu_s(server_pid) : -1, c0 = self_cpu_s(), t0 = now_s();
     sh.deadline = t0 + seconds;
     for (int i = 0; i < threads; i++)

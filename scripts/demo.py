@@ -3,22 +3,30 @@
 1. make a model key; 2. export and seal the model from PyTorch in memory (plaintext ONNX never touches disk);
 3. inspect the sealed file without the key; 4. show that no weight appears in it; 5. unseal with the key and
 check every tensor is bit-identical; 6. rotate the key without re-encrypting; 7. show that a modified file and
-a wrong key are refused; 8. run the sealed model's whole graph in Veil's oneDNN engine and compare with PyTorch.
-(Key release by the broker to an attested TEE is exercised by `make test`; the node cache and the serving
-runtime arrive with later work.)
+a wrong key are refused; 8. run the sealed model's whole graph in Veil's oneDNN engine and compare with PyTorch;
+9. key release: a development key broker (veil-kbs --dev) generates the model key and holds it under a release
+policy; the model, sealed under that key, runs in a *simulated* TEE that attests to the broker (RCAR) and
+receives the key in memory only: first refused (the policy names another measurement), then released once the
+owner sets the right one. The simulation TEE protects nothing: it shows the protocol, not the protection.
+(The node cache and the serving runtime arrive with later work.)
 """
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
+import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
 VEIL = os.environ.get("VEIL_BIN", str(ROOT / "build" / "release" / "veil"))
+KBS = os.environ.get("VEIL_KBS_BIN", str(ROOT / "build" / "release" / "veil-kbs"))
 WORK = ROOT / "build" / "demo"
 
 
@@ -26,14 +34,91 @@ def step(text: str) -> None:
     print(f"\n== {text}", flush=True)
 
 
-def run_veil(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+def run_veil(*args: str, check: bool = True, echo: bool = True) -> subprocess.CompletedProcess[str]:
     print("$ veil " + " ".join(args), flush=True)
     proc = subprocess.run([VEIL, *args], capture_output=True, text=True)
-    sys.stdout.write(proc.stdout)
+    if echo:
+        sys.stdout.write(proc.stdout)
     sys.stderr.write(proc.stderr)
     if check and proc.returncode != 0:
         raise SystemExit(f"demo: veil {args[0]} failed with exit code {proc.returncode}")
     return proc
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_broker(data: Path, sim_pub: Path) -> tuple[subprocess.Popen[bytes], str]:
+    """veil-kbs --dev on a free loopback port; its log goes to DATA.log."""
+    port = free_port()
+    cmd = [KBS, "--dev", "--listen", f"127.0.0.1:{port}", "--data", str(data), "--sim-key", str(sim_pub)]
+    print("$ veil-kbs " + " ".join(cmd[1:]) + f"   (log: {data.name}.log)", flush=True)
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=open(f"{data}.log", "wb"))
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise SystemExit(f"demo: veil-kbs exited with {proc.returncode}; see {data}.log")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1):
+                return proc, f"http://127.0.0.1:{port}"
+        except OSError:
+            time.sleep(0.05)
+    proc.kill()
+    raise SystemExit("demo: veil-kbs did not start listening")
+
+
+def key_release(sealed: Path, key: Path, photo: Path, torch_logits: np.ndarray) -> None:
+    """Step 9: the broker generates and holds the key; a simulated TEE attests and receives it."""
+    kbs_data, sim_dir = WORK / "kbs", WORK / "sim"
+    for d in (kbs_data, sim_dir):
+        shutil.rmtree(d, ignore_errors=True)
+    print("SIMULATION TEE: its 'platform key' is a file on this machine, so this protects nothing; it runs the "
+          "real protocol and policy checks that an SGX, TDX or SEV-SNP TEE would pass with hardware evidence.")
+    run_veil("attest", "sim-init", "--dir", str(sim_dir))
+    broker, url = start_broker(kbs_data, sim_dir / "platform.pub")
+    try:
+        admin = ["--url", url, "--token-file", str(kbs_data / "admin.token")]
+        evidence = WORK / "sim-evidence.json"
+        run_veil("attest", "collect", "--provider", "sim", "--sim-dir", str(sim_dir), "--report-data", "00" * 64,
+                 "-o", str(evidence))
+        measurement = json.loads(evidence.read_text())["measurement"]
+        print(f"the simulated TEE (this veil binary) measures {measurement[:24]}...")
+        wrong, right = WORK / "policy-wrong.json", WORK / "policy.json"
+        for path, m in ((wrong, "00" * 48), (right, measurement)):
+            path.write_text(json.dumps({"version": 1, "allow_sim": True, "sim": {"measurements": [m]}}) + "\n")
+        kbs_key, kbs_sealed = WORK / "resnet18-kbs.key", WORK / "resnet18-kbs.veil"
+        kbs_key.unlink(missing_ok=True)
+        kbs_sealed.unlink(missing_ok=True)
+        run_veil("kbs", "create", "resnet18", "-o", str(kbs_key), "--policy", str(wrong), *admin)
+        # Sealed under the broker's key: rewrapping the sealed file is sealing without re-encrypting the weights.
+        run_veil("rewrap", str(sealed), "--key", str(key), "--new-key", str(kbs_key), "--new-key-version", "1",
+                 "-o", str(kbs_sealed))
+        logits = WORK / "logits-kbs.npy"
+        logits.unlink(missing_ok=True)
+        run = ["run", str(kbs_sealed), "--kbs", url, "--tee", "sim", "--sim-dir", str(sim_dir),
+               "--input", str(photo), "-o", str(logits), "--threads", "2"]
+        print("-- the policy names another measurement: the broker refuses")
+        if run_veil(*run, check=False).returncode != 1 or logits.exists():
+            raise SystemExit("demo: the broker released a key its policy forbids")
+        print("-- the owner sets the policy to this TEE's measurement")
+        run_veil("kbs", "policy", "set", "resnet18", str(right), *admin)
+        run_veil(*run)
+        veil_logits = np.load(logits)
+        err = float(np.abs(veil_logits - torch_logits).max() / np.abs(torch_logits).max())
+        print(f"the key reached the TEE process in memory only; max relative error against PyTorch {err:.1e}")
+        if err > 1e-4:
+            raise SystemExit("demo: the engine disagrees with PyTorch")
+        audit = run_veil("kbs", "audit", "list", *admin, echo=False).stdout
+        records = [json.loads(line) for line in audit.splitlines()]
+        for rec in [r for r in records if r.get("model") == "resnet18" and r["decision"] in ("deny", "release")]:
+            print(f"audit: {rec['decision']:7} {rec['model']} key v{rec.get('key_version')} to tee {rec.get('tee')}"
+                  f" ({rec.get('reason') or 'policy satisfied'})")
+    finally:
+        broker.terminate()
+        broker.wait(timeout=30)
 
 
 def main() -> int:
@@ -119,6 +204,9 @@ def main() -> int:
     print(f"top-5 classes, Veil: {top_veil.tolist()}  PyTorch: {top_torch.tolist()}  max relative error {err:.1e}")
     if err > 1e-4 or top_veil.tolist() != top_torch.tolist():
         raise SystemExit("demo: the engine disagrees with PyTorch")
+
+    step("9. key release: a development broker holds the key; a SIMULATED TEE attests and receives it in memory")
+    key_release(sealed, key2, WORK / "photo.npy", torch_logits)
     print("\ndemo: done. Files are in", WORK.relative_to(ROOT))
     return 0
 

@@ -71,6 +71,7 @@
 #define VEIL_JOSE_MAX_HEADER_SIZE (8u << 10) /* a decoded JWE or JWT protected header */
 #define VEIL_JWE_MAX_SIZE (2u << 20)         /* a decoded JWE ciphertext (resources are keys: bytes, not MiB) */
 #define VEIL_JWT_MAX_SIZE (256u << 10)       /* a compact JWT, all three parts (EAR claims carry evidence) */
+#define VEIL_KBS_CLIENT_MAX_RESPONSE_SIZE (4u << 20) /* one broker answer to the TEE-side client (lib/kbs/client.c) */
 #define VEIL_JWK_RSA_MIN_BITS 2048u
 #define VEIL_JWK_RSA_MAX_BITS 8192u
 

@@ -9,6 +9,11 @@ of the planned shapes (dimension 0 of a symbolic batch takes ``batch``); NaN and
         engine = veil.Engine.from_model(model, threads=2)
     (logits,) = engine.run(x)
 
+A sealed model's key may instead come from a key broker (veil-kbs; docs/kbs.md, "The TEE side"): the TEE attests,
+the key is released to it, used to open the model and wiped; it is never a Python ``bytes`` object:
+
+    engine = veil.Engine.from_sealed("m.veil", kbs="https://kbs.example:8443", tee="tdx")
+
 An Engine serialises its own runs (one arena of activations); use one Engine per thread for parallelism.
 """
 
@@ -26,7 +31,8 @@ import numpy as np
 
 from . import _lib
 from .errors import ArgumentError
-from .sealed import SealedModel
+from .sealed import KeyLike, SealedModel, open_model
+from .sealed import inspect as _inspect
 
 __all__ = ["Engine", "EngineIO"]
 
@@ -51,6 +57,20 @@ class _IO(ctypes.Structure):
     ]
 
 
+class _ProviderConfig(ctypes.Structure):
+    """struct veil_provider_config"""
+
+    _fields_ = [("sim_dir", ctypes.c_char_p), ("sim_executable", ctypes.c_char_p), ("sim_config", ctypes.c_char_p),
+                ("gramine_root", ctypes.c_char_p), ("tsm_root", ctypes.c_char_p), ("sim_svn", ctypes.c_uint32)]
+
+
+class _FetchOptions(ctypes.Structure):
+    """struct veil_kbs_fetch_options"""
+
+    _fields_ = [("url", ctypes.c_char_p), ("cacert", ctypes.c_char_p), ("allow_insecure_http", ctypes.c_int),
+                ("tee", ctypes.c_int), ("provider", ctypes.POINTER(_ProviderConfig)), ("timeout_s", ctypes.c_uint)]
+
+
 _P = ctypes.c_void_p
 _SZ = ctypes.c_size_t
 _SIGNATURES: dict[str, tuple[object, list[object]]] = {
@@ -64,6 +84,9 @@ _SIGNATURES: dict[str, tuple[object, list[object]]] = {
     "veil_engine_run": (ctypes.c_int, [_P, ctypes.POINTER(_P), ctypes.POINTER(_SZ), _SZ, ctypes.POINTER(_P),
                                        ctypes.POINTER(_SZ), _SZ]),
     "veil_engine_free": (None, [_P]),
+    "veil_tee_from_name": (ctypes.c_int, [ctypes.c_char_p, ctypes.POINTER(ctypes.c_int)]),
+    "veil_kbs_fetch_key": (ctypes.c_int, [ctypes.POINTER(_FetchOptions), ctypes.c_char_p, ctypes.c_uint32, _P, _SZ,
+                                          ctypes.POINTER(_SZ)]),
 }
 _bound: ctypes.CDLL | None = None
 _bind_lock = threading.Lock()
@@ -105,6 +128,27 @@ def _options(threads: int | None, batch: int | None, lock_memory: bool) -> _Opti
     if batch is not None and batch < 1:
         raise ArgumentError("batch must be >= 1 (or None for 1)")
     return _Options(threads or 0, batch or 0, 1 if lock_memory else 0)
+
+
+def _fetch_key(url: str, tee: str, sim_dir: PathLike | None, cacert: PathLike | None, allow_insecure_http: bool,
+               timeout_s: int, model_id: str, key_version: int, out: bytearray) -> None:
+    """veil_kbs_fetch_key into out (a bytearray of the key size: nothing else holds the key)."""
+    cdll = _cdll()
+    tee_id = ctypes.c_int()
+    if cdll.veil_tee_from_name(tee.encode(), ctypes.byref(tee_id)) != 0:
+        raise ArgumentError(f"tee must be sim, sample, sgx, tdx, snp or auto, not {tee!r}")
+    if (tee == "sim") != (sim_dir is not None):
+        raise ArgumentError("tee='sim' needs sim_dir= (veil attest sim-init), and sim_dir= goes with tee='sim' only")
+    provider = _ProviderConfig(sim_dir=_lib.fspath(sim_dir) if sim_dir is not None else None)
+    opts = _FetchOptions(url=url.encode(), cacert=_lib.fspath(cacert) if cacert is not None else None,
+                         allow_insecure_http=1 if allow_insecure_http else 0, tee=tee_id.value,
+                         provider=ctypes.pointer(provider), timeout_s=max(int(timeout_s), 0))
+    buf = (ctypes.c_uint8 * len(out)).from_buffer(out)
+    size = _SZ()
+    _lib.check(cdll.veil_kbs_fetch_key(ctypes.byref(opts), model_id.encode(), key_version, ctypes.addressof(buf),
+                                       len(out), ctypes.byref(size)))
+    if size.value != len(out):
+        raise ArgumentError(f"the broker released a {size.value}-byte key; a model key is {len(out)} bytes")
 
 
 class Engine:
@@ -157,6 +201,37 @@ class Engine:
         out = ctypes.c_void_p()
         _lib.check(_cdll().veil_engine_load_model(model._ptr(), ctypes.byref(opts), ctypes.byref(out)))
         return cls(int(out.value or 0))
+
+    @classmethod
+    def from_sealed(cls, path: PathLike, *, key: KeyLike | None = None, kbs: str | None = None,
+                    tee: str | None = None, sim_dir: PathLike | None = None, cacert: PathLike | None = None,
+                    key_version: int = 0, allow_insecure_http: bool = False, timeout_s: int = 0,
+                    threads: int | None = None, batch: int | None = None, lock_memory: bool = False) -> Engine:
+        """Opens a sealed model and loads it, with exactly one of ``key`` and ``kbs``.
+
+        With ``kbs=URL`` and ``tee`` ("sgx", "tdx", "snp", "auto", or for development "sim" with ``sim_dir`` and
+        "sample"), the model key of the model id in the file's header is fetched from that key broker over RCAR
+        (libveil's veil_kbs_fetch_key: https://, or http:// to a loopback host unless ``allow_insecure_http``;
+        ``key_version`` 0 asks for the newest non-revoked version). The key lives in a buffer that is wiped once
+        the model is open. A refusal raises PolicyError (the model's policy, a revoked or unknown version),
+        VerificationError (the attestation), FileError (the broker cannot be reached) or ArgumentError."""
+        if (key is None) == (kbs is None):
+            raise ArgumentError("give exactly one of key= and kbs=")
+        if kbs is None:
+            with open_model(path, key, threads=threads, lock_memory=lock_memory) as model:  # type: ignore[arg-type]
+                return cls.from_model(model, threads=threads, batch=batch, lock_memory=lock_memory)
+        if tee is None:
+            raise ArgumentError("kbs= needs tee= (sgx, tdx, snp, auto; sim or sample for development)")
+        if not 0 <= key_version < 2**32:
+            raise ArgumentError("key_version must be 0 (the newest) .. 2**32 - 1")
+        model_id = _inspect(path).model_id
+        secret = bytearray(_lib.lib().veil_key_size())
+        try:
+            _fetch_key(kbs, tee, sim_dir, cacert, allow_insecure_http, timeout_s, model_id, key_version, secret)
+            with open_model(path, secret, threads=threads, lock_memory=lock_memory) as model:
+                return cls.from_model(model, threads=threads, batch=batch, lock_memory=lock_memory)
+        finally:
+            ctypes.memset((ctypes.c_char * len(secret)).from_buffer(secret), 0, len(secret))
 
     def _arrays(self, args: Sequence[np.ndarray] | Mapping[str, np.ndarray]) -> list[np.ndarray]:
         if isinstance(args, Mapping):

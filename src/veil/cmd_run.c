@@ -13,27 +13,50 @@
 #include "core/limits.h"
 #include "npy.h"
 #include "veil/engine.h"
+#include "veil/kbs_client.h"
 
 static const char run_help[] =
-    "usage: veil run MODEL.onnx|MODEL.veil --input X.npy -o Y.npy [--key KEY] [--threads N]\n\n"
+    "usage: veil run MODEL.onnx|MODEL.veil --input X.npy -o Y.npy [--key KEY] [--threads N]\n"
+    "       veil run MODEL.veil --kbs URL --tee sim|sample|sgx|tdx|snp|auto [--sim-dir DIR] --input X.npy -o Y.npy\n\n"
     "Runs the whole model with Veil's engine (oneDNN) on one float32 C-order input and writes the first output.\n"
-    "A sealed model (recognised by its magic) is authenticated and decrypted in memory with KEY; nothing but\n"
+    "A sealed model (recognised by its magic) is authenticated and decrypted in memory with its key: read from\n"
+    "KEY, or released by a key broker (veil-kbs) to this TEE after remote attestation (--kbs). Nothing but\n"
     "Y.npy is written. Dimension 0 of the input is the batch: a model with a symbolic batch is planned for it.\n\n"
     "  -i, --input X.npy     the input, a float32 .npy array in C order (required)\n"
     "  -o, --output Y.npy    where to write the first output (required)\n"
-    "  -k, --key KEY         the model key file (required for a sealed model)\n"
+    "  -k, --key KEY         the model key file (a sealed model needs exactly one of --key and --kbs)\n"
+    "      --kbs URL         fetch the model key from this key broker over Trustee's KBS protocol (RCAR 0.4.0):\n"
+    "                        attest this TEE, then receive the key of the model id in the sealed file's header,\n"
+    "                        encrypted to a fresh key that lives only in this process. The key never touches\n"
+    "                        disk. https:// (verified), or http:// to a loopback address only\n"
+    "      --tee T           the TEE whose evidence is sent with --kbs (required with it): sgx (Gramine), tdx,\n"
+    "                        snp (configfs-tsm), auto (detect one of those three), or, proving nothing, sim\n"
+    "                        (simulation platform key in --sim-dir) and sample (unsigned evidence)\n"
+    "      --sim-dir DIR     with --tee sim: the simulation platform (veil attest sim-init --dir DIR)\n"
+    "      --key-version N   with --kbs: ask for key version N (default: the newest version not revoked)\n"
+    "      --kbs-cacert PEM  with an https:// broker: trust this CA bundle (default: the system's)\n"
+    "      --kbs-insecure-http  allow http:// to a non-loopback broker (tests only: the session travels in clear)\n"
     "      --threads N       OpenMP threads for the engine (default: all CPUs)\n"
     "      --repeat N        run N times (for timing; the output of the last run is written)\n"
     "      --stats           print one JSON line to stdout: load time, median and p99 run time, and this\n"
     "                        process's peak resident memory (VmHWM)\n"
     "  -h, --help            show this help\n";
 
-enum { OPT_THREADS = 256, OPT_REPEAT, OPT_STATS };
+enum { OPT_THREADS = 256, OPT_REPEAT, OPT_STATS, OPT_KBS, OPT_TEE, OPT_SIM_DIR, OPT_KEY_VERSION, OPT_KBS_CACERT,
+       OPT_KBS_INSECURE_HTTP };
+
+/* --kbs and the options that only make sense with it. */
+struct run_kbs_args {
+    const char *url, *tee, *sim_dir, *cacert;
+    uint64_t key_version;
+    int insecure_http, any_option;
+};
 
 struct run_args {
     const char *model, *input, *output, *key;
     uint64_t threads, repeat;
     int stats;
+    struct run_kbs_args kbs;
 };
 
 /* --stats: wall-clock times (the CLI may read the clock; the library never does). */
@@ -87,13 +110,40 @@ static const struct option run_opts[] = {
     {"threads", required_argument, NULL, OPT_THREADS},
     {"repeat", required_argument, NULL, OPT_REPEAT},
     {"stats", no_argument, NULL, OPT_STATS},
+    {"kbs", required_argument, NULL, OPT_KBS},
+    {"tee", required_argument, NULL, OPT_TEE},
+    {"sim-dir", required_argument, NULL, OPT_SIM_DIR},
+    {"key-version", required_argument, NULL, OPT_KEY_VERSION},
+    {"kbs-cacert", required_argument, NULL, OPT_KBS_CACERT},
+    {"kbs-insecure-http", no_argument, NULL, OPT_KBS_INSECURE_HTTP},
     {"help", no_argument, NULL, 'h'},
     {NULL, 0, NULL, 0},
 };
 
+static int parse_kbs_opt(struct run_kbs_args *k, int c)
+{
+    k->any_option = 1;
+    switch (c) {
+    case OPT_TEE: k->tee = optarg; return CLI_OK;
+    case OPT_SIM_DIR: k->sim_dir = optarg; return CLI_OK;
+    case OPT_KBS_CACERT: k->cacert = optarg; return CLI_OK;
+    case OPT_KBS_INSECURE_HTTP: k->insecure_http = 1; return CLI_OK;
+    default: break;
+    }
+    if (cli_parse_u64(optarg, 1, UINT32_MAX, &k->key_version) != 0)
+        return cli_usage_error("run", "--key-version must be a whole number from 1 to %u", UINT32_MAX);
+    return CLI_OK;
+}
+
 static int parse_opt(struct run_args *a, int c)
 {
     switch (c) {
+    case OPT_KBS: a->kbs.url = optarg; return CLI_OK;
+    case OPT_TEE:
+    case OPT_SIM_DIR:
+    case OPT_KEY_VERSION:
+    case OPT_KBS_CACERT:
+    case OPT_KBS_INSECURE_HTTP: return parse_kbs_opt(&a->kbs, c);
     case 'i': a->input = optarg; return CLI_OK;
     case 'o': a->output = optarg; return CLI_OK;
     case 'k': a->key = optarg; return CLI_OK;
@@ -109,6 +159,28 @@ static int parse_opt(struct run_args *a, int c)
     case ':': return cli_usage_error("run", "an option needs a value");
     default: return cli_usage_error("run", "unknown option");
     }
+}
+
+/* --kbs: exactly one key source, a TEE named, --sim-dir exactly for sim; its options only with it. */
+static int check_kbs_args(const struct run_args *a)
+{
+    const struct run_kbs_args *k = &a->kbs;
+    if (k->url == NULL)
+        return k->any_option ? cli_usage_error("run", "--tee, --sim-dir, --key-version, --kbs-cacert and "
+                                                      "--kbs-insecure-http go with --kbs URL")
+                             : CLI_OK;
+    if (a->key != NULL)
+        return cli_usage_error("run", "give the model key with --key or fetch it with --kbs, not both");
+    veil_tee tee;
+    if (k->tee == NULL)
+        return cli_usage_error("run", "--kbs needs --tee: the TEE whose evidence is sent (sgx, tdx, snp, auto; "
+                                      "sim or sample for development)");
+    if (veil_tee_from_name(k->tee, &tee) != VEIL_OK)
+        return cli_usage_error("run", "--tee must be sim, sample, sgx, tdx, snp or auto, not '%s'", k->tee);
+    if ((tee == VEIL_TEE_SIM) != (k->sim_dir != NULL))
+        return cli_usage_error("run", tee == VEIL_TEE_SIM ? "--tee sim needs --sim-dir DIR (see 'veil attest sim-init')"
+                                                          : "--sim-dir goes with --tee sim only");
+    return CLI_OK;
 }
 
 static int parse_args(int argc, char **argv, struct run_args *a, int *help)
@@ -130,7 +202,7 @@ static int parse_args(int argc, char **argv, struct run_args *a, int *help)
     a->model = argv[optind];
     if (a->input == NULL || a->output == NULL)
         return cli_usage_error("run", "--input and --output are required");
-    return CLI_OK;
+    return check_kbs_args(a);
 }
 
 static int is_sealed(const char *path, int *sealed)
@@ -145,12 +217,68 @@ static int is_sealed(const char *path, int *sealed)
     return CLI_OK;
 }
 
+static void warn_development_tee(veil_tee tee)
+{
+    if (tee == VEIL_TEE_SIM)
+        cli_warn("SIMULATION TEE: the evidence is signed by a key on an ordinary machine; it protects nothing and "
+                 "a broker should release keys to it only for development");
+    else if (tee == VEIL_TEE_SAMPLE)
+        cli_warn("SAMPLE TEE: the evidence is unsigned and proves nothing; for interoperability tests only");
+}
+
+/* The model key released by the broker for the model id in the sealed file's header, into locked memory. */
+static int fetch_key(const struct run_args *a, const struct veil_sealed_info *info, struct veil_secure_mem *key)
+{
+    const struct run_kbs_args *k = &a->kbs;
+    veil_tee tee = VEIL_TEE_AUTO;
+    if (veil_tee_from_name(k->tee, &tee) != VEIL_OK)
+        return cli_usage_error("run", "--tee must be sim, sample, sgx, tdx, snp or auto, not '%s'", k->tee);
+    warn_development_tee(tee);
+    struct veil_provider_config pc = {.sim_dir = k->sim_dir};
+    struct veil_kbs_fetch_options o = {.url = k->url, .cacert = k->cacert, .allow_insecure_http = k->insecure_http,
+                                       .tee = tee, .provider = &pc};
+    if (!veil_ok(veil_secure_alloc(key, veil_key_size(), 0)))
+        return cli_fail("cannot allocate memory for the key");
+    size_t size = 0;
+    veil_status st = veil_kbs_fetch_key(&o, info->model_id, (uint32_t)k->key_version, key->data, key->size, &size);
+    if (st != VEIL_OK) {
+        veil_secure_free(key);
+        return cli_fail_status(st);
+    }
+    key->size = size;
+    return CLI_OK;
+}
+
+/* The key from --key or --kbs. */
+static int model_key(const struct run_args *a, struct veil_sealed_info *info, struct veil_secure_mem *key)
+{
+    if (a->key == NULL && a->kbs.url == NULL)
+        return cli_usage_error("run", "%s is a sealed model: give its key with --key, or fetch it with --kbs",
+                               a->model);
+    if (a->key != NULL)
+        return cli_read_key(a->key, key);
+    veil_status st = veil_inspect_file(a->model, info);
+    return st != VEIL_OK ? cli_fail_status(st) : fetch_key(a, info, key);
+}
+
+/* A released key that does not open the file: most often the file is wrapped under an older key version. */
+static int open_failed(const struct run_args *a, const struct veil_sealed_info *info, veil_status st)
+{
+    if (st != VEIL_ERR_KEY || a->kbs.url == NULL)
+        return cli_fail_status(st);
+    if (a->kbs.key_version == 0)
+        return cli_fail("the key broker's newest key of '%s' does not open %s; its header names key version %u "
+                        "(try --key-version %u)", info->model_id, a->model, info->key_version, info->key_version);
+    return cli_fail("key version %llu of '%s' released by the key broker does not open %s", 
+                    (unsigned long long)a->kbs.key_version, info->model_id, a->model);
+}
+
 static int load_sealed(const struct run_args *a, const struct veil_engine_options *opts, veil_engine **out)
 {
-    if (a->key == NULL)
-        return cli_usage_error("run", "%s is a sealed model: give its key with --key", a->model);
     struct veil_secure_mem key = {0};
-    int rc = cli_read_key(a->key, &key);
+    struct veil_sealed_info info;
+    memset(&info, 0, sizeof info);
+    int rc = model_key(a, &info, &key);
     if (rc != CLI_OK)
         return rc;
     struct veil_open_options oo = {.threads = opts->threads};
@@ -158,7 +286,7 @@ static int load_sealed(const struct run_args *a, const struct veil_engine_option
     veil_status st = veil_model_open(a->model, key.data, key.size, &oo, &model);
     veil_secure_free(&key);
     if (st != VEIL_OK)
-        return cli_fail_status(st);
+        return open_failed(a, &info, st);
     st = veil_engine_load_model(model, opts, out);
     veil_model_free(model); /* the engine keeps its own copy of the weights, in its layouts */
     return st == VEIL_OK ? CLI_OK : cli_fail_status(st);
@@ -252,6 +380,8 @@ int cmd_run(int argc, char **argv)
     }
     if (rc != CLI_OK || (rc = is_sealed(a.model, &sealed)) != CLI_OK)
         return rc;
+    if (!sealed && a.kbs.url != NULL)
+        return cli_usage_error("run", "%s is not a sealed model: --kbs fetches the key of a sealed one", a.model);
     struct npy_array x = {0};
     struct veil_result r = npy_read(a.input, VEIL_ENGINE_MAX_ACTIVATION_SIZE, &x);
     if (!veil_ok(r))

@@ -1,0 +1,53 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* The steps of veil_kbs_fetch_key (include/veil/kbs_client.h), for callers that time or repeat them: the load
+ * generator bench/bench_kbs.c keeps one connection per thread and measures each phase.
+ *
+ *   veil_kbs_conn_init       one libcurl handle: keep-alive connection, cookie engine, bounded answers
+ *   veil_kbs_client_auth     POST /kbs/v0/auth                      -> challenge (nonce, hash)
+ *   veil_kbs_client_tee_key  a fresh P-256 key pair and its JWK (ECDH-ES+A256KW)
+ *   veil_kbs_client_evidence report data over {nonce, tee-pubkey}, evidence collected for it -> Attestation
+ *   veil_kbs_client_attest   POST /kbs/v0/attest                    (the token stays in the session)
+ *   veil_kbs_client_resource GET  /kbs/v0/resource/veil/model-key/<model_id>[@version] -> JWE in conn->body
+ *   veil_kbs_client_decrypt  the JWE of the last answer, decrypted with the TEE key into a secret buffer
+ *
+ * A refusal raises a one-line error naming the step, the HTTP status and the broker's error type. */
+#ifndef VEIL_KBS_CLIENT_INTERNAL_H
+#define VEIL_KBS_CLIENT_INTERNAL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include <jansson.h>
+
+#include "core/buf.h"
+#include "core/result.h"
+#include "protocol/protocol.h"
+#include "veil/kbs_client.h"
+
+struct veil_kbs_conn {
+    void *curl;            /* CURL * */
+    char base[2048];       /* the broker's URL without a trailing '/' */
+    struct veil_buf body;  /* the last answer, NUL-terminated (not counted in body.size) */
+    int overflow;          /* the last answer exceeded VEIL_KBS_CLIENT_MAX_RESPONSE_SIZE */
+};
+
+/* Checks the URL (scheme, loopback rule) and sets up the handle. On failure the struct is left empty. */
+VEIL_RESULT veil_kbs_conn_init(struct veil_kbs_conn *c, const struct veil_kbs_fetch_options *o);
+/* Accepts an initialised or zeroed struct. */
+void veil_kbs_conn_cleanup(struct veil_kbs_conn *c);
+
+/* Starts a session for tee (not AUTO). On success the caller calls veil_rcar_challenge_cleanup(ch). */
+VEIL_RESULT veil_kbs_client_auth(struct veil_kbs_conn *c, veil_tee tee, struct veil_rcar_challenge *ch);
+/* key must be initialised (veil_jwk_init); *jwk is the caller's (json_decref). */
+VEIL_RESULT veil_kbs_client_tee_key(struct veil_jwk *key, json_t **jwk);
+/* The Attestation body for the challenge, binding jwk. *attestation is the caller's (json_decref). */
+VEIL_RESULT veil_kbs_client_evidence(veil_tee tee, const struct veil_provider_config *provider,
+                                     const struct veil_rcar_challenge *ch, const json_t *jwk, json_t **attestation);
+VEIL_RESULT veil_kbs_client_attest(struct veil_kbs_conn *c, const json_t *attestation);
+/* key_version 0: the newest non-revoked version. The JWE is left in c->body. */
+VEIL_RESULT veil_kbs_client_resource(struct veil_kbs_conn *c, const char *model_id, uint32_t key_version);
+/* Appends the plaintext to plain (a secret buffer); plain is unchanged on failure. */
+VEIL_RESULT veil_kbs_client_decrypt(const struct veil_kbs_conn *c, const struct veil_jwk *key,
+                                    struct veil_buf *plain);
+
+#endif
