@@ -10,24 +10,12 @@
 
 #include <openssl/crypto.h>
 
+#include "core/measure.h"
 #include "format/format.h"
-
-static double now(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
-
-static int cmp(const void *a, const void *b)
-{
-    double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
-}
 
 static double median(double *v, int n)
 {
-    qsort(v, (size_t)n, sizeof *v, cmp);
+    qsort(v, (size_t)n, sizeof *v, veil_double_cmp);
     return v[n / 2];
 }
 
@@ -65,13 +53,13 @@ int main(int argc, char **argv)
         if (!veil_ok(veil_sealed_crypt(&job)))
             return fprintf(stderr, "%s\n", veil_last_error()), 1;
         job.encrypt = 0;
-        double t0 = now();
+        double t0 = veil_now_s();
         if (!veil_ok(veil_sealed_crypt(&job)))
             return fprintf(stderr, "%s\n", veil_last_error()), 1;
-        dec[r] = now() - t0;
-        t0 = now();
+        dec[r] = veil_now_s() - t0;
+        t0 = veil_now_s();
         memcpy(copy, region, h.data_size);
-        cpy[r] = now() - t0;
+        cpy[r] = veil_now_s() - t0;
     }
     double bytes = (double)h.data_size, d = median(dec, reps), c = median(cpy, reps);
     printf("{\"bench\": \"decrypt_throughput\", \"bytes\": %.0f, \"threads\": %u, \"chunk_size\": %u, "

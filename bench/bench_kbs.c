@@ -26,6 +26,7 @@
 #include <curl/curl.h>
 
 #include "core/buf.h"
+#include "core/measure.h"
 #include "kbs/client_internal.h"
 #include "protocol/protocol.h"
 #include "veil/attest.h"
@@ -60,13 +61,6 @@ struct worker {
     struct phases ph;
 };
 
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
-
 static void fail(struct worker *w, const char *what, const char *detail)
 {
     if (atomic_fetch_add(&w->sh->failures, 1) < 5)
@@ -85,22 +79,22 @@ struct release {
 static struct veil_result release_steps(struct worker *w, veil_tee tee, struct release *r)
 {
     struct veil_provider_config pc = {.sim_dir = w->sh->sim_dir};
-    double t0 = now_s();
+    double t0 = veil_now_s();
     struct veil_result res = veil_kbs_client_tee_key(&r->key, &r->jwk);
-    double t1 = now_s();
+    double t1 = veil_now_s();
     if (veil_ok(res))
         res = veil_kbs_client_evidence(tee, &pc, &r->ch, r->jwk, &r->att);
-    double t2 = now_s();
+    double t2 = veil_now_s();
     if (veil_ok(res))
         res = veil_kbs_client_attest(&w->conn, r->att);
-    double t3 = now_s();
+    double t3 = veil_now_s();
     if (veil_ok(res))
         res = veil_kbs_client_resource(&w->conn, MODEL_ID, 0);
-    double t4 = now_s();
+    double t4 = veil_now_s();
     if (veil_ok(res))
         res = veil_kbs_client_decrypt(&w->conn, &r->key, &r->plain);
     w->ph.keygen += t1 - t0, w->ph.collect += t2 - t1, w->ph.attest += t3 - t2, w->ph.resource += t4 - t3;
-    w->ph.decrypt += now_s() - t4;
+    w->ph.decrypt += veil_now_s() - t4;
     return res;
 }
 
@@ -112,9 +106,9 @@ static int release_once(struct worker *w)
     memset(&r, 0, sizeof r);
     veil_jwk_init(&r.key);
     veil_buf_init_secret(&r.plain);
-    double t0 = now_s();
+    double t0 = veil_now_s();
     struct veil_result res = veil_kbs_client_auth(&w->conn, tee, &r.ch);
-    w->ph.auth += now_s() - t0;
+    w->ph.auth += veil_now_s() - t0;
     if (veil_ok(res) && w->sh->mode != MODE_AUTH)
         res = release_steps(w, tee, &r);
     int ok = veil_ok(res) && (w->sh->mode == MODE_AUTH || (r.plain.size == 32 && memcmp(r.plain.data, zeros, 32) == 0));
@@ -131,13 +125,13 @@ static int release_once(struct worker *w)
 static void *work(void *arg)
 {
     struct worker *w = arg;
-    while (now_s() < w->sh->deadline && atomic_fetch_add(&w->sh->claimed, 1) < w->sh->max_ops &&
+    while (veil_now_s() < w->sh->deadline && atomic_fetch_add(&w->sh->claimed, 1) < w->sh->max_ops &&
            atomic_load(&w->sh->failures) == 0) {
-        double t0 = now_s();
+        double t0 = veil_now_s();
         if (release_once(w) != 0)
             break;
         if (w->count < w->cap)
-            w->lat[w->count++] = now_s() - t0;
+            w->lat[w->count++] = veil_now_s() - t0;
     }
     return NULL;
 }
@@ -258,14 +252,14 @@ int main(int argc, char **argv)
     for (int i = 0; i < threads; i++)
         if (worker_init(&ws[i], &sh, sh.max_ops / threads + 1) != 0)
             return fprintf(stderr, "bench_kbs: cannot set up a client\n"), 1;
-    double s0 = server_pid > 0 ? proc_cpu_s(server_pid) : -1, c0 = self_cpu_s(), t0 = now_s();
+    double s0 = server_pid > 0 ? proc_cpu_s(server_pid) : -1, c0 = self_cpu_s(), t0 = veil_now_s();
     sh.deadline = t0 + seconds;
     for (int i = 0; i < threads; i++)
         if (pthread_create(&ws[i].thread, NULL, work, &ws[i]) != 0)
             return fprintf(stderr, "bench_kbs: pthread_create failed\n"), 1;
     for (int i = 0; i < threads; i++)
         pthread_join(ws[i].thread, NULL);
-    double elapsed = now_s() - t0, s1 = server_pid > 0 ? proc_cpu_s(server_pid) : -1;
+    double elapsed = veil_now_s() - t0, s1 = server_pid > 0 ? proc_cpu_s(server_pid) : -1;
     long failures = atomic_load(&sh.failures);
     report(m, threads, elapsed, ws, self_cpu_s() - c0, s0 >= 0 && s1 >= 0 ? s1 - s0 : -1, failures);
     for (int i = 0; i < threads; i++)

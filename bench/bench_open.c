@@ -7,35 +7,8 @@
 #include <stdlib.h>
 #include <time.h>
 
+#include "core/measure.h"
 #include "veil/sealed.h"
-
-static double now(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
-
-/* VmHWM, the peak resident set of this process image (getrusage's ru_maxrss would include the peak of the
- * process that exec'ed us). */
-static long rss_kib(void)
-{
-    FILE *f = fopen("/proc/self/status", "r");
-    char line[256];
-    long kib = -1;
-    while (f != NULL && fgets(line, sizeof line, f) != NULL)
-        if (sscanf(line, "VmHWM: %ld kB", &kib) == 1)
-            break;
-    if (f != NULL)
-        fclose(f);
-    return kib;
-}
-
-static int cmp(const void *a, const void *b)
-{
-    double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
-}
 
 int main(int argc, char **argv)
 {
@@ -50,20 +23,20 @@ int main(int argc, char **argv)
     if (reps < 1 || reps > 1000)
         return 2;
     struct veil_open_options opt = {.threads = argc > 4 ? (unsigned)atoi(argv[4]) : 0};
-    long base = rss_kib();
+    long base = veil_peak_rss_kib();
     double t[1000];
     size_t plain = 0;
     for (int r = 0; r < reps; r++) {
         veil_model *m = NULL;
-        double t0 = now();
+        double t0 = veil_now_s();
         if (veil_model_open(argv[1], key, 32, &opt, &m) != VEIL_OK)
             return fprintf(stderr, "%s\n", veil_last_error()), 1;
-        t[r] = now() - t0;
+        t[r] = veil_now_s() - t0;
         plain = (size_t)veil_model_info(m)->tensor_data_size + (size_t)veil_model_info(m)->graph_size;
         veil_model_free(m);
     }
-    qsort(t, (size_t)reps, sizeof *t, cmp);
+    qsort(t, (size_t)reps, sizeof *t, veil_double_cmp);
     printf("{\"median_s\": %.6f, \"plaintext_bytes\": %zu, \"peak_rss_kib\": %ld, \"base_rss_kib\": %ld, "
-           "\"threads\": %u}\n", t[reps / 2], plain, rss_kib(), base, opt.threads);
+           "\"threads\": %u}\n", t[reps / 2], plain, veil_peak_rss_kib(), base, opt.threads);
     return 0;
 }

@@ -195,6 +195,8 @@ static VEIL_RESULT input_shapes(struct eng_graph *g, uint64_t batch)
         struct eng_value *v = &g->values[g->inputs[i]];
         if (v->shape.rank > 0 && v->shape.dims[0] < 0)
             v->shape.dims[0] = (int64_t)(batch ? batch : 1);
+        VEIL_ENSURE(v->shape.rank == 0 || v->shape.dims[0] > 0, VEIL_ERR_UNSUPPORTED,
+                    "graph input '%s' has a batch of 0; the engine runs no empty tensors", v->name);
         VEIL_ENSURE(batch == 0 || v->shape.rank == 0 || v->shape.dims[0] == (int64_t)batch, VEIL_ERR_ARG,
                     "graph input '%s' has a fixed batch of %" PRId64 "; cannot plan for %" PRIu64, v->name,
                     v->shape.dims[0], batch);
@@ -202,6 +204,24 @@ static VEIL_RESULT input_shapes(struct eng_graph *g, uint64_t batch)
         VEIL_GUARD(eng_shape_bytes(&v->shape, v->name, &size));
         v->has_shape = 1;
     }
+    return VEIL_RESULT_OK;
+}
+
+/* oneDNN has no kernels for empty tensors (some divide by a zero dimension): a node that will run takes and makes
+ * none. Folded nodes may (exporters' shape arithmetic uses empty constants). */
+static VEIL_RESULT no_empty_tensor(const struct eng_graph *g, const struct eng_node *n)
+{
+    char label[160];
+    for (uint32_t i = 0; i < n->input_count; i++) {
+        const struct eng_value *v = n->inputs[i] >= 0 ? &g->values[n->inputs[i]] : NULL;
+        VEIL_ENSURE(v == NULL || !(v->has_shape || v->kind == VAL_CONST) || eng_shape_count(&v->shape) > 0,
+                    VEIL_ERR_UNSUPPORTED, "%s: input '%s' is an empty tensor (a zero dimension); the engine runs no "
+                    "empty tensors", eng_node_label(n, label, sizeof label), v->name);
+    }
+    const struct eng_value *out = &g->values[n->outputs[0]];
+    VEIL_ENSURE(eng_shape_count(&out->shape) > 0, VEIL_ERR_UNSUPPORTED, "%s: its output '%s' would be an empty "
+                "tensor (a zero dimension); the engine runs no empty tensors", eng_node_label(n, label, sizeof label),
+                out->name);
     return VEIL_RESULT_OK;
 }
 
@@ -220,6 +240,7 @@ static VEIL_RESULT infer_shapes(struct eng_graph *g)
             continue;
         }
         VEIL_GUARD(eng_op_info(n->op)->infer(g, n));
+        VEIL_GUARD(no_empty_tensor(g, n));
         struct eng_value *out = &g->values[n->outputs[0]];
         size_t size = 0;
         VEIL_GUARD(eng_shape_bytes(&out->shape, out->name, &size));

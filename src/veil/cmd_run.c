@@ -11,6 +11,7 @@
 #include "core/buf.h"
 #include "core/file.h"
 #include "core/limits.h"
+#include "core/measure.h"
 #include "npy.h"
 #include "veil/engine.h"
 #include "veil/kbs_client.h"
@@ -66,41 +67,14 @@ struct run_stats {
     uint64_t runs;
 };
 
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
-
-/* VmHWM of this process image, in KiB (getrusage's ru_maxrss would include the exec'ing process's peak). */
-static long peak_rss_kib(void)
-{
-    FILE *f = fopen("/proc/self/status", "r");
-    char line[256];
-    long kib = -1;
-    while (f != NULL && fgets(line, sizeof line, f) != NULL)
-        if (sscanf(line, "VmHWM: %ld kB", &kib) == 1)
-            break;
-    if (f != NULL)
-        fclose(f);
-    return kib;
-}
-
-static int double_cmp(const void *x, const void *y)
-{
-    double a = *(const double *)x, b = *(const double *)y;
-    return (a > b) - (a < b);
-}
-
 static void stats_print(struct run_stats *st)
 {
-    qsort(st->run_s, st->runs, sizeof *st->run_s, double_cmp);
+    qsort(st->run_s, st->runs, sizeof *st->run_s, veil_double_cmp);
     double p50 = st->runs % 2 ? st->run_s[st->runs / 2] : (st->run_s[st->runs / 2 - 1] + st->run_s[st->runs / 2]) / 2;
     uint64_t k = (uint64_t)ceil(0.99 * (double)st->runs);
     printf("{\"load_s\": %.6f, \"runs\": %llu, \"p50_s\": %.6f, \"p99_s\": %.6f, \"min_s\": %.6f, "
            "\"peak_rss_kib\": %ld}\n", st->load_s, (unsigned long long)st->runs, p50, st->run_s[k ? k - 1 : 0],
-           st->run_s[0], peak_rss_kib());
+           st->run_s[0], veil_peak_rss_kib());
 }
 
 static const struct option run_opts[] = {
@@ -351,10 +325,10 @@ static int run_and_write(veil_engine *e, const struct run_args *a, const struct 
     size_t in_size = x->count * sizeof(float);
     st = VEIL_ERR_NOMEM;
     for (uint64_t k = 0; k < stats->runs && outs != NULL && sizes != NULL; k++) {
-        double t0 = now_s();
+        double t0 = veil_now_s();
         if ((st = veil_engine_run(e, inputs, &in_size, 1, outs, sizes, out_count)) != VEIL_OK)
             break;
-        stats->run_s[k] = now_s() - t0;
+        stats->run_s[k] = veil_now_s() - t0;
     }
     rc = st == VEIL_OK ? CLI_OK : st == VEIL_ERR_NOMEM && (outs == NULL || sizes == NULL)
                                       ? cli_fail("out of memory") : cli_fail_status(st);
@@ -394,9 +368,9 @@ int cmd_run(int argc, char **argv)
         npy_array_cleanup(&x);
         return cli_fail("out of memory");
     }
-    double t0 = now_s();
+    double t0 = veil_now_s();
     rc = sealed ? load_sealed(&a, &opts, &e) : load_plain(&a, &opts, &e);
-    stats.load_s = now_s() - t0;
+    stats.load_s = veil_now_s() - t0;
     if (rc == CLI_OK)
         rc = run_and_write(e, &a, &x, &stats);
     if (rc == CLI_OK && a.stats)

@@ -469,6 +469,29 @@ static void test_absurd_shape_refused(void **state)
     expect_load_error(&m, VEIL_ERR_LIMIT, "x");
 }
 
+/* oneDNN divides by zero dimensions in some kernels (found by fuzz_engine: MatMul on a batch of 0): empty tensors
+ * are refused at load, by name, before any primitive is created. */
+static void test_empty_tensors_refused(void **state)
+{
+    (void)state;
+    struct veil_buf g = {0}, m;
+    int64_t batch0[2] = {0, 4};
+    node(&g, "Relu", (const char *[]){"x", NULL}, "y", NULL, 0);
+    relu_graph(&g, batch0, 2);
+    model(&g, &m);
+    expect_load_error(&m, VEIL_ERR_UNSUPPORTED, "batch of 0");
+
+    struct veil_buf g2 = {0}, m2;
+    int64_t xd[2] = {1, 4}, wd[2] = {4, 0}, yd[2] = {1, 0};
+    const float none[1] = {0};
+    initializer(&g2, "w", wd, 2, none); /* 0 elements */
+    node(&g2, "MatMul", (const char *[]){"x", "w", NULL}, "y", NULL, 0);
+    value_info(&g2, 11, "x", xd, 2);
+    value_info(&g2, 12, "y", yd, 2);
+    model(&g2, &m2);
+    expect_load_error(&m2, VEIL_ERR_UNSUPPORTED, "empty tensor");
+}
+
 static void test_wrong_input_and_nan(void **state)
 {
     (void)state;
@@ -609,6 +632,7 @@ int main(void)
         cmocka_unit_test(test_pool_flatten_gemm_softmax),
         cmocka_unit_test(test_maxpool_ceil),
         cmocka_unit_test(test_cycle_refused),
+        cmocka_unit_test(test_empty_tensors_refused),
         cmocka_unit_test(test_unsupported_op_named),
         cmocka_unit_test(test_unsupported_attribute_named),
         cmocka_unit_test(test_missing_initializer),
