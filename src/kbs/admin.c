@@ -21,35 +21,35 @@ static int token_matches(const struct kbs_ctx *k, const char *h)
 }
 
 /* A verified client certificate (mutual TLS, http.c) or the bearer token; the method is logged either way. */
-int kbs_admin_authorized(struct kbs_ctx *k, const struct kbs_request *rq)
+int kbs_admin_authorized(struct kbs_ctx *k, const struct vd_request *rq)
 {
     if (rq->client_cert_ok) {
-        kbs_log("info", "admin-auth", "{s:s, s:s, s:s}", "client", rq->client, "auth", "client-certificate",
+        vd_log("info", "admin-auth", "{s:s, s:s, s:s}", "client", rq->client, "auth", "client-certificate",
                 "subject", rq->client_cert_subject != NULL ? rq->client_cert_subject : "");
         return 1;
     }
-    const char *h = kbs_request_get(rq, KBS_HEADER, "Authorization");
+    const char *h = vd_request_get(rq, VD_HEADER, "Authorization");
     if (token_matches(k, h)) {
-        kbs_log("info", "admin-auth", "{s:s, s:s}", "client", rq->client, "auth", "token");
+        vd_log("info", "admin-auth", "{s:s, s:s}", "client", rq->client, "auth", "token");
         return 1;
     }
-    kbs_log("warn", "admin-denied", "{s:s, s:s}", "client", rq->client, "reason",
+    vd_log("warn", "admin-denied", "{s:s, s:s}", "client", rq->client, "reason",
             h == NULL ? "no Authorization header and no verified client certificate" : "wrong admin token");
     return 0;
 }
 
-static void fail(struct kbs_response *rs, unsigned status, const char *code)
+static void fail(struct vd_response *rs, unsigned status, const char *code)
 {
     kbs_respond_admin_error(rs, status, code, veil_last_error());
 }
 
-static void internal(struct kbs_response *rs)
+static void internal(struct vd_response *rs)
 {
-    kbs_log("error", "admin-internal", "{s:s}", "detail", veil_last_error());
+    vd_log("error", "admin-internal", "{s:s}", "detail", veil_last_error());
     kbs_respond_admin_error(rs, 500, "internal", "internal error (see the broker's log)");
 }
 
-static VEIL_RESULT body_object(struct kbs_ctx *k, const struct kbs_request *rq, int allow_empty, json_t **out)
+static VEIL_RESULT body_object(struct kbs_ctx *k, const struct vd_request *rq, int allow_empty, json_t **out)
 {
     if (rq->body_size == 0 && allow_empty) {
         *out = json_object();
@@ -98,7 +98,7 @@ static VEIL_RESULT key_member(const json_t *body, struct veil_buf *key, int *gen
 }
 
 /* {"model_id", "version", "key" (only when the broker generated it: the owner needs it to seal)}. */
-static void key_created(struct kbs_response *rs, const char *model_id, uint32_t version, const struct veil_buf *key,
+static void key_created(struct vd_response *rs, const char *model_id, uint32_t version, const struct veil_buf *key,
                         int generated)
 {
     json_t *o = json_pack("{s:s, s:I}", "model_id", model_id, "version", (json_int_t)version);
@@ -108,7 +108,7 @@ static void key_created(struct kbs_response *rs, const char *model_id, uint32_t 
         veil_wipe(b64, strlen(b64));
         free(b64);
     }
-    kbs_respond_json(rs, 201, o);
+    vd_respond_json(rs, 201, o);
 }
 
 struct create_args {
@@ -118,7 +118,7 @@ struct create_args {
     int generated;
 };
 
-static VEIL_RESULT create_parse(struct kbs_ctx *k, const struct kbs_request *rq, struct create_args *a,
+static VEIL_RESULT create_parse(struct kbs_ctx *k, const struct vd_request *rq, struct create_args *a,
                                 json_t **body)
 {
     static const char *const keys[] = {"model_id", "key", "policy", NULL};
@@ -134,8 +134,9 @@ static VEIL_RESULT create_parse(struct kbs_ctx *k, const struct kbs_request *rq,
     return key_member(*body, &a->key, &a->generated);
 }
 
-void kbs_admin_model_create(struct kbs_ctx *k, const struct kbs_request *rq, struct kbs_response *rs)
+void kbs_admin_model_create(void *ctx, const struct vd_request *rq, struct vd_response *rs)
 {
+    struct kbs_ctx *k = ctx;
     struct create_args a = {0};
     veil_buf_init_secret(&a.key);
     VEIL_DEFER(veil_json_done) json_t *body = NULL;
@@ -156,8 +157,9 @@ void kbs_admin_model_create(struct kbs_ctx *k, const struct kbs_request *rq, str
     veil_buf_cleanup(&a.key);
 }
 
-void kbs_admin_key_rotate(struct kbs_ctx *k, const struct kbs_request *rq, struct kbs_response *rs)
+void kbs_admin_key_rotate(void *ctx, const struct vd_request *rq, struct vd_response *rs)
 {
+    struct kbs_ctx *k = ctx;
     const char *model_id = rq->captures[0];
     VEIL_DEFER(veil_json_done) json_t *body = NULL;
     VEIL_DEFER(veil_buf_cleanup) struct veil_buf key;
@@ -187,8 +189,9 @@ static VEIL_RESULT version_parse(const char *s, uint32_t *out)
     return VEIL_RESULT_OK;
 }
 
-void kbs_admin_key_revoke(struct kbs_ctx *k, const struct kbs_request *rq, struct kbs_response *rs)
+void kbs_admin_key_revoke(void *ctx, const struct vd_request *rq, struct vd_response *rs)
 {
+    struct kbs_ctx *k = ctx;
     const char *model_id = rq->captures[0];
     uint32_t version = 0;
     if (!veil_ok(veil_kbs_model_id_check(model_id, strlen(model_id))) ||
@@ -208,21 +211,22 @@ void kbs_admin_key_revoke(struct kbs_ctx *k, const struct kbs_request *rq, struc
     else if (!found)
         kbs_respond_admin_error(rs, 404, "not_found", "no such model or key version");
     else
-        kbs_respond_json(rs, 200, json_pack("{s:s, s:I, s:b}", "model_id", model_id, "version", (json_int_t)version,
+        vd_respond_json(rs, 200, json_pack("{s:s, s:I, s:b}", "model_id", model_id, "version", (json_int_t)version,
                                             "revoked", 1));
 }
 
-void kbs_admin_models_list(struct kbs_ctx *k, const struct kbs_request *rq, struct kbs_response *rs)
+void kbs_admin_models_list(void *ctx, const struct vd_request *rq, struct vd_response *rs)
 {
+    struct kbs_ctx *k = ctx;
     (void)rq;
     json_t *models = NULL;
     if (!veil_ok(k->store->ops->model_list(k->store, &models)))
         internal(rs);
     else
-        kbs_respond_json(rs, 200, json_pack("{s:o}", "models", models));
+        vd_respond_json(rs, 200, json_pack("{s:o}", "models", models));
 }
 
-static json_t *model_of(struct kbs_ctx *k, const struct kbs_request *rq, struct kbs_response *rs)
+static json_t *model_of(struct kbs_ctx *k, const struct vd_request *rq, struct vd_response *rs)
 {
     const char *model_id = rq->captures[0];
     json_t *m = NULL;
@@ -235,23 +239,26 @@ static json_t *model_of(struct kbs_ctx *k, const struct kbs_request *rq, struct 
     return m;
 }
 
-void kbs_admin_model_get(struct kbs_ctx *k, const struct kbs_request *rq, struct kbs_response *rs)
+void kbs_admin_model_get(void *ctx, const struct vd_request *rq, struct vd_response *rs)
 {
+    struct kbs_ctx *k = ctx;
     json_t *m = model_of(k, rq, rs);
     if (m != NULL)
-        kbs_respond_json(rs, 200, m);
+        vd_respond_json(rs, 200, m);
 }
 
-void kbs_admin_policy_get(struct kbs_ctx *k, const struct kbs_request *rq, struct kbs_response *rs)
+void kbs_admin_policy_get(void *ctx, const struct vd_request *rq, struct vd_response *rs)
 {
+    struct kbs_ctx *k = ctx;
     json_t *m = model_of(k, rq, rs);
     if (m != NULL)
-        kbs_respond_json(rs, 200, json_incref(json_object_get(m, "policy")));
+        vd_respond_json(rs, 200, json_incref(json_object_get(m, "policy")));
     json_decref(m);
 }
 
-void kbs_admin_policy_set(struct kbs_ctx *k, const struct kbs_request *rq, struct kbs_response *rs)
+void kbs_admin_policy_set(void *ctx, const struct vd_request *rq, struct vd_response *rs)
 {
+    struct kbs_ctx *k = ctx;
     const char *model_id = rq->captures[0];
     VEIL_DEFER(veil_json_done) json_t *body = NULL;
     char *text = NULL;
@@ -272,13 +279,13 @@ void kbs_admin_policy_set(struct kbs_ctx *k, const struct kbs_request *rq, struc
     else if (!found)
         kbs_respond_admin_error(rs, 404, "not_found", "no such model");
     else
-        kbs_respond_json(rs, 200, json_loads(text, 0, NULL));
+        vd_respond_json(rs, 200, json_loads(text, 0, NULL));
     free(text);
 }
 
-static int query_u64(const struct kbs_request *rq, const char *key, uint64_t def, uint64_t max, uint64_t *out)
+static int query_u64(const struct vd_request *rq, const char *key, uint64_t def, uint64_t max, uint64_t *out)
 {
-    const char *v = kbs_request_get(rq, KBS_QUERY, key);
+    const char *v = vd_request_get(rq, VD_QUERY, key);
     if (v == NULL) {
         *out = def;
         return 1;
@@ -292,8 +299,9 @@ static int query_u64(const struct kbs_request *rq, const char *key, uint64_t def
     return 1;
 }
 
-void kbs_admin_audit_read(struct kbs_ctx *k, const struct kbs_request *rq, struct kbs_response *rs)
+void kbs_admin_audit_read(void *ctx, const struct vd_request *rq, struct vd_response *rs)
 {
+    struct kbs_ctx *k = ctx;
     uint64_t from = 1, limit = 0, max = k->cfg->audit_page_max;
     if (!query_u64(rq, "from", 1, INT64_MAX, &from) || !query_u64(rq, "limit", max, max, &limit) || limit == 0) {
         kbs_respond_admin_error(rs, 400, "bad_request", "from and limit must be whole numbers (limit 1..page max)");
@@ -307,5 +315,5 @@ void kbs_admin_audit_read(struct kbs_ctx *k, const struct kbs_request *rq, struc
     size_t n = json_array_size(entries);
     json_int_t next = n > 0 ? json_integer_value(json_object_get(json_array_get(entries, n - 1), "seq")) + 1
                             : (json_int_t)from;
-    kbs_respond_json(rs, 200, json_pack("{s:o, s:I}", "entries", entries, "next", next));
+    vd_respond_json(rs, 200, json_pack("{s:o, s:I}", "entries", entries, "next", next));
 }

@@ -26,7 +26,7 @@ static int add_claims(json_t *o, const struct veil_claims *c)
 
 char *kbs_audit_record(const struct kbs_audit_event *e)
 {
-    json_t *o = json_pack("{s:I, s:s, s:s}", "ts", (json_int_t)kbs_now(), "event", e->event, "decision", e->decision);
+    json_t *o = json_pack("{s:I, s:s, s:s}", "ts", (json_int_t)vd_now(), "event", e->event, "decision", e->decision);
     if (o == NULL)
         return NULL;
     int ok = add_str(o, "reason", e->reason) && add_str(o, "client", e->client) &&
@@ -52,11 +52,11 @@ int kbs_audit(struct kbs_ctx *k, const struct kbs_audit_event *e)
     char *record = kbs_audit_record(e);
     struct veil_result r = record != NULL ? k->store->ops->audit_append(k->store, record)
                                           : veil_error_raise(VEIL_ERR_NOMEM, __FILE__, __LINE__, "out of memory");
-    kbs_log(e->decision[0] == 'd' ? "warn" : "info", e->event, "{s:s, s:s, s:s?, s:s?, s:s?}", "decision",
+    vd_log(e->decision[0] == 'd' ? "warn" : "info", e->event, "{s:s, s:s, s:s?, s:s?, s:s?}", "decision",
             e->decision, "reason", e->reason != NULL ? e->reason : "", "client", e->client, "model", e->model,
             "session", e->session);
     if (!veil_ok(r)) {
-        kbs_log("error", "audit-failed", "{s:s}", "detail", veil_last_error());
+        vd_log("error", "audit-failed", "{s:s}", "detail", veil_last_error());
         kbs_metrics_audit_failure();
     }
     if (veil_ok(r) || strcmp(e->decision, "release") != 0)

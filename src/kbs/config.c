@@ -1,33 +1,17 @@
 /* SPDX-License-Identifier: Apache-2.0 */
-/* veil-kbs settings: one table; see config.h. */
-#include <errno.h>
+/* veil-kbs settings: the broker's rows of the shared configuration table (src/daemon/config.h); see config.h. */
 #include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "core/file.h"
-#include "core/limits.h"
 #include "config.h"
+#include "core/limits.h"
+#include "daemon/config.h"
 
-#define KBS_CONFIG_FILE_MAX_SIZE (64u << 10)
-#define KBS_CONFIG_LINE_MAX 4096u
+#define STR(f, d, dd, doc) VD_STR(struct kbs_config, f, d, dd, doc)
+#define U64(f, d, dd, lo, hi, doc) VD_U64(struct kbs_config, f, d, dd, lo, hi, doc)
 
-enum setting_type { SET_STR, SET_U64 };
-
-struct setting {
-    const char *name;
-    enum setting_type type;
-    size_t offset;
-    const char *def;     /* default */
-    const char *dev_def; /* default under --dev (NULL: same) */
-    uint64_t min, max;   /* SET_U64 bounds */
-    const char *doc;
-};
-
-#define STR(f, d, dd, doc) {#f, SET_STR, offsetof(struct kbs_config, f), d, dd, 0, 0, doc}
-#define U64(f, d, dd, lo, hi, doc) {#f, SET_U64, offsetof(struct kbs_config, f), d, dd, lo, hi, doc}
-
-static const struct setting settings[] = {
+static const struct vd_setting settings[] = {
     STR(listen, "127.0.0.1:8443", NULL,
         "address and port to listen on: IPv4 'A.B.C.D:PORT' or IPv6 '[ADDR]:PORT'; plain HTTP only on loopback"),
     STR(data_dir, "", NULL, "directory of the store, master key, signing key and admin token (required)"),
@@ -71,146 +55,33 @@ static const struct setting settings[] = {
     U64(audit_page_max, "1000", NULL, 1, 100000, "most audit entries one admin request returns"),
     U64(pg_pool_size, "4", NULL, 1, 256, "PostgreSQL: connections held open by this replica"),
 };
-#define SETTING_COUNT (sizeof settings / sizeof settings[0])
-
-static char **str_field(struct kbs_config *c, const struct setting *s)
-{
-    return (char **)(void *)((char *)c + s->offset);
-}
-
-static uint64_t *u64_field(struct kbs_config *c, const struct setting *s)
-{
-    return (uint64_t *)(void *)((char *)c + s->offset);
-}
-
-static const struct setting *find(const char *name, size_t len)
-{
-    for (size_t i = 0; i < SETTING_COUNT; i++)
-        if (strlen(settings[i].name) == len && memcmp(settings[i].name, name, len) == 0)
-            return &settings[i];
-    return NULL;
-}
-
-static VEIL_RESULT parse_u64(const struct setting *s, const char *v, uint64_t *out)
-{
-    errno = 0;
-    char *end = NULL;
-    unsigned long long n = strtoull(v, &end, 10);
-    VEIL_ENSURE(v[0] >= '0' && v[0] <= '9' && errno == 0 && *end == '\0' && n >= s->min && n <= s->max,
-                VEIL_ERR_ARG, "setting %s must be a whole number from %llu to %llu, not '%.64s'", s->name,
-                (unsigned long long)s->min, (unsigned long long)s->max, v);
-    *out = n;
-    return VEIL_RESULT_OK;
-}
-
-static VEIL_RESULT apply(struct kbs_config *c, const struct setting *s, const char *value)
-{
-    if (s->type == SET_U64)
-        return parse_u64(s, value, u64_field(c, s));
-    char *copy = strdup(value);
-    VEIL_ENSURE(copy != NULL, VEIL_ERR_NOMEM, "out of memory");
-    free(*str_field(c, s));
-    *str_field(c, s) = copy;
-    return VEIL_RESULT_OK;
-}
+static const struct vd_config_table table = {"veil-kbs", settings, sizeof settings / sizeof settings[0]};
 
 VEIL_RESULT kbs_config_defaults(struct kbs_config *c, int dev)
 {
     memset(c, 0, sizeof *c);
     c->dev = dev;
-    for (size_t i = 0; i < SETTING_COUNT; i++) {
-        const struct setting *s = &settings[i];
-        VEIL_GUARD(apply(c, s, dev && s->dev_def != NULL ? s->dev_def : s->def));
-    }
-    return VEIL_RESULT_OK;
+    return vd_config_defaults(&table, c, dev);
 }
 
 void kbs_config_cleanup(struct kbs_config *c)
 {
-    for (size_t i = 0; i < SETTING_COUNT; i++) {
-        if (settings[i].type == SET_STR) {
-            free(*str_field(c, &settings[i]));
-            *str_field(c, &settings[i]) = NULL;
-        }
-    }
-}
-
-static char *trim(char *s)
-{
-    while (*s == ' ' || *s == '\t')
-        s++;
-    size_t n = strlen(s);
-    while (n > 0 && (s[n - 1] == ' ' || s[n - 1] == '\t' || s[n - 1] == '\r'))
-        s[--n] = '\0';
-    return s;
-}
-
-/* "key = value" with the key looked up in the table. */
-static VEIL_RESULT assign(struct kbs_config *c, char *line, const struct setting **which)
-{
-    char *eq = strchr(line, '=');
-    VEIL_ENSURE(eq != NULL, VEIL_ERR_ARG, "expected 'key = value'");
-    *eq = '\0';
-    char *key = trim(line), *value = trim(eq + 1);
-    const struct setting *s = find(key, strlen(key));
-    VEIL_ENSURE(s != NULL, VEIL_ERR_ARG, "unknown setting '%.64s' (see veil-kbs --help)", key);
-    *which = s;
-    return apply(c, s, value);
-}
-
-VEIL_RESULT kbs_config_set(struct kbs_config *c, const char *assignment)
-{
-    char line[KBS_CONFIG_LINE_MAX];
-    VEIL_ENSURE(strlen(assignment) < sizeof line, VEIL_ERR_LIMIT, "setting is too long");
-    strcpy(line, assignment);
-    const struct setting *s = NULL;
-    return assign(c, line, &s);
-}
-
-static VEIL_RESULT load_line(struct kbs_config *c, char *line, size_t lineno, int *seen)
-{
-    char *t = trim(line);
-    if (t[0] == '\0' || t[0] == '#')
-        return VEIL_RESULT_OK;
-    const struct setting *s = NULL;
-    struct veil_result r = assign(c, t, &s);
-    if (!veil_ok(r))
-        VEIL_BAIL(r.status, "line %zu: %s", lineno, veil_last_error());
-    size_t idx = (size_t)(s - settings);
-    VEIL_ENSURE(!seen[idx], VEIL_ERR_ARG, "line %zu: setting %s is given twice", lineno, s->name);
-    seen[idx] = 1;
-    return VEIL_RESULT_OK;
+    vd_config_cleanup(&table, c);
 }
 
 VEIL_RESULT kbs_config_load_file(struct kbs_config *c, const char *path)
 {
-    VEIL_DEFER(veil_buf_cleanup) struct veil_buf b = {0};
-    VEIL_GUARD(veil_file_read_all(path, KBS_CONFIG_FILE_MAX_SIZE, &b));
-    VEIL_GUARD(veil_buf_append_u8(&b, 0));
-    VEIL_ENSURE(strlen((char *)b.data) == b.size - 1, VEIL_ERR_ARG, "config %s holds a NUL byte", path);
-    int seen[SETTING_COUNT] = {0};
-    size_t lineno = 0;
-    for (char *save = NULL, *line = strtok_r((char *)b.data, "\n", &save); line != NULL;
-         line = strtok_r(NULL, "\n", &save)) {
-        lineno++;
-        VEIL_ENSURE(strlen(line) < KBS_CONFIG_LINE_MAX, VEIL_ERR_LIMIT, "config %s: a line is too long", path);
-        VEIL_GUARD(load_line(c, line, lineno, seen));
-    }
-    return VEIL_RESULT_OK;
+    return vd_config_load_file(&table, c, path);
+}
+
+VEIL_RESULT kbs_config_set(struct kbs_config *c, const char *assignment)
+{
+    return vd_config_set(&table, c, assignment);
 }
 
 VEIL_RESULT kbs_config_append(struct kbs_config *c, const char *key, const char *value)
 {
-    const struct setting *s = find(key, strlen(key));
-    VEIL_ENSURE(s != NULL && s->type == SET_STR, VEIL_ERR_INTERNAL, "no list setting %s", key);
-    char **f = str_field(c, s);
-    size_t n = strlen(*f) + strlen(value) + 2;
-    char *joined = malloc(n);
-    VEIL_ENSURE(joined != NULL, VEIL_ERR_NOMEM, "out of memory");
-    snprintf(joined, n, "%s%s%s", *f, (*f)[0] != '\0' ? "," : "", value);
-    free(*f);
-    *f = joined;
-    return VEIL_RESULT_OK;
+    return vd_config_append(&table, c, key, value);
 }
 
 static VEIL_RESULT derive(char **field, const char *dir, const char *name)
@@ -249,16 +120,5 @@ VEIL_RESULT kbs_config_finish(struct kbs_config *c)
 
 void kbs_config_print_help(FILE *out)
 {
-    for (size_t i = 0; i < SETTING_COUNT; i++) {
-        const struct setting *s = &settings[i];
-        fprintf(out, "  %-22s %s\n", s->name, s->doc);
-        char dev[96] = "";
-        if (s->dev_def != NULL)
-            snprintf(dev, sizeof dev, " (--dev: %s)", s->dev_def);
-        if (s->type == SET_U64)
-            fprintf(out, "  %-22s default %s%s, %llu..%llu\n", "", s->def, dev, (unsigned long long)s->min,
-                    (unsigned long long)s->max);
-        else if (s->def[0] != '\0' || s->dev_def != NULL)
-            fprintf(out, "  %-22s default %s%s\n", "", s->def, dev);
-    }
+    vd_config_print_help(&table, out);
 }

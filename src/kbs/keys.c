@@ -58,7 +58,7 @@ static VEIL_RESULT master_key_load(struct kbs_ctx *k)
         VEIL_GUARD(veil_random(b.data, VEIL_KBS_MASTER_KEY_SIZE));
         b.size = VEIL_KBS_MASTER_KEY_SIZE;
         VEIL_GUARD(create_secret_file(path, b.data, b.size));
-        kbs_log("warn", "master-key-created", "{s:s}", "path", path);
+        vd_log("warn", "master-key-created", "{s:s}", "path", path);
     }
     VEIL_ENSURE(b.size == VEIL_KBS_MASTER_KEY_SIZE, VEIL_ERR_ARG, "%s must hold exactly %u bytes", path,
                 VEIL_KBS_MASTER_KEY_SIZE);
@@ -77,7 +77,7 @@ static VEIL_RESULT signing_key_create(const char *path, struct veil_jwk *key)
     long n = BIO_get_mem_data(bio, &pem);
     VEIL_ENSURE(n > 0, VEIL_ERR_CRYPTO, "cannot encode the signing key");
     VEIL_GUARD(create_secret_file(path, pem, (size_t)n));
-    kbs_log("warn", "signing-key-created", "{s:s}", "path", path);
+    vd_log("warn", "signing-key-created", "{s:s}", "path", path);
     return VEIL_RESULT_OK;
 }
 
@@ -130,7 +130,7 @@ static VEIL_RESULT admin_token_load(struct kbs_ctx *k)
         struct veil_result r = create_secret_file(path, k->admin_token, n + 1);
         k->admin_token[n] = '\0';
         VEIL_GUARD(r);
-        kbs_log("warn", "admin-token-created", "{s:s}", "path", path);
+        vd_log("warn", "admin-token-created", "{s:s}", "path", path);
         return VEIL_RESULT_OK;
     }
     while (b.size > 0 && (b.data[b.size - 1] == '\n' || b.data[b.size - 1] == '\r'))
@@ -253,15 +253,15 @@ VEIL_RESULT kbs_keys_store(struct kbs_ctx *k, const char *model_id, const char *
     struct key_writer_ctx w = {k, key, key_size, create ? "model-create" : "key-rotate", client};
     int flag = 0;
     if (create) {
-        VEIL_GUARD(k->store->ops->model_create(k->store, model_id, policy, kbs_now(), write_key, &w, &flag));
+        VEIL_GUARD(k->store->ops->model_create(k->store, model_id, policy, vd_now(), write_key, &w, &flag));
         *version = 1;
         *outcome = !flag;
     } else {
-        VEIL_GUARD(k->store->ops->key_add(k->store, model_id, kbs_now(), write_key, &w, version, &flag));
+        VEIL_GUARD(k->store->ops->key_add(k->store, model_id, vd_now(), write_key, &w, version, &flag));
         *outcome = !flag;
     }
     if (*outcome == 0)
-        kbs_log("info", w.event, "{s:s, s:I, s:s}", "model", model_id, "key_version", (json_int_t)*version, "client",
+        vd_log("info", w.event, "{s:s, s:I, s:s}", "model", model_id, "key_version", (json_int_t)*version, "client",
                 client);
     return VEIL_RESULT_OK;
 }

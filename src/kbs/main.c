@@ -2,7 +2,6 @@
 /* veil-kbs: the key broker. Lifecycle only: arguments, configuration, secrets, store, HTTP, signals, shutdown. */
 #include <errno.h>
 #include <getopt.h>
-#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -134,7 +133,7 @@ static void dev_warning(const struct kbs_config *cfg)
                     "  *  Plain HTTP, simulation and sample TEEs accepted, built-in test keys.     *\n"
                     "  *  Never give it a real model key.                                          *\n"
                     "  *****************************************************************************\n\n");
-    kbs_log("warn", "dev-mode", "{s:s, s:s}", "message",
+    vd_log("warn", "dev-mode", "{s:s, s:s}", "message",
             "development broker: sim and sample evidence accepted, built-in test keys test-0 and test-1",
             "allowed_tees", cfg->allowed_tees);
 }
@@ -163,16 +162,6 @@ static VEIL_RESULT start(struct kbs_ctx *k, struct kbs_http **http)
     return kbs_http_start(k, http);
 }
 
-/* Blocks the stop signals in every thread (libmicrohttpd's inherit the mask); main waits for them. */
-static void block_signals(sigset_t *set)
-{
-    sigemptyset(set);
-    sigaddset(set, SIGTERM);
-    sigaddset(set, SIGINT);
-    pthread_sigmask(SIG_BLOCK, set, NULL);
-    signal(SIGPIPE, SIG_IGN);
-}
-
 static void stop(struct kbs_ctx *k, struct kbs_http *http)
 {
     kbs_http_stop(http);
@@ -199,23 +188,22 @@ int main(int argc, char **argv)
     if (cfg.dev)
         dev_warning(&cfg);
     sigset_t set;
-    block_signals(&set);
+    vd_signals_block(&set);
     struct kbs_ctx k = {.cfg = &cfg};
     struct kbs_http *http = NULL;
     if (!veil_ok(start(&k, &http))) {
-        kbs_log("error", "start-failed", "{s:s}", "detail", veil_last_error());
+        vd_log("error", "start-failed", "{s:s}", "detail", veil_last_error());
         stop(&k, http);
         kbs_config_cleanup(&cfg);
         return 1;
     }
-    kbs_log("info", "started", "{s:s, s:s, s:b, s:s, s:I}", "version", VEIL_KBS_VERSION, "listen", cfg.listen, "tls",
+    vd_log("info", "started", "{s:s, s:s, s:b, s:s, s:I}", "version", VEIL_KBS_VERSION, "listen", cfg.listen, "tls",
             cfg.tls_cert[0] != '\0', "store", store_is_pg(&cfg) ? "postgresql" : cfg.db_file, "pid",
             (json_int_t)getpid());
-    int sig = 0;
-    sigwait(&set, &sig);
-    kbs_log("info", "stopping", "{s:i}", "signal", sig);
+    int sig = vd_signals_wait(&set);
+    vd_log("info", "stopping", "{s:i}", "signal", sig);
     stop(&k, http);
     kbs_config_cleanup(&cfg);
-    kbs_log("info", "stopped", NULL);
+    vd_log("info", "stopped", NULL);
     return 0;
 }

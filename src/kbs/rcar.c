@@ -33,7 +33,7 @@ static void refuse(struct refusal *f, unsigned status, const char *type, const c
 }
 
 /* Answers with the refusal and audits it. */
-static void deny(struct kbs_ctx *k, const struct kbs_request *rq, struct kbs_response *rs, struct kbs_audit_event *e,
+static void deny(struct kbs_ctx *k, const struct vd_request *rq, struct vd_response *rs, struct kbs_audit_event *e,
                  const struct refusal *f)
 {
     e->decision = "deny";
@@ -94,12 +94,12 @@ static VEIL_RESULT session_new(struct kbs_ctx *k, const char *tee, struct kbs_se
     veil_hex_encode(id, sizeof id, s->id);
     snprintf(s->tee, sizeof s->tee, "%s", tee);
     VEIL_GUARD(veil_rcar_nonce_generate(s->nonce));
-    int64_t now = kbs_now();
+    int64_t now = vd_now();
     s->expires = now + (int64_t)k->cfg->session_ttl_s;
     return k->store->ops->session_create(k->store, s, now);
 }
 
-static void set_cookie(struct kbs_response *rs, const char *id, int64_t expires)
+static void set_cookie(struct vd_response *rs, const char *id, int64_t expires)
 {
     char date[64];
     time_t t = (time_t)expires;
@@ -109,8 +109,9 @@ static void set_cookie(struct kbs_response *rs, const char *id, int64_t expires)
     snprintf(rs->set_cookie, sizeof rs->set_cookie, KBS_COOKIE_NAME "=%s; Expires=%s; Path=/kbs; HttpOnly", id, date);
 }
 
-void kbs_rcar_auth(struct kbs_ctx *k, const struct kbs_request *rq, struct kbs_response *rs)
+void kbs_rcar_auth(void *ctx, const struct vd_request *rq, struct vd_response *rs)
 {
+    struct kbs_ctx *k = ctx;
     struct kbs_audit_event e = {.event = "auth"};
     struct refusal f;
     char tee[KBS_TEE_NAME_SIZE + 1];
@@ -128,18 +129,18 @@ void kbs_rcar_auth(struct kbs_ctx *k, const struct kbs_request *rq, struct kbs_r
     }
     struct kbs_session s = {0};
     if (!veil_ok(session_new(k, tee, &s))) {
-        kbs_log("error", "session-create-failed", "{s:s}", "detail", veil_last_error());
+        vd_log("error", "session-create-failed", "{s:s}", "detail", veil_last_error());
         kbs_respond_protocol_error(rs, 401, "PluginInternalError");
         return;
     }
-    kbs_log("info", "auth", "{s:s, s:s, s:s}", "client", rq->client, "tee", tee, "session", s.id);
+    vd_log("info", "auth", "{s:s, s:s, s:s}", "client", rq->client, "tee", tee, "session", s.id);
     set_cookie(rs, s.id, s.expires);
     json_t *challenge = NULL;
     if (!veil_ok(veil_rcar_challenge_build(s.nonce, &challenge))) {
         kbs_respond_protocol_error(rs, 401, "PluginInternalError");
         return;
     }
-    kbs_respond_json(rs, 200, challenge);
+    vd_respond_json(rs, 200, challenge);
 }
 
 /* ---- /kbs/v0/attest ------------------------------------------------------------------------------------- */
@@ -155,15 +156,15 @@ static void session_done(struct kbs_session *s)
 }
 
 /* The session of the cookie: it must exist, be unexpired and still wait for its evidence. */
-static VEIL_RESULT challenged_session(struct kbs_ctx *k, const struct kbs_request *rq, struct kbs_session *s)
+static VEIL_RESULT challenged_session(struct kbs_ctx *k, const struct vd_request *rq, struct kbs_session *s)
 {
-    const char *id = kbs_request_get(rq, KBS_COOKIE, KBS_COOKIE_NAME);
+    const char *id = vd_request_get(rq, VD_COOKIE, KBS_COOKIE_NAME);
     VEIL_ENSURE(id != NULL, VEIL_ERR_ARG, "no session cookie");
     VEIL_ENSURE(session_id_valid(id), VEIL_ERR_ARG, "malformed session cookie");
     int found = 0;
     VEIL_GUARD(k->store->ops->session_get(k->store, id, s, &found));
     VEIL_ENSURE(found, VEIL_ERR_ARG, "unknown session");
-    VEIL_ENSURE(s->expires >= kbs_now(), VEIL_ERR_EXPIRED, "the session expired");
+    VEIL_ENSURE(s->expires >= vd_now(), VEIL_ERR_EXPIRED, "the session expired");
     VEIL_ENSURE(!s->attested, VEIL_ERR_ARG, "the session is already attested (nonce replay)");
     return VEIL_RESULT_OK;
 }
@@ -194,7 +195,7 @@ static VEIL_RESULT evidence_verify(struct kbs_ctx *k, const struct veil_rcar_att
     char *evidence = NULL;
     VEIL_GUARD(evidence_bytes(a->primary_evidence, tee_name, &evidence));
     const struct kbs_config *c = k->cfg;
-    struct veil_verify_options o = {.now = (uint64_t)kbs_now(),
+    struct veil_verify_options o = {.now = (uint64_t)vd_now(),
                                     .collateral_path = nonempty(c->dcap_collateral),
                                     .pccs_url = nonempty(c->pccs_url),
                                     .collateral_cache_dir = nonempty(c->collateral_cache_dir),
@@ -238,7 +239,7 @@ static VEIL_RESULT token_build(struct kbs_ctx *k, const struct veil_rcar_attesta
     VEIL_GUARD(annotated_evidence(a, claims, &ae));
     int hardware = claims->tee != VEIL_TEE_SIM && claims->tee != VEIL_TEE_SAMPLE;
     const char *status = hardware && strcmp(claims->tcb_status, "UpToDate") == 0 ? "affirming" : "warning";
-    int64_t now = kbs_now();
+    int64_t now = vd_now();
     VEIL_DEFER(veil_json_done) json_t *t = json_pack(
         "{s:s, s:I, s:I, s:{s:s, s:s}, s:{s:{s:s, s:s, s:o}}}", "eat_profile", EAR_PROFILE, "iat", (json_int_t)now,
         "exp", (json_int_t)(now + (int64_t)k->cfg->token_ttl_s), "ear.verifier-id", "developer", "veil",
@@ -248,7 +249,7 @@ static VEIL_RESULT token_build(struct kbs_ctx *k, const struct veil_rcar_attesta
     return veil_jwt_sign_es256(&k->signer, k->signer_kid, t, out);
 }
 
-static VEIL_RESULT attest_steps(struct kbs_ctx *k, const struct kbs_request *rq, struct kbs_session *s,
+static VEIL_RESULT attest_steps(struct kbs_ctx *k, const struct vd_request *rq, struct kbs_session *s,
                                 struct veil_claims *claims, char **token, struct refusal *f)
 {
     refuse(f, 401, "AttestationError", "");
@@ -266,7 +267,7 @@ static VEIL_RESULT attest_steps(struct kbs_ctx *k, const struct kbs_request *rq,
     char *claims_text = json_dumps(cj, JSON_COMPACT), *pubkey_text = json_dumps(a.tee_pubkey_json, JSON_COMPACT);
     int done = 0;
     struct veil_result r = claims_text != NULL && pubkey_text != NULL
-                               ? k->store->ops->session_attest(k->store, s->id, a.nonce, kbs_now(), claims_text,
+                               ? k->store->ops->session_attest(k->store, s->id, a.nonce, vd_now(), claims_text,
                                                                pubkey_text, &done)
                                : veil_error_raise(VEIL_ERR_NOMEM, __FILE__, __LINE__, "out of memory");
     free(claims_text);
@@ -276,8 +277,9 @@ static VEIL_RESULT attest_steps(struct kbs_ctx *k, const struct kbs_request *rq,
     return token_build(k, &a, claims, token);
 }
 
-void kbs_rcar_attest(struct kbs_ctx *k, const struct kbs_request *rq, struct kbs_response *rs)
+void kbs_rcar_attest(void *ctx, const struct vd_request *rq, struct vd_response *rs)
 {
+    struct kbs_ctx *k = ctx;
     VEIL_DEFER(session_done) struct kbs_session s = {0};
     struct veil_claims claims;
     memset(&claims, 0, sizeof claims);
@@ -292,10 +294,10 @@ void kbs_rcar_attest(struct kbs_ctx *k, const struct kbs_request *rq, struct kbs
         deny(k, rq, rs, &e, &f);
         return;
     }
-    kbs_log("info", "attest", "{s:s, s:s, s:s, s:s}", "client", rq->client, "session", s.id, "tee", s.tee,
+    vd_log("info", "attest", "{s:s, s:s, s:s, s:s}", "client", rq->client, "session", s.id, "tee", s.tee,
             "tcb_status", claims.tcb_status);
     set_cookie(rs, s.id, s.expires);
-    kbs_respond_json(rs, 200, json_pack("{s:s}", "token", token));
+    vd_respond_json(rs, 200, json_pack("{s:s}", "token", token));
     free(token);
 }
 
@@ -328,7 +330,7 @@ static VEIL_RESULT from_session(struct kbs_ctx *k, const char *id, struct reques
     int found = 0;
     VEIL_GUARD(k->store->ops->session_get(k->store, id, &s, &found));
     VEIL_ENSURE(found, VEIL_ERR_ARG, "unknown session");
-    VEIL_ENSURE(s.expires >= kbs_now(), VEIL_ERR_EXPIRED, "the session expired");
+    VEIL_ENSURE(s.expires >= vd_now(), VEIL_ERR_EXPIRED, "the session expired");
     VEIL_ENSURE(s.attested && s.claims != NULL && s.tee_pubkey != NULL, VEIL_ERR_ARG, "the session is not attested");
     VEIL_DEFER(veil_json_done) json_t *cj = json_loads(s.claims, 0, NULL);
     VEIL_ENSURE(cj != NULL, VEIL_ERR_FORMAT, "stored claims are not JSON");
@@ -354,7 +356,7 @@ static VEIL_RESULT from_token(struct kbs_ctx *k, const char *authorization, stru
 {
     VEIL_ENSURE(strncmp(authorization, "Bearer ", 7) == 0, VEIL_ERR_ARG, "the Authorization header is not Bearer");
     VEIL_DEFER(veil_json_done) json_t *t = NULL;
-    VEIL_GUARD(veil_jwt_verify_es256(&k->signer, authorization + 7, kbs_now(), 0, &t));
+    VEIL_GUARD(veil_jwt_verify_es256(&k->signer, authorization + 7, vd_now(), 0, &t));
     const json_t *ae = json_object_get(json_object_get(json_object_get(t, "submods"), "cpu0"), ANNOTATED);
     const json_t *pk = json_object_get(json_object_get(ae, "runtime_data_claims"), "tee-pubkey");
     VEIL_ENSURE(json_is_object(ae) && json_is_object(pk), VEIL_ERR_FORMAT, "the token lacks its claims");
@@ -363,11 +365,11 @@ static VEIL_RESULT from_token(struct kbs_ctx *k, const char *authorization, stru
 }
 
 /* Trustee checks the cookie first, then the bearer token. */
-static VEIL_RESULT authenticate(struct kbs_ctx *k, const struct kbs_request *rq, struct requester *q,
+static VEIL_RESULT authenticate(struct kbs_ctx *k, const struct vd_request *rq, struct requester *q,
                                 struct refusal *f)
 {
-    const char *cookie = kbs_request_get(rq, KBS_COOKIE, KBS_COOKIE_NAME);
-    const char *auth = kbs_request_get(rq, KBS_HEADER, "Authorization");
+    const char *cookie = vd_request_get(rq, VD_COOKIE, KBS_COOKIE_NAME);
+    const char *auth = vd_request_get(rq, VD_HEADER, "Authorization");
     refuse(f, 401, "TokenNotFound", "");
     VEIL_ENSURE(cookie != NULL || auth != NULL, VEIL_ERR_ARG, "no session cookie and no bearer token");
     refuse(f, 401, "TokenVerifierError", "");
@@ -399,7 +401,7 @@ static VEIL_RESULT policy_allows(const char *policy_text, const struct veil_clai
     return (struct veil_result){st};
 }
 
-static VEIL_RESULT resource_steps(struct kbs_ctx *k, const struct kbs_request *rq, struct requester *q,
+static VEIL_RESULT resource_steps(struct kbs_ctx *k, const struct vd_request *rq, struct requester *q,
                                   struct kbs_audit_event *e, struct kbs_key_row *row, json_t **jwe, struct refusal *f)
 {
     uint32_t version = 0;
@@ -426,8 +428,9 @@ static VEIL_RESULT resource_steps(struct kbs_ctx *k, const struct kbs_request *r
     return release(k, q->model, row, q, jwe);
 }
 
-void kbs_rcar_resource(struct kbs_ctx *k, const struct kbs_request *rq, struct kbs_response *rs)
+void kbs_rcar_resource(void *ctx, const struct vd_request *rq, struct vd_response *rs)
 {
+    struct kbs_ctx *k = ctx;
     VEIL_DEFER(requester_done) struct requester q;
     memset(&q, 0, sizeof q);
     veil_jwk_init(&q.tee_pubkey);
@@ -450,5 +453,5 @@ void kbs_rcar_resource(struct kbs_ctx *k, const struct kbs_request *rq, struct k
         kbs_respond_protocol_error(rs, 401, "PluginInternalError");
         return;
     }
-    kbs_respond_json(rs, 200, jwe);
+    vd_respond_json(rs, 200, jwe);
 }

@@ -14,12 +14,12 @@ static struct kbs_ctx ctx;
 static char cookie[KBS_SESSION_ID_SIZE + 1];
 static char bearer[KBS_ADMIN_TOKEN_SIZE * 2 + 16];
 
-static const char *lookup(void *conn, enum kbs_lookup_kind kind, const char *key)
+static const char *lookup(void *conn, enum vd_lookup_kind kind, const char *key)
 {
     (void)conn;
-    if (kind == KBS_COOKIE && strcmp(key, KBS_COOKIE_NAME) == 0)
+    if (kind == VD_COOKIE && strcmp(key, KBS_COOKIE_NAME) == 0)
         return cookie;
-    if (kind == KBS_HEADER && strcmp(key, "Authorization") == 0)
+    if (kind == VD_HEADER && strcmp(key, "Authorization") == 0)
         return bearer;
     return NULL;
 }
@@ -37,7 +37,7 @@ static void setup(void)
     FILE *devnull = fopen("/dev/null", "w"); /* the daemon logs every refusal */
     if (devnull == NULL)
         abort();
-    kbs_log_to(devnull);
+    vd_log_to(devnull);
     must(kbs_config_defaults(&cfg, 1));
     must(kbs_store_sqlite_open(":memory:", &ctx.store));
     ctx.cfg = &cfg;
@@ -50,10 +50,10 @@ static void setup(void)
     ctx.allowed_tees[0] = VEIL_TEE_SAMPLE, ctx.allowed_tees[1] = VEIL_TEE_SIM, ctx.allowed_tee_count = 2;
     ctx.default_policy = strdup("{\"version\":1}");
     must(kbs_keys_seed_dev(&ctx));
-    struct kbs_request rq = {.method = "POST", .path = "/kbs/v0/auth", .client = "fuzz",
+    struct vd_request rq = {.method = "POST", .path = "/kbs/v0/auth", .client = "fuzz",
                              .body = (const uint8_t *)"{\"version\":\"0.4.0\",\"tee\":\"sample\"}", .lookup = lookup};
     rq.body_size = strlen((const char *)rq.body);
-    struct kbs_response rs = {0};
+    struct vd_response rs = {0};
     kbs_dispatch(&ctx, &rq, &rs);
     if (rs.status != 200)
         abort();
@@ -79,9 +79,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     if (size == 0)
         return 0;
     size_t t = data[0] % (sizeof targets / sizeof targets[0]);
-    struct kbs_request rq = {.method = targets[t].method, .path = targets[t].path, .client = "fuzz",
+    struct vd_request rq = {.method = targets[t].method, .path = targets[t].path, .client = "fuzz",
                              .body = data + 1, .body_size = size - 1, .lookup = lookup};
-    struct kbs_response rs = {0};
+    struct vd_response rs = {0};
     kbs_dispatch(&ctx, &rq, &rs);
     if (targets[t].protocol && rs.status != 200 && rs.status != 401 && rs.status != 404)
         abort();
