@@ -60,6 +60,13 @@ VEIL_API VEIL_WUR veil_status veil_sim_init(const char *dir, char **public_pem_o
 
 /* ---- Claims ------------------------------------------------------------------------------------------------ */
 
+/* The security patch levels (SPLs) of one SEV-SNP TCB_VERSION, decoded for the report's product line
+ * (Milan/Genoa {BL, TEE, -, -, -, -, SNP, UCODE}; Turin {FMC, BL, TEE, SNP, -, -, -, UCODE}). fmc is 0 before
+ * Turin. SPL numbers are per product line: values of different product lines are not comparable. */
+struct veil_snp_tcb {
+    uint8_t bootloader, tee, snp, microcode, fmc;
+};
+
 /* One normalized claims object, whatever the TEE. Sizes of 0 mean "absent for this TEE". */
 struct veil_claims {
     veil_tee tee;
@@ -72,14 +79,23 @@ struct veil_claims {
     size_t rtmr_count;
     uint8_t config_id[64];                     /* SGX CONFIGID (64), TDX MRCONFIGID (48), SNP HOST_DATA (32) */
     size_t config_id_size;
+    uint8_t mr_owner[48];                      /* TDX MROWNER */
+    size_t mr_owner_size;
+    uint8_t mr_owner_config[48];               /* TDX MROWNERCONFIG */
+    size_t mr_owner_config_size;
     uint16_t product_id;                       /* SGX ISVPRODID */
     uint32_t svn;                              /* SGX ISVSVN, SNP GUEST_SVN, sim: from its configuration */
     int debug;                                 /* SGX ATTRIBUTES.DEBUG, TDX TD_ATTRIBUTES.DEBUG, SNP POLICY.DEBUG */
     uint32_t vmpl;                             /* SNP only */
-    char tcb_status[48];                       /* UpToDate, SWHardeningNeeded, ConfigurationNeeded,
-                                                * ConfigurationAndSWHardeningNeeded, OutOfDate,
+    struct veil_snp_tcb reported_tcb;          /* SNP only: REPORTED_TCB, the TCB the VCEK/VLEK certifies */
+    struct veil_snp_tcb committed_tcb;         /* SNP only: COMMITTED_TCB, the floor the firmware cannot roll
+                                                * back below */
+    char tcb_status[48];                       /* SGX/TDX (Intel's TCB info): UpToDate, SWHardeningNeeded,
+                                                * ConfigurationNeeded, ConfigurationAndSWHardeningNeeded, OutOfDate,
                                                 * OutOfDateConfigurationNeeded; "Simulated" (sim), "Unverified"
-                                                * (sample); SNP: "UpToDate" when the reported TCB matches the VCEK */
+                                                * (sample); SNP: "NotJudged" (AMD publishes no TCB status: the
+                                                * verifier only checks that the VCEK certifies REPORTED_TCB; the
+                                                * policy's min_tcb judges reported_tcb and committed_tcb) */
     char advisories[VEIL_MAX_ADVISORIES][32];  /* e.g. INTEL-SA-00289 */
     size_t advisory_count;
 };
@@ -111,15 +127,20 @@ VEIL_API VEIL_WUR veil_status veil_evidence_verify(const uint8_t *evidence, size
 
 /* ---- Policy ------------------------------------------------------------------------------------------------ */
 
-/* A per-model reference-value policy (docs/spec/policy.md): allowed measurements per TEE type, minimum svn,
- * accepted TCB statuses, debug forbidden unless allowed, sim/sample forbidden unless allowed. Opaque. */
+/* A per-model reference-value policy (docs/spec/policy.md): allowed measurements per TEE type (and TDX RTMRs,
+ * MRCONFIGID, MROWNER, MROWNERCONFIG), minimum svn, accepted TCB statuses (SGX, TDX) or minimum TCB (SEV-SNP),
+ * debug forbidden unless allowed, sim/sample forbidden unless allowed. Opaque. */
 typedef struct veil_policy veil_policy;
 
 VEIL_API VEIL_WUR veil_status veil_policy_parse(const char *json, size_t size, veil_policy **out);
 VEIL_API void veil_policy_free(veil_policy *policy);
-/* The default policy: refuses everything but verified hardware TEEs with UpToDate TCB, debug off; no
- * measurement list, so it also refuses everything until measurements are added. */
+/* The default policy: refuses everything but verified hardware TEEs with UpToDate TCB (SGX, TDX), debug off;
+ * no measurement list, no TDX workload pin and no SEV-SNP min_tcb, so it refuses everything until those are
+ * added. */
 VEIL_API VEIL_WUR veil_status veil_policy_default(veil_policy **out);
+/* The policy's "min_model_version" (0 when absent or policy is NULL). Not judged by veil_policy_check: the key
+ * broker returns it with the released key and the TEE passes it to veil_model_open (min_model_version). */
+VEIL_API uint64_t veil_policy_min_model_version(const veil_policy *policy);
 
 /* Judges claims. VEIL_OK, or VEIL_ERR_POLICY with veil_last_error() naming the first failed check.
  * expected_report_data (may be NULL) must equal claims->report_data. */

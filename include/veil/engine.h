@@ -73,6 +73,10 @@ VEIL_API VEIL_WUR veil_status veil_engine_input(const veil_engine *engine, size_
 VEIL_API VEIL_WUR veil_status veil_engine_output(const veil_engine *engine, size_t index,
                                                  struct veil_engine_io *out);
 
+/* 1 when the graph leaves dim 0 of input index symbolic (the batch: options.batch was planned for it), else 0
+ * (also for a bad index). An engine planned for another batch is another load with another options.batch. */
+VEIL_API int veil_engine_input_batched(const veil_engine *engine, size_t index);
+
 /* Runs the graph once. inputs[i] holds input_sizes[i] bytes of float32 C-order data for graph input i, which
  * must equal its planned size; outputs[i] receives output i (output_sizes[i] must equal its size). Fails with
  * VEIL_ERR_ARG on a wrong count or size, or when an input holds a NaN or an infinity; the outputs are then

@@ -33,9 +33,8 @@ struct veil_seal_options {
     unsigned threads;         /* default: every online CPU */
     veil_progress_fn progress;/* optional */
     void *progress_ctx;
-    /* Tests only: a deterministic random source for golden vectors. NULL means the OpenSSL CSPRNG. */
-    int (*random)(void *ctx, uint8_t *out, size_t size);
-    void *random_ctx;
+    /* The file id, data key and wrap nonce always come from the OpenSSL CSPRNG: the public API has no way to
+     * choose another source (a repeated data key would repeat every chunk's GCM nonce). */
 };
 
 /* Options for opening and unsealing. Zero-initialise; every zero field takes its default. */
@@ -44,6 +43,10 @@ struct veil_open_options {
     int lock_memory;          /* nonzero: mlock the plaintext, fail with VEIL_ERR_NOMEM when that is impossible */
     veil_progress_fn progress;
     void *progress_ctx;
+    uint64_t min_model_version; /* anti-rollback (default 0: none): a file whose authenticated header says an
+                                 * older model_version is refused with VEIL_ERR_VERSION before any chunk is
+                                 * decrypted. The TEE takes it from the key broker's release (the policy's
+                                 * min_model_version; veil_kbs_fetch_key) or from its own configuration. */
 };
 
 /* The public header of a sealed file (needs no key). */
@@ -89,10 +92,32 @@ VEIL_API VEIL_WUR veil_status veil_unseal(const char *path, const uint8_t *key, 
                                           size_t *onnx_size_out);
 
 /* Re-wraps the data key of in_path under new_key with new_key_version and writes out_path (which may equal
- * in_path; temporary name, renamed on success). The tensor data is copied, not re-encrypted. */
+ * in_path; temporary name, renamed on success). The tensor data is copied, not re-encrypted. This is key
+ * ROTATION, not compromise recovery: the data key stays the same, so whoever holds the old model key and a copy
+ * of the old file can still decrypt the new one. After a compromise use veil_reseal_file. */
 VEIL_API VEIL_WUR veil_status veil_rewrap_file(const char *in_path, const uint8_t *old_key, size_t old_key_size,
                                                const uint8_t *new_key, size_t new_key_size,
                                                uint32_t new_key_version, const char *out_path);
+
+/* Options for resealing. Zero-initialise; every zero field keeps the input file's value. */
+struct veil_reseal_options {
+    uint32_t new_key_version; /* the key version written; required (>= 1) when a new key is given */
+    uint64_t model_version;   /* default: the input's; may not be lower than the input's */
+    unsigned threads;         /* default: every online CPU */
+    veil_progress_fn progress;/* optional: called for the decryption, then for the encryption */
+    void *progress_ctx;
+};
+
+/* Compromise recovery: authenticates and decrypts in_path with old_key, then seals the same model again under a
+ * FRESH data key, a fresh file id (so a new header digest and new chunk AADs) and a fresh wrap, under new_key
+ * (NULL with new_key_size 0: old_key again). Every tensor is re-encrypted: nothing of the old file's key
+ * material survives, so the old model key plus an old copy of the file yields nothing about the new file.
+ * Model id, chunk size and public-graph flag are kept. Writes out_path (which may equal in_path; temporary
+ * name, renamed on success). Contrast veil_rewrap_file, which is key rotation only: it keeps the data key.
+ * Holds the model's plaintext and its new ciphertext in memory at once. */
+VEIL_API VEIL_WUR veil_status veil_reseal_file(const char *in_path, const uint8_t *old_key, size_t old_key_size,
+                                               const uint8_t *new_key, size_t new_key_size,
+                                               const struct veil_reseal_options *options, const char *out_path);
 
 /* A sealed model opened in memory: the decrypted graph and tensors, in memory libveil owns (64-byte aligned,
  * excluded from core dumps, optionally locked). Opaque. */
@@ -115,6 +140,12 @@ VEIL_API VEIL_WUR veil_status veil_model_open(const char *path, const uint8_t *k
 /* Wipes and frees. Accepts NULL. */
 VEIL_API void veil_model_free(veil_model *model);
 VEIL_API const struct veil_sealed_info *veil_model_info(const veil_model *model);
+/* The SHA-256 (32 bytes) of the sealed header the open authenticated: header_digest =
+ * SHA-256(preamble || header), file bytes [0, 16 + header_size) (spec sections 4 and 5). It is computed once, from
+ * the very bytes veil_model_open parsed and bound into every chunk's AAD and the key wrap, never by re-reading the
+ * file. It names the model id, model version, file id and section table (not the key wrap, so it survives
+ * veil rewrap). Owned by the model; lives as long as it. */
+VEIL_API const uint8_t *veil_model_header_sha256(const veil_model *model);
 /* The stripped ONNX ModelProto (initializer data removed; see the spec, section 9). */
 VEIL_API const uint8_t *veil_model_graph(const veil_model *model, size_t *size_out);
 VEIL_API size_t veil_model_tensor_count(const veil_model *model);

@@ -28,7 +28,8 @@ typedef enum veil_status {
 
     VEIL_ERR_IO = 100,       /* reading or writing a file failed */
     VEIL_ERR_FORMAT = 101,   /* not a well-formed sealed file */
-    VEIL_ERR_VERSION = 102,  /* unsupported format version or required flag */
+    VEIL_ERR_VERSION = 102,  /* unsupported format version or required flag; a sealed model older than the
+                              * required min_model_version (anti-rollback) */
     VEIL_ERR_TRUNCATED = 103,/* the input ends early or has trailing bytes */
     VEIL_ERR_ONNX = 104,     /* not a valid ONNX model */
     VEIL_ERR_UNSUPPORTED = 105, /* valid, but uses something Veil does not support */

@@ -253,6 +253,12 @@ struct veil_dcap_x509;  /* opaque: a verified leaf certificate */
 VEIL_RESULT veil_dcap_chain_verify(const char *pem, size_t pem_size, int root_last, uint64_t now,
                                    const struct veil_dcap_collateral *c, struct veil_dcap_x509 **leaf_out);
 void veil_dcap_x509_free(struct veil_dcap_x509 *x);
+/* The subject common name of the certificate Intel signs TCB info and QE identity with. */
+#define VEIL_DCAP_TCB_SIGNING_CN "Intel SGX TCB Signing"
+/* The signer of a collateral object (TCB info, QE identity) must be Intel's TCB signing certificate, not any
+ * leaf that chains to the root (a PCK certificate does): subject CN exactly VEIL_DCAP_TCB_SIGNING_CN, issued by
+ * the pinned Intel SGX Root CA itself, not a CA. VEIL_ERR_VERIFY otherwise; what names the object. */
+VEIL_RESULT veil_dcap_tcb_signer_check(const struct veil_dcap_x509 *signer, const char *what);
 /* The first certificate of a PEM chain, NOT verified: only to learn what collateral to fetch. */
 VEIL_RESULT veil_dcap_leaf_read(const char *pem, size_t pem_size, struct veil_dcap_x509 **out);
 /* ECDSA P-256 / SHA-256 over data with the leaf's key; raw r || s. VEIL_ERR_VERIFY when it does not verify. */

@@ -76,13 +76,16 @@ static VEIL_RESULT window(uint64_t now, uint64_t issue, uint64_t next, const cha
     return VEIL_RESULT_OK;
 }
 
-/* A signed collateral object: its window, its issuer chain up to the root with the CRLs, its signature. */
+/* A signed collateral object: its window, its issuer chain up to the root with the CRLs, its signer pinned to
+ * Intel's TCB signing certificate (any leaf chaining to the root is not enough: PCK certificates do), its
+ * signature. */
 static VEIL_RESULT signed_object(const struct veil_dcap_collateral *c, const char *chain, const char *json,
                                  size_t json_size, const uint8_t sig[VEIL_DCAP_SIG_SIZE], uint64_t now,
                                  const char *what)
 {
     struct veil_dcap_x509 *signer VEIL_DEFER(leaf_done) = NULL;
     VEIL_GUARD(veil_dcap_chain_verify(chain, strlen(chain), 0, now, c, &signer));
+    VEIL_GUARD(veil_dcap_tcb_signer_check(signer, what));
     return veil_dcap_verify_sig_cert(signer, (const uint8_t *)json, json_size, sig, what);
 }
 
@@ -274,6 +277,10 @@ static VEIL_RESULT claims_tdx(const struct veil_dcap_quote *q, struct veil_claim
     cl->rtmr_count = 4;
     memcpy(cl->config_id, q->td.mrconfigid, 48);
     cl->config_id_size = 48;
+    memcpy(cl->mr_owner, q->td.mrowner, 48);
+    cl->mr_owner_size = 48;
+    memcpy(cl->mr_owner_config, q->td.mrownerconfig, 48);
+    cl->mr_owner_config_size = 48;
     cl->debug = (q->td.td_attributes & TD_ATTR_DEBUG) != 0; /* TD_ATTRIBUTES.DEBUG: reported, not refused */
     return VEIL_RESULT_OK;
 }

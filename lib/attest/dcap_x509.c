@@ -19,6 +19,7 @@
 #include <openssl/pem.h>
 #include <openssl/x509.h>
 #include <openssl/x509_vfy.h>
+#include <openssl/x509v3.h>
 
 #include "attest/dcap.h"
 #include "attest/intel_root.h"
@@ -198,6 +199,45 @@ VEIL_RESULT veil_dcap_chain_verify(const char *pem, size_t pem_size, int strict,
         return chain_error(err);
     }
     return leaf_out == NULL ? VEIL_RESULT_OK : x509_wrap(leaf, leaf_out);
+}
+
+/* The subject's one commonName, NUL-terminated; "" when it has none or several. */
+static void subject_cn(X509 *cert, char *out, size_t out_size)
+{
+    X509_NAME *name = X509_get_subject_name(cert);
+    out[0] = '\0';
+    int i = X509_NAME_get_index_by_NID(name, NID_commonName, -1);
+    if (i < 0 || X509_NAME_get_index_by_NID(name, NID_commonName, i) >= 0)
+        return;
+    const ASN1_STRING *v = X509_NAME_ENTRY_get_data(X509_NAME_get_entry(name, i));
+    int n = ASN1_STRING_length(v);
+    if (n <= 0 || (size_t)n >= out_size)
+        return;
+    memcpy(out, ASN1_STRING_get0_data(v), (size_t)n);
+    out[n] = '\0';
+    if (strlen(out) != (size_t)n)
+        out[0] = '\0'; /* an embedded NUL */
+}
+
+/* Intel's QVL (TCBSigningChain::verify): the signer's CN is "Intel SGX TCB Signing", its issuer is the root's
+ * subject and the root's key signed it. We also demand the exact CN and an end-entity certificate. */
+VEIL_RESULT veil_dcap_tcb_signer_check(const struct veil_dcap_x509 *signer, const char *what)
+{
+    char cn[128];
+    subject_cn(signer->cert, cn, sizeof cn);
+    VEIL_ENSURE(strcmp(cn, VEIL_DCAP_TCB_SIGNING_CN) == 0, VEIL_ERR_VERIFY,
+                "DCAP: %s was made by \"%.64s\", not by the \"" VEIL_DCAP_TCB_SIGNING_CN "\" certificate", what,
+                cn);
+    X509 *root VEIL_DEFER(veil_ossl_x509_done) = NULL;
+    VEIL_GUARD(pinned_root(&root));
+    int direct = X509_NAME_cmp(X509_get_issuer_name(signer->cert), X509_get_subject_name(root)) == 0 &&
+                 X509_verify(signer->cert, X509_get0_pubkey(root)) == 1;
+    int ca = X509_check_ca(signer->cert);
+    ERR_clear_error();
+    VEIL_ENSURE(direct, VEIL_ERR_VERIFY,
+                "DCAP: the certificate behind %s is not issued by the Intel SGX Root CA itself", what);
+    VEIL_ENSURE(ca == 0, VEIL_ERR_VERIFY, "DCAP: the certificate behind %s is a CA certificate", what);
+    return VEIL_RESULT_OK;
 }
 
 /* Raw r || s (32 + 32, big-endian) as the DER ECDSA-Sig-Value OpenSSL verifies. */

@@ -196,10 +196,34 @@ static VEIL_RESULT set_lists(json_t *j, const struct veil_claims *c)
     return VEIL_RESULT_OK;
 }
 
+static VEIL_RESULT set_snp_tcb(json_t *j, const char *key, const struct veil_snp_tcb *t)
+{
+    json_t *o = json_pack("{s:i,s:i,s:i,s:i,s:i}", "bootloader", (json_int_t)t->bootloader, "tee",
+                          (json_int_t)t->tee, "snp", (json_int_t)t->snp, "microcode", (json_int_t)t->microcode,
+                          "fmc", (json_int_t)t->fmc);
+    VEIL_ENSURE(o != NULL, VEIL_ERR_NOMEM, "out of memory");
+    return veil_json_set(j, key, o);
+}
+
+/* TEE-specific members: TDX MROWNER / MROWNERCONFIG, SNP VMPL and TCB. */
+static VEIL_RESULT claims_json_tee(const struct veil_claims *c, json_t *j)
+{
+    if (c->mr_owner_size > 0)
+        VEIL_GUARD(set_hex(j, "mrowner", c->mr_owner, c->mr_owner_size));
+    if (c->mr_owner_config_size > 0)
+        VEIL_GUARD(set_hex(j, "mrownerconfig", c->mr_owner_config, c->mr_owner_config_size));
+    if (c->tee != VEIL_TEE_SNP)
+        return VEIL_RESULT_OK;
+    VEIL_GUARD(veil_json_set(j, "vmpl", json_integer(c->vmpl)));
+    VEIL_GUARD(set_snp_tcb(j, "reported_tcb", &c->reported_tcb));
+    return set_snp_tcb(j, "committed_tcb", &c->committed_tcb);
+}
+
 static VEIL_RESULT claims_json(const struct veil_claims *c, json_t *j)
 {
     VEIL_ENSURE(c->measurement_size <= VEIL_MEASUREMENT_MAX && c->signer_size <= VEIL_MEASUREMENT_MAX &&
                     c->config_id_size <= sizeof c->config_id && c->rtmr_count <= 4 &&
+                    c->mr_owner_size <= sizeof c->mr_owner && c->mr_owner_config_size <= sizeof c->mr_owner_config &&
                     c->advisory_count <= VEIL_MAX_ADVISORIES,
                 VEIL_ERR_ARG, "claims: a size is out of range");
     VEIL_GUARD(veil_json_set(j, "tee", json_string(veil_tee_name(c->tee))));
@@ -213,8 +237,7 @@ static VEIL_RESULT claims_json(const struct veil_claims *c, json_t *j)
     VEIL_GUARD(veil_json_set(j, "product_id", json_integer(c->product_id)));
     VEIL_GUARD(veil_json_set(j, "svn", json_integer(c->svn)));
     VEIL_GUARD(veil_json_set(j, "debug", json_boolean(c->debug)));
-    if (c->tee == VEIL_TEE_SNP)
-        VEIL_GUARD(veil_json_set(j, "vmpl", json_integer(c->vmpl)));
+    VEIL_GUARD(claims_json_tee(c, j));
     size_t n = strnlen(c->tcb_status, sizeof c->tcb_status);
     VEIL_GUARD(veil_json_set(j, "tcb_status", json_stringn(c->tcb_status, n)));
     return set_lists(j, c);

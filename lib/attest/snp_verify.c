@@ -6,8 +6,9 @@
  *   3 chain: VCEK -> ASK or VLEK -> ASVK -> ARK, embedded roots, validity at options->now (snp_cert.c)
  *   4 "The signature is computed over bytes 0h to 29Fh" with ECDSA P-384/SHA-384 by the VCEK/VLEK (here)
  *   5 REPORTED_TCB against the certificate's SPL extensions, CHIP_ID against its hwID (snp_cert.c)
- *   6 claims
- * VMPL, debug and measurements are reported in the claims and judged by the policy, not here. */
+ *   6 claims: REPORTED_TCB and COMMITTED_TCB decoded, tcb_status "NotJudged"
+ * VMPL, debug, measurements and the TCB's minimum (min_tcb) are reported in the claims and judged by the policy,
+ * not here. */
 #include <stdio.h>
 #include <string.h>
 
@@ -108,8 +109,17 @@ static int nonzero(const uint8_t *p, size_t n)
     return acc != 0;
 }
 
+static struct veil_snp_tcb tcb_claim(uint64_t tcb, enum veil_snp_product product)
+{
+    uint8_t spl[VEIL_SNP_SPL_COUNT];
+    veil_snp_tcb_decode(tcb, product, spl);
+    return (struct veil_snp_tcb){.bootloader = spl[VEIL_SNP_SPL_BOOTLOADER], .tee = spl[VEIL_SNP_SPL_TEE],
+                                 .snp = spl[VEIL_SNP_SPL_SNP], .microcode = spl[VEIL_SNP_SPL_MICROCODE],
+                                 .fmc = spl[VEIL_SNP_SPL_FMC]};
+}
+
 /* Step 6. */
-static void fill_claims(const struct veil_snp_report *r, struct veil_claims *c)
+static void fill_claims(const struct veil_snp_report *r, enum veil_snp_product product, struct veil_claims *c)
 {
     memset(c, 0, sizeof *c);
     c->tee = VEIL_TEE_SNP;
@@ -125,8 +135,11 @@ static void fill_claims(const struct veil_snp_report *r, struct veil_claims *c)
     c->svn = r->guest_svn;
     c->debug = (r->policy & VEIL_SNP_POLICY_DEBUG) != 0;
     c->vmpl = r->vmpl;
-    /* Step 5 refused any difference between REPORTED_TCB and the certificate's TCB. */
-    snprintf(c->tcb_status, sizeof c->tcb_status, "%s", "UpToDate");
+    /* Step 5 refused any difference between REPORTED_TCB and the certificate's TCB; whether that TCB is recent
+     * enough is the policy's min_tcb to judge (AMD publishes no TCB status), so the verifier says so. */
+    c->reported_tcb = tcb_claim(r->reported_tcb, product);
+    c->committed_tcb = tcb_claim(r->committed_tcb, product);
+    snprintf(c->tcb_status, sizeof c->tcb_status, "%s", "NotJudged");
 }
 
 static VEIL_RESULT verify_steps(const uint8_t *report, size_t size, const uint8_t *cert_der, size_t cert_size,
@@ -150,7 +163,7 @@ static VEIL_RESULT verify_steps(const uint8_t *report, size_t size, const uint8_
     VEIL_GUARD(veil_snp_cert_ext_read(cert, &ext));
     VEIL_GUARD(veil_snp_tcb_check(&r, product, &ext));
 
-    fill_claims(&r, claims); /* 6 */
+    fill_claims(&r, product, claims); /* 6 */
     return VEIL_RESULT_OK;
 }
 

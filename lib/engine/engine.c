@@ -185,6 +185,11 @@ veil_status veil_engine_input(const veil_engine *e, size_t index, struct veil_en
     return VEIL_OK;
 }
 
+int veil_engine_input_batched(const veil_engine *e, size_t index)
+{
+    return e != NULL && index < e->g.input_count && e->g.values[e->g.inputs[index]].batch_symbolic;
+}
+
 veil_status veil_engine_output(const veil_engine *e, size_t index, struct veil_engine_io *out)
 {
     veil_error_clear();

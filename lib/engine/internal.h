@@ -54,6 +54,7 @@ struct eng_value {
     size_t size;                    /* VAL_CONST: bytes of data */
     int producer;                   /* node index, -1 for inputs and constants */
     int is_output;
+    int batch_symbolic;             /* a graph input whose dim 0 the graph leaves symbolic (the batch) */
     /* planning */
     int alias;                      /* the value whose buffer this one views (reshape, in-place sum), -1 */
     dnnl_memory_desc_t md;          /* layout in its buffer (activations and inputs) */

@@ -193,8 +193,10 @@ static VEIL_RESULT input_shapes(struct eng_graph *g, uint64_t batch)
 {
     for (size_t i = 0; i < g->input_count; i++) {
         struct eng_value *v = &g->values[g->inputs[i]];
-        if (v->shape.rank > 0 && v->shape.dims[0] < 0)
+        if (v->shape.rank > 0 && v->shape.dims[0] < 0) {
+            v->batch_symbolic = 1;
             v->shape.dims[0] = (int64_t)(batch ? batch : 1);
+        }
         VEIL_ENSURE(v->shape.rank == 0 || v->shape.dims[0] > 0, VEIL_ERR_UNSUPPORTED,
                     "graph input '%s' has a batch of 0; the engine runs no empty tensors", v->name);
         VEIL_ENSURE(batch == 0 || v->shape.rank == 0 || v->shape.dims[0] == (int64_t)batch, VEIL_ERR_ARG,

@@ -108,6 +108,18 @@ VEIL_RESULT veil_sealed_decrypt_file(const char *path, const uint8_t *key, size_
                                      const struct veil_open_options *options, struct veil_sealed_plain *out);
 void veil_sealed_plain_cleanup(struct veil_sealed_plain *p);
 
+/* unseal.c: the ONNX model of an opened sealed model (initializers back as raw_data), appended to out. */
+VEIL_RESULT veil_sealed_join_model(const veil_model *m, struct veil_buf *out);
+
+/* seal.c, for tests only (tests/vectors/gen_vectors.c and the unit tests, which link the static library): seals
+ * with a caller-chosen random source so golden vectors are reproducible. Not VEIL_API, not in an installed header,
+ * hidden in libveil.so (-fvisibility=hidden): the public veil_seal always uses the OpenSSL CSPRNG. The source
+ * returns 0 on success. */
+typedef int (*veil_random_fn)(void *ctx, uint8_t *out, size_t size);
+veil_status veil_seal_with_random(const uint8_t *onnx, size_t onnx_size, const uint8_t *key, size_t key_size,
+                                  const struct veil_seal_options *options, veil_random_fn random, void *random_ctx,
+                                  const char *out_path);
+
 /* Runs a library entry point: clears the thread's error and unwraps the result. */
 static inline veil_status veil_api_return(struct veil_result r)
 {

@@ -71,6 +71,11 @@ const struct veil_sealed_info *veil_model_info(const veil_model *m)
     return &m->info;
 }
 
+const uint8_t *veil_model_header_sha256(const veil_model *m)
+{
+    return m->plain.h.digest;
+}
+
 const uint8_t *veil_model_graph(const veil_model *m, size_t *size_out)
 {
     *size_out = (size_t)m->plain.h.sections[0].size;

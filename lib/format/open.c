@@ -41,6 +41,15 @@ static VEIL_RESULT decrypt_region(struct veil_sealed_plain *p, int fd, const uin
     return veil_sealed_crypt(&job);
 }
 
+/* Anti-rollback: the host may hand the TEE an older file sealed under a key version that is still valid. */
+static VEIL_RESULT check_min_version(const struct veil_sealed_header *h, uint64_t min_model_version)
+{
+    VEIL_ENSURE(h->model_version >= min_model_version, VEIL_ERR_VERSION,
+                "sealed model %s has model version %llu, older than the required minimum %llu (anti-rollback)",
+                h->model_id, (unsigned long long)h->model_version, (unsigned long long)min_model_version);
+    return VEIL_RESULT_OK;
+}
+
 static VEIL_RESULT decrypt_file(const char *path, const uint8_t *key, size_t key_size,
                                 const struct veil_open_options *opt, struct veil_sealed_plain *p)
 {
@@ -52,6 +61,8 @@ static VEIL_RESULT decrypt_file(const char *path, const uint8_t *key, size_t key
     struct veil_secure_mem data_key = {0};
     VEIL_GUARD(veil_secure_alloc(&data_key, VEIL_GCM_KEY_SIZE, 0));
     struct veil_result r = veil_sealed_unwrap(key, key_size, p->h.digest, &p->h.wrap, data_key.data);
+    if (veil_ok(r)) /* the unwrap authenticated the header: its model_version is the owner's */
+        r = check_min_version(&p->h, opt->min_model_version);
     if (veil_ok(r))
         r = veil_secure_alloc(&p->region, (size_t)p->h.data_size, opt->lock_memory);
     if (veil_ok(r))

@@ -11,8 +11,15 @@
 #include "format/format.h"
 #include "onnx/onnx.h"
 
+/* Where the file id, data key and nonce come from: the CSPRNG unless a test passed a source. */
+struct seal_random {
+    veil_random_fn fn; /* NULL: veil_random (OpenSSL) */
+    void *ctx;
+};
+
 struct seal_state {
     const struct veil_seal_options *opt;
+    struct seal_random random;
     struct veil_onnx_split split;
     struct veil_sealed_header h;
     struct veil_buf header_bytes;
@@ -31,11 +38,11 @@ static void seal_state_cleanup(struct seal_state *st)
     veil_secure_free(&st->data_key);
 }
 
-static VEIL_RESULT draw_random(const struct veil_seal_options *opt, uint8_t *out, size_t size)
+static VEIL_RESULT draw_random(const struct seal_random *random, uint8_t *out, size_t size)
 {
-    if (opt->random == NULL)
+    if (random->fn == NULL)
         return veil_random(out, size);
-    VEIL_ENSURE(opt->random(opt->random_ctx, out, size) == 0, VEIL_ERR_CRYPTO, "random source failed");
+    VEIL_ENSURE(random->fn(random->ctx, out, size) == 0, VEIL_ERR_CRYPTO, "random source failed");
     return VEIL_RESULT_OK;
 }
 
@@ -81,7 +88,7 @@ static VEIL_RESULT build_header(struct seal_state *st)
     h->chunk_size = opt->chunk_size != 0 ? opt->chunk_size : VEIL_DEFAULT_CHUNK_SIZE;
     snprintf(h->model_id, sizeof h->model_id, "%s", opt->model_id);
     h->wrap.key_version = opt->key_version != 0 ? opt->key_version : 1;
-    VEIL_GUARD(draw_random(opt, h->file_id, sizeof h->file_id));
+    VEIL_GUARD(draw_random(&st->random, h->file_id, sizeof h->file_id));
     if (opt->public_graph)
         VEIL_GUARD(veil_sha256(st->split.graph.data, st->split.graph.size, h->graph_digest));
     VEIL_GUARD(build_sections(st));
@@ -114,9 +121,9 @@ static VEIL_RESULT build_region(struct seal_state *st)
 static VEIL_RESULT encrypt_region(struct seal_state *st, const uint8_t *key, size_t key_size)
 {
     VEIL_GUARD(veil_secure_alloc(&st->data_key, VEIL_GCM_KEY_SIZE, 0));
-    VEIL_GUARD(draw_random(st->opt, st->data_key.data, VEIL_GCM_KEY_SIZE));
+    VEIL_GUARD(draw_random(&st->random, st->data_key.data, VEIL_GCM_KEY_SIZE));
     uint8_t nonce[VEIL_GCM_NONCE_SIZE];
-    VEIL_GUARD(draw_random(st->opt, nonce, sizeof nonce));
+    VEIL_GUARD(draw_random(&st->random, nonce, sizeof nonce));
     VEIL_GUARD(veil_sealed_wrap(key, key_size, st->h.digest, st->data_key.data, nonce, &st->h.wrap));
     struct veil_crypt_job job = {.h = &st->h, .data_key = st->data_key.data, .region = st->region,
                                  .tags = st->tags, .encrypt = 1, .fd = -1, .threads = st->opt->threads,
@@ -152,11 +159,11 @@ static VEIL_RESULT split_model(const uint8_t *onnx, size_t onnx_size, struct vei
 }
 
 static VEIL_RESULT seal_impl(const uint8_t *onnx, size_t onnx_size, const uint8_t *key, size_t key_size,
-                             const struct veil_seal_options *opt, const char *out_path)
+                             const struct veil_seal_options *opt, struct seal_random random, const char *out_path)
 {
     VEIL_GUARD(check_options(opt, key, key_size));
     VEIL_ENSURE(onnx != NULL && out_path != NULL, VEIL_ERR_ARG, "no model or no output path given");
-    VEIL_DEFER(seal_state_cleanup) struct seal_state st = {.opt = opt};
+    VEIL_DEFER(seal_state_cleanup) struct seal_state st = {.opt = opt, .random = random};
     VEIL_GUARD(split_model(onnx, onnx_size, &st.split));
     VEIL_GUARD(build_header(&st));
     VEIL_GUARD(build_region(&st));
@@ -168,7 +175,16 @@ veil_status veil_seal(const uint8_t *onnx, size_t onnx_size, const uint8_t *key,
                       const struct veil_seal_options *options, const char *out_path)
 {
     veil_error_clear();
-    return seal_impl(onnx, onnx_size, key, key_size, options, out_path).status;
+    return seal_impl(onnx, onnx_size, key, key_size, options, (struct seal_random){0}, out_path).status;
+}
+
+veil_status veil_seal_with_random(const uint8_t *onnx, size_t onnx_size, const uint8_t *key, size_t key_size,
+                                  const struct veil_seal_options *options, veil_random_fn random, void *random_ctx,
+                                  const char *out_path)
+{
+    veil_error_clear();
+    struct seal_random r = {.fn = random, .ctx = random_ctx};
+    return seal_impl(onnx, onnx_size, key, key_size, options, r, out_path).status;
 }
 
 veil_status veil_seal_file(const char *onnx_path, const uint8_t *key, size_t key_size,
@@ -181,5 +197,5 @@ veil_status veil_seal_file(const char *onnx_path, const uint8_t *key, size_t key
     struct veil_result r = veil_file_read_all(onnx_path, VEIL_ONNX_MAX_MODEL_SIZE, &model);
     if (!veil_ok(r))
         return r.status;
-    return seal_impl(model.data, model.size, key, key_size, options, out_path).status;
+    return seal_impl(model.data, model.size, key, key_size, options, (struct seal_random){0}, out_path).status;
 }

@@ -11,7 +11,7 @@ static void model_done(veil_model **m)
     veil_model_free(*m);
 }
 
-static VEIL_RESULT join_model(const veil_model *m, struct veil_buf *out)
+VEIL_RESULT veil_sealed_join_model(const veil_model *m, struct veil_buf *out)
 {
     size_t n = veil_model_tensor_count(m);
     const uint8_t **data = calloc(n + 1, sizeof *data);
@@ -40,7 +40,7 @@ static VEIL_RESULT unseal_impl(const char *path, const uint8_t *key, size_t key_
     VEIL_DEFER(model_done) veil_model *m = NULL;
     struct veil_result r = {veil_model_open(path, key, key_size, opt, &m)};
     VEIL_GUARD(r);
-    return join_model(m, out);
+    return veil_sealed_join_model(m, out);
 }
 
 veil_status veil_unseal(const char *path, const uint8_t *key, size_t key_size,

@@ -54,6 +54,23 @@ static VEIL_RESULT rtmr_member(const json_t *j, struct veil_claims *c)
     return VEIL_RESULT_OK;
 }
 
+/* An SNP TCB object {"bootloader","tee","snp","microcode","fmc"}: every member 0..255; absent object: zeros. */
+static VEIL_RESULT snp_tcb_member(const json_t *j, const char *key, struct veil_snp_tcb *t)
+{
+    static const char *const keys[] = {"bootloader", "tee", "snp", "microcode", "fmc", NULL};
+    const json_t *o = json_object_get(j, key);
+    if (o == NULL)
+        return VEIL_RESULT_OK;
+    VEIL_ENSURE(json_is_object(o), VEIL_ERR_FORMAT, "claims: bad \"%s\"", key);
+    VEIL_GUARD(veil_json_only_keys(o, keys, VEIL_ERR_FORMAT, what));
+    uint64_t v[5] = {0};
+    for (size_t i = 0; i < 5; i++)
+        VEIL_GUARD(veil_json_uint(o, keys[i], 1, UINT8_MAX, VEIL_ERR_FORMAT, what, &v[i]));
+    *t = (struct veil_snp_tcb){.bootloader = (uint8_t)v[0], .tee = (uint8_t)v[1], .snp = (uint8_t)v[2],
+                               .microcode = (uint8_t)v[3], .fmc = (uint8_t)v[4]};
+    return VEIL_RESULT_OK;
+}
+
 static VEIL_RESULT advisories_member(const json_t *j, struct veil_claims *c)
 {
     const json_t *a = json_object_get(j, "advisories");
@@ -89,8 +106,9 @@ static VEIL_RESULT scalars(const json_t *j, struct veil_claims *c)
 
 static VEIL_RESULT claims_parse(const json_t *j, struct veil_claims *c)
 {
-    static const char *const keys[] = {"tee", "report_data", "measurement", "signer", "config_id", "rtmr",
-                                       "product_id", "svn", "debug", "vmpl", "tcb_status", "advisories", NULL};
+    static const char *const keys[] = {"tee", "report_data", "measurement", "signer", "config_id", "mrowner",
+                                       "mrownerconfig", "rtmr", "product_id", "svn", "debug", "vmpl",
+                                       "reported_tcb", "committed_tcb", "tcb_status", "advisories", NULL};
     VEIL_ENSURE(json_is_object(j), VEIL_ERR_FORMAT, "claims: not an object");
     VEIL_GUARD(veil_json_only_keys(j, keys, VEIL_ERR_FORMAT, what));
     const char *tee = NULL;
@@ -103,7 +121,12 @@ static VEIL_RESULT claims_parse(const json_t *j, struct veil_claims *c)
     VEIL_GUARD(hex_member(j, "measurement", 0, c->measurement, sizeof c->measurement, &c->measurement_size));
     VEIL_GUARD(hex_member(j, "signer", 0, c->signer, sizeof c->signer, &c->signer_size));
     VEIL_GUARD(hex_member(j, "config_id", 0, c->config_id, sizeof c->config_id, &c->config_id_size));
+    VEIL_GUARD(hex_member(j, "mrowner", 0, c->mr_owner, sizeof c->mr_owner, &c->mr_owner_size));
+    VEIL_GUARD(hex_member(j, "mrownerconfig", 0, c->mr_owner_config, sizeof c->mr_owner_config,
+                          &c->mr_owner_config_size));
     VEIL_GUARD(rtmr_member(j, c));
+    VEIL_GUARD(snp_tcb_member(j, "reported_tcb", &c->reported_tcb));
+    VEIL_GUARD(snp_tcb_member(j, "committed_tcb", &c->committed_tcb));
     VEIL_GUARD(scalars(j, c));
     return advisories_member(j, c);
 }

@@ -9,6 +9,10 @@
 #include <strings.h>
 
 #include <curl/curl.h>
+#include <openssl/bio.h>
+#include <openssl/err.h>
+#include <openssl/evp.h>
+#include <openssl/pem.h>
 
 #include "core/limits.h"
 #include "core/secret.h"
@@ -17,7 +21,12 @@
 
 #define CLIENT_DEFAULT_TIMEOUT_S 30u
 #define RESOURCE_PATH "/kbs/v0/resource/veil/model-key/"
+#define USAGE_PATH "/kbs/v0/resource/veil/usage-policy/"
+#define USAGE_MAX_SIZE (1u << 20) /* the usage policy's plaintext (lib/serve/usage.h: VEIL_USAGE_MAX_SIZE) */
 #define ERROR_TYPE_MAX 40u
+#define TOKEN_LEEWAY_S 300 /* clock skew between the TEE and the broker */
+#define BROKER_PUBKEY_PEM_MAX 4096u
+#define ANNOTATED_EVIDENCE "ear.veraison.annotated-evidence" /* docs/kbs.md, "The attestation token" */
 
 /* ---- the URL ------------------------------------------------------------------------------------------------ */
 
@@ -55,7 +64,71 @@ static VEIL_RESULT url_check(const struct veil_kbs_fetch_options *o)
     return VEIL_RESULT_OK;
 }
 
+/* Every TEE but sim: https:// with a pinned CA or a pinned TLS key (include/veil/kbs_client.h, "Transport rule").
+ * The scheme is compared the way libcurl parses it. */
+VEIL_RESULT veil_kbs_transport_check(const struct veil_kbs_fetch_options *o, veil_tee tee)
+{
+    if (tee == VEIL_TEE_SIM)
+        return url_check(o);
+    VEIL_ENSURE(o->url != NULL && o->url[0] != '\0', VEIL_ERR_ARG, "no key broker URL given");
+    CURLU *u VEIL_DEFER(url_done) = curl_url();
+    char *scheme VEIL_DEFER(curl_str_done) = NULL;
+    VEIL_ENSURE(u != NULL, VEIL_ERR_NOMEM, "out of memory");
+    VEIL_ENSURE(curl_url_set(u, CURLUPART_URL, o->url, 0) == CURLUE_OK &&
+                    curl_url_get(u, CURLUPART_SCHEME, &scheme, 0) == CURLUE_OK,
+                VEIL_ERR_ARG, "the key broker URL '%.200s' has no scheme", o->url);
+    VEIL_ENSURE(strcmp(scheme, "https") == 0, VEIL_ERR_ARG,
+                "refusing plain http:// to the key broker with tee %s: http is only for the simulation TEE on a "
+                "loopback address (a TEE's loopback and network belong to the untrusted host); use https:// with a "
+                "pinned CA (--kbs-cacert) or a pinned broker TLS key",
+                veil_tee_name(tee));
+    VEIL_ENSURE((o->cacert != NULL && o->cacert[0] != '\0') ||
+                    (o->tls_pinned_pubkey != NULL && o->tls_pinned_pubkey[0] != '\0'),
+                VEIL_ERR_ARG,
+                "the key broker must be pinned for tee %s: give its CA bundle (cacert, --kbs-cacert) or its TLS "
+                "public key (tls_pinned_pubkey, --kbs-pinned-pubkey); the system's CA store is not enough",
+                veil_tee_name(tee));
+    return url_check(o);
+}
+
 /* ---- the connection ---------------------------------------------------------------------------------------- */
+
+/* "Veil-Min-Model-Version: N" (VEIL_KBS_MIN_MODEL_VERSION_HEADER) of the current answer. */
+static void min_version_header(struct veil_kbs_conn *c, const char *line, size_t len)
+{
+    static const char name[] = VEIL_KBS_MIN_MODEL_VERSION_HEADER ":";
+    if (len < sizeof name - 1 || strncasecmp(line, name, sizeof name - 1) != 0)
+        return;
+    size_t i = sizeof name - 1;
+    while (i < len && (line[i] == ' ' || line[i] == '\t'))
+        i++;
+    size_t end = len;
+    while (end > i && (line[end - 1] == '\r' || line[end - 1] == '\n' || line[end - 1] == ' ' || line[end - 1] == '\t'))
+        end--;
+    uint64_t v = 0;
+    int ok = end > i && end - i <= 19 && !(line[i] == '0' && end - i > 1);
+    for (size_t k = i; ok && k < end; k++) {
+        ok = line[k] >= '0' && line[k] <= '9';
+        v = v * 10 + (uint64_t)(line[k] - '0');
+    }
+    ok = ok && v <= (UINT64_MAX >> 1);
+    c->min_version_seen++;
+    c->min_version_bad |= !ok;
+    c->min_version = ok ? v : 0;
+}
+
+static size_t on_header(char *data, size_t size, size_t n, void *ctx)
+{
+    struct veil_kbs_conn *c = ctx;
+    size_t len = size * n;
+    if (len >= 5 && strncmp(data, "HTTP/", 5) == 0) { /* a new answer (or an interim one): start over */
+        c->min_version = 0;
+        c->min_version_seen = 0;
+        c->min_version_bad = 0;
+    }
+    min_version_header(c, data, len);
+    return len;
+}
 
 static size_t on_body(char *data, size_t size, size_t n, void *ctx)
 {
@@ -66,6 +139,19 @@ static size_t on_body(char *data, size_t size, size_t n, void *ctx)
         return 0;
     }
     return veil_ok(veil_buf_append(&c->body, data, len)) ? len : 0;
+}
+
+/* A CA bundle replaces the system's store entirely (no default CA path next to it): that is the pin. */
+static VEIL_RESULT tls_pins(CURL *h, const struct veil_kbs_fetch_options *o)
+{
+    if (o->cacert != NULL && o->cacert[0] != '\0')
+        VEIL_ENSURE(curl_easy_setopt(h, CURLOPT_CAINFO, o->cacert) == CURLE_OK &&
+                        curl_easy_setopt(h, CURLOPT_CAPATH, NULL) == CURLE_OK,
+                    VEIL_ERR_INTERNAL, "libcurl refused the CA bundle option");
+    if (o->tls_pinned_pubkey != NULL && o->tls_pinned_pubkey[0] != '\0')
+        VEIL_ENSURE(curl_easy_setopt(h, CURLOPT_PINNEDPUBLICKEY, o->tls_pinned_pubkey) == CURLE_OK,
+                    VEIL_ERR_UNSUPPORTED, "this libcurl cannot pin a TLS public key");
+    return VEIL_RESULT_OK;
 }
 
 static VEIL_RESULT conn_options(CURL *h, struct veil_kbs_conn *c, const struct veil_kbs_fetch_options *o)
@@ -82,11 +168,12 @@ static VEIL_RESULT conn_options(CURL *h, struct veil_kbs_conn *c, const struct v
                     curl_easy_setopt(h, CURLOPT_MAXCONNECTS, 1L) == CURLE_OK &&
                     curl_easy_setopt(h, CURLOPT_SSL_VERIFYPEER, 1L) == CURLE_OK &&
                     curl_easy_setopt(h, CURLOPT_SSL_VERIFYHOST, 2L) == CURLE_OK &&
-                    (o->cacert == NULL || curl_easy_setopt(h, CURLOPT_CAINFO, o->cacert) == CURLE_OK) &&
                     curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, on_body) == CURLE_OK &&
-                    curl_easy_setopt(h, CURLOPT_WRITEDATA, c) == CURLE_OK,
+                    curl_easy_setopt(h, CURLOPT_WRITEDATA, c) == CURLE_OK &&
+                    curl_easy_setopt(h, CURLOPT_HEADERFUNCTION, on_header) == CURLE_OK &&
+                    curl_easy_setopt(h, CURLOPT_HEADERDATA, c) == CURLE_OK,
                 VEIL_ERR_INTERNAL, "libcurl refused an option (is it older than 7.85?)");
-    return VEIL_RESULT_OK;
+    return tls_pins(h, o);
 }
 
 VEIL_RESULT veil_kbs_conn_init(struct veil_kbs_conn *c, const struct veil_kbs_fetch_options *o)
@@ -195,6 +282,7 @@ static VEIL_RESULT exchange(struct veil_kbs_conn *c, const char *step, const cha
     c->body.size--;
     long http = 0;
     curl_easy_getinfo(c->curl, CURLINFO_RESPONSE_CODE, &http);
+    c->http = http;
     if (http == 200)
         return VEIL_RESULT_OK;
     char type[ERROR_TYPE_MAX + 1];
@@ -252,6 +340,66 @@ VEIL_RESULT veil_kbs_client_attest(struct veil_kbs_conn *c, const json_t *attest
     return exchange(c, "attest", "/kbs/v0/attest", attestation);
 }
 
+/* The broker's token-signing key from PEM: P-256 only (ES256). */
+static VEIL_RESULT broker_key_load(const char *pem, struct veil_jwk *out)
+{
+    size_t n = strnlen(pem, BROKER_PUBKEY_PEM_MAX + 1);
+    VEIL_ENSURE(n > 0 && n <= BROKER_PUBKEY_PEM_MAX, VEIL_ERR_ARG, "the pinned broker key is empty or too long");
+    BIO *b = BIO_new_mem_buf(pem, (int)n);
+    VEIL_ENSURE(b != NULL, VEIL_ERR_NOMEM, "out of memory");
+    EVP_PKEY *k = PEM_read_bio_PUBKEY(b, NULL, NULL, NULL);
+    BIO_free(b);
+    ERR_clear_error();
+    VEIL_ENSURE(k != NULL, VEIL_ERR_ARG, "the pinned broker key is not a PEM public key");
+    char group[32] = {0};
+    size_t glen = 0;
+    int p256 = EVP_PKEY_get_base_id(k) == EVP_PKEY_EC &&
+               EVP_PKEY_get_group_name(k, group, sizeof group, &glen) == 1 && strcmp(group, "prime256v1") == 0;
+    if (!p256) {
+        EVP_PKEY_free(k);
+        VEIL_BAIL(VEIL_ERR_ARG, "the pinned broker key is not a P-256 key (veil-kbs signs tokens with ES256)");
+    }
+    return veil_jwk_adopt(k, out);
+}
+
+/* The token's annotated evidence must carry this session's nonce and exactly the TEE key we sent. */
+static VEIL_RESULT token_binds(const json_t *claims, const char *nonce, const json_t *jwk)
+{
+    const json_t *ae = json_object_get(json_object_get(json_object_get(claims, "submods"), "cpu0"),
+                                       ANNOTATED_EVIDENCE);
+    const json_t *rd = json_object_get(ae, "runtime_data_claims");
+    const char *n = json_string_value(json_object_get(rd, "nonce"));
+    VEIL_ENSURE(n != NULL && strcmp(n, nonce) == 0, VEIL_ERR_VERIFY,
+                "the key broker's token does not carry this session's nonce");
+    VEIL_ENSURE(json_equal(json_object_get(rd, "tee-pubkey"), (json_t *)(uintptr_t)jwk), VEIL_ERR_VERIFY,
+                "the key broker's token does not carry this TEE's public key");
+    return VEIL_RESULT_OK;
+}
+
+VEIL_RESULT veil_kbs_client_check_token(const struct veil_kbs_conn *c, const struct veil_kbs_fetch_options *o,
+                                        const struct veil_rcar_challenge *ch, const json_t *jwk)
+{
+    if (o->broker_pubkey_pem == NULL)
+        return VEIL_RESULT_OK;
+    VEIL_ENSURE(o->now != 0 && o->now <= (uint64_t)INT64_MAX, VEIL_ERR_ARG,
+                "a pinned broker key needs the current time (options->now)");
+    json_t *answer VEIL_DEFER(veil_json_done) = NULL;
+    VEIL_GUARD(veil_json_load_object(c->body.data, c->body.size, VEIL_KBS_CLIENT_MAX_RESPONSE_SIZE, VEIL_ERR_FORMAT,
+                                     "the key broker's attestation answer", &answer));
+    const char *token = NULL;
+    VEIL_GUARD(veil_json_string(answer, "token", 1, VEIL_ERR_FORMAT, "the key broker's attestation answer",
+                                &token));
+    struct veil_jwk key VEIL_DEFER(veil_jwk_cleanup);
+    veil_jwk_init(&key);
+    VEIL_GUARD(broker_key_load(o->broker_pubkey_pem, &key));
+    json_t *claims VEIL_DEFER(veil_json_done) = NULL;
+    struct veil_result r = veil_jwt_verify_es256(&key, token, (int64_t)o->now, TOKEN_LEEWAY_S, &claims);
+    if (!veil_ok(r))
+        return wrap(r.status == VEIL_ERR_EXPIRED ? VEIL_ERR_EXPIRED : VEIL_ERR_VERIFY,
+                    "the attestation token is not the pinned key broker's");
+    return token_binds(claims, ch->nonce, jwk);
+}
+
 VEIL_RESULT veil_kbs_client_resource(struct veil_kbs_conn *c, const char *model_id, uint32_t key_version)
 {
     VEIL_ENSURE(model_id != NULL, VEIL_ERR_ARG, "no model id given");
@@ -261,7 +409,10 @@ VEIL_RESULT veil_kbs_client_resource(struct veil_kbs_conn *c, const char *model_
         snprintf(path, sizeof path, "%s%s", RESOURCE_PATH, model_id);
     else
         snprintf(path, sizeof path, "%s%s@%u", RESOURCE_PATH, model_id, key_version);
-    return exchange(c, "resource", path, NULL);
+    VEIL_GUARD(exchange(c, "resource", path, NULL));
+    VEIL_ENSURE(c->min_version_seen <= 1 && !c->min_version_bad, VEIL_ERR_FORMAT,
+                "the key broker's " VEIL_KBS_MIN_MODEL_VERSION_HEADER " header is malformed or repeated");
+    return VEIL_RESULT_OK;
 }
 
 VEIL_RESULT veil_kbs_client_decrypt(const struct veil_kbs_conn *c, const struct veil_jwk *key, struct veil_buf *plain)
@@ -271,6 +422,42 @@ VEIL_RESULT veil_kbs_client_decrypt(const struct veil_kbs_conn *c, const struct 
                                      "key broker's JWE", &jwe));
     struct veil_result r = veil_jwe_decrypt(key, jwe, plain);
     return veil_ok(r) ? r : wrap(r.status, "cannot decrypt the released key");
+}
+
+static void plain_done(struct veil_buf *b) { veil_buf_cleanup(b); }
+
+/* "null", or a JSON object of at most USAGE_MAX_SIZE bytes, copied out. */
+static VEIL_RESULT usage_text(const struct veil_buf *plain, char **json)
+{
+    if (plain->size == 4 && memcmp(plain->data, "null", 4) == 0)
+        return VEIL_RESULT_OK;
+    VEIL_ENSURE(plain->size > 0 && plain->size <= USAGE_MAX_SIZE && plain->data[0] == '{' &&
+                    memchr(plain->data, 0, plain->size) == NULL,
+                VEIL_ERR_FORMAT, "the key broker's usage policy is neither null nor a JSON object");
+    *json = malloc(plain->size + 1);
+    VEIL_ENSURE(*json != NULL, VEIL_ERR_NOMEM, "out of memory");
+    memcpy(*json, plain->data, plain->size);
+    (*json)[plain->size] = '\0';
+    return VEIL_RESULT_OK;
+}
+
+VEIL_RESULT veil_kbs_client_usage(struct veil_kbs_conn *c, const struct veil_jwk *key, const char *model_id,
+                                  char **json)
+{
+    *json = NULL;
+    VEIL_GUARD(veil_kbs_model_id_check(model_id, strlen(model_id)));
+    char path[sizeof USAGE_PATH + VEIL_KBS_MODEL_ID_MAX + 1];
+    snprintf(path, sizeof path, "%s%s", USAGE_PATH, model_id);
+    struct veil_result r = exchange(c, "usage policy", path, NULL);
+    if (!veil_ok(r) && c->http == 404) { /* a broker without usage policies: none */
+        veil_error_clear();
+        return VEIL_RESULT_OK;
+    }
+    VEIL_GUARD(r);
+    VEIL_DEFER(plain_done) struct veil_buf plain;
+    veil_buf_init(&plain);
+    VEIL_GUARD(veil_kbs_client_decrypt(c, key, &plain));
+    return usage_text(&plain, json);
 }
 
 /* ---- the whole exchange ------------------------------------------------------------------------------------- */
@@ -294,7 +481,7 @@ static void fetch_done(struct fetch *f)
 }
 
 static VEIL_RESULT fetch_steps(struct fetch *f, const struct veil_kbs_fetch_options *o, const char *model_id,
-                               uint32_t key_version, uint8_t *key, size_t key_capacity, size_t *key_size)
+                               uint32_t key_version, struct veil_kbs_model_release *out)
 {
     VEIL_GUARD(veil_kbs_model_id_check(model_id, strlen(model_id)));
     veil_tee tee = o->tee;
@@ -303,39 +490,81 @@ static VEIL_RESULT fetch_steps(struct fetch *f, const struct veil_kbs_fetch_opti
         if (st != VEIL_OK)
             return wrap(st, "cannot detect the TEE");
     }
+    VEIL_GUARD(veil_kbs_transport_check(o, tee));
+    VEIL_ENSURE(o->broker_pubkey_pem == NULL || o->now != 0, VEIL_ERR_ARG,
+                "a pinned broker key needs the current time (options->now)");
     VEIL_GUARD(veil_kbs_conn_init(&f->conn, o));
     VEIL_GUARD(veil_kbs_client_auth(&f->conn, tee, &f->ch));
     VEIL_GUARD(veil_kbs_client_tee_key(&f->key, &f->jwk));
     VEIL_GUARD(veil_kbs_client_evidence(tee, o->provider, &f->ch, f->jwk, &f->attestation));
     VEIL_GUARD(veil_kbs_client_attest(&f->conn, f->attestation));
+    VEIL_GUARD(veil_kbs_client_check_token(&f->conn, o, &f->ch, f->jwk));
     VEIL_GUARD(veil_kbs_client_resource(&f->conn, model_id, key_version));
+    out->min_model_version = f->conn.min_version;
     VEIL_GUARD(veil_kbs_client_decrypt(&f->conn, &f->key, &f->plain));
-    VEIL_ENSURE(f->plain.size > 0 && f->plain.size <= key_capacity, VEIL_ERR_LIMIT,
-                "the released key has %zu bytes; room was given for %zu", f->plain.size, key_capacity);
-    memcpy(key, f->plain.data, f->plain.size);
-    *key_size = f->plain.size;
+    VEIL_ENSURE(f->plain.size > 0 && f->plain.size <= out->key_capacity, VEIL_ERR_LIMIT,
+                "the released key has %zu bytes; room was given for %zu", f->plain.size, out->key_capacity);
+    memcpy(out->key, f->plain.data, f->plain.size);
+    out->key_size = f->plain.size;
+    if (out->with_usage_policy)
+        VEIL_GUARD(veil_kbs_client_usage(&f->conn, &f->key, model_id, &out->usage_policy));
     return VEIL_RESULT_OK;
+}
+
+/* Clears what a failed fetch may have produced: the key wiped, nothing handed out. */
+static void release_clear(struct veil_kbs_model_release *out)
+{
+    if (out->key != NULL)
+        veil_wipe(out->key, out->key_capacity);
+    out->key_size = 0;
+    out->min_model_version = 0;
+    free(out->usage_policy);
+    out->usage_policy = NULL;
+}
+
+veil_status veil_kbs_fetch_model(const struct veil_kbs_fetch_options *options, const char *model_id,
+                                 uint32_t key_version, struct veil_kbs_model_release *out)
+{
+    veil_error_clear();
+    if (options == NULL || model_id == NULL || out == NULL || out->key == NULL) {
+        if (out != NULL)
+            out->key_size = 0, out->min_model_version = 0, out->usage_policy = NULL;
+        return veil_error_raise(VEIL_ERR_ARG, __FILE__, __LINE__, "veil_kbs_fetch_model: NULL argument").status;
+    }
+    out->key_size = 0, out->min_model_version = 0, out->usage_policy = NULL;
+    struct fetch f;
+    memset(&f, 0, sizeof f);
+    veil_jwk_init(&f.key);
+    veil_buf_init_secret(&f.plain);
+    struct veil_result r = fetch_steps(&f, options, model_id, key_version, out);
+    fetch_done(&f);
+    if (!veil_ok(r))
+        release_clear(out);
+    return r.status;
 }
 
 veil_status veil_kbs_fetch_key(const struct veil_kbs_fetch_options *options, const char *model_id,
                                uint32_t key_version, uint8_t *key, size_t key_capacity, size_t *key_size)
 {
-    veil_error_clear();
+    return veil_kbs_fetch_release(options, model_id, key_version, key, key_capacity, key_size, NULL);
+}
+
+veil_status veil_kbs_fetch_release(const struct veil_kbs_fetch_options *options, const char *model_id,
+                                   uint32_t key_version, uint8_t *key, size_t key_capacity, size_t *key_size,
+                                   uint64_t *min_model_version)
+{
     if (key_size != NULL)
         *key_size = 0;
-    if (options == NULL || model_id == NULL || key == NULL || key_size == NULL) {
-        struct veil_result r = veil_error_raise(VEIL_ERR_ARG, __FILE__, __LINE__, "veil_kbs_fetch_key: NULL argument");
-        return r.status;
+    if (min_model_version != NULL)
+        *min_model_version = 0;
+    if (key_size == NULL) {
+        veil_error_clear();
+        return veil_error_raise(VEIL_ERR_ARG, __FILE__, __LINE__, "veil_kbs_fetch_key: NULL argument").status;
     }
-    struct fetch f;
-    memset(&f, 0, sizeof f);
-    veil_jwk_init(&f.key);
-    veil_buf_init_secret(&f.plain);
-    struct veil_result r = fetch_steps(&f, options, model_id, key_version, key, key_capacity, key_size);
-    fetch_done(&f);
-    if (!veil_ok(r)) {
-        veil_wipe(key, key_capacity);
-        *key_size = 0;
-    }
-    return r.status;
+    struct veil_kbs_model_release out = {.key = key, .key_capacity = key_capacity};
+    veil_status st = veil_kbs_fetch_model(options, model_id, key_version, &out);
+    *key_size = out.key_size;
+    if (min_model_version != NULL)
+        *min_model_version = out.min_model_version;
+    return st;
 }

@@ -1,13 +1,15 @@
 """Veil: seal ONNX models into ``.veil`` files readable only by a holder of the model key.
 
 A thin ctypes front over libveil (include/veil/sealed.h, include/veil/engine.h): ``Engine`` runs a whole ONNX
-graph, plain or from an opened sealed model, in memory libveil owns. ``veil.torch`` (the only module that
+graph, plain or from an opened sealed model, in memory libveil owns. ``Client`` talks KServe v2 to an attested
+veil-runtime, after verifying its attestation and pinning its TLS key. ``veil.torch`` (the only module that
 imports torch) exports PyTorch modules and seals them in memory. Errors: see ``veil.errors`` for the exception tree.
 """
 
 from __future__ import annotations
 
 from ._lib import library_path
+from .client import Client, cert_spki_sha256, spki_pin
 from .engine import Engine, EngineIO
 from .errors import (
     ArgumentError,
@@ -42,6 +44,7 @@ from .sealed import (
     inspect,
     keygen,
     open_model,
+    reseal,
     rewrap,
     seal_onnx,
     unseal,
@@ -64,6 +67,7 @@ __all__ = [
     "KEY_SIZE",
     "ArgumentError",
     "AuthenticationError",
+    "Client",
     "CryptoError",
     "DataAuthenticationError",
     "Engine",
@@ -89,13 +93,16 @@ __all__ = [
     "VeilError",
     "VerificationError",
     "VersionError",
+    "cert_spki_sha256",
     "inspect",
     "keygen",
     "library_path",
     "library_version",
     "open_model",
+    "reseal",
     "rewrap",
     "seal_onnx",
+    "spki_pin",
     "unseal",
     "unseal_file",
 ]

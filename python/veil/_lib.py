@@ -21,7 +21,6 @@ _BUILD_TREE_LIB = Path(__file__).resolve().parent.parent.parent / "build" / "rel
 _MODEL_ID_MAX = 128  # VEIL_MODEL_ID_MAX, fixed by the ABI of struct veil_sealed_info (checked at load)
 
 PROGRESS_FN = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_uint64, ctypes.c_uint64)
-RANDOM_FN = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_void_p, ctypes.POINTER(ctypes.c_uint8), ctypes.c_size_t)
 
 
 class SealOptions(ctypes.Structure):
@@ -36,8 +35,6 @@ class SealOptions(ctypes.Structure):
         ("threads", ctypes.c_uint),
         ("progress", PROGRESS_FN),
         ("progress_ctx", ctypes.c_void_p),
-        ("random", RANDOM_FN),
-        ("random_ctx", ctypes.c_void_p),
     ]
 
 
@@ -47,6 +44,19 @@ class OpenOptions(ctypes.Structure):
     _fields_ = [
         ("threads", ctypes.c_uint),
         ("lock_memory", ctypes.c_int),
+        ("progress", PROGRESS_FN),
+        ("progress_ctx", ctypes.c_void_p),
+        ("min_model_version", ctypes.c_uint64),
+    ]
+
+
+class ResealOptions(ctypes.Structure):
+    """struct veil_reseal_options"""
+
+    _fields_ = [
+        ("new_key_version", ctypes.c_uint32),
+        ("model_version", ctypes.c_uint64),
+        ("threads", ctypes.c_uint),
         ("progress", PROGRESS_FN),
         ("progress_ctx", ctypes.c_void_p),
     ]
@@ -106,6 +116,8 @@ _SIGNATURES: dict[str, tuple[object, list[object]]] = {
         [_STR, _P, _c.c_size_t, _c.POINTER(OpenOptions), _c.POINTER(_c.c_void_p), _c.POINTER(_c.c_size_t)],
     ),
     "veil_rewrap_file": (_STATUS, [_STR, _P, _c.c_size_t, _P, _c.c_size_t, _c.c_uint32, _STR]),
+    "veil_reseal_file": (_STATUS, [_STR, _P, _c.c_size_t, _P, _c.c_size_t, _c.POINTER(ResealOptions), _STR]),
+    "veil_model_header_sha256": (_c.POINTER(_c.c_uint8 * 32), [_P]),
     "veil_model_open": (_STATUS, [_STR, _P, _c.c_size_t, _c.POINTER(OpenOptions), _c.POINTER(_c.c_void_p)]),
     "veil_model_free": (None, [_P]),
     "veil_model_info": (_c.POINTER(SealedInfoStruct), [_P]),

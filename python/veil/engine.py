@@ -12,7 +12,7 @@ of the planned shapes (dimension 0 of a symbolic batch takes ``batch``); NaN and
 A sealed model's key may instead come from a key broker (veil-kbs; docs/kbs.md, "The TEE side"): the TEE attests,
 the key is released to it, used to open the model and wiped; it is never a Python ``bytes`` object:
 
-    engine = veil.Engine.from_sealed("m.veil", kbs="https://kbs.example:8443", tee="tdx")
+    engine = veil.Engine.from_sealed("m.veil", kbs="https://kbs.example:8443", tee="tdx", cacert="kbs-ca.pem")
 
 An Engine serialises its own runs (one arena of activations); use one Engine per thread for parallelism.
 """
@@ -22,6 +22,7 @@ from __future__ import annotations
 import ctypes
 import os
 import threading
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from types import TracebackType
@@ -68,7 +69,9 @@ class _FetchOptions(ctypes.Structure):
     """struct veil_kbs_fetch_options"""
 
     _fields_ = [("url", ctypes.c_char_p), ("cacert", ctypes.c_char_p), ("allow_insecure_http", ctypes.c_int),
-                ("tee", ctypes.c_int), ("provider", ctypes.POINTER(_ProviderConfig)), ("timeout_s", ctypes.c_uint)]
+                ("tee", ctypes.c_int), ("provider", ctypes.POINTER(_ProviderConfig)), ("timeout_s", ctypes.c_uint),
+                ("tls_pinned_pubkey", ctypes.c_char_p), ("broker_pubkey_pem", ctypes.c_char_p),
+                ("now", ctypes.c_uint64)]
 
 
 _P = ctypes.c_void_p
@@ -85,8 +88,8 @@ _SIGNATURES: dict[str, tuple[object, list[object]]] = {
                                        ctypes.POINTER(_SZ), _SZ]),
     "veil_engine_free": (None, [_P]),
     "veil_tee_from_name": (ctypes.c_int, [ctypes.c_char_p, ctypes.POINTER(ctypes.c_int)]),
-    "veil_kbs_fetch_key": (ctypes.c_int, [ctypes.POINTER(_FetchOptions), ctypes.c_char_p, ctypes.c_uint32, _P, _SZ,
-                                          ctypes.POINTER(_SZ)]),
+    "veil_kbs_fetch_release": (ctypes.c_int, [ctypes.POINTER(_FetchOptions), ctypes.c_char_p, ctypes.c_uint32, _P,
+                                              _SZ, ctypes.POINTER(_SZ), ctypes.POINTER(ctypes.c_uint64)]),
 }
 _bound: ctypes.CDLL | None = None
 _bind_lock = threading.Lock()
@@ -130,9 +133,19 @@ def _options(threads: int | None, batch: int | None, lock_memory: bool) -> _Opti
     return _Options(threads or 0, batch or 0, 1 if lock_memory else 0)
 
 
-def _fetch_key(url: str, tee: str, sim_dir: PathLike | None, cacert: PathLike | None, allow_insecure_http: bool,
-               timeout_s: int, model_id: str, key_version: int, out: bytearray) -> None:
-    """veil_kbs_fetch_key into out (a bytearray of the key size: nothing else holds the key)."""
+@dataclass(frozen=True)
+class _Pins:
+    """How the TEE side authenticates the broker (include/veil/kbs_client.h, "Transport rule")."""
+
+    cacert: PathLike | None = None
+    tls_pinned_pubkey: str | None = None
+    broker_pubkey_pem: str | None = None
+
+
+def _fetch_key(url: str, tee: str, sim_dir: PathLike | None, pins: _Pins, allow_insecure_http: bool,
+               timeout_s: int, model_id: str, key_version: int, out: bytearray) -> int:
+    """veil_kbs_fetch_release into out (a bytearray of the key size: nothing else holds the key); returns the
+    minimum model version the broker sent with the key (0: none)."""
     cdll = _cdll()
     tee_id = ctypes.c_int()
     if cdll.veil_tee_from_name(tee.encode(), ctypes.byref(tee_id)) != 0:
@@ -140,15 +153,20 @@ def _fetch_key(url: str, tee: str, sim_dir: PathLike | None, cacert: PathLike | 
     if (tee == "sim") != (sim_dir is not None):
         raise ArgumentError("tee='sim' needs sim_dir= (veil attest sim-init), and sim_dir= goes with tee='sim' only")
     provider = _ProviderConfig(sim_dir=_lib.fspath(sim_dir) if sim_dir is not None else None)
-    opts = _FetchOptions(url=url.encode(), cacert=_lib.fspath(cacert) if cacert is not None else None,
+    opts = _FetchOptions(url=url.encode(), cacert=_lib.fspath(pins.cacert) if pins.cacert is not None else None,
                          allow_insecure_http=1 if allow_insecure_http else 0, tee=tee_id.value,
-                         provider=ctypes.pointer(provider), timeout_s=max(int(timeout_s), 0))
+                         provider=ctypes.pointer(provider), timeout_s=max(int(timeout_s), 0),
+                         tls_pinned_pubkey=pins.tls_pinned_pubkey.encode() if pins.tls_pinned_pubkey else None,
+                         broker_pubkey_pem=pins.broker_pubkey_pem.encode() if pins.broker_pubkey_pem else None,
+                         now=int(time.time()))
     buf = (ctypes.c_uint8 * len(out)).from_buffer(out)
     size = _SZ()
-    _lib.check(cdll.veil_kbs_fetch_key(ctypes.byref(opts), model_id.encode(), key_version, ctypes.addressof(buf),
-                                       len(out), ctypes.byref(size)))
+    min_version = ctypes.c_uint64()
+    _lib.check(cdll.veil_kbs_fetch_release(ctypes.byref(opts), model_id.encode(), key_version, ctypes.addressof(buf),
+                                           len(out), ctypes.byref(size), ctypes.byref(min_version)))
     if size.value != len(out):
         raise ArgumentError(f"the broker released a {size.value}-byte key; a model key is {len(out)} bytes")
+    return int(min_version.value)
 
 
 class Engine:
@@ -206,19 +224,25 @@ class Engine:
     def from_sealed(cls, path: PathLike, *, key: KeyLike | None = None, kbs: str | None = None,
                     tee: str | None = None, sim_dir: PathLike | None = None, cacert: PathLike | None = None,
                     key_version: int = 0, allow_insecure_http: bool = False, timeout_s: int = 0,
-                    threads: int | None = None, batch: int | None = None, lock_memory: bool = False) -> Engine:
+                    threads: int | None = None, batch: int | None = None, lock_memory: bool = False,
+                    tls_pinned_pubkey: str | None = None, broker_pubkey_pem: str | None = None,
+                    min_model_version: int = 0) -> Engine:
         """Opens a sealed model and loads it, with exactly one of ``key`` and ``kbs``.
 
         With ``kbs=URL`` and ``tee`` ("sgx", "tdx", "snp", "auto", or for development "sim" with ``sim_dir`` and
         "sample"), the model key of the model id in the file's header is fetched from that key broker over RCAR
-        (libveil's veil_kbs_fetch_key: https://, or http:// to a loopback host unless ``allow_insecure_http``;
-        ``key_version`` 0 asks for the newest non-revoked version). The key lives in a buffer that is wiped once
-        the model is open. A refusal raises PolicyError (the model's policy, a revoked or unknown version),
+        (libveil's veil_kbs_fetch_release: every TEE but sim needs https:// and a pinned broker, ``cacert`` or
+        ``tls_pinned_pubkey``; http:// only with tee "sim" to a loopback host, or anywhere with
+        ``allow_insecure_http``; ``broker_pubkey_pem`` makes the broker's attestation token verify with that key;
+        ``key_version`` 0 asks for the newest non-revoked version). ``min_model_version`` (and the broker's own
+        minimum, when it sends one) refuses an older sealed file with VersionError. The key lives in a buffer that
+        is wiped once the model is open. A refusal raises PolicyError (the model's policy, a revoked or unknown version),
         VerificationError (the attestation), FileError (the broker cannot be reached) or ArgumentError."""
         if (key is None) == (kbs is None):
             raise ArgumentError("give exactly one of key= and kbs=")
         if kbs is None:
-            with open_model(path, key, threads=threads, lock_memory=lock_memory) as model:  # type: ignore[arg-type]
+            with open_model(path, key, threads=threads, lock_memory=lock_memory,  # type: ignore[arg-type]
+                            min_model_version=min_model_version) as model:
                 return cls.from_model(model, threads=threads, batch=batch, lock_memory=lock_memory)
         if tee is None:
             raise ArgumentError("kbs= needs tee= (sgx, tdx, snp, auto; sim or sample for development)")
@@ -227,8 +251,11 @@ class Engine:
         model_id = _inspect(path).model_id
         secret = bytearray(_lib.lib().veil_key_size())
         try:
-            _fetch_key(kbs, tee, sim_dir, cacert, allow_insecure_http, timeout_s, model_id, key_version, secret)
-            with open_model(path, secret, threads=threads, lock_memory=lock_memory) as model:
+            pins = _Pins(cacert, tls_pinned_pubkey, broker_pubkey_pem)
+            broker_min = _fetch_key(kbs, tee, sim_dir, pins, allow_insecure_http, timeout_s, model_id, key_version,
+                                    secret)
+            with open_model(path, secret, threads=threads, lock_memory=lock_memory,
+                            min_model_version=max(broker_min, min_model_version)) as model:
                 return cls.from_model(model, threads=threads, batch=batch, lock_memory=lock_memory)
         finally:
             ctypes.memset((ctypes.c_char * len(secret)).from_buffer(secret), 0, len(secret))

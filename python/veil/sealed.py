@@ -1,4 +1,4 @@
-"""Sealed models (docs/spec/sealed-format.md): keygen, seal, inspect, unseal, rewrap and open, over libveil."""
+"""Sealed models (docs/spec/sealed-format.md): keygen, seal, inspect, unseal, rewrap, reseal and open, over libveil."""
 
 from __future__ import annotations
 
@@ -24,6 +24,7 @@ __all__ = [
     "inspect",
     "keygen",
     "open_model",
+    "reseal",
     "rewrap",
     "seal_onnx",
     "unseal",
@@ -247,7 +248,8 @@ def rewrap(
     path: PathLike, old_key: KeyLike, new_key: KeyLike, *, new_key_version: int, out_path: PathLike | None = None
 ) -> SealedInfo:
     """Re-wraps the data key of a sealed file under ``new_key`` (key rotation). Writes ``out_path``, or replaces
-    ``path`` when it is None; the tensor data is copied, not re-encrypted."""
+    ``path`` when it is None; the tensor data is copied, not re-encrypted. Rotation, not compromise recovery: the
+    data key is kept, so the old key plus an old copy of the file still decrypt the new one (use reseal)."""
     if not 1 <= new_key_version <= 0xFFFFFFFF:
         raise ArgumentError(f"new_key_version must be in [1, 2^32 - 1], got {new_key_version}")
     cdll = _lib.lib()
@@ -255,6 +257,40 @@ def rewrap(
     target = path if out_path is None else out_path
     _lib.check(cdll.veil_rewrap_file(_lib.fspath(path), old_buf.address, old_buf.size, new_buf.address,
                                      new_buf.size, new_key_version, _lib.fspath(target)))
+    return inspect(target)
+
+
+def reseal(
+    path: PathLike, key: KeyLike, *, new_key: KeyLike | None = None, new_key_version: int | None = None,
+    model_version: int | None = None, out_path: PathLike | None = None, threads: int | None = None,
+    progress: Progress | None = None,
+) -> SealedInfo:
+    """Compromise recovery: decrypts a sealed file (every chunk authenticated) and seals the same model again under
+    a fresh data key and file id, re-encrypting every tensor, under ``new_key`` (with ``new_key_version``) or
+    ``key`` again. Unlike rewrap (rotation: the data key is kept), the old key plus an old copy of the file reveal
+    nothing about the new one. ``model_version`` may raise the model version (never lower it). Writes
+    ``out_path``, or replaces ``path`` when it is None."""
+    if (new_key is None) != (new_key_version is None):
+        raise ArgumentError("new_key and new_key_version go together")
+    if new_key_version is not None and not 1 <= new_key_version <= 0xFFFFFFFF:
+        raise ArgumentError(f"new_key_version must be in [1, 2^32 - 1], got {new_key_version}")
+    if model_version is not None and not 1 <= model_version < 1 << 64:
+        raise ArgumentError(f"model_version must be in [1, 2^64 - 1], got {model_version}")
+    cdll = _lib.lib()
+    old_buf = _key(key)
+    new_buf = _key(new_key) if new_key is not None else None
+    hook = _ProgressHook(progress)
+    opts = _lib.ResealOptions()
+    opts.new_key_version = new_key_version or 0
+    opts.model_version = model_version or 0
+    opts.threads = _threads(threads)
+    opts.progress = hook.fn
+    target = path if out_path is None else out_path
+    _lib.check(cdll.veil_reseal_file(_lib.fspath(path), old_buf.address, old_buf.size,
+                                     new_buf.address if new_buf is not None else None,
+                                     new_buf.size if new_buf is not None else 0, ctypes.byref(opts),
+                                     _lib.fspath(target)))
+    hook.reraise()
     return inspect(target)
 
 
@@ -341,6 +377,12 @@ class SealedModel:
         return self._handle is None
 
     @property
+    def header_sha256(self) -> bytes:
+        """SHA-256 of the sealed header the open authenticated (preamble || header, spec section 5): names the
+        model id, model version, file id and section table; unchanged by rewrap, changed by reseal."""
+        return bytes(_lib.lib().veil_model_header_sha256(self._ptr()).contents)
+
+    @property
     def graph(self) -> bytes:
         """The stripped ONNX ModelProto (initializer data removed; spec section 9)."""
         size = ctypes.c_size_t()
@@ -407,13 +449,17 @@ class SealedModel:
 
 def open_model(
     path: PathLike, key: KeyLike, *, threads: int | None = None, lock_memory: bool = False,
-    progress: Progress | None = None,
+    progress: Progress | None = None, min_model_version: int = 0,
 ) -> SealedModel:
-    """Opens, authenticates and decrypts a sealed model. Every chunk is verified before anything is returned."""
+    """Opens, authenticates and decrypts a sealed model. Every chunk is verified before anything is returned.
+    ``min_model_version`` (anti-rollback): a file whose authenticated model version is lower raises VersionError."""
     cdll = _lib.lib()
     key_buf = _key(key)
     hook = _ProgressHook(progress)
     opts = _open_options(threads, lock_memory, hook)
+    if not 0 <= min_model_version < 1 << 64:
+        raise ArgumentError(f"min_model_version must be in [0, 2^64 - 1], got {min_model_version}")
+    opts.min_model_version = min_model_version
     out = ctypes.c_void_p()
     _lib.check(cdll.veil_model_open(_lib.fspath(path), key_buf.address, key_buf.size, ctypes.byref(opts),
                                     ctypes.byref(out)))

@@ -22,7 +22,7 @@ from onnx import numpy_helper
 from . import sealed as _sealed
 from .errors import OnnxError, UnsupportedError
 
-__all__ = ["export_onnx", "seal", "state_dict_from_sealed", "to_secure"]
+__all__ = ["SecureModel", "export_onnx", "seal", "state_dict_from_sealed", "to_secure"]
 
 Exporter = Literal["auto", "torchscript", "dynamo"]
 Inputs = Union[torch.Tensor, Sequence[Any]]
@@ -200,3 +200,50 @@ def state_dict_from_sealed(
     model = onnx.load_from_string(_sealed.unseal(path, key))
     return {init.name: _to_tensor(init) for init in model.graph.initializer
             if init.data_type != onnx.TensorProto.STRING}
+
+
+class SecureModel(torch.nn.Module):
+    """A model served by an attested veil-runtime, used like a local ``nn.Module``: ``forward(*tensors)`` sends
+    the tensors (in the order of the model's inputs) to ``/v2/models/<model>/infer`` through a ``veil.Client`` and
+    returns the output tensor, or a tuple of them in the order of the model's outputs, on the first input's device.
+
+        model = veil.torch.SecureModel("https://node:8443", "resnet50", policy="client-policy.json")
+        logits = model(torch.randn(1, 3, 224, 224))
+
+    The client attests the runtime before anything else is sent (see ``veil.Client``; ``client_kwargs`` go to
+    it: ``sim_keys``, ``collateral``, ``snp_cert``, ``api_key``, ``timeout`` ...). No gradient flows through the
+    remote call: the weights never leave the TEE. ``input_names`` / ``output_names`` override the names read from
+    the model's metadata."""
+
+    def __init__(self, url: str, model: str, *, policy: Any, input_names: Sequence[str] | None = None,
+                 output_names: Sequence[str] | None = None, **client_kwargs: Any) -> None:
+        super().__init__()
+        from .client import Client
+
+        self.client = Client(url, policy=policy, **client_kwargs)
+        self.model = model
+        try:
+            meta = self.client.model_metadata(model) if input_names is None or output_names is None else {}
+        except BaseException:
+            self.client.close()
+            raise
+        self.input_names = list(input_names) if input_names is not None else [i["name"] for i in meta["inputs"]]
+        self.output_names = (list(output_names) if output_names is not None
+                             else [o["name"] for o in meta["outputs"]])
+
+    def forward(self, *tensors: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, ...]:
+        if len(tensors) != len(self.input_names):
+            raise TypeError(f"{self.model} takes {len(self.input_names)} input tensor(s) "
+                            f"({', '.join(self.input_names)}), got {len(tensors)}")
+        inputs = {name: t.detach().cpu().numpy() for name, t in zip(self.input_names, tensors)}
+        out = self.client.infer(self.model, inputs, outputs=self.output_names)
+        device = tensors[0].device if tensors else torch.device("cpu")
+        result = tuple(torch.from_numpy(np.ascontiguousarray(out[name])).to(device) for name in self.output_names)
+        return result[0] if len(result) == 1 else result
+
+    def close(self) -> None:
+        """Closes the client's connection."""
+        self.client.close()
+
+    def extra_repr(self) -> str:
+        return f"model={self.model!r}, runtime={self.client!r}"

@@ -1,5 +1,6 @@
 /* SPDX-License-Identifier: Apache-2.0 */
-/* Veil's admin API (docs/kbs-admin.openapi.yaml): model keys, release policies, the audit log. Every request
+/* Veil's admin API (docs/kbs-admin.openapi.yaml): model keys, release policies, usage policies, the audit log.
+ * Every request
  * carries the admin bearer token or comes with a verified admin client certificate (checked in routes.c before any
  * handler runs). */
 #include <errno.h>
@@ -7,9 +8,11 @@
 #include <string.h>
 
 #include "core/base64.h"
+#include "core/hex.h"
 #include "core/json.h"
 #include "crypto/crypto.h"
 #include "kbsd.h"
+#include "serve/usage.h"
 
 #define GENERATED_KEY_SIZE 32u
 
@@ -281,6 +284,125 @@ void kbs_admin_policy_set(void *ctx, const struct vd_request *rq, struct vd_resp
     else
         vd_respond_json(rs, 200, json_loads(text, 0, NULL));
     free(text);
+}
+
+/* ---- usage policies (docs/spec/usage-policy.md, lib/serve/usage.h) --------------------------------------- */
+
+/* A usage policy from the request body, validated by the parser veil-runtime uses (its message on failure), as
+ * the compact JSON text the broker stores and releases (malloc'd), the number of its clients and the SHA-256 of
+ * that text (hex). Neither the body nor the text is ever logged: they hold the clients' API-key hashes. */
+struct usage_doc {
+    char *text;
+    size_t clients;
+    char sha256[2 * VEIL_SHA256_SIZE + 1];
+};
+
+static VEIL_RESULT usage_check(const char *text, size_t size, size_t *clients)
+{
+    struct veil_usage_policy *p = NULL;
+    VEIL_GUARD(veil_usage_parse(text, size, &p));
+    *clients = p->client_count;
+    veil_usage_free(p);
+    return VEIL_RESULT_OK;
+}
+
+static VEIL_RESULT usage_doc_parse(const struct vd_request *rq, struct usage_doc *d)
+{
+    VEIL_GUARD(usage_check((const char *)rq->body, rq->body_size, &d->clients));
+    VEIL_DEFER(veil_json_done) json_t *j = NULL;
+    VEIL_GUARD(veil_json_load_object(rq->body, rq->body_size, VEIL_USAGE_MAX_SIZE, VEIL_ERR_ARG, "usage policy",
+                                     &j));
+    d->text = json_dumps(j, JSON_COMPACT);
+    VEIL_ENSURE(d->text != NULL, VEIL_ERR_NOMEM, "out of memory");
+    size_t size = strlen(d->text);
+    VEIL_GUARD(usage_check(d->text, size, &d->clients)); /* what the TEE will parse */
+    uint8_t digest[VEIL_SHA256_SIZE];
+    VEIL_GUARD(veil_sha256((const uint8_t *)d->text, size, digest));
+    veil_hex_encode(digest, sizeof digest, d->sha256);
+    return VEIL_RESULT_OK;
+}
+
+/* {"usage": <the policy object> | null}; text NULL: null. */
+static void usage_respond(struct vd_response *rs, const char *text)
+{
+    json_t *u = text != NULL ? json_loads(text, 0, NULL) : json_null();
+    if (u == NULL) {
+        vd_log("error", "admin-internal", "{s:s}", "detail", "store: a stored usage policy is not JSON");
+        kbs_respond_admin_error(rs, 500, "internal", "internal error (see the broker's log)");
+        return;
+    }
+    vd_respond_json(rs, 200, json_pack("{s:o}", "usage", u));
+}
+
+/* Stores (text) or clears (NULL) the model's usage policy with its audit record; answers as GET would. */
+static void usage_store(struct kbs_ctx *k, const struct vd_request *rq, struct vd_response *rs,
+                        const struct usage_doc *d)
+{
+    const char *model_id = rq->captures[0];
+    char reason[160];
+    if (d->text != NULL)
+        snprintf(reason, sizeof reason, "usage policy with %zu client(s), sha256 %s", d->clients, d->sha256);
+    else
+        snprintf(reason, sizeof reason, "usage policy cleared: the model is open to every caller");
+    struct kbs_audit_event e = {.event = d->text != NULL ? "usage-set" : "usage-clear", .decision = "allow",
+                                .reason = reason, .client = rq->client, .model = model_id};
+    char *record = kbs_audit_record(&e);
+    int found = 0;
+    struct veil_result r = record != NULL ? k->store->ops->usage_set(k->store, model_id, d->text, record, &found)
+                                          : veil_error_raise(VEIL_ERR_NOMEM, __FILE__, __LINE__, "out of memory");
+    free(record);
+    if (!veil_ok(r)) {
+        internal(rs);
+    } else if (!found) {
+        kbs_respond_admin_error(rs, 404, "not_found", "no such model");
+    } else {
+        if (d->text != NULL)
+            vd_log("info", e.event, "{s:s, s:s, s:I, s:s}", "client", rq->client, "model", model_id, "clients",
+                   (json_int_t)d->clients, "policy_sha256", d->sha256);
+        else
+            vd_log("info", e.event, "{s:s, s:s}", "client", rq->client, "model", model_id);
+        usage_respond(rs, d->text);
+    }
+}
+
+void kbs_admin_usage_get(void *ctx, const struct vd_request *rq, struct vd_response *rs)
+{
+    struct kbs_ctx *k = ctx;
+    const char *model_id = rq->captures[0];
+    char *text = NULL;
+    int found = 0;
+    if (!veil_ok(veil_kbs_model_id_check(model_id, strlen(model_id))))
+        fail(rs, 400, "bad_request");
+    else if (!veil_ok(k->store->ops->usage_get(k->store, model_id, &text, &found)))
+        internal(rs);
+    else if (!found)
+        kbs_respond_admin_error(rs, 404, "not_found", "no such model");
+    else
+        usage_respond(rs, text);
+    free(text);
+}
+
+void kbs_admin_usage_set(void *ctx, const struct vd_request *rq, struct vd_response *rs)
+{
+    struct kbs_ctx *k = ctx;
+    const char *model_id = rq->captures[0];
+    struct usage_doc d = {0};
+    if (!veil_ok(veil_kbs_model_id_check(model_id, strlen(model_id))) || !veil_ok(usage_doc_parse(rq, &d)))
+        fail(rs, 400, "bad_request");
+    else
+        usage_store(k, rq, rs, &d);
+    free(d.text);
+}
+
+void kbs_admin_usage_clear(void *ctx, const struct vd_request *rq, struct vd_response *rs)
+{
+    struct kbs_ctx *k = ctx;
+    const char *model_id = rq->captures[0];
+    struct usage_doc d = {0};
+    if (!veil_ok(veil_kbs_model_id_check(model_id, strlen(model_id))))
+        fail(rs, 400, "bad_request");
+    else
+        usage_store(k, rq, rs, &d);
 }
 
 static int query_u64(const struct vd_request *rq, const char *key, uint64_t def, uint64_t max, uint64_t *out)

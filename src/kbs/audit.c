@@ -38,12 +38,15 @@ char *kbs_audit_record(const struct kbs_audit_event *e)
     return text;
 }
 
-/* The metrics of a protocol decision: a release, or a refusal at /auth, /attest or /resource. */
+/* The metrics of a protocol decision: a key release, or a refusal at /auth, /attest or /resource (a model key or a
+ * usage policy). A usage policy released is not a key released: it is not counted. */
 static void count_decision(const struct kbs_audit_event *e)
 {
-    int protocol = strcmp(e->event, "auth") == 0 || strcmp(e->event, "attest") == 0 || strcmp(e->event, "release") == 0;
+    int key = strcmp(e->event, "release") == 0;
+    int protocol = key || strcmp(e->event, "auth") == 0 || strcmp(e->event, "attest") == 0 ||
+                   strcmp(e->event, "usage-release") == 0;
     int released = strcmp(e->decision, "release") == 0;
-    if (protocol && (released || strcmp(e->decision, "deny") == 0))
+    if (protocol && ((released && key) || strcmp(e->decision, "deny") == 0))
         kbs_metrics_decision(e->claims != NULL ? veil_tee_name(e->claims->tee) : e->tee, released);
 }
 

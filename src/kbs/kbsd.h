@@ -6,7 +6,7 @@
  *   keys.c          master key, token signing key, admin token: load or create, mode 0600
  *   http.c          the shared HTTP server (src/daemon/http.h) set up for the broker: TLS files, body limits
  *   routes.c        the one routing table, admission (rate limits, admin authentication), error shapes
- *   rcar.c          Trustee RCAR 0.4.0: /kbs/v0/auth, /kbs/v0/attest, /kbs/v0/resource
+ *   rcar.c          Trustee RCAR 0.4.0: /kbs/v0/auth, /kbs/v0/attest, /kbs/v0/resource (model keys, usage policies)
  *   admin.c         Veil's admin API (docs/kbs-admin.openapi.yaml)
  *   audit.c         audit records of every release and denial
  *   metrics.c       the broker's metric families in the shared registry (metrics.h), GET /metrics
@@ -81,6 +81,9 @@ void kbs_admin_key_rotate(void *ctx, const struct vd_request *rq, struct vd_resp
 void kbs_admin_key_revoke(void *ctx, const struct vd_request *rq, struct vd_response *rs);
 void kbs_admin_policy_get(void *ctx, const struct vd_request *rq, struct vd_response *rs);
 void kbs_admin_policy_set(void *ctx, const struct vd_request *rq, struct vd_response *rs);
+void kbs_admin_usage_get(void *ctx, const struct vd_request *rq, struct vd_response *rs);
+void kbs_admin_usage_set(void *ctx, const struct vd_request *rq, struct vd_response *rs);
+void kbs_admin_usage_clear(void *ctx, const struct vd_request *rq, struct vd_response *rs);
 void kbs_admin_audit_read(void *ctx, const struct vd_request *rq, struct vd_response *rs);
 /* 1 when the request came with a verified admin client certificate or carries the admin bearer token
  * (constant-time); logs the method that authenticated it, or the refusal. */
@@ -91,7 +94,8 @@ void kbs_metrics_get(void *ctx, const struct vd_request *rq, struct vd_response 
 /* ---- audit.c ------------------------------------------------------------------------------------------- */
 
 struct kbs_audit_event {
-    const char *event;     /* auth, attest, release, model-create, key-rotate, key-revoke, policy-set */
+    const char *event;     /* auth, attest, release, usage-release, model-create, key-rotate, key-revoke,
+                              policy-set, usage-set, usage-clear */
     const char *decision;  /* allow, deny, release */
     const char *reason;    /* why (the log's detail); never a secret */
     const char *client;

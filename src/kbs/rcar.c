@@ -1,9 +1,11 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /* Trustee RCAR 0.4.0 (shared/reference/attestation.md section 1): /auth hands out a challenge and a session
  * cookie, /attest verifies evidence bound to that challenge and the TEE's public key and returns an EAR-shaped
- * ES256 token, /resource releases a model key encrypted to that key when the model's policy allows the claims.
+ * ES256 token, /resource releases a model key encrypted to that key when the model's policy allows the claims,
+ * and (veil/usage-policy/<model>) the model's usage policy under the same rules.
  * Every refusal is 401 (404 for a path that names nothing) with a fixed body; the reason goes to the log and to
  * the audit log. */
+#include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -13,6 +15,7 @@
 #include "core/json.h"
 #include "crypto/crypto.h"
 #include "kbsd.h"
+#include "veil/kbs_client.h"
 
 #define EAR_PROFILE "tag:github.com,2024:confidential-containers/Trustee"
 #define ANNOTATED "ear.veraison.annotated-evidence"
@@ -390,19 +393,24 @@ static VEIL_RESULT release(struct kbs_ctx *k, const char *model_id, const struct
     return veil_jwe_encrypt(&q->tee_pubkey, key.data, key.size, jwe);
 }
 
-static VEIL_RESULT policy_allows(const char *policy_text, const struct veil_claims *claims)
+/* Judges the claims by the model's release policy; *min_version (may be NULL) receives the policy's
+ * min_model_version, sent with the key (anti-rollback: the TEE refuses an older sealed file). */
+static VEIL_RESULT policy_allows(const char *policy_text, const struct veil_claims *claims, uint64_t *min_version)
 {
     veil_policy *p = NULL;
     veil_status st = veil_policy_parse(policy_text, strlen(policy_text), &p);
     if (st == VEIL_OK) {
         st = veil_policy_check(p, claims, NULL);
+        if (min_version != NULL)
+            *min_version = veil_policy_min_model_version(p);
         veil_policy_free(p);
     }
     return (struct veil_result){st};
 }
 
 static VEIL_RESULT resource_steps(struct kbs_ctx *k, const struct vd_request *rq, struct requester *q,
-                                  struct kbs_audit_event *e, struct kbs_key_row *row, json_t **jwe, struct refusal *f)
+                                  struct kbs_audit_event *e, struct kbs_key_row *row, json_t **jwe, struct refusal *f,
+                                  uint64_t *min_version)
 {
     uint32_t version = 0;
     refuse(f, 404, "InvalidRequestPath", "");
@@ -423,14 +431,116 @@ static VEIL_RESULT resource_steps(struct kbs_ctx *k, const struct vd_request *rq
     e->key_version = row->version;
     refuse(f, 401, "PolicyDeny", "");
     VEIL_ENSURE(!row->revoked, VEIL_ERR_POLICY, "the key version is revoked");
-    VEIL_GUARD(policy_allows(row->policy, &q->claims));
+    VEIL_GUARD(policy_allows(row->policy, &q->claims, min_version));
     refuse(f, 401, "PluginInternalError", "");
     return release(k, q->model, row, q, jwe);
+}
+
+/* ---- /kbs/v0/resource/veil/usage-policy/<model_id> ----------------------------------------------------- */
+
+/* The JWE's plaintext when the owner set no usage policy: the JSON text null (the model is open). */
+#define USAGE_NONE "null"
+
+static void text_done(char **s)
+{
+    free(*s);
+    *s = NULL;
+}
+
+/* The release-policy check of the model key: a TEE that may not have the key may not have its usage policy. The
+ * policy belongs to the model, not to a key version: it is released while the model has a key version that is not
+ * revoked, whose release policy (the model's) accepts the claims. */
+static VEIL_RESULT usage_allowed(struct kbs_ctx *k, const struct requester *q, struct refusal *f)
+{
+    struct kbs_key_row row = {0};
+    int found = 0;
+    refuse(f, 401, "PluginInternalError", "");
+    struct veil_result r = k->store->ops->key_get(k->store, q->model, 0, &row, &found);
+    if (veil_ok(r)) {
+        refuse(f, 401, "PolicyDeny", "");
+        r = found ? policy_allows(row.policy, &q->claims, NULL)
+                  : veil_error_raise(VEIL_ERR_POLICY, __FILE__, __LINE__, "every key version of the model is revoked");
+    }
+    kbs_key_row_cleanup(&row);
+    return r;
+}
+
+/* The JWE of the stored policy (or of USAGE_NONE) to the TEE's key; reason: the audit's, with its digest. */
+static VEIL_RESULT usage_encrypt(const struct requester *q, const char *usage, char reason[REASON_SIZE], json_t **jwe)
+{
+    const char *plain = usage != NULL ? usage : USAGE_NONE;
+    size_t size = strlen(plain);
+    uint8_t digest[VEIL_SHA256_SIZE];
+    char hex[2 * VEIL_SHA256_SIZE + 1];
+    VEIL_GUARD(veil_sha256((const uint8_t *)plain, size, digest));
+    veil_hex_encode(digest, sizeof digest, hex);
+    if (usage != NULL)
+        snprintf(reason, REASON_SIZE, "policy allows; usage policy sha256 %s", hex);
+    else
+        snprintf(reason, REASON_SIZE, "policy allows; no usage policy set (null: open)");
+    return veil_jwe_encrypt(&q->tee_pubkey, (const uint8_t *)plain, size, jwe);
+}
+
+/* The path, the same session or token as for a model key, the model, the release policy, the JWE. */
+static VEIL_RESULT usage_steps(struct kbs_ctx *k, const struct vd_request *rq, struct requester *q,
+                               struct kbs_audit_event *e, char reason[REASON_SIZE], json_t **jwe, struct refusal *f)
+{
+    refuse(f, 404, "InvalidRequestPath", "");
+    const char *model_id = rq->captures[2];
+    VEIL_GUARD(veil_kbs_model_id_check(model_id, strlen(model_id)));
+    snprintf(q->model, sizeof q->model, "%s", model_id);
+    e->model = q->model;
+    VEIL_GUARD(authenticate(k, rq, q, f));
+    e->claims = &q->claims;
+    e->session = q->session[0] != '\0' ? q->session : NULL;
+    VEIL_DEFER(text_done) char *usage = NULL;
+    int found = 0;
+    refuse(f, 401, "PluginInternalError", "");
+    VEIL_GUARD(k->store->ops->usage_get(k->store, q->model, &usage, &found));
+    refuse(f, 404, "ResourceNotFound", "");
+    VEIL_ENSURE(found, VEIL_ERR_ARG, "unknown model");
+    VEIL_GUARD(usage_allowed(k, q, f));
+    refuse(f, 401, "PluginInternalError", "");
+    return usage_encrypt(q, usage, reason, jwe);
+}
+
+static void usage_resource(struct kbs_ctx *k, const struct vd_request *rq, struct vd_response *rs)
+{
+    VEIL_DEFER(requester_done) struct requester q;
+    memset(&q, 0, sizeof q);
+    veil_jwk_init(&q.tee_pubkey);
+    struct kbs_audit_event e = {.event = "usage-release"};
+    struct refusal f = {0};
+    char reason[REASON_SIZE] = "";
+    json_t *jwe = NULL;
+    if (!veil_ok(usage_steps(k, rq, &q, &e, reason, &jwe, &f))) {
+        snprintf(f.reason, sizeof f.reason, "%s", veil_last_error());
+        deny(k, rq, rs, &e, &f);
+        return;
+    }
+    e.decision = "release";
+    e.reason = reason;
+    e.client = rq->client;
+    if (!kbs_audit(k, &e)) { /* as for keys: nothing leaves without its release record */
+        json_decref(jwe);
+        kbs_respond_protocol_error(rs, 401, "PluginInternalError");
+        return;
+    }
+    vd_respond_json(rs, 200, jwe);
+}
+
+static int is_usage_path(const struct vd_request *rq)
+{
+    return strcmp(rq->captures[0], "veil") == 0 && strcmp(rq->captures[1], "usage-policy") == 0;
 }
 
 void kbs_rcar_resource(void *ctx, const struct vd_request *rq, struct vd_response *rs)
 {
     struct kbs_ctx *k = ctx;
+    if (is_usage_path(rq)) {
+        usage_resource(k, rq, rs);
+        return;
+    }
     VEIL_DEFER(requester_done) struct requester q;
     memset(&q, 0, sizeof q);
     veil_jwk_init(&q.tee_pubkey);
@@ -438,7 +548,8 @@ void kbs_rcar_resource(void *ctx, const struct vd_request *rq, struct vd_respons
     struct kbs_audit_event e = {.event = "release"};
     struct refusal f = {0};
     json_t *jwe = NULL;
-    struct veil_result r = resource_steps(k, rq, &q, &e, &row, &jwe, &f);
+    uint64_t min_version = 0;
+    struct veil_result r = resource_steps(k, rq, &q, &e, &row, &jwe, &f, &min_version);
     kbs_key_row_cleanup(&row);
     if (!veil_ok(r)) {
         snprintf(f.reason, sizeof f.reason, "%s", veil_last_error());
@@ -454,4 +565,9 @@ void kbs_rcar_resource(void *ctx, const struct vd_request *rq, struct vd_respons
         return;
     }
     vd_respond_json(rs, 200, jwe);
+    if (min_version > 0) { /* the TEE opens no sealed file older than this (include/veil/kbs_client.h) */
+        char text[24];
+        snprintf(text, sizeof text, "%" PRIu64, min_version);
+        vd_response_header(rs, VEIL_KBS_MIN_MODEL_VERSION_HEADER, text);
+    }
 }

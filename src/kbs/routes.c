@@ -28,6 +28,9 @@ static const struct vd_route routes[] = {
     {"POST", "/admin/v1/models/*/versions/*/revoke", kbs_admin_key_revoke, ROUTE_ADMIN, KBS_ROUTE_ADMIN},
     {"GET", "/admin/v1/models/*/policy", kbs_admin_policy_get, ROUTE_ADMIN, KBS_ROUTE_ADMIN},
     {"PUT", "/admin/v1/models/*/policy", kbs_admin_policy_set, ROUTE_ADMIN, KBS_ROUTE_ADMIN},
+    {"GET", "/admin/v1/models/*/usage", kbs_admin_usage_get, ROUTE_ADMIN, KBS_ROUTE_ADMIN},
+    {"PUT", "/admin/v1/models/*/usage", kbs_admin_usage_set, ROUTE_ADMIN, KBS_ROUTE_ADMIN},
+    {"DELETE", "/admin/v1/models/*/usage", kbs_admin_usage_clear, ROUTE_ADMIN, KBS_ROUTE_ADMIN},
     {"GET", "/admin/v1/audit", kbs_admin_audit_read, ROUTE_ADMIN, KBS_ROUTE_ADMIN},
     {"GET", "/metrics", kbs_metrics_get, ROUTE_METRICS, KBS_ROUTE_METRICS},
 };

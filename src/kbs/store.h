@@ -65,6 +65,13 @@ struct kbs_store_ops {
                               int *found);
     VEIL_RESULT (*policy_set)(struct kbs_store *s, const char *model_id, const char *policy, const char *audit,
                               int *found);
+    /* The model's usage policy (JSON text, validated by the caller), or NULL to clear it, and its audit record,
+     * in one transaction; *found 0 when the model does not exist (nothing written). */
+    VEIL_RESULT (*usage_set)(struct kbs_store *s, const char *model_id, const char *usage, const char *audit,
+                             int *found);
+    /* *usage: the model's usage policy (malloc'd JSON text), NULL when none is set; *found 0 (and *usage NULL)
+     * when the model does not exist. */
+    VEIL_RESULT (*usage_get)(struct kbs_store *s, const char *model_id, char **usage, int *found);
     /* *out: {"model_id","policy":<object>,"versions":[{"version","revoked","created"}]}; NULL when not found. */
     VEIL_RESULT (*model_get)(struct kbs_store *s, const char *model_id, json_t **out);
     /* *out: an array of model_get's objects without "policy". */

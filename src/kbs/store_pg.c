@@ -61,6 +61,8 @@ static const char schema[] =
     "CREATE TABLE IF NOT EXISTS kbs_sessions(id TEXT PRIMARY KEY, tee TEXT NOT NULL, nonce TEXT NOT NULL,"
     " expires BIGINT NOT NULL, attested INTEGER NOT NULL DEFAULT 0, claims TEXT, tee_pubkey TEXT);"
     "CREATE INDEX IF NOT EXISTS kbs_sessions_expires ON kbs_sessions(expires);"
+    "CREATE TABLE IF NOT EXISTS kbs_usage(model_id TEXT PRIMARY KEY REFERENCES kbs_models(model_id),"
+    " policy TEXT NOT NULL);"
     "CREATE TABLE IF NOT EXISTS kbs_audit(seq BIGINT PRIMARY KEY, prev TEXT NOT NULL, hash TEXT NOT NULL,"
     " record TEXT NOT NULL);"
     "CREATE TABLE IF NOT EXISTS kbs_audit_tail(one BOOLEAN PRIMARY KEY CHECK (one), seq BIGINT NOT NULL,"
@@ -91,6 +93,10 @@ enum stmt {
     ST_KEY_GET_LATEST,
     ST_KEY_REVOKE,
     ST_POLICY_SET,
+    ST_MODEL_EXISTS,
+    ST_USAGE_PUT,
+    ST_USAGE_DELETE,
+    ST_USAGE_GET,
     ST_MODEL_GET,
     ST_MODEL_LIST,
     ST_AUDIT_TAIL,
@@ -134,6 +140,13 @@ static const struct {
     [ST_KEY_REVOKE] = {"kbs_key_revoke",
                        "UPDATE kbs_keys SET revoked = 1 WHERE model_id = $1 AND version = $2::bigint"},
     [ST_POLICY_SET] = {"kbs_policy_set", "UPDATE kbs_models SET policy = $2 WHERE model_id = $1"},
+    /* FOR SHARE: the model row stays as it is until the usage write commits. */
+    [ST_MODEL_EXISTS] = {"kbs_model_exists", "SELECT 1 FROM kbs_models WHERE model_id = $1 FOR SHARE"},
+    [ST_USAGE_PUT] = {"kbs_usage_put", "INSERT INTO kbs_usage(model_id, policy) VALUES ($1, $2)"
+                                       " ON CONFLICT (model_id) DO UPDATE SET policy = EXCLUDED.policy"},
+    [ST_USAGE_DELETE] = {"kbs_usage_delete", "DELETE FROM kbs_usage WHERE model_id = $1"},
+    [ST_USAGE_GET] = {"kbs_usage_get", "SELECT u.policy FROM kbs_models m LEFT JOIN kbs_usage u USING (model_id)"
+                                       " WHERE m.model_id = $1"},
     [ST_MODEL_GET] = {"kbs_model_get", "SELECT m.model_id, m.policy," MODEL_ROWS " WHERE m.model_id = $1"
                                        " ORDER BY k.version"},
     /* Byte order of model ids, as SQLite's BINARY collation, whatever the database's collation. */
@@ -809,6 +822,62 @@ static VEIL_RESULT pg_policy_set(struct kbs_store *base, const char *model_id, c
     return run_op(impl(base), TX_BLOCK, update_audited_tx, &u);
 }
 
+/* ---- usage policies ------------------------------------------------------------------------------------- */
+
+struct usage_args {
+    const char *model_id, *usage, *audit;
+    char **out;
+    int *found;
+};
+
+static VEIL_RESULT usage_set_tx(struct pg_conn *c, void *arg)
+{
+    struct usage_args *a = arg;
+    struct pg_params p = {0};
+    param_text(&p, a->model_id);
+    VEIL_DEFER(res_done) PGresult *exists = NULL;
+    VEIL_GUARD(query(c, ST_MODEL_EXISTS, &p, 0, &exists));
+    *a->found = PQntuples(exists) == 1;
+    if (!*a->found)
+        return VEIL_RESULT_OK;
+    if (a->usage != NULL)
+        param_text(&p, a->usage);
+    VEIL_DEFER(res_done) PGresult *res = NULL;
+    VEIL_GUARD(query(c, a->usage != NULL ? ST_USAGE_PUT : ST_USAGE_DELETE, &p, 0, &res));
+    return audit_add(c, a->audit);
+}
+
+static VEIL_RESULT pg_usage_set(struct kbs_store *base, const char *model_id, const char *usage, const char *audit,
+                                int *found)
+{
+    struct usage_args a = {.model_id = model_id, .usage = usage, .audit = audit, .found = found};
+    *found = 0;
+    return run_op(impl(base), TX_BLOCK, usage_set_tx, &a);
+}
+
+static VEIL_RESULT usage_get_tx(struct pg_conn *c, void *arg)
+{
+    struct usage_args *a = arg;
+    struct pg_params p = {0};
+    param_text(&p, a->model_id);
+    VEIL_DEFER(res_done) PGresult *res = NULL;
+    VEIL_GUARD(query(c, ST_USAGE_GET, &p, 0, &res));
+    *a->found = PQntuples(res) == 1;
+    if (!*a->found || PQgetisnull(res, 0, 0))
+        return VEIL_RESULT_OK;
+    *a->out = get_text(res, 0, 0);
+    VEIL_ENSURE(*a->out != NULL, VEIL_ERR_NOMEM, "out of memory");
+    return VEIL_RESULT_OK;
+}
+
+static VEIL_RESULT pg_usage_get(struct kbs_store *base, const char *model_id, char **usage, int *found)
+{
+    struct usage_args a = {.model_id = model_id, .out = usage, .found = found};
+    *usage = NULL;
+    *found = 0;
+    return run_op(impl(base), TX_ONE, usage_get_tx, &a);
+}
+
 /* ---- model reads: one joined query, rows ordered by model then version ----------------------------------- */
 
 struct models_args {
@@ -930,6 +999,8 @@ static const struct kbs_store_ops pg_ops = {
     .key_get = pg_key_get,
     .key_revoke = pg_key_revoke,
     .policy_set = pg_policy_set,
+    .usage_set = pg_usage_set,
+    .usage_get = pg_usage_get,
     .model_get = pg_model_get,
     .model_list = pg_model_list,
     .audit_append = pg_audit_append,

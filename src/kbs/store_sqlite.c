@@ -47,6 +47,8 @@ static const char schema[] =
     "CREATE TABLE IF NOT EXISTS sessions(id TEXT PRIMARY KEY, tee TEXT NOT NULL, nonce TEXT NOT NULL,"
     " expires INTEGER NOT NULL, attested INTEGER NOT NULL DEFAULT 0, claims TEXT, tee_pubkey TEXT);"
     "CREATE INDEX IF NOT EXISTS sessions_expires ON sessions(expires);"
+    "CREATE TABLE IF NOT EXISTS usage(model_id TEXT PRIMARY KEY REFERENCES models(model_id),"
+    " policy TEXT NOT NULL);"
     "CREATE TABLE IF NOT EXISTS audit(seq INTEGER PRIMARY KEY, prev TEXT NOT NULL, hash TEXT NOT NULL,"
     " record TEXT NOT NULL);"
     "CREATE TRIGGER IF NOT EXISTS audit_no_update BEFORE UPDATE ON audit"
@@ -520,6 +522,63 @@ static VEIL_RESULT sq_policy_set(struct kbs_store *base, const char *model_id, c
                                     policy, 0, audit, found));
 }
 
+/* ---- usage policies ------------------------------------------------------------------------------------- */
+
+static VEIL_RESULT usage_write(struct sqlite_store *s, const char *model_id, const char *usage, const char *audit,
+                               int *found)
+{
+    VEIL_GUARD(model_exists(s, model_id, found));
+    if (!*found)
+        return VEIL_RESULT_OK;
+    VEIL_DEFER(stmt_done) sqlite3_stmt *st = NULL;
+    VEIL_GUARD(prepare(s,
+                       usage != NULL ? "INSERT INTO usage(model_id, policy) VALUES(?1, ?2)"
+                                       " ON CONFLICT(model_id) DO UPDATE SET policy = excluded.policy"
+                                     : "DELETE FROM usage WHERE model_id = ?1",
+                       &st));
+    sqlite3_bind_text(st, 1, model_id, -1, SQLITE_STATIC);
+    if (usage != NULL)
+        sqlite3_bind_text(st, 2, usage, -1, SQLITE_STATIC);
+    VEIL_GUARD(step_done(s->db, st));
+    return audit_add(s, audit);
+}
+
+static VEIL_RESULT sq_usage_set(struct kbs_store *base, const char *model_id, const char *usage, const char *audit,
+                                int *found)
+{
+    struct sqlite_store *s = impl(base);
+    *found = 0;
+    VEIL_GUARD(begin(s));
+    return finish(s, usage_write(s, model_id, usage, audit, found));
+}
+
+static VEIL_RESULT usage_row(struct sqlite_store *s, const char *model_id, char **usage, int *found)
+{
+    VEIL_DEFER(stmt_done) sqlite3_stmt *st = NULL;
+    VEIL_GUARD(prepare(s, "SELECT u.policy FROM models m LEFT JOIN usage u USING(model_id) WHERE m.model_id = ?",
+                       &st));
+    sqlite3_bind_text(st, 1, model_id, -1, SQLITE_STATIC);
+    int rc = sqlite3_step(st);
+    VEIL_ENSURE(rc == SQLITE_ROW || rc == SQLITE_DONE, VEIL_ERR_IO, "store: %s", sqlite3_errmsg(s->db));
+    *found = rc == SQLITE_ROW;
+    if (!*found || sqlite3_column_type(st, 0) == SQLITE_NULL)
+        return VEIL_RESULT_OK;
+    *usage = column_text(st, 0);
+    VEIL_ENSURE(*usage != NULL, VEIL_ERR_NOMEM, "out of memory");
+    return VEIL_RESULT_OK;
+}
+
+static VEIL_RESULT sq_usage_get(struct kbs_store *base, const char *model_id, char **usage, int *found)
+{
+    struct sqlite_store *s = impl(base);
+    *usage = NULL;
+    *found = 0;
+    lock(s);
+    struct veil_result r = usage_row(s, model_id, usage, found);
+    unlock(s);
+    return r;
+}
+
 static VEIL_RESULT versions_of(struct sqlite_store *s, const char *model_id, json_t *arr)
 {
     VEIL_DEFER(stmt_done) sqlite3_stmt *st = NULL;
@@ -630,6 +689,8 @@ static const struct kbs_store_ops sqlite_ops = {
     .key_get = sq_key_get,
     .key_revoke = sq_key_revoke,
     .policy_set = sq_policy_set,
+    .usage_set = sq_usage_set,
+    .usage_get = sq_usage_get,
     .model_get = sq_model_get,
     .model_list = sq_model_list,
     .audit_append = sq_audit_append,

@@ -60,8 +60,10 @@ int cmd_seal(int argc, char **argv);
 int cmd_inspect(int argc, char **argv);
 int cmd_unseal(int argc, char **argv);
 int cmd_rewrap(int argc, char **argv);
+int cmd_reseal(int argc, char **argv);
 int cmd_run(int argc, char **argv);
 int cmd_attest(int argc, char **argv);
 int cmd_kbs(int argc, char **argv);
+int cmd_client(int argc, char **argv);
 
 #endif

@@ -292,6 +292,27 @@ static void print_hex(const char *label, const uint8_t *p, size_t n)
     putchar('\n');
 }
 
+/* TDX registers and SEV-SNP TCBs: what a tdx policy pins and an snp policy's min_tcb judges. */
+static void print_tee_specific(const struct veil_claims *c)
+{
+    static const char *const rtmr[] = {"rtmr0:", "rtmr1:", "rtmr2:", "rtmr3:"};
+    for (size_t i = 0; i < c->rtmr_count && i < 4; i++)
+        print_hex(rtmr[i], c->rtmr[i], sizeof c->rtmr[i]);
+    if (c->tee == VEIL_TEE_TDX && c->config_id_size > 0)
+        print_hex("mrconfigid:", c->config_id, c->config_id_size);
+    if (c->mr_owner_size > 0)
+        print_hex("mrowner:", c->mr_owner, c->mr_owner_size);
+    if (c->mr_owner_config_size > 0)
+        print_hex("mrownercfg:", c->mr_owner_config, c->mr_owner_config_size);
+    if (c->tee != VEIL_TEE_SNP)
+        return;
+    const struct veil_snp_tcb *t[] = {&c->reported_tcb, &c->committed_tcb};
+    static const char *const label[] = {"reported tcb:", "committed tcb:"};
+    for (size_t i = 0; i < 2; i++)
+        printf("%-13s bootloader %u, tee %u, snp %u, microcode %u, fmc %u\n", label[i], t[i]->bootloader, t[i]->tee,
+               t[i]->snp, t[i]->microcode, t[i]->fmc);
+}
+
 static int print_claims(const struct veil_claims *c, int json)
 {
     if (json) {
@@ -311,6 +332,7 @@ static int print_claims(const struct veil_claims *c, int json)
         print_hex("signer:", c->signer, c->signer_size);
     printf("%-13s %u\n%-13s %u\n%-13s %s\n", "product id:", c->product_id, "svn:", c->svn, "debug:",
            c->debug ? "yes" : "no");
+    print_tee_specific(c);
     for (size_t i = 0; i < c->advisory_count && i < VEIL_MAX_ADVISORIES; i++)
         printf("%-13s %.*s\n", "advisory:", (int)sizeof c->advisories[i], c->advisories[i]);
     print_hex("report data:", c->report_data, sizeof c->report_data);

@@ -12,13 +12,18 @@
 #include "core/base64.h"
 #include "core/buf.h"
 #include "core/file.h"
+#include "core/hex.h"
+#include "crypto/crypto.h"
 #include "kbs/kbs.h"
+#include "serve/usage.h"
 
 #define KBS_DEFAULT_URL "http://127.0.0.1:8443"
 #define KBS_RESPONSE_MAX_SIZE (64u << 20)
 #define KBS_TOKEN_FILE_MAX_SIZE 1024u
 #define KBS_TIMEOUT_S 120L
 #define AUDIT_PAGE 1000u
+#define API_KEY_PREFIX "vk_"
+#define API_KEY_RANDOM_SIZE 32u /* bytes of a generated API key: 43 base64url characters after the prefix */
 
 static const char kbs_help[] =
     "usage: veil kbs <subcommand> [arguments] [--url URL] [--cacert PEM]\n"
@@ -34,6 +39,12 @@ static const char kbs_help[] =
     "  revoke MODEL VERSION        revoke one key version: it is never released again\n"
     "  policy get MODEL            print a model's release policy (docs/spec/policy.md)\n"
     "  policy set MODEL POLICY     replace it\n"
+    "  usage get MODEL             print a model's usage policy (docs/spec/usage-policy.md), or null (open)\n"
+    "  usage set MODEL --file POLICY.json\n"
+    "                              replace it (veil-runtime enforces it: API keys, budgets, rates, output)\n"
+    "  usage clear MODEL           remove it: the model is open to every caller again\n"
+    "  usage key NAME [--json]     make an API key for client NAME: the key on stdout, its SHA-256 (for the\n"
+    "                              policy's api_key_sha256) on stderr; no broker needed\n"
     "  audit list [--from N]       print audit entries (one JSON object per line)\n"
     "  audit verify                fetch the whole audit log and verify its hash chain\n\n"
     "      --url URL          the broker (default $VEIL_KBS_URL, else " KBS_DEFAULT_URL ")\n"
@@ -42,12 +53,45 @@ static const char kbs_help[] =
     "      --client-cert PEM  authenticate with this client certificate instead of a token (mutual TLS: the\n"
     "                         broker's admin_client_ca issued it)\n"
     "      --client-key PEM   its private key (default: in the --client-cert file)\n"
-    "  -h, --help             show this help\n";
+    "  -h, --help             show this help ('veil kbs usage SUBCOMMAND --help': that subcommand's)\n";
+
+static const char usage_help[] =
+    "usage: veil kbs usage get MODEL | set MODEL --file POLICY.json | clear MODEL | key NAME [--json]\n\n"
+    "The model's usage policy (docs/spec/usage-policy.md): who may call the model through veil-runtime (API keys,\n"
+    "stored as SHA-256 hashes), how often (rates), how much (budgets) and what comes back (output shaping). The\n"
+    "broker releases it to the attested TEE with the key, under the same release policy; without one the model is\n"
+    "open to every caller. 'veil kbs usage SUBCOMMAND --help' for each; the broker options: 'veil kbs --help'.\n";
+
+/* One help text per usage subcommand. */
+static const struct {
+    const char *sub, *text;
+} usage_helps[] = {
+    {"get", "usage: veil kbs usage get MODEL [--url URL] [--token-file FILE] ...\n\n"
+            "Prints MODEL's usage policy as stored by the broker (JSON), or null when none is set (the model is open\n"
+            "to every caller). Exit 1 when the broker refuses (unknown model: 404).\n"},
+    {"set", "usage: veil kbs usage set MODEL --file POLICY.json [--url URL] [--token-file FILE] ...\n\n"
+            "Replaces MODEL's usage policy with the JSON object in POLICY.json (at most 1 MiB). The broker checks it\n"
+            "with the parser veil-runtime uses and refuses an invalid one (exit 1, the parser's message), keeping the\n"
+            "policy it had. veil-runtime fetches it when it loads the model: restart (or reload) runtimes that\n"
+            "already serve the model. Make API keys and their hashes with 'veil kbs usage key NAME'.\n"},
+    {"clear", "usage: veil kbs usage clear MODEL [--url URL] [--token-file FILE] ...\n\n"
+              "Removes MODEL's usage policy: a runtime that loads the model afterwards lets every caller query it,\n"
+              "without API key or limit.\n"},
+    {"key", "usage: veil kbs usage key NAME [--json]\n\n"
+            "Makes a fresh API key for the client NAME (1 to 64 of A-Z a-z 0-9 . _ - @): \"" API_KEY_PREFIX "\"\n"
+            "and 43 base64url characters of 32 random bytes. Prints the key on stdout, and on stderr its SHA-256\n"
+            "(hex, of the whole key) and the client entry to paste into the policy's \"clients\" list:\n"
+            "  {\"name\":\"NAME\",\"api_key_sha256\":\"...\"}\n"
+            "With --json, one object on stdout instead: {\"name\",\"api_key\",\"api_key_sha256\"}.\n"
+            "The key is a secret: give it to the client only; the policy and the broker hold its hash. Needs no\n"
+            "broker.\n"},
+};
 
 struct kbs_args {
-    const char *url, *token_file, *cacert, *out, *key_file, *policy, *client_cert, *client_key;
+    const char *url, *token_file, *cacert, *out, *key_file, *policy, *client_cert, *client_key, *file;
     const char *pos[4];
     size_t npos;
+    int json, help;
     uint64_t from;
     char token[KBS_TOKEN_FILE_MAX_SIZE + 1];
 };
@@ -123,7 +167,7 @@ static int call(const struct kbs_args *a, const char *method, const char *path, 
 
 static void print_json(const json_t *j)
 {
-    char *s = json_dumps(j, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
+    char *s = json_dumps(j, JSON_INDENT(2) | JSON_PRESERVE_ORDER | JSON_ENCODE_ANY);
     if (s != NULL)
         puts(s);
     free(s);
@@ -309,9 +353,23 @@ static int read_token(struct kbs_args *a)
     return CLI_OK;
 }
 
+/* --help: the usage subcommand's text ('veil kbs usage [SUB] --help'), else the whole command's. */
+static void help_exit(const struct kbs_args *a)
+{
+    const char *text = kbs_help;
+    if (a->npos > 0 && strcmp(a->pos[0], "usage") == 0) {
+        text = usage_help;
+        for (size_t i = 0; a->npos > 1 && i < sizeof usage_helps / sizeof usage_helps[0]; i++)
+            if (strcmp(a->pos[1], usage_helps[i].sub) == 0)
+                text = usage_helps[i].text;
+    }
+    fputs(text, stdout);
+    exit(CLI_OK);
+}
+
 static int parse(int argc, char **argv, struct kbs_args *a)
 {
-    enum { O_URL = 256, O_TOKEN, O_CACERT, O_KEY_FILE, O_POLICY, O_FROM, O_CLIENT_CERT, O_CLIENT_KEY };
+    enum { O_URL = 256, O_TOKEN, O_CACERT, O_KEY_FILE, O_POLICY, O_FROM, O_CLIENT_CERT, O_CLIENT_KEY, O_FILE, O_JSON };
     static const struct option opts[] = {
         {"url", required_argument, NULL, O_URL},         {"token-file", required_argument, NULL, O_TOKEN},
         {"cacert", required_argument, NULL, O_CACERT},   {"key-file", required_argument, NULL, O_KEY_FILE},
@@ -319,6 +377,7 @@ static int parse(int argc, char **argv, struct kbs_args *a)
         {"output", required_argument, NULL, 'o'},        {"help", no_argument, NULL, 'h'},
         {"client-cert", required_argument, NULL, O_CLIENT_CERT},
         {"client-key", required_argument, NULL, O_CLIENT_KEY},
+        {"file", required_argument, NULL, O_FILE},       {"json", no_argument, NULL, O_JSON},
         {NULL, 0, NULL, 0}};
     a->url = getenv("VEIL_KBS_URL") != NULL ? getenv("VEIL_KBS_URL") : KBS_DEFAULT_URL;
     a->token_file = getenv("VEIL_KBS_TOKEN_FILE");
@@ -334,13 +393,13 @@ static int parse(int argc, char **argv, struct kbs_args *a)
         case O_KEY_FILE: a->key_file = optarg; break;
         case O_POLICY: a->policy = optarg; break;
         case 'o': a->out = optarg; break;
+        case O_FILE: a->file = optarg; break;
+        case O_JSON: a->json = 1; break;
         case O_FROM:
             if (cli_parse_u64(optarg, 1, INT64_MAX, &a->from) != 0)
                 return cli_usage_error("kbs", "--from must be a sequence number, not '%s'", optarg);
             break;
-        case 'h':
-            fputs(kbs_help, stdout);
-            exit(CLI_OK);
+        case 'h': a->help = 1; break;
         default: return CLI_USAGE;
         }
     }
@@ -349,6 +408,8 @@ static int parse(int argc, char **argv, struct kbs_args *a)
             return cli_usage_error("kbs", "too many arguments");
         a->pos[a->npos++] = argv[i];
     }
+    if (a->help)
+        help_exit(a);
     if (a->client_key != NULL && a->client_cert == NULL)
         return cli_usage_error("kbs", "--client-key needs --client-cert");
     return a->npos == 0 ? cli_usage_error("kbs", "which subcommand?") : CLI_OK;
@@ -386,9 +447,149 @@ static int revoke(const struct kbs_args *a)
     return rc;
 }
 
+/* ---- usage policies ------------------------------------------------------------------------------------ */
+
+static int usage_set(const struct kbs_args *a, const char *path)
+{
+    struct veil_buf b = {0};
+    struct veil_result r = veil_file_read_all(a->file, VEIL_USAGE_MAX_SIZE, &b);
+    if (veil_ok(r))
+        r = veil_buf_append_u8(&b, 0);
+    if (!veil_ok(r)) {
+        veil_buf_cleanup(&b);
+        return cli_fail_status(r.status);
+    }
+    json_t *resp = NULL;
+    int rc = call(a, "PUT", path, (const char *)b.data, 200, &resp);
+    veil_buf_cleanup(&b);
+    if (rc == CLI_OK) {
+        size_t n = json_array_size(json_object_get(json_object_get(resp, "usage"), "clients"));
+        if (n > 0)
+            printf("%s: usage policy stored (%zu API client%s)\n", a->pos[2], n, n == 1 ? "" : "s");
+        else
+            printf("%s: usage policy stored (open to every caller: no API key needed)\n", a->pos[2]);
+    }
+    json_decref(resp);
+    return rc;
+}
+
+static int usage_clear(const struct kbs_args *a, const char *path)
+{
+    json_t *resp = NULL;
+    int rc = call(a, "DELETE", path, NULL, 200, &resp);
+    if (rc == CLI_OK)
+        printf("%s: usage policy cleared: the model is open to every caller\n", a->pos[2]);
+    json_decref(resp);
+    return rc;
+}
+
+/* {"version":1,"clients":[entry]} must pass the parser veil-runtime uses: NAME is then a valid client name. */
+static int usage_entry_check(const json_t *entry)
+{
+    json_t *doc = json_pack("{s:i, s:[O]}", "version", 1, "clients", entry);
+    char *text = doc != NULL ? json_dumps(doc, JSON_COMPACT) : NULL;
+    json_decref(doc);
+    if (text == NULL)
+        return cli_fail("out of memory");
+    struct veil_usage_policy *p = NULL;
+    struct veil_result r = veil_usage_parse(text, strlen(text), &p);
+    veil_usage_free(p);
+    free(text);
+    return veil_ok(r) ? CLI_OK : cli_usage_error("kbs", "NAME: %s", veil_last_error());
+}
+
+static int usage_key_print(const char *name, const char *key, const char *hash, int as_json)
+{
+    json_t *entry = json_pack("{s:s, s:s}", "name", name, "api_key_sha256", hash);
+    int rc = entry != NULL ? usage_entry_check(entry) : cli_fail("out of memory");
+    if (rc == CLI_OK && as_json) {
+        json_t *o = json_pack("{s:s, s:s, s:s}", "name", name, "api_key", key, "api_key_sha256", hash);
+        char *text = o != NULL ? json_dumps(o, JSON_COMPACT) : NULL;
+        rc = text != NULL ? CLI_OK : cli_fail("out of memory");
+        if (text != NULL) {
+            puts(text);
+            veil_wipe(text, strlen(text));
+        }
+        free(text);
+        json_decref(o); /* jansson's copy of the key is freed unwiped; the process ends right after */
+    } else if (rc == CLI_OK) {
+        char *text = json_dumps(entry, JSON_COMPACT);
+        puts(key);
+        fflush(stdout);
+        fprintf(stderr, "api_key_sha256: %s\nclient entry for the usage policy: %s\n", hash, text != NULL ? text : "");
+        free(text);
+    }
+    json_decref(entry);
+    return rc;
+}
+
+/* A fresh API key: API_KEY_PREFIX + base64url(32 random bytes); its SHA-256 is what a policy holds. */
+static int usage_key(const struct kbs_args *a)
+{
+    uint8_t raw[API_KEY_RANDOM_SIZE], digest[VEIL_SHA256_SIZE];
+    char key[sizeof API_KEY_PREFIX + 2 * API_KEY_RANDOM_SIZE], hash[2 * VEIL_SHA256_SIZE + 1];
+    char *b64 = NULL;
+    struct veil_result r = veil_random(raw, sizeof raw);
+    if (veil_ok(r))
+        r = veil_b64_encode(VEIL_B64_URL, raw, sizeof raw, &b64);
+    veil_wipe(raw, sizeof raw);
+    if (veil_ok(r)) {
+        snprintf(key, sizeof key, API_KEY_PREFIX "%s", b64);
+        veil_wipe(b64, strlen(b64));
+        r = veil_sha256((const uint8_t *)key, strlen(key), digest);
+    }
+    free(b64);
+    int rc = CLI_FAIL;
+    if (veil_ok(r)) {
+        veil_hex_encode(digest, sizeof digest, hash);
+        rc = usage_key_print(a->pos[2], key, hash, a->json);
+    } else {
+        rc = cli_fail_status(r.status);
+    }
+    veil_wipe(key, sizeof key);
+    return rc;
+}
+
+/* The arguments of 'veil kbs usage ...', checked before any token is read. */
+static int usage_args_check(const struct kbs_args *a)
+{
+    const char *sub = a->npos > 1 ? a->pos[1] : "";
+    if (strcmp(sub, "get") != 0 && strcmp(sub, "set") != 0 && strcmp(sub, "clear") != 0 && strcmp(sub, "key") != 0)
+        return cli_usage_error("kbs", "usage: give a subcommand: get, set, clear or key");
+    if (a->npos != 3)
+        return cli_usage_error("kbs", "usage %s: give exactly one %s", sub, strcmp(sub, "key") == 0 ? "NAME" : "MODEL");
+    if (a->file != NULL && strcmp(sub, "set") != 0)
+        return cli_usage_error("kbs", "--file goes with 'usage set'");
+    if (a->file == NULL && strcmp(sub, "set") == 0)
+        return cli_usage_error("kbs", "usage set: give the policy with --file POLICY.json");
+    if (a->json && strcmp(sub, "key") != 0)
+        return cli_usage_error("kbs", "--json goes with 'usage key'");
+    return CLI_OK;
+}
+
+static int usage_dispatch(const struct kbs_args *a)
+{
+    const char *sub = a->pos[1];
+    if (strcmp(sub, "key") == 0)
+        return usage_key(a);
+    char path[512];
+    int rc = model_path(path, sizeof path, "/models/", a->pos[2], "/usage");
+    if (rc != CLI_OK)
+        return rc;
+    if (strcmp(sub, "get") == 0)
+        return simple_get(a, path, "usage");
+    if (strcmp(sub, "clear") == 0)
+        return usage_clear(a, path);
+    return usage_set(a, path);
+}
+
 static int dispatch(struct kbs_args *a)
 {
     char path[512];
+    if (strcmp(a->pos[0], "usage") == 0)
+        return usage_dispatch(a);
+    if (a->file != NULL || a->json)
+        return cli_usage_error("kbs", "--file and --json go with 'usage set' and 'usage key'");
     if (is(a, "models", NULL, 1))
         return simple_get(a, "/models", "models");
     if (is(a, "show", NULL, 2)) {
@@ -420,7 +621,10 @@ int cmd_kbs(int argc, char **argv)
 {
     struct kbs_args a = {0};
     int rc = parse(argc, argv, &a);
-    if (rc == CLI_OK)
+    int usage = rc == CLI_OK && strcmp(a.pos[0], "usage") == 0;
+    if (usage)
+        rc = usage_args_check(&a);
+    if (rc == CLI_OK && !(usage && strcmp(a.pos[1], "key") == 0)) /* a key is made here: no broker */
         rc = read_token(&a);
     if (rc != CLI_OK)
         return rc;

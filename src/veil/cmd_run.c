@@ -29,14 +29,23 @@ static const char run_help[] =
     "      --kbs URL         fetch the model key from this key broker over Trustee's KBS protocol (RCAR 0.4.0):\n"
     "                        attest this TEE, then receive the key of the model id in the sealed file's header,\n"
     "                        encrypted to a fresh key that lives only in this process. The key never touches\n"
-    "                        disk. https:// (verified), or http:// to a loopback address only\n"
+    "                        disk. https:// with a pinned broker (--kbs-cacert or --kbs-pinned-pubkey); plain\n"
+    "                        http:// only with --tee sim, to a loopback address\n"
     "      --tee T           the TEE whose evidence is sent with --kbs (required with it): sgx (Gramine), tdx,\n"
     "                        snp (configfs-tsm), auto (detect one of those three), or, proving nothing, sim\n"
     "                        (simulation platform key in --sim-dir) and sample (unsigned evidence)\n"
     "      --sim-dir DIR     with --tee sim: the simulation platform (veil attest sim-init --dir DIR)\n"
     "      --key-version N   with --kbs: ask for key version N (default: the newest version not revoked)\n"
-    "      --kbs-cacert PEM  with an https:// broker: trust this CA bundle (default: the system's)\n"
-    "      --kbs-insecure-http  allow http:// to a non-loopback broker (tests only: the session travels in clear)\n"
+    "      --kbs-cacert PEM  with an https:// broker: trust this CA bundle instead of the system's store (a pin;\n"
+    "                        required for every TEE but sim unless --kbs-pinned-pubkey is given)\n"
+    "      --kbs-pinned-pubkey P  with an https:// broker: its TLS public key, a PEM/DER file or\n"
+    "                        sha256//<base64> (libcurl's pinned public key)\n"
+    "      --kbs-broker-key PEM  the broker's token-signing public key (the public half of veil-kbs's\n"
+    "                        signing.pem): its attestation token must verify with it and name this TEE's key\n"
+    "      --kbs-insecure-http  with --tee sim: allow http:// to a non-loopback broker (tests only: the session\n"
+    "                        travels in clear)\n"
+    "      --min-model-version N  refuse a sealed file whose model version is below N (anti-rollback); with --kbs\n"
+    "                        the broker's minimum, when it sends one, applies too (the higher wins)\n"
     "      --threads N       OpenMP threads for the engine (default: all CPUs)\n"
     "      --repeat N        run N times (for timing; the output of the last run is written)\n"
     "      --stats           print one JSON line to stdout: load time, median and p99 run time, and this\n"
@@ -44,18 +53,20 @@ static const char run_help[] =
     "  -h, --help            show this help\n";
 
 enum { OPT_THREADS = 256, OPT_REPEAT, OPT_STATS, OPT_KBS, OPT_TEE, OPT_SIM_DIR, OPT_KEY_VERSION, OPT_KBS_CACERT,
-       OPT_KBS_INSECURE_HTTP };
+       OPT_KBS_INSECURE_HTTP, OPT_KBS_PINNED_PUBKEY, OPT_KBS_BROKER_KEY, OPT_MIN_MODEL_VERSION };
+
+#define BROKER_KEY_FILE_MAX 4096u
 
 /* --kbs and the options that only make sense with it. */
 struct run_kbs_args {
-    const char *url, *tee, *sim_dir, *cacert;
+    const char *url, *tee, *sim_dir, *cacert, *pinned_pubkey, *broker_key;
     uint64_t key_version;
     int insecure_http, any_option;
 };
 
 struct run_args {
     const char *model, *input, *output, *key;
-    uint64_t threads, repeat;
+    uint64_t threads, repeat, min_model_version;
     int stats;
     struct run_kbs_args kbs;
 };
@@ -90,6 +101,9 @@ static const struct option run_opts[] = {
     {"key-version", required_argument, NULL, OPT_KEY_VERSION},
     {"kbs-cacert", required_argument, NULL, OPT_KBS_CACERT},
     {"kbs-insecure-http", no_argument, NULL, OPT_KBS_INSECURE_HTTP},
+    {"kbs-pinned-pubkey", required_argument, NULL, OPT_KBS_PINNED_PUBKEY},
+    {"kbs-broker-key", required_argument, NULL, OPT_KBS_BROKER_KEY},
+    {"min-model-version", required_argument, NULL, OPT_MIN_MODEL_VERSION},
     {"help", no_argument, NULL, 'h'},
     {NULL, 0, NULL, 0},
 };
@@ -102,6 +116,8 @@ static int parse_kbs_opt(struct run_kbs_args *k, int c)
     case OPT_SIM_DIR: k->sim_dir = optarg; return CLI_OK;
     case OPT_KBS_CACERT: k->cacert = optarg; return CLI_OK;
     case OPT_KBS_INSECURE_HTTP: k->insecure_http = 1; return CLI_OK;
+    case OPT_KBS_PINNED_PUBKEY: k->pinned_pubkey = optarg; return CLI_OK;
+    case OPT_KBS_BROKER_KEY: k->broker_key = optarg; return CLI_OK;
     default: break;
     }
     if (cli_parse_u64(optarg, 1, UINT32_MAX, &k->key_version) != 0)
@@ -117,7 +133,13 @@ static int parse_opt(struct run_args *a, int c)
     case OPT_SIM_DIR:
     case OPT_KEY_VERSION:
     case OPT_KBS_CACERT:
+    case OPT_KBS_PINNED_PUBKEY:
+    case OPT_KBS_BROKER_KEY:
     case OPT_KBS_INSECURE_HTTP: return parse_kbs_opt(&a->kbs, c);
+    case OPT_MIN_MODEL_VERSION:
+        if (cli_parse_u64(optarg, 1, UINT64_MAX >> 1, &a->min_model_version) != 0)
+            return cli_usage_error("run", "--min-model-version must be a whole number from 1 to 2^63-1");
+        return CLI_OK;
     case 'i': a->input = optarg; return CLI_OK;
     case 'o': a->output = optarg; return CLI_OK;
     case 'k': a->key = optarg; return CLI_OK;
@@ -140,7 +162,8 @@ static int check_kbs_args(const struct run_args *a)
 {
     const struct run_kbs_args *k = &a->kbs;
     if (k->url == NULL)
-        return k->any_option ? cli_usage_error("run", "--tee, --sim-dir, --key-version, --kbs-cacert and "
+        return k->any_option ? cli_usage_error("run", "--tee, --sim-dir, --key-version, --kbs-cacert, "
+                                                      "--kbs-pinned-pubkey, --kbs-broker-key and "
                                                       "--kbs-insecure-http go with --kbs URL")
                              : CLI_OK;
     if (a->key != NULL)
@@ -154,6 +177,8 @@ static int check_kbs_args(const struct run_args *a)
     if ((tee == VEIL_TEE_SIM) != (k->sim_dir != NULL))
         return cli_usage_error("run", tee == VEIL_TEE_SIM ? "--tee sim needs --sim-dir DIR (see 'veil attest sim-init')"
                                                           : "--sim-dir goes with --tee sim only");
+    if (k->insecure_http && tee != VEIL_TEE_SIM)
+        return cli_usage_error("run", "--kbs-insecure-http goes with --tee sim only: every other TEE needs https://");
     return CLI_OK;
 }
 
@@ -200,21 +225,41 @@ static void warn_development_tee(veil_tee tee)
         cli_warn("SAMPLE TEE: the evidence is unsigned and proves nothing; for interoperability tests only");
 }
 
-/* The model key released by the broker for the model id in the sealed file's header, into locked memory. */
-static int fetch_key(const struct run_args *a, const struct veil_sealed_info *info, struct veil_secure_mem *key)
+/* --kbs-broker-key: the PEM text, NUL-terminated, into b. */
+static int read_broker_key(const char *path, struct veil_buf *b)
+{
+    if (path == NULL)
+        return CLI_OK;
+    struct veil_result r = veil_file_read_all(path, BROKER_KEY_FILE_MAX, b);
+    if (veil_ok(r))
+        r = veil_buf_append_u8(b, 0);
+    return veil_ok(r) ? CLI_OK : cli_fail_status(r.status);
+}
+
+/* The model key released by the broker for the model id in the sealed file's header, into locked memory, and the
+ * release's minimum model version (0: none). */
+static int fetch_key(const struct run_args *a, const struct veil_sealed_info *info, struct veil_secure_mem *key,
+                     uint64_t *min_model_version)
 {
     const struct run_kbs_args *k = &a->kbs;
     veil_tee tee = VEIL_TEE_AUTO;
     if (veil_tee_from_name(k->tee, &tee) != VEIL_OK)
         return cli_usage_error("run", "--tee must be sim, sample, sgx, tdx, snp or auto, not '%s'", k->tee);
     warn_development_tee(tee);
+    VEIL_DEFER(veil_buf_cleanup) struct veil_buf pem = {0};
+    int rc = read_broker_key(k->broker_key, &pem);
+    if (rc != CLI_OK)
+        return rc;
     struct veil_provider_config pc = {.sim_dir = k->sim_dir};
     struct veil_kbs_fetch_options o = {.url = k->url, .cacert = k->cacert, .allow_insecure_http = k->insecure_http,
-                                       .tee = tee, .provider = &pc};
+                                       .tee = tee, .provider = &pc, .tls_pinned_pubkey = k->pinned_pubkey,
+                                       .broker_pubkey_pem = k->broker_key ? (const char *)pem.data : NULL,
+                                       .now = (uint64_t)time(NULL)}; /* the CLI may read the clock */
     if (!veil_ok(veil_secure_alloc(key, veil_key_size(), 0)))
         return cli_fail("cannot allocate memory for the key");
     size_t size = 0;
-    veil_status st = veil_kbs_fetch_key(&o, info->model_id, (uint32_t)k->key_version, key->data, key->size, &size);
+    veil_status st = veil_kbs_fetch_release(&o, info->model_id, (uint32_t)k->key_version, key->data, key->size,
+                                            &size, min_model_version);
     if (st != VEIL_OK) {
         veil_secure_free(key);
         return cli_fail_status(st);
@@ -223,8 +268,9 @@ static int fetch_key(const struct run_args *a, const struct veil_sealed_info *in
     return CLI_OK;
 }
 
-/* The key from --key or --kbs. */
-static int model_key(const struct run_args *a, struct veil_sealed_info *info, struct veil_secure_mem *key)
+/* The key from --key or --kbs (with the broker's minimum model version, 0 when it sent none). */
+static int model_key(const struct run_args *a, struct veil_sealed_info *info, struct veil_secure_mem *key,
+                     uint64_t *broker_min)
 {
     if (a->key == NULL && a->kbs.url == NULL)
         return cli_usage_error("run", "%s is a sealed model: give its key with --key, or fetch it with --kbs",
@@ -232,7 +278,7 @@ static int model_key(const struct run_args *a, struct veil_sealed_info *info, st
     if (a->key != NULL)
         return cli_read_key(a->key, key);
     veil_status st = veil_inspect_file(a->model, info);
-    return st != VEIL_OK ? cli_fail_status(st) : fetch_key(a, info, key);
+    return st != VEIL_OK ? cli_fail_status(st) : fetch_key(a, info, key, broker_min);
 }
 
 /* A released key that does not open the file: most often the file is wrapped under an older key version. */
@@ -252,10 +298,13 @@ static int load_sealed(const struct run_args *a, const struct veil_engine_option
     struct veil_secure_mem key = {0};
     struct veil_sealed_info info;
     memset(&info, 0, sizeof info);
-    int rc = model_key(a, &info, &key);
+    uint64_t broker_min = 0;
+    int rc = model_key(a, &info, &key, &broker_min);
     if (rc != CLI_OK)
         return rc;
-    struct veil_open_options oo = {.threads = opts->threads};
+    struct veil_open_options oo = {.threads = opts->threads,
+                                   .min_model_version = broker_min > a->min_model_version ? broker_min
+                                                                                          : a->min_model_version};
     veil_model *model = NULL;
     veil_status st = veil_model_open(a->model, key.data, key.size, &oo, &model);
     veil_secure_free(&key);
@@ -356,6 +405,8 @@ int cmd_run(int argc, char **argv)
         return rc;
     if (!sealed && a.kbs.url != NULL)
         return cli_usage_error("run", "%s is not a sealed model: --kbs fetches the key of a sealed one", a.model);
+    if (!sealed && a.min_model_version != 0)
+        return cli_usage_error("run", "%s is not a sealed model: --min-model-version judges a sealed header", a.model);
     struct npy_array x = {0};
     struct veil_result r = npy_read(a.input, VEIL_ENGINE_MAX_ACTIVATION_SIZE, &x);
     if (!veil_ok(r))

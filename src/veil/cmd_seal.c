@@ -1,5 +1,5 @@
 /* SPDX-License-Identifier: Apache-2.0 */
-/* veil seal / inspect / unseal / rewrap */
+/* veil seal / inspect / unseal / rewrap / reseal */
 #include <getopt.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -41,10 +41,28 @@ static const char unseal_help[] =
 static const char rewrap_help[] =
     "usage: veil rewrap FILE.veil --key OLD --new-key NEW --new-key-version N [-o OUT.veil]\n\n"
     "Rotates the model key: re-wraps the file's data key under NEW without re-encrypting any weight. Writes\n"
-    "OUT (default: FILE itself, replaced atomically on success).\n\n"
+    "OUT (default: FILE itself, replaced atomically on success). This is rotation, not compromise recovery:\n"
+    "the data key is unchanged, so OLD plus an old copy of FILE still decrypts OUT. After a leak use\n"
+    "'veil reseal'.\n\n"
     "  -k, --key OLD               the current model key file (required)\n"
     "      --new-key NEW           the new model key file (required)\n"
     "      --new-key-version N     the new key's version, >= 1 (required)\n"
+    "  -o, --output OUT            where to write (default: replace FILE)\n"
+    "  -h, --help                  show this help\n";
+
+static const char reseal_help[] =
+    "usage: veil reseal FILE.veil --key OLD [--new-key NEW --new-key-version N] [--model-version V] [-o OUT.veil]\n\n"
+    "Compromise recovery: authenticates and decrypts FILE, then seals the same model again under a fresh data\n"
+    "key and a fresh file id, re-encrypting every weight. Unlike 'veil rewrap' (key rotation, which keeps the\n"
+    "data key), an old model key together with an old copy of FILE reveals nothing about OUT. Model id, chunk\n"
+    "size and public-graph setting are kept. Writes OUT (default: FILE itself, replaced atomically on success).\n"
+    "After a leak: reseal under a new key (and a higher --model-version), register the new key version at the\n"
+    "broker, revoke the old one, and raise the policy's min_model_version.\n\n"
+    "  -k, --key OLD               the current model key file (required)\n"
+    "      --new-key NEW           a new model key file (default: keep OLD)\n"
+    "      --new-key-version N     the new key's version, >= 1 (required with --new-key)\n"
+    "      --model-version V       a new model version, not lower than FILE's (default: FILE's)\n"
+    "      --threads N             decryption/encryption threads (default: all CPUs)\n"
     "  -o, --output OUT            where to write (default: replace FILE)\n"
     "  -h, --help                  show this help\n";
 
@@ -251,4 +269,40 @@ int cmd_rewrap(int argc, char **argv)
     if (a.new_key_version == 0)
         return cli_usage_error(a.cmd, "--new-key-version N is required");
     return do_rewrap(&a);
+}
+
+static int do_reseal(const struct cli_args *a)
+{
+    struct veil_secure_mem old_key = {0}, new_key = {0};
+    int rc = cli_read_key(a->key, &old_key);
+    if (rc == CLI_OK && a->new_key != NULL)
+        rc = cli_read_key(a->new_key, &new_key);
+    if (rc == CLI_OK) {
+        struct cli_progress bar;
+        cli_progress_init(&bar, "resealing");
+        struct veil_reseal_options opt = {.new_key_version = (uint32_t)a->new_key_version,
+                                          .model_version = a->model_version, .threads = (unsigned)a->threads,
+                                          .progress = cli_progress_cb, .progress_ctx = &bar};
+        veil_status st = veil_reseal_file(a->input, old_key.data, old_key.size, new_key.data, new_key.size, &opt,
+                                          a->output ? a->output : a->input);
+        cli_progress_finish(&bar);
+        rc = st == VEIL_OK ? CLI_OK : cli_fail_status(st);
+    }
+    veil_secure_free(&old_key);
+    veil_secure_free(&new_key);
+    return rc;
+}
+
+int cmd_reseal(int argc, char **argv)
+{
+    static const int allowed[] = {'o', 'k', OPT_NEW_KEY, OPT_NEW_KEY_VERSION, OPT_MODEL_VERSION, OPT_THREADS, 0};
+    struct cli_args a = {.cmd = "reseal"};
+    int rc = parse_args(argc, argv, allowed, &a);
+    if (rc != CLI_OK || a.help)
+        return a.help ? (fputs(reseal_help, stdout), CLI_OK) : rc;
+    if ((rc = require(&a, a.key, "--key OLD")) != CLI_OK)
+        return rc;
+    if ((a.new_key != NULL) != (a.new_key_version != 0))
+        return cli_usage_error(a.cmd, "--new-key and --new-key-version go together");
+    return do_reseal(&a);
 }

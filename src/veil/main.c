@@ -19,9 +19,11 @@ static const struct cli_command commands[] = {
     {"inspect", cmd_inspect, "print the public header of a sealed file (no key needed)"},
     {"unseal", cmd_unseal, "owner-side recovery: decrypt a sealed file back to ONNX"},
     {"rewrap", cmd_rewrap, "rotate the model key of a sealed file without re-encrypting weights"},
+    {"reseal", cmd_reseal, "after a key leak: re-encrypt a sealed file under a fresh data key and file id"},
     {"run", cmd_run, "run a plain or sealed ONNX model on a .npy input with Veil's engine"},
     {"attest", cmd_attest, "collect, verify and judge TEE attestation evidence"},
-    {"kbs", cmd_kbs, "manage model keys, release policies and the audit log of a veil-kbs broker"},
+    {"kbs", cmd_kbs, "manage model keys, release and usage policies and the audit log of a veil-kbs broker"},
+    {"client", cmd_client, "verify that a URL serves an attested veil-runtime and pin its TLS key"},
 };
 
 static void usage(FILE *out)

@@ -75,6 +75,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         {"POST", "/kbs/v0/attest", 1},
         {"POST", "/admin/v1/models/fuzz-model/rotate", 0},
         {"PUT", "/admin/v1/models/test-0/policy", 0},
+        {"PUT", "/admin/v1/models/test-0/usage", 0},
     };
     if (size == 0)
         return 0;

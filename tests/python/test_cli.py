@@ -42,7 +42,7 @@ def assert_failed(p: subprocess.CompletedProcess[str], needle: str) -> None:
     assert needle in lines[0], lines[0]
 
 
-@pytest.mark.parametrize("cmd", ["keygen", "seal", "inspect", "unseal", "rewrap", "attest", "run"])
+@pytest.mark.parametrize("cmd", ["keygen", "seal", "inspect", "unseal", "rewrap", "reseal", "attest", "run"])
 def test_every_command_has_help(cmd: str) -> None:
     p = veil(cmd, "--help")
     assert p.returncode == 0
@@ -71,6 +71,10 @@ def test_top_level_usage_and_version() -> None:
     ["inspect", "a", "--key", "k"],                                   # inspect takes no key
     ["unseal", "a.veil", "--key", "k"],
     ["rewrap", "a.veil", "--key", "k", "--new-key", "n"],             # missing --new-key-version
+    ["reseal", "a.veil"],                                             # missing --key
+    ["reseal", "a.veil", "--key", "k", "--new-key", "n"],             # --new-key without --new-key-version
+    ["reseal", "a.veil", "--key", "k", "--new-key-version", "2"],     # and the other way round
+    ["reseal", "a.veil", "--key", "k", "--model-id", "m"],            # not an option of reseal
     ["keygen"],
     ["keygen", "-o"],
 ])
@@ -117,6 +121,41 @@ def test_seal_inspect_unseal_rewrap(tmp_path: Path, gkey: Path) -> None:
     assert veil("rewrap", sealed, "--key", key, "--new-key", key2, "--new-key-version", "2").returncode == 0
     assert '"key_version": 2' in veil("inspect", sealed, "--json").stdout
     assert_failed(veil("unseal", sealed, "-o", out, "--key", key), "key unwrap failed")
+
+
+def test_reseal(tmp_path: Path, gkey: Path) -> None:
+    """veil reseal: a new file id (fresh data key), the same model; rewrap keeps the file id (and data key)."""
+    key2 = tmp_path / "k2"
+    assert veil("keygen", "-o", key2).returncode == 0
+    sealed, out = tmp_path / "m.veil", tmp_path / "back.onnx"
+    assert veil("seal", GOLDEN / "model.onnx", "-o", sealed, "--key", gkey, "--model-id", "cli-reseal",
+                "--model-version", "4", "--chunk-size", "4096").returncode == 0
+
+    def file_id(path: Path) -> str:
+        p = veil("inspect", path)
+        return next(line for line in p.stdout.splitlines() if line.startswith("file id:")).split()[-1]
+
+    first = file_id(sealed)
+    rewrapped = tmp_path / "w.veil"
+    assert veil("rewrap", sealed, "--key", gkey, "--new-key", key2, "--new-key-version", "2", "-o",
+                rewrapped).returncode == 0
+    assert file_id(rewrapped) == first
+    resealed = tmp_path / "r.veil"
+    p = veil("reseal", sealed, "--key", gkey, "--new-key", key2, "--new-key-version", "2", "--model-version", "5",
+             "-o", resealed)
+    assert p.returncode == 0, p.stderr
+    assert file_id(resealed) != first
+    info = veil("inspect", resealed, "--json").stdout
+    assert '"model_version": 5' in info and '"key_version": 2' in info and '"model_id": "cli-reseal"' in info
+    assert veil("unseal", resealed, "-o", out, "--key", key2).returncode == 0
+    assert out.read_bytes() == (GOLDEN / "model.onnx").read_bytes()
+    assert_failed(veil("unseal", resealed, "-o", tmp_path / "x.onnx", "--key", gkey), "key unwrap failed")
+    assert veil("reseal", sealed, "--key", gkey).returncode == 0  # in place, same key
+    assert file_id(sealed) != first
+    assert_failed(veil("reseal", sealed, "--key", gkey, "--model-version", "3", "-o", tmp_path / "n.veil"),
+                  "may not go down")
+    assert not (tmp_path / "n.veil").exists()
+    assert "rotation, not compromise recovery" in veil("rewrap", "--help").stdout
 
 
 def test_failures_leave_nothing(tmp_path: Path, gkey: Path) -> None:

@@ -8,6 +8,10 @@ lib/kbs/client.c) against a real `veil-kbs --dev` that trusts a fresh simulation
     * every refusal (policy, measurement, revoked or unknown version, unknown model, no broker, plain HTTP off
       loopback) exits 1 with exactly one `veil: error:` line naming the cause, writes no output, and leaves the
       broker serving; bad option combinations exit 2;
+    * the transport rule (issue 11, Medium 5): plain HTTP is for `--tee sim` only; every other TEE needs
+      https:// with a pinned CA (`--kbs-cacert`) or a pinned TLS key (`--kbs-pinned-pubkey`), checked against a
+      second broker serving HTTPS; `--kbs-broker-key` makes the attestation token verify with the broker's key;
+    * `--min-model-version` refuses an older file sealed under the same key (issue 11, Medium 3);
     * `--key-version 1` after a rotation still opens a file sealed with version 1's key;
     * the key bytes (raw, hex, base64) never appear in any run's stdout or stderr.
 
@@ -26,7 +30,11 @@ from typing import Any
 import numpy as np
 import pytest
 
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.x509.oid import ExtendedKeyUsageOID
+
 from test_kbs import TIMEOUT, VEIL, Broker, free_port, make_broker
+from test_kbs_mtls import TlsBroker, make_ca, make_leaf
 
 ERROR = "veil: error: "
 
@@ -193,7 +201,12 @@ def test_python_engine_from_kbs(env: Env, libveil: str) -> None:
     with pytest.raises(veil.ArgumentError):
         veil.Engine.from_sealed(sealed, kbs=env.broker.url)
     with pytest.raises(veil.ArgumentError, match="not a loopback"):
-        veil.Engine.from_sealed(sealed, kbs="http://192.0.2.1:1", tee="sample")
+        veil.Engine.from_sealed(sealed, kbs="http://192.0.2.1:1", tee="sim", sim_dir=env.sim_dir)
+    # Every TEE but sim: never plain HTTP, even to loopback, and never an unpinned broker.
+    with pytest.raises(veil.ArgumentError, match="only for the simulation TEE"):
+        veil.Engine.from_sealed(sealed, kbs=env.broker.url, tee="sample")
+    with pytest.raises(veil.ArgumentError, match="must be pinned"):
+        veil.Engine.from_sealed(sealed, kbs=f"https://127.0.0.1:{env.broker.port}", tee="sample")
 
 
 # ---- refusals ---------------------------------------------------------------------------------------------------
@@ -236,8 +249,18 @@ def _http_off_loopback(env: Env):
     return env.seal("tiny", env.tiny(), name="tiny-http"), (), {"url": f"http://0.0.0.0:{env.broker.port}"}
 
 
-def _sample_refused_by_sim_policy(env: Env):
+def _sample_over_http(env: Env):
     return env.seal("tiny", env.tiny(), name="tiny-sample"), (), {"tee": ("--tee", "sample")}
+
+
+def _sample_https_unpinned(env: Env):
+    return (env.seal("tiny", env.tiny(), name="tiny-unpinned"), (),
+            {"tee": ("--tee", "sample"), "url": f"https://127.0.0.1:{env.broker.port}"})
+
+
+def _sample_insecure_http_off_loopback(env: Env):
+    return (env.seal("tiny", env.tiny(), name="tiny-sample-far"), (),
+            {"tee": ("--tee", "sample"), "url": f"http://0.0.0.0:{env.broker.port}"})
 
 
 REFUSALS = [
@@ -250,7 +273,9 @@ REFUSALS = [
                                                           "(404 ResourceNotFound)")),
     ("broker not listening", _no_broker, ("cannot reach the key broker at http://127.0.0.1:",)),
     ("plain http off loopback", _http_off_loopback, ("not a loopback address", "https://")),
-    ("sample evidence, policy wants sim", _sample_refused_by_sim_policy, ("(401 PolicyDeny)",)),
+    ("sample over plain http, even to loopback", _sample_over_http, ("only for the simulation TEE", "https://")),
+    ("sample over https without a pinned CA or key", _sample_https_unpinned, ("must be pinned", "--kbs-cacert")),
+    ("sample over plain http off loopback", _sample_insecure_http_off_loopback, ("only for the simulation TEE",)),
 ]
 
 
@@ -272,6 +297,165 @@ def test_http_off_loopback_allowed_explicitly(env: Env) -> None:
     p = run_kbs(env, sealed, out, "--kbs-insecure-http", url=f"http://0.0.0.0:{env.broker.port}")
     assert p.returncode == 0, p.stderr
     assert out.exists()
+
+
+def test_insecure_http_is_for_sim_only(env: Env) -> None:
+    out = env.base / "insecure-sample.npy"
+    p = veil("run", env.base / "x.veil", "--kbs", f"http://0.0.0.0:{env.broker.port}", "--tee", "sample",
+             "--kbs-insecure-http", "-i", env.x, "-o", out)
+    assert p.returncode == 2 and "--kbs-insecure-http goes with --tee sim only" in p.stderr.decode(), p.stderr
+    assert not out.exists()
+
+
+# ---- the broker's identity: its token-signing key ----------------------------------------------------------------
+
+
+def broker_public_pem(broker: Broker) -> bytes:
+    priv = serialization.load_pem_private_key((broker.data / "signing.pem").read_bytes(), None)
+    return priv.public_key().public_bytes(serialization.Encoding.PEM,
+                                          serialization.PublicFormat.SubjectPublicKeyInfo)
+
+
+def test_pinned_broker_key_accepts_the_broker(env: Env) -> None:
+    sealed = env.seal("tiny", env.tiny(), name="tiny-pinned")
+    pem = env.base / "broker.pub"
+    pem.write_bytes(broker_public_pem(env.broker))
+    out = env.base / "pinned.npy"
+    p = run_kbs(env, sealed, out, "--kbs-broker-key", pem)
+    assert p.returncode == 0, p.stderr
+    assert out.exists()
+
+
+def test_pinned_broker_key_refuses_another_broker(env: Env) -> None:
+    """The token was signed by this broker's key, not the pinned one: nothing is requested or released."""
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    sealed = env.seal("tiny", env.tiny(), name="tiny-wrong-pin")
+    pem = env.base / "other-broker.pub"
+    pem.write_bytes(ec.generate_private_key(ec.SECP256R1()).public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo))
+    before = len(env.broker.audit())
+    out = env.base / "wrong-pin.npy"
+    p = run_kbs(env, sealed, out, "--kbs-broker-key", pem)
+    assert_refused(env, p, out, "the attestation token is not the pinned key broker's")
+    new = [json.loads(e["record"]) for e in env.broker.audit()[before:]]
+    assert not any(d["decision"] == "release" for d in new), new
+    bad = env.base / "not-a-key.pem"
+    bad.write_text("-----BEGIN PUBLIC KEY-----\nAAAA\n-----END PUBLIC KEY-----\n")
+    p = run_kbs(env, sealed, out, "--kbs-broker-key", bad)
+    assert_refused(env, p, out, "not a PEM public key")
+
+
+# ---- anti-rollback: an old and a new file under the same key -------------------------------------------------------
+
+
+def test_min_model_version(env: Env) -> None:
+    key = env.tiny()
+    key_path = env.base / "tiny-mv.key"
+    key_path.write_bytes(key)
+    key_path.chmod(0o600)
+    files = {}
+    for version in (3, 5):
+        files[version] = env.base / f"tiny-v{version}.veil"
+        p = veil("seal", env.onnx, "-o", files[version], "--model-id", "tiny", "--key", key_path,
+                 "--model-version", str(version))
+        assert p.returncode == 0, p.stderr
+    out = env.base / "mv.npy"
+    for extra in (("--key", key_path), None):  # the key from a file, then from the broker
+        def run(path: Path, *more: Any) -> subprocess.CompletedProcess[bytes]:
+            if extra is None:
+                return run_kbs(env, path, out, *more)
+            return veil("run", path, *extra, "-i", env.x, "-o", out, *more)
+
+        p = run(files[3], "--min-model-version", "5")
+        assert p.returncode == 1, p.stderr
+        lines = error_lines(p)
+        assert len(lines) == 1 and "model version 3, older than the required minimum 5" in lines[0], p.stderr
+        assert not out.exists()
+        p = run(files[5], "--min-model-version", "5")
+        assert p.returncode == 0, p.stderr
+        out.unlink()
+        p = run(files[3], "--min-model-version", "3")
+        assert p.returncode == 0, p.stderr
+        out.unlink()
+    p = veil("run", env.onnx, "--key", key_path, "--min-model-version", "2", "-i", env.x, "-o", out)
+    assert p.returncode == 2 and "not a sealed model" in p.stderr.decode()
+
+
+# ---- HTTPS: a second broker with a certificate from a test CA ------------------------------------------------------
+
+
+@dataclass
+class Tls:
+    broker: TlsBroker
+    ca: Path
+    other_ca: Path
+    spki_pin: str
+    key: bytes
+
+
+@pytest.fixture(scope="module")
+def tls(env: Env, tmp_path_factory: pytest.TempPathFactory):
+    d = tmp_path_factory.mktemp("kbs-client-tls")
+    ca, other = make_ca(d, "server-ca"), make_ca(d, "other-ca")
+    server = make_leaf(d, ca, "kbs-server", [ExtendedKeyUsageOID.SERVER_AUTH], ip="127.0.0.1")
+    b = TlsBroker(d / "data", free_port(), ["--sim-key", str(env.sim_dir / "platform.pub"), "--set",
+                                            "rate_limit_per_s=0", "--set", f"tls_cert={server.cert_path}",
+                                            "--set", f"tls_key={server.key_path}"], server_ca=ca.cert_path)
+    b.start()
+    spki = server.cert.public_key().public_bytes(serialization.Encoding.DER,
+                                                 serialization.PublicFormat.SubjectPublicKeyInfo)
+    digest = hashes.Hash(hashes.SHA256())
+    digest.update(spki)
+    pin = "sha256//" + base64.b64encode(digest.finalize()).decode()
+    try:
+        r = b.admin("POST", "/models", {"model_id": "tls-sample", "policy": {"version": 1, "allow_sample": True}})
+        assert r.status == 201, r.body
+        yield Tls(b, ca.cert_path, other.cert_path, pin, env.remember(base64.b64decode(r.json()["key"])))
+    finally:
+        assert b.stop() == 0
+
+
+def run_tls(env: Env, tls: Tls, out: Path, *pins: Any) -> subprocess.CompletedProcess[bytes]:
+    sealed = env.seal("tls-sample", tls.key)
+    p = veil("run", sealed, "--kbs", tls.broker.url, "--tee", "sample", "-i", env.x, "-o", out, *pins)
+    env.check_no_key(p)
+    return p
+
+
+def test_https_with_pinned_ca_releases_to_sample(env: Env, tls: Tls) -> None:
+    ref, got = env.base / "tls-ref.npy", env.base / "tls-got.npy"
+    sealed = env.seal("tls-sample", tls.key)
+    assert veil("run", sealed, "--key", env.base / "tls-sample.key", "-i", env.x, "-o", ref).returncode == 0
+    p = run_tls(env, tls, got, "--kbs-cacert", tls.ca)
+    assert p.returncode == 0, p.stderr
+    assert np.load(ref).tobytes() == np.load(got).tobytes()
+    got.unlink()
+    p = run_tls(env, tls, got, "--kbs-cacert", tls.ca, "--kbs-pinned-pubkey", tls.spki_pin)
+    assert p.returncode == 0, p.stderr
+
+
+def test_https_refusals(env: Env, tls: Tls) -> None:
+    out = env.base / "tls-refused.npy"
+    p = run_tls(env, tls, out, "--kbs-cacert", tls.other_ca)  # a CA that did not issue the broker's certificate
+    assert p.returncode == 1 and len(error_lines(p)) == 1 and "cannot reach the key broker" in p.stderr.decode()
+    assert not out.exists()
+    wrong_pin = "sha256//" + base64.b64encode(bytes(32)).decode()
+    p = run_tls(env, tls, out, "--kbs-cacert", tls.ca, "--kbs-pinned-pubkey", wrong_pin)
+    assert p.returncode == 1 and "cannot reach the key broker" in p.stderr.decode(), p.stderr
+    assert not out.exists()
+    # A TLS key pin alone satisfies the rule; the chain must still verify (here it does not: a private CA).
+    p = run_tls(env, tls, out, "--kbs-pinned-pubkey", tls.spki_pin)
+    assert p.returncode == 1 and "must be pinned" not in p.stderr.decode() and "cannot reach" in p.stderr.decode()
+    # Sample evidence reaches the broker over the pinned channel and is judged by the policy there.
+    sealed = env.seal("tiny", env.tiny(), name="tiny-over-tls")
+    r = tls.broker.admin("POST", "/models", {"model_id": "tiny", "policy": env.sim_policy()})
+    assert r.status == 201, r.body
+    env.remember(base64.b64decode(r.json()["key"]))
+    p = veil("run", sealed, "--kbs", tls.broker.url, "--tee", "sample", "--kbs-cacert", tls.ca, "-i", env.x,
+             "-o", out)
+    assert p.returncode == 1 and "(401 PolicyDeny)" in p.stderr.decode(), p.stderr
+    assert not out.exists()
 
 
 @pytest.mark.parametrize("args,expect", [
@@ -306,5 +490,6 @@ def test_help_documents_kbs() -> None:
     p = veil("run", "--help")
     text = p.stdout.decode()
     assert p.returncode == 0
-    for opt in ("--kbs URL", "--tee T", "--sim-dir", "--key-version", "--kbs-cacert", "--kbs-insecure-http"):
+    for opt in ("--kbs URL", "--tee T", "--sim-dir", "--key-version", "--kbs-cacert", "--kbs-insecure-http",
+                "--kbs-pinned-pubkey", "--kbs-broker-key", "--min-model-version"):
         assert opt in text, opt

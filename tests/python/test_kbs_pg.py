@@ -6,7 +6,10 @@ database per test:
     * the full RCAR flow with sample and sim evidence, the key decrypted and equal to test-0's zeros; the state
       is in the database, and its audit table refuses UPDATE, DELETE and TRUNCATE;
     * the same admin operations on the SQLite and the PostgreSQL store give the same answers (JSON shapes, model
-      order by bytes even where the database's collation sorts otherwise, audit records);
+      order by bytes even where the database's collation sorts otherwise, usage policies, audit records);
+    * usage policies (kbs_usage) on replicas: set through one, read through another, released over RCAR through a
+      third to a session made elsewhere, cleared to null; an invalid one refused and the stored one unchanged; a
+      database from before usage policies gains the table at start;
     * keys and audit records are flushed to the WAL before the answer (even with a database default of
       synchronous_commit = off), session rows are not (pg_stat_wal);
     * replicas: three brokers on one database and one data directory: auth on A, attest on B, resource on C (and
@@ -267,6 +270,18 @@ def _admin_script(b: Broker) -> dict[str, Any]:
         r = b.admin("GET", f"/models/{model}")
         out[f"get {model}"] = (r.status, _strip(r.json()))
     out["policy get"] = b.admin("GET", "/models/_x/policy").json()
+    usage = {"version": 1, "clients": [{"name": "c", "api_key_sha256": "ab" * 32, "budget": 3}],
+             "output": {"max_top_k": 2}}
+    for name, method, model, body in (("usage get none", "GET", "_x", None), ("usage set", "PUT", "_x", usage),
+                                      ("usage set invalid", "PUT", "_x", {"version": 1, "clients": []}),
+                                      ("usage get", "GET", "_x", None), ("usage set Z9", "PUT", "Z9", {"version": 1}),
+                                      ("usage clear Z9", "DELETE", "Z9", None), ("usage get Z9", "GET", "Z9", None),
+                                      ("usage clear again", "DELETE", "Z9", None),
+                                      ("usage set unknown", "PUT", "nope", usage),
+                                      ("usage get unknown", "GET", "nope", None),
+                                      ("usage clear unknown", "DELETE", "nope", None)):
+        r = b.admin(method, f"/models/{model}/usage", body)
+        out[name] = (r.status, r.json())
     entries = b.audit()
     chain_ok(entries)
     out["audit"] = [_strip(json.loads(e["record"])) for e in entries]
@@ -328,6 +343,59 @@ def test_only_session_rows_commit_asynchronously(pg: PgServer, sim: dict[str, An
 
     assert wal_syncs(sessions) < 30  # the WAL writer's own flushes, a few a second
     assert wal_syncs(durable) >= 40
+
+
+# ---- usage policies -------------------------------------------------------------------------------------------
+
+
+def test_usage_policy_on_replicas(pg: PgServer, sim: dict[str, Any], tmp_path: Path) -> None:
+    a, b, c = replicas(tmp_path, sim, pg.new_db("usage"), "abc")
+    policy = {"version": 1, "clients": [{"name": "alice", "api_key_sha256": "cd" * 32, "rate_per_s": 2}],
+              "global": {"rate_per_s": 10, "burst": 20}}
+    compact = json.dumps(policy, separators=(",", ":"))
+    path = "/kbs/v0/resource/veil/usage-policy/test-0"
+    try:
+        assert a.admin("PUT", "/models/test-0/usage", policy).json() == {"usage": policy}
+        assert b.admin("GET", "/models/test-0/usage").json() == {"usage": policy}
+        assert pg.sql("SELECT policy FROM kbs_usage WHERE model_id = 'test-0'", "usage") == compact
+        # RCAR: auth on A, attest on B, the key and the usage policy through C, the token through A.
+        s = Session(a, "sample")
+        assert s.auth().status == 200
+        s.broker = b
+        assert s.attest(s.attestation(_bound(s))).status == 200, log_tail(b)
+        s.broker = c
+        assert s.decrypt(s.resource("test-0")) == DEV_KEYS["test-0"]
+        assert s.decrypt(s.resource("", path=path)) == compact.encode()
+        s.broker = a
+        assert s.decrypt(s.resource("", cookie="", bearer=s.token, path=path)) == compact.encode()
+        # An invalid policy through C: refused, the stored one unchanged for every replica.
+        r = c.admin("PUT", "/models/test-0/usage", {"version": 1, "clients": [{"name": "x"}]})
+        assert r.status == 400 and "api_key_sha256" in r.json()["message"], r.body
+        assert a.admin("GET", "/models/test-0/usage").json() == {"usage": policy}
+        # Cleared through C: null everywhere, and the TEE receives the text null.
+        assert c.admin("DELETE", "/models/test-0/usage").json() == {"usage": None}
+        assert pg.sql("SELECT count(*) FROM kbs_usage", "usage") == "0"
+        s.broker = b
+        assert s.decrypt(s.resource("", path=path)) == b"null"
+        assert s.resource("", path="/kbs/v0/resource/veil/usage-policy/nope").status == 404
+        records = [json.loads(e["record"]) for e in a.audit()]
+        assert [d["event"] for d in records if d["event"].startswith("usage")] == [
+            "usage-set", "usage-release", "usage-release", "usage-clear", "usage-release", "usage-release"]
+        assert records[-1]["decision"] == "deny" and records[-1]["reason"] == "unknown model"
+        chain_ok(a.audit())
+        assert "cd" * 32 not in a.log.read_text() + b.log.read_text() + c.log.read_text()
+    finally:
+        for br in (a, b, c):
+            assert br.stop() == 0
+    # A database from before usage policies: the table is created at the next start.
+    pg.sql("DROP TABLE kbs_usage", "usage")
+    a.start()
+    try:
+        assert pg.sql("SELECT to_regclass('kbs_usage') IS NOT NULL", "usage") == "t"
+        assert a.admin("GET", "/models/test-0/usage").json() == {"usage": None}
+        assert a.admin("PUT", "/models/test-0/usage", policy).status == 200
+    finally:
+        assert a.stop() == 0
 
 
 # ---- replicas -------------------------------------------------------------------------------------------------

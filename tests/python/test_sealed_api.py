@@ -1,4 +1,5 @@
-"""veil.sealed through the public API: seal, inspect, unseal, open, rewrap, and the status-to-exception map."""
+"""veil.sealed through the public API: seal, inspect, unseal, open, rewrap, reseal, and the status-to-exception
+map."""
 
 from __future__ import annotations
 
@@ -227,6 +228,74 @@ def test_rewrap(sealed: Path, key: bytes, other_key: bytes, model: onnx.ModelPro
     assert veil.inspect(sealed).key_version == 5
     with pytest.raises(veil.KeyUnwrapError):
         veil.rewrap(sealed, key, other_key, new_key_version=6)
+
+
+# --- reseal (issue 11, Low 6), header digest, anti-rollback (Medium 3), no random hook (Low 10) -----------------
+
+
+def _data_key(path: Path, key: bytes) -> bytes:
+    """The file's data key, unwrapped from the spec alone (sections 5 and 6) with `cryptography`."""
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+    from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
+    data = path.read_bytes()
+    h = int.from_bytes(data[12:16], "little")
+    digest = hashes.Hash(hashes.SHA256())
+    digest.update(data[: 16 + h])
+    wrap = data[16 + h : 16 + h + 64]
+    kek = HKDF(hashes.SHA256(), 32, salt=None, info=b"veil/sealed/v1/key-wrap").derive(key)
+    return AESGCM(kek).decrypt(wrap[4:16], wrap[16:64], digest.finalize() + wrap[0:4])
+
+
+def test_reseal_is_not_rewrap(sealed: Path, key: bytes, other_key: bytes, model: onnx.ModelProto,
+                              assert_same_model) -> None:
+    before = veil.inspect(sealed)
+    rotated, fresh = sealed.with_name("rotated.veil"), sealed.with_name("fresh.veil")
+    veil.rewrap(sealed, key, other_key, new_key_version=2, out_path=rotated)
+    assert _data_key(rotated, other_key) == _data_key(sealed, key)  # rotation keeps the data key
+    info = veil.reseal(sealed, key, new_key=other_key, new_key_version=2, model_version=8, out_path=fresh)
+    assert info.key_version == 2 and info.model_version == 8 and info.model_id == before.model_id
+    assert info.file_id != before.file_id and info.chunk_size == before.chunk_size
+    assert _data_key(fresh, other_key) != _data_key(sealed, key)
+    assert_same_model(model, onnx.load_from_string(veil.unseal(fresh, other_key)))
+    with pytest.raises(veil.KeyUnwrapError):
+        veil.unseal(fresh, key)
+    # Same key, in place: still a new file.
+    veil.reseal(sealed, key)
+    assert veil.inspect(sealed).file_id != before.file_id and veil.inspect(sealed).key_version == before.key_version
+    assert_same_model(model, onnx.load_from_string(veil.unseal(sealed, key)))
+    with pytest.raises(veil.ArgumentError):
+        veil.reseal(sealed, key, new_key=other_key)  # a new key needs its version
+    with pytest.raises(veil.ArgumentError):
+        veil.reseal(sealed, key, model_version=6)  # lower than 7
+    with pytest.raises(veil.KeyUnwrapError):
+        veil.reseal(sealed, other_key, out_path=sealed.with_name("never.veil"))
+    assert not sealed.with_name("never.veil").exists()
+
+
+def test_header_sha256_and_min_model_version(sealed: Path, key: bytes, model: onnx.ModelProto,
+                                             tmp_path: Path) -> None:
+    import hashlib
+
+    data = sealed.read_bytes()
+    header = data[: 16 + int.from_bytes(data[12:16], "little")]
+    with veil.open_model(sealed, key, min_model_version=7) as m:
+        assert m.header_sha256 == hashlib.sha256(header).digest()
+    newer = tmp_path / "v9.veil"
+    veil.seal_onnx(model.SerializeToString(), newer, model_id="small-model_1.0", key=key, model_version=9)
+    with pytest.raises(veil.VersionError, match="older than the required minimum 9"):
+        veil.open_model(sealed, key, min_model_version=9)
+    with veil.open_model(newer, key, min_model_version=9) as m:
+        assert m.info.model_version == 9 and m.header_sha256 != hashlib.sha256(header).digest()
+
+
+def test_no_random_source_in_the_public_abi(libveil: str) -> None:
+    import ctypes
+
+    lib = ctypes.CDLL(libveil)
+    assert not hasattr(lib, "veil_seal_with_random")  # the test-only seeded sealing is not exported
+    assert [name for name, _ in veil._lib.SealOptions._fields_][-1] == "progress_ctx"
 
 
 # --- errors ---------------------------------------------------------------------------------------------------

@@ -154,6 +154,14 @@ def reference_verify(report: bytes, cert_der: bytes, now: int) -> Verdict:
             return Verdict(False, "hwid")
 
     id_key = report[0xE0:0x110]
+
+    def spl(tcb_bytes: bytes) -> dict[str, int]:
+        """A TCB_VERSION's components: Milan/Genoa BL, TEE, -, -, -, -, SNP, UCODE; Turin FMC, BL, TEE, SNP, ..."""
+        b = tcb_bytes
+        if product == "turin":
+            return {"bootloader": b[1], "tee": b[2], "snp": b[3], "microcode": b[7], "fmc": b[0]}
+        return {"bootloader": b[0], "tee": b[1], "snp": b[6], "microcode": b[7], "fmc": 0}
+
     claims = {
         "tee": "snp",
         "report_data": report[0x50:0x90].hex(),
@@ -162,7 +170,9 @@ def reference_verify(report: bytes, cert_der: bytes, now: int) -> Verdict:
         "svn": _le(report[4:8]),
         "debug": bool((_le(report[8:16]) >> 19) & 1),
         "vmpl": _le(report[0x30:0x34]),
-        "tcb_status": "UpToDate",
+        "reported_tcb": spl(report[0x180:0x188]),
+        "committed_tcb": spl(report[0x1E0:0x1E8]),
+        "tcb_status": "NotJudged",  # AMD publishes no TCB status: the policy's min_tcb judges the two TCBs
     }
     if any(id_key):
         claims["signer"] = id_key.hex()

@@ -13,6 +13,11 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <openssl/bio.h>
+#include <openssl/evp.h>
+#include <openssl/pem.h>
+#include <openssl/x509.h>
+
 #include "attest/dcap.h"
 #include "attest/verifiers.h"
 #include "core/limits.h"
@@ -128,6 +133,33 @@ static void test_tdx_sample(void **state)
     assert_int_equal(c.config_id_size, 48);
     assert_int_equal(c.signer_size, 0);
     assert_int_equal(c.debug, 0);
+    /* The TD report body's MRCONFIGID, MROWNER, MROWNERCONFIG and RTMRs (quote offsets 232, 280, 328, 376). */
+    struct vec q = load("dcap-qvl/tdx_quote");
+    assert_memory_equal(c.config_id, q.data + 232, 48);
+    assert_int_equal(c.mr_owner_size, 48);
+    assert_memory_equal(c.mr_owner, q.data + 280, 48);
+    assert_int_equal(c.mr_owner_config_size, 48);
+    assert_memory_equal(c.mr_owner_config, q.data + 328, 48);
+    for (int i = 0; i < 4; i++)
+        assert_memory_equal(c.rtmr[i], q.data + 376 + 48 * i, 48);
+    /* A policy pinning this TD's MRTD and workload (RTMR1, RTMR2, MROWNER) accepts it; another RTMR1 does not. */
+    char mrtd[97], rtmr1[97], rtmr2[97], owner[97], json[1024];
+    for (int k = 0; k < 48; k++) {
+        snprintf(mrtd + 2 * k, 3, "%02x", c.measurement[k]);
+        snprintf(rtmr1 + 2 * k, 3, "%02x", c.rtmr[1][k]);
+        snprintf(rtmr2 + 2 * k, 3, "%02x", c.rtmr[2][k]);
+        snprintf(owner + 2 * k, 3, "%02x", c.mr_owner[k]);
+    }
+    snprintf(json, sizeof json, "{\"tdx\":{\"measurements\":[\"%s\"],\"rtmr1\":[\"%s\"],\"rtmr2\":[\"%s\"],"
+             "\"mrowner\":[\"%s\"]}}", mrtd, rtmr1, rtmr2, owner);
+    veil_policy *p = NULL;
+    assert_int_equal(veil_policy_parse(json, strlen(json), &p), VEIL_OK);
+    assert_int_equal(veil_policy_check(p, &c, NULL), VEIL_OK);
+    c.rtmr[1][0] ^= 1;
+    assert_int_equal(veil_policy_check(p, &c, NULL), VEIL_ERR_POLICY);
+    assert_non_null(strstr(veil_last_error(), "rtmr1"));
+    veil_policy_free(p);
+    free(q.data);
 }
 
 /* "Fails: No matching TCB level found: the platform is below every level." */
@@ -310,6 +342,87 @@ static void test_wrong_signatures(void **state)
     col.root_ca_crl[col.root_ca_crl_size - 5] ^= 1;
     assert_int_equal(verify_col("dcap-qvl/tdx_quote", &col, TDX_NOW), VEIL_ERR_VERIFY);
     veil_dcap_collateral_cleanup(&col);
+}
+
+static void replace_chain(char **chain, const char *pem, size_t size)
+{
+    free(*chain);
+    *chain = calloc(1, size + 1);
+    assert_non_null(*chain);
+    memcpy(*chain, pem, size);
+}
+
+/* Low 7: the TCB info and QE identity signer must be Intel's "Intel SGX TCB Signing" certificate, issued by the
+ * root itself; another certificate that chains to the Intel root (the PCK Processor CA, a PCK leaf) is refused
+ * before its signature is even looked at. */
+static void test_collateral_signer_pinned(void **state)
+{
+    (void)state;
+    struct veil_dcap_collateral col;
+    struct vec q = load("dcap-qvl/sgx_quote");
+    struct veil_dcap_quote parsed;
+    assert_true(veil_ok(veil_dcap_quote_parse(q.data, q.size, &parsed)));
+    for (int which = 0; which < 2; which++) {
+        /* The PCK CRL issuer chain: "Intel SGX PCK Processor CA" -> root, both valid and covered by the CRLs. */
+        collateral_load("dcap-qvl/sgx_quote_collateral.json", &col);
+        char **target = which == 0 ? &col.tcb_info_issuer_chain : &col.qe_identity_issuer_chain;
+        replace_chain(target, col.pck_crl_issuer_chain, strlen(col.pck_crl_issuer_chain));
+        assert_int_equal(verify_col("dcap-qvl/sgx_quote", &col, SGX_NOW), VEIL_ERR_VERIFY);
+        if (strstr(veil_last_error(), "was made by \"Intel SGX PCK Processor CA\"") == NULL)
+            fail_msg("%d: %s", which, veil_last_error());
+        veil_dcap_collateral_cleanup(&col);
+        /* The quote's own PCK chain: "Intel SGX PCK Certificate" -> Platform CA -> root. */
+        collateral_load("dcap-qvl/sgx_quote_collateral.json", &col);
+        target = which == 0 ? &col.tcb_info_issuer_chain : &col.qe_identity_issuer_chain;
+        replace_chain(target, (const char *)parsed.cert_data, parsed.cert_size);
+        assert_int_equal(verify_col("dcap-qvl/sgx_quote", &col, SGX_NOW), VEIL_ERR_VERIFY);
+        if (strstr(veil_last_error(), "was made by \"Intel SGX PCK Certificate\"") == NULL)
+            fail_msg("%d: %s", which, veil_last_error());
+        veil_dcap_collateral_cleanup(&col);
+    }
+    free(q.data);
+    /* The genuine signer passes the check on its own. */
+    collateral_load("dcap-qvl/tdx_quote_collateral.json", &col);
+    struct veil_dcap_x509 *leaf = NULL;
+    assert_true(veil_ok(veil_dcap_leaf_read(col.tcb_info_issuer_chain, strlen(col.tcb_info_issuer_chain), &leaf)));
+    assert_true(veil_ok(veil_dcap_tcb_signer_check(leaf, "TCB info")));
+    veil_dcap_x509_free(leaf);
+    veil_dcap_collateral_cleanup(&col);
+}
+
+/* The right CN is not enough: a self-made "Intel SGX TCB Signing" certificate is not issued by the pinned root. */
+static void test_collateral_signer_cn_alone(void **state)
+{
+    (void)state;
+    EVP_PKEY *key = EVP_EC_gen("P-256");
+    X509 *cert = X509_new();
+    assert_non_null(key);
+    assert_non_null(cert);
+    X509_NAME *name = X509_NAME_new();
+    X509_NAME_add_entry_by_txt(name, "CN", MBSTRING_ASC, (const unsigned char *)VEIL_DCAP_TCB_SIGNING_CN, -1, -1, 0);
+    X509_NAME_add_entry_by_txt(name, "O", MBSTRING_ASC, (const unsigned char *)"Intel Corporation", -1, -1, 0);
+    X509_set_version(cert, 2);
+    ASN1_INTEGER_set(X509_get_serialNumber(cert), 1);
+    X509_set_subject_name(cert, name);
+    X509_set_issuer_name(cert, name);
+    X509_gmtime_adj(X509_getm_notBefore(cert), 0);
+    X509_gmtime_adj(X509_getm_notAfter(cert), 3600);
+    X509_set_pubkey(cert, key);
+    assert_true(X509_sign(cert, key, EVP_sha256()) > 0);
+    BIO *b = BIO_new(BIO_s_mem());
+    PEM_write_bio_X509(b, cert);
+    PEM_write_bio_X509(b, cert); /* a "chain" of two for the reader */
+    char *pem = NULL;
+    long n = BIO_get_mem_data(b, &pem);
+    struct veil_dcap_x509 *leaf = NULL;
+    assert_true(veil_ok(veil_dcap_leaf_read(pem, (size_t)n, &leaf)));
+    assert_int_equal(veil_dcap_tcb_signer_check(leaf, "TCB info").status, VEIL_ERR_VERIFY);
+    assert_non_null(strstr(veil_last_error(), "not issued by the Intel SGX Root CA itself"));
+    veil_dcap_x509_free(leaf);
+    BIO_free(b);
+    X509_NAME_free(name);
+    X509_free(cert);
+    EVP_PKEY_free(key);
 }
 
 /* Collateral for another platform or another TEE. */
@@ -513,6 +626,8 @@ int main(void)
         cmocka_unit_test(test_quote_parse_errors),
         cmocka_unit_test(test_time_parse),
         cmocka_unit_test(test_status_merge),
+        cmocka_unit_test(test_collateral_signer_pinned),
+        cmocka_unit_test(test_collateral_signer_cn_alone),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -6,8 +6,10 @@
 #include <setjmp.h>
 #include <cmocka.h>
 
+#include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "format/format.h"
 #include "testutil.h"
@@ -286,6 +288,203 @@ static void test_spliced_chunk_rejected(void **state)
     free(b);
 }
 
+/* Medium 3 (library side): an old and a new file under the same key; min_model_version refuses the old one with
+ * VEIL_ERR_VERSION, before any chunk is decrypted, and only once the header is authenticated. */
+static void test_min_model_version(void **state)
+{
+    struct fixture *f = *state;
+    const char *old_path = tu_path(0, f->dir, "v3.veil"), *new_path = tu_path(1, f->dir, "v5.veil");
+    struct veil_seal_options o = {.model_id = "rollback", .chunk_size = 4096, .model_version = 3, .key_version = 1};
+    assert_int_equal(veil_seal(f->model.data, f->model.size, key_a, 32, &o, old_path), VEIL_OK);
+    o.model_version = 5;
+    assert_int_equal(veil_seal(f->model.data, f->model.size, key_a, 32, &o, new_path), VEIL_OK);
+    veil_model *m = NULL;
+    struct veil_open_options opt = {.min_model_version = 5};
+    assert_int_equal(veil_model_open(old_path, key_a, 32, &opt, &m), VEIL_ERR_VERSION);
+    assert_null(m);
+    assert_non_null(strstr(veil_last_error(), "model version 3, older than the required minimum 5"));
+    assert_int_equal(veil_model_open(new_path, key_a, 32, &opt, &m), VEIL_OK);
+    check_tensors(f, m);
+    veil_model_free(m);
+    opt.min_model_version = 4;
+    assert_int_equal(veil_model_open(old_path, key_a, 32, &opt, &m), VEIL_ERR_VERSION);
+    opt.min_model_version = 3;
+    assert_int_equal(veil_model_open(old_path, key_a, 32, &opt, &m), VEIL_OK);
+    veil_model_free(m);
+    /* Unseal honours it too. */
+    uint8_t *onnx = NULL;
+    size_t size = 0;
+    opt.min_model_version = 5;
+    assert_int_equal(veil_unseal(old_path, key_a, 32, &opt, &onnx, &size), VEIL_ERR_VERSION);
+    assert_null(onnx);
+    /* A forged newer version in the old file's header does not pass: the header is authenticated first. */
+    size_t n = 0;
+    uint8_t *bytes = tu_read(old_path, &n);
+    bytes[VEIL_SEALED_PREAMBLE_SIZE + 8] = 9; /* model_version's low byte: 3 -> 9 */
+    const char *forged = tu_path(2, f->dir, "forged.veil");
+    tu_write(forged, bytes, n);
+    free(bytes);
+    assert_int_equal(veil_model_open(forged, key_a, 32, &opt, &m), VEIL_ERR_KEY);
+    assert_null(m);
+    /* Without a key, a wrong key still says so (no version oracle before authentication). */
+    assert_int_equal(veil_model_open(old_path, key_b, 32, &opt, &m), VEIL_ERR_KEY);
+}
+
+/* The data key of a sealed file, unwrapped with its model key (internal API). */
+static void data_key_of(const char *path, const uint8_t *key, uint8_t out[VEIL_GCM_KEY_SIZE])
+{
+    int fd = open(path, O_RDONLY);
+    assert_true(fd >= 0);
+    struct veil_sealed_header h;
+    assert_true(veil_ok(veil_sealed_read_header(fd, &h)));
+    assert_true(veil_ok(veil_sealed_unwrap(key, 32, h.digest, &h.wrap, out)));
+    veil_sealed_header_cleanup(&h);
+    close(fd);
+}
+
+/* Low 6: rewrap keeps the data key (rotation); reseal draws a fresh one, a fresh file id and re-encrypts all. */
+static void test_reseal(void **state)
+{
+    struct fixture *f = *state;
+    const char *orig = tu_path(0, f->dir, "o.veil"), *rewrapped = tu_path(1, f->dir, "w.veil");
+    const char *resealed = tu_path(2, f->dir, "n.veil");
+    seal_to(f, orig, 0);
+    uint8_t dk_orig[VEIL_GCM_KEY_SIZE], dk_rewrap[VEIL_GCM_KEY_SIZE], dk_reseal[VEIL_GCM_KEY_SIZE];
+    data_key_of(orig, key_a, dk_orig);
+    /* Rotation only: the old key and an old copy still yield the new file's data key. */
+    assert_int_equal(veil_rewrap_file(orig, key_a, 32, key_b, 32, 4, rewrapped), VEIL_OK);
+    data_key_of(rewrapped, key_b, dk_rewrap);
+    assert_memory_equal(dk_orig, dk_rewrap, sizeof dk_orig);
+
+    struct veil_reseal_options o = {.new_key_version = 4, .model_version = 8, .threads = 2};
+    assert_int_equal(veil_reseal_file(orig, key_a, 32, key_b, 32, &o, resealed), VEIL_OK);
+    struct veil_sealed_info a, b;
+    assert_int_equal(veil_inspect_file(orig, &a), VEIL_OK);
+    assert_int_equal(veil_inspect_file(resealed, &b), VEIL_OK);
+    assert_string_equal(b.model_id, a.model_id);
+    assert_int_equal(b.key_version, 4);
+    assert_int_equal(b.model_version, 8);
+    assert_int_equal(b.chunk_size, a.chunk_size);
+    assert_int_equal(b.public_graph, a.public_graph);
+    assert_memory_not_equal(b.file_id, a.file_id, sizeof a.file_id);
+    data_key_of(resealed, key_b, dk_reseal);
+    assert_memory_not_equal(dk_orig, dk_reseal, sizeof dk_orig);
+    veil_model *m = NULL;
+    assert_int_equal(veil_model_open(resealed, key_a, 32, NULL, &m), VEIL_ERR_KEY);
+    assert_int_equal(veil_model_open(resealed, key_b, 32, NULL, &m), VEIL_OK);
+    check_tensors(f, m);
+    veil_model_free(m);
+    /* Every ciphertext byte of the data region changed (sizes are the same). */
+    size_t na = 0, nb = 0;
+    uint8_t *x = tu_read(orig, &na), *y = tu_read(resealed, &nb);
+    assert_int_equal(na, nb);
+    size_t data_at = 0;
+    {
+        int fd = open(orig, O_RDONLY);
+        struct veil_sealed_header h;
+        assert_true(veil_ok(veil_sealed_read_header(fd, &h)));
+        data_at = (size_t)h.data_offset;
+        veil_sealed_header_cleanup(&h);
+        close(fd);
+    }
+    size_t same = 0;
+    for (size_t i = data_at; i < na; i++)
+        same += x[i] == y[i];
+    assert_true(same < (na - data_at) / 64); /* about 1/256 by chance */
+    free(x);
+    free(y);
+
+    /* Same key, in place, version kept; the old model key still opens it (no new key), but it is a new file. */
+    const char *inplace = tu_path(3, f->dir, "i.veil");
+    seal_to(f, inplace, 1);
+    assert_int_equal(veil_reseal_file(inplace, key_a, 32, NULL, 0, NULL, inplace), VEIL_OK);
+    assert_int_equal(veil_inspect_file(inplace, &b), VEIL_OK);
+    assert_int_equal(b.key_version, 3);
+    assert_int_equal(b.model_version, 7);
+    assert_int_equal(b.public_graph, 1);
+    assert_int_equal(veil_model_open(inplace, key_a, 32, NULL, &m), VEIL_OK);
+    check_tensors(f, m);
+    veil_model_free(m);
+
+    /* Refusals, none of which writes anything. */
+    const char *never = tu_path(3, f->dir, "never.veil");
+    assert_int_equal(veil_reseal_file(orig, key_b, 32, key_a, 32, &o, never), VEIL_ERR_KEY);
+    struct veil_reseal_options down = {.model_version = 6};
+    assert_int_equal(veil_reseal_file(orig, key_a, 32, NULL, 0, &down, never), VEIL_ERR_ARG);
+    assert_non_null(strstr(veil_last_error(), "may not go down"));
+    struct veil_reseal_options no_version = {0};
+    assert_int_equal(veil_reseal_file(orig, key_a, 32, key_b, 32, &no_version, never), VEIL_ERR_ARG);
+    assert_int_equal(veil_reseal_file(orig, key_a, 32, NULL, 32, NULL, never), VEIL_ERR_ARG);
+    assert_false(tu_exists(never));
+}
+
+/* Low 10: the installed struct veil_seal_options ends with progress_ctx: no random-source hook in the public ABI
+ * (a fixed source repeats data keys, and so GCM nonces). Tests use veil_seal_with_random (format/format.h). */
+_Static_assert(sizeof(struct veil_seal_options) ==
+                   offsetof(struct veil_seal_options, progress_ctx) + sizeof(void *),
+               "struct veil_seal_options must not carry a random-source hook");
+
+static void test_seeded_sealing_is_internal(void **state)
+{
+    struct fixture *f = *state;
+    const char *p1 = tu_path(0, f->dir, "s1.veil"), *p2 = tu_path(1, f->dir, "s2.veil");
+    struct veil_seal_options o = {.model_id = "seeded", .chunk_size = 4096};
+    uint64_t seed = 9;
+    assert_int_equal(veil_seal_with_random(f->model.data, f->model.size, key_a, 32, &o, tu_random, &seed, p1),
+                     VEIL_OK);
+    seed = 9;
+    assert_int_equal(veil_seal_with_random(f->model.data, f->model.size, key_a, 32, &o, tu_random, &seed, p2),
+                     VEIL_OK);
+    size_t n1 = 0, n2 = 0;
+    uint8_t *a = tu_read(p1, &n1), *b = tu_read(p2, &n2);
+    assert_int_equal(n1, n2);
+    assert_memory_equal(a, b, n1); /* the test hook is deterministic */
+    free(a);
+    free(b);
+    /* The public entry point always draws from the CSPRNG. */
+    assert_int_equal(veil_seal(f->model.data, f->model.size, key_a, 32, &o, p1), VEIL_OK);
+    assert_int_equal(veil_seal(f->model.data, f->model.size, key_a, 32, &o, p2), VEIL_OK);
+    a = tu_read(p1, &n1), b = tu_read(p2, &n2);
+    assert_memory_not_equal(a, b, n1);
+    free(a);
+    free(b);
+}
+
+/* veil_model_header_sha256 is SHA-256 of the file's bytes [0, 16 + header_size): the header the open
+ * authenticated; two files (fresh file ids) differ, and a rewrap (key wrap only) keeps it. */
+static void test_header_sha256(void **state)
+{
+    struct fixture *f = *state;
+    const char *p1 = tu_path(0, f->dir, "h1.veil");
+    const char *p2 = tu_path(1, f->dir, "h2.veil");
+    const char *p3 = tu_path(2, f->dir, "h3.veil");
+    seal_to(f, p1, 0);
+    seal_to(f, p2, 0);
+    assert_int_equal(veil_rewrap_file(p1, key_a, 32, key_b, 32, 4, p3), VEIL_OK);
+    size_t n = 0;
+    uint8_t *bytes = tu_read(p1, &n);
+    size_t header_size = bytes[12] | (size_t)bytes[13] << 8 | (size_t)bytes[14] << 16 | (size_t)bytes[15] << 24;
+    assert_true(VEIL_SEALED_PREAMBLE_SIZE + header_size < n);
+    uint8_t expect[VEIL_SHA256_SIZE];
+    assert_true(veil_ok(veil_sha256(bytes, VEIL_SEALED_PREAMBLE_SIZE + header_size, expect)));
+    free(bytes);
+    veil_model *m1 = NULL, *m2 = NULL, *m3 = NULL;
+    assert_int_equal(veil_model_open(p1, key_a, 32, NULL, &m1), VEIL_OK);
+    assert_int_equal(veil_model_open(p2, key_a, 32, NULL, &m2), VEIL_OK);
+    assert_int_equal(veil_model_open(p3, key_b, 32, NULL, &m3), VEIL_OK);
+    const uint8_t *h1 = veil_model_header_sha256(m1);
+    assert_non_null(h1);
+    assert_memory_equal(h1, expect, sizeof expect);
+    assert_memory_not_equal(veil_model_header_sha256(m2), expect, sizeof expect);
+    assert_memory_equal(veil_model_header_sha256(m3), expect, sizeof expect);
+    /* Overwriting the file after the open does not change what the model reports. */
+    tu_write(p1, "gone", 4);
+    assert_memory_equal(veil_model_header_sha256(m1), expect, sizeof expect);
+    veil_model_free(m1);
+    veil_model_free(m2);
+    veil_model_free(m3);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -299,6 +498,10 @@ int main(void)
         cmocka_unit_test(test_rewrap),
         cmocka_unit_test(test_failed_unseal_keeps_existing_output),
         cmocka_unit_test(test_spliced_chunk_rejected),
+        cmocka_unit_test(test_header_sha256),
+        cmocka_unit_test(test_seeded_sealing_is_internal),
+        cmocka_unit_test(test_reseal),
+        cmocka_unit_test(test_min_model_version),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "kbs/client_internal.h"
 #include "kbs/kbs.h"
 
 static void test_claims_round_trip(void **state)
@@ -33,6 +34,97 @@ static void test_claims_round_trip(void **state)
     json_object_set_new(j, "measurement", json_string("zz"));
     assert_int_equal(veil_kbs_claims_from_json(j, &back).status, VEIL_ERR_FORMAT);
     json_decref(j);
+}
+
+/* TDX registers and SNP TCB values survive the broker's claims records, where veil_policy_check reads them. */
+static void test_claims_round_trip_tdx_snp(void **state)
+{
+    (void)state;
+    struct veil_claims c, back;
+    memset(&c, 0, sizeof c);
+    c.tee = VEIL_TEE_TDX;
+    memset(c.measurement, 0xab, 48), c.measurement_size = 48;
+    for (int i = 0; i < 4; i++)
+        memset(c.rtmr[i], 0x10 + i, 48);
+    c.rtmr_count = 4;
+    memset(c.config_id, 0xc0, 48), c.config_id_size = 48;
+    memset(c.mr_owner, 0x0e, 48), c.mr_owner_size = 48;
+    memset(c.mr_owner_config, 0x0c, 48), c.mr_owner_config_size = 48;
+    strcpy(c.tcb_status, "UpToDate");
+    json_t *j = NULL;
+    assert_true(veil_ok(veil_kbs_claims_to_json(&c, &j)));
+    assert_non_null(json_object_get(j, "mrowner"));
+    assert_true(veil_ok(veil_kbs_claims_from_json(j, &back)));
+    assert_int_equal(memcmp(&c, &back, sizeof c), 0);
+    json_decref(j);
+
+    memset(&c, 0, sizeof c);
+    c.tee = VEIL_TEE_SNP;
+    memset(c.measurement, 0xab, 48), c.measurement_size = 48;
+    c.vmpl = 1;
+    c.reported_tcb = (struct veil_snp_tcb){.bootloader = 3, .tee = 1, .snp = 8, .microcode = 115, .fmc = 2};
+    c.committed_tcb = (struct veil_snp_tcb){.bootloader = 4, .tee = 2, .snp = 9, .microcode = 200, .fmc = 3};
+    strcpy(c.tcb_status, "NotJudged");
+    assert_true(veil_ok(veil_kbs_claims_to_json(&c, &j)));
+    assert_true(veil_ok(veil_kbs_claims_from_json(j, &back)));
+    assert_int_equal(memcmp(&c, &back, sizeof c), 0);
+    json_object_set_new(json_object_get(j, "reported_tcb"), "microcode", json_integer(256));
+    assert_int_equal(veil_kbs_claims_from_json(j, &back).status, VEIL_ERR_FORMAT);
+    json_object_set_new(json_object_get(j, "reported_tcb"), "microcode", json_integer(1));
+    json_object_set_new(json_object_get(j, "reported_tcb"), "x", json_integer(1));
+    assert_int_equal(veil_kbs_claims_from_json(j, &back).status, VEIL_ERR_FORMAT);
+    json_decref(j);
+}
+
+/* Medium 5: plain http only for sim; every other TEE needs https:// and a pinned CA or TLS key. */
+static void test_transport_rule(void **state)
+{
+    (void)state;
+    static const veil_tee others[] = {VEIL_TEE_SAMPLE, VEIL_TEE_SGX, VEIL_TEE_TDX, VEIL_TEE_SNP};
+    struct veil_kbs_fetch_options o = {.url = "http://127.0.0.1:8080"};
+    assert_true(veil_ok(veil_kbs_transport_check(&o, VEIL_TEE_SIM)));
+    o.url = "https://kbs.example:8443";
+    assert_true(veil_ok(veil_kbs_transport_check(&o, VEIL_TEE_SIM))); /* sim: the system's store is fine */
+    o.url = "http://192.0.2.1:8080";
+    assert_int_equal(veil_kbs_transport_check(&o, VEIL_TEE_SIM).status, VEIL_ERR_ARG);
+    o.allow_insecure_http = 1;
+    assert_true(veil_ok(veil_kbs_transport_check(&o, VEIL_TEE_SIM)));
+    for (size_t i = 0; i < sizeof others / sizeof others[0]; i++) {
+        struct veil_kbs_fetch_options t = {.url = "http://127.0.0.1:8080", .allow_insecure_http = 1,
+                                           .cacert = "ca.pem"};
+        assert_int_equal(veil_kbs_transport_check(&t, others[i]).status, VEIL_ERR_ARG);
+        assert_non_null(strstr(veil_last_error(), "only for the simulation TEE"));
+        t.url = "http://[::1]:8080";
+        assert_int_equal(veil_kbs_transport_check(&t, others[i]).status, VEIL_ERR_ARG);
+        t = (struct veil_kbs_fetch_options){.url = "https://127.0.0.1:8443"};
+        assert_int_equal(veil_kbs_transport_check(&t, others[i]).status, VEIL_ERR_ARG);
+        assert_non_null(strstr(veil_last_error(), "must be pinned"));
+        t.cacert = "";
+        assert_int_equal(veil_kbs_transport_check(&t, others[i]).status, VEIL_ERR_ARG);
+        t.cacert = "ca.pem";
+        assert_true(veil_ok(veil_kbs_transport_check(&t, others[i])));
+        t = (struct veil_kbs_fetch_options){.url = "HTTPS://kbs.example", .tls_pinned_pubkey = "sha256//AAAA"};
+        assert_true(veil_ok(veil_kbs_transport_check(&t, others[i])));
+        t.url = "ftp://kbs.example";
+        assert_int_equal(veil_kbs_transport_check(&t, others[i]).status, VEIL_ERR_ARG);
+    }
+    /* The public call refuses before any network I/O: a key buffer stays wiped, nothing is returned. */
+    uint8_t key[32];
+    memset(key, 0xaa, sizeof key);
+    size_t size = 1;
+    uint64_t min_version = 9;
+    struct veil_kbs_fetch_options t = {.url = "http://127.0.0.1:1", .tee = VEIL_TEE_TDX};
+    assert_int_equal(veil_kbs_fetch_release(&t, "m", 0, key, sizeof key, &size, &min_version), VEIL_ERR_ARG);
+    assert_int_equal(size, 0);
+    assert_int_equal(min_version, 0);
+    static const uint8_t zero[32];
+    assert_memory_equal(key, zero, sizeof key);
+    /* A pinned broker key needs the time. */
+    struct veil_provider_config pc = {.sim_dir = "/nonexistent"};
+    t = (struct veil_kbs_fetch_options){.url = "http://127.0.0.1:1", .tee = VEIL_TEE_SIM, .provider = &pc,
+                                        .broker_pubkey_pem = "-----BEGIN PUBLIC KEY-----"};
+    assert_int_equal(veil_kbs_fetch_key(&t, "m", 0, key, sizeof key, &size), VEIL_ERR_ARG);
+    assert_non_null(strstr(veil_last_error(), "options->now"));
 }
 
 static void test_key_seal_open(void **state)
@@ -115,7 +207,8 @@ static void test_ratelimit(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_claims_round_trip), cmocka_unit_test(test_key_seal_open),
+        cmocka_unit_test(test_claims_round_trip), cmocka_unit_test(test_claims_round_trip_tdx_snp),
+        cmocka_unit_test(test_transport_rule), cmocka_unit_test(test_key_seal_open),
         cmocka_unit_test(test_audit_chain),       cmocka_unit_test(test_resource_tag),
         cmocka_unit_test(test_ratelimit),
     };

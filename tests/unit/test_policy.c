@@ -103,25 +103,200 @@ static void test_sgx_every_check(void **state)
     veil_policy_free(p);
 }
 
+#define R1 "010101010101010101010101010101010101010101010101010101010101010101010101010101010101010101010101"
+#define R2 "020202020202020202020202020202020202020202020202020202020202020202020202020202020202020202020202"
+#define MIN_TCB "\"min_tcb\":{\"bootloader\":3,\"tee\":0,\"snp\":8,\"microcode\":115}"
+
+static void snp_claims(struct veil_claims *c)
+{
+    *c = (struct veil_claims){.tee = VEIL_TEE_SNP, .measurement_size = 48, .vmpl = 1, .debug = 1,
+                              .reported_tcb = {.bootloader = 3, .tee = 0, .snp = 8, .microcode = 115},
+                              .committed_tcb = {.bootloader = 3, .tee = 1, .snp = 8, .microcode = 200}};
+    memset(c->measurement, 0xab, 48);
+    strcpy(c->tcb_status, "NotJudged");
+}
+
+static void tdx_claims(struct veil_claims *c)
+{
+    *c = (struct veil_claims){.tee = VEIL_TEE_TDX, .measurement_size = 48, .rtmr_count = 4, .config_id_size = 48,
+                              .mr_owner_size = 48, .mr_owner_config_size = 48};
+    memset(c->measurement, 0xab, 48);
+    for (int i = 0; i < 4; i++)
+        memset(c->rtmr[i], i, 48);
+    memset(c->config_id, 0xc0, 48);
+    memset(c->mr_owner, 0x0e, 48);
+    memset(c->mr_owner_config, 0x0c, 48);
+    strcpy(c->tcb_status, "UpToDate");
+}
+
 static void test_snp_and_tdx(void **state)
 {
     (void)state;
-    veil_policy *p = parse("{\"snp\":{\"measurements\":[\"" M48 "\"],\"max_vmpl\":1,\"allow_debug\":true},"
-                           "\"tdx\":{\"measurements\":[\"" M48 "\"]}}");
-    struct veil_claims c = {.tee = VEIL_TEE_SNP, .measurement_size = 48, .vmpl = 1, .debug = 1};
-    memset(c.measurement, 0xab, 48);
-    strcpy(c.tcb_status, "UpToDate");
+    veil_policy *p = parse("{\"snp\":{\"measurements\":[\"" M48 "\"],\"max_vmpl\":1,\"allow_debug\":true," MIN_TCB "},"
+                           "\"tdx\":{\"measurements\":[\"" M48 "\"],\"rtmr1\":[\"" R1 "\"],\"rtmr2\":[\"" R2 "\"]}}");
+    struct veil_claims c;
+    snp_claims(&c);
     assert_int_equal(veil_policy_check(p, &c, NULL), VEIL_OK);
     c.vmpl = 2;
     expect_refused(p, &c, NULL, "VMPL 2 is above the maximum 1");
-    c.vmpl = 0;
-    c.tee = VEIL_TEE_TDX;
+    tdx_claims(&c);
+    c.debug = 1;
     expect_refused(p, &c, NULL, "debug tdx");
     c.debug = 0;
     assert_int_equal(veil_policy_check(p, &c, NULL), VEIL_OK);
     c.tcb_status[0] = '\0';
     expect_refused(p, &c, NULL, "TCB status (none)");
     veil_policy_free(p);
+}
+
+/* High 1: a tdx section must pin the workload (rtmr1) unless it says allow_unpinned_workload; every allow-list
+ * (rtmr0..3, mrconfigid, mrowner, mrownerconfig) is judged against the claims. */
+static void test_tdx_workload_pins(void **state)
+{
+    (void)state;
+    const char *unpinned[] = {
+        "{\"tdx\":{\"measurements\":[\"" M48 "\"]}}",
+        "{\"tdx\":{\"measurements\":[\"" M48 "\"],\"rtmr1\":[]}}",
+        /* host-chosen (MRCONFIGID, MROWNER*), firmware-config (RTMR0) or guest-extended (RTMR2, RTMR3) values
+         * alone do not identify the kernel */
+        "{\"tdx\":{\"measurements\":[\"" M48 "\"],\"rtmr0\":[\"" R1 "\"],\"rtmr2\":[\"" R2 "\"],\"rtmr3\":[\"" R2 "\"],"
+        "\"mrconfigid\":[\"" M48 "\"],\"mrowner\":[\"" M48 "\"],\"mrownerconfig\":[\"" M48 "\"]}}",
+        "{\"tdx\":{\"measurements\":[\"" M48 "\"],\"allow_unpinned_workload\":false}}",
+    };
+    for (size_t i = 0; i < sizeof unpinned / sizeof unpinned[0]; i++) {
+        veil_policy *p = (veil_policy *)1;
+        assert_int_equal(veil_policy_parse(unpinned[i], strlen(unpinned[i]), &p), VEIL_ERR_ARG);
+        assert_null(p);
+        assert_non_null(strstr(veil_last_error(), "pins no workload"));
+    }
+    struct veil_claims c;
+    /* The explicit, dangerous opt-out: MRTD alone. */
+    veil_policy *p = parse("{\"tdx\":{\"measurements\":[\"" M48 "\"],\"allow_unpinned_workload\":true}}");
+    tdx_claims(&c);
+    assert_int_equal(veil_policy_check(p, &c, NULL), VEIL_OK);
+    veil_policy_free(p);
+    /* Every register pinned: each mismatch is named. */
+    char hex[7][97];
+    for (int i = 0; i < 7; i++) {
+        tdx_claims(&c);
+        const uint8_t *v = i < 4 ? c.rtmr[i] : i == 4 ? c.config_id : i == 5 ? c.mr_owner : c.mr_owner_config;
+        for (int k = 0; k < 48; k++)
+            snprintf(hex[i] + 2 * k, 3, "%02x", v[k]);
+    }
+    char json[2048];
+    snprintf(json, sizeof json,
+             "{\"tdx\":{\"measurements\":[\"" M48 "\"],\"rtmr0\":[\"%s\"],\"rtmr1\":[\"" R2 "\",\"%s\"],"
+             "\"rtmr2\":[\"%s\"],\"rtmr3\":[\"%s\"],\"mrconfigid\":[\"%s\"],\"mrowner\":[\"%s\"],"
+             "\"mrownerconfig\":[\"%s\"]}}",
+             hex[0], hex[1], hex[2], hex[3], hex[4], hex[5], hex[6]);
+    p = parse(json);
+    tdx_claims(&c);
+    assert_int_equal(veil_policy_check(p, &c, NULL), VEIL_OK);
+    static const char *const names[] = {"rtmr0 ", "rtmr1 ", "rtmr2 ", "rtmr3 ", "mrconfigid ", "mrowner ",
+                                        "mrownerconfig "};
+    for (int i = 0; i < 7; i++) {
+        tdx_claims(&c);
+        uint8_t *v = i < 4 ? c.rtmr[i] : i == 4 ? c.config_id : i == 5 ? c.mr_owner : c.mr_owner_config;
+        v[47] ^= 0x80;
+        expect_refused(p, &c, NULL, names[i]);
+        expect_refused(p, &c, NULL, "is not allowed for tdx");
+    }
+    /* Claims without the registers (e.g. decoded from an older record) are refused, not waved through. */
+    tdx_claims(&c);
+    c.rtmr_count = 1;
+    expect_refused(p, &c, NULL, "no 48-byte rtmr1");
+    tdx_claims(&c);
+    c.mr_owner_size = 0;
+    expect_refused(p, &c, NULL, "no 48-byte mrowner");
+    veil_policy_free(p);
+    /* Hex of the wrong size in a pin list. */
+    const char *bad = "{\"tdx\":{\"rtmr1\":[\"" M32 "\"]}}";
+    assert_int_equal(veil_policy_parse(bad, strlen(bad), &p), VEIL_ERR_ARG);
+    bad = "{\"tdx\":{\"rtmr4\":[]}}";
+    assert_int_equal(veil_policy_parse(bad, strlen(bad), &p), VEIL_ERR_ARG);
+}
+
+/* High 2: an snp section demands min_tcb (or says allow_any_tcb), judged against REPORTED_TCB and COMMITTED_TCB,
+ * component by component. */
+static void test_snp_min_tcb(void **state)
+{
+    (void)state;
+    const char *bad[] = {
+        "{\"snp\":{\"measurements\":[\"" M48 "\"]}}",
+        "{\"snp\":{\"measurements\":[\"" M48 "\"],\"allow_any_tcb\":false}}",
+        "{\"snp\":{\"min_tcb\":{\"bootloader\":3,\"tee\":0,\"snp\":8}}}",
+        "{\"snp\":{\"min_tcb\":{\"bootloader\":3,\"tee\":0,\"snp\":8,\"microcode\":256}}}",
+        "{\"snp\":{\"min_tcb\":{\"bootloader\":3,\"tee\":0,\"snp\":8,\"microcode\":1,\"ucode\":1}}}",
+        "{\"snp\":{\"min_tcb\":[3,0,8,115]}}",
+        "{\"snp\":{" MIN_TCB ",\"allow_any_tcb\":true}}",
+        "{\"snp\":{" MIN_TCB ",\"tcb_statuses\":[\"UpToDate\"]}}", /* SNP has no vendor TCB status */
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        veil_policy *p = (veil_policy *)1;
+        veil_status st = veil_policy_parse(bad[i], strlen(bad[i]), &p);
+        if (st != VEIL_ERR_ARG)
+            fail_msg("snp policy %zu accepted or wrong status %d: %s", i, st, bad[i]);
+        assert_null(p);
+    }
+    veil_policy *p = parse("{\"snp\":{\"measurements\":[\"" M48 "\"],\"max_vmpl\":1,\"allow_debug\":true,"
+                           "\"min_tcb\":{\"bootloader\":3,\"tee\":0,\"snp\":8,\"microcode\":115,\"fmc\":0}}}");
+    struct veil_claims c;
+    snp_claims(&c);
+    assert_int_equal(veil_policy_check(p, &c, NULL), VEIL_OK);
+    c.reported_tcb.microcode = 114;
+    expect_refused(p, &c, NULL, "snp REPORTED_TCB microcode 114 is below the minimum 115");
+    snp_claims(&c);
+    c.reported_tcb.bootloader = 2;
+    expect_refused(p, &c, NULL, "REPORTED_TCB bootloader 2");
+    snp_claims(&c);
+    c.reported_tcb.snp = 7;
+    expect_refused(p, &c, NULL, "REPORTED_TCB snp 7");
+    snp_claims(&c);
+    c.committed_tcb.snp = 7;
+    expect_refused(p, &c, NULL, "COMMITTED_TCB snp 7");
+    snp_claims(&c);
+    c.committed_tcb.bootloader = 0;
+    expect_refused(p, &c, NULL, "COMMITTED_TCB bootloader 0");
+    veil_policy_free(p);
+    /* fmc (Turin) and tee. */
+    p = parse("{\"snp\":{\"measurements\":[\"" M48 "\"],\"allow_debug\":true,\"max_vmpl\":1,"
+              "\"min_tcb\":{\"bootloader\":0,\"tee\":1,\"snp\":0,\"microcode\":0,\"fmc\":2}}}");
+    snp_claims(&c);
+    expect_refused(p, &c, NULL, "REPORTED_TCB tee 0 is below the minimum 1");
+    c.reported_tcb.tee = 1;
+    expect_refused(p, &c, NULL, "REPORTED_TCB fmc 0 is below the minimum 2");
+    c.reported_tcb.fmc = 2;
+    c.committed_tcb.fmc = 1;
+    expect_refused(p, &c, NULL, "COMMITTED_TCB fmc 1");
+    c.committed_tcb.fmc = 3;
+    assert_int_equal(veil_policy_check(p, &c, NULL), VEIL_OK);
+    veil_policy_free(p);
+    /* The explicit, dangerous opt-out. */
+    p = parse("{\"snp\":{\"measurements\":[\"" M48 "\"],\"allow_debug\":true,\"max_vmpl\":1,\"allow_any_tcb\":true}}");
+    snp_claims(&c);
+    c.reported_tcb = (struct veil_snp_tcb){0};
+    c.committed_tcb = (struct veil_snp_tcb){0};
+    assert_int_equal(veil_policy_check(p, &c, NULL), VEIL_OK);
+    veil_policy_free(p);
+    /* The default policy demands a minimum too. */
+    assert_int_equal(veil_policy_default(&p), VEIL_OK);
+    snp_claims(&c);
+    c.debug = 0;
+    c.vmpl = 0;
+    expect_refused(p, &c, NULL, "snp has no min_tcb");
+    veil_policy_free(p);
+}
+
+static void test_min_model_version(void **state)
+{
+    (void)state;
+    veil_policy *p = parse("{\"min_model_version\":42}");
+    assert_int_equal(veil_policy_min_model_version(p), 42);
+    veil_policy_free(p);
+    p = parse("{}");
+    assert_int_equal(veil_policy_min_model_version(p), 0);
+    veil_policy_free(p);
+    assert_int_equal(veil_policy_min_model_version(NULL), 0);
 }
 
 static void test_default_and_empty(void **state)
@@ -191,7 +366,10 @@ static void test_strict_parsing(void **state)
         "{\"tdx\":{\"product_id\":1}}",
         "{\"tdx\":{\"signers\":[]}}",
         "{\"tdx\":{\"max_vmpl\":0}}",
+        "{\"tdx\":{\"min_tcb\":{}}}",
         "{\"snp\":{\"max_vmpl\":4}}",
+        "{\"sgx\":{\"rtmr1\":[]}}",
+        "{\"sgx\":{\"allow_any_tcb\":true}}",
         "{\"sgx\":{\"product_id\":65536}}",
         "{\"sgx\":{\"min_svn\":4294967296}}",
         "{\"sgx\":{\"tcb_statuses\":[\"Revoked\"]}}",
@@ -238,6 +416,8 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_sgx_every_check), cmocka_unit_test(test_snp_and_tdx),
+        cmocka_unit_test(test_tdx_workload_pins), cmocka_unit_test(test_snp_min_tcb),
+        cmocka_unit_test(test_min_model_version),
         cmocka_unit_test(test_default_and_empty), cmocka_unit_test(test_sim_and_sample),
         cmocka_unit_test(test_strict_parsing),
     };

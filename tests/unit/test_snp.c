@@ -98,7 +98,13 @@ static void test_milan_vcek_v2_valid(void **state)
     assert_int_equal(c.svn, 4);
     assert_int_equal(c.debug, 0); /* POLICY 0x3001f */
     assert_int_equal(c.vmpl, 0);
-    assert_string_equal(c.tcb_status, "UpToDate");
+    /* High 2: the verifier no longer calls every report "UpToDate"; it reports the TCBs for min_tcb to judge.
+     * REPORTED_TCB = COMMITTED_TCB = 03 00 00 00 00 00 08 73 (Milan: BL, TEE, -, -, -, -, SNP, UCODE). */
+    assert_string_equal(c.tcb_status, "NotJudged");
+    assert_memory_equal(r.data + 0x180, "\x03\x00\x00\x00\x00\x00\x08\x73", 8);
+    const struct veil_snp_tcb want = {.bootloader = 3, .tee = 0, .snp = 8, .microcode = 0x73, .fmc = 0};
+    assert_memory_equal(&c.reported_tcb, &want, sizeof want);
+    assert_memory_equal(&c.committed_tcb, &want, sizeof want);
     assert_int_equal(c.advisory_count, 0);
     free(r.data);
 }
@@ -111,7 +117,12 @@ static void test_milan_vlek_v3_valid_vmpl1(void **state)
     assert_int_equal(c.tee, VEIL_TEE_SNP);
     assert_int_equal(c.vmpl, 1); /* reported, not refused: the policy judges VMPL */
     assert_int_equal(c.signer_size, 0); /* no ID key */
-    assert_string_equal(c.tcb_status, "UpToDate");
+    assert_string_equal(c.tcb_status, "NotJudged");
+    /* REPORTED_TCB 04 .. 18 d9, COMMITTED_TCB 04 .. 18 db: the host reports an older TCB than it committed. */
+    assert_int_equal(c.reported_tcb.bootloader, 4);
+    assert_int_equal(c.reported_tcb.snp, 0x18);
+    assert_int_equal(c.reported_tcb.microcode, 0xd9);
+    assert_int_equal(c.committed_tcb.microcode, 0xdb);
 }
 
 static void test_genoa_vcek_v3_valid(void **state)
@@ -121,7 +132,46 @@ static void test_genoa_vcek_v3_valid(void **state)
     expect_ok("report-from-evidence.bin", "vcek-from-evidence.der", &c);
     assert_int_equal(c.vmpl, 0);
     assert_int_equal(c.debug, 0);
-    assert_string_equal(c.tcb_status, "UpToDate");
+    assert_string_equal(c.tcb_status, "NotJudged");
+    const struct veil_snp_tcb want = {.bootloader = 0x0a, .tee = 0, .snp = 0x17, .microcode = 0x19, .fmc = 0};
+    assert_memory_equal(&c.reported_tcb, &want, sizeof want);
+    assert_memory_equal(&c.committed_tcb, &want, sizeof want);
+}
+
+static veil_status judge(const struct veil_claims *c, const char *min_tcb)
+{
+    char hex[97], json[512];
+    for (int k = 0; k < 48; k++)
+        snprintf(hex + 2 * k, 3, "%02x", c->measurement[k]);
+    snprintf(json, sizeof json, "{\"snp\":{\"measurements\":[\"%s\"],\"max_vmpl\":1,\"min_tcb\":%s}}", hex,
+             min_tcb);
+    veil_policy *p = NULL;
+    assert_int_equal(veil_policy_parse(json, strlen(json), &p), VEIL_OK);
+    veil_status s = veil_policy_check(p, c, NULL);
+    veil_policy_free(p);
+    return s;
+}
+
+/* High 2 end to end on real reports: min_tcb is judged against REPORTED_TCB and COMMITTED_TCB. */
+static void test_min_tcb_real_reports(void **state)
+{
+    (void)state;
+    struct veil_claims c;
+    expect_ok("test-report.bin", "test-vcek.der", &c);
+    assert_int_equal(judge(&c, "{\"bootloader\":3,\"tee\":0,\"snp\":8,\"microcode\":115}"), VEIL_OK);
+    assert_int_equal(judge(&c, "{\"bootloader\":3,\"tee\":0,\"snp\":8,\"microcode\":116}"), VEIL_ERR_POLICY);
+    assert_non_null(strstr(veil_last_error(), "REPORTED_TCB microcode 115 is below the minimum 116"));
+    assert_int_equal(judge(&c, "{\"bootloader\":3,\"tee\":0,\"snp\":9,\"microcode\":0}"), VEIL_ERR_POLICY);
+    assert_int_equal(judge(&c, "{\"bootloader\":0,\"tee\":0,\"snp\":0,\"microcode\":0,\"fmc\":1}"),
+                     VEIL_ERR_POLICY); /* a Milan has no FMC: a nonzero fmc minimum refuses it */
+    /* The VLEK report's host reports microcode 0xd9 but committed 0xdb: both are judged. */
+    expect_ok("test-vlek-report.bin", "test-vlek.der", &c);
+    assert_int_equal(judge(&c, "{\"bootloader\":4,\"tee\":0,\"snp\":24,\"microcode\":217}"), VEIL_OK);
+    assert_int_equal(judge(&c, "{\"bootloader\":4,\"tee\":0,\"snp\":24,\"microcode\":218}"), VEIL_ERR_POLICY);
+    assert_non_null(strstr(veil_last_error(), "REPORTED_TCB microcode 217"));
+    c.reported_tcb.microcode = 0xff; /* had REPORTED_TCB been higher, COMMITTED_TCB would still be judged */
+    assert_int_equal(judge(&c, "{\"bootloader\":4,\"tee\":0,\"snp\":24,\"microcode\":220}"), VEIL_ERR_POLICY);
+    assert_non_null(strstr(veil_last_error(), "COMMITTED_TCB microcode 219"));
 }
 
 static void test_invalid_vceks(void **state)
@@ -386,6 +436,7 @@ int main(void)
         cmocka_unit_test(test_milan_vcek_v2_valid),
         cmocka_unit_test(test_milan_vlek_v3_valid_vmpl1),
         cmocka_unit_test(test_genoa_vcek_v3_valid),
+        cmocka_unit_test(test_min_tcb_real_reports),
         cmocka_unit_test(test_invalid_vceks),
         cmocka_unit_test(test_validity_window),
         cmocka_unit_test(test_foreign_certificates),

@@ -28,7 +28,7 @@ const char *tu_path(int slot, const char *dir, const char *name);
 uint8_t *tu_read(const char *path, size_t *size);
 void tu_write(const char *path, const void *data, size_t size);
 int tu_exists(const char *path);
-/* A deterministic random source for veil_seal_options.random (ctx: uint64_t state). */
+/* A deterministic random source for veil_seal_with_random (format/format.h; ctx: uint64_t state). */
 int tu_random(void *ctx, uint8_t *out, size_t size);
 
 #endif

@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include "core/buf.h"
+#include "format/format.h" /* veil_seal_with_random: the test-only seeded sealing, not in the public API */
 #include "testutil.h"
 #include "veil/sealed.h"
 
@@ -33,9 +34,8 @@ static int seal_vector(const struct veil_buf *model, const uint8_t *key, int pub
 {
     uint64_t seed = public_graph ? 2 : 1;
     struct veil_seal_options o = {.model_id = "golden-model", .key_version = 2, .model_version = 42,
-                                  .chunk_size = 4096, .public_graph = public_graph, .threads = 1,
-                                  .random = tu_random, .random_ctx = &seed};
-    if (veil_seal(model->data, model->size, key, 32, &o, path) != VEIL_OK) {
+                                  .chunk_size = 4096, .public_graph = public_graph, .threads = 1};
+    if (veil_seal_with_random(model->data, model->size, key, 32, &o, tu_random, &seed, path) != VEIL_OK) {
         fprintf(stderr, "gen_vectors: %s\n", veil_last_error());
         return 1;
     }

@@ -1,0 +1,331 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* The owner's usage policy: strict parser, API-key admission, budgets and token buckets; see usage.h and
+ * docs/spec/usage-policy.md. */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <openssl/evp.h>
+
+#include "core/hex.h"
+#include "core/json.h"
+#include "core/secret.h"
+#include "serve/usage.h"
+
+#define WHAT "usage policy"
+
+/* ---- parsing ---------------------------------------------------------------------------------------------- */
+
+/* A number member in (0, max]; *out untouched when absent. */
+static VEIL_RESULT positive_number(const json_t *obj, const char *key, double max, const char *what, double *out)
+{
+    const json_t *v = json_object_get(obj, key);
+    if (v == NULL)
+        return VEIL_RESULT_OK;
+    VEIL_ENSURE(json_is_number(v), VEIL_ERR_ARG, "%s: member \"%s\" must be a number", what, key);
+    double d = json_number_value(v);
+    VEIL_ENSURE(d > 0 && d <= max, VEIL_ERR_ARG, "%s: member \"%s\" must be above 0 and at most %g", what, key, max);
+    *out = d;
+    return VEIL_RESULT_OK;
+}
+
+/* {"rate_per_s": r, "burst": b} members of obj: burst needs a rate and defaults to max(1, rate). */
+static VEIL_RESULT parse_bucket(const json_t *obj, const char *what, struct veil_usage_bucket *b)
+{
+    double rate = 0, burst = 0;
+    VEIL_GUARD(positive_number(obj, "rate_per_s", VEIL_USAGE_MAX_RATE, what, &rate));
+    VEIL_GUARD(positive_number(obj, "burst", VEIL_USAGE_MAX_BURST, what, &burst));
+    VEIL_ENSURE(burst == 0 || rate > 0, VEIL_ERR_ARG, "%s: \"burst\" needs \"rate_per_s\"", what);
+    VEIL_ENSURE(burst == 0 || burst >= 1, VEIL_ERR_ARG, "%s: \"burst\" must be at least 1", what);
+    *b = (struct veil_usage_bucket){.rate_per_s = rate, .burst = burst > 0 ? burst : fmax(1.0, rate)};
+    return VEIL_RESULT_OK;
+}
+
+static int name_char(char c)
+{
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '.' || c == '_' ||
+           c == '-' || c == '@';
+}
+
+static VEIL_RESULT parse_name(const json_t *obj, size_t i, char out[VEIL_USAGE_MAX_NAME_SIZE + 1])
+{
+    const char *name = NULL;
+    VEIL_GUARD(veil_json_string(obj, "name", 1, VEIL_ERR_ARG, WHAT ": a client", &name));
+    size_t len = strlen(name);
+    VEIL_ENSURE(len >= 1 && len <= VEIL_USAGE_MAX_NAME_SIZE, VEIL_ERR_ARG, WHAT ": the name of client %zu must be "
+                "1 to %u characters", i, VEIL_USAGE_MAX_NAME_SIZE);
+    for (size_t k = 0; k < len; k++)
+        VEIL_ENSURE(name_char(name[k]), VEIL_ERR_ARG, WHAT ": the name of client %zu may hold only A-Z a-z 0-9 . _ "
+                    "- @", i);
+    memcpy(out, name, len + 1);
+    return VEIL_RESULT_OK;
+}
+
+static VEIL_RESULT parse_client(const json_t *obj, size_t i, struct veil_usage_client *c)
+{
+    static const char *const keys[] = {"name", "api_key_sha256", "budget", "rate_per_s", "burst", NULL};
+    VEIL_ENSURE(json_is_object(obj), VEIL_ERR_ARG, WHAT ": client %zu must be an object", i);
+    VEIL_GUARD(veil_json_only_keys(obj, keys, VEIL_ERR_ARG, WHAT ": a client"));
+    VEIL_GUARD(parse_name(obj, i, c->name));
+    const char *hash = NULL;
+    VEIL_GUARD(veil_json_string(obj, "api_key_sha256", 1, VEIL_ERR_ARG, WHAT ": a client", &hash));
+    VEIL_ENSURE(veil_ok(veil_hex_decode(VEIL_HEX_LOWER, hash, strlen(hash), c->key_hash, sizeof c->key_hash,
+                                        VEIL_ERR_ARG, "api_key_sha256")),
+                VEIL_ERR_ARG, WHAT ": api_key_sha256 of client '%s' must be 64 lower-case hex digits", c->name);
+    c->has_budget = json_object_get(obj, "budget") != NULL;
+    VEIL_GUARD(veil_json_uint(obj, "budget", 0, VEIL_USAGE_MAX_BUDGET, VEIL_ERR_ARG, WHAT ": a client", &c->budget));
+    return parse_bucket(obj, WHAT ": a client", &c->rate);
+}
+
+static VEIL_RESULT check_unique(const struct veil_usage_client *clients, size_t i)
+{
+    for (size_t j = 0; j < i; j++) {
+        VEIL_ENSURE(strcmp(clients[i].name, clients[j].name) != 0, VEIL_ERR_ARG, WHAT ": client name '%s' appears "
+                    "twice", clients[i].name);
+        VEIL_ENSURE(memcmp(clients[i].key_hash, clients[j].key_hash, VEIL_USAGE_KEY_HASH_SIZE) != 0, VEIL_ERR_ARG,
+                    WHAT ": clients '%s' and '%s' have the same api_key_sha256", clients[j].name, clients[i].name);
+    }
+    return VEIL_RESULT_OK;
+}
+
+static VEIL_RESULT parse_clients(const json_t *list, struct veil_usage_policy *p)
+{
+    if (list == NULL)
+        return VEIL_RESULT_OK; /* open */
+    VEIL_ENSURE(json_is_array(list), VEIL_ERR_ARG, WHAT ": \"clients\" must be a list");
+    size_t n = json_array_size(list);
+    VEIL_ENSURE(n > 0, VEIL_ERR_ARG, WHAT ": \"clients\" is empty; leave it out for an open policy");
+    VEIL_ENSURE(n <= VEIL_USAGE_MAX_CLIENTS, VEIL_ERR_LIMIT, WHAT ": more than %u clients", VEIL_USAGE_MAX_CLIENTS);
+    p->clients = calloc(n, sizeof *p->clients);
+    VEIL_ENSURE(p->clients != NULL, VEIL_ERR_NOMEM, "out of memory");
+    for (size_t i = 0; i < n; i++) {
+        VEIL_GUARD(parse_client(json_array_get(list, i), i, &p->clients[i]));
+        VEIL_GUARD(check_unique(p->clients, i));
+        p->client_count = i + 1;
+    }
+    return VEIL_RESULT_OK;
+}
+
+static VEIL_RESULT parse_global(const json_t *obj, struct veil_usage_policy *p)
+{
+    static const char *const keys[] = {"rate_per_s", "burst", NULL};
+    if (obj == NULL)
+        return VEIL_RESULT_OK;
+    VEIL_ENSURE(json_is_object(obj), VEIL_ERR_ARG, WHAT ": \"global\" must be an object");
+    VEIL_GUARD(veil_json_only_keys(obj, keys, VEIL_ERR_ARG, WHAT ": global"));
+    return parse_bucket(obj, WHAT ": global", &p->global);
+}
+
+static VEIL_RESULT parse_output(const json_t *obj, struct veil_serve_shaping *s)
+{
+    static const char *const keys[] = {"classification_only", "max_top_k", "round_decimals", NULL};
+    *s = (struct veil_serve_shaping){.round_decimals = -1};
+    if (obj == NULL)
+        return VEIL_RESULT_OK;
+    VEIL_ENSURE(json_is_object(obj), VEIL_ERR_ARG, WHAT ": \"output\" must be an object");
+    VEIL_GUARD(veil_json_only_keys(obj, keys, VEIL_ERR_ARG, WHAT ": output"));
+    VEIL_GUARD(veil_json_bool(obj, "classification_only", VEIL_ERR_ARG, WHAT ": output", &s->classification_only));
+    uint64_t k = 0, decimals = UINT64_MAX;
+    VEIL_GUARD(veil_json_uint(obj, "max_top_k", 0, VEIL_SERVE_MAX_TOP_K, VEIL_ERR_ARG, WHAT ": output", &k));
+    VEIL_ENSURE(json_object_get(obj, "max_top_k") == NULL || k >= 1, VEIL_ERR_ARG, WHAT ": output: member "
+                "\"max_top_k\" must be from 1 to %u", VEIL_SERVE_MAX_TOP_K);
+    VEIL_GUARD(veil_json_uint(obj, "round_decimals", 0, VEIL_SERVE_MAX_ROUND_DECIMALS, VEIL_ERR_ARG, WHAT ": output",
+                              &decimals));
+    s->max_top_k = (uint32_t)k;
+    s->round_decimals = decimals == UINT64_MAX ? -1 : (int)decimals;
+    return VEIL_RESULT_OK;
+}
+
+static VEIL_RESULT parse_policy(const json_t *root, struct veil_usage_policy *p)
+{
+    static const char *const keys[] = {"version", "clients", "global", "output", NULL};
+    VEIL_GUARD(veil_json_only_keys(root, keys, VEIL_ERR_ARG, WHAT));
+    uint64_t version = 0;
+    VEIL_GUARD(veil_json_uint(root, "version", 1, UINT32_MAX, VEIL_ERR_ARG, WHAT, &version));
+    VEIL_ENSURE(version == 1, VEIL_ERR_ARG, WHAT ": version %llu is not supported (1 is)", (unsigned long long)version);
+    VEIL_GUARD(parse_clients(json_object_get(root, "clients"), p));
+    VEIL_GUARD(parse_global(json_object_get(root, "global"), p));
+    return parse_output(json_object_get(root, "output"), &p->shaping);
+}
+
+VEIL_RESULT veil_usage_parse(const char *json, size_t size, struct veil_usage_policy **out)
+{
+    *out = NULL;
+    VEIL_DEFER(veil_json_done) json_t *root = NULL;
+    VEIL_GUARD(veil_json_load_object((const uint8_t *)json, size, VEIL_USAGE_MAX_SIZE, VEIL_ERR_ARG, WHAT, &root));
+    struct veil_usage_policy *p = calloc(1, sizeof *p);
+    VEIL_ENSURE(p != NULL, VEIL_ERR_NOMEM, "out of memory");
+    struct veil_result r = parse_policy(root, p);
+    if (veil_ok(r) && pthread_mutex_init(&p->lock, NULL) != 0)
+        r = veil_error_raise(VEIL_ERR_INTERNAL, __FILE__, __LINE__, WHAT ": mutex");
+    if (!veil_ok(r)) {
+        free(p->clients);
+        free(p);
+        return r;
+    }
+    *out = p;
+    return VEIL_RESULT_OK;
+}
+
+void veil_usage_free(struct veil_usage_policy *policy)
+{
+    if (policy == NULL)
+        return;
+    pthread_mutex_destroy(&policy->lock);
+    free(policy->clients);
+    free(policy);
+}
+
+const struct veil_serve_shaping *veil_usage_shaping(const struct veil_usage_policy *policy)
+{
+    return &policy->shaping;
+}
+
+/* ---- admission -------------------------------------------------------------------------------------------- */
+
+static int blank(char c)
+{
+    return c == ' ' || c == '\t';
+}
+
+static int ascii_lower(char c)
+{
+    return c >= 'A' && c <= 'Z' ? c + ('a' - 'A') : c;
+}
+
+/* The token of "Bearer <token>" (RFC 6750 §2.1, scheme case-insensitive), or NULL. */
+static const char *bearer_token(const char *header, size_t *len)
+{
+    static const char scheme[] = "bearer";
+    if (header == NULL)
+        return NULL;
+    while (blank(*header))
+        header++;
+    for (size_t i = 0; i < sizeof scheme - 1; i++)
+        if (ascii_lower(header[i]) != scheme[i]) /* stops at the NUL, which matches no letter */
+            return NULL;
+    const char *t = header + sizeof scheme - 1;
+    if (!blank(*t))
+        return NULL;
+    while (blank(*t))
+        t++;
+    size_t n = strlen(t);
+    while (n > 0 && blank(t[n - 1]))
+        n--;
+    *len = n;
+    return n > 0 ? t : NULL;
+}
+
+/* The client whose hash equals SHA-256(token), comparing with every client in constant time, or NULL. */
+static VEIL_RESULT find_client(struct veil_usage_policy *p, const char *token, size_t len,
+                               struct veil_usage_client **out)
+{
+    *out = NULL;
+    if (len > VEIL_USAGE_MAX_API_KEY_SIZE)
+        return VEIL_RESULT_OK;
+    uint8_t hash[VEIL_USAGE_KEY_HASH_SIZE];
+    unsigned int hash_size = 0;
+    VEIL_GUARD_OSSL(EVP_Digest(token, len, hash, &hash_size, EVP_sha256(), NULL), VEIL_ERR_CRYPTO);
+    for (size_t i = 0; i < p->client_count; i++)
+        if (veil_ct_compare(hash, p->clients[i].key_hash, sizeof hash) == 0)
+            *out = &p->clients[i];
+    return VEIL_RESULT_OK;
+}
+
+static void refill(struct veil_usage_bucket *b, uint64_t now_ms)
+{
+    if (!b->started) {
+        b->started = 1;
+        b->tokens = b->burst;
+        b->last_ms = now_ms;
+    } else if (now_ms > b->last_ms) {
+        b->tokens = fmin(b->burst, b->tokens + (double)(now_ms - b->last_ms) * b->rate_per_s / 1000.0);
+        b->last_ms = now_ms;
+    }
+}
+
+/* 1 when the bucket holds a token at now_ms (refilled, not taken); otherwise 0 and the wait in whole seconds. */
+static int bucket_ready(struct veil_usage_bucket *b, uint64_t now_ms, uint32_t *retry_after_s)
+{
+    if (b->rate_per_s <= 0)
+        return 1;
+    refill(b, now_ms);
+    if (b->tokens >= 1.0)
+        return 1;
+    double wait = ceil((1.0 - b->tokens) / b->rate_per_s);
+    *retry_after_s = wait < 1 ? 1 : wait > UINT32_MAX ? UINT32_MAX : (uint32_t)wait;
+    return 0;
+}
+
+static void take(struct veil_usage_bucket *b)
+{
+    if (b->rate_per_s > 0)
+        b->tokens -= 1.0;
+}
+
+static void refuse(struct veil_usage_decision *d, int status, const char *reason)
+{
+    d->status = status;
+    d->reason = reason;
+}
+
+/* Budget, client rate, global rate; counted against all three only when all three admit. Lock held. */
+static void judge(struct veil_usage_policy *p, struct veil_usage_client *c, uint64_t now_ms,
+                  struct veil_usage_decision *d)
+{
+    if (c != NULL && c->has_budget && c->used >= c->budget)
+        refuse(d, 429, VEIL_USAGE_BUDGET_EXHAUSTED);
+    else if (c != NULL && !bucket_ready(&c->rate, now_ms, &d->retry_after_s))
+        refuse(d, 429, VEIL_USAGE_CLIENT_RATE);
+    else if (!bucket_ready(&p->global, now_ms, &d->retry_after_s))
+        refuse(d, 429, VEIL_USAGE_GLOBAL_RATE);
+    if (d->status != 0)
+        return;
+    if (c != NULL) {
+        take(&c->rate);
+        c->used++;
+    }
+    take(&p->global);
+}
+
+VEIL_RESULT veil_usage_admit(struct veil_usage_policy *policy, const char *authorization, uint64_t now_ms,
+                             struct veil_usage_decision *decision)
+{
+    memset(decision, 0, sizeof *decision);
+    struct veil_usage_client *c = NULL;
+    if (policy->client_count > 0) {
+        size_t len = 0;
+        const char *token = bearer_token(authorization, &len);
+        if (token == NULL) {
+            refuse(decision, 401, VEIL_USAGE_MISSING_API_KEY);
+            return VEIL_RESULT_OK;
+        }
+        refuse(decision, 401, VEIL_USAGE_UNKNOWN_API_KEY); /* until a key matches, also when hashing fails */
+        VEIL_GUARD(find_client(policy, token, len, &c));
+        if (c == NULL)
+            return VEIL_RESULT_OK;
+        memcpy(decision->client, c->name, sizeof decision->client);
+        refuse(decision, 0, NULL);
+    }
+    pthread_mutex_lock(&policy->lock);
+    judge(policy, c, now_ms, decision);
+    pthread_mutex_unlock(&policy->lock);
+    return VEIL_RESULT_OK;
+}
+
+/* ---- summary ---------------------------------------------------------------------------------------------- */
+
+VEIL_RESULT veil_usage_summary_json(const struct veil_usage_policy *policy, json_t **out)
+{
+    VEIL_DEFER(veil_json_done) json_t *s = json_object();
+    VEIL_ENSURE(s != NULL, VEIL_ERR_NOMEM, "out of memory");
+    VEIL_GUARD(veil_json_set(s, "access", json_string(policy->client_count > 0 ? "restricted" : "open")));
+    VEIL_GUARD(veil_json_set(s, "classification_only", json_boolean(policy->shaping.classification_only)));
+    if (policy->shaping.max_top_k > 0)
+        VEIL_GUARD(veil_json_set(s, "max_top_k", json_integer(policy->shaping.max_top_k)));
+    if (policy->shaping.round_decimals >= 0)
+        VEIL_GUARD(veil_json_set(s, "round_decimals", json_integer(policy->shaping.round_decimals)));
+    *out = s;
+    s = NULL;
+    return VEIL_RESULT_OK;
+}

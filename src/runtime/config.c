@@ -1,0 +1,127 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* veil-runtime settings: the runtime's rows of the shared configuration table (src/daemon/config.h). */
+#include <string.h>
+
+#include "runtime.h"
+
+#define STR(f, d, dd, doc) VD_STR(struct rt_config, f, d, dd, doc)
+#define LIST(f, doc) VD_LIST(struct rt_config, f, "", doc)
+#define U64(f, d, dd, lo, hi, doc) VD_U64(struct rt_config, f, d, dd, lo, hi, doc)
+
+static const struct vd_setting settings[] = {
+    STR(listen, "127.0.0.1:8000", NULL,
+        "address and port to serve KServe v2 on: IPv4 'A.B.C.D:PORT' or IPv6 '[ADDR]:PORT'"),
+    STR(tls, "on", NULL, "'on': HTTPS with a key pair and self-signed certificate created in memory at start and "
+                         "bound into the attestation; 'off': plain HTTP, allowed only on loopback with tee = sim"),
+    STR(tee, "auto", "sim", "the TEE whose evidence proves this runtime: sim, sgx, tdx, snp, or auto (detect sgx, "
+                            "tdx or snp)"),
+    LIST(models, "a model to serve, NAME:PATH.veil (repeatable; the name clients use in /v2/models/NAME)"),
+    STR(key_source, "kbs", NULL, "where model keys come from: 'kbs' (veil-kbs or a Trustee KBS over RCAR)"),
+    STR(kbs_url, "", NULL, "the key broker: https://HOST:PORT (plain http only to a loopback broker with tee = sim)"),
+    STR(kbs_cacert, "", NULL, "PEM CA bundle that verifies the broker's certificate (https)"),
+    STR(sim_dir, "", NULL, "tee = sim: the simulation platform's directory (veil attest sim-init)"),
+    STR(sim_config, "", NULL, "tee = sim: a configuration file measured with the executable (optional)"),
+    STR(gramine_root, "", NULL, "tee = sgx: Gramine's attestation directory (default /dev/attestation)"),
+    STR(tsm_root, "", NULL, "tee = tdx/snp: the configfs-tsm report directory (default "
+                            "/sys/kernel/config/tsm/report)"),
+    U64(max_batch, "8", NULL, 1, 65536, "the largest batch one request may carry"),
+    U64(workers, "2", NULL, 1, RT_MAX_WORKERS, "engine instances per planned batch size: requests of one model "
+                                               "and batch size run concurrently up to this many"),
+    U64(engine_threads, "0", NULL, 0, 256, "OpenMP threads of each engine instance; 0: online CPUs / workers"),
+    U64(max_plans, "4", NULL, 1, RT_MAX_PLANS, "batch sizes planned at once per model (least recently used idle "
+                                               "plan evicted)"),
+    U64(lock_memory, "0", NULL, 0, 1, "1: mlock the decrypted weights and activations (fails when refused)"),
+    U64(threads, "0", NULL, 0, 1024, "HTTP worker threads; 0: one thread per connection"),
+    U64(max_connections, "256", NULL, 1, 65536, "simultaneous connections"),
+    U64(connection_timeout_s, "60", NULL, 1, 3600, "idle connection timeout, seconds"),
+    U64(max_body_size, "67108864", NULL, 1024, VEIL_SERVE_MAX_REQUEST_SIZE, "largest /infer body, bytes"),
+    U64(drain_timeout_s, "30", NULL, 0, 3600, "on SIGTERM, how long requests under way may take to finish, seconds"),
+    U64(key_timeout_s, "30", NULL, 1, 600, "timeout of each exchange with the key broker, seconds"),
+};
+
+static const struct vd_config_table table = {"veil-runtime", settings, sizeof settings / sizeof settings[0]};
+
+VEIL_RESULT rt_config_defaults(struct rt_config *c, int dev)
+{
+    memset(c, 0, sizeof *c);
+    c->dev = dev;
+    return vd_config_defaults(&table, c, dev);
+}
+
+void rt_config_cleanup(struct rt_config *c)
+{
+    vd_config_cleanup(&table, c);
+}
+
+VEIL_RESULT rt_config_load_file(struct rt_config *c, const char *path)
+{
+    return vd_config_load_file(&table, c, path);
+}
+
+VEIL_RESULT rt_config_set(struct rt_config *c, const char *assignment)
+{
+    return vd_config_set(&table, c, assignment);
+}
+
+VEIL_RESULT rt_config_append(struct rt_config *c, const char *key, const char *value)
+{
+    return vd_config_append(&table, c, key, value);
+}
+
+void rt_config_print_help(FILE *out)
+{
+    vd_config_print_help(&table, out);
+}
+
+static VEIL_RESULT check_tls(const struct rt_config *c, veil_tee tee)
+{
+    VEIL_ENSURE(strcmp(c->tls, "on") == 0 || strcmp(c->tls, "off") == 0, VEIL_ERR_ARG,
+                "tls must be 'on' or 'off', not '%.32s'", c->tls);
+    if (strcmp(c->tls, "on") == 0)
+        return VEIL_RESULT_OK;
+    struct sockaddr_storage ss;
+    int loopback = 0;
+    VEIL_GUARD(vd_listen_parse(c->listen, &ss, &loopback));
+    VEIL_ENSURE(loopback && tee == VEIL_TEE_SIM, VEIL_ERR_ARG,
+                "tls = off is allowed only on a loopback address with tee = sim: a client cannot bind plain HTTP "
+                "to the attestation");
+    return VEIL_RESULT_OK;
+}
+
+/* Every NAME:PATH well formed, every name once. */
+static VEIL_RESULT check_models(const char *models)
+{
+    char names[RT_MAX_MODELS][RT_MODEL_NAME_MAX + 1];
+    size_t count = 0;
+    char path[1024];
+    for (const char *p = models; *p != '\0';) {
+        size_t n = strcspn(p, ",");
+        char spec[RT_MODEL_NAME_MAX + sizeof path + 2];
+        VEIL_ENSURE(n < sizeof spec, VEIL_ERR_ARG, "model '%.64s...': too long", p);
+        memcpy(spec, p, n);
+        spec[n] = '\0';
+        VEIL_ENSURE(count < RT_MAX_MODELS, VEIL_ERR_LIMIT, "at most %u models", RT_MAX_MODELS);
+        VEIL_GUARD(rt_model_spec(spec, names[count], path, sizeof path));
+        for (size_t i = 0; i < count; i++)
+            VEIL_ENSURE(strcmp(names[i], names[count]) != 0, VEIL_ERR_ARG, "model name %s is given twice",
+                        names[count]);
+        count++;
+        p += n + (p[n] == ',');
+    }
+    return VEIL_RESULT_OK;
+}
+
+VEIL_RESULT rt_config_finish(struct rt_config *c, veil_tee *tee)
+{
+    VEIL_ENSURE(veil_tee_from_name(c->tee, tee) == VEIL_OK, VEIL_ERR_ARG,
+                "tee must be sim, sgx, tdx, snp or auto, not '%.32s'", c->tee);
+    VEIL_ENSURE(*tee != VEIL_TEE_SAMPLE, VEIL_ERR_ARG, "tee = sample proves nothing; use sim for development");
+    VEIL_ENSURE(*tee != VEIL_TEE_SIM || c->sim_dir[0] != '\0', VEIL_ERR_ARG,
+                "tee = sim needs sim_dir (create one with veil attest sim-init DIR)");
+    VEIL_ENSURE(c->models[0] != '\0', VEIL_ERR_ARG, "no model to serve: give --model NAME:PATH.veil");
+    VEIL_GUARD(check_models(c->models));
+    VEIL_ENSURE(strcmp(c->key_source, "kbs") == 0, VEIL_ERR_ARG, "key_source must be 'kbs', not '%.32s'",
+                c->key_source);
+    VEIL_ENSURE(c->kbs_url[0] != '\0', VEIL_ERR_ARG, "no key broker: set kbs_url (or --kbs URL)");
+    return check_tls(c, *tee);
+}

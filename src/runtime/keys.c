@@ -1,0 +1,56 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* Model keys from a key broker: veil-kbs (or a Trustee KBS holding Veil keys) over RCAR, with this TEE's evidence
+ * (libveil's veil_kbs_fetch_model: the key, the owner's minimum model version and usage policy, in one attested
+ * session). The only key source today; veil-cache's local socket will be a second
+ * implementation of struct rt_key_source. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "runtime.h"
+#include "veil/kbs_client.h"
+
+struct kbs_source {
+    struct rt_key_source base;
+    struct veil_kbs_fetch_options options;
+};
+
+static VEIL_RESULT kbs_fetch(struct rt_key_source *src, const char *model_id, uint32_t key_version,
+                             struct veil_secure_mem *key, uint64_t *min_model_version, char **usage_policy)
+{
+    struct kbs_source *k = (struct kbs_source *)(void *)src;
+    struct veil_kbs_model_release out = {.key = key->data, .key_capacity = key->size, .with_usage_policy = 1};
+    veil_status st = veil_kbs_fetch_model(&k->options, model_id, key_version, &out);
+    if (st != VEIL_OK) {
+        char why[512];
+        snprintf(why, sizeof why, "%s", veil_last_error());
+        VEIL_BAIL(st, "%s", why);
+    }
+    *min_model_version = out.min_model_version;
+    *usage_policy = out.usage_policy;
+    VEIL_ENSURE(out.key_size == VEIL_KEY_SIZE, VEIL_ERR_FORMAT, "the broker released a %zu-byte key for %s; "
+                "expected %u", out.key_size, model_id, VEIL_KEY_SIZE);
+    return VEIL_RESULT_OK;
+}
+
+static void kbs_free(struct rt_key_source *src)
+{
+    free(src);
+}
+
+VEIL_RESULT rt_key_source_kbs(const struct rt_config *c, veil_tee tee, const struct veil_provider_config *pc,
+                              struct rt_key_source **out)
+{
+    struct kbs_source *k = calloc(1, sizeof *k);
+    VEIL_ENSURE(k != NULL, VEIL_ERR_NOMEM, "out of memory");
+    k->base = (struct rt_key_source){.fetch = kbs_fetch, .free = kbs_free, .name = "kbs"};
+    k->options = (struct veil_kbs_fetch_options){
+        .url = c->kbs_url,
+        .cacert = c->kbs_cacert[0] != '\0' ? c->kbs_cacert : NULL,
+        .tee = tee,
+        .provider = pc,
+        .timeout_s = (unsigned)c->key_timeout_s,
+    };
+    *out = &k->base;
+    return VEIL_RESULT_OK;
+}

@@ -1,0 +1,294 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* Served models. Loading: the public header (no key), the key from the key source, authentication and decryption
+ * into memory excluded from core dumps (locked with lock_memory = 1), the owner's usage policy, then the engine for
+ * batch 1, whose inputs and outputs describe the model to clients. The decrypted model stays in that memory so that
+ * plans for other batch sizes can be made on demand.
+ *
+ * Engines: an engine runs one request at a time (its activations live in one arena). Each plan (one batch size) has
+ * up to `workers` engine instances, created when concurrent requests need them; a request waits while all of its
+ * plan's instances are busy. At most `max_plans` plans per model: making a new one evicts the least recently used
+ * idle plan, or waits for one to become idle. */
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "runtime.h"
+
+enum slot_state { SLOT_EMPTY, SLOT_CREATING, SLOT_IDLE, SLOT_BUSY };
+
+struct rt_plan {
+    uint64_t batch;
+    veil_engine *engines[RT_MAX_WORKERS];
+    enum slot_state state[RT_MAX_WORKERS];
+    uint64_t last_used;
+};
+
+VEIL_RESULT rt_model_spec(const char *spec, char name[RT_MODEL_NAME_MAX + 1], char *path, size_t path_size)
+{
+    const char *colon = strchr(spec, ':');
+    VEIL_ENSURE(colon != NULL && colon > spec && colon[1] != '\0', VEIL_ERR_ARG,
+                "model '%.64s': expected NAME:PATH.veil", spec);
+    size_t n = (size_t)(colon - spec);
+    VEIL_ENSURE(n <= RT_MODEL_NAME_MAX, VEIL_ERR_ARG, "model name longer than %u bytes", RT_MODEL_NAME_MAX);
+    for (size_t i = 0; i < n; i++) {
+        char ch = spec[i];
+        int ok = (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') || ch == '_' ||
+                 ch == '-' || ch == '.';
+        VEIL_ENSURE(ok, VEIL_ERR_ARG, "model name '%.*s': use letters, digits, '_', '-' and '.' only", (int)n, spec);
+    }
+    VEIL_ENSURE(strlen(colon + 1) < path_size, VEIL_ERR_ARG, "model path too long");
+    memcpy(name, spec, n);
+    name[n] = '\0';
+    snprintf(path, path_size, "%s", colon + 1);
+    return VEIL_RESULT_OK;
+}
+
+/* ---- loading ----------------------------------------------------------------------------------------------- */
+
+static VEIL_RESULT open_sealed(struct rt_model *m, const struct rt_config *c, struct rt_key_source *src,
+                               char **usage_json)
+{
+    struct veil_sealed_info info;
+    veil_status st = veil_inspect_file(m->path, &info);
+    VEIL_ENSURE(st == VEIL_OK, st, "model %s: cannot read %s", m->name, m->path);
+    VEIL_DEFER(veil_secure_free) struct veil_secure_mem key = {0};
+    VEIL_GUARD(veil_secure_alloc(&key, VEIL_KEY_SIZE, (int)c->lock_memory));
+    uint64_t min_version = 0;
+    struct veil_result r = src->fetch(src, info.model_id, info.key_version, &key, &min_version, usage_json);
+    if (!veil_ok(r))
+        VEIL_BAIL(r.status, "model %s: no key for %s version %" PRIu32 " from %s: %s", m->name, info.model_id,
+                  info.key_version, src->name, veil_last_error());
+    /* The owner's minimum model version is checked on the authenticated header, before any decryption. */
+    struct veil_open_options o = {.threads = 0, .lock_memory = (int)c->lock_memory,
+                                  .min_model_version = min_version};
+    st = veil_model_open(m->path, key.data, key.size, &o, &m->sealed);
+    VEIL_ENSURE(st == VEIL_OK, st, "model %s: %s", m->name, veil_last_error());
+    m->info = *veil_model_info(m->sealed); /* what was authenticated, not what was inspected */
+    memcpy(m->header_sha256, veil_model_header_sha256(m->sealed), sizeof m->header_sha256);
+    snprintf(m->version, sizeof m->version, "%" PRIu64, m->info.model_version);
+    return VEIL_RESULT_OK;
+}
+
+static VEIL_RESULT usage_load(struct rt_model *m, const char *json)
+{
+    if (json == NULL) {
+        m->shaping = (struct veil_serve_shaping){0, 0, -1};
+        vd_log("warn", "usage-policy-open", "{s:s, s:s}", "model", m->name, "message",
+               "the owner set no usage policy: anyone who reaches the runtime may query this model without limit");
+        return VEIL_RESULT_OK;
+    }
+    struct veil_result r = veil_usage_parse(json, strlen(json), &m->usage);
+    if (!veil_ok(r))
+        VEIL_BAIL(r.status, "model %s: the usage policy from the broker is invalid: %s", m->name, veil_last_error());
+    m->shaping = *veil_usage_shaping(m->usage);
+    return VEIL_RESULT_OK;
+}
+
+static void io_copy(struct veil_serve_io *dst, const struct veil_engine_io *src)
+{
+    dst->name = src->name;
+    dst->rank = src->rank;
+    memcpy(dst->dims, src->dims, sizeof dst->dims);
+}
+
+/* The model's description from its batch-1 engine: a symbolic input dim 0 is the batch, and so is an output dim 0
+ * of 1 when some input is batched (checked again at every run: an output must follow the planned batch). */
+static VEIL_RESULT describe(struct rt_model *m, const veil_engine *e, uint64_t max_batch)
+{
+    int batched = 0;
+    size_t ni = veil_engine_input_count(e), no = veil_engine_output_count(e);
+    VEIL_ENSURE(ni <= VEIL_SERVE_MAX_INPUTS && no <= VEIL_SERVE_MAX_OUTPUTS, VEIL_ERR_LIMIT,
+                "model %s has too many inputs or outputs", m->name);
+    for (size_t i = 0; i < ni; i++) {
+        struct veil_engine_io io;
+        VEIL_ENSURE(veil_engine_input(e, i, &io) == VEIL_OK, VEIL_ERR_INTERNAL, "engine input %zu", i);
+        io_copy(&m->inputs[i], &io);
+        if (veil_engine_input_batched(e, i) && io.rank > 0) {
+            m->inputs[i].dims[0] = -1;
+            batched = 1;
+        }
+    }
+    for (size_t i = 0; i < no; i++) {
+        struct veil_engine_io io;
+        VEIL_ENSURE(veil_engine_output(e, i, &io) == VEIL_OK, VEIL_ERR_INTERNAL, "engine output %zu", i);
+        io_copy(&m->outputs[i], &io);
+        if (batched && io.rank > 0 && io.dims[0] == 1)
+            m->outputs[i].dims[0] = -1;
+    }
+    m->desc = (struct veil_serve_model){.name = m->name, .version = m->version, .inputs = m->inputs,
+                                        .outputs = m->outputs, .input_count = ni, .output_count = no,
+                                        .max_batch = batched ? max_batch : 1};
+    return veil_serve_model_check(&m->desc);
+}
+
+static VEIL_RESULT engine_new(struct rt_model *m, uint64_t batch, veil_engine **out)
+{
+    struct veil_engine_options o = m->engine_options;
+    o.batch = batch;
+    veil_status st = veil_engine_load_model(m->sealed, &o, out);
+    VEIL_ENSURE(st == VEIL_OK, st, "model %s, batch %" PRIu64 ": %s", m->name, batch, veil_last_error());
+    return VEIL_RESULT_OK;
+}
+
+static unsigned default_threads(uint64_t workers)
+{
+    long n = sysconf(_SC_NPROCESSORS_ONLN);
+    long per = (n < 1 ? 1 : n) / (long)workers;
+    return per < 1 ? 1u : (unsigned)per;
+}
+
+VEIL_RESULT rt_model_load(struct rt_model *m, const struct rt_config *c, struct rt_key_source *src)
+{
+    pthread_mutex_init(&m->lock, NULL);
+    pthread_cond_init(&m->freed, NULL);
+    m->workers = (size_t)c->workers;
+    m->max_plans = (size_t)c->max_plans;
+    m->engine_options = (struct veil_engine_options){
+        .threads = c->engine_threads != 0 ? (unsigned)c->engine_threads : default_threads(c->workers),
+        .lock_memory = (int)c->lock_memory};
+    char *usage_json = NULL;
+    struct veil_result r = open_sealed(m, c, src, &usage_json);
+    if (veil_ok(r))
+        r = usage_load(m, usage_json);
+    free(usage_json);
+    VEIL_GUARD(r);
+    struct rt_lease lease;
+    VEIL_GUARD(rt_model_acquire(m, 1, &lease));
+    r = describe(m, lease.engine, c->max_batch);
+    rt_model_release(m, &lease);
+    return r;
+}
+
+static void plan_free(struct rt_plan *p)
+{
+    for (size_t i = 0; i < RT_MAX_WORKERS; i++)
+        veil_engine_free(p->engines[i]);
+    free(p);
+}
+
+void rt_model_cleanup(struct rt_model *m)
+{
+    for (size_t i = 0; i < m->plan_count; i++)
+        plan_free(m->plans[i]);
+    m->plan_count = 0;
+    veil_model_free(m->sealed);
+    m->sealed = NULL;
+    veil_usage_free(m->usage);
+    m->usage = NULL;
+    pthread_cond_destroy(&m->freed);
+    pthread_mutex_destroy(&m->lock);
+}
+
+/* ---- the engine pool ----------------------------------------------------------------------------------------- */
+
+static struct rt_plan *plan_find(struct rt_model *m, uint64_t batch)
+{
+    for (size_t i = 0; i < m->plan_count; i++)
+        if (m->plans[i]->batch == batch)
+            return m->plans[i];
+    return NULL;
+}
+
+static int plan_idle(const struct rt_plan *p)
+{
+    for (size_t i = 0; i < RT_MAX_WORKERS; i++)
+        if (p->state[i] == SLOT_BUSY || p->state[i] == SLOT_CREATING)
+            return 0;
+    return 1;
+}
+
+/* Frees the least recently used idle plan; 0 when every plan is in use. Called with the lock held. */
+static int plan_evict(struct rt_model *m)
+{
+    size_t victim = m->plan_count;
+    for (size_t i = 0; i < m->plan_count; i++)
+        if (plan_idle(m->plans[i]) && (victim == m->plan_count || m->plans[i]->last_used < m->plans[victim]->last_used))
+            victim = i;
+    if (victim == m->plan_count)
+        return 0;
+    vd_log("info", "plan-evicted", "{s:s, s:I}", "model", m->name, "batch", (json_int_t)m->plans[victim]->batch);
+    plan_free(m->plans[victim]);
+    m->plans[victim] = m->plans[--m->plan_count];
+    return 1;
+}
+
+/* The plan of batch, made when absent (NULL: none can be made now; wait). Called with the lock held. */
+static struct rt_plan *plan_get(struct rt_model *m, uint64_t batch)
+{
+    struct rt_plan *p = plan_find(m, batch);
+    if (p != NULL)
+        return p;
+    if (m->plan_count == m->max_plans && !plan_evict(m))
+        return NULL;
+    p = calloc(1, sizeof *p);
+    if (p == NULL)
+        return NULL;
+    p->batch = batch;
+    m->plans[m->plan_count++] = p;
+    return p;
+}
+
+/* A slot to run on: an idle engine, else an empty slot to create one in (*create = 1); SIZE_MAX when all busy. */
+static size_t slot_take(const struct rt_model *m, struct rt_plan *p, int *create)
+{
+    size_t empty = SIZE_MAX;
+    for (size_t i = 0; i < m->workers; i++) {
+        if (p->state[i] == SLOT_IDLE)
+            return i;
+        if (p->state[i] == SLOT_EMPTY && empty == SIZE_MAX)
+            empty = i;
+    }
+    *create = empty != SIZE_MAX;
+    return empty;
+}
+
+/* Creates the engine of a reserved slot without holding the lock. */
+static VEIL_RESULT slot_create(struct rt_model *m, struct rt_plan *p, size_t slot)
+{
+    pthread_mutex_unlock(&m->lock);
+    veil_engine *e = NULL;
+    struct veil_result r = engine_new(m, p->batch, &e);
+    pthread_mutex_lock(&m->lock);
+    p->engines[slot] = e;
+    p->state[slot] = veil_ok(r) ? SLOT_BUSY : SLOT_EMPTY;
+    if (!veil_ok(r))
+        pthread_cond_broadcast(&m->freed);
+    return r;
+}
+
+VEIL_RESULT rt_model_acquire(struct rt_model *m, uint64_t batch, struct rt_lease *lease)
+{
+    pthread_mutex_lock(&m->lock);
+    int waited = 0;
+    struct veil_result r = VEIL_RESULT_OK;
+    for (;;) {
+        struct rt_plan *p = plan_get(m, batch);
+        int create = 0;
+        size_t slot = p != NULL ? slot_take(m, p, &create) : SIZE_MAX;
+        if (slot != SIZE_MAX) {
+            p->state[slot] = create ? SLOT_CREATING : SLOT_BUSY;
+            p->last_used = ++m->tick;
+            if (create)
+                r = slot_create(m, p, slot);
+            *lease = (struct rt_lease){p, slot, p->engines[slot]};
+            break;
+        }
+        if (!waited)
+            rt_metrics_queue(1), waited = 1;
+        pthread_cond_wait(&m->freed, &m->lock);
+    }
+    if (waited)
+        rt_metrics_queue(-1);
+    pthread_mutex_unlock(&m->lock);
+    return r;
+}
+
+void rt_model_release(struct rt_model *m, struct rt_lease *lease)
+{
+    pthread_mutex_lock(&m->lock);
+    lease->plan->state[lease->slot] = SLOT_IDLE;
+    lease->plan->last_used = ++m->tick;
+    pthread_cond_broadcast(&m->freed);
+    pthread_mutex_unlock(&m->lock);
+}

@@ -1,0 +1,174 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* veil-runtime internals shared by the daemon's files:
+ *
+ *   main.c      lifecycle: arguments, configuration, TLS key, models, HTTP, signals, draining shutdown
+ *   config.c    the settings table (rows of the shared parser, src/daemon/config.h)
+ *   tls.c       the TLS key pair and self-signed certificate, created in memory at start (never on disk)
+ *   keys.c      where model keys come from: one small interface (struct rt_key_source); veil-kbs over RCAR today
+ *   models.c    each served model: header, key, decryption into locked memory, usage policy, engine pool
+ *   kserve.c    the KServe v2 / Open Inference Protocol routes and handlers (codec in lib/serve/kserve.h)
+ *   veil.c      Veil's own routes: /v2/veil/attestation, /metrics, and the runtime's metric families
+ * Logs, routing, metrics and the HTTP server are the shared daemon layer's (src/daemon). */
+#ifndef VEIL_RUNTIME_H
+#define VEIL_RUNTIME_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "core/buf.h"
+#include "core/result.h"
+#include "core/secret.h"
+#include "daemon/daemon.h"
+#include "serve/kserve.h"
+#include "serve/usage.h"
+#include "veil/attest.h"
+#include "veil/client.h"
+#include "veil/engine.h"
+#include "veil/sealed.h"
+
+#define RT_MAX_MODELS 16u
+#define RT_MAX_WORKERS 64u          /* engine instances of one plan */
+#define RT_MAX_PLANS 64u            /* plans (one per batch size) of one model */
+#define RT_MODEL_NAME_MAX 128u
+
+/* ---- configuration (config.c) ------------------------------------------------------------------------------ */
+
+struct rt_config {
+    int dev;
+    char *listen;
+    char *tls;                   /* "on" (attested self-signed certificate) or "off" (plain HTTP, loopback + sim) */
+    char *tee;                   /* sim, sgx, tdx, snp, auto */
+    char *models;                /* comma-separated NAME:PATH */
+    char *key_source;            /* "kbs" */
+    char *kbs_url;
+    char *kbs_cacert;
+    char *sim_dir;
+    char *sim_config;
+    char *gramine_root;
+    char *tsm_root;
+    uint64_t max_batch;
+    uint64_t workers;
+    uint64_t engine_threads;
+    uint64_t max_plans;
+    uint64_t lock_memory;
+    uint64_t threads;
+    uint64_t max_connections;
+    uint64_t connection_timeout_s;
+    uint64_t max_body_size;
+    uint64_t drain_timeout_s;
+    uint64_t key_timeout_s;
+};
+
+VEIL_RESULT rt_config_defaults(struct rt_config *c, int dev);
+void rt_config_cleanup(struct rt_config *c);
+VEIL_RESULT rt_config_load_file(struct rt_config *c, const char *path);
+VEIL_RESULT rt_config_set(struct rt_config *c, const char *assignment);
+VEIL_RESULT rt_config_append(struct rt_config *c, const char *key, const char *value);
+/* Checks what needs the whole configuration (TEE name, TLS off only on loopback with sim, models present). */
+VEIL_RESULT rt_config_finish(struct rt_config *c, veil_tee *tee);
+void rt_config_print_help(FILE *out);
+
+/* ---- TLS (tls.c) ------------------------------------------------------------------------------------------- */
+
+struct rt_tls {
+    struct veil_buf cert_pem;          /* NUL-terminated */
+    struct veil_buf key_pem;           /* NUL-terminated, secret memory */
+    uint8_t spki_sha256[VEIL_SPKI_SHA256_SIZE];
+};
+
+/* A fresh P-256 key and a self-signed certificate for it (CN veil-runtime, one year), both PEM in memory. */
+VEIL_RESULT rt_tls_create(struct rt_tls *t);
+void rt_tls_cleanup(struct rt_tls *t);
+
+/* ---- model keys (keys.c) ----------------------------------------------------------------------------------- */
+
+/* Where keys come from. A new source (veil-cache's socket) is a new implementation of this, not a fork. */
+struct rt_key_source {
+    /* The key of model_id at key_version into key (VEIL_KEY_SIZE bytes of secret memory), the lowest sealed model
+     * version the owner allows (0: any), and the model's usage policy (malloc'd JSON text, or NULL when the owner
+     * set none). */
+    VEIL_RESULT (*fetch)(struct rt_key_source *src, const char *model_id, uint32_t key_version,
+                         struct veil_secure_mem *key, uint64_t *min_model_version, char **usage_policy);
+    void (*free)(struct rt_key_source *src);
+    const char *name;  /* for the log */
+};
+
+VEIL_RESULT rt_key_source_kbs(const struct rt_config *c, veil_tee tee, const struct veil_provider_config *pc,
+                              struct rt_key_source **out);
+
+/* ---- models (models.c) ------------------------------------------------------------------------------------- */
+
+struct rt_plan;
+
+struct rt_model {
+    char name[RT_MODEL_NAME_MAX + 1];
+    char path[1024];
+    char version[24];
+    struct veil_sealed_info info;
+    uint8_t header_sha256[32];
+    veil_model *sealed;                         /* the decrypted graph and weights, kept to plan new batches */
+    struct veil_serve_io inputs[VEIL_SERVE_MAX_INPUTS], outputs[VEIL_SERVE_MAX_OUTPUTS];
+    struct veil_serve_model desc;
+    struct veil_usage_policy *usage;            /* NULL: the owner set none (open) */
+    struct veil_serve_shaping shaping;
+    pthread_mutex_t lock;
+    pthread_cond_t freed;
+    struct rt_plan *plans[RT_MAX_PLANS];
+    size_t plan_count;
+    uint64_t tick;                              /* LRU clock of the plans */
+    struct veil_engine_options engine_options;
+    size_t workers, max_plans;
+};
+
+/* An engine checked out for one request. */
+struct rt_lease {
+    struct rt_plan *plan;
+    size_t slot;
+    veil_engine *engine;
+};
+
+/* Parses "NAME:PATH". */
+VEIL_RESULT rt_model_spec(const char *spec, char name[RT_MODEL_NAME_MAX + 1], char *path, size_t path_size);
+/* Opens the sealed model with a key from src, loads its usage policy and plans batch 1. */
+VEIL_RESULT rt_model_load(struct rt_model *m, const struct rt_config *c, struct rt_key_source *src);
+void rt_model_cleanup(struct rt_model *m);
+/* An engine planned for batch (created on demand: at most `workers` per plan, `max_plans` plans per model, the
+ * least recently used idle plan evicted); waits while every engine of the plan is busy. */
+VEIL_RESULT rt_model_acquire(struct rt_model *m, uint64_t batch, struct rt_lease *lease);
+void rt_model_release(struct rt_model *m, struct rt_lease *lease);
+
+/* ---- the daemon -------------------------------------------------------------------------------------------- */
+
+struct rt_ctx {
+    const struct rt_config *cfg;
+    veil_tee tee;
+    struct veil_provider_config provider;
+    struct rt_tls tls;
+    int tls_on;
+    struct rt_model *models[RT_MAX_MODELS];
+    size_t model_count;
+    struct veil_binding_model bindings[RT_MAX_MODELS];
+    atomic_int ready;                           /* 0 while loading and while draining */
+    atomic_int draining;
+};
+
+struct rt_model *rt_model_find(struct rt_ctx *r, const char *name);
+
+/* Routing (kserve.c). */
+extern const struct vd_router rt_router;
+size_t rt_body_limit(void *ctx, const char *path);
+void rt_too_large(void *ctx, const struct vd_request *rq, struct vd_response *rs);
+/* {"error": message} with the status, as every KServe client expects (serving.md §1.8). */
+void rt_respond_error(struct vd_response *rs, unsigned status, const char *message);
+
+/* Handlers of Veil's own routes (veil.c). */
+void rt_attestation_get(void *ctx, const struct vd_request *rq, struct vd_response *rs);
+void rt_metrics_get(void *ctx, const struct vd_request *rq, struct vd_response *rs);
+VEIL_RESULT rt_metrics_init(void);
+void rt_metrics_refusal(const char *reason);
+void rt_metrics_queue(int delta);
+void rt_metrics_inferences(uint64_t batch);
+
+#endif
