@@ -24,13 +24,23 @@ static int add_claims(json_t *o, const struct veil_claims *c)
            add_str(o, "tee", veil_tee_name(c->tee));
 }
 
+/* The session as its tag: the cookie is a bearer secret until it expires, and the audit log is kept for years. */
+static const char *session_tag(const char *session, char tag[VD_TAG_SIZE])
+{
+    if (session == NULL)
+        return NULL;
+    vd_log_tag(session, tag);
+    return tag;
+}
+
 char *kbs_audit_record(const struct kbs_audit_event *e)
 {
+    char tag[VD_TAG_SIZE];
     json_t *o = json_pack("{s:I, s:s, s:s}", "ts", (json_int_t)vd_now(), "event", e->event, "decision", e->decision);
     if (o == NULL)
         return NULL;
     int ok = add_str(o, "reason", e->reason) && add_str(o, "client", e->client) &&
-             add_str(o, "session", e->session) && add_str(o, "model", e->model) &&
+             add_str(o, "session", session_tag(e->session, tag)) && add_str(o, "model", e->model) &&
              (e->key_version == 0 || json_object_set_new(o, "key_version", json_integer(e->key_version)) == 0) &&
              (e->claims != NULL ? add_claims(o, e->claims) : add_str(o, "tee", e->tee));
     char *text = ok ? json_dumps(o, JSON_COMPACT | JSON_SORT_KEYS) : NULL;
@@ -55,9 +65,10 @@ int kbs_audit(struct kbs_ctx *k, const struct kbs_audit_event *e)
     char *record = kbs_audit_record(e);
     struct veil_result r = record != NULL ? k->store->ops->audit_append(k->store, record)
                                           : veil_error_raise(VEIL_ERR_NOMEM, __FILE__, __LINE__, "out of memory");
+    char tag[VD_TAG_SIZE];
     vd_log(e->decision[0] == 'd' ? "warn" : "info", e->event, "{s:s, s:s, s:s?, s:s?, s:s?}", "decision",
-            e->decision, "reason", e->reason != NULL ? e->reason : "", "client", e->client, "model", e->model,
-            "session", e->session);
+           e->decision, "reason", e->reason != NULL ? e->reason : "", "client", e->client, "model", e->model,
+           "session", session_tag(e->session, tag));
     if (!veil_ok(r)) {
         vd_log("error", "audit-failed", "{s:s}", "detail", veil_last_error());
         kbs_metrics_audit_failure();

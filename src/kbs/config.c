@@ -45,7 +45,7 @@ static const struct vd_setting settings[] = {
     U64(session_ttl_s, "300", NULL, 1, 86400, "lifetime of an RCAR session (its challenge and cookie), seconds"),
     U64(token_ttl_s, "300", NULL, 1, 86400, "lifetime of an attestation token, seconds"),
     U64(rate_limit_per_s, "20", "100", 0, 1000000,
-        "requests per second per client address on /auth and /attest (token bucket); 0 disables"),
+        "requests per second per client address on /auth, /attest and /resource (token bucket); 0 disables"),
     U64(rate_limit_burst, "40", "200", 1, 1000000, "token bucket size per client address"),
     U64(max_body_size, "1048576", NULL, 1024, VEIL_RCAR_MAX_BODY_SIZE, "largest /auth or /attest body, bytes"),
     U64(admin_max_body_size, "1048576", NULL, 1024, VEIL_POLICY_MAX_SIZE, "largest admin API body, bytes"),

@@ -97,6 +97,8 @@ static int parse_args(int argc, char **argv, struct args *a)
         return usage_error("unexpected argument", argv[optind]);
     if (a->config == NULL && !a->dev)
         return usage_error("give --config FILE, or --dev for a development broker", NULL);
+    if (a->config != NULL && a->dev) /* it would seed the well-known test keys into a production store */
+        return usage_error("--dev and --config do not go together: --dev is a throwaway development broker", NULL);
     return 0;
 }
 
@@ -120,6 +122,13 @@ static VEIL_RESULT configure(const struct args *a, struct kbs_config *cfg)
     for (size_t i = 0; i < a->sim_key_count; i++)
         VEIL_GUARD(kbs_config_append(cfg, "sim_trusted_keys", a->sim_keys[i]));
     VEIL_GUARD(kbs_config_finish(cfg));
+    if (cfg->dev) {
+        struct sockaddr_storage ss;
+        int loopback = 0;
+        VEIL_GUARD(vd_listen_parse(cfg->listen, &ss, &loopback));
+        VEIL_ENSURE(loopback, VEIL_ERR_ARG, "--dev listens on loopback only (127.0.0.0/8 or [::1]), not %.64s: its "
+                    "test keys and sim evidence must not be reachable from the network", cfg->listen);
+    }
     if (mkdir(cfg->data_dir, 0700) != 0)
         VEIL_ENSURE(errno == EEXIST, VEIL_ERR_IO, "cannot create %s: %s", cfg->data_dir, strerror(errno));
     return VEIL_RESULT_OK;

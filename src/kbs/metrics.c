@@ -13,7 +13,12 @@ static const char *const route_names[KBS_ROUTE_LABEL_COUNT] = {"auth", "attest",
 static const char *const tee_names[] = {"unknown", "sim", "sample", "sgx", "tdx", "snp"};
 #define TEE_COUNT (sizeof tee_names / sizeof tee_names[0])
 
-static _Atomic int64_t releases[TEE_COUNT], denials[TEE_COUNT], audit_failures, rate_limited;
+/* The endpoint label of refusals before authentication. */
+static const char *const endpoints[] = {"auth", "attest", "resource"};
+#define ENDPOINT_COUNT (sizeof endpoints / sizeof endpoints[0])
+
+static _Atomic int64_t releases[TEE_COUNT], denials[TEE_COUNT], audit_failures, rate_limited,
+    unauthenticated[ENDPOINT_COUNT];
 
 static struct vd_family families[] = {
     {"veil_kbs_key_releases_total", "Model keys released, by TEE type.", VD_COUNTER, "tee", tee_names, TEE_COUNT,
@@ -24,8 +29,10 @@ static struct vd_family families[] = {
      &audit_failures},
     {"veil_kbs_rate_limited_total", "Requests refused by the per-client rate limiter.", VD_COUNTER, NULL, NULL, 1,
      &rate_limited},
+    {"veil_kbs_unauthenticated_refusals_total", "Protocol requests refused before authentication (not audited), "
+     "by endpoint.", VD_COUNTER, "endpoint", endpoints, ENDPOINT_COUNT, unauthenticated},
 };
-enum { F_RELEASES, F_DENIALS, F_AUDIT_FAILURES, F_RATE_LIMITED };
+enum { F_RELEASES, F_DENIALS, F_AUDIT_FAILURES, F_RATE_LIMITED, F_UNAUTHENTICATED };
 
 VEIL_RESULT kbs_metrics_init(void)
 {
@@ -56,6 +63,12 @@ void kbs_metrics_audit_failure(void)
 void kbs_metrics_rate_limited(void)
 {
     vd_metrics_add(&families[F_RATE_LIMITED], 0, 1);
+}
+
+void kbs_metrics_unauthenticated(const char *event)
+{
+    size_t i = strcmp(event, "auth") == 0 ? 0 : strcmp(event, "attest") == 0 ? 1 : 2;
+    vd_metrics_add(&families[F_UNAUTHENTICATED], i, 1);
 }
 
 void kbs_metrics_get(void *ctx, const struct vd_request *rq, struct vd_response *rs)

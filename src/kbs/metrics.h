@@ -24,6 +24,9 @@ VEIL_RESULT kbs_metrics_init(void);
  * named tee (NULL or an unknown name: "unknown"). */
 void kbs_metrics_decision(const char *tee, int released);
 void kbs_metrics_audit_failure(void);
+/* A refusal before authentication at /auth, /attest or /resource (event "auth", "attest", "release",
+ * "usage-release"): counted here instead of the audit log. */
+void kbs_metrics_unauthenticated(const char *event);
 void kbs_metrics_rate_limited(void);
 
 #endif

@@ -15,16 +15,21 @@
 #include "core/json.h"
 #include "crypto/crypto.h"
 #include "kbsd.h"
+#include "metrics.h"
 #include "veil/kbs_client.h"
 
 #define EAR_PROFILE "tag:github.com,2024:confidential-containers/Trustee"
 #define ANNOTATED "ear.veraison.annotated-evidence"
 #define REASON_SIZE 256u
 
-/* What a refusal needs: the error type for the client, the reason for the log, the context for the audit. */
+/* What a refusal needs: the error type for the client, the reason for the log, the context for the audit, and
+ * whether the request had authenticated (a challenged session for /attest, an attested session or a valid token for
+ * /resource). Only decisions on authenticated requests are audited: anyone can send unauthenticated ones, which
+ * would otherwise grow the durable audit log without bound; those are counted in the metrics and logged. */
 struct refusal {
     const char *type;
     unsigned status;
+    int authenticated;
     char reason[REASON_SIZE];
 };
 
@@ -35,14 +40,20 @@ static void refuse(struct refusal *f, unsigned status, const char *type, const c
     snprintf(f->reason, sizeof f->reason, "%s", reason);
 }
 
-/* Answers with the refusal and audits it. */
+/* Answers with the refusal; audits it when the request had authenticated, else counts and logs it. */
 static void deny(struct kbs_ctx *k, const struct vd_request *rq, struct vd_response *rs, struct kbs_audit_event *e,
                  const struct refusal *f)
 {
     e->decision = "deny";
     e->reason = f->reason;
     e->client = rq->client;
-    kbs_audit(k, e);
+    if (f->authenticated) {
+        kbs_audit(k, e);
+    } else {
+        kbs_metrics_unauthenticated(e->event);
+        vd_log("info", "refused-unauthenticated", "{s:s, s:s, s:s}", "event", e->event, "reason", f->reason,
+               "client", rq->client);
+    }
     kbs_respond_protocol_error(rs, f->status, f->type);
 }
 
@@ -116,7 +127,7 @@ void kbs_rcar_auth(void *ctx, const struct vd_request *rq, struct vd_response *r
 {
     struct kbs_ctx *k = ctx;
     struct kbs_audit_event e = {.event = "auth"};
-    struct refusal f;
+    struct refusal f = {0};
     char tee[KBS_TEE_NAME_SIZE + 1];
     veil_tee t = VEIL_TEE_AUTO;
     if (!veil_ok(request_parse(rq->body, rq->body_size, k->cfg->max_body_size, tee))) {
@@ -136,7 +147,9 @@ void kbs_rcar_auth(void *ctx, const struct vd_request *rq, struct vd_response *r
         kbs_respond_protocol_error(rs, 401, "PluginInternalError");
         return;
     }
-    vd_log("info", "auth", "{s:s, s:s, s:s}", "client", rq->client, "tee", tee, "session", s.id);
+    char tag[VD_TAG_SIZE];
+    vd_log_tag(s.id, tag); /* the cookie is a bearer secret: the log holds a short hash of it */
+    vd_log("info", "auth", "{s:s, s:s, s:s}", "client", rq->client, "tee", tee, "session", tag);
     set_cookie(rs, s.id, s.expires);
     json_t *challenge = NULL;
     if (!veil_ok(veil_rcar_challenge_build(s.nonce, &challenge))) {
@@ -257,6 +270,7 @@ static VEIL_RESULT attest_steps(struct kbs_ctx *k, const struct vd_request *rq, 
 {
     refuse(f, 401, "AttestationError", "");
     VEIL_GUARD(challenged_session(k, rq, s));
+    f->authenticated = 1;
     VEIL_DEFER(attestation_done) struct veil_rcar_attestation a = {0};
     refuse(f, 401, "SerdeError", "");
     VEIL_ENSURE(rq->body_size <= k->cfg->max_body_size, VEIL_ERR_LIMIT, "the body is too large");
@@ -297,8 +311,10 @@ void kbs_rcar_attest(void *ctx, const struct vd_request *rq, struct vd_response 
         deny(k, rq, rs, &e, &f);
         return;
     }
-    vd_log("info", "attest", "{s:s, s:s, s:s, s:s}", "client", rq->client, "session", s.id, "tee", s.tee,
-            "tcb_status", claims.tcb_status);
+    char tag[VD_TAG_SIZE];
+    vd_log_tag(s.id, tag);
+    vd_log("info", "attest", "{s:s, s:s, s:s, s:s}", "client", rq->client, "session", tag, "tee", s.tee,
+           "tcb_status", claims.tcb_status);
     set_cookie(rs, s.id, s.expires);
     vd_respond_json(rs, 200, json_pack("{s:s}", "token", token));
     free(token);
@@ -420,6 +436,7 @@ static VEIL_RESULT resource_steps(struct kbs_ctx *k, const struct vd_request *rq
     e->model = q->model;
     e->key_version = version;
     VEIL_GUARD(authenticate(k, rq, q, f));
+    f->authenticated = 1;
     e->claims = &q->claims;
     e->session = q->session[0] != '\0' ? q->session : NULL;
     int found = 0;
@@ -491,6 +508,7 @@ static VEIL_RESULT usage_steps(struct kbs_ctx *k, const struct vd_request *rq, s
     snprintf(q->model, sizeof q->model, "%s", model_id);
     e->model = q->model;
     VEIL_GUARD(authenticate(k, rq, q, f));
+    f->authenticated = 1;
     e->claims = &q->claims;
     e->session = q->session[0] != '\0' ? q->session : NULL;
     VEIL_DEFER(text_done) char *usage = NULL;
