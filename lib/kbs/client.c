@@ -2,7 +2,6 @@
 /* The TEE side of key release: an RCAR 0.4.0 client over libcurl (include/veil/kbs_client.h; the steps are in
  * lib/kbs/client_internal.h). The model key exists in plaintext only in the secret buffer of
  * veil_kbs_fetch_key and in the caller's output; the ephemeral TEE key only in its OpenSSL object. */
-#include <arpa/inet.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -16,6 +15,7 @@
 
 #include "core/limits.h"
 #include "core/secret.h"
+#include "core/url.h"
 #include "kbs/client_internal.h"
 #include "kbs/kbs.h"
 
@@ -33,15 +33,6 @@
 static void url_done(CURLU **u) { curl_url_cleanup(*u); }
 static void curl_str_done(char **s) { curl_free(*s); }
 
-/* 127.0.0.0/8, ::1 or "localhost": where plain HTTP cannot be read by anyone but this machine. */
-static int host_is_loopback(const char *host)
-{
-    struct in_addr a4;
-    if (inet_pton(AF_INET, host, &a4) == 1)
-        return (ntohl(a4.s_addr) >> 24) == 127;
-    return strcmp(host, "[::1]") == 0 || strcasecmp(host, "localhost") == 0;
-}
-
 static VEIL_RESULT url_check(const struct veil_kbs_fetch_options *o)
 {
     VEIL_ENSURE(o->url != NULL && o->url[0] != '\0', VEIL_ERR_ARG, "no key broker URL given");
@@ -58,7 +49,7 @@ static VEIL_RESULT url_check(const struct veil_kbs_fetch_options *o)
         return VEIL_RESULT_OK;
     VEIL_ENSURE(strcmp(scheme, "http") == 0, VEIL_ERR_ARG,
                 "the key broker URL must be http:// or https://, not %.16s://", scheme);
-    VEIL_ENSURE(host_is_loopback(host) || o->allow_insecure_http, VEIL_ERR_ARG,
+    VEIL_ENSURE(veil_url_host_is_loopback(host) || o->allow_insecure_http, VEIL_ERR_ARG,
                 "refusing plain http:// to the key broker at %.200s: it is not a loopback address; use https://",
                 o->url);
     return VEIL_RESULT_OK;

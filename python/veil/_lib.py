@@ -11,7 +11,9 @@ import ctypes
 import ctypes.util
 import os
 import threading
+from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import Any
 
 from .errors import LibraryNotFoundError, error_for_status
 
@@ -182,6 +184,27 @@ def lib() -> ctypes.CDLL:
             if _handle is None:
                 _handle = _load()
     return _handle
+
+
+_bound_tables: set[int] = set()
+
+
+def bind(signatures: Mapping[str, tuple[Any, list[Any]]],
+         compatible: Callable[[ctypes.CDLL], None] | None = None) -> ctypes.CDLL:
+    """libveil with a module's signatures declared: each table once, then ``compatible(cdll)`` (which raises on a
+    libveil whose sizes the module does not expect)."""
+    cdll = lib()
+    if id(signatures) not in _bound_tables:
+        with _lock:
+            if id(signatures) not in _bound_tables:
+                for name, (restype, argtypes) in signatures.items():
+                    fn = getattr(cdll, name)
+                    fn.restype = restype
+                    fn.argtypes = argtypes
+                if compatible is not None:
+                    compatible(cdll)
+                _bound_tables.add(id(signatures))
+    return cdll
 
 
 def library_path() -> str:

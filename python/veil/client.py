@@ -109,25 +109,14 @@ _SIGNATURES: dict[str, tuple[object, list[object]]] = {
     "veil_client_policy_free": (None, [_P]),
     "veil_runtime_verify": (ctypes.c_int, [_P, _SZ, _P, ctypes.POINTER(_RuntimeVerifyOptions), ctypes.POINTER(_P)]),
 }
-_bound: ctypes.CDLL | None = None
-_bind_lock = threading.Lock()
+def _compatible(cdll: ctypes.CDLL) -> None:
+    if not cdll.veil_runtime_nonce_min_size() <= NONCE_SIZE <= cdll.veil_runtime_nonce_max_size():
+        raise ArgumentError("incompatible libveil: the runtime nonce sizes changed")
 
 
 def _cdll() -> ctypes.CDLL:
-    """libveil with the client's signatures declared (once)."""
-    global _bound
-    if _bound is None:
-        with _bind_lock:
-            if _bound is None:
-                cdll = _lib.lib()
-                for name, (restype, argtypes) in _SIGNATURES.items():
-                    fn = getattr(cdll, name)
-                    fn.restype = restype
-                    fn.argtypes = argtypes
-                if not cdll.veil_runtime_nonce_min_size() <= NONCE_SIZE <= cdll.veil_runtime_nonce_max_size():
-                    raise ArgumentError("incompatible libveil: the runtime nonce sizes changed")
-                _bound = cdll
-    return _bound
+    """libveil with the client's signatures declared."""
+    return _lib.bind(_SIGNATURES, _compatible)
 
 
 def cert_spki_sha256(cert: bytes) -> bytes:

@@ -91,25 +91,14 @@ _SIGNATURES: dict[str, tuple[object, list[object]]] = {
     "veil_kbs_fetch_release": (ctypes.c_int, [ctypes.POINTER(_FetchOptions), ctypes.c_char_p, ctypes.c_uint32, _P,
                                               _SZ, ctypes.POINTER(_SZ), ctypes.POINTER(ctypes.c_uint64)]),
 }
-_bound: ctypes.CDLL | None = None
-_bind_lock = threading.Lock()
+def _compatible(cdll: ctypes.CDLL) -> None:
+    if cdll.veil_engine_max_rank() != _MAX_RANK:
+        raise ArgumentError(f"incompatible libveil: engine max rank {cdll.veil_engine_max_rank()}")
 
 
 def _cdll() -> ctypes.CDLL:
-    """libveil with the engine's signatures declared (once)."""
-    global _bound
-    if _bound is None:
-        with _bind_lock:
-            if _bound is None:
-                cdll = _lib.lib()
-                for name, (restype, argtypes) in _SIGNATURES.items():
-                    fn = getattr(cdll, name)
-                    fn.restype = restype
-                    fn.argtypes = argtypes
-                if cdll.veil_engine_max_rank() != _MAX_RANK:
-                    raise ArgumentError(f"incompatible libveil: engine max rank {cdll.veil_engine_max_rank()}")
-                _bound = cdll
-    return _bound
+    """libveil with the engine's signatures declared."""
+    return _lib.bind(_SIGNATURES, _compatible)
 
 
 @dataclass(frozen=True)

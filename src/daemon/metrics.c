@@ -8,6 +8,7 @@
 
 #include "core/buf.h"
 #include "metrics.h"
+#include "router.h"
 
 #define NS_PER_S UINT64_C(1000000000)
 
@@ -214,5 +215,18 @@ VEIL_RESULT vd_metrics_render(char **out, size_t *size)
     veil_buf_release(&b, &data, &n);
     *out = (char *)data;
     *size = n - 1; /* without the NUL */
+    return VEIL_RESULT_OK;
+}
+
+VEIL_RESULT vd_metrics_respond(struct vd_response *rs)
+{
+    char *text = NULL;
+    size_t size = 0;
+    VEIL_GUARD(vd_metrics_render(&text, &size));
+    free(rs->body);
+    rs->status = 200;
+    rs->body = text;
+    rs->body_size = size;
+    rs->content_type = VD_METRICS_CONTENT_TYPE;
     return VEIL_RESULT_OK;
 }

@@ -46,4 +46,9 @@ void vd_metrics_add(struct vd_family *family, size_t cell, int64_t n);
 /* The exposition text (malloc'd, *size bytes, NUL-terminated). */
 VEIL_RESULT vd_metrics_render(char **out, size_t *size);
 
+struct vd_response;
+/* GET /metrics: the exposition as a 200 answer. On failure rs is untouched and the daemon answers in its own error
+ * shape. */
+VEIL_RESULT vd_metrics_respond(struct vd_response *rs);
+
 #endif

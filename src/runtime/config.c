@@ -39,39 +39,7 @@ static const struct vd_setting settings[] = {
     U64(key_timeout_s, "30", NULL, 1, 600, "timeout of each exchange with the key broker, seconds"),
 };
 
-static const struct vd_config_table table = {"veil-runtime", settings, sizeof settings / sizeof settings[0]};
-
-VEIL_RESULT rt_config_defaults(struct rt_config *c, int dev)
-{
-    memset(c, 0, sizeof *c);
-    c->dev = dev;
-    return vd_config_defaults(&table, c, dev);
-}
-
-void rt_config_cleanup(struct rt_config *c)
-{
-    vd_config_cleanup(&table, c);
-}
-
-VEIL_RESULT rt_config_load_file(struct rt_config *c, const char *path)
-{
-    return vd_config_load_file(&table, c, path);
-}
-
-VEIL_RESULT rt_config_set(struct rt_config *c, const char *assignment)
-{
-    return vd_config_set(&table, c, assignment);
-}
-
-VEIL_RESULT rt_config_append(struct rt_config *c, const char *key, const char *value)
-{
-    return vd_config_append(&table, c, key, value);
-}
-
-void rt_config_print_help(FILE *out)
-{
-    vd_config_print_help(&table, out);
-}
+const struct vd_config_table rt_config_table = {"veil-runtime", settings, sizeof settings / sizeof settings[0]};
 
 static VEIL_RESULT check_tls(const struct rt_config *c, veil_tee tee)
 {

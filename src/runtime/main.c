@@ -106,7 +106,7 @@ static int parse_args(int argc, char **argv, struct args *a)
                                                                    : usage_error("too many --set options", NULL);
         else if (c == O_HELP) {
             fputs(usage_text, stdout);
-            rt_config_print_help(stdout);
+            vd_config_print_help(&rt_config_table, stdout);
             fputs(usage_tail, stdout);
             exit(0);
         } else if (c == O_VERSION) {
@@ -122,12 +122,13 @@ static int parse_args(int argc, char **argv, struct args *a)
 
 static VEIL_RESULT configure(const struct args *a, struct rt_config *cfg, veil_tee *tee)
 {
-    VEIL_GUARD(rt_config_defaults(cfg, 0));
+    memset(cfg, 0, sizeof *cfg);
+    VEIL_GUARD(vd_config_defaults(&rt_config_table, cfg, 0));
     if (a->config != NULL)
-        VEIL_GUARD(rt_config_load_file(cfg, a->config));
+        VEIL_GUARD(vd_config_load_file(&rt_config_table, cfg, a->config));
     for (size_t i = 0; i < a->set_count; i++) {
         VEIL_ENSURE(a->sets[i] != NULL, VEIL_ERR_NOMEM, "out of memory");
-        VEIL_GUARD(rt_config_set(cfg, a->sets[i]));
+        VEIL_GUARD(vd_config_set(&rt_config_table, cfg, a->sets[i]));
     }
     return rt_config_finish(cfg, tee);
 }
@@ -264,7 +265,7 @@ int main(int argc, char **argv)
     if (rc == 0 && !veil_ok(configure(&a, &cfg, &r.tee))) {
         fprintf(stderr, "veil-runtime: %s\n", veil_last_error());
         rc = EXIT_USAGE;
-        rt_config_cleanup(&cfg);
+        vd_config_cleanup(&rt_config_table, &cfg);
     }
     args_free(&a);
     if (rc != 0)
@@ -275,14 +276,14 @@ int main(int argc, char **argv)
     if (!veil_ok(start(&r, &http))) {
         vd_log("error", "start-failed", "{s:s}", "detail", veil_last_error());
         stop(&r, http);
-        rt_config_cleanup(&cfg);
+        vd_config_cleanup(&rt_config_table, &cfg);
         return 1;
     }
     log_ready(&r);
     int sig = vd_signals_wait(&set);
     vd_log("info", "stopping", "{s:i}", "signal", sig);
     stop(&r, http);
-    rt_config_cleanup(&cfg);
+    vd_config_cleanup(&rt_config_table, &cfg);
     vd_log("info", "stopped", NULL);
     return 0;
 }

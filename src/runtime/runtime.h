@@ -61,14 +61,10 @@ struct rt_config {
     uint64_t key_timeout_s;
 };
 
-VEIL_RESULT rt_config_defaults(struct rt_config *c, int dev);
-void rt_config_cleanup(struct rt_config *c);
-VEIL_RESULT rt_config_load_file(struct rt_config *c, const char *path);
-VEIL_RESULT rt_config_set(struct rt_config *c, const char *assignment);
-VEIL_RESULT rt_config_append(struct rt_config *c, const char *key, const char *value);
+/* The settings table: parse with vd_config_* (src/daemon/config.h). */
+extern const struct vd_config_table rt_config_table;
 /* Checks what needs the whole configuration (TEE name, TLS off only on loopback with sim, models present). */
 VEIL_RESULT rt_config_finish(struct rt_config *c, veil_tee *tee);
-void rt_config_print_help(FILE *out);
 
 /* ---- TLS (tls.c) ------------------------------------------------------------------------------------------- */
 

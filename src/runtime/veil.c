@@ -100,15 +100,8 @@ void rt_metrics_inferences(uint64_t batch)
 void rt_metrics_get(void *ctx, const struct vd_request *rq, struct vd_response *rs)
 {
     (void)ctx, (void)rq;
-    char *text = NULL;
-    size_t size = 0;
-    if (!veil_ok(vd_metrics_render(&text, &size))) {
+    if (!veil_ok(vd_metrics_respond(rs))) {
+        vd_log("error", "metrics-failed", "{s:s}", "detail", veil_last_error());
         rt_respond_error(rs, 500, "internal error (see the runtime's log)");
-        return;
     }
-    free(rs->body);
-    rs->status = 200;
-    rs->body = text;
-    rs->body_size = size;
-    rs->content_type = VD_METRICS_CONTENT_TYPE;
 }

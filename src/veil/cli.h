@@ -6,6 +6,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "core/buf.h"
 #include "core/secret.h"
 #include "veil/sealed.h"
 
@@ -44,6 +45,10 @@ int cli_getopt(int argc, char **argv, const struct cli_getopt_spec *spec, void *
 /* Reads a key file (exactly 32 bytes, or 16 where allowed) into locked memory; warns when the file is readable
  * by group or others. Returns CLI_OK or the exit code to use. */
 int cli_read_key(const char *path, struct veil_secure_mem *key);
+
+/* Reads a whole file of at most max bytes into b as a NUL-terminated string (the NUL not counted in b->size).
+ * Returns CLI_OK or the exit code to use, with the error reported. */
+int cli_read_text(const char *path, uint64_t max, struct veil_buf *b);
 
 /* A progress bar on stderr when it is a terminal; otherwise nothing. */
 struct cli_progress {

@@ -260,25 +260,13 @@ static void verify_inputs_cleanup(struct verify_inputs *in)
         veil_buf_cleanup(&in->keys[i]);
 }
 
-/* A whole file as a NUL-terminated string. */
-static int read_text(const char *path, uint64_t max, struct veil_buf *b)
-{
-    struct veil_result r = veil_file_read_all(path, max, b);
-    if (veil_ok(r))
-        r = veil_buf_append_u8(b, 0);
-    if (!veil_ok(r))
-        return cli_fail_status(r.status);
-    b->size--;
-    return CLI_OK;
-}
-
 static int read_inputs(const struct attest_args *a, struct verify_inputs *in)
 {
-    int rc = read_text(a->input, VEIL_EVIDENCE_MAX_SIZE, &in->evidence);
+    int rc = cli_read_text(a->input, VEIL_EVIDENCE_MAX_SIZE, &in->evidence);
     if (rc == CLI_OK && a->policy != NULL)
-        rc = read_text(a->policy, VEIL_POLICY_MAX_SIZE, &in->policy);
+        rc = cli_read_text(a->policy, VEIL_POLICY_MAX_SIZE, &in->policy);
     for (size_t i = 0; rc == CLI_OK && i < a->sim_key_count; i++) {
-        rc = read_text(a->sim_keys[i], VEIL_SIM_KEY_MAX_SIZE, &in->keys[i]);
+        rc = cli_read_text(a->sim_keys[i], VEIL_SIM_KEY_MAX_SIZE, &in->keys[i]);
         in->key_text[i] = (const char *)in->keys[i].data;
     }
     return rc;

@@ -1,12 +1,10 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /* veil client verify: check, before sending it any data, that a URL serves an attested veil-runtime
  * (docs/spec/runtime-attestation.md), then print its TLS key as a pin for unchanged clients. */
-#include <arpa/inet.h>
 #include <getopt.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <strings.h>
 #include <time.h>
 
 #include <curl/curl.h>
@@ -17,6 +15,7 @@
 #include "core/file.h"
 #include "core/hex.h"
 #include "core/limits.h"
+#include "core/url.h"
 #include "crypto/crypto.h"
 #include "veil/client.h"
 
@@ -132,14 +131,6 @@ static int apply_opt(void *ctx, int c)
 static void url_done(CURLU **u) { curl_url_cleanup(*u); }
 static void curl_str_done(char **s) { curl_free(*s); }
 
-static int host_is_loopback(const char *host)
-{
-    struct in_addr a4;
-    if (inet_pton(AF_INET, host, &a4) == 1)
-        return (ntohl(a4.s_addr) >> 24) == 127;
-    return strcmp(host, "[::1]") == 0 || strcasecmp(host, "localhost") == 0;
-}
-
 /* https://, or with --insecure-http http:// to a loopback host; no query or fragment (a path is appended). */
 static int url_check(const struct client_args *a)
 {
@@ -161,7 +152,7 @@ static int url_check(const struct client_args *a)
     if (strcmp(scheme, "http") != 0 || !a->insecure_http)
         return cli_usage_error(a->cmd, "the URL must be https:// (http:// only with --insecure-http), not %.16s://",
                                scheme);
-    if (!host_is_loopback(host))
+    if (!veil_url_host_is_loopback(host))
         return cli_usage_error(a->cmd, "--insecure-http allows loopback addresses only (127.0.0.0/8, ::1, "
                                        "localhost), not %.200s", host);
     return CLI_OK;
@@ -282,22 +273,11 @@ static void inputs_cleanup(struct inputs *in)
         veil_buf_cleanup(&in->keys[i]);
 }
 
-static int read_text(const char *path, uint64_t max, struct veil_buf *b)
-{
-    struct veil_result r = veil_file_read_all(path, max, b);
-    if (veil_ok(r))
-        r = veil_buf_append_u8(b, 0);
-    if (!veil_ok(r))
-        return cli_fail_status(r.status);
-    b->size--;
-    return CLI_OK;
-}
-
 static int read_inputs(const struct client_args *a, struct inputs *in)
 {
-    int rc = read_text(a->policy, VEIL_POLICY_MAX_SIZE, &in->policy);
+    int rc = cli_read_text(a->policy, VEIL_POLICY_MAX_SIZE, &in->policy);
     for (size_t i = 0; rc == CLI_OK && i < a->sim_key_count; i++) {
-        rc = read_text(a->sim_keys[i], VEIL_SIM_KEY_MAX_SIZE, &in->keys[i]);
+        rc = cli_read_text(a->sim_keys[i], VEIL_SIM_KEY_MAX_SIZE, &in->keys[i]);
         in->key_text[i] = (const char *)in->keys[i].data;
     }
     return rc;

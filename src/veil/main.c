@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include "cli.h"
+#include "core/file.h"
 #include "core/limits.h"
 
 static const struct cli_command commands[] = {
@@ -147,6 +148,17 @@ int cli_read_key(const char *path, struct veil_secure_mem *key)
     int rc = read_key_fd(fd, path, key);
     close(fd);
     return rc;
+}
+
+int cli_read_text(const char *path, uint64_t max, struct veil_buf *b)
+{
+    struct veil_result r = veil_file_read_all(path, max, b);
+    if (veil_ok(r))
+        r = veil_buf_append_u8(b, 0);
+    if (!veil_ok(r))
+        return cli_fail_status(r.status);
+    b->size--;
+    return CLI_OK;
 }
 
 int main(int argc, char **argv)
