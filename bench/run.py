@@ -27,6 +27,9 @@
     /kbs/v0/auth-only rate in the same run (one store commit per request: the HTTP + store floor).
 (h) dcap_verify, sim_verify: attestation verifications per second (bench/attest_bench.py): DCAP SGX quote with
     its collateral from a file vs the dcap-qvl package on the same quote; sim evidence vs a bare ECDSA verify.
+(i) serve_latency, serve_overhead, serve_throughput, serve_cold_start, serve_peak_rss: veil-runtime serving sealed
+    models over KServe v2 REST on loopback (key from veil-kbs --dev by RCAR, sim TEE) vs PyTorch/onnxruntime/Veil's
+    engine in-process and the KServe Python model server (bench/serve_bench.py; VEIL_BENCH_ONLY=serve runs only it).
 """
 
 from __future__ import annotations
@@ -331,9 +334,20 @@ def bench_attest() -> None:
     attest_bench.main()
 
 
+def bench_serve() -> None:
+    """(i) bench/serve_bench.py."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    import serve_bench
+
+    serve_bench.main()
+
+
 def main() -> int:
     if os.environ.get("VEIL_BENCH_ONLY") == "kbs":
         bench_kbs()
+        return 0
+    if os.environ.get("VEIL_BENCH_ONLY") == "serve":
+        bench_serve()
         return 0
     bench_decrypt()
     bench_open()
@@ -341,6 +355,7 @@ def main() -> int:
     bench_kbs()
     loads = bench_engine_latency()
     bench_engine_rss(loads)
+    bench_serve()
     return 0
 
 
