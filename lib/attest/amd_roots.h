@@ -6,7 +6,7 @@
  *   ASK   the intermediate that signs VCEKs;
  *   ASVK  the intermediate that signs VLEKs.
  * Each comment names the subject, the validity window and the SHA-256 of the DER encoding.
- * Included by lib/attest/snp_cert.c only. */
+ * Included by lib/attest/verifiers/snp_cert.c only. */
 #ifndef VEIL_ATTEST_AMD_ROOTS_H
 #define VEIL_ATTEST_AMD_ROOTS_H
 

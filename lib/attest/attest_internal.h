@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: Apache-2.0 */
-/* Internals of the attestation core shared by lib/attest/{tee,provider,sim,gramine,tsm,evidence,policy}.c: the
- * providers' building blocks and the sim/sample verifiers. Hex, base64 and the JSON glue are lib/core's
+/* Internals of the attestation core shared by lib/attest (tee.c, evidence.c, claims.c, policy.c; providers/,
+ * tees/): the providers' building blocks, the sim TEE's constants, the SNP certificate table. The TEE descriptors
+ * are in attest/tee.h, their table in attest/tee_table.h. Hex, base64 and the JSON glue are lib/core's
  * (core/hex.h, core/base64.h, core/json.h), included here for them. Tests include this header to drive the
  * providers against fake trees (the configfs-tsm hook). */
 #ifndef VEIL_ATTEST_INTERNAL_H
@@ -20,7 +21,7 @@
 
 #define VEIL_SHA384_SIZE 48u
 
-/* ---- tee.c / tsm.c: configfs-tsm ------------------------------------------------------------------------ */
+/* ---- providers/tsm.c, providers/detect.c: configfs-tsm and detection --------------------------------------- */
 
 /* Points of a configfs-tsm request at which a test may act on the entry directory: a fake configfs is a plain
  * directory, so the test creates the attribute files after mkdir, changes them mid-request, and removes them
@@ -35,20 +36,28 @@ struct veil_tsm_hook {
 #define VEIL_GRAMINE_DEFAULT_ROOT "/dev/attestation"
 #define VEIL_SNP_REPORT_SIZE 1184u
 
-/* Creates an entry, reads its provider ("tdx_guest" -> tdx, "sev_guest" -> snp), removes it. */
+struct veil_tee_desc;
+
+/* config->tsm_root, or VEIL_TSM_DEFAULT_ROOT when it (or config) is NULL; likewise gramine_root. */
+const char *veil_tsm_root(const struct veil_provider_config *config);
+const char *veil_gramine_root(const struct veil_provider_config *config);
+/* Creates an entry, reads its provider (the TEE whose descriptor names it: "tdx_guest" -> tdx, "sev_guest" ->
+ * snp), removes it. */
 VEIL_RESULT veil_tsm_probe(const char *root, const struct veil_tsm_hook *hook, veil_tee *out);
-/* One report: outblob (the TD quote or the SNP report) and, for SNP, the auxblob when non-empty. */
-VEIL_RESULT veil_tsm_collect(const char *root, veil_tee tee, const uint8_t report_data[VEIL_REPORT_DATA_SIZE],
-                             const struct veil_tsm_hook *hook, struct veil_buf *outblob, struct veil_buf *auxblob);
+/* One report of the TEE tee (its descriptor's tsm spec): outblob (the TD quote or the SNP report) and, when the
+ * spec asks for it, the auxblob when non-empty. */
+VEIL_RESULT veil_tsm_collect(const char *root, const struct veil_tee_desc *tee,
+                             const uint8_t report_data[VEIL_REPORT_DATA_SIZE], const struct veil_tsm_hook *hook,
+                             struct veil_buf *outblob, struct veil_buf *auxblob);
 VEIL_RESULT veil_tee_detect_hooked(const struct veil_provider_config *config, const struct veil_tsm_hook *hook,
                                    veil_tee *out);
 
-/* ---- gramine.c ----------------------------------------------------------------------------------------- */
+/* ---- providers/gramine.c ------------------------------------------------------------------------------- */
 
 VEIL_RESULT veil_gramine_collect(const char *root, const uint8_t report_data[VEIL_REPORT_DATA_SIZE],
                                  struct veil_buf *quote);
 
-/* ---- provider.c ---------------------------------------------------------------------------------------- */
+/* ---- evidence.c, providers/io.c ------------------------------------------------------------------------ */
 
 VEIL_RESULT veil_evidence_collect_hooked(veil_tee tee, const struct veil_provider_config *config,
                                          const uint8_t report_data[VEIL_REPORT_DATA_SIZE],
@@ -65,7 +74,7 @@ VEIL_RESULT veil_write_report_data(const char *path, const uint8_t report_data[V
 /* "dir/name" into out; VEIL_ERR_ARG when it does not fit. */
 VEIL_RESULT veil_path_join(char *out, size_t out_size, const char *dir, const char *name);
 
-/* ---- sim.c --------------------------------------------------------------------------------------------- */
+/* ---- tees/sim.c ---------------------------------------------------------------------------------------- */
 
 #define VEIL_SIM_KEY_FILE "platform.key"
 #define VEIL_SIM_PUB_FILE "platform.pub"
@@ -81,15 +90,7 @@ VEIL_RESULT veil_path_join(char *out, size_t out_size, const char *dir, const ch
 /* An ECDSA P-256 signature in DER (Ecdsa-Sig-Value): at most 2 + 2 * (2 + 33) bytes. */
 #define VEIL_SIM_SIG_MAX_SIZE 72u
 
-VEIL_RESULT veil_sim_collect(const struct veil_provider_config *config,
-                             const uint8_t report_data[VEIL_REPORT_DATA_SIZE], json_t **out);
-VEIL_RESULT veil_sim_verify(const json_t *evidence, const struct veil_verify_options *options,
-                            struct veil_claims *claims);
-/* sample: Trustee's unsigned evidence {"svn": "1", "report_data": base64}. */
-VEIL_RESULT veil_sample_collect(const uint8_t report_data[VEIL_REPORT_DATA_SIZE], json_t **out);
-VEIL_RESULT veil_sample_verify(const json_t *evidence, struct veil_claims *claims);
-
-/* ---- evidence.c ---------------------------------------------------------------------------------------- */
+/* ---- tees/snp.c ---------------------------------------------------------------------------------------- */
 
 /* Finds the VCEK (or else the VLEK) in an SNP certificate table (configfs-tsm auxblob, GHCB layout):
  * {guid[16], u32 offset, u32 length}... ending in an all-zero entry. *cert points into aux; NULL when none. */

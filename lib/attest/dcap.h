@@ -1,5 +1,5 @@
 /* SPDX-License-Identifier: Apache-2.0 */
-/* DCAP internals (lib/attest/dcap_*.c): the quote parser, the collateral parser, the PCCS client and the
+/* DCAP internals (lib/attest/verifiers/dcap_*.c): the quote parser, the collateral parser, the PCCS client and the
  * verifier's steps. Layouts are in shared/reference/attestation.md section 5 (Intel's "SGX ECDSA Quote Library
  * API" and "TDX DCAP Quoting Library API" documents); matching follows dcap-qvl (src/verify.rs), which follows
  * Intel's QVL.

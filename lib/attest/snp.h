@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: Apache-2.0 */
-/* SEV-SNP internals shared by lib/attest/snp_*.c, the unit tests and the fuzzer: the ATTESTATION_REPORT parser
- * (AMD SEV-SNP ABI specification 56860, Table 22 "ATTESTATION_REPORT Structure"), the VCEK/VLEK certificate
+/* SEV-SNP internals shared by lib/attest/verifiers/snp_*.c, the unit tests and the fuzzer: the ATTESTATION_REPORT
+ * parser (AMD SEV-SNP ABI specification 56860, Table 22 "ATTESTATION_REPORT Structure"), the VCEK/VLEK certificate
  * reader and the chain up to the embedded AMD roots. veil_snp_verify (attest/verifiers.h) coordinates them. */
 #ifndef VEIL_ATTEST_SNP_H
 #define VEIL_ATTEST_SNP_H

@@ -1,18 +1,70 @@
 /* SPDX-License-Identifier: Apache-2.0 */
-/* TEE names and detection of the TEE this process runs in. */
-#include <errno.h>
+/* The TEE table (attest/tee_table.h) and what reads it by type or name. */
+#include <stdio.h>
 #include <string.h>
-#include <unistd.h>
 
 #include "attest/attest_internal.h"
+#include "attest/tee_table.h"
 
-static const char *const tee_names[] = {"auto", "sim", "sample", "sgx", "tdx", "snp"};
+#define VEIL_TEE_ROW_ADDRESS(desc) &desc,
+static const struct veil_tee_desc *const table[] = {VEIL_TEE_TABLE(VEIL_TEE_ROW_ADDRESS)};
+
+size_t veil_tee_count(void)
+{
+    return sizeof table / sizeof table[0];
+}
+
+const struct veil_tee_desc *veil_tee_at(size_t index)
+{
+    return index < veil_tee_count() ? table[index] : NULL;
+}
+
+const struct veil_tee_desc *veil_tee_find(veil_tee type)
+{
+    for (size_t i = 0; i < veil_tee_count(); i++)
+        if (table[i]->type == type)
+            return table[i];
+    return NULL;
+}
+
+const struct veil_tee_desc *veil_tee_find_name(const char *name)
+{
+    for (size_t i = 0; i < veil_tee_count(); i++)
+        if (strcmp(name, table[i]->name) == 0)
+            return table[i];
+    return NULL;
+}
+
+void veil_tee_join(char *out, size_t size, const char *(*pick)(const struct veil_tee_desc *), const char *last_sep)
+{
+    size_t n = 0, total = 0;
+    for (size_t i = 0; i < veil_tee_count(); i++)
+        total += pick(table[i]) != NULL;
+    out[0] = '\0';
+    for (size_t i = 0, k = 0; i < veil_tee_count(); i++) {
+        const char *s = pick(table[i]);
+        if (s == NULL)
+            continue;
+        const char *sep = k == 0 ? "" : k + 1 == total ? last_sep : ", ";
+        int w = snprintf(out + n, size - n, "%s%s", sep, s);
+        if (w < 0 || (size_t)w >= size - n)
+            return; /* truncated */
+        n += (size_t)w;
+        k++;
+    }
+}
 
 const char *veil_tee_name(veil_tee tee)
 {
-    if ((unsigned)tee < sizeof tee_names / sizeof tee_names[0])
-        return tee_names[tee];
-    return "unknown";
+    if (tee == VEIL_TEE_AUTO)
+        return "auto";
+    const struct veil_tee_desc *d = veil_tee_find(tee);
+    return d != NULL ? d->name : "unknown";
+}
+
+static const char *any_name(const struct veil_tee_desc *tee)
+{
+    return tee->name;
 }
 
 veil_status veil_tee_from_name(const char *name, veil_tee *out)
@@ -20,38 +72,14 @@ veil_status veil_tee_from_name(const char *name, veil_tee *out)
     veil_error_clear();
     if (name == NULL || out == NULL)
         return veil_error_raise(VEIL_ERR_ARG, __FILE__, __LINE__, "no TEE name given").status;
-    for (size_t i = 0; i < sizeof tee_names / sizeof tee_names[0]; i++) {
-        if (strcmp(name, tee_names[i]) == 0) {
-            *out = (veil_tee)i;
-            return VEIL_OK;
-        }
+    const struct veil_tee_desc *d = veil_tee_find_name(name);
+    if (d != NULL || strcmp(name, "auto") == 0) {
+        *out = d != NULL ? d->type : VEIL_TEE_AUTO;
+        return VEIL_OK;
     }
-    return veil_error_raise(VEIL_ERR_ARG, __FILE__, __LINE__,
-                            "unknown TEE \"%.32s\" (expected auto, sim, sample, sgx, tdx or snp)", name)
+    char names[128];
+    veil_tee_join(names, sizeof names, any_name, " or ");
+    return veil_error_raise(VEIL_ERR_ARG, __FILE__, __LINE__, "unknown TEE \"%.32s\" (expected auto, %s)", name,
+                            names)
         .status;
-}
-
-VEIL_RESULT veil_tee_detect_hooked(const struct veil_provider_config *config, const struct veil_tsm_hook *hook,
-                                   veil_tee *out)
-{
-    const char *gramine = config != NULL && config->gramine_root != NULL ? config->gramine_root
-                                                                          : VEIL_GRAMINE_DEFAULT_ROOT;
-    const char *tsm = config != NULL && config->tsm_root != NULL ? config->tsm_root : VEIL_TSM_DEFAULT_ROOT;
-    char quote[4096];
-    VEIL_GUARD(veil_path_join(quote, sizeof quote, gramine, "quote"));
-    if (access(quote, F_OK) == 0) {
-        *out = VEIL_TEE_SGX;
-        return VEIL_RESULT_OK;
-    }
-    VEIL_ENSURE(access(tsm, F_OK) == 0, VEIL_ERR_UNSUPPORTED,
-                "no TEE found: neither %s nor %s exists (use --provider sim outside a TEE)", quote, tsm);
-    return veil_tsm_probe(tsm, hook, out);
-}
-
-veil_status veil_tee_detect(const struct veil_provider_config *config, veil_tee *out)
-{
-    veil_error_clear();
-    if (out == NULL)
-        return veil_error_raise(VEIL_ERR_ARG, __FILE__, __LINE__, "no output given").status;
-    return veil_tee_detect_hooked(config, NULL, out).status;
 }

@@ -3,14 +3,17 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "attest/tee_table.h"
 #include "kbsd.h"
 #include "metrics.h"
 
 static const char *const route_names[KBS_ROUTE_LABEL_COUNT] = {"auth", "attest", "resource", "admin", "metrics",
                                                                "other"};
 
-/* The tee label: index 0 is "unknown" (no TEE named, or a name the broker does not know). */
-static const char *const tee_names[] = {"unknown", "sim", "sample", "sgx", "tdx", "snp"};
+/* The tee label: index 0 is "unknown" (no TEE named, or a name the broker does not know), then one per row of
+ * lib/attest's TEE table. */
+#define TEE_LABEL(desc) desc.name,
+static const char *const tee_names[] = {"unknown", VEIL_TEE_TABLE(TEE_LABEL)};
 #define TEE_COUNT (sizeof tee_names / sizeof tee_names[0])
 
 /* The endpoint label of refusals before authentication. */

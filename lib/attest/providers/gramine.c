@@ -6,6 +6,11 @@
 #include "attest/attest_internal.h"
 #include "core/limits.h"
 
+const char *veil_gramine_root(const struct veil_provider_config *config)
+{
+    return config != NULL && config->gramine_root != NULL ? config->gramine_root : VEIL_GRAMINE_DEFAULT_ROOT;
+}
+
 static VEIL_RESULT check_type(const char *root)
 {
     char path[4096], type[32];

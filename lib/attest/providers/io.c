@@ -1,6 +1,5 @@
 /* SPDX-License-Identifier: Apache-2.0 */
-/* veil_evidence_collect: dispatch to the providers and wrap their output in the evidence envelope
- * (docs/spec/evidence.md). Also the small file helpers the providers share. */
+/* The small file helpers the providers share: configfs-tsm and Gramine's pseudo files, report data. */
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
@@ -66,88 +65,4 @@ VEIL_RESULT veil_read_attr(const char *path, char *out, size_t out_size)
         memcpy(out, b.data, n);
     out[n] = '\0';
     return VEIL_RESULT_OK;
-}
-
-/* {"tee": NAME, member: base64(bytes)} */
-static VEIL_RESULT envelope(veil_tee tee, json_t **out)
-{
-    json_t *j = json_object();
-    VEIL_ENSURE(j != NULL, VEIL_ERR_NOMEM, "out of memory");
-    *out = j;
-    return veil_json_set(j, "tee", json_string(veil_tee_name(tee)));
-}
-
-static VEIL_RESULT set_base64(json_t *j, const char *key, const struct veil_buf *b)
-{
-    char *s = NULL;
-    VEIL_GUARD(veil_b64_encode(VEIL_B64_STD, b->data, b->size, &s));
-    struct veil_result r = veil_json_set(j, key, json_string(s));
-    free(s);
-    return r;
-}
-
-static VEIL_RESULT collect_sgx(const struct veil_provider_config *config, const uint8_t *rd, json_t **out)
-{
-    const char *root = config->gramine_root != NULL ? config->gramine_root : VEIL_GRAMINE_DEFAULT_ROOT;
-    VEIL_DEFER(veil_buf_cleanup) struct veil_buf quote = {0};
-    VEIL_GUARD(veil_gramine_collect(root, rd, &quote));
-    VEIL_GUARD(envelope(VEIL_TEE_SGX, out));
-    return set_base64(*out, "quote", &quote);
-}
-
-static VEIL_RESULT collect_tsm(veil_tee tee, const struct veil_provider_config *config, const uint8_t *rd,
-                               const struct veil_tsm_hook *hook, json_t **out)
-{
-    const char *root = config->tsm_root != NULL ? config->tsm_root : VEIL_TSM_DEFAULT_ROOT;
-    VEIL_DEFER(veil_buf_cleanup) struct veil_buf blob = {0};
-    VEIL_DEFER(veil_buf_cleanup) struct veil_buf aux = {0};
-    VEIL_GUARD(veil_tsm_collect(root, tee, rd, hook, &blob, &aux));
-    VEIL_GUARD(envelope(tee, out));
-    if (tee == VEIL_TEE_TDX)
-        return set_base64(*out, "quote", &blob);
-    VEIL_GUARD(set_base64(*out, "report", &blob));
-    if (aux.size > 0)
-        VEIL_GUARD(set_base64(*out, "cert_chain", &aux));
-    return VEIL_RESULT_OK;
-}
-
-static VEIL_RESULT collect_json(veil_tee tee, const struct veil_provider_config *config, const uint8_t *rd,
-                                const struct veil_tsm_hook *hook, json_t **out)
-{
-    switch (tee) {
-    case VEIL_TEE_SIM: return veil_sim_collect(config, rd, out);
-    case VEIL_TEE_SAMPLE: return veil_sample_collect(rd, out);
-    case VEIL_TEE_SGX: return collect_sgx(config, rd, out);
-    case VEIL_TEE_TDX:
-    case VEIL_TEE_SNP: return collect_tsm(tee, config, rd, hook, out);
-    case VEIL_TEE_AUTO: break;
-    }
-    VEIL_BAIL(VEIL_ERR_ARG, "unknown TEE type %d", (int)tee);
-}
-
-VEIL_RESULT veil_evidence_collect_hooked(veil_tee tee, const struct veil_provider_config *config,
-                                         const uint8_t report_data[VEIL_REPORT_DATA_SIZE],
-                                         const struct veil_tsm_hook *hook, char **evidence_out)
-{
-    VEIL_ENSURE(report_data != NULL && evidence_out != NULL, VEIL_ERR_ARG, "no report data or output given");
-    static const struct veil_provider_config defaults = {0};
-    if (config == NULL)
-        config = &defaults;
-    if (tee == VEIL_TEE_AUTO)
-        VEIL_GUARD(veil_tee_detect_hooked(config, hook, &tee));
-    VEIL_DEFER(veil_json_done) json_t *j = NULL;
-    VEIL_GUARD(collect_json(tee, config, report_data, hook, &j));
-    char *s = json_dumps(j, JSON_COMPACT);
-    VEIL_ENSURE(s != NULL, VEIL_ERR_NOMEM, "out of memory");
-    *evidence_out = s;
-    return VEIL_RESULT_OK;
-}
-
-veil_status veil_evidence_collect(veil_tee tee, const struct veil_provider_config *config,
-                                  const uint8_t report_data[VEIL_REPORT_DATA_SIZE], char **evidence_out)
-{
-    veil_error_clear();
-    if (evidence_out != NULL)
-        *evidence_out = NULL;
-    return veil_evidence_collect_hooked(tee, config, report_data, NULL, evidence_out).status;
 }

@@ -2,7 +2,8 @@
 /* TDX and SEV-SNP evidence through Linux configfs-tsm (shared/reference/attestation.md section 3):
  *   1. mkdir a unique entry   2. read provider   3. read generation   4. write exactly 64 bytes to inblob, close
  *   5. read outblob           6. read generation: it may have moved by our one write, no more
- *   7. (SNP) read auxblob     8. rmdir the entry, on every path. */
+ *   7. (SNP) read auxblob     8. rmdir the entry, on every path.
+ * What differs between the TEEs served (provider name, report size, auxblob) is their descriptors' (tee->tsm). */
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
@@ -12,8 +13,14 @@
 #include <unistd.h>
 
 #include "attest/attest_internal.h"
+#include "attest/tee.h"
 #include "core/limits.h"
 #include "crypto/crypto.h"
+
+const char *veil_tsm_root(const struct veil_provider_config *config)
+{
+    return config != NULL && config->tsm_root != NULL ? config->tsm_root : VEIL_TSM_DEFAULT_ROOT;
+}
 
 struct tsm_entry {
     char dir[4096];
@@ -59,18 +66,25 @@ static VEIL_RESULT entry_attr(const struct tsm_entry *e, const char *name, char 
     return veil_read_attr(path, out, out_size);
 }
 
-static VEIL_RESULT read_provider(const struct tsm_entry *e, veil_tee *out)
+static const char *tsm_provider(const struct veil_tee_desc *tee)
 {
-    char provider[64];
+    return tee->tsm != NULL ? tee->tsm->provider : NULL;
+}
+
+/* The TEE whose descriptor names the entry's provider attribute ("tdx_guest" -> tdx, "sev_guest" -> snp). */
+static VEIL_RESULT read_provider(const struct tsm_entry *e, const struct veil_tee_desc **out)
+{
+    char provider[64], known[128];
     VEIL_GUARD(entry_attr(e, "provider", provider, sizeof provider));
-    if (strcmp(provider, "tdx_guest") == 0)
-        *out = VEIL_TEE_TDX;
-    else if (strcmp(provider, "sev_guest") == 0)
-        *out = VEIL_TEE_SNP;
-    else
-        VEIL_BAIL(VEIL_ERR_UNSUPPORTED, "configfs-tsm provider \"%.32s\" is not supported (tdx_guest, sev_guest)",
-                  provider);
-    return VEIL_RESULT_OK;
+    for (size_t i = 0; i < veil_tee_count(); i++) {
+        const char *name = tsm_provider(veil_tee_at(i));
+        if (name != NULL && strcmp(provider, name) == 0) {
+            *out = veil_tee_at(i);
+            return VEIL_RESULT_OK;
+        }
+    }
+    veil_tee_join(known, sizeof known, tsm_provider, ", ");
+    VEIL_BAIL(VEIL_ERR_UNSUPPORTED, "configfs-tsm provider \"%.32s\" is not supported (%s)", provider, known);
 }
 
 static VEIL_RESULT read_generation(const struct tsm_entry *e, uint64_t *out)
@@ -94,17 +108,17 @@ static VEIL_RESULT write_inblob(const struct tsm_entry *e, const uint8_t *rd)
     return veil_write_report_data(path, rd);
 }
 
-static VEIL_RESULT read_outputs(const struct tsm_entry *e, veil_tee tee, struct veil_buf *outblob,
-                                struct veil_buf *auxblob)
+static VEIL_RESULT read_outputs(const struct tsm_entry *e, const struct veil_tsm_spec *spec,
+                                struct veil_buf *outblob, struct veil_buf *auxblob)
 {
     char path[4200];
     VEIL_GUARD(veil_path_join(path, sizeof path, e->dir, "outblob"));
     VEIL_GUARD(veil_read_stream(path, VEIL_TSM_OUTBLOB_MAX_SIZE, outblob));
     VEIL_ENSURE(outblob->size > 0, VEIL_ERR_EVIDENCE, "configfs-tsm returned an empty report (%s)", path);
-    VEIL_ENSURE(tee != VEIL_TEE_SNP || outblob->size == VEIL_SNP_REPORT_SIZE, VEIL_ERR_EVIDENCE,
-                "configfs-tsm returned a %zu-byte SEV-SNP report; one is %u bytes", outblob->size,
-                VEIL_SNP_REPORT_SIZE);
-    if (tee != VEIL_TEE_SNP)
+    VEIL_ENSURE(spec->outblob_size == 0 || outblob->size == spec->outblob_size, VEIL_ERR_EVIDENCE,
+                "configfs-tsm returned a %zu-byte %s; one is %zu bytes", outblob->size, spec->outblob_name,
+                spec->outblob_size);
+    if (!spec->auxblob)
         return VEIL_RESULT_OK;
     VEIL_GUARD(veil_path_join(path, sizeof path, e->dir, "auxblob"));
     if (access(path, F_OK) != 0)
@@ -112,18 +126,18 @@ static VEIL_RESULT read_outputs(const struct tsm_entry *e, veil_tee tee, struct 
     return veil_read_stream(path, VEIL_TSM_AUXBLOB_MAX_SIZE, auxblob);
 }
 
-static VEIL_RESULT request(const struct tsm_entry *e, veil_tee tee, const uint8_t *rd, struct veil_buf *outblob,
-                           struct veil_buf *auxblob)
+static VEIL_RESULT request(const struct tsm_entry *e, const struct veil_tee_desc *tee, const uint8_t *rd,
+                           struct veil_buf *outblob, struct veil_buf *auxblob)
 {
-    veil_tee provider = VEIL_TEE_AUTO;
+    const struct veil_tee_desc *provider = NULL;
     VEIL_GUARD(read_provider(e, &provider));
-    VEIL_ENSURE(provider == tee, VEIL_ERR_UNSUPPORTED, "configfs-tsm provides %s evidence, not %s",
-                veil_tee_name(provider), veil_tee_name(tee));
+    VEIL_ENSURE(provider == tee, VEIL_ERR_UNSUPPORTED, "configfs-tsm provides %s evidence, not %s", provider->name,
+                tee->name);
     uint64_t before = 0, after = 0;
     VEIL_GUARD(read_generation(e, &before));
     VEIL_GUARD(write_inblob(e, rd));
     run_hook(e, VEIL_TSM_AFTER_INBLOB);
-    VEIL_GUARD(read_outputs(e, tee, outblob, auxblob));
+    VEIL_GUARD(read_outputs(e, tee->tsm, outblob, auxblob));
     VEIL_GUARD(read_generation(e, &after));
     /* Our one write moves the generation by one; any more means someone else wrote the entry meanwhile. */
     VEIL_ENSURE(after >= before && after - before <= 1, VEIL_ERR_EVIDENCE,
@@ -132,10 +146,11 @@ static VEIL_RESULT request(const struct tsm_entry *e, veil_tee tee, const uint8_
     return VEIL_RESULT_OK;
 }
 
-VEIL_RESULT veil_tsm_collect(const char *root, veil_tee tee, const uint8_t report_data[VEIL_REPORT_DATA_SIZE],
-                             const struct veil_tsm_hook *hook, struct veil_buf *outblob, struct veil_buf *auxblob)
+VEIL_RESULT veil_tsm_collect(const char *root, const struct veil_tee_desc *tee,
+                             const uint8_t report_data[VEIL_REPORT_DATA_SIZE], const struct veil_tsm_hook *hook,
+                             struct veil_buf *outblob, struct veil_buf *auxblob)
 {
-    VEIL_ENSURE(tee == VEIL_TEE_TDX || tee == VEIL_TEE_SNP, VEIL_ERR_ARG, "configfs-tsm serves only tdx and snp");
+    VEIL_ENSURE(tee->tsm != NULL, VEIL_ERR_ARG, "configfs-tsm does not serve %s", tee->name);
     VEIL_DEFER(entry_remove) struct tsm_entry e = {0};
     VEIL_GUARD(entry_make(root, hook, &e));
     struct veil_result r = request(&e, tee, report_data, outblob, auxblob);
@@ -150,5 +165,8 @@ VEIL_RESULT veil_tsm_probe(const char *root, const struct veil_tsm_hook *hook, v
 {
     VEIL_DEFER(entry_remove) struct tsm_entry e = {0};
     VEIL_GUARD(entry_make(root, hook, &e));
-    return read_provider(&e, out);
+    const struct veil_tee_desc *tee = NULL;
+    VEIL_GUARD(read_provider(&e, &tee));
+    *out = tee->type;
+    return VEIL_RESULT_OK;
 }

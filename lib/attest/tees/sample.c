@@ -7,15 +7,19 @@
 #include <string.h>
 
 #include "attest/attest_internal.h"
+#include "attest/tee_table.h"
 
-VEIL_RESULT veil_sample_collect(const uint8_t report_data[VEIL_REPORT_DATA_SIZE], json_t **out)
+static VEIL_RESULT sample_collect(const struct veil_provider_config *config,
+                                  const uint8_t report_data[VEIL_REPORT_DATA_SIZE], const struct veil_tsm_hook *hook,
+                                  json_t **out)
 {
+    (void)config, (void)hook;
     static const uint8_t zeros[16] = {0};
     /* A digest padded with 16 zero bytes goes out unpadded, as Trustee's sample attester sends it. */
     size_t n = memcmp(report_data + 48, zeros, sizeof zeros) == 0 ? 48 : VEIL_REPORT_DATA_SIZE;
     char *b64 = NULL;
     VEIL_GUARD(veil_b64_encode(VEIL_B64_STD, report_data, n, &b64));
-    json_t *j = json_pack("{s:s, s:s, s:s}", "tee", "sample", "svn", "1", "report_data", b64);
+    json_t *j = json_pack("{s:s, s:s, s:s}", "tee", veil_tee_sample.name, "svn", "1", "report_data", b64);
     free(b64);
     VEIL_ENSURE(j != NULL, VEIL_ERR_NOMEM, "out of memory");
     *out = j;
@@ -36,8 +40,10 @@ static VEIL_RESULT parse_svn(const char *s, uint32_t *out)
     return VEIL_RESULT_OK;
 }
 
-VEIL_RESULT veil_sample_verify(const json_t *evidence, struct veil_claims *claims)
+static VEIL_RESULT sample_verify(const json_t *evidence, const struct veil_verify_options *options,
+                                 struct veil_claims *claims)
 {
+    (void)options;
     static const char *const keys[] = {"tee", "svn", "report_data", NULL};
     const char *what = "sample evidence", *svn = NULL;
     VEIL_GUARD(veil_json_only_keys(evidence, keys, VEIL_ERR_EVIDENCE, what));
@@ -54,3 +60,13 @@ VEIL_RESULT veil_sample_verify(const json_t *evidence, struct veil_claims *claim
     snprintf(claims->tcb_status, sizeof claims->tcb_status, "Unverified");
     return VEIL_RESULT_OK;
 }
+
+/* No policy section: allow_sample admits it, and there is nothing to judge. */
+const struct veil_tee_desc veil_tee_sample = {
+    .type = VEIL_TEE_SAMPLE,
+    .name = "sample",
+    .collect = sample_collect,
+    .verify = sample_verify,
+    .policy = {.allow_flag = "allow_sample",
+               .refusal = "the unverified sample TEE is not allowed (allow_sample is false)"},
+};

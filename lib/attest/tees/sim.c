@@ -25,6 +25,7 @@
 #include <openssl/pem.h>
 
 #include "attest/attest_internal.h"
+#include "attest/tee_table.h"
 #include "core/base64.h"
 #include "core/cursor.h"
 #include "core/file.h"
@@ -448,7 +449,7 @@ static VEIL_RESULT sim_json(const uint8_t *measurement, const uint8_t *rd, uint3
     VEIL_DEFER(str_done) char *sig64 = NULL;
     veil_hex_encode(measurement, VEIL_SHA384_SIZE, mhex);
     veil_hex_encode(rd, VEIL_REPORT_DATA_SIZE, rhex);
-    VEIL_GUARD(veil_json_set(j, "tee", json_string("sim")));
+    VEIL_GUARD(veil_json_set(j, "tee", json_string(veil_tee_sim.name)));
     VEIL_GUARD(veil_json_set(j, "measurement", json_string(mhex)));
     VEIL_GUARD(veil_json_set(j, "report_data", json_string(rhex)));
     VEIL_GUARD(veil_json_set(j, "svn", json_integer(svn)));
@@ -458,9 +459,11 @@ static VEIL_RESULT sim_json(const uint8_t *measurement, const uint8_t *rd, uint3
     return veil_json_set(j, "signature", json_string(sig64));
 }
 
-VEIL_RESULT veil_sim_collect(const struct veil_provider_config *config,
-                             const uint8_t report_data[VEIL_REPORT_DATA_SIZE], json_t **out)
+static VEIL_RESULT sim_collect(const struct veil_provider_config *config,
+                               const uint8_t report_data[VEIL_REPORT_DATA_SIZE], const struct veil_tsm_hook *hook,
+                               json_t **out)
 {
+    (void)hook;
     VEIL_ENSURE(config->sim_dir != NULL, VEIL_ERR_ARG, "the sim provider needs its directory (veil attest sim-init)");
     VEIL_DEFER(veil_ossl_pkey_done) EVP_PKEY *key = NULL;
     VEIL_GUARD(load_private_key(config->sim_dir, &key));
@@ -605,8 +608,8 @@ static VEIL_RESULT trusted_key(const struct veil_verify_options *o, const uint8_
     return VEIL_RESULT_OK;
 }
 
-VEIL_RESULT veil_sim_verify(const json_t *evidence, const struct veil_verify_options *options,
-                            struct veil_claims *claims)
+static VEIL_RESULT sim_verify(const json_t *evidence, const struct veil_verify_options *options,
+                              struct veil_claims *claims)
 {
     VEIL_DEFER(sim_evidence_cleanup) struct sim_evidence e = {0};
     VEIL_GUARD(sim_parse(evidence, &e));
@@ -624,3 +627,27 @@ VEIL_RESULT veil_sim_verify(const json_t *evidence, const struct veil_verify_opt
     snprintf(claims->tcb_status, sizeof claims->tcb_status, "Simulated");
     return VEIL_RESULT_OK;
 }
+
+/* ---- policy: a "sim" section (measurements, min_svn) is optional; allow_sim admits the TEE ------------------- */
+
+static VEIL_RESULT sim_policy_check(const struct veil_policy_section *s, const struct veil_claims *c)
+{
+    if (!s->present)
+        return VEIL_RESULT_OK; /* allow_sim without a "sim" section: any simulated measurement */
+    VEIL_GUARD(veil_policy_check_measurement(s, c));
+    return veil_policy_check_svn(s, c);
+}
+
+static const char *const sim_policy_keys[] = {"measurements", "min_svn", NULL};
+
+const struct veil_tee_desc veil_tee_sim = {
+    .type = VEIL_TEE_SIM,
+    .name = "sim",
+    .collect = sim_collect,
+    .verify = sim_verify,
+    .measurement_size = VEIL_SHA384_SIZE,
+    .policy = {.allow_flag = "allow_sim",
+               .refusal = "the simulation TEE is not allowed (allow_sim is false)",
+               .keys = sim_policy_keys,
+               .check = sim_policy_check},
+};

@@ -387,3 +387,12 @@ VEIL_RESULT veil_dcap_verify(const uint8_t *quote, size_t size, const struct vei
     VEIL_GUARD(collateral_from_file(options->collateral_path, &c));
     return veil_dcap_verify_collateral(quote, size, &c, options->now, claims);
 }
+
+VEIL_RESULT veil_dcap_verify_as(veil_tee tee, const uint8_t *quote, size_t size,
+                                const struct veil_verify_options *options, struct veil_claims *claims)
+{
+    VEIL_GUARD(veil_dcap_verify(quote, size, options, claims));
+    VEIL_ENSURE(claims->tee == tee, VEIL_ERR_EVIDENCE, "evidence: expected an %s quote, got an %s quote",
+                veil_tee_name(tee), veil_tee_name(claims->tee));
+    return VEIL_RESULT_OK;
+}
