@@ -8,7 +8,8 @@ export VEIL_VENV
 JOBS ?= $(shell nproc)
 FUZZ_SECONDS ?= 20
 
-.PHONY: all deps build asan fuzz-build test test-c test-python fuzz fuzz-smoke demo bench install clean
+.PHONY: all deps build asan fuzz-build test test-c test-python test-repro fuzz fuzz-smoke demo bench measure install \
+        clean
 
 all: build
 
@@ -29,7 +30,7 @@ fuzz-build: deps
 
 # Every C and Python test: unit tests under ASan+UBSan, golden vectors, attacks, a short fuzzing run, pytest.
 test: build asan fuzz-build
-	@$(MAKE) test-c fuzz-smoke test-python
+	@$(MAKE) test-c fuzz-smoke test-python test-repro
 
 test-c:
 	@cd build/asan && ctest --output-on-failure -j$(JOBS)
@@ -42,6 +43,11 @@ test-python:
 	  $(PY) -m pytest -q -p no:cacheprovider tests/python/test_runtime.py
 	@VEIL_BIN=$(CURDIR)/build/release/veil VEIL_LIBRARY=$(CURDIR)/build/release/libveil.so \
 	  $(PY) -m pytest -q tests/python
+
+# Reproducible build: this tree built twice, in two temporary directories, gives the same bytes for every installed
+# file and the same build manifest (scripts/repro.sh; about 1-2 minutes on 2 cores).
+test-repro:
+	@PYTHON=$(PY) scripts/repro.sh --full --jobs $(JOBS)
 
 fuzz-smoke:
 	@scripts/fuzz.sh $(FUZZ_SECONDS)
@@ -57,6 +63,13 @@ demo: build
 bench: build
 	@VEIL_BIN=$(CURDIR)/build/release/veil VEIL_LIBRARY=$(CURDIR)/build/release/libveil.so \
 	  PYTHONPATH=$(CURDIR)/python $(PY) bench/run.py
+
+# What an owner pins in a release policy, for build/release: the sim measurement of veil-runtime and veil-cache, the
+# SHA-256 of every installed file, the Gramine trusted-file inputs; writes the build manifest
+# build/release/veil-build.cdx.json (docs/deploy.md). Measured sim_config files: RUNTIME_CONFIG=... CACHE_CONFIG=...
+measure: build
+	@$(PY) scripts/measure.py build/release $(if $(RUNTIME_CONFIG),--runtime-config $(RUNTIME_CONFIG)) \
+	  $(if $(CACHE_CONFIG),--cache-config $(CACHE_CONFIG))
 
 install: build
 	@cmake --install build/release

@@ -133,7 +133,7 @@ def bench_input() -> np.ndarray:
 
 
 def sim_measurement(exe: Path) -> str:
-    """The sim TEE's measurement of a program without a measured config (lib/attest/sim.c)."""
+    """The sim TEE's measurement of a program without a measured config (lib/attest/tees/sim.c)."""
     h = hashlib.sha384(b"VEIL-SIM-MEASUREMENT-V1\0")
     data = exe.read_bytes()
     h.update(len(data).to_bytes(8, "little") + data)

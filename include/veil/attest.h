@@ -141,6 +141,13 @@ VEIL_API VEIL_WUR veil_status veil_policy_default(veil_policy **out);
 /* The policy's "min_model_version" (0 when absent or policy is NULL). Not judged by veil_policy_check: the key
  * broker returns it with the released key and the TEE passes it to veil_model_open (min_model_version). */
 VEIL_API uint64_t veil_policy_min_model_version(const veil_policy *policy);
+/* The policy's "lease_ttl_s": how long a key cache may hold a released key before it must renew it with fresh
+ * evidence (docs/cache.md), VEIL_POLICY_LEASE_TTL_MIN_S..MAX_S; VEIL_POLICY_LEASE_TTL_DEFAULT_S when absent (or
+ * policy is NULL). Not judged by veil_policy_check: the key broker sends it with the key (Veil-Lease-TTL). */
+#define VEIL_POLICY_LEASE_TTL_MIN_S 1u
+#define VEIL_POLICY_LEASE_TTL_MAX_S 86400u
+#define VEIL_POLICY_LEASE_TTL_DEFAULT_S 300u
+VEIL_API uint64_t veil_policy_lease_ttl_s(const veil_policy *policy);
 
 /* Judges claims. VEIL_OK, or VEIL_ERR_POLICY with veil_last_error() naming the first failed check.
  * expected_report_data (may be NULL) must equal claims->report_data. */

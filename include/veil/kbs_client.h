@@ -80,6 +80,13 @@ VEIL_API VEIL_WUR veil_status veil_kbs_fetch_key(const struct veil_kbs_fetch_opt
  * authentic as the key itself (the same pinned TLS answer). */
 #define VEIL_KBS_MIN_MODEL_VERSION_HEADER "Veil-Min-Model-Version"
 
+/* The HTTP response header with which a broker sends, along with a released model key, the lease the model's owner
+ * grants on it: "Veil-Lease-TTL: <decimal seconds>" (veil-kbs: the release policy's lease_ttl_s, 1..86400, default
+ * 300; docs/cache.md). A key cache keeps the key at most that long after the release began, and must renew it with
+ * fresh evidence before then; a revoked version or a policy that no longer admits the TEE makes the renewal fail.
+ * Absent (a Trustee KBS): 0, the holder's own default applies. */
+#define VEIL_KBS_LEASE_TTL_HEADER "Veil-Lease-TTL"
+
 /* veil_kbs_fetch_key, also returning the release's minimum model version (0 when the broker sent none; at most
  * once per answer, strict decimal: VEIL_ERR_FORMAT otherwise) in *min_model_version (may be NULL). Pass it to
  * veil_model_open as veil_open_options.min_model_version. */
@@ -99,6 +106,7 @@ struct veil_kbs_model_release {
     char *usage_policy;           /* out: the owner's usage policy, JSON text (free with veil_free), or NULL when the
                                    * owner set none (the broker sent "null", or a broker without usage policies,
                                    * such as a plain Trustee KBS, answered 404) */
+    uint64_t lease_ttl_s;         /* out: the broker's Veil-Lease-TTL in seconds (0: none sent) */
 };
 
 /* veil_kbs_fetch_release, and with with_usage_policy the model's usage policy (docs/spec/usage-policy.md) in the

@@ -14,6 +14,7 @@
 
 struct veil_policy {
     uint64_t min_model_version; /* not judged here: the key broker returns it with the key (veil_model_open) */
+    uint64_t lease_ttl_s;       /* not judged here either: the key broker sends it with the key (0: absent) */
     struct veil_policy_section section[VEIL_TEE_ROWS]; /* one per row of the TEE table, in its order */
 };
 
@@ -161,12 +162,13 @@ static VEIL_RESULT parse_sections(const json_t *root, struct veil_policy *p, int
     return VEIL_RESULT_OK;
 }
 
-/* "version", "min_model_version", each TEE's allow flag and section name. */
-static void top_keys(const char *keys[2 + 2 * VEIL_TEE_ROWS + 1])
+/* "version", "min_model_version", "lease_ttl_s", each TEE's allow flag and section name. */
+static void top_keys(const char *keys[3 + 2 * VEIL_TEE_ROWS + 1])
 {
     size_t n = 0;
     keys[n++] = "version";
     keys[n++] = "min_model_version";
+    keys[n++] = "lease_ttl_s";
     for (size_t i = 0; i < VEIL_TEE_ROWS; i++) {
         const struct veil_tee_desc *tee = veil_tee_at(i);
         if (tee->policy.allow_flag != NULL)
@@ -189,7 +191,7 @@ static VEIL_RESULT parse_flags(const json_t *root, struct veil_policy *p)
 
 static VEIL_RESULT parse_top(const json_t *root, struct veil_policy *p)
 {
-    const char *keys[2 + 2 * VEIL_TEE_ROWS + 1];
+    const char *keys[3 + 2 * VEIL_TEE_ROWS + 1];
     uint64_t version = 1;
     top_keys(keys);
     VEIL_GUARD(veil_json_only_keys(root, keys, VEIL_ERR_ARG, "policy"));
@@ -199,6 +201,11 @@ static VEIL_RESULT parse_top(const json_t *root, struct veil_policy *p)
     VEIL_GUARD(parse_flags(root, p));
     VEIL_GUARD(veil_json_uint(root, "min_model_version", 0, UINT64_MAX >> 1, VEIL_ERR_ARG, "policy",
                               &p->min_model_version));
+    VEIL_GUARD(veil_json_uint(root, "lease_ttl_s", 0, VEIL_POLICY_LEASE_TTL_MAX_S, VEIL_ERR_ARG, "policy",
+                              &p->lease_ttl_s));
+    VEIL_ENSURE(json_object_get(root, "lease_ttl_s") == NULL || p->lease_ttl_s >= VEIL_POLICY_LEASE_TTL_MIN_S,
+                VEIL_ERR_ARG, "policy: lease_ttl_s must be from %u to %u seconds", VEIL_POLICY_LEASE_TTL_MIN_S,
+                VEIL_POLICY_LEASE_TTL_MAX_S);
     VEIL_GUARD(parse_sections(root, p, 0));
     return parse_sections(root, p, 1);
 }
@@ -245,6 +252,11 @@ void veil_policy_free(veil_policy *policy)
 uint64_t veil_policy_min_model_version(const veil_policy *policy)
 {
     return policy != NULL ? policy->min_model_version : 0;
+}
+
+uint64_t veil_policy_lease_ttl_s(const veil_policy *policy)
+{
+    return policy != NULL && policy->lease_ttl_s != 0 ? policy->lease_ttl_s : VEIL_POLICY_LEASE_TTL_DEFAULT_S;
 }
 
 veil_status veil_policy_default(veil_policy **out)

@@ -49,10 +49,14 @@ struct veil_result veil_error_raise(veil_status status, const char *file, int li
 {
     (void)file;
     (void)line;
+    /* Formatted aside first: callers often pass veil_last_error() itself as an argument ("model x: %s"), and
+     * vsnprintf into the buffer it reads from is undefined (in practice, a garbled message). */
+    char text[sizeof last_error];
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(last_error, sizeof last_error, fmt, ap);
+    vsnprintf(text, sizeof text, fmt, ap);
     va_end(ap);
+    memcpy(last_error, text, sizeof last_error);
     return (struct veil_result){status};
 }
 

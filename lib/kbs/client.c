@@ -2,10 +2,12 @@
 /* The TEE side of key release: an RCAR 0.4.0 client over libcurl (include/veil/kbs_client.h; the steps are in
  * lib/kbs/client_internal.h). The model key exists in plaintext only in the secret buffer of
  * veil_kbs_fetch_key and in the caller's output; the ephemeral TEE key only in its OpenSSL object. */
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <unistd.h>
 
 #include <curl/curl.h>
 #include <openssl/bio.h>
@@ -39,7 +41,8 @@ static VEIL_RESULT url_check(const struct veil_kbs_fetch_options *o)
     CURLU *u VEIL_DEFER(url_done) = curl_url();
     VEIL_ENSURE(u != NULL, VEIL_ERR_NOMEM, "out of memory");
     VEIL_ENSURE(curl_url_set(u, CURLUPART_URL, o->url, 0) == CURLUE_OK, VEIL_ERR_ARG,
-                "the key broker URL '%.200s' is not an http:// or https:// URL", o->url);
+                "the key broker URL '%.200s' is not an http:// or https:// URL (e.g. http://127.0.0.1:8443)",
+                o->url);
     char *scheme VEIL_DEFER(curl_str_done) = NULL;
     char *host VEIL_DEFER(curl_str_done) = NULL;
     VEIL_ENSURE(curl_url_get(u, CURLUPART_SCHEME, &scheme, 0) == CURLUE_OK &&
@@ -48,7 +51,8 @@ static VEIL_RESULT url_check(const struct veil_kbs_fetch_options *o)
     if (strcmp(scheme, "https") == 0)
         return VEIL_RESULT_OK;
     VEIL_ENSURE(strcmp(scheme, "http") == 0, VEIL_ERR_ARG,
-                "the key broker URL must be http:// or https://, not %.16s://", scheme);
+                "the key broker URL must be http:// or https://, not %.16s:// (e.g. http://127.0.0.1:8443)",
+                scheme);
     VEIL_ENSURE(veil_url_host_is_loopback(host) || o->allow_insecure_http, VEIL_ERR_ARG,
                 "refusing plain http:// to the key broker at %.200s: it is not a loopback address; use https://",
                 o->url);
@@ -84,13 +88,13 @@ VEIL_RESULT veil_kbs_transport_check(const struct veil_kbs_fetch_options *o, vei
 
 /* ---- the connection ---------------------------------------------------------------------------------------- */
 
-/* "Veil-Min-Model-Version: N" (VEIL_KBS_MIN_MODEL_VERSION_HEADER) of the current answer. */
-static void min_version_header(struct veil_kbs_conn *c, const char *line, size_t len)
+/* "NAME: N", a strict decimal 0..2^63-1, into one of the answer's numeric headers. */
+static void decimal_header(struct veil_kbs_header_u64 *h, const char *name, const char *line, size_t len)
 {
-    static const char name[] = VEIL_KBS_MIN_MODEL_VERSION_HEADER ":";
-    if (len < sizeof name - 1 || strncasecmp(line, name, sizeof name - 1) != 0)
+    size_t name_size = strlen(name);
+    if (len < name_size + 1 || strncasecmp(line, name, name_size) != 0 || line[name_size] != ':')
         return;
-    size_t i = sizeof name - 1;
+    size_t i = name_size + 1;
     while (i < len && (line[i] == ' ' || line[i] == '\t'))
         i++;
     size_t end = len;
@@ -103,9 +107,9 @@ static void min_version_header(struct veil_kbs_conn *c, const char *line, size_t
         v = v * 10 + (uint64_t)(line[k] - '0');
     }
     ok = ok && v <= (UINT64_MAX >> 1);
-    c->min_version_seen++;
-    c->min_version_bad |= !ok;
-    c->min_version = ok ? v : 0;
+    h->seen++;
+    h->bad |= !ok;
+    h->value = ok ? v : 0;
 }
 
 static size_t on_header(char *data, size_t size, size_t n, void *ctx)
@@ -113,11 +117,11 @@ static size_t on_header(char *data, size_t size, size_t n, void *ctx)
     struct veil_kbs_conn *c = ctx;
     size_t len = size * n;
     if (len >= 5 && strncmp(data, "HTTP/", 5) == 0) { /* a new answer (or an interim one): start over */
-        c->min_version = 0;
-        c->min_version_seen = 0;
-        c->min_version_bad = 0;
+        c->min_version = (struct veil_kbs_header_u64){0};
+        c->lease_ttl = (struct veil_kbs_header_u64){0};
     }
-    min_version_header(c, data, len);
+    decimal_header(&c->min_version, VEIL_KBS_MIN_MODEL_VERSION_HEADER, data, len);
+    decimal_header(&c->lease_ttl, VEIL_KBS_LEASE_TTL_HEADER, data, len);
     return len;
 }
 
@@ -135,6 +139,8 @@ static size_t on_body(char *data, size_t size, size_t n, void *ctx)
 /* A CA bundle replaces the system's store entirely (no default CA path next to it): that is the pin. */
 static VEIL_RESULT tls_pins(CURL *h, const struct veil_kbs_fetch_options *o)
 {
+    VEIL_ENSURE(o->cacert == NULL || o->cacert[0] == '\0' || access(o->cacert, R_OK) == 0, VEIL_ERR_IO,
+                "cannot read the key broker's CA bundle %.200s: %s", o->cacert, strerror(errno));
     if (o->cacert != NULL && o->cacert[0] != '\0')
         VEIL_ENSURE(curl_easy_setopt(h, CURLOPT_CAINFO, o->cacert) == CURLE_OK &&
                         curl_easy_setopt(h, CURLOPT_CAPATH, NULL) == CURLE_OK,
@@ -194,6 +200,34 @@ void veil_kbs_conn_cleanup(struct veil_kbs_conn *c)
     veil_buf_cleanup(&c->body);
 }
 
+/* What to do about a transfer that failed (libcurl's code), after libcurl's own reason: the usual causes. */
+const char *veil_kbs_transport_hint(int curl_code, const char *url)
+{
+    int https = url != NULL && strncasecmp(url, "https://", 8) == 0;
+    switch ((CURLcode)curl_code) {
+    case CURLE_SSL_CONNECT_ERROR:
+        return https ? "; if the broker serves plain HTTP (no tls_cert, e.g. veil-kbs --dev), use http://" : "";
+    case CURLE_UNSUPPORTED_PROTOCOL:
+    case CURLE_WEIRD_SERVER_REPLY:
+    case CURLE_GOT_NOTHING:
+    case CURLE_RECV_ERROR:
+        return https ? "" : "; if the broker serves HTTPS (tls_cert set), use https:// and trust its CA";
+    case CURLE_COULDNT_CONNECT:
+        return "; is the broker running and listening on that address and port?";
+    case CURLE_COULDNT_RESOLVE_HOST:
+        return "; check the host name";
+    case CURLE_PEER_FAILED_VERIFICATION:
+        return "; the broker's certificate does not verify against the trusted CAs (give the CA that issued its "
+               "tls_cert: --cacert, --kbs-cacert) or does not name this host";
+    case CURLE_SSL_PINNEDPUBKEYNOTMATCH:
+        return "; the broker's TLS key is not the pinned one";
+    case CURLE_OPERATION_TIMEDOUT:
+        return "; the broker did not answer in time";
+    default:
+        return "";
+    }
+}
+
 /* ---- one exchange ------------------------------------------------------------------------------------------- */
 
 /* The last path segment of a Trustee error "type" URL, letters and digits only ("PolicyDeny"). */
@@ -223,24 +257,33 @@ static veil_status refusal_status(long http, const char *type)
     return http == 404 ? VEIL_ERR_ARG : VEIL_ERR_IO;
 }
 
-/* What a refusal at each step means, for the one-line error. */
-static const char *refusal_text(const char *step, const char *type)
+/* What a refusal at each step means, for the one-line error: text goes before "(HTTP Type)", hint (what to do)
+ * after it; model is the model asked for ("" when none). */
+static void refusal_text(const char *step, const char *type, const char *model, char text[256], char hint[256])
 {
-    if (strcmp(step, "resource") == 0 && strcmp(type, "PolicyDeny") == 0)
-        return "model key not released: the model's policy does not accept this TEE, or the model has no usable "
-               "key version (unknown or revoked)";
-    if (strcmp(step, "resource") == 0 && strcmp(type, "ResourceNotFound") == 0)
-        return "model key not released: the broker has no such model or key version";
-    if (strcmp(step, "attest") == 0)
-        return "the key broker refused the attestation";
-    if (strcmp(step, "auth") == 0)
-        return "the key broker refused to start a session";
-    return "the key broker refused the key request";
+    hint[0] = '\0';
+    if (strcmp(step, "resource") == 0 && strcmp(type, "PolicyDeny") == 0) {
+        snprintf(text, 256, "model key not released for '%.64s': the model's policy does not accept this TEE, or the "
+                            "model has no usable key version (unknown or revoked)", model);
+        snprintf(hint, 256, "; check the file's model id (veil inspect FILE) against the broker's (veil kbs show "
+                            "%.64s)", model);
+    } else if (strcmp(step, "resource") == 0 && strcmp(type, "ResourceNotFound") == 0) {
+        snprintf(text, 256, "model key not released for '%.64s': the broker has no such model or key version", model);
+        snprintf(hint, 256, "; 'veil kbs show %.64s' lists the model's key versions", model);
+    } else if (strcmp(step, "attest") == 0) {
+        snprintf(text, 256, "the key broker refused the attestation");
+    } else if (strcmp(step, "auth") == 0) {
+        snprintf(text, 256, "the key broker refused to start a session");
+        snprintf(hint, 256, "; does the broker accept this TEE type (its allowed_tees setting)?");
+    } else {
+        snprintf(text, 256, "the key broker refused the key request");
+    }
 }
 
 /* Sends one request (POST body when not NULL, else GET) and requires HTTP 200. The answer is in c->body,
  * NUL-terminated. */
-static VEIL_RESULT exchange(struct veil_kbs_conn *c, const char *step, const char *path, const json_t *body)
+static VEIL_RESULT exchange(struct veil_kbs_conn *c, const char *step, const char *path, const json_t *body,
+                            const char *model)
 {
     char url[sizeof c->base + 512];
     VEIL_ENSURE((size_t)snprintf(url, sizeof url, "%s%s", c->base, path) < sizeof url, VEIL_ERR_LIMIT,
@@ -267,8 +310,8 @@ static VEIL_RESULT exchange(struct veil_kbs_conn *c, const char *step, const cha
     free(text);
     VEIL_ENSURE(!c->overflow, VEIL_ERR_LIMIT, "the key broker's answer to %s exceeds %u bytes", step,
                 VEIL_KBS_CLIENT_MAX_RESPONSE_SIZE);
-    VEIL_ENSURE(rc == CURLE_OK, VEIL_ERR_IO, "cannot reach the key broker at %.200s: %s", c->base,
-                curl_easy_strerror(rc));
+    VEIL_ENSURE(rc == CURLE_OK, VEIL_ERR_IO, "cannot reach the key broker at %.200s: %s%s", c->base,
+                curl_easy_strerror(rc), veil_kbs_transport_hint((int)rc, c->base));
     VEIL_GUARD(veil_buf_append_u8(&c->body, 0));
     c->body.size--;
     long http = 0;
@@ -276,9 +319,10 @@ static VEIL_RESULT exchange(struct veil_kbs_conn *c, const char *step, const cha
     c->http = http;
     if (http == 200)
         return VEIL_RESULT_OK;
-    char type[ERROR_TYPE_MAX + 1];
+    char type[ERROR_TYPE_MAX + 1], what[256], hint[256];
     error_type(c, type);
-    VEIL_BAIL(refusal_status(http, type), "%s (%ld %s)", refusal_text(step, type), http, type);
+    refusal_text(step, type, model != NULL ? model : "", what, hint);
+    VEIL_BAIL(refusal_status(http, type), "%s (%ld %s)%s", what, http, type, hint);
 }
 
 /* ---- the steps ---------------------------------------------------------------------------------------------- */
@@ -291,6 +335,14 @@ static VEIL_RESULT wrap(veil_status st, const char *what)
     VEIL_BAIL(st, "%s: %s", what, detail);
 }
 
+/* Raises st with "<the error just raised><hint>". */
+static VEIL_RESULT wrap_after(veil_status st, const char *hint)
+{
+    char detail[320];
+    snprintf(detail, sizeof detail, "%s", veil_last_error());
+    VEIL_BAIL(st, "%s%s", detail, hint);
+}
+
 VEIL_RESULT veil_kbs_client_auth(struct veil_kbs_conn *c, veil_tee tee, struct veil_rcar_challenge *ch)
 {
     VEIL_ENSURE(tee != VEIL_TEE_AUTO, VEIL_ERR_ARG, "detect the TEE before starting a session");
@@ -298,7 +350,7 @@ VEIL_RESULT veil_kbs_client_auth(struct veil_kbs_conn *c, veil_tee tee, struct v
     /* The builder knows kbs-types' names only; "sim" is Veil's extra name, so the tee member is set after. */
     VEIL_GUARD(veil_rcar_request_build("sample", &req));
     VEIL_GUARD(veil_json_set(req, "tee", json_string(veil_tee_name(tee))));
-    VEIL_GUARD(exchange(c, "auth", "/kbs/v0/auth", req));
+    VEIL_GUARD(exchange(c, "auth", "/kbs/v0/auth", req, NULL));
     struct veil_result r = veil_rcar_challenge_parse(c->body.data, c->body.size, ch);
     return veil_ok(r) ? r : wrap(VEIL_ERR_FORMAT, "the key broker's challenge is malformed");
 }
@@ -328,7 +380,7 @@ VEIL_RESULT veil_kbs_client_evidence(veil_tee tee, const struct veil_provider_co
 
 VEIL_RESULT veil_kbs_client_attest(struct veil_kbs_conn *c, const json_t *attestation)
 {
-    return exchange(c, "attest", "/kbs/v0/attest", attestation);
+    return exchange(c, "attest", "/kbs/v0/attest", attestation, NULL);
 }
 
 /* The broker's token-signing key from PEM: P-256 only (ES256). */
@@ -400,9 +452,11 @@ VEIL_RESULT veil_kbs_client_resource(struct veil_kbs_conn *c, const char *model_
         snprintf(path, sizeof path, "%s%s", RESOURCE_PATH, model_id);
     else
         snprintf(path, sizeof path, "%s%s@%u", RESOURCE_PATH, model_id, key_version);
-    VEIL_GUARD(exchange(c, "resource", path, NULL));
-    VEIL_ENSURE(c->min_version_seen <= 1 && !c->min_version_bad, VEIL_ERR_FORMAT,
+    VEIL_GUARD(exchange(c, "resource", path, NULL, model_id));
+    VEIL_ENSURE(c->min_version.seen <= 1 && !c->min_version.bad, VEIL_ERR_FORMAT,
                 "the key broker's " VEIL_KBS_MIN_MODEL_VERSION_HEADER " header is malformed or repeated");
+    VEIL_ENSURE(c->lease_ttl.seen <= 1 && !c->lease_ttl.bad, VEIL_ERR_FORMAT,
+                "the key broker's " VEIL_KBS_LEASE_TTL_HEADER " header is malformed or repeated");
     return VEIL_RESULT_OK;
 }
 
@@ -439,7 +493,7 @@ VEIL_RESULT veil_kbs_client_usage(struct veil_kbs_conn *c, const struct veil_jwk
     VEIL_GUARD(veil_kbs_model_id_check(model_id, strlen(model_id)));
     char path[sizeof USAGE_PATH + VEIL_KBS_MODEL_ID_MAX + 1];
     snprintf(path, sizeof path, "%s%s", USAGE_PATH, model_id);
-    struct veil_result r = exchange(c, "usage policy", path, NULL);
+    struct veil_result r = exchange(c, "usage policy", path, NULL, model_id);
     if (!veil_ok(r) && c->http == 404) { /* a broker without usage policies: none */
         veil_error_clear();
         return VEIL_RESULT_OK;
@@ -488,10 +542,16 @@ static VEIL_RESULT fetch_steps(struct fetch *f, const struct veil_kbs_fetch_opti
     VEIL_GUARD(veil_kbs_client_auth(&f->conn, tee, &f->ch));
     VEIL_GUARD(veil_kbs_client_tee_key(&f->key, &f->jwk));
     VEIL_GUARD(veil_kbs_client_evidence(tee, o->provider, &f->ch, f->jwk, &f->attestation));
-    VEIL_GUARD(veil_kbs_client_attest(&f->conn, f->attestation));
+    struct veil_result r = veil_kbs_client_attest(&f->conn, f->attestation);
+    if (!veil_ok(r) && tee == VEIL_TEE_SIM && f->conn.http == 401)
+        return wrap_after(r.status, "; with tee sim, most likely the broker does not trust this simulation platform: "
+                                    "start veil-kbs with --sim-key SIM_DIR/platform.pub (or list it in "
+                                    "sim_trusted_keys)");
+    VEIL_GUARD(r);
     VEIL_GUARD(veil_kbs_client_check_token(&f->conn, o, &f->ch, f->jwk));
     VEIL_GUARD(veil_kbs_client_resource(&f->conn, model_id, key_version));
-    out->min_model_version = f->conn.min_version;
+    out->min_model_version = f->conn.min_version.value;
+    out->lease_ttl_s = f->conn.lease_ttl.value;
     VEIL_GUARD(veil_kbs_client_decrypt(&f->conn, &f->key, &f->plain));
     VEIL_ENSURE(f->plain.size > 0 && f->plain.size <= out->key_capacity, VEIL_ERR_LIMIT,
                 "the released key has %zu bytes; room was given for %zu", f->plain.size, out->key_capacity);
@@ -509,6 +569,7 @@ static void release_clear(struct veil_kbs_model_release *out)
         veil_wipe(out->key, out->key_capacity);
     out->key_size = 0;
     out->min_model_version = 0;
+    out->lease_ttl_s = 0;
     free(out->usage_policy);
     out->usage_policy = NULL;
 }
@@ -519,10 +580,10 @@ veil_status veil_kbs_fetch_model(const struct veil_kbs_fetch_options *options, c
     veil_error_clear();
     if (options == NULL || model_id == NULL || out == NULL || out->key == NULL) {
         if (out != NULL)
-            out->key_size = 0, out->min_model_version = 0, out->usage_policy = NULL;
+            out->key_size = 0, out->min_model_version = 0, out->lease_ttl_s = 0, out->usage_policy = NULL;
         return veil_error_raise(VEIL_ERR_ARG, __FILE__, __LINE__, "veil_kbs_fetch_model: NULL argument").status;
     }
-    out->key_size = 0, out->min_model_version = 0, out->usage_policy = NULL;
+    out->key_size = 0, out->min_model_version = 0, out->lease_ttl_s = 0, out->usage_policy = NULL;
     struct fetch f;
     memset(&f, 0, sizeof f);
     veil_jwk_init(&f.key);

@@ -25,14 +25,20 @@
 #include "protocol/protocol.h"
 #include "veil/kbs_client.h"
 
+/* A numeric header of the last answer (Veil-Min-Model-Version, Veil-Lease-TTL). */
+struct veil_kbs_header_u64 {
+    uint64_t value;        /* 0: absent */
+    int seen;              /* how many times it came */
+    int bad;               /* one was not a strict decimal 0..2^63-1 */
+};
+
 struct veil_kbs_conn {
     void *curl;            /* CURL * */
     char base[2048];       /* the broker's URL without a trailing '/' */
     struct veil_buf body;  /* the last answer, NUL-terminated (not counted in body.size) */
     int overflow;          /* the last answer exceeded VEIL_KBS_CLIENT_MAX_RESPONSE_SIZE */
-    uint64_t min_version;  /* the last answer's Veil-Min-Model-Version (0: none) */
-    int min_version_seen;  /* how many times it came */
-    int min_version_bad;   /* one was not a strict decimal 0..2^63-1 */
+    struct veil_kbs_header_u64 min_version; /* the last answer's Veil-Min-Model-Version */
+    struct veil_kbs_header_u64 lease_ttl;   /* the last answer's Veil-Lease-TTL */
     long http;             /* the last answer's HTTP status (0: none) */
 };
 
@@ -40,6 +46,10 @@ struct veil_kbs_conn {
  * and a pinned CA or TLS key. veil_kbs_fetch_key applies it; the load generator (bench/bench_kbs.c), which
  * drives the steps itself against a test broker, does not. VEIL_ERR_ARG. */
 VEIL_RESULT veil_kbs_transport_check(const struct veil_kbs_fetch_options *o, veil_tee tee);
+/* The usual cause of a failed transfer to url (libcurl's CURLcode curl_code) and the way out, as "; ..." to append
+ * after libcurl's reason (https:// to a plain-HTTP broker, the reverse, nobody listening, a certificate or pin that
+ * does not match, ...), or "". Shared with the admin CLI (veil kbs). */
+const char *veil_kbs_transport_hint(int curl_code, const char *url);
 /* Checks the URL (scheme, loopback rule) and sets up the handle (CA bundle in place of the system's store, TLS
  * key pin). On failure the struct is left empty. */
 VEIL_RESULT veil_kbs_conn_init(struct veil_kbs_conn *c, const struct veil_kbs_fetch_options *o);
@@ -59,7 +69,8 @@ VEIL_RESULT veil_kbs_client_attest(struct veil_kbs_conn *c, const json_t *attest
 VEIL_RESULT veil_kbs_client_check_token(const struct veil_kbs_conn *c, const struct veil_kbs_fetch_options *o,
                                         const struct veil_rcar_challenge *ch, const json_t *jwk);
 /* key_version 0: the newest non-revoked version. The JWE is left in c->body, the answer's minimum model version
- * in c->min_version (VEIL_ERR_FORMAT when that header is malformed or repeated). */
+ * in c->min_version and its lease TTL in c->lease_ttl (VEIL_ERR_FORMAT when either header is malformed or
+ * repeated). */
 VEIL_RESULT veil_kbs_client_resource(struct veil_kbs_conn *c, const char *model_id, uint32_t key_version);
 /* The model's usage policy (docs/kbs.md, "Usage policies"), in the same attested session as its key, decrypted
  * with the TEE key: *json is the policy's JSON text (malloc'd) or NULL when the owner set none (the broker sends

@@ -8,6 +8,7 @@
 #include <openssl/err.h>
 #include <openssl/pem.h>
 
+#include "attest/tee.h"
 #include "core/base64.h"
 #include "core/hex.h"
 #include "core/json.h"
@@ -177,7 +178,7 @@ VEIL_RESULT veil_binding_answer(veil_tee tee, const struct veil_provider_config 
                                 const struct veil_binding_model *models, size_t count, char **answer_json)
 {
     VEIL_ENSURE(answer_json != NULL, VEIL_ERR_ARG, "no output given");
-    VEIL_ENSURE((unsigned)tee <= VEIL_TEE_SNP, VEIL_ERR_ARG, "unknown TEE type %d", (int)tee);
+    VEIL_ENSURE(tee == VEIL_TEE_AUTO || veil_tee_find(tee) != NULL, VEIL_ERR_ARG, "unknown TEE type %d", (int)tee);
     json_t *binding VEIL_DEFER(veil_json_done) = NULL;
     VEIL_GUARD(veil_binding_build(nonce, nonce_size, spki_sha256, models, count, &binding));
     uint8_t rd[VEIL_REPORT_DATA_SIZE];

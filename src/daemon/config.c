@@ -1,11 +1,16 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /* The table-driven configuration parser (config.h). */
 #include <errno.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "config.h"
 #include "core/file.h"
+
+#define VD_CONFIG_NAME_MAX 64u   /* longer names are never suggested */
+#define VD_SUGGEST_MAX 3u        /* edits between a misspelt setting and the one suggested */
+#define VD_CONFIG_ERROR_MAX 480u /* a setting's error, quoted after "line N: " */
 
 static char **str_field(void *cfg, const struct vd_setting *s)
 {
@@ -23,6 +28,51 @@ static const struct vd_setting *find(const struct vd_config_table *t, const char
         if (strcmp(t->settings[i].name, name) == 0)
             return &t->settings[i];
     return NULL;
+}
+
+/* Edit distance between a and b (insertions, deletions, substitutions, swaps of neighbours), on three rolling rows;
+ * names longer than VD_CONFIG_NAME_MAX count as far from everything. */
+static size_t distance(const char *a, const char *b)
+{
+    size_t n = strlen(a), m = strlen(b);
+    if (n > VD_CONFIG_NAME_MAX || m > VD_CONFIG_NAME_MAX)
+        return SIZE_MAX;
+    size_t rows[3][VD_CONFIG_NAME_MAX + 1];
+    for (size_t j = 0; j <= m; j++)
+        rows[0][j] = j;
+    for (size_t i = 1; i <= n; i++) {
+        size_t *cur = rows[i % 3], *up = rows[(i - 1) % 3], *up2 = rows[(i + 1) % 3];
+        cur[0] = i;
+        for (size_t j = 1; j <= m; j++) {
+            size_t best = up[j - 1] + (a[i - 1] != b[j - 1]);
+            if (up[j] + 1 < best)
+                best = up[j] + 1;
+            if (cur[j - 1] + 1 < best)
+                best = cur[j - 1] + 1;
+            if (i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] && up2[j - 2] + 1 < best)
+                best = up2[j - 2] + 1;
+            cur[j] = best;
+        }
+    }
+    return rows[n % 3][m];
+}
+
+/* The setting closest to a misspelt name: at most a third of its length in edits, between 1 and VD_SUGGEST_MAX.
+ * NULL when none is that close. */
+static const char *closest(const struct vd_config_table *t, const char *name)
+{
+    size_t limit = strlen(name) / 3;
+    limit = limit < 1 ? 1 : limit > VD_SUGGEST_MAX ? VD_SUGGEST_MAX : limit;
+    const char *best = NULL;
+    size_t best_d = limit + 1;
+    for (size_t i = 0; i < t->count; i++) {
+        size_t d = distance(name, t->settings[i].name);
+        if (d < best_d) {
+            best_d = d;
+            best = t->settings[i].name;
+        }
+    }
+    return best;
 }
 
 static VEIL_RESULT parse_u64(const struct vd_setting *s, const char *v, uint64_t *out)
@@ -110,7 +160,10 @@ static VEIL_RESULT assign(const struct vd_config_table *t, void *cfg, char *line
     *eq = '\0';
     char *key = trim(line), *value = trim(eq + 1);
     const struct vd_setting *s = find(t, key);
-    VEIL_ENSURE(s != NULL, VEIL_ERR_ARG, "unknown setting '%.64s' (see %s --help)", key, t->daemon);
+    const char *guess = s == NULL ? closest(t, key) : NULL;
+    if (guess != NULL)
+        VEIL_BAIL(VEIL_ERR_ARG, "unknown setting '%.64s' (did you mean %s?)", key, guess);
+    VEIL_ENSURE(s != NULL, VEIL_ERR_ARG, "unknown setting '%.64s' (see %s --help for the settings)", key, t->daemon);
     *which = s;
     return apply(cfg, s, value);
 }
@@ -124,18 +177,22 @@ VEIL_RESULT vd_config_set(const struct vd_config_table *t, void *cfg, const char
     return assign(t, cfg, line, &s);
 }
 
-static VEIL_RESULT load_line(const struct vd_config_table *t, void *cfg, char *line, size_t lineno, int *seen)
+static VEIL_RESULT load_line(const struct vd_config_table *t, void *cfg, const char *path, char *line, size_t lineno,
+                             int *seen)
 {
     char *text = trim(line);
     if (text[0] == '\0' || text[0] == '#')
         return VEIL_RESULT_OK;
     const struct vd_setting *s = NULL;
     struct veil_result r = assign(t, cfg, text, &s);
-    if (!veil_ok(r))
-        VEIL_BAIL(r.status, "line %zu: %s", lineno, veil_last_error());
+    if (!veil_ok(r)) {
+        char detail[VD_CONFIG_ERROR_MAX]; /* copied first: the message buffer is the one VEIL_BAIL writes */
+        snprintf(detail, sizeof detail, "%s", veil_last_error());
+        VEIL_BAIL(r.status, "%.200s line %zu: %s", path, lineno, detail);
+    }
     size_t idx = (size_t)(s - t->settings);
-    VEIL_ENSURE(!seen[idx] || s->type == VD_SET_LIST, VEIL_ERR_ARG, "line %zu: setting %s is given twice", lineno,
-                s->name);
+    VEIL_ENSURE(!seen[idx] || s->type == VD_SET_LIST, VEIL_ERR_ARG, "%.200s line %zu: setting %s is given twice",
+                path, lineno, s->name);
     seen[idx] = 1;
     return VEIL_RESULT_OK;
 }
@@ -148,11 +205,13 @@ VEIL_RESULT vd_config_load_file(const struct vd_config_table *t, void *cfg, cons
     VEIL_ENSURE(strlen((char *)b.data) == b.size - 1, VEIL_ERR_ARG, "config %s holds a NUL byte", path);
     int seen[VD_CONFIG_MAX_SETTINGS] = {0};
     size_t lineno = 0;
-    for (char *save = NULL, *line = strtok_r((char *)b.data, "\n", &save); line != NULL;
-         line = strtok_r(NULL, "\n", &save)) {
+    for (char *line = (char *)b.data, *next = NULL; line != NULL; line = next) { /* blank lines counted too */
+        next = strchr(line, '\n');
+        if (next != NULL)
+            *next++ = '\0';
         lineno++;
-        VEIL_ENSURE(strlen(line) < VD_CONFIG_LINE_MAX, VEIL_ERR_LIMIT, "config %s: a line is too long", path);
-        VEIL_GUARD(load_line(t, cfg, line, lineno, seen));
+        VEIL_ENSURE(strlen(line) < VD_CONFIG_LINE_MAX, VEIL_ERR_LIMIT, "%.200s line %zu is too long", path, lineno);
+        VEIL_GUARD(load_line(t, cfg, path, line, lineno, seen));
     }
     return VEIL_RESULT_OK;
 }

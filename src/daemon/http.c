@@ -110,12 +110,15 @@ static enum MHD_Result first_call(struct vd_http *h, struct MHD_Connection *c, c
     *con_cls = s;
     atomic_fetch_add(&h->in_flight, 1);
     const char *cl = MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
-    if (cl != NULL && strtoull(cl, NULL, 10) > s->limit) {
+    unsigned long long declared = cl != NULL ? strtoull(cl, NULL, 10) : 0;
+    if (declared > s->limit) {
         char client[VD_CLIENT_MAX];
         client_address(c, client, sizeof client);
         s->answered = 1;
         return too_large(h, c, url, method, client); /* answered before the body is read */
     }
+    if (declared > 0 && !veil_ok(veil_buf_reserve(&s->body, (size_t)declared)))
+        veil_error_clear(); /* the body then grows as it comes */
     return MHD_YES;
 }
 

@@ -9,6 +9,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "core/file.h"
+#include "core/limits.h"
 #include "kbsd.h"
 
 enum { EXIT_USAGE = 2 };
@@ -102,6 +104,34 @@ static int parse_args(int argc, char **argv, struct args *a)
     return 0;
 }
 
+/* listen: a numeric address and a port (a host name such as localhost is not resolved). */
+static VEIL_RESULT listen_check(const struct kbs_config *cfg, int *loopback)
+{
+    struct sockaddr_storage ss;
+    struct veil_result r = vd_listen_parse(cfg->listen, &ss, loopback);
+    if (veil_ok(r))
+        return r;
+    char detail[256]; /* copied first: the message buffer is the one VEIL_BAIL writes */
+    snprintf(detail, sizeof detail, "%s", veil_last_error());
+    VEIL_BAIL(r.status, "%s (listen takes a numeric address: 127.0.0.1:PORT, [::1]:PORT, or 0.0.0.0:PORT with TLS)",
+              detail);
+}
+
+/* allowed_tees: known TEE names only. */
+static VEIL_RESULT tees_check(const struct kbs_config *cfg)
+{
+    char list[256];
+    VEIL_ENSURE(strlen(cfg->allowed_tees) < sizeof list, VEIL_ERR_ARG, "allowed_tees is too long");
+    strcpy(list, cfg->allowed_tees);
+    char *save = NULL;
+    for (char *p = strtok_r(list, ",", &save); p != NULL; p = strtok_r(NULL, ",", &save)) {
+        veil_tee t = VEIL_TEE_AUTO;
+        VEIL_ENSURE(veil_tee_from_name(p, &t) == VEIL_OK && t != VEIL_TEE_AUTO, VEIL_ERR_ARG,
+                    "allowed_tees: unknown TEE '%.32s' (sim, sample, sgx, tdx, snp)", p);
+    }
+    return VEIL_RESULT_OK;
+}
+
 static VEIL_RESULT configure(const struct args *a, struct kbs_config *cfg)
 {
     VEIL_GUARD(kbs_config_defaults(cfg, a->dev));
@@ -122,13 +152,77 @@ static VEIL_RESULT configure(const struct args *a, struct kbs_config *cfg)
     for (size_t i = 0; i < a->sim_key_count; i++)
         VEIL_GUARD(kbs_config_append(cfg, "sim_trusted_keys", a->sim_keys[i]));
     VEIL_GUARD(kbs_config_finish(cfg));
-    if (cfg->dev) {
-        struct sockaddr_storage ss;
-        int loopback = 0;
-        VEIL_GUARD(vd_listen_parse(cfg->listen, &ss, &loopback));
-        VEIL_ENSURE(loopback, VEIL_ERR_ARG, "--dev listens on loopback only (127.0.0.0/8 or [::1]), not %.64s: its "
-                    "test keys and sim evidence must not be reachable from the network", cfg->listen);
+    int loopback = 0;
+    VEIL_GUARD(listen_check(cfg, &loopback));
+    VEIL_ENSURE(!cfg->dev || loopback, VEIL_ERR_ARG, "--dev listens on loopback only (127.0.0.0/8 or [::1]), not "
+                "%.64s: its test keys and sim evidence must not be reachable from the network", cfg->listen);
+    return tees_check(cfg);
+}
+
+/* A file the broker will read: readable now. */
+static VEIL_RESULT readable(const char *path, const char *setting)
+{
+    VEIL_ENSURE(path[0] == '\0' || access(path, R_OK) == 0, VEIL_ERR_IO, "%s: cannot read %.200s: %s", setting, path,
+                strerror(errno));
+    return VEIL_RESULT_OK;
+}
+
+/* A PEM certificate (bundle) setting: readable and holding a certificate. */
+static VEIL_RESULT certs_check(const char *path, const char *setting)
+{
+    if (path[0] == '\0')
+        return VEIL_RESULT_OK;
+    VEIL_GUARD(readable(path, setting));
+    VEIL_DEFER(veil_buf_cleanup) struct veil_buf pem = {0};
+    VEIL_GUARD(vd_pem_load(path, &pem));
+    return vd_pem_check_certs((const char *)pem.data, setting);
+}
+
+/* default_policy_file: readable and a valid policy. */
+static VEIL_RESULT policy_check(const char *path)
+{
+    if (path[0] == '\0')
+        return VEIL_RESULT_OK;
+    VEIL_DEFER(veil_buf_cleanup) struct veil_buf b = {0};
+    VEIL_GUARD(veil_file_read_all(path, VEIL_POLICY_MAX_SIZE, &b));
+    veil_policy *p = NULL;
+    veil_status st = veil_policy_parse((const char *)b.data, b.size, &p);
+    veil_policy_free(p);
+    if (st == VEIL_OK)
+        return VEIL_RESULT_OK;
+    char detail[256]; /* copied first: the message buffer is the one VEIL_BAIL writes */
+    snprintf(detail, sizeof detail, "%s", veil_last_error());
+    VEIL_BAIL(st, "default_policy_file %.200s: %s", path, detail);
+}
+
+/* What would stop the broker after it has made its store and secret files, checked before it touches the disk:
+ * plain HTTP off loopback, and every file a setting names. */
+static VEIL_RESULT preflight(const struct kbs_config *cfg)
+{
+    struct sockaddr_storage ss;
+    int loopback = 0;
+    VEIL_GUARD(vd_listen_parse(cfg->listen, &ss, &loopback));
+    VEIL_ENSURE(loopback || cfg->tls_cert[0] != '\0', VEIL_ERR_ARG, "refusing plain HTTP on the non-loopback "
+                "address %.64s: set tls_cert and tls_key (docs/kbs.md, 'HTTPS')", cfg->listen);
+    VEIL_GUARD(certs_check(cfg->tls_cert, "tls_cert"));
+    VEIL_GUARD(readable(cfg->tls_key, "tls_key"));
+    VEIL_GUARD(certs_check(cfg->admin_client_ca, "admin_client_ca"));
+    VEIL_GUARD(readable(cfg->dcap_collateral, "dcap_collateral"));
+    VEIL_GUARD(readable(cfg->snp_cert, "snp_cert"));
+    for (const char *p = cfg->sim_trusted_keys; *p != '\0';) {
+        size_t n = strcspn(p, ",");
+        char path[KBS_MAX_PATH_SIZE];
+        VEIL_ENSURE(n < sizeof path, VEIL_ERR_LIMIT, "sim_trusted_keys: a path is too long");
+        memcpy(path, p, n);
+        path[n] = '\0';
+        VEIL_GUARD(readable(path, "sim_trusted_keys (--sim-key)"));
+        p += n + (p[n] == ',');
     }
+    return policy_check(cfg->default_policy_file);
+}
+
+static VEIL_RESULT data_dir_make(const struct kbs_config *cfg)
+{
     if (mkdir(cfg->data_dir, 0700) != 0)
         VEIL_ENSURE(errno == EEXIST, VEIL_ERR_IO, "cannot create %s: %s", cfg->data_dir, strerror(errno));
     return VEIL_RESULT_OK;
@@ -200,7 +294,7 @@ int main(int argc, char **argv)
     vd_signals_block(&set);
     struct kbs_ctx k = {.cfg = &cfg};
     struct kbs_http *http = NULL;
-    if (!veil_ok(start(&k, &http))) {
+    if (!veil_ok(preflight(&cfg)) || !veil_ok(data_dir_make(&cfg)) || !veil_ok(start(&k, &http))) {
         vd_log("error", "start-failed", "{s:s}", "detail", veil_last_error());
         stop(&k, http);
         kbs_config_cleanup(&cfg);

@@ -409,16 +409,22 @@ static VEIL_RESULT release(struct kbs_ctx *k, const char *model_id, const struct
     return veil_jwe_encrypt(&q->tee_pubkey, key.data, key.size, jwe);
 }
 
-/* Judges the claims by the model's release policy; *min_version (may be NULL) receives the policy's
- * min_model_version, sent with the key (anti-rollback: the TEE refuses an older sealed file). */
-static VEIL_RESULT policy_allows(const char *policy_text, const struct veil_claims *claims, uint64_t *min_version)
+/* What the release policy says about a released key besides who may have it, sent with the key. */
+struct release_terms {
+    uint64_t min_version;  /* min_model_version (anti-rollback: the TEE refuses an older sealed file) */
+    uint64_t lease_ttl_s;  /* lease_ttl_s (how long a key cache may hold the key before renewing it) */
+};
+
+/* Judges the claims by the model's release policy; *terms (may be NULL) receives its release terms. */
+static VEIL_RESULT policy_allows(const char *policy_text, const struct veil_claims *claims,
+                                 struct release_terms *terms)
 {
     veil_policy *p = NULL;
     veil_status st = veil_policy_parse(policy_text, strlen(policy_text), &p);
     if (st == VEIL_OK) {
         st = veil_policy_check(p, claims, NULL);
-        if (min_version != NULL)
-            *min_version = veil_policy_min_model_version(p);
+        if (terms != NULL)
+            *terms = (struct release_terms){veil_policy_min_model_version(p), veil_policy_lease_ttl_s(p)};
         veil_policy_free(p);
     }
     return (struct veil_result){st};
@@ -426,7 +432,7 @@ static VEIL_RESULT policy_allows(const char *policy_text, const struct veil_clai
 
 static VEIL_RESULT resource_steps(struct kbs_ctx *k, const struct vd_request *rq, struct requester *q,
                                   struct kbs_audit_event *e, struct kbs_key_row *row, json_t **jwe, struct refusal *f,
-                                  uint64_t *min_version)
+                                  struct release_terms *terms)
 {
     uint32_t version = 0;
     refuse(f, 404, "InvalidRequestPath", "");
@@ -448,7 +454,7 @@ static VEIL_RESULT resource_steps(struct kbs_ctx *k, const struct vd_request *rq
     e->key_version = row->version;
     refuse(f, 401, "PolicyDeny", "");
     VEIL_ENSURE(!row->revoked, VEIL_ERR_POLICY, "the key version is revoked");
-    VEIL_GUARD(policy_allows(row->policy, &q->claims, min_version));
+    VEIL_GUARD(policy_allows(row->policy, &q->claims, terms));
     refuse(f, 401, "PluginInternalError", "");
     return release(k, q->model, row, q, jwe);
 }
@@ -566,8 +572,8 @@ void kbs_rcar_resource(void *ctx, const struct vd_request *rq, struct vd_respons
     struct kbs_audit_event e = {.event = "release"};
     struct refusal f = {0};
     json_t *jwe = NULL;
-    uint64_t min_version = 0;
-    struct veil_result r = resource_steps(k, rq, &q, &e, &row, &jwe, &f, &min_version);
+    struct release_terms terms = {0, 0};
+    struct veil_result r = resource_steps(k, rq, &q, &e, &row, &jwe, &f, &terms);
     kbs_key_row_cleanup(&row);
     if (!veil_ok(r)) {
         snprintf(f.reason, sizeof f.reason, "%s", veil_last_error());
@@ -583,9 +589,11 @@ void kbs_rcar_resource(void *ctx, const struct vd_request *rq, struct vd_respons
         return;
     }
     vd_respond_json(rs, 200, jwe);
-    if (min_version > 0) { /* the TEE opens no sealed file older than this (include/veil/kbs_client.h) */
-        char text[24];
-        snprintf(text, sizeof text, "%" PRIu64, min_version);
+    char text[24];
+    if (terms.min_version > 0) { /* the TEE opens no sealed file older than this (include/veil/kbs_client.h) */
+        snprintf(text, sizeof text, "%" PRIu64, terms.min_version);
         vd_response_header(rs, VEIL_KBS_MIN_MODEL_VERSION_HEADER, text);
     }
+    snprintf(text, sizeof text, "%" PRIu64, terms.lease_ttl_s); /* a key cache renews within this (docs/cache.md) */
+    vd_response_header(rs, VEIL_KBS_LEASE_TTL_HEADER, text);
 }

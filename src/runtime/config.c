@@ -16,9 +16,12 @@ static const struct vd_setting settings[] = {
     STR(tee, "auto", "sim", "the TEE whose evidence proves this runtime: sim, sgx, tdx, snp, or auto (detect sgx, "
                             "tdx or snp)"),
     LIST(models, "a model to serve, NAME:PATH.veil (repeatable; the name clients use in /v2/models/NAME)"),
-    STR(key_source, "kbs", NULL, "where model keys come from: 'kbs' (veil-kbs or a Trustee KBS over RCAR)"),
+    STR(key_source, "kbs", NULL, "where model keys come from: 'kbs' (veil-kbs or a Trustee KBS over RCAR) or 'cache' "
+                                 "(veil-cache on this node, keys under leases: --cache SOCKET)"),
     STR(kbs_url, "", NULL, "the key broker: https://HOST:PORT (plain http only to a loopback broker with tee = sim)"),
     STR(kbs_cacert, "", NULL, "PEM CA bundle that verifies the broker's certificate (https)"),
+    STR(cache_socket, "", NULL, "key_source = cache: veil-cache's Unix socket"),
+    STR(cache_measurement, "", NULL, "key_source = cache: the cache's measurement (96 hex digits), checked when set"),
     STR(sim_dir, "", NULL, "tee = sim: the simulation platform's directory (veil attest sim-init)"),
     STR(sim_config, "", NULL, "tee = sim: a configuration file measured with the executable (optional)"),
     STR(gramine_root, "", NULL, "tee = sgx: Gramine's attestation directory (default /dev/attestation)"),
@@ -88,8 +91,17 @@ VEIL_RESULT rt_config_finish(struct rt_config *c, veil_tee *tee)
                 "tee = sim needs sim_dir (create one with veil attest sim-init DIR)");
     VEIL_ENSURE(c->models[0] != '\0', VEIL_ERR_ARG, "no model to serve: give --model NAME:PATH.veil");
     VEIL_GUARD(check_models(c->models));
-    VEIL_ENSURE(strcmp(c->key_source, "kbs") == 0, VEIL_ERR_ARG, "key_source must be 'kbs', not '%.32s'",
-                c->key_source);
-    VEIL_ENSURE(c->kbs_url[0] != '\0', VEIL_ERR_ARG, "no key broker: set kbs_url (or --kbs URL)");
+    VEIL_ENSURE(strcmp(c->key_source, "kbs") == 0 || strcmp(c->key_source, "cache") == 0, VEIL_ERR_ARG,
+                "key_source must be 'kbs' or 'cache', not '%.32s'", c->key_source);
+    if (strcmp(c->key_source, "cache") == 0) {
+        VEIL_ENSURE(c->cache_socket[0] != '\0', VEIL_ERR_ARG, "key_source = cache: set cache_socket (or --cache PATH)");
+        VEIL_ENSURE(strlen(c->cache_socket) < 108, VEIL_ERR_ARG, "cache_socket: longer than 107 bytes");
+        VEIL_ENSURE(*tee != VEIL_TEE_SGX, VEIL_ERR_ARG, "key_source = cache with tee = sgx: local attestation between "
+                    "Gramine enclaves is not built (docs/cache.md)");
+        VEIL_ENSURE(c->kbs_url[0] == '\0', VEIL_ERR_ARG, "key_source = cache takes no kbs_url (the cache talks to the "
+                    "broker)");
+    } else {
+        VEIL_ENSURE(c->kbs_url[0] != '\0', VEIL_ERR_ARG, "no key broker: set kbs_url (or --kbs URL)");
+    }
     return check_tls(c, *tee);
 }

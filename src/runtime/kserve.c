@@ -52,6 +52,20 @@ static int serving(struct rt_ctx *r)
     return atomic_load(&r->ready) && !atomic_load(&r->draining);
 }
 
+#define LAPSED_MESSAGE "the model is not available: its key lease lapsed (the key was revoked, or veil-cache cannot " \
+                       "renew it); it is wiped until the key is given again"
+
+/* A hold on the model's decrypted state for this request (released with rt_model_leave); answers 503 and returns 0
+ * while the model's key lease has lapsed (models.c). */
+static int model_enter(struct rt_model *m, struct vd_response *rs)
+{
+    if (rt_model_enter(m))
+        return 1;
+    rt_metrics_refusal("lease-lapsed");
+    rt_respond_error(rs, 503, LAPSED_MESSAGE);
+    return 0;
+}
+
 /* ---- health and metadata ----------------------------------------------------------------------------------- */
 
 static void live_get(void *ctx, const struct vd_request *rq, struct vd_response *rs)
@@ -82,10 +96,14 @@ static void model_ready_get(void *ctx, const struct vd_request *rq, struct vd_re
     struct rt_model *m = model_of(ctx, rq, rs);
     if (m == NULL)
         return;
-    if (serving(ctx))
-        vd_respond_json(rs, 200, json_pack("{s:s, s:b}", "name", m->name, "ready", 1));
-    else
+    if (!serving(ctx)) {
         rt_respond_error(rs, 503, "the model is not ready (the runtime is starting or shutting down)");
+        return;
+    }
+    if (!model_enter(m, rs))
+        return;
+    rt_model_leave(m);
+    vd_respond_json(rs, 200, json_pack("{s:s, s:b}", "name", m->name, "ready", 1));
 }
 
 /* The "parameters" member of the metadata: the sealed identity and the usage policy in force. */
@@ -108,11 +126,12 @@ static json_t *model_parameters(const struct rt_model *m)
 static void model_get(void *ctx, const struct vd_request *rq, struct vd_response *rs)
 {
     struct rt_model *m = model_of(ctx, rq, rs);
-    if (m == NULL)
+    if (m == NULL || !model_enter(m, rs))
         return;
     json_t *extra = model_parameters(m), *meta = NULL;
     struct veil_result r = veil_serve_model_metadata_json(&m->desc, extra, &meta);
     json_decref(extra);
+    rt_model_leave(m);
     if (!veil_ok(r)) {
         vd_log("error", "metadata-failed", "{s:s, s:s}", "model", m->name, "detail", veil_last_error());
         rt_respond_error(rs, 500, "internal error (see the runtime's log)");
@@ -229,6 +248,8 @@ static void respond_outputs(struct rt_model *m, const struct veil_serve_request 
     }
 }
 
+static void infer_run(struct rt_model *m, const struct vd_request *rq, struct vd_response *rs);
+
 static void infer_post(void *ctx, const struct vd_request *rq, struct vd_response *rs)
 {
     struct rt_ctx *r = ctx;
@@ -240,6 +261,15 @@ static void infer_post(void *ctx, const struct vd_request *rq, struct vd_respons
         rt_respond_error(rs, 503, "the runtime is not ready (starting or shutting down)");
         return;
     }
+    if (!model_enter(m, rs))
+        return;
+    infer_run(m, rq, rs);
+    rt_model_leave(m);
+}
+
+/* Usage policy, request decoding, the engine, the answer: with the model held (infer_post). */
+static void infer_run(struct rt_model *m, const struct vd_request *rq, struct vd_response *rs)
+{
     if (!usage_admitted(m, rq, rs))
         return;
     struct veil_serve_request req;

@@ -15,7 +15,8 @@ enum { EXIT_USAGE = 2 };
 
 static const char usage_text[] =
     "usage: veil-runtime --config FILE [--set KEY=VALUE ...]\n"
-    "       veil-runtime --model NAME:PATH.veil [--model ...] --kbs URL --tee sim|sgx|tdx|snp|auto [--sim-dir DIR]\n"
+    "       veil-runtime --model NAME:PATH.veil [--model ...] --kbs URL|--cache SOCKET --tee sim|sgx|tdx|snp|auto\n"
+    "                    [--sim-dir DIR]\n"
     "                    [--listen ADDR:PORT] [--tls on|off] [--set KEY=VALUE ...]\n\n"
     "The Veil runtime: inside a TEE, obtains each sealed model's key from the owner's key broker by remote\n"
     "attestation, decrypts the model into memory that never reaches disk, runs the whole ONNX graph on oneDNN, and\n"
@@ -29,6 +30,7 @@ static const char usage_text[] =
     "  --model NAME:PATH  serve the sealed model PATH as NAME (repeatable; same as models = NAME:PATH)\n"
     "  --kbs URL          same as --set kbs_url=URL\n"
     "  --kbs-cacert PEM   same as --set kbs_cacert=PEM\n"
+    "  --cache SOCKET     keys from veil-cache on this node: --set key_source=cache --set cache_socket=SOCKET\n"
     "  --tee T            same as --set tee=T\n"
     "  --sim-dir DIR      same as --set sim_dir=DIR\n"
     "  --listen ADDR      same as --set listen=ADDR\n"
@@ -83,14 +85,16 @@ static void args_free(struct args *a)
 
 static int parse_args(int argc, char **argv, struct args *a)
 {
-    enum { O_CONFIG = 256, O_MODEL, O_KBS, O_KBS_CACERT, O_TEE, O_SIM_DIR, O_LISTEN, O_TLS, O_SET, O_HELP, O_VERSION };
+    enum { O_CONFIG = 256, O_MODEL, O_KBS, O_KBS_CACERT, O_TEE, O_SIM_DIR, O_LISTEN, O_TLS, O_SET, O_HELP, O_VERSION,
+           O_CACHE };
     static const struct option opts[] = {
         {"config", required_argument, NULL, O_CONFIG},   {"model", required_argument, NULL, O_MODEL},
         {"kbs", required_argument, NULL, O_KBS},         {"kbs-cacert", required_argument, NULL, O_KBS_CACERT},
         {"tee", required_argument, NULL, O_TEE},         {"sim-dir", required_argument, NULL, O_SIM_DIR},
         {"listen", required_argument, NULL, O_LISTEN},   {"tls", required_argument, NULL, O_TLS},
         {"set", required_argument, NULL, O_SET},         {"help", no_argument, NULL, O_HELP},
-        {"version", no_argument, NULL, O_VERSION},       {NULL, 0, NULL, 0}};
+        {"version", no_argument, NULL, O_VERSION},       {"cache", required_argument, NULL, O_CACHE},
+        {NULL, 0, NULL, 0}};
     static const char *const keys[] = {[O_MODEL - O_MODEL] = "models",     [O_KBS - O_MODEL] = "kbs_url",
                                        [O_KBS_CACERT - O_MODEL] = "kbs_cacert", [O_TEE - O_MODEL] = "tee",
                                        [O_SIM_DIR - O_MODEL] = "sim_dir",   [O_LISTEN - O_MODEL] = "listen",
@@ -101,6 +105,8 @@ static int parse_args(int argc, char **argv, struct args *a)
             a->config = optarg;
         else if (c >= O_MODEL && c <= O_TLS)
             rc = add_set(a, keys[c - O_MODEL], optarg);
+        else if (c == O_CACHE)
+            rc = add_set(a, "key_source", "cache") != 0 ? EXIT_USAGE : add_set(a, "cache_socket", optarg);
         else if (c == O_SET)
             rc = a->set_count < sizeof a->sets / sizeof a->sets[0] ? (a->sets[a->set_count++] = strdup(optarg), 0)
                                                                    : usage_error("too many --set options", NULL);
@@ -205,8 +211,8 @@ static VEIL_RESULT model_add(struct rt_ctx *r, const char *spec, struct rt_key_s
 
 static VEIL_RESULT models_load(struct rt_ctx *r)
 {
-    struct rt_key_source *src = NULL;
-    VEIL_GUARD(rt_key_source_kbs(r->cfg, r->tee, &r->provider, &src));
+    VEIL_GUARD(rt_key_source_open(r->cfg, r->tee, &r->provider, &r->keys));
+    struct rt_key_source *src = r->keys;
     char *list = strdup(r->cfg->models);
     struct veil_result res = list != NULL ? VEIL_RESULT_OK : veil_error_raise(VEIL_ERR_NOMEM, __FILE__, __LINE__,
                                                                                "out of memory");
@@ -214,7 +220,6 @@ static VEIL_RESULT models_load(struct rt_ctx *r)
          spec = strtok_r(NULL, ",", &save))
         res = model_add(r, spec, src);
     free(list);
-    src->free(src);
     return res;
 }
 
@@ -227,6 +232,7 @@ static VEIL_RESULT start(struct rt_ctx *r, struct vd_http **http)
     vd_log("info", "listening", "{s:s, s:b, s:s}", "listen", r->cfg->listen, "tls", r->tls_on, "tee",
            veil_tee_name(r->tee));
     VEIL_GUARD(models_load(r));
+    VEIL_GUARD(rt_leases_start(r));
     atomic_store(&r->ready, 1);
     return VEIL_RESULT_OK;
 }
@@ -237,10 +243,13 @@ static void stop(struct rt_ctx *r, struct vd_http *http)
     size_t left = vd_http_drain(http, (unsigned)r->cfg->drain_timeout_s * 1000u);
     if (left > 0)
         vd_log("warn", "drain-timeout", "{s:I}", "unanswered", (json_int_t)left);
+    rt_leases_stop(r);
     for (size_t i = 0; i < r->model_count; i++) {
         rt_model_cleanup(r->models[i]);
         free(r->models[i]);
     }
+    if (r->keys != NULL)
+        r->keys->free(r->keys);
     rt_tls_cleanup(&r->tls);
 }
 

@@ -13,6 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "cache/lease.h"
 #include "runtime.h"
 
 enum slot_state { SLOT_EMPTY, SLOT_CREATING, SLOT_IDLE, SLOT_BUSY };
@@ -49,13 +50,14 @@ VEIL_RESULT rt_model_spec(const char *spec, char name[RT_MODEL_NAME_MAX + 1], ch
 static VEIL_RESULT open_sealed(struct rt_model *m, const struct rt_config *c, struct rt_key_source *src,
                                char **usage_json)
 {
+    uint64_t sent = vd_now_ms(), lease_ms = 0;
     struct veil_sealed_info info;
     veil_status st = veil_inspect_file(m->path, &info);
     VEIL_ENSURE(st == VEIL_OK, st, "model %s: cannot read %s", m->name, m->path);
     VEIL_DEFER(veil_secure_free) struct veil_secure_mem key = {0};
     VEIL_GUARD(veil_secure_alloc(&key, VEIL_KEY_SIZE, (int)c->lock_memory));
     uint64_t min_version = 0;
-    struct veil_result r = src->fetch(src, info.model_id, info.key_version, &key, &min_version, usage_json);
+    struct veil_result r = src->fetch(src, info.model_id, info.key_version, &key, &min_version, usage_json, &lease_ms);
     if (!veil_ok(r))
         VEIL_BAIL(r.status, "model %s: no key for %s version %" PRIu32 " from %s: %s", m->name, info.model_id,
                   info.key_version, src->name, veil_last_error());
@@ -67,6 +69,11 @@ static VEIL_RESULT open_sealed(struct rt_model *m, const struct rt_config *c, st
     m->info = *veil_model_info(m->sealed); /* what was authenticated, not what was inspected */
     memcpy(m->header_sha256, veil_model_header_sha256(m->sealed), sizeof m->header_sha256);
     snprintf(m->version, sizeof m->version, "%" PRIu64, m->info.model_version);
+    uint64_t expires = 0, renew = 0;
+    if (lease_ms > 0)
+        veil_lease_schedule(sent, lease_ms, vd_now_ms(), &expires, &renew);
+    atomic_store(&m->lease_expires_ms, expires);
+    m->lease_renew_ms = renew;
     return VEIL_RESULT_OK;
 }
 
@@ -142,6 +149,11 @@ VEIL_RESULT rt_model_load(struct rt_model *m, const struct rt_config *c, struct 
 {
     pthread_mutex_init(&m->lock, NULL);
     pthread_cond_init(&m->freed, NULL);
+    pthread_rwlockattr_t ga; /* a lapse waiting for requests under way is not starved by new ones */
+    pthread_rwlockattr_init(&ga);
+    pthread_rwlockattr_setkind_np(&ga, PTHREAD_RWLOCK_PREFER_WRITER_NONRECURSIVE_NP);
+    pthread_rwlock_init(&m->gate, &ga);
+    pthread_rwlockattr_destroy(&ga);
     m->workers = (size_t)c->workers;
     m->max_plans = (size_t)c->max_plans;
     m->engine_options = (struct veil_engine_options){
@@ -178,6 +190,7 @@ void rt_model_cleanup(struct rt_model *m)
     m->usage = NULL;
     pthread_cond_destroy(&m->freed);
     pthread_mutex_destroy(&m->lock);
+    pthread_rwlock_destroy(&m->gate);
 }
 
 /* ---- the engine pool ----------------------------------------------------------------------------------------- */
@@ -291,4 +304,83 @@ void rt_model_release(struct rt_model *m, struct rt_lease *lease)
     lease->plan->last_used = ++m->tick;
     pthread_cond_broadcast(&m->freed);
     pthread_mutex_unlock(&m->lock);
+}
+
+/* ---- leases (a key source with leases: veil-cache) ----------------------------------------------------------- */
+
+static int usable(struct rt_model *m)
+{
+    uint64_t expires = atomic_load(&m->lease_expires_ms);
+    return !atomic_load(&m->lapsed) && (expires == 0 || vd_now_ms() < expires);
+}
+
+/* The request path never waits for a lapse or a restore: while one is under way the answer is 503. */
+int rt_model_enter(struct rt_model *m)
+{
+    if (pthread_rwlock_tryrdlock(&m->gate) != 0)
+        return 0;
+    if (usable(m))
+        return 1;
+    pthread_rwlock_unlock(&m->gate);
+    return 0;
+}
+
+void rt_model_leave(struct rt_model *m)
+{
+    pthread_rwlock_unlock(&m->gate);
+}
+
+/* Frees the engines and the decrypted model (gate held for writing: no request uses them). */
+static void unload(struct rt_model *m)
+{
+    pthread_mutex_lock(&m->lock);
+    for (size_t i = 0; i < m->plan_count; i++)
+        plan_free(m->plans[i]);
+    m->plan_count = 0;
+    pthread_mutex_unlock(&m->lock);
+    veil_model_free(m->sealed);
+    m->sealed = NULL;
+}
+
+void rt_model_lapse(struct rt_model *m, const char *reason)
+{
+    pthread_rwlock_wrlock(&m->gate);
+    int was = atomic_exchange(&m->lapsed, 1);
+    if (!was)
+        unload(m);
+    pthread_rwlock_unlock(&m->gate);
+    if (!was)
+        vd_log("warn", "model-lapsed", "{s:s, s:s, s:s}", "model", m->name, "reason", reason, "message",
+               "the key and the decrypted model are wiped; the model answers 503 until its key is given again");
+}
+
+static VEIL_RESULT reopen(struct rt_model *m, const struct rt_config *c, struct rt_key_source *src)
+{
+    uint8_t header[sizeof m->header_sha256];
+    memcpy(header, m->header_sha256, sizeof header);
+    char *usage_json = NULL;
+    struct veil_result r = open_sealed(m, c, src, &usage_json);
+    free(usage_json); /* the policy in force stays, with its counters */
+    VEIL_GUARD(r);
+    VEIL_ENSURE(memcmp(header, m->header_sha256, sizeof header) == 0, VEIL_ERR_AUTH,
+                "model %s: %s is no longer the sealed model that was attested", m->name, m->path);
+    struct rt_lease lease;
+    VEIL_GUARD(rt_model_acquire(m, 1, &lease));
+    r = describe(m, lease.engine, c->max_batch);
+    rt_model_release(m, &lease);
+    return r;
+}
+
+VEIL_RESULT rt_model_restore(struct rt_model *m, const struct rt_config *c, struct rt_key_source *src)
+{
+    pthread_rwlock_wrlock(&m->gate);
+    struct veil_result r = reopen(m, c, src);
+    if (veil_ok(r))
+        atomic_store(&m->lapsed, 0);
+    else
+        unload(m);
+    pthread_rwlock_unlock(&m->gate);
+    if (veil_ok(r))
+        vd_log("info", "model-restored", "{s:s}", "model", m->name);
+    return r;
 }

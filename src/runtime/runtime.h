@@ -4,7 +4,8 @@
  *   main.c      lifecycle: arguments, configuration, TLS key, models, HTTP, signals, draining shutdown
  *   config.c    the settings table (rows of the shared parser, src/daemon/config.h)
  *   tls.c       the TLS key pair and self-signed certificate, created in memory at start (never on disk)
- *   keys.c      where model keys come from: one small interface (struct rt_key_source); veil-kbs over RCAR today
+ *   keys.c      where model keys come from: one small interface (struct rt_key_source), implemented by veil-kbs
+ *               over RCAR and by veil-cache's Unix socket (keys under leases, renewed by the lease thread here)
  *   models.c    each served model: header, key, decryption into locked memory, usage policy, engine pool
  *   kserve.c    the KServe v2 / Open Inference Protocol routes and handlers (codec in lib/serve/kserve.h)
  *   veil.c      Veil's own routes: /v2/veil/attestation, /metrics, and the runtime's metric families
@@ -41,9 +42,11 @@ struct rt_config {
     char *tls;                   /* "on" (attested self-signed certificate) or "off" (plain HTTP, loopback + sim) */
     char *tee;                   /* sim, sgx, tdx, snp, auto */
     char *models;                /* comma-separated NAME:PATH */
-    char *key_source;            /* "kbs" */
+    char *key_source;            /* "kbs" or "cache" */
     char *kbs_url;
     char *kbs_cacert;
+    char *cache_socket;          /* key_source = cache: veil-cache's Unix socket */
+    char *cache_measurement;     /* key_source = cache: the cache's measurement (hex), checked when set */
     char *sim_dir;
     char *sim_config;
     char *gramine_root;
@@ -80,19 +83,30 @@ void rt_tls_cleanup(struct rt_tls *t);
 
 /* ---- model keys (keys.c) ----------------------------------------------------------------------------------- */
 
-/* Where keys come from. A new source (veil-cache's socket) is a new implementation of this, not a fork. */
+/* Where keys come from: veil-kbs (RCAR) or veil-cache (its Unix socket, keys under leases). */
 struct rt_key_source {
     /* The key of model_id at key_version into key (VEIL_KEY_SIZE bytes of secret memory), the lowest sealed model
-     * version the owner allows (0: any), and the model's usage policy (malloc'd JSON text, or NULL when the owner
-     * set none). */
+     * version the owner allows (0: any), the model's usage policy (malloc'd JSON text, or NULL when the owner
+     * set none), and the lease on the key in milliseconds from the moment the call began (0: no lease, the key
+     * may be used for the process's lifetime). */
     VEIL_RESULT (*fetch)(struct rt_key_source *src, const char *model_id, uint32_t key_version,
-                         struct veil_secure_mem *key, uint64_t *min_model_version, char **usage_policy);
+                         struct veil_secure_mem *key, uint64_t *min_model_version, char **usage_policy,
+                         uint64_t *lease_ms);
+    /* A source with leases: a new lease on a key already fetched (*lease_ms, from the moment the call began).
+     * VEIL_ERR_POLICY: the key is refused (revoked, no longer allowed): stop using it now; any other error: the
+     * source cannot say now (keep the key until the lease ends). NULL for a source without leases. */
+    VEIL_RESULT (*renew)(struct rt_key_source *src, const char *model_id, uint32_t key_version, uint64_t *lease_ms);
     void (*free)(struct rt_key_source *src);
     const char *name;  /* for the log */
 };
 
 VEIL_RESULT rt_key_source_kbs(const struct rt_config *c, veil_tee tee, const struct veil_provider_config *pc,
                               struct rt_key_source **out);
+VEIL_RESULT rt_key_source_cache(const struct rt_config *c, veil_tee tee, const struct veil_provider_config *pc,
+                                struct rt_key_source **out);
+/* The source key_source names. */
+VEIL_RESULT rt_key_source_open(const struct rt_config *c, veil_tee tee, const struct veil_provider_config *pc,
+                               struct rt_key_source **out);
 
 /* ---- models (models.c) ------------------------------------------------------------------------------------- */
 
@@ -116,6 +130,12 @@ struct rt_model {
     uint64_t tick;                              /* LRU clock of the plans */
     struct veil_engine_options engine_options;
     size_t workers, max_plans;
+    /* The key's lease (a source with leases): requests hold gate for reading; a lapse or a restore holds it for
+     * writing. While lapsed, the decrypted model and its engines are freed and the model answers 503. */
+    pthread_rwlock_t gate;
+    atomic_int lapsed;
+    _Atomic uint64_t lease_expires_ms;          /* monotonic; 0: no lease */
+    uint64_t lease_renew_ms, lease_retry_ms;    /* the lease thread's own (keys.c) */
 };
 
 /* An engine checked out for one request. */
@@ -129,6 +149,16 @@ struct rt_lease {
 VEIL_RESULT rt_model_spec(const char *spec, char name[RT_MODEL_NAME_MAX + 1], char *path, size_t path_size);
 /* Opens the sealed model with a key from src, loads its usage policy and plans batch 1. */
 VEIL_RESULT rt_model_load(struct rt_model *m, const struct rt_config *c, struct rt_key_source *src);
+/* A request's hold on the model: 0 (nothing held) when the model is lapsed, its lease has ended, or a lapse or
+ * restore is under way; else release with rt_model_leave. */
+int rt_model_enter(struct rt_model *m);
+void rt_model_leave(struct rt_model *m);
+/* The lease lapsed or the key was refused: waits for the requests under way, then wipes the decrypted model and
+ * its engines; the model answers 503 until rt_model_restore. */
+void rt_model_lapse(struct rt_model *m, const char *reason);
+/* Fetches the key again, reopens the same sealed model (the same authenticated header, or it stays lapsed) and
+ * plans batch 1; the usage policy in force (and its counters) is kept. */
+VEIL_RESULT rt_model_restore(struct rt_model *m, const struct rt_config *c, struct rt_key_source *src);
 void rt_model_cleanup(struct rt_model *m);
 /* An engine planned for batch (created on demand: at most `workers` per plan, `max_plans` plans per model, the
  * least recently used idle plan evicted); waits while every engine of the plan is busy. */
@@ -148,7 +178,18 @@ struct rt_ctx {
     struct veil_binding_model bindings[RT_MAX_MODELS];
     atomic_int ready;                           /* 0 while loading and while draining */
     atomic_int draining;
+    struct rt_key_source *keys;
+    pthread_t lease_thread;                     /* renews the leases of a source with leases (keys.c) */
+    int lease_thread_started;
+    pthread_mutex_t lease_lock;
+    pthread_cond_t lease_wake;
+    int lease_stop;
 };
+
+/* The lease thread (a source with leases only): renews each model's lease at half its length, lapses a model whose
+ * key is refused or whose lease ends, and restores it when the source gives the key again. */
+VEIL_RESULT rt_leases_start(struct rt_ctx *r);
+void rt_leases_stop(struct rt_ctx *r);
 
 struct rt_model *rt_model_find(struct rt_ctx *r, const char *name);
 

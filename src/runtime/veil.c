@@ -55,7 +55,8 @@ extern const size_t rt_route_label_count;
 /* Refusal reasons: the usage policy's (lib/serve/usage.h) and the runtime's own. */
 static const char *const reasons[] = {"bad-request",    "unknown-model",     "no-route",    "too-large",
                                       "not-ready",      "engine",            "missing-api-key", "unknown-api-key",
-                                      "budget-exhausted", "client-rate",     "global-rate", "other"};
+                                      "budget-exhausted", "client-rate",     "global-rate", "lease-lapsed",
+                                      "other"};
 #define REASON_COUNT (sizeof reasons / sizeof reasons[0])
 
 static _Atomic int64_t refusals[REASON_COUNT], inferences, queue_depth;

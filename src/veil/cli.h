@@ -22,6 +22,10 @@ struct cli_command {
 int cli_fail(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 /* Prints "veil: error: <library's last error>" for a failed libveil call and returns CLI_FAIL. */
 int cli_fail_status(veil_status status);
+/* cli_fail_status for a failed use of the key file key_name on the sealed file path: a key that does not unwrap
+ * (VEIL_ERR_KEY) is reported with the key version the file's public header names, so the owner can pick the
+ * matching key (after a rewrap the old key no longer opens the file). */
+int cli_fail_open(veil_status status, const char *path, const char *key_name);
 /* Prints "veil <cmd>: <message>" and a hint to --help on stderr and returns CLI_USAGE. */
 int cli_usage_error(const char *cmd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 void cli_warn(const char *fmt, ...) __attribute__((format(printf, 1, 2)));

@@ -365,6 +365,9 @@ static int do_verify(const struct attest_args *a, veil_tee type, const uint8_t *
         rc = judge(a, &in, &claims, rd);
     if (rc == CLI_OK)
         rc = print_claims(&claims, a->json);
+    if (rc == CLI_OK && a->policy != NULL) /* stdout stays one JSON object with --json */
+        fprintf(a->json ? stderr : stdout, "policy:       %s allows this evidence%s\n", a->policy,
+                rd != NULL ? " (report data checked)" : "");
     verify_inputs_cleanup(&in);
     return rc;
 }

@@ -1,8 +1,10 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /* veil keygen */
+#include <errno.h>
 #include <getopt.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "cli.h"
 #include "core/file.h"
@@ -14,6 +16,23 @@ static const char keygen_help[] =
     "  -o, --output KEY   the key file to create (required)\n"
     "      --force        replace KEY if it exists\n"
     "  -h, --help         show this help\n";
+
+/* The way out of a key file that cannot be written. */
+static int write_failed(const char *path, int force, veil_status st)
+{
+    struct stat sb;
+    if (!force && lstat(path, &sb) == 0)
+        return cli_fail("%s already exists: veil keygen never replaces a key (the models sealed under it could no "
+                        "longer be opened); choose another path, or add --force to replace it", path);
+    const char *slash = strrchr(path, '/');
+    char dir[4096];
+    snprintf(dir, sizeof dir, "%.*s", slash == NULL ? 1 : (int)(slash == path ? 1 : slash - path),
+             slash == NULL ? "." : path);
+    if (stat(dir, &sb) != 0 && errno == ENOENT)
+        return cli_fail("cannot create %s: the directory %s does not exist (create it first: mkdir -p %s)", path, dir,
+                        dir);
+    return cli_fail_status(st);
+}
 
 static int write_key(const char *path, int force)
 {
@@ -31,7 +50,7 @@ static int write_key(const char *path, int force)
         r = force ? veil_outfile_commit(&out) : veil_outfile_commit_new(&out);
     veil_outfile_cleanup(&out);
     veil_secure_free(&key);
-    return veil_ok(r) ? CLI_OK : cli_fail_status(r.status);
+    return veil_ok(r) ? CLI_OK : write_failed(path, force, r.status);
 }
 
 int cmd_keygen(int argc, char **argv)

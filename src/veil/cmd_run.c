@@ -285,12 +285,12 @@ static int model_key(const struct run_args *a, struct veil_sealed_info *info, st
 static int open_failed(const struct run_args *a, const struct veil_sealed_info *info, veil_status st)
 {
     if (st != VEIL_ERR_KEY || a->kbs.url == NULL)
-        return cli_fail_status(st);
+        return cli_fail_open(st, a->model, a->key != NULL ? a->key : "the key");
     if (a->kbs.key_version == 0)
         return cli_fail("the key broker's newest key of '%s' does not open %s; its header names key version %u "
                         "(try --key-version %u)", info->model_id, a->model, info->key_version, info->key_version);
-    return cli_fail("key version %llu of '%s' released by the key broker does not open %s", 
-                    (unsigned long long)a->kbs.key_version, info->model_id, a->model);
+    return cli_fail("key version %llu of '%s' released by the key broker does not open %s; its header names key "
+                    "version %u", (unsigned long long)a->kbs.key_version, info->model_id, a->model, info->key_version);
 }
 
 static int load_sealed(const struct run_args *a, const struct veil_engine_options *opts, veil_engine **out)

@@ -226,7 +226,7 @@ static int do_unseal(const struct cli_args *a)
     veil_status st = veil_unseal_file(a->input, key.data, key.size, &opt, a->output);
     cli_progress_finish(&bar);
     veil_secure_free(&key);
-    return st == VEIL_OK ? CLI_OK : cli_fail_status(st);
+    return st == VEIL_OK ? CLI_OK : cli_fail_open(st, a->input, a->key);
 }
 
 int cmd_unseal(int argc, char **argv)
@@ -250,7 +250,7 @@ static int do_rewrap(const struct cli_args *a)
     if (rc == CLI_OK) {
         veil_status st = veil_rewrap_file(a->input, old_key.data, old_key.size, new_key.data, new_key.size,
                                           (uint32_t)a->new_key_version, a->output ? a->output : a->input);
-        rc = st == VEIL_OK ? CLI_OK : cli_fail_status(st);
+        rc = st == VEIL_OK ? CLI_OK : cli_fail_open(st, a->input, a->key);
     }
     veil_secure_free(&old_key);
     veil_secure_free(&new_key);
@@ -286,7 +286,7 @@ static int do_reseal(const struct cli_args *a)
         veil_status st = veil_reseal_file(a->input, old_key.data, old_key.size, new_key.data, new_key.size, &opt,
                                           a->output ? a->output : a->input);
         cli_progress_finish(&bar);
-        rc = st == VEIL_OK ? CLI_OK : cli_fail_status(st);
+        rc = st == VEIL_OK ? CLI_OK : cli_fail_open(st, a->input, a->key);
     }
     veil_secure_free(&old_key);
     veil_secure_free(&new_key);

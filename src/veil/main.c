@@ -55,6 +55,17 @@ int cli_fail_status(veil_status status)
     return cli_fail("%s", detail[0] != '\0' ? detail : veil_status_str(status));
 }
 
+int cli_fail_open(veil_status status, const char *path, const char *key_name)
+{
+    struct veil_sealed_info info;
+    char detail[512];
+    snprintf(detail, sizeof detail, "%s", veil_last_error()[0] != '\0' ? veil_last_error() : veil_status_str(status));
+    if (status != VEIL_ERR_KEY || veil_inspect_file(path, &info) != VEIL_OK)
+        return cli_fail("%s", detail);
+    return cli_fail("%s; %s's header names model '%s' key version %u: is %s that version's key?", detail, path,
+                    info.model_id, info.key_version, key_name);
+}
+
 int cli_usage_error(const char *cmd, const char *fmt, ...)
 {
     va_list ap;
@@ -113,6 +124,20 @@ int cli_getopt(int argc, char **argv, const struct cli_getopt_spec *spec, void *
     return CLI_OK;
 }
 
+/* What a key file of the wrong size most likely holds, for the error message. */
+static const char *key_file_hint(const uint8_t *head, size_t n, uint64_t size)
+{
+    static const char pem[] = "-----BEGIN";
+    if (n >= sizeof pem - 1 && memcmp(head, pem, sizeof pem - 1) == 0)
+        return ", and this is a PEM file (a TLS or platform key?)";
+    size_t hex = 0;
+    while (hex < n && head[hex] != '\0' && strchr("0123456789abcdefABCDEF", head[hex]) != NULL)
+        hex++;
+    if (hex == 2u * VEIL_KEY_SIZE && (size == hex || (size == hex + 1 && head[hex] == '\n')))
+        return "; this one is hex: convert it with 'xxd -r -p HEX.txt > KEY'";
+    return " ('veil keygen -o KEY' makes one; 'veil kbs create MODEL -o KEY' gets one from the broker)";
+}
+
 static int read_key_fd(int fd, const char *path, struct veil_secure_mem *key)
 {
     uint8_t buf[VEIL_KEY_FILE_MAX_SIZE + 1];
@@ -125,9 +150,14 @@ static int read_key_fd(int fd, const char *path, struct veil_secure_mem *key)
             break;
         got += (size_t)n;
     }
+    struct stat st;
+    int regular = fstat(fd, &st) == 0 && S_ISREG(st.st_mode);
+    uint64_t size = regular ? (uint64_t)st.st_size : got; /* the whole file, not what was read of it */
     int rc = CLI_OK;
     if (got != VEIL_KEY_SIZE && got != 16)
-        rc = cli_fail("key file %s holds %zu bytes; a model key is %u raw bytes", path, got, VEIL_KEY_SIZE);
+        rc = cli_fail("key file %s holds %llu bytes%s; a model key is exactly %u raw bytes%s", path,
+                      (unsigned long long)size, !regular && got == sizeof buf ? " or more" : "", VEIL_KEY_SIZE,
+                      key_file_hint(buf, got, size));
     else if (!veil_ok(veil_secure_alloc(key, got, 0)))
         rc = cli_fail("cannot allocate memory for the key");
     else

@@ -47,7 +47,7 @@ KSERVE_ERROR_TYPE = "application/json"
 
 
 def sim_measurement(exe: Path, config: Path | None = None) -> str:
-    """The sim TEE's measurement of a program (lib/attest/sim.c), computed independently here."""
+    """The sim TEE's measurement of a program (lib/attest/tees/sim.c), computed independently here."""
     h = hashlib.sha384(b"VEIL-SIM-MEASUREMENT-V1\0")
     data = exe.read_bytes()
     h.update(len(data).to_bytes(8, "little") + data)

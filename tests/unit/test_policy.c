@@ -299,6 +299,29 @@ static void test_min_model_version(void **state)
     assert_int_equal(veil_policy_min_model_version(NULL), 0);
 }
 
+/* lease_ttl_s: the lease a key cache holds a released key under (docs/cache.md); bounds 1..86400, default 300. */
+static void test_lease_ttl(void **state)
+{
+    (void)state;
+    veil_policy *p = parse("{\"lease_ttl_s\":2}");
+    assert_int_equal(veil_policy_lease_ttl_s(p), 2);
+    veil_policy_free(p);
+    p = parse("{\"lease_ttl_s\":86400}");
+    assert_int_equal(veil_policy_lease_ttl_s(p), VEIL_POLICY_LEASE_TTL_MAX_S);
+    veil_policy_free(p);
+    p = parse("{}");
+    assert_int_equal(veil_policy_lease_ttl_s(p), VEIL_POLICY_LEASE_TTL_DEFAULT_S);
+    veil_policy_free(p);
+    assert_int_equal(veil_policy_lease_ttl_s(NULL), VEIL_POLICY_LEASE_TTL_DEFAULT_S);
+    static const char *const bad[] = {"{\"lease_ttl_s\":0}", "{\"lease_ttl_s\":86401}", "{\"lease_ttl_s\":-1}",
+                                      "{\"lease_ttl_s\":1.5}", "{\"lease_ttl_s\":\"2\"}"};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        veil_policy *q = NULL;
+        assert_int_equal(veil_policy_parse(bad[i], strlen(bad[i]), &q), VEIL_ERR_ARG);
+        assert_null(q);
+    }
+}
+
 static void test_default_and_empty(void **state)
 {
     (void)state;
@@ -373,8 +396,8 @@ static void test_strict_parsing(void **state)
         "{\"sgx\":{\"product_id\":65536}}",
         "{\"sgx\":{\"min_svn\":4294967296}}",
         "{\"sgx\":{\"tcb_statuses\":[\"Revoked\"]}}",
-        "{\"sgx\":{\"tcb_statuses\":[\"UpToDate\",\"UpToDate\",\"UpToDate\",\"UpToDate\",\"UpToDate\",\"UpToDate\","
-        "\"UpToDate\",\"UpToDate\",\"UpToDate\"]}}",
+        ("{\"sgx\":{\"tcb_statuses\":[\"UpToDate\",\"UpToDate\",\"UpToDate\",\"UpToDate\",\"UpToDate\",\"UpToDate\","
+         "\"UpToDate\",\"UpToDate\",\"UpToDate\"]}}"),
         "{\"sgx\":{\"deny_advisories\":[\"\"]}}",
         "{\"sgx\":{\"deny_advisories\":[\"INTEL-SA-0000000000000000000000000001\"]}}",
         "{\"sgx\":{\"allow_debug\":\"no\"}}",
@@ -417,7 +440,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_sgx_every_check), cmocka_unit_test(test_snp_and_tdx),
         cmocka_unit_test(test_tdx_workload_pins), cmocka_unit_test(test_snp_min_tcb),
-        cmocka_unit_test(test_min_model_version),
+        cmocka_unit_test(test_min_model_version), cmocka_unit_test(test_lease_ttl),
         cmocka_unit_test(test_default_and_empty), cmocka_unit_test(test_sim_and_sample),
         cmocka_unit_test(test_strict_parsing),
     };

@@ -1,0 +1,255 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* veil-cache: the node key cache. Inside the TEE of a cloud node it attests to the owner's key broker, holds the
+ * keys of the models its configuration names under the leases the owner grants, and hands them to local
+ * veil-runtime processes that pass the peer check and local attestation. Lifecycle only: arguments, configuration,
+ * the TEE, the lease table and its renewal thread, the Unix socket, /metrics, signals, and a stop that wipes every
+ * key. */
+#include <getopt.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "cache.h"
+#include "core/secret.h"
+
+enum { EXIT_USAGE = 2 };
+
+static const char usage_text[] =
+    "usage: veil-cache --config FILE [--set KEY=VALUE ...]\n"
+    "       veil-cache --socket PATH --kbs URL --tee sim|tdx|snp|auto [--sim-dir DIR] --model MODEL_ID[@VERSION]\n"
+    "                  --allow MODEL_ID:MEASUREMENT [--listen ADDR:PORT] [--set KEY=VALUE ...]\n\n"
+    "The Veil node key cache. Inside the TEE of a node, it attests to the owner's key broker (RCAR, this TEE's\n"
+    "evidence), holds the keys of the models named here under the lease the owner grants each (the release\n"
+    "policy's lease_ttl_s), renews them with fresh evidence at half the lease, and wipes a key at once when the\n"
+    "broker refuses a renewal (revoked version, policy no longer admitting this node) or when its lease ends\n"
+    "without renewal. Local veil-runtime processes (--cache SOCKET) get a key over the Unix socket after the peer\n"
+    "check (uid, executable measured) and local attestation, with a lease no longer than the cache's (docs/cache.md).\n\n"
+    "options:\n"
+    "  --config FILE          read settings from FILE: one 'key = value' per line, '#' comments\n"
+    "  --socket PATH          same as --set socket=PATH\n"
+    "  --kbs URL              same as --set kbs_url=URL\n"
+    "  --kbs-cacert PEM       same as --set kbs_cacert=PEM\n"
+    "  --tee T                same as --set tee=T\n"
+    "  --sim-dir DIR          same as --set sim_dir=DIR\n"
+    "  --listen ADDR          same as --set listen=ADDR\n"
+    "  --model M[@V]          same as --set models=M[@V] (repeatable)\n"
+    "  --allow M:MEASUREMENT  same as --set allow=M:MEASUREMENT (repeatable)\n"
+    "  --set KEY=VALUE        override one setting (repeatable; applied after --config)\n"
+    "  --help                 show this help\n"
+    "  --version              print the version\n\n"
+    "settings (config file keys):\n";
+
+static const char usage_tail[] =
+    "\nKeys live only in memory excluded from core dumps (mlock'ed with lock_memory = 1): nothing is written to disk.\n"
+    "Logs: one JSON object per line on stderr (never a key). /metrics: keys held, time to the next lease expiry,\n"
+    "renewals by result, expiries, local keys and leases served, local refusals by reason, broker reachability.\n"
+    "On SIGTERM or SIGINT it stops accepting, wipes every key and exits 0.\n"
+    "Exit status: 0 after a clean shutdown, 1 when it cannot start, 2 for a usage error.\n";
+
+#define MAX_SETS 128
+
+struct args {
+    const char *config;
+    char *sets[MAX_SETS];
+    size_t set_count;
+};
+
+static int usage_error(const char *msg, const char *arg)
+{
+    fprintf(stderr, "veil-cache: %s%s%s\nTry 'veil-cache --help'.\n", msg, arg != NULL ? ": " : "",
+            arg != NULL ? arg : "");
+    return EXIT_USAGE;
+}
+
+static int add_set(struct args *a, const char *key, const char *value)
+{
+    if (a->set_count == MAX_SETS)
+        return usage_error("too many options", NULL);
+    size_t n = (key != NULL ? strlen(key) + 1 : 0) + strlen(value) + 1;
+    char *s = malloc(n);
+    if (s == NULL)
+        return usage_error("out of memory", NULL);
+    snprintf(s, n, "%s%s%s", key != NULL ? key : "", key != NULL ? "=" : "", value);
+    a->sets[a->set_count++] = s;
+    return 0;
+}
+
+static void args_free(struct args *a)
+{
+    for (size_t i = 0; i < a->set_count; i++)
+        free(a->sets[i]);
+}
+
+static void help(void)
+{
+    fputs(usage_text, stdout);
+    vd_config_print_help(&cc_config_table, stdout);
+    fputs(usage_tail, stdout);
+    exit(0);
+}
+
+static int parse_args(int argc, char **argv, struct args *a)
+{
+    enum { O_CONFIG = 256, O_SOCKET, O_KBS, O_KBS_CACERT, O_TEE, O_SIM_DIR, O_LISTEN, O_MODEL, O_ALLOW, O_SET, O_HELP,
+           O_VERSION };
+    static const struct option opts[] = {
+        {"config", required_argument, NULL, O_CONFIG}, {"socket", required_argument, NULL, O_SOCKET},
+        {"kbs", required_argument, NULL, O_KBS},       {"kbs-cacert", required_argument, NULL, O_KBS_CACERT},
+        {"tee", required_argument, NULL, O_TEE},       {"sim-dir", required_argument, NULL, O_SIM_DIR},
+        {"listen", required_argument, NULL, O_LISTEN}, {"model", required_argument, NULL, O_MODEL},
+        {"allow", required_argument, NULL, O_ALLOW},   {"set", required_argument, NULL, O_SET},
+        {"help", no_argument, NULL, O_HELP},           {"version", no_argument, NULL, O_VERSION},
+        {NULL, 0, NULL, 0}};
+    static const char *const keys[] = {"socket", "kbs_url", "kbs_cacert", "tee", "sim_dir", "listen", "models",
+                                       "allow"};
+    int c, rc = 0;
+    while (rc == 0 && (c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
+        if (c == O_CONFIG)
+            a->config = optarg;
+        else if (c >= O_SOCKET && c <= O_ALLOW)
+            rc = add_set(a, keys[c - O_SOCKET], optarg);
+        else if (c == O_SET)
+            rc = add_set(a, NULL, optarg);
+        else if (c == O_HELP)
+            help();
+        else if (c == O_VERSION) {
+            printf("veil-cache %s\n", VEIL_CACHE_VERSION);
+            exit(0);
+        } else
+            rc = EXIT_USAGE;
+    }
+    if (rc == 0 && optind != argc)
+        rc = usage_error("unexpected argument", argv[optind]);
+    return rc;
+}
+
+static VEIL_RESULT configure(const struct args *a, struct cc_config *cfg, struct cc_settings *set)
+{
+    memset(cfg, 0, sizeof *cfg);
+    VEIL_GUARD(vd_config_defaults(&cc_config_table, cfg, 0));
+    if (a->config != NULL)
+        VEIL_GUARD(vd_config_load_file(&cc_config_table, cfg, a->config));
+    for (size_t i = 0; i < a->set_count; i++)
+        VEIL_GUARD(vd_config_set(&cc_config_table, cfg, a->sets[i]));
+    return cc_config_finish(cfg, set);
+}
+
+static void sim_warning(void)
+{
+    fprintf(stderr, "\n"
+                    "  *****************************************************************************\n"
+                    "  *  veil-cache --tee sim: SIMULATED TEE. IT PROTECTS NOTHING.                *\n"
+                    "  *  Its evidence and local reports are made with keys on this machine's disk; *\n"
+                    "  *  keys are in ordinary memory of an ordinary process.                      *\n"
+                    "  *****************************************************************************\n\n");
+    vd_log("warn", "simulated-tee", "{s:s}", "message", "the simulation TEE protects nothing");
+}
+
+/* The TEE, where its provider looks, and (sim) this cache's identity and the node's report key. */
+static VEIL_RESULT tee_setup(struct cc_ctx *c)
+{
+    const struct cc_config *f = c->cfg;
+    c->provider = (struct veil_provider_config){
+        .sim_dir = f->sim_dir[0] != '\0' ? f->sim_dir : NULL,
+        .sim_config = f->sim_config[0] != '\0' ? f->sim_config : NULL,
+        .gramine_root = f->gramine_root[0] != '\0' ? f->gramine_root : NULL,
+        .tsm_root = f->tsm_root[0] != '\0' ? f->tsm_root : NULL,
+    };
+    if (c->set.tee == VEIL_TEE_AUTO) {
+        veil_status st = veil_tee_detect(&c->provider, &c->set.tee);
+        VEIL_ENSURE(st == VEIL_OK, st, "tee = auto: %s", veil_last_error());
+        VEIL_ENSURE(c->set.tee != VEIL_TEE_SGX, VEIL_ERR_UNSUPPORTED,
+                    "tee = auto found SGX: local attestation between Gramine enclaves is not built (docs/cache.md)");
+    }
+    if (c->set.tee != VEIL_TEE_SIM)
+        return VEIL_RESULT_OK;
+    sim_warning();
+    VEIL_GUARD(veil_la_sim_measure("/proc/self/exe", c->self_measurement));
+    return veil_la_sim_report_key(f->sim_dir, c->report_key);
+}
+
+static void kbs_setup(struct cc_ctx *c)
+{
+    const struct cc_config *f = c->cfg;
+    c->kbs = (struct veil_kbs_fetch_options){
+        .url = f->kbs_url,
+        .cacert = f->kbs_cacert[0] != '\0' ? f->kbs_cacert : NULL,
+        .tls_pinned_pubkey = f->kbs_pinned_pubkey[0] != '\0' ? f->kbs_pinned_pubkey : NULL,
+        .tee = c->set.tee,
+        .provider = &c->provider,
+        .timeout_s = (unsigned)f->key_timeout_s,
+    };
+}
+
+static VEIL_RESULT http_start(struct cc_ctx *c, struct vd_http **http)
+{
+    if (c->cfg->listen[0] == '\0')
+        return VEIL_RESULT_OK;
+    struct vd_http_options o = {
+        .listen = c->cfg->listen, .threads = 1, .max_connections = 16, .connection_timeout_s = 10,
+        .router = &cc_router, .ctx = c, .body_limit = cc_body_limit, .too_large = cc_too_large,
+    };
+    return vd_http_start(&o, http);
+}
+
+static VEIL_RESULT start(struct cc_ctx *c, struct vd_http **http)
+{
+    VEIL_GUARD(cc_metrics_init());
+    VEIL_GUARD(tee_setup(c));
+    kbs_setup(c);
+    cc_broker_preload(c);
+    VEIL_GUARD(cc_broker_start(c));
+    VEIL_GUARD(cc_local_start(c));
+    VEIL_GUARD(http_start(c, http));
+    vd_metrics_started(vd_now());
+    return VEIL_RESULT_OK;
+}
+
+static void stop(struct cc_ctx *c, struct vd_http *http)
+{
+    cc_local_stop(c);
+    cc_broker_stop(c);
+    vd_http_stop(http);
+    veil_wipe(c->report_key, sizeof c->report_key);
+}
+
+int main(int argc, char **argv)
+{
+    veil_disable_core_dumps();
+    umask(077);
+    struct args a = {0};
+    int rc = parse_args(argc, argv, &a);
+    struct cc_config cfg;
+    static struct cc_ctx c; /* large (connection table, tombstones): not on the stack */
+    c.cfg = &cfg;
+    c.listen_fd = -1;
+    if (rc == 0 && !veil_ok(configure(&a, &cfg, &c.set))) {
+        fprintf(stderr, "veil-cache: %s\n", veil_last_error());
+        rc = EXIT_USAGE;
+        vd_config_cleanup(&cc_config_table, &cfg);
+    }
+    args_free(&a);
+    if (rc != 0)
+        return rc;
+    sigset_t set;
+    vd_signals_block(&set);
+    cc_broker_init(&c);
+    struct vd_http *http = NULL;
+    if (!veil_ok(start(&c, &http))) {
+        vd_log("error", "start-failed", "{s:s}", "detail", veil_last_error());
+        stop(&c, http);
+        vd_config_cleanup(&cc_config_table, &cfg);
+        return 1;
+    }
+    vd_log("info", "ready", "{s:s, s:s, s:s, s:I, s:I, s:I}", "version", VEIL_CACHE_VERSION, "socket", cfg.socket,
+           "tee", veil_tee_name(c.set.tee), "models", (json_int_t)c.set.model_count, "keys",
+           (json_int_t)c.table.count, "pid", (json_int_t)getpid());
+    int sig = vd_signals_wait(&set);
+    vd_log("info", "stopping", "{s:i}", "signal", sig);
+    stop(&c, http);
+    vd_config_cleanup(&cc_config_table, &cfg);
+    vd_log("info", "stopped", NULL);
+    return 0;
+}
