@@ -44,6 +44,14 @@ struct veil_engine_io {
     size_t size;        /* bytes of float32 data, C order */
 };
 
+/* The concrete shape to plan for one graph input whose dims the graph leaves symbolic (batch, sequence ...), as
+ * exporters write dynamic axes. Fixed dims must be given as they are. */
+struct veil_engine_shape {
+    const char *name;   /* the graph input's name */
+    uint32_t rank;
+    int64_t dims[VEIL_ENGINE_MAX_RANK];
+};
+
 /* Loads a model whose initializers are held apart from its graph, as veil_model_open hands them out:
  * graph is a (stripped) ONNX ModelProto, tensors its extracted initializers in graph order. The engine reads
  * graph and tensors during the call only and keeps no reference to them: weights are folded and reordered
@@ -65,6 +73,24 @@ VEIL_API VEIL_WUR veil_status veil_engine_load_model(const veil_model *model,
                                                      const struct veil_engine_options *options,
                                                      veil_engine **out);
 
+/* The same three loads, planning for the given input shapes (shapes may be NULL when count is 0). An input not
+ * named there takes options.batch for a symbolic dim 0, as above; any other symbolic dim must be given. Fails with
+ * VEIL_ERR_ARG for a shape that names no input, has another rank, or contradicts a fixed dim. One engine is one
+ * plan: a caller serving several shapes keeps one engine per shape (a bounded cache). */
+VEIL_API VEIL_WUR veil_status veil_engine_load_shaped(const uint8_t *graph, size_t graph_size,
+                                                      const struct veil_tensor_view *tensors, size_t tensor_count,
+                                                      const struct veil_engine_options *options,
+                                                      const struct veil_engine_shape *shapes, size_t shape_count,
+                                                      veil_engine **out);
+VEIL_API VEIL_WUR veil_status veil_engine_load_onnx_shaped(const uint8_t *onnx, size_t size,
+                                                           const struct veil_engine_options *options,
+                                                           const struct veil_engine_shape *shapes,
+                                                           size_t shape_count, veil_engine **out);
+VEIL_API VEIL_WUR veil_status veil_engine_load_model_shaped(const veil_model *model,
+                                                            const struct veil_engine_options *options,
+                                                            const struct veil_engine_shape *shapes,
+                                                            size_t shape_count, veil_engine **out);
+
 VEIL_API size_t veil_engine_input_count(const veil_engine *engine);
 VEIL_API size_t veil_engine_output_count(const veil_engine *engine);
 /* Fail with VEIL_ERR_ARG when index is out of range. */
@@ -77,8 +103,14 @@ VEIL_API VEIL_WUR veil_status veil_engine_output(const veil_engine *engine, size
  * (also for a bad index). An engine planned for another batch is another load with another options.batch. */
 VEIL_API int veil_engine_input_batched(const veil_engine *engine, size_t index);
 
-/* Runs the graph once. inputs[i] holds input_sizes[i] bytes of float32 C-order data for graph input i, which
- * must equal its planned size; outputs[i] receives output i (output_sizes[i] must equal its size). Fails with
+/* The ONNX data type (TensorProto.DataType: 1 float32, 6 int32, 7 int64, 9 bool) of graph input index, which
+ * veil_engine_run reads from the caller's buffer (its size counts elements of that type); 0 for a bad index.
+ * Outputs are always float32. Integer inputs (token ids, masks, positions) must lie within +-2^24. */
+VEIL_API int32_t veil_engine_input_dtype(const veil_engine *engine, size_t index);
+
+/* Runs the graph once. inputs[i] holds input_sizes[i] bytes of C-order data for graph input i (float32 unless
+ * veil_engine_input_dtype says otherwise: pass other types through the pointer cast), which must equal its planned
+ * size; outputs[i] receives output i (output_sizes[i] must equal its size). Fails with
  * VEIL_ERR_ARG on a wrong count or size, or when an input holds a NaN or an infinity; the outputs are then
  * zeroed. */
 VEIL_API VEIL_WUR veil_status veil_engine_run(veil_engine *engine, const float *const *inputs,

@@ -59,20 +59,24 @@ static VEIL_RESULT describe(const struct eng_graph *g, const int *values, size_t
         io[i].name = v->name;
         io[i].rank = v->shape.rank;
         memcpy(io[i].dims, v->shape.dims, sizeof io[i].dims);
-        io[i].size = eng_shape_count(&v->shape) * sizeof(float);
+        size_t width = v->kind == VAL_INPUT ? veil_onnx_dtype_size(v->in_dtype) : sizeof(float);
+        io[i].size = eng_shape_count(&v->shape) * width;
     }
     *out = io;
     return VEIL_RESULT_OK;
 }
 
 static VEIL_RESULT load_impl(struct veil_engine *e, const uint8_t *graph, size_t size,
-                             const struct veil_tensor_view *tensors, size_t count)
+                             const struct veil_tensor_view *tensors, size_t count,
+                             const struct veil_engine_shape *shapes, size_t shape_count)
 {
+    VEIL_ENSURE(shapes != NULL || shape_count == 0, VEIL_ERR_ARG, "no shapes given");
+    VEIL_ENSURE(shape_count <= VEIL_ENGINE_MAX_NODE_IO, VEIL_ERR_ARG, "too many shapes");
     VEIL_ENSURE(graph != NULL || size == 0, VEIL_ERR_ARG, "no graph given");
     VEIL_ENSURE(tensors != NULL || count == 0, VEIL_ERR_ARG, "no tensors given");
     VEIL_GUARD(check_views(graph, size, tensors, count));
     VEIL_GUARD(eng_graph_parse(&e->g, graph, size, tensors, count));
-    VEIL_GUARD(eng_plan_graph(&e->g, e->opts.batch));
+    VEIL_GUARD(eng_plan_graph(&e->g, e->opts.batch, shapes, shape_count));
     VEIL_GUARD(eng_exec_build(e));
     VEIL_GUARD(describe(&e->g, e->g.inputs, e->g.input_count, &e->io_in));
     return describe(&e->g, e->g.outputs, e->g.output_count, &e->io_out);
@@ -100,6 +104,13 @@ static void drop_views(struct eng_graph *g)
 veil_status veil_engine_load(const uint8_t *graph, size_t graph_size, const struct veil_tensor_view *tensors,
                              size_t tensor_count, const struct veil_engine_options *options, veil_engine **out)
 {
+    return veil_engine_load_shaped(graph, graph_size, tensors, tensor_count, options, NULL, 0, out);
+}
+
+veil_status veil_engine_load_shaped(const uint8_t *graph, size_t graph_size, const struct veil_tensor_view *tensors,
+                                    size_t tensor_count, const struct veil_engine_options *options,
+                                    const struct veil_engine_shape *shapes, size_t shape_count, veil_engine **out)
+{
     veil_error_clear();
     if (out == NULL)
         return veil_error_raise(VEIL_ERR_ARG, __FILE__, __LINE__, "no output given").status;
@@ -109,7 +120,7 @@ veil_status veil_engine_load(const uint8_t *graph, size_t graph_size, const stru
         return veil_error_raise(VEIL_ERR_NOMEM, __FILE__, __LINE__, "out of memory").status;
     struct veil_result r = resolve_options(options, &e->opts);
     if (veil_ok(r))
-        r = load_impl(e, graph, graph_size, tensors, tensor_count);
+        r = load_impl(e, graph, graph_size, tensors, tensor_count, shapes, shape_count);
     if (!veil_ok(r)) {
         veil_engine_free(e);
         return r.status;
@@ -121,6 +132,13 @@ veil_status veil_engine_load(const uint8_t *graph, size_t graph_size, const stru
 
 veil_status veil_engine_load_onnx(const uint8_t *onnx, size_t size, const struct veil_engine_options *options,
                                   veil_engine **out)
+{
+    return veil_engine_load_onnx_shaped(onnx, size, options, NULL, 0, out);
+}
+
+veil_status veil_engine_load_onnx_shaped(const uint8_t *onnx, size_t size, const struct veil_engine_options *options,
+                                         const struct veil_engine_shape *shapes, size_t shape_count,
+                                         veil_engine **out)
 {
     veil_error_clear();
     if (out == NULL)
@@ -139,7 +157,8 @@ veil_status veil_engine_load_onnx(const uint8_t *onnx, size_t size, const struct
         views[i] = (struct veil_tensor_view){t->name, t->dtype, t->rank, t->dims, t->data, (size_t)t->size};
     }
     if (views != NULL)
-        st = veil_engine_load(split.graph.data, split.graph.size, views, split.tensor_count, options, out);
+        st = veil_engine_load_shaped(split.graph.data, split.graph.size, views, split.tensor_count, options, shapes,
+                                     shape_count, out);
     free(views);
     veil_onnx_split_cleanup(&split);
     return st;
@@ -147,6 +166,13 @@ veil_status veil_engine_load_onnx(const uint8_t *onnx, size_t size, const struct
 
 veil_status veil_engine_load_model(const veil_model *model, const struct veil_engine_options *options,
                                    veil_engine **out)
+{
+    return veil_engine_load_model_shaped(model, options, NULL, 0, out);
+}
+
+veil_status veil_engine_load_model_shaped(const veil_model *model, const struct veil_engine_options *options,
+                                          const struct veil_engine_shape *shapes, size_t shape_count,
+                                          veil_engine **out)
 {
     veil_error_clear();
     if (model == NULL || out == NULL)
@@ -161,7 +187,7 @@ veil_status veil_engine_load_model(const veil_model *model, const struct veil_en
     for (size_t i = 0; st == VEIL_OK && i < count; i++)
         st = veil_model_tensor(model, i, &views[i]);
     if (st == VEIL_OK)
-        st = veil_engine_load(graph, size, views, count, options, out);
+        st = veil_engine_load_shaped(graph, size, views, count, options, shapes, shape_count, out);
     free(views);
     return st;
 }
@@ -183,6 +209,11 @@ veil_status veil_engine_input(const veil_engine *e, size_t index, struct veil_en
         return veil_error_raise(VEIL_ERR_ARG, __FILE__, __LINE__, "no such input").status;
     *out = e->io_in[index];
     return VEIL_OK;
+}
+
+int32_t veil_engine_input_dtype(const veil_engine *e, size_t index)
+{
+    return e != NULL && index < e->g.input_count ? e->g.values[e->g.inputs[index]].in_dtype : 0;
 }
 
 int veil_engine_input_batched(const veil_engine *e, size_t index)

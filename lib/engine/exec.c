@@ -18,6 +18,7 @@
 #include <dnnl_debug.h>
 
 #include "engine/internal.h"
+#include "onnx/onnx.h"
 
 /* The OpenMP runtime (libgomp) that Debian's oneDNN runs on, declared here so that no OpenMP compiler flag or
  * header is needed (clang builds the fuzzers without libomp). */
@@ -97,8 +98,8 @@ static VEIL_RESULT step_arg(struct eng_step *s, struct eng_arg a)
     return VEIL_RESULT_OK;
 }
 
-VEIL_RESULT eng_step_new(struct veil_engine *e, const struct eng_node *n, const_dnnl_primitive_desc_t pd,
-                         struct eng_step **out)
+/* A new, empty step at the end; *out is valid until the next step is added. */
+static VEIL_RESULT step_append(struct veil_engine *e, const struct eng_node *n, struct eng_step **out)
 {
     if (e->step_count == e->step_cap) {
         size_t cap = e->step_cap ? e->step_cap * 2 : 64;
@@ -109,6 +110,31 @@ VEIL_RESULT eng_step_new(struct veil_engine *e, const struct eng_node *n, const_
     }
     struct eng_step *s = &e->steps[e->step_count];
     *s = (struct eng_step){.node = n != NULL ? (int)(n - e->g.nodes) : -1, .reads_sum = -1};
+    *out = s;
+    return VEIL_RESULT_OK;
+}
+
+VEIL_RESULT eng_step_kernel_new(struct veil_engine *e, const struct eng_node *n, const struct eng_kernel *k,
+                                struct eng_step **out)
+{
+    struct eng_kernel *copy = malloc(sizeof *copy);
+    VEIL_ENSURE(copy != NULL, VEIL_ERR_NOMEM, "out of memory");
+    *copy = *k;
+    struct veil_result r = step_append(e, n, out);
+    if (!veil_ok(r)) {
+        free(copy);
+        return r;
+    }
+    (*out)->kernel = copy;
+    e->step_count++;
+    return VEIL_RESULT_OK;
+}
+
+VEIL_RESULT eng_step_new(struct veil_engine *e, const struct eng_node *n, const_dnnl_primitive_desc_t pd,
+                         struct eng_step **out)
+{
+    struct eng_step *s = NULL;
+    VEIL_GUARD(step_append(e, n, &s));
     ENG_GUARD_DNNL(dnnl_primitive_create(&s->prim, pd), n, "primitive creation");
     e->step_count++;
     const dnnl_memory_desc_t *scratch = dnnl_primitive_desc_query_md(pd, dnnl_query_scratchpad_md, 0);
@@ -375,7 +401,7 @@ static VEIL_RESULT build_all(struct veil_engine *e)
     VEIL_GUARD(build_outputs(e));
     for (size_t i = 0; i < e->g.input_count; i++) {
         int r = eng_value_root(&e->g, e->g.inputs[i]);
-        e->g.values[r].external = input_direct(e, r);
+        e->g.values[r].external = input_direct(e, r) && e->g.values[e->g.inputs[i]].in_dtype == VEIL_ONNX_FLOAT;
     }
     size_t arena = 0;
     VEIL_GUARD(eng_plan_memory(e, &arena));
@@ -423,20 +449,48 @@ static VEIL_RESULT point_input(const struct eng_input_bind *b, const void *ptr)
     return VEIL_RESULT_OK;
 }
 
+/* Integer and boolean inputs become float32 in the arena: exact within +-2^24, refused beyond. */
+static VEIL_RESULT convert_input(const void *src, int32_t dtype, size_t count, float *dst, const char *name)
+{
+    const uint8_t *p = src;
+    for (size_t k = 0; k < count; k++) {
+        int64_t v = 0;
+        if (dtype == VEIL_ONNX_INT64) {
+            memcpy(&v, p + 8 * k, 8);
+        } else if (dtype == VEIL_ONNX_INT32) {
+            int32_t w;
+            memcpy(&w, p + 4 * k, 4);
+            v = w;
+        } else {
+            v = p[k] != 0;
+        }
+        VEIL_ENSURE(v >= -(INT64_C(1) << 24) && v <= (INT64_C(1) << 24), VEIL_ERR_ARG, "input '%s' holds %" PRId64
+                    " at element %zu; integer inputs must lie within +-2^24", name, v, k);
+        dst[k] = (float)v;
+    }
+    return VEIL_RESULT_OK;
+}
+
 static VEIL_RESULT copy_inputs(struct veil_engine *e, const float *const *inputs)
 {
     for (size_t i = 0; i < e->g.input_count; i++) {
         const struct veil_engine_io *io = &e->io_in[i];
         VEIL_ENSURE(inputs[i] != NULL, VEIL_ERR_ARG, "input '%s' is NULL", io->name);
-        VEIL_GUARD(check_finite(inputs[i], io->size / 4, io->name));
+        if (e->g.values[e->g.inputs[i]].in_dtype == VEIL_ONNX_FLOAT)
+            VEIL_GUARD(check_finite(inputs[i], io->size / 4, io->name));
     }
     for (size_t i = 0; i < e->g.input_count; i++) {
         if (e->in_binds[i].direct) {
             VEIL_GUARD(point_input(&e->in_binds[i], inputs[i]));
             continue;
         }
-        int root = eng_value_root(&e->g, e->g.inputs[i]);
-        memcpy(e->arena.data + e->g.values[root].offset, inputs[i], e->io_in[i].size);
+        const struct eng_value *v = &e->g.values[e->g.inputs[i]];
+        uint8_t *dst = e->arena.data + e->g.values[eng_value_root(&e->g, e->g.inputs[i])].offset;
+        if (v->in_dtype == VEIL_ONNX_FLOAT)
+            memcpy(dst, inputs[i], e->io_in[i].size);
+        else
+            VEIL_GUARD(convert_input(inputs[i], v->in_dtype, eng_shape_count(&v->shape), (float *)(void *)dst,
+                                     e->io_in[i].name));
     }
     return VEIL_RESULT_OK;
 }
@@ -456,6 +510,11 @@ static VEIL_RESULT run_steps(struct veil_engine *e)
     for (size_t i = 0; i < e->step_count; i++) {
         const struct eng_step *s = &e->steps[i];
         const struct eng_node *n = s->node >= 0 ? &e->g.nodes[s->node] : NULL;
+        if (s->kernel != NULL) {
+            ENG_GUARD_DNNL(dnnl_stream_wait(e->stream), n, "stream wait");
+            VEIL_GUARD(eng_kernel_run(s, n));
+            continue;
+        }
         ENG_GUARD_DNNL(dnnl_primitive_execute(s->prim, e->stream, (int)s->arg_count, s->exec), n, "execution");
     }
     ENG_GUARD_DNNL(dnnl_stream_wait(e->stream), NULL, "stream wait");
@@ -487,6 +546,7 @@ void eng_exec_cleanup(struct veil_engine *e)
         for (uint32_t k = 0; k < s->arg_count; k++)
             dnnl_memory_destroy(s->args[k].mem);
         dnnl_primitive_destroy(s->prim);
+        free(s->kernel);
         free(s->args);
         free(s->exec);
     }

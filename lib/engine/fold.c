@@ -6,7 +6,7 @@
  * tensor they are refused. Identity and Reshape of a constant become views of its data. Every tensor this file
  * computes is capped at ENG_MAX_FOLD_COUNT elements; element types are FLOAT, INT32 and INT64.
  * Pad (mode constant, value 0) is parsed and shaped here and is folded into the padding of the Conv that
- * reads it (plan.c); a Pad without such a Conv is refused when the steps are built. */
+ * reads it (plan.c); a Pad without such a Conv is refused when the steps are built, unless it pads nothing. */
 #include <inttypes.h>
 #include <math.h>
 #include <stdio.h>
@@ -22,7 +22,7 @@
 
 static size_t dtype_width(int32_t t)
 {
-    return t == VEIL_ONNX_INT64 ? 8 : t == VEIL_ONNX_FLOAT || t == VEIL_ONNX_INT32 ? 4 : 0;
+    return t == VEIL_ONNX_INT64 ? 8 : t == VEIL_ONNX_FLOAT || t == VEIL_ONNX_INT32 ? 4 : t == VEIL_ONNX_BOOL ? 1 : 0;
 }
 
 static int64_t get_i(const struct eng_value *v, size_t i)
@@ -32,6 +32,8 @@ static int64_t get_i(const struct eng_value *v, size_t i)
         memcpy(&x, v->data + 8 * i, 8);
         return x;
     }
+    if (v->dtype == VEIL_ONNX_BOOL)
+        return v->data[i] != 0;
     int32_t x;
     memcpy(&x, v->data + 4 * i, 4);
     return x;
@@ -56,10 +58,18 @@ static VEIL_RESULT put(uint8_t *out, int32_t dtype, size_t i, int64_t iv, double
     if (is_float) {
         VEIL_ENSURE(isfinite(fv) && fabs(fv) < 9.2e18, VEIL_ERR_UNSUPPORTED, "%s: %g does not fit an integer", label,
                     fv);
+        if (dtype == VEIL_ONNX_BOOL) {
+            out[i] = fv != 0;
+            return VEIL_RESULT_OK;
+        }
         iv = (int64_t)fv; /* ONNX Cast truncates toward zero */
     }
     if (dtype == VEIL_ONNX_INT64) {
         memcpy(out + 8 * i, &iv, 8);
+        return VEIL_RESULT_OK;
+    }
+    if (dtype == VEIL_ONNX_BOOL) {
+        out[i] = (is_float ? fv != 0 : iv != 0) ? 1 : 0;
         return VEIL_RESULT_OK;
     }
     VEIL_ENSURE(iv >= INT32_MIN && iv <= INT32_MAX, VEIL_ERR_UNSUPPORTED, "%s: %" PRId64 " does not fit INT32",
@@ -135,8 +145,12 @@ VEIL_RESULT eng_fold_parse(struct eng_graph *g, struct eng_node *n)
         n->dtype = (int32_t)(v >= 0 && v <= INT32_MAX ? v : 0);
         char label[160];
         VEIL_ENSURE(dtype_width(n->dtype) > 0, VEIL_ERR_UNSUPPORTED, "%s: casting to data type %" PRId64 " is not "
-                    "supported (FLOAT, INT32 and INT64 are)", eng_node_label(n, label, sizeof label), v);
+                    "supported (FLOAT, INT32, INT64 and BOOL are)", eng_node_label(n, label, sizeof label), v);
         return VEIL_RESULT_OK;
+    case OP_EXPAND:
+    case OP_RANGE:
+    case OP_GATHERELEMENTS: return n->op == OP_GATHERELEMENTS ? eng_attr_int(n, "axis", 0, &n->axis) : VEIL_RESULT_OK;
+    case OP_SCATTERND: return eng_attr_string_is(n, "reduction", "none");
     default: VEIL_BAIL(VEIL_ERR_INTERNAL, "not a folded operator");
     }
 }
@@ -501,11 +515,46 @@ int eng_fold_ready(const struct eng_graph *g, const struct eng_node *n)
     return constant;
 }
 
+static VEIL_RESULT fold_elementwise(struct eng_graph *g, struct eng_node *n, struct eng_value *out);
+static VEIL_RESULT fold_strided(struct eng_graph *g, struct eng_node *n, uint32_t output, struct eng_value *out);
+static VEIL_RESULT fold_range(struct eng_graph *g, struct eng_node *n, struct eng_value *out);
+static VEIL_RESULT fold_gather_elements(struct eng_graph *g, struct eng_node *n, struct eng_value *out);
+static VEIL_RESULT fold_scatter_nd(struct eng_graph *g, struct eng_node *n, struct eng_value *out);
+
+static int is_elementwise(enum eng_op op)
+{
+    return op == OP_ADD || op == OP_MUL || (op >= OP_SUB && op <= OP_ISNAN);
+}
+
 static VEIL_RESULT fold_dispatch(struct eng_graph *g, struct eng_node *n, struct eng_value *out)
 {
     const struct eng_value *x = &g->values[n->inputs[0]];
     struct eng_shape s;
+    if (is_elementwise(n->op))
+        return fold_elementwise(g, n, out);
     switch (n->op) {
+    case OP_EXPAND: return fold_strided(g, n, 0, out);
+    case OP_FLATTEN: {
+        int64_t r = x->shape.rank, axis = norm_axis(n->axis, r);
+        char label[160];
+        VEIL_ENSURE(axis >= 0 && axis <= r, VEIL_ERR_ONNX, "%s: axis out of range", eng_node_label(n, label, sizeof label));
+        s = (struct eng_shape){.rank = 2, .dims = {1, 1}};
+        for (int64_t i = 0; i < r; i++)
+            s.dims[i < axis ? 0 : 1] *= x->shape.dims[i];
+        out_view(out, x, &s);
+        return VEIL_RESULT_OK;
+    }
+    case OP_RANGE: return fold_range(g, n, out);
+    case OP_GATHERELEMENTS: return fold_gather_elements(g, n, out);
+    case OP_SCATTERND: return fold_scatter_nd(g, n, out);
+    case OP_SPLIT:
+        for (uint32_t i = 1; i < n->output_count; i++) {
+            struct eng_value *o = &g->values[n->outputs[i]];
+            VEIL_GUARD(fold_strided(g, n, i, o));
+            o->kind = VAL_CONST;
+            o->has_shape = 1;
+        }
+        return fold_strided(g, n, 0, out);
     case OP_IDENTITY: out_view(out, x, &x->shape); return VEIL_RESULT_OK;
     case OP_RESHAPE:
         VEIL_GUARD(eng_reshape_target(n, &x->shape, &g->values[n->inputs[1]], &s));
@@ -531,7 +580,7 @@ static VEIL_RESULT fold_dispatch(struct eng_graph *g, struct eng_node *n, struct
 VEIL_RESULT eng_fold_eval(struct eng_graph *g, struct eng_node *n)
 {
     char label[160];
-    VEIL_ENSURE(n->output_count == 1, VEIL_ERR_UNSUPPORTED, "%s: only one output is supported",
+    VEIL_ENSURE(n->output_count == 1 || n->op == OP_SPLIT, VEIL_ERR_UNSUPPORTED, "%s: only one output is supported",
                 eng_node_label(n, label, sizeof label));
     struct eng_value *out = &g->values[n->outputs[0]];
     VEIL_GUARD(fold_dispatch(g, n, out));
@@ -592,8 +641,389 @@ VEIL_RESULT eng_pad_infer(struct eng_graph *g, struct eng_node *n)
 
 VEIL_RESULT eng_pad_build(struct veil_engine *e, struct eng_node *n)
 {
-    (void)e;
+    int zero = 1;
+    for (uint32_t i = 0; i < n->int_count; i++)
+        zero &= n->ints[i] == 0;
+    if (zero) /* Swin pads its windows by (H mod 7): nothing at 224x224 */
+        return eng_view_build(e, n);
     char label[160];
     VEIL_BAIL(VEIL_ERR_UNSUPPORTED, "%s: Pad is supported only as the spatial zero padding of the Conv that alone "
               "reads it", eng_node_label(n, label, sizeof label));
+}
+
+/* ---- shape operators on computed tensors ----------------------------------------------------------------- */
+
+static VEIL_RESULT squeeze_shape(struct eng_graph *g, struct eng_node *n, struct eng_shape *out)
+{
+    struct eng_value tmp = {0};
+    VEIL_GUARD(fold_squeeze(g, n, &tmp));
+    *out = tmp.shape;
+    return VEIL_RESULT_OK;
+}
+
+static void copy_kernel(struct eng_kernel *k, const struct eng_shape *out)
+{
+    *k = (struct eng_kernel){.op = KOP_COPY, .inputs = 1, .out = *out};
+}
+
+static VEIL_RESULT slice_shape(struct eng_graph *g, struct eng_node *n, struct eng_shape *out, struct eng_kernel *k)
+{
+    const struct eng_value *x = &g->values[n->inputs[0]];
+    int64_t starts[2 * ENG_RANK], ends[2 * ENG_RANK], axes[2 * ENG_RANK], steps[2 * ENG_RANK];
+    uint32_t ns = 0, ne = 0, na = 0, nst = 0;
+    VEIL_GUARD(int_list(g, n, 1, starts, &ns));
+    VEIL_GUARD(int_list(g, n, 2, ends, &ne));
+    VEIL_GUARD(int_list(g, n, 3, axes, &na));
+    VEIL_GUARD(int_list(g, n, 4, steps, &nst));
+    char label[160];
+    eng_node_label(n, label, sizeof label);
+    int64_t r = x->shape.rank;
+    VEIL_ENSURE(ns == ne && (na == 0 || na == ns) && (nst == 0 || nst == ns) && ns <= r, VEIL_ERR_ONNX,
+                "%s: starts, ends, axes and steps disagree", label);
+    struct slice_axis sa[ENG_RANK];
+    struct eng_shape s = x->shape;
+    for (int64_t i = 0; i < r; i++)
+        sa[i] = (struct slice_axis){0, 1};
+    int seen[ENG_RANK] = {0};
+    for (uint32_t i = 0; i < ns; i++) {
+        int64_t a = na ? norm_axis(axes[i], r) : (int64_t)i, step = nst ? steps[i] : 1;
+        VEIL_ENSURE(a >= 0 && a < r && !seen[a] && step != 0, VEIL_ERR_ONNX, "%s: bad axis or step", label);
+        seen[a] = 1;
+        slice_clamp(x->shape.dims[a], starts[i], ends[i], step, &sa[a], &s.dims[a]);
+    }
+    size_t xs[ENG_RANK];
+    strides_of(&x->shape, xs);
+    copy_kernel(k, &s);
+    for (int64_t j = 0; j < r; j++) {
+        k->strides[0][j] = sa[j].step * (int64_t)xs[j];
+        k->offset[0] += sa[j].start * (int64_t)xs[j];
+    }
+    *out = s;
+    return VEIL_RESULT_OK;
+}
+
+static VEIL_RESULT expand_shape(struct eng_graph *g, struct eng_node *n, struct eng_shape *out, struct eng_kernel *k)
+{
+    const struct eng_value *x = &g->values[n->inputs[0]], *sv = NULL;
+    VEIL_GUARD(const_in(g, n, 1, &sv));
+    char label[160];
+    eng_node_label(n, label, sizeof label);
+    size_t rank = eng_shape_count(&sv->shape);
+    VEIL_ENSURE(sv->dtype == VEIL_ONNX_INT64 && sv->shape.rank == 1 && rank <= ENG_RANK, VEIL_ERR_UNSUPPORTED,
+                "%s: the shape must be a short 1-D INT64 tensor", label);
+    struct eng_shape want = {.rank = (uint32_t)rank};
+    for (size_t i = 0; i < rank; i++) {
+        want.dims[i] = get_i(sv, i);
+        VEIL_ENSURE(want.dims[i] >= 0, VEIL_ERR_ONNX, "%s: a negative dim", label);
+    }
+    VEIL_GUARD(eng_broadcast_shape(n, &x->shape, &want, out));
+    copy_kernel(k, out);
+    eng_broadcast_strides(&x->shape, out, k->strides[0]);
+    return VEIL_RESULT_OK;
+}
+
+/* Output `output` of Split: its extent along the axis and where it starts. */
+static VEIL_RESULT split_shape(struct eng_graph *g, struct eng_node *n, uint32_t output, struct eng_shape *out,
+                               struct eng_kernel *k)
+{
+    const struct eng_value *x = &g->values[n->inputs[0]];
+    char label[160];
+    eng_node_label(n, label, sizeof label);
+    int64_t r = x->shape.rank, axis = norm_axis(n->axis, r), sizes[2 * ENG_RANK];
+    uint32_t count = 0;
+    VEIL_ENSURE(axis >= 0 && axis < r, VEIL_ERR_ONNX, "%s: axis out of range", label);
+    if (n->has_ints) {
+        count = n->int_count;
+        memcpy(sizes, n->ints, sizeof sizes);
+    } else {
+        VEIL_GUARD(int_list(g, n, 1, sizes, &count));
+    }
+    int64_t d = x->shape.dims[axis], total = 0, start = 0, parts = n->output_count;
+    if (count == 0) {
+        int64_t each = (d + parts - 1) / parts;
+        for (int64_t i = 0; i < parts && i < 2 * (int64_t)ENG_RANK; i++)
+            sizes[i] = d - i * each < each ? (d - i * each > 0 ? d - i * each : 0) : each;
+        count = (uint32_t)parts;
+    }
+    VEIL_ENSURE(count == n->output_count, VEIL_ERR_ONNX, "%s: %" PRIu32 " sizes for %" PRIu32 " outputs", label, count,
+                n->output_count);
+    for (uint32_t i = 0; i < count; i++) {
+        VEIL_ENSURE(sizes[i] >= 0, VEIL_ERR_ONNX, "%s: a negative split", label);
+        if (i < output)
+            start += sizes[i];
+        total += sizes[i];
+    }
+    VEIL_ENSURE(total == d, VEIL_ERR_ONNX, "%s: the splits add up to %" PRId64 ", the axis is %" PRId64, label, total, d);
+    struct eng_shape s = x->shape;
+    s.dims[axis] = sizes[output];
+    size_t xs[ENG_RANK];
+    strides_of(&x->shape, xs);
+    copy_kernel(k, &s);
+    for (int64_t j = 0; j < r; j++)
+        k->strides[0][j] = (int64_t)xs[j];
+    k->offset[0] = start * (int64_t)xs[axis];
+    *out = s;
+    return VEIL_RESULT_OK;
+}
+
+static VEIL_RESULT gather_shape(struct eng_graph *g, struct eng_node *n, struct eng_shape *out, struct eng_kernel *k)
+{
+    const struct eng_value *x = &g->values[n->inputs[0]], *idx = &g->values[n->inputs[1]];
+    char label[160];
+    eng_node_label(n, label, sizeof label);
+    int64_t r = x->shape.rank, q = idx->shape.rank, axis = norm_axis(n->axis, r);
+    VEIL_ENSURE(axis >= 0 && axis < r && r + q - 1 <= (int64_t)ENG_RANK && r + q >= 1, VEIL_ERR_UNSUPPORTED,
+                "%s: axis or rank out of range", label);
+    VEIL_ENSURE(idx->dtype != VEIL_ONNX_FLOAT, VEIL_ERR_ONNX, "%s: indices must be integers", label);
+    struct eng_shape s = {.rank = (uint32_t)(r + q - 1)};
+    for (int64_t i = 0; i < s.rank; i++)
+        s.dims[i] = i < axis ? x->shape.dims[i] : i < axis + q ? idx->shape.dims[i - axis] : x->shape.dims[i - q + 1];
+    *k = (struct eng_kernel){.op = KOP_GATHER, .out = s, .outer = 1, .inner = 1, .dim = x->shape.dims[axis],
+                             .count = (int64_t)eng_shape_count(&idx->shape)};
+    for (int64_t i = 0; i < r; i++) {
+        if (i < axis)
+            k->outer *= x->shape.dims[i];
+        if (i > axis)
+            k->inner *= x->shape.dims[i];
+    }
+    *out = s;
+    return VEIL_RESULT_OK;
+}
+
+VEIL_RESULT eng_fold_shape(struct eng_graph *g, struct eng_node *n, uint32_t output, struct eng_shape *out,
+                           struct eng_kernel *k)
+{
+    const struct eng_value *x = &g->values[n->inputs[0]];
+    copy_kernel(k, &x->shape);
+    switch (n->op) {
+    case OP_SQUEEZE:
+    case OP_UNSQUEEZE: return squeeze_shape(g, n, out);
+    case OP_SLICE: return slice_shape(g, n, out, k);
+    case OP_EXPAND: return expand_shape(g, n, out, k);
+    case OP_SPLIT: return split_shape(g, n, output, out, k);
+    case OP_GATHER: return gather_shape(g, n, out, k);
+    case OP_CAST:
+    case OP_TRANSPOSE: break;
+    default: VEIL_BAIL(VEIL_ERR_INTERNAL, "not a shape operator");
+    }
+    *out = x->shape;
+    if (n->op == OP_TRANSPOSE) {
+        char label[160];
+        eng_node_label(n, label, sizeof label);
+        VEIL_ENSURE(n->int_count == 0 || n->int_count == x->shape.rank, VEIL_ERR_ONNX, "%s: perm has the wrong length",
+                    label);
+        int seen[ENG_RANK] = {0};
+        for (uint32_t i = 0; i < x->shape.rank; i++) {
+            int64_t p = n->int_count ? n->ints[i] : (int64_t)(x->shape.rank - 1 - i);
+            VEIL_ENSURE(p >= 0 && p < (int64_t)x->shape.rank && !seen[p], VEIL_ERR_ONNX, "%s: perm is not a permutation",
+                        label);
+            seen[p] = 1;
+            out->dims[i] = x->shape.dims[p];
+        }
+    }
+    return VEIL_RESULT_OK;
+}
+
+/* ---- arithmetic on constants ----------------------------------------------------------------------------- */
+
+static int int_type(int32_t t)
+{
+    return t == VEIL_ONNX_INT64 || t == VEIL_ONNX_INT32 || t == VEIL_ONNX_BOOL;
+}
+
+/* Integer arithmetic stays exact in int64 (INT64_MAX as a Slice end must survive a Where). */
+static int64_t eval_int(enum eng_kop op, int64_t a, int64_t b, int64_t c, int *ok)
+{
+    switch (op) {
+    case KOP_ADD: return (int64_t)((uint64_t)a + (uint64_t)b);
+    case KOP_SUB: return (int64_t)((uint64_t)a - (uint64_t)b);
+    case KOP_MUL: return (int64_t)((uint64_t)a * (uint64_t)b);
+    case KOP_DIV:
+    case KOP_IDIV: return b != 0 && !(a == INT64_MIN && b == -1) ? a / b : (*ok = 0);
+    case KOP_IMOD: {
+        if (b == 0 || (a == INT64_MIN && b == -1))
+            return *ok = 0;
+        int64_t r = a % b;
+        return r != 0 && ((r < 0) != (b < 0)) ? r + b : r;
+    }
+    case KOP_FMOD: return b != 0 && !(a == INT64_MIN && b == -1) ? a % b : (*ok = 0);
+    case KOP_MAX: return a > b ? a : b;
+    case KOP_MIN: return a < b ? a : b;
+    case KOP_EQ: return a == b;
+    case KOP_LT: return a < b;
+    case KOP_GT: return a > b;
+    case KOP_LE: return a <= b;
+    case KOP_GE: return a >= b;
+    case KOP_AND: return a && b;
+    case KOP_OR: return a || b;
+    case KOP_NOT: return !a;
+    case KOP_WHERE: return a ? b : c;
+    case KOP_NEG: return (int64_t)(0 - (uint64_t)a);
+    case KOP_ABS: return a < 0 ? (int64_t)(0 - (uint64_t)a) : a;
+    case KOP_ISNAN: return 0;
+    case KOP_COPY: return a;
+    default: *ok = 0; return 0;
+    }
+}
+
+static VEIL_RESULT fold_elementwise(struct eng_graph *g, struct eng_node *n, struct eng_value *out)
+{
+    const struct eng_value *in[ENG_KERNEL_INPUTS] = {0};
+    char label[160];
+    eng_node_label(n, label, sizeof label);
+    VEIL_ENSURE(n->input_count <= ENG_KERNEL_INPUTS, VEIL_ERR_ONNX, "%s: too many inputs", label);
+    struct eng_shape s = {0};
+    for (uint32_t i = 0; i < n->input_count; i++) {
+        VEIL_GUARD(const_in(g, n, i, &in[i]));
+        VEIL_GUARD(i == 0 ? (s = in[0]->shape, VEIL_RESULT_OK) : eng_broadcast_shape(n, &s, &in[i]->shape, &s));
+    }
+    VEIL_GUARD(eng_elementwise_infer(g, n));
+    int32_t dtype = out->dtype;
+    /* Integer operands: exact int64 arithmetic; Where selects between its value inputs' type. */
+    const struct eng_value *lead = n->op == OP_WHERE ? in[1] : in[0];
+    int ints = int_type(lead->dtype) && (n->input_count < 2 || int_type(in[n->input_count - 1]->dtype));
+    enum eng_kop op = eng_node_kop(n);
+    VEIL_GUARD(out_alloc(n, out, dtype, &s));
+    int64_t st[ENG_KERNEL_INPUTS][ENG_RANK];
+    for (uint32_t i = 0; i < n->input_count; i++)
+        eng_broadcast_strides(&in[i]->shape, &s, st[i]);
+    size_t count = eng_shape_count(&s);
+    for (size_t k = 0; k < count; k++) {
+        int64_t c[ENG_RANK], iv[ENG_KERNEL_INPUTS] = {0};
+        double fv[ENG_KERNEL_INPUTS] = {0};
+        unravel(&s, k, c);
+        for (uint32_t i = 0; i < n->input_count; i++) {
+            size_t at = 0;
+            for (uint32_t d = 0; d < s.rank; d++)
+                at += (size_t)(c[d] * st[i][d]);
+            iv[i] = in[i]->dtype == VEIL_ONNX_FLOAT ? 0 : get_i(in[i], at);
+            fv[i] = get_f(in[i], at);
+        }
+        int ok = 1;
+        if (ints) {
+            int64_t r = eval_int(op, iv[0], iv[1], iv[2], &ok);
+            VEIL_ENSURE(ok, VEIL_ERR_UNSUPPORTED, "%s: integer arithmetic fails (division by zero?)", label);
+            VEIL_GUARD(put(out->owned, dtype, k, r, 0, 0, label));
+        } else {
+            double r = eng_kop_eval(op == KOP_IDIV ? KOP_DIV : op, fv[0], fv[1], fv[2]);
+            VEIL_GUARD(put(out->owned, dtype, k, 0, r, 1, label));
+        }
+    }
+    return VEIL_RESULT_OK;
+}
+
+/* Expand and Split of a constant: the strided copy the run-time kernel would do, on the constant's bytes. */
+static VEIL_RESULT fold_strided(struct eng_graph *g, struct eng_node *n, uint32_t output, struct eng_value *out)
+{
+    const struct eng_value *x = NULL;
+    VEIL_GUARD(const_in(g, n, 0, &x));
+    struct eng_shape s;
+    struct eng_kernel k;
+    VEIL_GUARD(eng_fold_shape(g, n, output, &s, &k));
+    VEIL_GUARD(out_alloc(n, out, x->dtype, &s));
+    size_t w = dtype_width(x->dtype), count = eng_shape_count(&s);
+    for (size_t i = 0; i < count; i++) {
+        int64_t c[ENG_RANK], at = k.offset[0];
+        unravel(&s, i, c);
+        for (uint32_t d = 0; d < s.rank; d++)
+            at += c[d] * k.strides[0][d];
+        memcpy(out->owned + i * w, x->data + (size_t)at * w, w);
+    }
+    return VEIL_RESULT_OK;
+}
+
+static VEIL_RESULT fold_range(struct eng_graph *g, struct eng_node *n, struct eng_value *out)
+{
+    const struct eng_value *v[3] = {0};
+    char label[160];
+    eng_node_label(n, label, sizeof label);
+    for (uint32_t i = 0; i < 3; i++) {
+        VEIL_GUARD(const_in(g, n, i, &v[i]));
+        VEIL_ENSURE(eng_shape_count(&v[i]->shape) == 1, VEIL_ERR_ONNX, "%s: start, limit and delta are scalars", label);
+    }
+    double start = get_f(v[0], 0), limit = get_f(v[1], 0), delta = get_f(v[2], 0);
+    VEIL_ENSURE(delta != 0 && isfinite(start) && isfinite(limit) && isfinite(delta), VEIL_ERR_ONNX, "%s: bad delta",
+                label);
+    double len = ceil((limit - start) / delta);
+    VEIL_ENSURE(len <= (double)ENG_MAX_FOLD_COUNT, VEIL_ERR_LIMIT, "%s: too many elements", label);
+    struct eng_shape s = {.rank = 1, .dims = {len > 0 ? (int64_t)len : 0}};
+    VEIL_GUARD(out_alloc(n, out, v[0]->dtype, &s));
+    int ints = int_type(v[0]->dtype);
+    for (int64_t i = 0; i < s.dims[0]; i++) {
+        if (ints)
+            VEIL_GUARD(put(out->owned, v[0]->dtype, (size_t)i,
+                           (int64_t)((uint64_t)get_i(v[0], 0) + (uint64_t)i * (uint64_t)get_i(v[2], 0)), 0, 0, label));
+        else
+            VEIL_GUARD(put(out->owned, v[0]->dtype, (size_t)i, 0, start + (double)i * delta, 1, label));
+    }
+    return VEIL_RESULT_OK;
+}
+
+static VEIL_RESULT fold_gather_elements(struct eng_graph *g, struct eng_node *n, struct eng_value *out)
+{
+    const struct eng_value *x = NULL, *idx = NULL;
+    VEIL_GUARD(const_in(g, n, 0, &x));
+    VEIL_GUARD(const_in(g, n, 1, &idx));
+    char label[160];
+    eng_node_label(n, label, sizeof label);
+    int64_t r = x->shape.rank, axis = norm_axis(n->axis, r);
+    VEIL_ENSURE(axis >= 0 && axis < r && idx->shape.rank == x->shape.rank && idx->dtype != VEIL_ONNX_FLOAT,
+                VEIL_ERR_ONNX, "%s: bad axis, rank or index type", label);
+    VEIL_GUARD(out_alloc(n, out, x->dtype, &idx->shape));
+    size_t xs[ENG_RANK], w = dtype_width(x->dtype), count = eng_shape_count(&idx->shape);
+    strides_of(&x->shape, xs);
+    for (size_t k = 0; k < count; k++) {
+        int64_t c[ENG_RANK];
+        unravel(&idx->shape, k, c);
+        int64_t at = get_i(idx, k);
+        at = at < 0 ? at + x->shape.dims[axis] : at;
+        VEIL_ENSURE(at >= 0 && at < x->shape.dims[axis], VEIL_ERR_ONNX, "%s: index out of range", label);
+        c[axis] = at;
+        size_t src = 0;
+        for (int64_t j = 0; j < r; j++) {
+            VEIL_ENSURE(c[j] < x->shape.dims[j], VEIL_ERR_ONNX, "%s: indices exceed the data", label);
+            src += (size_t)c[j] * xs[j];
+        }
+        memcpy(out->owned + k * w, x->data + src * w, w);
+    }
+    return VEIL_RESULT_OK;
+}
+
+/* ScatterND (reduction none) of constants: Swin's shifted-window masks. indices [..., k] address slices of data's
+ * trailing rank - k dims, which updates [..., data.dims[k:]] overwrite in order. */
+static VEIL_RESULT fold_scatter_nd(struct eng_graph *g, struct eng_node *n, struct eng_value *out)
+{
+    const struct eng_value *x = NULL, *idx = NULL, *up = NULL;
+    VEIL_GUARD(const_in(g, n, 0, &x));
+    VEIL_GUARD(const_in(g, n, 1, &idx));
+    VEIL_GUARD(const_in(g, n, 2, &up));
+    char label[160];
+    eng_node_label(n, label, sizeof label);
+    uint32_t q = idx->shape.rank, r = x->shape.rank;
+    int64_t k = q ? idx->shape.dims[q - 1] : 0;
+    VEIL_ENSURE(q >= 1 && k >= 1 && k <= (int64_t)r && idx->dtype != VEIL_ONNX_FLOAT && up->dtype == x->dtype &&
+                up->shape.rank == q - 1 + r - (uint32_t)k, VEIL_ERR_ONNX, "%s: indices, updates and data disagree",
+                label);
+    for (uint32_t i = 0; i + 1 < q; i++)
+        VEIL_ENSURE(up->shape.dims[i] == idx->shape.dims[i], VEIL_ERR_ONNX, "%s: updates do not match indices", label);
+    for (uint32_t i = (uint32_t)k; i < r; i++)
+        VEIL_ENSURE(up->shape.dims[q - 1 + i - (uint32_t)k] == x->shape.dims[i], VEIL_ERR_ONNX, "%s: updates do not "
+                    "match data", label);
+    VEIL_GUARD(out_alloc(n, out, x->dtype, &x->shape));
+    memcpy(out->owned, x->data, x->size);
+    size_t xs[ENG_RANK], w = dtype_width(x->dtype), slice = 1, tuples = eng_shape_count(&idx->shape) / (size_t)k;
+    strides_of(&x->shape, xs);
+    for (uint32_t i = (uint32_t)k; i < r; i++)
+        slice *= (size_t)x->shape.dims[i];
+    for (size_t t = 0; t < tuples; t++) {
+        size_t at = 0;
+        for (int64_t j = 0; j < k; j++) {
+            int64_t v = get_i(idx, t * (size_t)k + (size_t)j), d = x->shape.dims[j];
+            v = v < 0 ? v + d : v;
+            VEIL_ENSURE(v >= 0 && v < d, VEIL_ERR_ONNX, "%s: index out of range", label);
+            at += (size_t)v * xs[j];
+        }
+        memcpy(out->owned + at * w, up->data + t * slice * w, slice * w);
+    }
+    return VEIL_RESULT_OK;
 }

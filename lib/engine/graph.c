@@ -31,8 +31,8 @@ static const struct eng_op_info op_table[OP_COUNT] = {
     [OP_SIGMOID] = {"Sigmoid", 1, 1, eng_eltwise_parse, eng_same_shape_infer, eng_eltwise_build},
     [OP_HARDSIGMOID] = {"HardSigmoid", 1, 1, eng_eltwise_parse, eng_same_shape_infer, eng_eltwise_build},
     [OP_HARDSWISH] = {"HardSwish", 1, 1, eng_eltwise_parse, eng_same_shape_infer, eng_eltwise_build},
-    [OP_ADD] = {"Add", 2, 2, eng_binary_parse, eng_binary_infer, eng_binary_build},
-    [OP_MUL] = {"Mul", 2, 2, eng_binary_parse, eng_binary_infer, eng_binary_build},
+    [OP_ADD] = {"Add", 2, 2, eng_elementwise_parse, eng_elementwise_infer, eng_elementwise_build},
+    [OP_MUL] = {"Mul", 2, 2, eng_elementwise_parse, eng_elementwise_infer, eng_elementwise_build},
     [OP_MAXPOOL] = {"MaxPool", 1, 1, eng_pool_parse, eng_pool_infer, eng_pool_build},
     [OP_AVGPOOL] = {"AveragePool", 1, 1, eng_pool_parse, eng_pool_infer, eng_pool_build},
     [OP_GLOBALAVGPOOL] = {"GlobalAveragePool", 1, 1, eng_pool_parse, eng_pool_infer, eng_pool_build},
@@ -45,14 +45,47 @@ static const struct eng_op_info op_table[OP_COUNT] = {
     [OP_IDENTITY] = {"Identity", 1, 1, eng_noattr_parse, eng_same_shape_infer, eng_view_build},
     [OP_CONSTANT] = {"Constant", 0, 0, eng_constant_parse, NULL, NULL},
     [OP_SHAPE] = {"Shape", 1, 1, eng_fold_parse, eng_fold_only_infer, NULL},
-    [OP_GATHER] = {"Gather", 2, 2, eng_fold_parse, eng_fold_only_infer, NULL},
-    [OP_UNSQUEEZE] = {"Unsqueeze", 1, 2, eng_fold_parse, eng_fold_only_infer, NULL},
-    [OP_SQUEEZE] = {"Squeeze", 1, 2, eng_fold_parse, eng_fold_only_infer, NULL},
+    [OP_GATHER] = {"Gather", 2, 2, eng_fold_parse, eng_shape_op_infer, eng_gather_build},
+    [OP_UNSQUEEZE] = {"Unsqueeze", 1, 2, eng_fold_parse, eng_shape_op_infer, eng_cast_build},
+    [OP_SQUEEZE] = {"Squeeze", 1, 2, eng_fold_parse, eng_shape_op_infer, eng_cast_build},
     [OP_CONSTANTOFSHAPE] = {"ConstantOfShape", 1, 1, eng_fold_parse, eng_fold_only_infer, NULL},
-    [OP_SLICE] = {"Slice", 3, 5, eng_fold_parse, eng_fold_only_infer, NULL},
-    [OP_TRANSPOSE] = {"Transpose", 1, 1, eng_fold_parse, eng_fold_only_infer, NULL},
-    [OP_CAST] = {"Cast", 1, 1, eng_fold_parse, eng_fold_only_infer, NULL},
+    [OP_SLICE] = {"Slice", 3, 5, eng_fold_parse, eng_shape_op_infer, eng_slice_build},
+    [OP_TRANSPOSE] = {"Transpose", 1, 1, eng_fold_parse, eng_shape_op_infer, eng_transpose_build},
+    [OP_CAST] = {"Cast", 1, 1, eng_fold_parse, eng_shape_op_infer, eng_cast_build},
     [OP_PAD] = {"Pad", 1, 4, eng_pad_parse, eng_pad_infer, eng_pad_build},
+    [OP_LAYERNORM] = {"LayerNormalization", 2, 3, eng_layernorm_parse, eng_layernorm_infer, eng_layernorm_build},
+    [OP_SUB] = {"Sub", 2, 2, eng_elementwise_parse, eng_elementwise_infer, eng_elementwise_build},
+    [OP_DIV] = {"Div", 2, 2, eng_elementwise_parse, eng_elementwise_infer, eng_elementwise_build},
+    [OP_POW] = {"Pow", 2, 2, eng_elementwise_parse, eng_elementwise_infer, eng_elementwise_build},
+    [OP_MAX] = {"Max", 2, 2, eng_elementwise_parse, eng_elementwise_infer, eng_elementwise_build},
+    [OP_MIN] = {"Min", 2, 2, eng_elementwise_parse, eng_elementwise_infer, eng_elementwise_build},
+    [OP_EQUAL] = {"Equal", 2, 2, eng_elementwise_parse, eng_elementwise_infer, eng_elementwise_build},
+    [OP_LESS] = {"Less", 2, 2, eng_elementwise_parse, eng_elementwise_infer, eng_elementwise_build},
+    [OP_GREATER] = {"Greater", 2, 2, eng_elementwise_parse, eng_elementwise_infer, eng_elementwise_build},
+    [OP_LESSEQ] = {"LessOrEqual", 2, 2, eng_elementwise_parse, eng_elementwise_infer, eng_elementwise_build},
+    [OP_GREATEREQ] = {"GreaterOrEqual", 2, 2, eng_elementwise_parse, eng_elementwise_infer, eng_elementwise_build},
+    [OP_AND] = {"And", 2, 2, eng_elementwise_parse, eng_elementwise_infer, eng_elementwise_build},
+    [OP_OR] = {"Or", 2, 2, eng_elementwise_parse, eng_elementwise_infer, eng_elementwise_build},
+    [OP_NOT] = {"Not", 1, 1, eng_elementwise_parse, eng_elementwise_infer, eng_elementwise_build},
+    [OP_WHERE] = {"Where", 3, 3, eng_elementwise_parse, eng_elementwise_infer, eng_elementwise_build},
+    [OP_MOD] = {"Mod", 2, 2, eng_elementwise_parse, eng_elementwise_infer, eng_elementwise_build},
+    [OP_SQRT] = {"Sqrt", 1, 1, eng_elementwise_parse, eng_elementwise_infer, eng_elementwise_build},
+    [OP_TANH] = {"Tanh", 1, 1, eng_elementwise_parse, eng_elementwise_infer, eng_elementwise_build},
+    [OP_ERF] = {"Erf", 1, 1, eng_elementwise_parse, eng_elementwise_infer, eng_elementwise_build},
+    [OP_EXP] = {"Exp", 1, 1, eng_elementwise_parse, eng_elementwise_infer, eng_elementwise_build},
+    [OP_NEG] = {"Neg", 1, 1, eng_elementwise_parse, eng_elementwise_infer, eng_elementwise_build},
+    [OP_ABS] = {"Abs", 1, 1, eng_elementwise_parse, eng_elementwise_infer, eng_elementwise_build},
+    [OP_ISNAN] = {"IsNaN", 1, 1, eng_elementwise_parse, eng_elementwise_infer, eng_elementwise_build},
+    [OP_REDUCEMEAN] = {"ReduceMean", 1, 2, eng_reduce_parse, eng_reduce_infer, eng_reduce_build},
+    [OP_EXPAND] = {"Expand", 2, 2, eng_fold_parse, eng_shape_op_infer, eng_expand_build},
+    [OP_RANGE] = {"Range", 3, 3, eng_fold_parse, eng_fold_only_infer, NULL},
+    [OP_SPLIT] = {"Split", 1, 2, eng_split_parse, eng_shape_op_infer, eng_split_build},
+    [OP_GELU] = {"Gelu", 1, 1, eng_gelu_parse, eng_elementwise_infer, eng_elementwise_build},
+    [OP_GATHERELEMENTS] = {"GatherElements", 2, 2, eng_fold_parse, eng_fold_only_infer, NULL},
+    [OP_SCATTERND] = {"ScatterND", 3, 3, eng_fold_parse, eng_fold_only_infer, NULL},
+    [OP_REDUCESUM] = {"ReduceSum", 1, 2, eng_reduce_parse, eng_reduce_infer, eng_reduce_build},
+    [OP_REDUCEMAX] = {"ReduceMax", 1, 2, eng_reduce_parse, eng_reduce_infer, eng_reduce_build},
+    [OP_REDUCEL2] = {"ReduceL2", 1, 2, eng_reduce_parse, eng_reduce_infer, eng_reduce_build},
 };
 
 const struct eng_op_info *eng_op_info(enum eng_op op)
@@ -382,12 +415,10 @@ static VEIL_RESULT push_index(int **items, size_t *count, int v)
 static VEIL_RESULT check_input_type(const struct eng_value *x, const struct input_scan *s)
 {
     VEIL_ENSURE(s->tensor && !s->other_type, VEIL_ERR_UNSUPPORTED, "graph input '%s' is not a tensor", x->name);
-    VEIL_ENSURE(s->elem_type == VEIL_ONNX_FLOAT, VEIL_ERR_UNSUPPORTED, "graph input '%s' has data type %" PRId64
-                "; the engine takes float32 inputs only", x->name, s->elem_type);
+    VEIL_ENSURE(s->elem_type == VEIL_ONNX_FLOAT || s->elem_type == VEIL_ONNX_INT64 || s->elem_type == VEIL_ONNX_INT32 ||
+                s->elem_type == VEIL_ONNX_BOOL, VEIL_ERR_UNSUPPORTED, "graph input '%s' has data type %" PRId64
+                "; the engine takes float32, int64, int32 and bool inputs", x->name, s->elem_type);
     VEIL_ENSURE(s->has_shape, VEIL_ERR_UNSUPPORTED, "graph input '%s' has no shape", x->name);
-    for (uint32_t i = 1; i < s->shape.rank; i++)
-        VEIL_ENSURE(s->shape.dims[i] > 0, VEIL_ERR_UNSUPPORTED, "graph input '%s': dim %" PRIu32 " is symbolic "
-                    "or zero; only dim 0 (the batch) may be symbolic", x->name, i);
     return VEIL_RESULT_OK;
 }
 
@@ -403,8 +434,11 @@ static VEIL_RESULT parse_input(struct eng_graph *g, struct veil_cursor c)
     VEIL_ENSURE(x->kind == VAL_NONE, VEIL_ERR_ONNX, "graph input '%s' is listed twice", x->name);
     VEIL_GUARD(check_input_type(x, &s));
     x->kind = VAL_INPUT;
-    x->dtype = VEIL_ONNX_FLOAT;
+    x->dtype = (int32_t)s.elem_type;
+    x->in_dtype = (int32_t)s.elem_type;
     x->shape = s.shape;
+    for (uint32_t i = 0; i < s.shape.rank; i++)
+        x->symbolic_mask |= s.shape.dims[i] < 0 ? 1u << i : 0u;
     return push_index(&g->inputs, &g->input_count, v);
 }
 
@@ -566,7 +600,8 @@ static VEIL_RESULT check_arity(const struct eng_node *n, const char *what)
     VEIL_ENSURE(n->input_count >= info->min_inputs && n->input_count <= info->max_inputs, VEIL_ERR_ONNX,
                 "%s has %" PRIu32 " inputs, %s takes %" PRIu32 " to %" PRIu32, eng_node_label(n, label, sizeof label),
                 n->input_count, info->name, info->min_inputs, info->max_inputs);
-    VEIL_ENSURE(n->output_count == 1, n->output_count > 1 ? VEIL_ERR_UNSUPPORTED : VEIL_ERR_ONNX,
+    VEIL_ENSURE(n->output_count == 1 || (n->op == OP_SPLIT && n->output_count >= 1 && n->output_count <= 2 * ENG_RANK),
+                n->output_count > 1 ? VEIL_ERR_UNSUPPORTED : VEIL_ERR_ONNX,
                 "%s has %" PRIu32 " outputs; the engine supports exactly one (%s)",
                 eng_node_label(n, label, sizeof label), n->output_count, what);
     for (uint32_t i = 0; i < info->min_inputs; i++)
@@ -750,12 +785,18 @@ static VEIL_RESULT decode_element(const struct veil_pb_field *f, struct veil_cur
     return veil_pb_read_varint(c, what, v);
 }
 
-/* Copies the typed field (float_data 4 for FLOAT, int64_data 7 for INT64) of body into out[count]. */
+static size_t const_width(int64_t dtype)
+{
+    return dtype == VEIL_ONNX_INT64 ? 8 : dtype == VEIL_ONNX_BOOL ? 1 : 4;
+}
+
+/* Copies the typed field (float_data 4 for FLOAT, int64_data 7 for INT64, int32_data 5 for INT32 and BOOL) of
+ * body into out[count]. */
 static VEIL_RESULT decode_typed(struct veil_cursor body, int64_t dtype, uint8_t *out, uint64_t count,
                                 const char *what)
 {
-    uint32_t field = dtype == VEIL_ONNX_FLOAT ? 4 : 7;
-    size_t width = dtype == VEIL_ONNX_FLOAT ? 4 : 8;
+    uint32_t field = dtype == VEIL_ONNX_FLOAT ? 4 : dtype == VEIL_ONNX_INT64 ? 7 : 5;
+    size_t width = const_width(dtype);
     uint64_t k = 0, v = 0;
     struct veil_pb_field f;
     while (veil_cursor_left(&body) > 0) {
@@ -787,7 +828,7 @@ static VEIL_RESULT const_size(struct const_scan *s, const char *what, size_t *co
     uint64_t bytes = n * 8; /* n is at most 2^64 / 8 is checked next */
     VEIL_ENSURE(n <= VEIL_ENGINE_MAX_CONST_SIZE / 8, VEIL_ERR_LIMIT, "%s: %" PRIu64 " elements, too many", what, n);
     *count = (size_t)n;
-    *size = (size_t)(s->dtype == VEIL_ONNX_FLOAT ? bytes / 2 : bytes);
+    *size = (size_t)(bytes / 8 * const_width(s->dtype));
     return VEIL_RESULT_OK;
 }
 
@@ -801,8 +842,9 @@ VEIL_RESULT eng_decode_tensor(struct veil_cursor body, const char *what, struct 
         VEIL_GUARD(const_field(&s, &f, what));
     }
     VEIL_ENSURE(!s.bad_storage, VEIL_ERR_UNSUPPORTED, "%s: external or segmented data is not supported", what);
-    VEIL_ENSURE(s.dtype == VEIL_ONNX_FLOAT || s.dtype == VEIL_ONNX_INT64, VEIL_ERR_UNSUPPORTED,
-                "%s: data type %" PRId64 " is not supported (FLOAT and INT64 are)", what, s.dtype);
+    VEIL_ENSURE(s.dtype == VEIL_ONNX_FLOAT || s.dtype == VEIL_ONNX_INT64 || s.dtype == VEIL_ONNX_INT32 ||
+                s.dtype == VEIL_ONNX_BOOL, VEIL_ERR_UNSUPPORTED, "%s: data type %" PRId64 " is not supported (FLOAT, "
+                "INT64, INT32 and BOOL are)", what, s.dtype);
     VEIL_ENSURE(s.has_raw <= 1, VEIL_ERR_ONNX, "%s: two raw_data fields", what);
     size_t count = 0, size = 0;
     VEIL_GUARD(const_size(&s, what, &count, &size));

@@ -30,6 +30,11 @@ enum eng_op {
     OP_SOFTMAX, OP_IDENTITY, OP_CONSTANT,
     /* evaluated at load on constants and shapes only (fold.c); Pad only folded into a following Conv */
     OP_SHAPE, OP_GATHER, OP_UNSQUEEZE, OP_SQUEEZE, OP_CONSTANTOFSHAPE, OP_SLICE, OP_TRANSPOSE, OP_CAST, OP_PAD,
+    /* transformers: run on oneDNN where it has a primitive, else on the engine's own kernels (op_kernel.c);
+     * every one of them is also folded at load when its inputs are constants */
+    OP_LAYERNORM, OP_SUB, OP_DIV, OP_POW, OP_MAX, OP_MIN, OP_EQUAL, OP_LESS, OP_GREATER, OP_LESSEQ, OP_GREATEREQ,
+    OP_AND, OP_OR, OP_NOT, OP_WHERE, OP_MOD, OP_SQRT, OP_TANH, OP_ERF, OP_EXP, OP_NEG, OP_ABS, OP_ISNAN,
+    OP_REDUCEMEAN, OP_EXPAND, OP_RANGE, OP_SPLIT, OP_GELU, OP_GATHERELEMENTS, OP_SCATTERND, OP_REDUCESUM, OP_REDUCEMAX, OP_REDUCEL2,
     OP_COUNT
 };
 
@@ -55,6 +60,8 @@ struct eng_value {
     int producer;                   /* node index, -1 for inputs and constants */
     int is_output;
     int batch_symbolic;             /* a graph input whose dim 0 the graph leaves symbolic (the batch) */
+    uint32_t symbolic_mask;         /* a graph input: bit i set when the graph leaves dim i symbolic */
+    int32_t in_dtype;               /* a graph input: the caller's data type (FLOAT, INT64, INT32 or BOOL) */
     /* planning */
     int alias;                      /* the value whose buffer this one views (reshape, in-place sum), -1 */
     dnnl_memory_desc_t md;          /* layout in its buffer (activations and inputs) */
@@ -137,8 +144,29 @@ struct eng_arg {
     dnnl_memory_t mem;
 };
 
+/* The engine's own CPU kernels, for what oneDNN has no primitive for (gather, select, strided copies, int/bool
+ * arithmetic): each reads and writes plain row-major float32 buffers. Integer and boolean tensors computed at run
+ * time are held as float32 (exact below 2^24: token ids, masks, positions). */
+enum eng_kop {
+    KOP_ADD, KOP_SUB, KOP_MUL, KOP_DIV, KOP_IDIV, KOP_POW, KOP_MAX, KOP_MIN, KOP_EQ, KOP_LT, KOP_GT, KOP_LE, KOP_GE,
+    KOP_AND, KOP_OR, KOP_FMOD, KOP_IMOD, KOP_WHERE, KOP_COPY, KOP_NOT, KOP_ISNAN, KOP_ERF, KOP_TRUNC, KOP_BOOL,
+    KOP_NEG, KOP_ABS, KOP_SQRT, KOP_TANH, KOP_EXP, KOP_GATHER
+};
+
+#define ENG_KERNEL_INPUTS 3u
+
+struct eng_kernel {
+    enum eng_kop op;
+    uint32_t inputs;
+    struct eng_shape out;
+    int64_t strides[ENG_KERNEL_INPUTS][ENG_RANK]; /* per input, in elements, over out's dims (0: broadcast) */
+    int64_t offset[ENG_KERNEL_INPUTS];
+    int64_t outer, dim, inner, count;             /* KOP_GATHER: data [outer, dim, inner], count indices */
+};
+
 struct eng_step {
-    dnnl_primitive_t prim;
+    dnnl_primitive_t prim;          /* NULL for a kernel step */
+    struct eng_kernel *kernel;      /* owned; the args are its inputs in order, then its output */
     int node;                       /* for messages; -1 for inserted reorders */
     struct eng_arg *args;
     uint32_t arg_count, arg_cap;
@@ -245,9 +273,7 @@ VEIL_RESULT eng_same_shape_infer(struct eng_graph *g, struct eng_node *n);
 VEIL_RESULT eng_eltwise_build(struct veil_engine *e, struct eng_node *n);
 VEIL_RESULT eng_softmax_parse(struct eng_graph *g, struct eng_node *n);
 VEIL_RESULT eng_softmax_build(struct veil_engine *e, struct eng_node *n);
-/* op_binary.c: Add, Mul */
-VEIL_RESULT eng_binary_parse(struct eng_graph *g, struct eng_node *n);
-VEIL_RESULT eng_binary_infer(struct eng_graph *g, struct eng_node *n);
+/* op_binary.c: binary operations on oneDNN (Add, Sub, Mul, Div, Max, Min, comparisons) */
 VEIL_RESULT eng_binary_build(struct veil_engine *e, struct eng_node *n);
 /* op_gemm.c: Gemm, MatMul */
 VEIL_RESULT eng_gemm_parse(struct eng_graph *g, struct eng_node *n);
@@ -283,10 +309,48 @@ VEIL_RESULT eng_fold_eval(struct eng_graph *g, struct eng_node *n);
 VEIL_RESULT eng_reshape_target(const struct eng_node *n, const struct eng_shape *in, const struct eng_value *shape,
                                struct eng_shape *out);
 
+/* op_norm.c: LayerNormalization, ReduceMean, ReduceSum, ReduceMax, ReduceL2 */
+VEIL_RESULT eng_layernorm_parse(struct eng_graph *g, struct eng_node *n);
+VEIL_RESULT eng_layernorm_infer(struct eng_graph *g, struct eng_node *n);
+VEIL_RESULT eng_layernorm_build(struct veil_engine *e, struct eng_node *n);
+VEIL_RESULT eng_reduce_parse(struct eng_graph *g, struct eng_node *n);
+VEIL_RESULT eng_reduce_infer(struct eng_graph *g, struct eng_node *n);
+VEIL_RESULT eng_reduce_build(struct veil_engine *e, struct eng_node *n);
+
+/* op_kernel.c: the engine's own kernels, and the operators built on them or on reorders */
+VEIL_RESULT eng_step_kernel(struct veil_engine *e, const struct eng_node *n, const struct eng_kernel *k,
+                            const int *inputs, int output);
+/* Runs a kernel step on its buffers; fails only on an out-of-range gather index. */
+VEIL_RESULT eng_kernel_run(const struct eng_step *s, const struct eng_node *n);
+/* Per-input element strides of shape in broadcast (numpy rules) to out. */
+void eng_broadcast_strides(const struct eng_shape *in, const struct eng_shape *out, int64_t *strides);
+VEIL_RESULT eng_broadcast_shape(const struct eng_node *n, const struct eng_shape *a, const struct eng_shape *b,
+                                struct eng_shape *out);
+/* Evaluates one element-wise operation on doubles (shared by the kernels and the load-time folder). */
+double eng_kop_eval(enum eng_kop op, double a, double b, double c);
+enum eng_kop eng_node_kop(const struct eng_node *n);
+VEIL_RESULT eng_elementwise_parse(struct eng_graph *g, struct eng_node *n);
+VEIL_RESULT eng_gelu_parse(struct eng_graph *g, struct eng_node *n);
+VEIL_RESULT eng_elementwise_infer(struct eng_graph *g, struct eng_node *n);
+VEIL_RESULT eng_elementwise_build(struct veil_engine *e, struct eng_node *n);
+VEIL_RESULT eng_transpose_build(struct veil_engine *e, struct eng_node *n);
+VEIL_RESULT eng_shape_op_infer(struct eng_graph *g, struct eng_node *n);
+VEIL_RESULT eng_gather_build(struct veil_engine *e, struct eng_node *n);
+VEIL_RESULT eng_slice_build(struct veil_engine *e, struct eng_node *n);
+VEIL_RESULT eng_expand_build(struct veil_engine *e, struct eng_node *n);
+VEIL_RESULT eng_split_parse(struct eng_graph *g, struct eng_node *n);
+VEIL_RESULT eng_split_build(struct veil_engine *e, struct eng_node *n);
+VEIL_RESULT eng_cast_build(struct veil_engine *e, struct eng_node *n);
+/* fold.c: the output shape a fold-capable shape operator (Squeeze, Unsqueeze, Slice, Gather, Transpose, Expand,
+ * Split, Cast) gives an input of known shape, shared by the folder and the run-time builders */
+VEIL_RESULT eng_fold_shape(struct eng_graph *g, struct eng_node *n, uint32_t output, struct eng_shape *out,
+                           struct eng_kernel *k);
+
 /* ---- plan.c ---------------------------------------------------------------------------------------------- */
 
 /* Topological order, constants, shapes and fusion, for a parsed graph. */
-VEIL_RESULT eng_plan_graph(struct eng_graph *g, uint64_t batch);
+VEIL_RESULT eng_plan_graph(struct eng_graph *g, uint64_t batch, const struct veil_engine_shape *shapes,
+                           size_t shape_count);
 /* Liveness and offsets of every buffer, after the steps are built; *arena_size receives the total. */
 VEIL_RESULT eng_plan_memory(struct veil_engine *e, size_t *arena_size);
 /* Follows aliases to the value that owns the buffer. */
@@ -329,6 +393,9 @@ VEIL_RESULT eng_value_set_md(struct veil_engine *e, int value, const dnnl_memory
 VEIL_RESULT eng_step_new(struct veil_engine *e, const struct eng_node *n, const_dnnl_primitive_desc_t pd,
                          struct eng_step **out);
 VEIL_RESULT eng_step_value(struct veil_engine *e, struct eng_step *s, int arg, int value, int writes);
+/* Starts a step that runs the engine's kernel k (copied). */
+VEIL_RESULT eng_step_kernel_new(struct veil_engine *e, const struct eng_node *n, const struct eng_kernel *k,
+                                struct eng_step **out);
 /* A step for a primitive without post-ops, from its operation descriptor; *step is its index in e->steps (the
  * array may move as steps are added, so callers keep the index, not a pointer). */
 VEIL_RESULT eng_step_plain(struct veil_engine *e, const struct eng_node *n, const void *desc, const char *what,

@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: Apache-2.0 */
-/* Add and Mul with numpy broadcasting of one side (the other must already have the output's shape), on the
- * oneDNN binary primitive. A residual Add after a Conv usually becomes a sum post-op instead (plan.c). */
+/* Binary operations with numpy broadcasting of one side (the other must already have the output's shape), on the
+ * oneDNN binary primitive; op_kernel.c decides when this fits. A residual Add after a Conv usually becomes a sum
+ * post-op instead (plan.c). */
 #include <inttypes.h>
 #include <stdio.h>
 #include <string.h>
@@ -8,60 +9,9 @@
 #include "engine/internal.h"
 #include "onnx/onnx.h"
 
-VEIL_RESULT eng_binary_parse(struct eng_graph *g, struct eng_node *n)
-{
-    (void)g;
-    (void)n;
-    return VEIL_RESULT_OK;
-}
-
-static VEIL_RESULT operand(const struct eng_graph *g, const struct eng_node *n, uint32_t i,
-                           const struct eng_value **out)
-{
-    const struct eng_value *v = &g->values[n->inputs[i]];
-    char label[160];
-    VEIL_ENSURE(v->has_shape, VEIL_ERR_INTERNAL, "%s: operand without a shape", eng_node_label(n, label, sizeof label));
-    VEIL_ENSURE(v->kind != VAL_CONST || v->dtype == VEIL_ONNX_FLOAT, VEIL_ERR_UNSUPPORTED, "%s: constant '%s' is "
-                "not float32", eng_node_label(n, label, sizeof label), v->name);
-    *out = v;
-    return VEIL_RESULT_OK;
-}
-
-static VEIL_RESULT broadcast(const struct eng_node *n, const struct eng_shape *a, const struct eng_shape *b,
-                             struct eng_shape *out)
-{
-    out->rank = a->rank > b->rank ? a->rank : b->rank;
-    for (uint32_t i = 0; i < out->rank; i++) {
-        int64_t x = i < out->rank - a->rank ? 1 : a->dims[i - (out->rank - a->rank)];
-        int64_t y = i < out->rank - b->rank ? 1 : b->dims[i - (out->rank - b->rank)];
-        char label[160];
-        VEIL_ENSURE(x == y || x == 1 || y == 1, VEIL_ERR_ONNX, "%s: shapes do not broadcast (%" PRId64 " vs %" PRId64
-                    " at axis %" PRIu32 ")", eng_node_label(n, label, sizeof label), x, y, i);
-        out->dims[i] = x == 1 ? y : x;
-    }
-    return VEIL_RESULT_OK;
-}
-
 static int same_shape(const struct eng_shape *a, const struct eng_shape *b)
 {
     return a->rank == b->rank && memcmp(a->dims, b->dims, a->rank * sizeof a->dims[0]) == 0;
-}
-
-VEIL_RESULT eng_binary_infer(struct eng_graph *g, struct eng_node *n)
-{
-    const struct eng_value *a = NULL, *b = NULL;
-    VEIL_GUARD(operand(g, n, 0, &a));
-    VEIL_GUARD(operand(g, n, 1, &b));
-    struct eng_shape s;
-    VEIL_GUARD(broadcast(n, &a->shape, &b->shape, &s));
-    char label[160];
-    eng_node_label(n, label, sizeof label);
-    int a_full = a->kind != VAL_CONST && same_shape(&a->shape, &s);
-    int b_full = b->kind != VAL_CONST && same_shape(&b->shape, &s);
-    VEIL_ENSURE(a_full || b_full, VEIL_ERR_UNSUPPORTED, "%s: one operand must be a computed tensor of the output's "
-                "shape (two-sided broadcasting and constant-only operands are not supported)", label);
-    g->values[n->outputs[0]].shape = s;
-    return VEIL_RESULT_OK;
 }
 
 /* The second operand, viewed or stored with the output's rank (leading 1s) in plain layout. */
@@ -92,7 +42,21 @@ static VEIL_RESULT binary_pd(struct veil_engine *e, const struct eng_node *n, co
                              const dnnl_memory_desc_t *s1, dnnl_primitive_desc_t *pd)
 {
     dnnl_binary_desc_t desc;
-    dnnl_alg_kind_t alg = n->op == OP_ADD ? dnnl_binary_add : dnnl_binary_mul;
+    dnnl_alg_kind_t alg = dnnl_binary_add;
+    switch (n->op) {
+    case OP_ADD: alg = dnnl_binary_add; break;
+    case OP_SUB: alg = dnnl_binary_sub; break;
+    case OP_MUL: alg = dnnl_binary_mul; break;
+    case OP_DIV: alg = dnnl_binary_div; break;
+    case OP_MAX: alg = dnnl_binary_max; break;
+    case OP_MIN: alg = dnnl_binary_min; break;
+    case OP_EQUAL: alg = dnnl_binary_eq; break;
+    case OP_LESS: alg = dnnl_binary_lt; break;
+    case OP_GREATER: alg = dnnl_binary_gt; break;
+    case OP_LESSEQ: alg = dnnl_binary_le; break;
+    case OP_GREATEREQ: alg = dnnl_binary_ge; break;
+    default: VEIL_BAIL(VEIL_ERR_INTERNAL, "not a binary operator");
+    }
     ENG_GUARD_DNNL(dnnl_binary_desc_init(&desc, alg, s0, s1, s0), n, "binary setup");
     dnnl_primitive_attr_t attr = NULL;
     VEIL_GUARD(eng_attr_new(n, NULL, 0, &attr));
@@ -135,7 +99,7 @@ VEIL_RESULT eng_binary_build(struct veil_engine *e, struct eng_node *n)
     const struct eng_shape *out = &e->g.values[n->out].shape;
     int a = n->inputs[0], b = n->inputs[1];
     if (e->g.values[a].kind == VAL_CONST || !same_shape(&e->g.values[a].shape, out)) {
-        a = n->inputs[1]; /* Add and Mul commute */
+        a = n->inputs[1]; /* only for operations that commute (op_kernel.c checks) */
         b = n->inputs[0];
     }
     dnnl_memory_desc_t s0 = e->g.values[a].md;

@@ -214,12 +214,26 @@ VEIL_RESULT eng_concat_parse(struct eng_graph *g, struct eng_node *n)
     return eng_attr_int(n, "axis", 0, &n->axis);
 }
 
+/* A computed input, or a float32 constant (a class token) stored with the step. */
+static VEIL_RESULT concat_operand(struct eng_graph *g, const struct eng_node *n, uint32_t i,
+                                  const struct eng_value **out)
+{
+    const struct eng_value *v = &g->values[n->inputs[i]];
+    if (v->kind != VAL_CONST)
+        return eng_input_act(g, n, i, out);
+    const float *data = NULL;
+    size_t count = 0;
+    VEIL_GUARD(eng_const_floats(g, n, i, &data, &count));
+    *out = v;
+    return VEIL_RESULT_OK;
+}
+
 VEIL_RESULT eng_concat_infer(struct eng_graph *g, struct eng_node *n)
 {
     const struct eng_value *x = NULL;
     char label[160];
     eng_node_label(n, label, sizeof label);
-    VEIL_GUARD(eng_input_act(g, n, 0, &x));
+    VEIL_GUARD(concat_operand(g, n, 0, &x));
     struct eng_shape s = x->shape;
     int64_t rank = s.rank, axis = n->axis < 0 ? n->axis + rank : n->axis;
     VEIL_ENSURE(rank >= 1 && axis >= 0 && axis < rank, VEIL_ERR_ONNX, "%s: axis %" PRId64 " is out of range", label,
@@ -227,7 +241,7 @@ VEIL_RESULT eng_concat_infer(struct eng_graph *g, struct eng_node *n)
     n->axis = axis;
     for (uint32_t i = 1; i < n->input_count; i++) {
         const struct eng_value *y = NULL;
-        VEIL_GUARD(eng_input_act(g, n, i, &y));
+        VEIL_GUARD(concat_operand(g, n, i, &y));
         VEIL_ENSURE(y->shape.rank == s.rank, VEIL_ERR_ONNX, "%s: inputs differ in rank", label);
         for (int64_t d = 0; d < rank; d++)
             VEIL_ENSURE(d == axis || y->shape.dims[d] == s.dims[d], VEIL_ERR_ONNX, "%s: inputs differ off the axis",
@@ -244,10 +258,13 @@ static VEIL_RESULT concat_try(struct veil_engine *e, struct eng_node *n, int pla
                               dnnl_memory_desc_t *mds, int *srcs)
 {
     for (uint32_t i = 0; i < n->input_count; i++) {
-        dnnl_memory_desc_t want = e->g.values[n->inputs[i]].md;
-        if (plain)
-            VEIL_GUARD(eng_md_plain(&want, &e->g.values[n->inputs[i]].shape));
-        VEIL_GUARD(eng_input_as(e, n->inputs[i], &want, &srcs[i]));
+        const struct eng_value *v = &e->g.values[n->inputs[i]];
+        dnnl_memory_desc_t want = v->md;
+        if (plain || v->kind == VAL_CONST)
+            VEIL_GUARD(eng_md_plain(&want, &v->shape));
+        srcs[i] = -1;
+        if (v->kind != VAL_CONST)
+            VEIL_GUARD(eng_input_as(e, n->inputs[i], &want, &srcs[i]));
         mds[i] = want;
     }
     dnnl_memory_desc_t dst;
@@ -267,8 +284,19 @@ static VEIL_RESULT concat_step(struct veil_engine *e, struct eng_node *n, const_
     struct eng_step *s = NULL;
     VEIL_GUARD(eng_step_new(e, n, pd, &s));
     size_t step = (size_t)(s - e->steps);
-    for (uint32_t i = 0; i < n->input_count; i++)
-        VEIL_GUARD(eng_step_value(e, &e->steps[step], DNNL_ARG_MULTIPLE_SRC + (int)i, srcs[i], 0));
+    for (uint32_t i = 0; i < n->input_count; i++) {
+        if (srcs[i] >= 0) {
+            VEIL_GUARD(eng_step_value(e, &e->steps[step], DNNL_ARG_MULTIPLE_SRC + (int)i, srcs[i], 0));
+            continue;
+        }
+        const float *data = NULL;
+        size_t count = 0;
+        VEIL_GUARD(eng_const_floats(&e->g, n, i, &data, &count));
+        const dnnl_memory_desc_t *md = dnnl_primitive_desc_query_md(pd, dnnl_query_src_md, (int)i);
+        dnnl_memory_desc_t plain;
+        VEIL_GUARD(eng_md_plain(&plain, &e->g.values[n->inputs[i]].shape));
+        VEIL_GUARD(eng_step_const(e, &e->steps[step], DNNL_ARG_MULTIPLE_SRC + (int)i, md, &plain, data));
+    }
     VEIL_GUARD(eng_value_set_md(e, n->out, dnnl_primitive_desc_query_md(pd, dnnl_query_dst_md, 0)));
     return eng_step_value(e, &e->steps[step], DNNL_ARG_DST, n->out, 1);
 }
@@ -283,7 +311,7 @@ VEIL_RESULT eng_concat_build(struct veil_engine *e, struct eng_node *n)
         r = veil_error_raise(VEIL_ERR_NOMEM, __FILE__, __LINE__, "out of memory");
     int plain = 1;
     for (uint32_t i = 0; veil_ok(r) && i < n->input_count; i++)
-        plain &= eng_md_is_plain(&e->g.values[n->inputs[i]].md);
+        plain &= e->g.values[n->inputs[i]].kind == VAL_CONST || eng_md_is_plain(&e->g.values[n->inputs[i]].md);
     if (veil_ok(r))
         r = concat_try(e, n, plain, &pd, mds, srcs);
     if (!veil_ok(r) && !plain && r.status == VEIL_ERR_UNSUPPORTED) {

@@ -8,6 +8,7 @@
  *   5. after exec.c has built the steps: liveness of every buffer and a greedy-by-size offset assignment, so
  *      buffers whose lifetimes do not overlap share memory. */
 #include <inttypes.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -172,10 +173,12 @@ static VEIL_RESULT topo_sort(struct eng_graph *g, const struct edges *e)
     while (head < tail) {
         int node = g->order[head++];
         g->nodes[node].order = (int64_t)head - 1;
-        int v = g->nodes[node].outputs[0];
-        for (size_t k = e->start[v]; k < e->start[v + 1]; k++)
-            if (--deg[e->list[k]] == 0)
-                g->order[tail++] = e->list[k];
+        for (uint32_t o = 0; o < g->nodes[node].output_count; o++) {
+            int v = g->nodes[node].outputs[o];
+            for (size_t k = e->start[v]; k < e->start[v + 1]; k++)
+                if (--deg[e->list[k]] == 0)
+                    g->order[tail++] = e->list[k];
+        }
     }
     size_t stuck = 0;
     while (stuck < count && deg[stuck] == 0)
@@ -189,19 +192,60 @@ static VEIL_RESULT topo_sort(struct eng_graph *g, const struct edges *e)
 
 /* ---- 3. shapes ------------------------------------------------------------------------------------------- */
 
-static VEIL_RESULT input_shapes(struct eng_graph *g, uint64_t batch)
+/* The shape asked for input v, if any. */
+static const struct veil_engine_shape *asked_shape(const struct eng_value *v, const struct veil_engine_shape *shapes,
+                                                   size_t count)
 {
-    for (size_t i = 0; i < g->input_count; i++) {
-        struct eng_value *v = &g->values[g->inputs[i]];
-        if (v->shape.rank > 0 && v->shape.dims[0] < 0) {
-            v->batch_symbolic = 1;
+    for (size_t i = 0; i < count; i++)
+        if (shapes[i].name != NULL && strcmp(shapes[i].name, v->name) == 0)
+            return &shapes[i];
+    return NULL;
+}
+
+/* A symbolic dim takes the asked shape's, or for dim 0 the batch; a fixed dim must match what is asked. */
+static VEIL_RESULT resolve_input(struct eng_value *v, uint64_t batch, const struct veil_engine_shape *want)
+{
+    VEIL_ENSURE(want == NULL || want->rank == v->shape.rank, VEIL_ERR_ARG, "graph input '%s' has rank %" PRIu32
+                ", a shape of rank %" PRIu32 " was given", v->name, v->shape.rank, want ? want->rank : 0);
+    for (uint32_t i = 0; i < v->shape.rank; i++) {
+        int64_t d = v->shape.dims[i];
+        if (want != NULL) {
+            VEIL_ENSURE(want->dims[i] > 0 && want->dims[i] <= (int64_t)VEIL_ENGINE_MAX_ACTIVATION_SIZE, VEIL_ERR_ARG,
+                        "graph input '%s': dim %" PRIu32 " of the given shape is %" PRId64, v->name, i, want->dims[i]);
+            VEIL_ENSURE(d < 0 || d == want->dims[i], VEIL_ERR_ARG, "graph input '%s': dim %" PRIu32 " is fixed at %"
+                        PRId64 "; cannot plan for %" PRId64, v->name, i, d, want->dims[i]);
+            v->shape.dims[i] = want->dims[i];
+        } else if (d < 0) {
+            VEIL_ENSURE(i == 0, VEIL_ERR_UNSUPPORTED, "graph input '%s': dim %" PRIu32 " is symbolic; give the input's "
+                        "shape to plan for (only dim 0 takes the batch)", v->name, i);
             v->shape.dims[0] = (int64_t)(batch ? batch : 1);
         }
+    }
+    v->batch_symbolic = v->shape.rank > 0 && (v->symbolic_mask & 1u);
+    return VEIL_RESULT_OK;
+}
+
+static VEIL_RESULT input_shapes(struct eng_graph *g, uint64_t batch, const struct veil_engine_shape *shapes,
+                                size_t shape_count)
+{
+    for (size_t i = 0; i < shape_count; i++) {
+        VEIL_ENSURE(shapes[i].name != NULL && eng_graph_find(g, shapes[i].name) >= 0 &&
+                    g->values[eng_graph_find(g, shapes[i].name)].kind == VAL_INPUT, VEIL_ERR_ARG,
+                    "a shape was given for '%.100s', which is no graph input", shapes[i].name ? shapes[i].name : "");
+        VEIL_ENSURE(shapes[i].rank <= ENG_RANK, VEIL_ERR_ARG, "a shape of rank %" PRIu32 " was given", shapes[i].rank);
+    }
+    for (size_t i = 0; i < g->input_count; i++) {
+        struct eng_value *v = &g->values[g->inputs[i]];
+        const struct veil_engine_shape *want = asked_shape(v, shapes, shape_count);
+        VEIL_GUARD(resolve_input(v, want != NULL ? 0 : batch, want));
         VEIL_ENSURE(v->shape.rank == 0 || v->shape.dims[0] > 0, VEIL_ERR_UNSUPPORTED,
                     "graph input '%s' has a batch of 0; the engine runs no empty tensors", v->name);
-        VEIL_ENSURE(batch == 0 || v->shape.rank == 0 || v->shape.dims[0] == (int64_t)batch, VEIL_ERR_ARG,
-                    "graph input '%s' has a fixed batch of %" PRId64 "; cannot plan for %" PRIu64, v->name,
-                    v->shape.dims[0], batch);
+        VEIL_ENSURE(want != NULL || batch == 0 || v->shape.rank == 0 || v->shape.dims[0] == (int64_t)batch,
+                    VEIL_ERR_ARG, "graph input '%s' has a fixed batch of %" PRId64 "; cannot plan for %" PRIu64,
+                    v->name, v->shape.dims[0], batch);
+        for (uint32_t d = 0; d < v->shape.rank; d++)
+            VEIL_ENSURE(v->shape.dims[d] > 0, VEIL_ERR_UNSUPPORTED, "graph input '%s': dim %" PRIu32 " is 0; the "
+                        "engine runs no empty tensors", v->name, d);
         size_t size = 0;
         VEIL_GUARD(eng_shape_bytes(&v->shape, v->name, &size));
         v->has_shape = 1;
@@ -244,6 +288,8 @@ static VEIL_RESULT infer_shapes(struct eng_graph *g)
         VEIL_GUARD(eng_op_info(n->op)->infer(g, n));
         VEIL_GUARD(no_empty_tensor(g, n));
         struct eng_value *out = &g->values[n->outputs[0]];
+        if (n->op == OP_IDENTITY || n->op == OP_FLATTEN || n->op == OP_RESHAPE || n->op == OP_CONCAT)
+            out->dtype = g->values[n->inputs[0]].dtype; /* views keep integer and boolean tensors so */
         size_t size = 0;
         VEIL_GUARD(eng_shape_bytes(&out->shape, out->name, &size));
         out->has_shape = 1;
@@ -386,16 +432,78 @@ static int fuse_pads(struct eng_graph *g, const struct edges *e)
     return any;
 }
 
+/* A float32 constant holding one value. */
+static int const_scalar(const struct eng_graph *g, int v, double *out)
+{
+    const struct eng_value *x = &g->values[v];
+    if (x->kind != VAL_CONST || x->dtype != VEIL_ONNX_FLOAT || x->size != 4 || x->data == NULL)
+        return 0;
+    float f;
+    memcpy(&f, x->data, 4);
+    *out = f;
+    return 1;
+}
+
+/* The other input of a live two-input node reading v, or -1. */
+static int other_input(const struct eng_node *n, int v)
+{
+    if (n->dead || n->input_count != 2)
+        return -1;
+    return n->inputs[0] == v ? n->inputs[1] : n->inputs[1] == v ? n->inputs[0] : -1;
+}
+
+static int is_scalar_near(const struct eng_graph *g, int v, double want)
+{
+    double c = 0;
+    return v >= 0 && const_scalar(g, v, &c) && fabs(c - want) <= 1e-6 * fabs(want);
+}
+
+/* x / sqrt(2) -> Erf -> + 1 -> * x -> * 0.5 (the exporters' exact GELU, either multiplication first) becomes one
+ * oneDNN gelu_erf eltwise: the last Mul turns into a Gelu of x, the four nodes before it die. */
+static void fuse_gelu(struct eng_graph *g, const struct edges *e, struct eng_node *erf)
+{
+    int dv = erf->inputs[0], p = g->values[dv].producer;
+    if (p < 0 || g->nodes[p].op != OP_DIV || g->nodes[p].dead || sole_consumer(g, e, dv) != (int)(erf - g->nodes))
+        return;
+    struct eng_node *div = &g->nodes[p];
+    int x = div->inputs[0];
+    if (!is_scalar_near(g, div->inputs[1], 1.4142135623730951) || g->values[x].kind == VAL_CONST)
+        return;
+    int a = sole_consumer(g, e, erf->outputs[0]);
+    if (a < 0 || g->nodes[a].op != OP_ADD || !is_scalar_near(g, other_input(&g->nodes[a], erf->outputs[0]), 1.0))
+        return;
+    int m1 = sole_consumer(g, e, g->nodes[a].outputs[0]);
+    if (m1 < 0 || g->nodes[m1].op != OP_MUL)
+        return;
+    int o1 = other_input(&g->nodes[m1], g->nodes[a].outputs[0]);
+    int m2 = sole_consumer(g, e, g->nodes[m1].outputs[0]);
+    if (o1 < 0 || m2 < 0 || g->nodes[m2].op != OP_MUL)
+        return;
+    int o2 = other_input(&g->nodes[m2], g->nodes[m1].outputs[0]);
+    int half_x = o1 == x ? is_scalar_near(g, o2, 0.5) : o2 == x && is_scalar_near(g, o1, 0.5);
+    if (!half_x)
+        return;
+    struct eng_node *gelu = &g->nodes[m2];
+    gelu->op = OP_GELU;
+    gelu->inputs[0] = x;
+    gelu->input_count = 1;
+    gelu->fill_i = 0;
+    div->dead = erf->dead = g->nodes[a].dead = g->nodes[m1].dead = 1;
+}
+
 static void fuse(struct eng_graph *g, const struct edges *e)
 {
     for (size_t i = 0; i < g->node_count; i++) {
         struct eng_node *n = &g->nodes[g->order[i]];
         if (!n->dead && n->op == OP_CONV)
             fuse_conv(g, e, n);
+        if (!n->dead && n->op == OP_ERF)
+            fuse_gelu(g, e, n);
     }
 }
 
-VEIL_RESULT eng_plan_graph(struct eng_graph *g, uint64_t batch)
+VEIL_RESULT eng_plan_graph(struct eng_graph *g, uint64_t batch, const struct veil_engine_shape *shapes,
+                           size_t shape_count)
 {
     VEIL_ENSURE(batch <= VEIL_ENGINE_MAX_BATCH, VEIL_ERR_LIMIT, "batch %" PRIu64 " is more than %u", batch,
                 VEIL_ENGINE_MAX_BATCH);
@@ -403,7 +511,7 @@ VEIL_RESULT eng_plan_graph(struct eng_graph *g, uint64_t batch)
     VEIL_DEFER(edges_cleanup) struct edges e = {0};
     VEIL_GUARD(edges_build(g, &e));
     VEIL_GUARD(topo_sort(g, &e));
-    VEIL_GUARD(input_shapes(g, batch));
+    VEIL_GUARD(input_shapes(g, batch, shapes, shape_count));
     VEIL_GUARD(infer_shapes(g));
     if (fuse_pads(g, &e)) { /* a Conv now reads the Pad's input: rebuild the consumer lists */
         edges_cleanup(&e);

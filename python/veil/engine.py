@@ -86,11 +86,16 @@ _SIGNATURES: dict[str, tuple[object, list[object]]] = {
     "veil_engine_output": (ctypes.c_int, [_P, _SZ, ctypes.POINTER(_IO)]),
     "veil_engine_run": (ctypes.c_int, [_P, ctypes.POINTER(_P), ctypes.POINTER(_SZ), _SZ, ctypes.POINTER(_P),
                                        ctypes.POINTER(_SZ), _SZ]),
+    "veil_engine_input_dtype": (ctypes.c_int32, [_P, _SZ]),
     "veil_engine_free": (None, [_P]),
     "veil_tee_from_name": (ctypes.c_int, [ctypes.c_char_p, ctypes.POINTER(ctypes.c_int)]),
     "veil_kbs_fetch_release": (ctypes.c_int, [ctypes.POINTER(_FetchOptions), ctypes.c_char_p, ctypes.c_uint32, _P,
                                               _SZ, ctypes.POINTER(_SZ), ctypes.POINTER(ctypes.c_uint64)]),
 }
+# ONNX data types of graph inputs (veil_engine_input_dtype) -> numpy; outputs are always float32.
+_DTYPES: dict[int, type] = {1: np.float32, 6: np.int32, 7: np.int64, 9: np.bool_}
+
+
 def _compatible(cdll: ctypes.CDLL) -> None:
     if cdll.veil_engine_max_rank() != _MAX_RANK:
         raise ArgumentError(f"incompatible libveil: engine max rank {cdll.veil_engine_max_rank()}")
@@ -172,7 +177,10 @@ class Engine:
         # The argument arrays of veil_engine_run, built once: a run only fills in the data pointers.
         n_in, n_out = max(len(self.inputs), 1), max(len(self.outputs), 1)
         self._in_ptrs, self._out_ptrs = (_P * n_in)(), (_P * n_out)()
-        self._in_sizes = (_SZ * n_in)(*[io.size for io in self.inputs])
+        self._in_dtypes = [_DTYPES.get(int(cdll.veil_engine_input_dtype(ptr, i)), np.float32)
+                           for i in range(len(self.inputs))]
+        self._in_sizes = (_SZ * n_in)(*[io.size // 4 * np.dtype(t).itemsize
+                                        for io, t in zip(self.inputs, self._in_dtypes)])
         self._out_sizes = (_SZ * n_out)(*[io.size for io in self.outputs])
 
     def _describe(self, count: int, fn: object) -> tuple[EngineIO, ...]:
@@ -259,10 +267,10 @@ class Engine:
         if len(args) != len(self.inputs):
             raise ArgumentError(f"the model takes {len(self.inputs)} inputs, {len(args)} were given")
         arrays = []
-        for io, x in zip(self.inputs, args):
-            if not isinstance(x, np.ndarray) or x.dtype != np.float32:
+        for io, x, want in zip(self.inputs, args, self._in_dtypes):
+            if not isinstance(x, np.ndarray) or x.dtype != want:
                 kind = x.dtype if isinstance(x, np.ndarray) else type(x).__name__
-                raise ArgumentError(f"input {io.name!r} must be a float32 numpy array, got {kind}")
+                raise ArgumentError(f"input {io.name!r} must be a {np.dtype(want).name} numpy array, got {kind}")
             if x.shape != io.shape:
                 raise ArgumentError(f"input {io.name!r} has shape {x.shape}; the plan needs {io.shape}")
             arrays.append(np.ascontiguousarray(x))

@@ -1,0 +1,407 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* The engine's own kernels, for what oneDNN has no primitive for, and the element-wise operators of transformer
+ * graphs.
+ *
+ * Element-wise operators (Add ... Where, Erf, IsNaN) run as oneDNN eltwise or binary primitives whenever oneDNN
+ * has the operation and its broadcasting rule fits (the first operand computed and of the output's shape, the
+ * second broadcast); otherwise, and for integer or boolean semantics (Div of integers truncates, And, Where,
+ * Mod), on one generic broadcasting kernel here. Slice, Expand, Split and Gather with a scalar index are
+ * strided copies on the same kernel; Gather with index tensors (embeddings) has its own; Transpose is a oneDNN
+ * reorder. Integer and boolean tensors computed at run time are float32 (exact below 2^24). */
+#include <inttypes.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "engine/internal.h"
+#include "onnx/onnx.h"
+
+/* ---- evaluation ------------------------------------------------------------------------------------------ */
+
+static double fmod_python(double a, double b)
+{
+    double r = fmod(a, b);
+    return r != 0 && ((r < 0) != (b < 0)) ? r + b : r;
+}
+
+double eng_kop_eval(enum eng_kop op, double a, double b, double c)
+{
+    switch (op) {
+    case KOP_ADD: return a + b;
+    case KOP_SUB: return a - b;
+    case KOP_MUL: return a * b;
+    case KOP_DIV: return a / b;
+    case KOP_IDIV: return b != 0 ? trunc(a / b) : 0;
+    case KOP_POW: return pow(a, b);
+    case KOP_MAX: return a > b ? a : b;
+    case KOP_MIN: return a < b ? a : b;
+    case KOP_EQ: return a == b;
+    case KOP_LT: return a < b;
+    case KOP_GT: return a > b;
+    case KOP_LE: return a <= b;
+    case KOP_GE: return a >= b;
+    case KOP_AND: return a != 0 && b != 0;
+    case KOP_OR: return a != 0 || b != 0;
+    case KOP_FMOD: return b != 0 ? fmod(a, b) : 0;
+    case KOP_IMOD: return b != 0 ? fmod_python(a, b) : 0;
+    case KOP_WHERE: return a != 0 ? b : c;
+    case KOP_COPY: return a;
+    case KOP_NOT: return a == 0;
+    case KOP_ISNAN: return isnan(a);
+    case KOP_ERF: return erf(a);
+    case KOP_TRUNC: return trunc(a);
+    case KOP_BOOL: return a != 0;
+    case KOP_NEG: return -a;
+    case KOP_ABS: return fabs(a);
+    case KOP_SQRT: return sqrt(a);
+    case KOP_TANH: return tanh(a);
+    case KOP_EXP: return exp(a);
+    case KOP_GATHER: break;
+    }
+    return 0;
+}
+
+static int is_int(int32_t dtype)
+{
+    return dtype == VEIL_ONNX_INT64 || dtype == VEIL_ONNX_INT32 || dtype == VEIL_ONNX_BOOL;
+}
+
+enum eng_kop eng_node_kop(const struct eng_node *n)
+{
+    switch (n->op) {
+    case OP_ADD: return KOP_ADD;
+    case OP_SUB: return KOP_SUB;
+    case OP_MUL: return KOP_MUL;
+    case OP_DIV: return n->dtype ? KOP_IDIV : KOP_DIV;  /* dtype set: integer operands */
+    case OP_POW: return KOP_POW;
+    case OP_MAX: return KOP_MAX;
+    case OP_MIN: return KOP_MIN;
+    case OP_EQUAL: return KOP_EQ;
+    case OP_LESS: return KOP_LT;
+    case OP_GREATER: return KOP_GT;
+    case OP_LESSEQ: return KOP_LE;
+    case OP_GREATEREQ: return KOP_GE;
+    case OP_AND: return KOP_AND;
+    case OP_OR: return KOP_OR;
+    case OP_NOT: return KOP_NOT;
+    case OP_WHERE: return KOP_WHERE;
+    case OP_MOD: return n->fill_i ? KOP_FMOD : KOP_IMOD;
+    case OP_SQRT: return KOP_SQRT;
+    case OP_TANH: return KOP_TANH;
+    case OP_ERF: return KOP_ERF;
+    case OP_EXP: return KOP_EXP;
+    case OP_NEG: return KOP_NEG;
+    case OP_ABS: return KOP_ABS;
+    case OP_ISNAN: return KOP_ISNAN;
+    default: return KOP_COPY;
+    }
+}
+
+/* ---- kernels --------------------------------------------------------------------------------------------- */
+
+/* out[k] = op(in0[p0], in1[p1], in2[p2]) over the output's elements, one row (last dim) at a time. */
+static void run_nary(const struct eng_kernel *k, const float *const *in, float *out)
+{
+    uint32_t r = k->out.rank;
+    int64_t last = r ? k->out.dims[r - 1] : 1, c[ENG_RANK] = {0};
+    size_t total = eng_shape_count(&k->out);
+    for (size_t base = 0; base < total; base += (size_t)last) {
+        int64_t p[ENG_KERNEL_INPUTS] = {0}, s[ENG_KERNEL_INPUTS] = {0};
+        for (uint32_t i = 0; i < k->inputs; i++) {
+            p[i] = k->offset[i];
+            for (uint32_t d = 0; d + 1 < r; d++)
+                p[i] += c[d] * k->strides[i][d];
+            s[i] = r ? k->strides[i][r - 1] : 0;
+        }
+        float *o = out + base;
+        if (k->op == KOP_COPY && s[0] == 1) {
+            memcpy(o, in[0] + p[0], (size_t)last * sizeof *o);
+        } else if (k->inputs == 1) {
+            for (int64_t j = 0; j < last; j++)
+                o[j] = (float)eng_kop_eval(k->op, in[0][p[0] + j * s[0]], 0, 0);
+        } else if (k->inputs == 2) {
+            for (int64_t j = 0; j < last; j++)
+                o[j] = (float)eng_kop_eval(k->op, in[0][p[0] + j * s[0]], in[1][p[1] + j * s[1]], 0);
+        } else {
+            for (int64_t j = 0; j < last; j++)
+                o[j] = (float)eng_kop_eval(k->op, in[0][p[0] + j * s[0]], in[1][p[1] + j * s[1]],
+                                           in[2][p[2] + j * s[2]]);
+        }
+        for (uint32_t d = r > 0 ? r - 1 : 0; d-- > 0;) {
+            if (++c[d] < k->out.dims[d])
+                break;
+            c[d] = 0;
+        }
+    }
+}
+
+/* data [outer, dim, inner], indices [count] -> out [outer, count, inner]. */
+static VEIL_RESULT run_gather(const struct eng_kernel *k, const float *data, const float *idx, float *out,
+                              const struct eng_node *n)
+{
+    for (int64_t j = 0; j < k->count; j++) {
+        float f = idx[j];
+        char label[160] = "Gather";
+        if (n != NULL)
+            eng_node_label(n, label, sizeof label);
+        /* range first: casting a float beyond int64 (or a NaN) would be undefined */
+        VEIL_ENSURE(f >= -(float)k->dim && f < (float)k->dim && floorf(f) == f, VEIL_ERR_ARG, "%s: index %g is out "
+                    "of range [-%" PRId64 ", %" PRId64 ")", label, (double)f, k->dim, k->dim);
+    }
+    for (int64_t o = 0; o < k->outer; o++)
+        for (int64_t j = 0; j < k->count; j++) {
+            int64_t at = (int64_t)idx[j];
+            at = at < 0 ? at + k->dim : at;
+            memcpy(out + (o * k->count + j) * k->inner, data + (o * k->dim + at) * k->inner,
+                   (size_t)k->inner * sizeof *out);
+        }
+    return VEIL_RESULT_OK;
+}
+
+VEIL_RESULT eng_kernel_run(const struct eng_step *s, const struct eng_node *n)
+{
+    const struct eng_kernel *k = s->kernel;
+    void *ptr[ENG_KERNEL_INPUTS + 1] = {0};
+    uint32_t count = k->op == KOP_GATHER ? 2 : k->inputs;
+    VEIL_ENSURE(s->arg_count == count + 1, VEIL_ERR_INTERNAL, "kernel step with %" PRIu32 " arguments", s->arg_count);
+    for (uint32_t i = 0; i <= count; i++)
+        ENG_GUARD_DNNL(dnnl_memory_get_data_handle(s->args[i].mem, &ptr[i]), n, "memory handle");
+    const float *in[ENG_KERNEL_INPUTS] = {ptr[0], ptr[1], ptr[2]};
+    if (k->op == KOP_GATHER)
+        return run_gather(k, in[0], in[1], ptr[2], n);
+    run_nary(k, in, ptr[count]);
+    return VEIL_RESULT_OK;
+}
+
+/* ---- shapes ---------------------------------------------------------------------------------------------- */
+
+VEIL_RESULT eng_broadcast_shape(const struct eng_node *n, const struct eng_shape *a, const struct eng_shape *b,
+                                struct eng_shape *out)
+{
+    struct eng_shape s = {.rank = a->rank > b->rank ? a->rank : b->rank};
+    for (uint32_t i = 0; i < s.rank; i++) {
+        int64_t x = i < s.rank - a->rank ? 1 : a->dims[i - (s.rank - a->rank)];
+        int64_t y = i < s.rank - b->rank ? 1 : b->dims[i - (s.rank - b->rank)];
+        char label[160];
+        VEIL_ENSURE(x == y || x == 1 || y == 1, VEIL_ERR_ONNX, "%s: shapes do not broadcast (%" PRId64 " vs %" PRId64
+                    " at axis %" PRIu32 ")", eng_node_label(n, label, sizeof label), x, y, i);
+        s.dims[i] = x == 1 ? y : x;
+    }
+    *out = s;
+    return VEIL_RESULT_OK;
+}
+
+void eng_broadcast_strides(const struct eng_shape *in, const struct eng_shape *out, int64_t *strides)
+{
+    int64_t k = 1;
+    for (uint32_t i = out->rank; i-- > 0;) {
+        uint32_t lead = out->rank - in->rank;
+        int64_t d = i < lead ? 1 : in->dims[i - lead];
+        strides[i] = d == 1 ? 0 : k;
+        k *= d;
+    }
+}
+
+/* ---- element-wise operators ------------------------------------------------------------------------------ */
+
+VEIL_RESULT eng_elementwise_parse(struct eng_graph *g, struct eng_node *n)
+{
+    (void)g;
+    if (n->op == OP_MOD)
+        return eng_attr_int(n, "fmod", 0, &n->fill_i);
+    return VEIL_RESULT_OK;
+}
+
+VEIL_RESULT eng_gelu_parse(struct eng_graph *g, struct eng_node *n)
+{
+    (void)g;
+    struct eng_attr *a = eng_attr_get(n, "approximate");
+    n->fill_i = 0;
+    if (a == NULL)
+        return VEIL_RESULT_OK;
+    a->used = 0;
+    if (veil_ok(eng_attr_string_is(n, "approximate", "none")))
+        return VEIL_RESULT_OK;
+    veil_error_clear();
+    n->fill_i = 1;
+    return eng_attr_string_is(n, "approximate", "tanh");
+}
+
+static int32_t result_dtype(const struct eng_graph *g, const struct eng_node *n)
+{
+    switch (n->op) {
+    case OP_EQUAL: case OP_LESS: case OP_GREATER: case OP_LESSEQ: case OP_GREATEREQ: case OP_AND: case OP_OR:
+    case OP_NOT: case OP_ISNAN:
+        return VEIL_ONNX_BOOL;
+    case OP_WHERE: return g->values[n->inputs[1]].dtype;
+    default: return g->values[n->inputs[0]].dtype;
+    }
+}
+
+VEIL_RESULT eng_elementwise_infer(struct eng_graph *g, struct eng_node *n)
+{
+    struct eng_shape s = g->values[n->inputs[0]].shape;
+    for (uint32_t i = 1; i < n->input_count; i++)
+        VEIL_GUARD(eng_broadcast_shape(n, &s, &g->values[n->inputs[i]].shape, &s));
+    char label[160];
+    VEIL_ENSURE(n->input_count <= ENG_KERNEL_INPUTS, VEIL_ERR_ONNX, "%s: too many inputs",
+                eng_node_label(n, label, sizeof label));
+    struct eng_value *out = &g->values[n->outputs[0]];
+    out->shape = s;
+    out->dtype = result_dtype(g, n);
+    n->dtype = n->op == OP_DIV && is_int(g->values[n->inputs[0]].dtype) ? VEIL_ONNX_INT64 : 0;
+    return VEIL_RESULT_OK;
+}
+
+static int same_shape(const struct eng_shape *a, const struct eng_shape *b)
+{
+    return a->rank == b->rank && memcmp(a->dims, b->dims, a->rank * sizeof a->dims[0]) == 0;
+}
+
+/* The input as float32 in plain layout: a computed value (reordered when needed), or a constant converted and
+ * stored with the step. */
+static VEIL_RESULT kernel_input(struct veil_engine *e, size_t step, const struct eng_node *n, int v, uint32_t i)
+{
+    struct eng_value *x = &e->g.values[v];
+    dnnl_memory_desc_t md;
+    VEIL_GUARD(eng_md_plain(&md, &x->shape));
+    if (x->kind != VAL_CONST) {
+        int plain = -1;
+        VEIL_GUARD(eng_input_as(e, v, &md, &plain));
+        return eng_step_value(e, &e->steps[step], DNNL_ARG_MULTIPLE_SRC + (int)i, plain, 0);
+    }
+    size_t count = eng_shape_count(&x->shape);
+    char label[160];
+    size_t width = x->dtype == VEIL_ONNX_FLOAT || x->dtype == VEIL_ONNX_INT32 ? 4 : x->dtype == VEIL_ONNX_INT64 ? 8
+                   : x->dtype == VEIL_ONNX_BOOL ? 1 : 0;
+    VEIL_ENSURE(width > 0 && x->size == count * width, VEIL_ERR_UNSUPPORTED, "%s: constant '%s' has data type %"
+                PRId32, eng_node_label(n, label, sizeof label), x->name, x->dtype);
+    VEIL_DEFER(veil_secure_free) struct veil_secure_mem tmp = {0};
+    VEIL_GUARD(veil_secure_alloc(&tmp, count * sizeof(float) + 4, 0));
+    float *f = (float *)(void *)tmp.data;
+    for (size_t k = 0; k < count; k++) {
+        const uint8_t *p = x->data + k * width;
+        if (x->dtype == VEIL_ONNX_FLOAT) {
+            memcpy(&f[k], p, 4);
+        } else if (x->dtype == VEIL_ONNX_INT64) {
+            int64_t q;
+            memcpy(&q, p, 8);
+            f[k] = (float)q;
+        } else if (x->dtype == VEIL_ONNX_INT32) {
+            int32_t q;
+            memcpy(&q, p, 4);
+            f[k] = (float)q;
+        } else {
+            f[k] = p[0] != 0;
+        }
+    }
+    return eng_step_const(e, &e->steps[step], DNNL_ARG_MULTIPLE_SRC + (int)i, &md, &md, f);
+}
+
+VEIL_RESULT eng_step_kernel(struct veil_engine *e, const struct eng_node *n, const struct eng_kernel *k,
+                            const int *inputs, int output)
+{
+    struct eng_step *s = NULL;
+    VEIL_GUARD(eng_step_kernel_new(e, n, k, &s));
+    size_t step = (size_t)(s - e->steps);
+    uint32_t count = k->op == KOP_GATHER ? 2 : k->inputs;
+    for (uint32_t i = 0; i < count; i++)
+        VEIL_GUARD(kernel_input(e, step, n, inputs[i], i));
+    dnnl_memory_desc_t md;
+    VEIL_GUARD(eng_md_plain(&md, &k->out));
+    VEIL_GUARD(eng_value_set_md(e, output, &md));
+    return eng_step_value(e, &e->steps[step], DNNL_ARG_DST, output, 1);
+}
+
+static VEIL_RESULT kernel_elementwise(struct veil_engine *e, const struct eng_node *n)
+{
+    struct eng_kernel k = {.op = eng_node_kop(n), .inputs = n->input_count, .out = e->g.values[n->out].shape};
+    for (uint32_t i = 0; i < n->input_count; i++)
+        eng_broadcast_strides(&e->g.values[n->inputs[i]].shape, &k.out, k.strides[i]);
+    return eng_step_kernel(e, n, &k, n->inputs, n->out);
+}
+
+/* A oneDNN eltwise step (alg, alpha, beta) from the input, in its layout, into the output. */
+static VEIL_RESULT eltwise(struct veil_engine *e, const struct eng_node *n, dnnl_alg_kind_t alg, float alpha,
+                           float beta)
+{
+    dnnl_memory_desc_t md = e->g.values[n->inputs[0]].md;
+    dnnl_eltwise_desc_t desc;
+    ENG_GUARD_DNNL(dnnl_eltwise_forward_desc_init(&desc, dnnl_forward_inference, alg, &md, alpha, beta), n,
+                   "eltwise setup");
+    size_t step = 0;
+    VEIL_GUARD(eng_step_plain(e, n, &desc, "eltwise", &step));
+    VEIL_GUARD(eng_value_set_md(e, n->out, &md));
+    VEIL_GUARD(eng_step_value(e, &e->steps[step], DNNL_ARG_SRC, n->inputs[0], 0));
+    return eng_step_value(e, &e->steps[step], DNNL_ARG_DST, n->out, 1);
+}
+
+/* Pow with a constant scalar exponent: eltwise pow (alpha * x^beta). */
+static int scalar_exponent(const struct eng_graph *g, const struct eng_node *n, float *out)
+{
+    const struct eng_value *b = &g->values[n->inputs[1]];
+    if (b->kind != VAL_CONST || b->dtype != VEIL_ONNX_FLOAT || b->size != 4)
+        return 0;
+    memcpy(out, b->data, 4);
+    return 1;
+}
+
+static int binary_alg(enum eng_op op, dnnl_alg_kind_t *alg)
+{
+    switch (op) {
+    case OP_ADD: *alg = dnnl_binary_add; return 1;
+    case OP_SUB: *alg = dnnl_binary_sub; return 1;
+    case OP_MUL: *alg = dnnl_binary_mul; return 1;
+    case OP_DIV: *alg = dnnl_binary_div; return 1;
+    case OP_MAX: *alg = dnnl_binary_max; return 1;
+    case OP_MIN: *alg = dnnl_binary_min; return 1;
+    case OP_EQUAL: *alg = dnnl_binary_eq; return 1;
+    case OP_LESS: *alg = dnnl_binary_lt; return 1;
+    case OP_GREATER: *alg = dnnl_binary_gt; return 1;
+    case OP_LESSEQ: *alg = dnnl_binary_le; return 1;
+    case OP_GREATEREQ: *alg = dnnl_binary_ge; return 1;
+    default: return 0;
+    }
+}
+
+/* Whether oneDNN's binary primitive fits: float semantics, a computed operand of the output's shape first (or
+ * second, for commutative operations), the other broadcast. */
+static int binary_fits(const struct veil_engine *e, const struct eng_node *n)
+{
+    dnnl_alg_kind_t alg;
+    if (n->input_count != 2 || !binary_alg(n->op, &alg) || n->dtype != 0)
+        return 0;
+    const struct eng_value *a = &e->g.values[n->inputs[0]], *b = &e->g.values[n->inputs[1]];
+    const struct eng_shape *out = &e->g.values[n->out].shape;
+    int a_full = a->kind != VAL_CONST && same_shape(&a->shape, out);
+    int b_full = b->kind != VAL_CONST && same_shape(&b->shape, out);
+    int commutes = n->op == OP_ADD || n->op == OP_MUL || n->op == OP_MAX || n->op == OP_MIN || n->op == OP_EQUAL;
+    if (a->kind == VAL_CONST && a->dtype != VEIL_ONNX_FLOAT)
+        return 0;
+    if (b->kind == VAL_CONST && b->dtype != VEIL_ONNX_FLOAT)
+        return 0;
+    return a_full || (b_full && commutes);
+}
+
+VEIL_RESULT eng_elementwise_build(struct veil_engine *e, struct eng_node *n)
+{
+    float p = 0;
+    int float_in = !is_int(e->g.values[n->inputs[0]].dtype);
+    switch (n->op) {
+    case OP_SQRT: return eltwise(e, n, dnnl_eltwise_sqrt, 0, 0);
+    case OP_TANH: return eltwise(e, n, dnnl_eltwise_tanh, 0, 0);
+    case OP_EXP: return eltwise(e, n, dnnl_eltwise_exp, 0, 0);
+    case OP_ABS: return eltwise(e, n, dnnl_eltwise_abs, 0, 0);
+    case OP_NEG: return eltwise(e, n, dnnl_eltwise_linear, -1, 0);
+    case OP_GELU: return eltwise(e, n, n->fill_i ? dnnl_eltwise_gelu_tanh : dnnl_eltwise_gelu_erf, 0, 0);
+    case OP_POW:
+        if (float_in && scalar_exponent(&e->g, n, &p) && e->g.values[n->inputs[0]].kind != VAL_CONST)
+            return eltwise(e, n, dnnl_eltwise_pow, 1, p);
+        break;
+    default: break;
+    }
+    if (binary_fits(e, n))
+        return eng_binary_build(e, n);
+    return kernel_elementwise(e, n);
+}

@@ -1,0 +1,409 @@
+"""The engine on transformer operators and models, against onnxruntime (and PyTorch for the models).
+
+Per operator: a one-node (or few-node) ONNX model run by veil.Engine and by onnxruntime on the same random input;
+max|diff| <= 1e-5 * max(1, max|ref|). The exporter's shape arithmetic is covered by the models.
+Models (random weights; nothing is downloaded): ViT (torchvision VisionTransformer), BERT for sequence
+classification and GPT-2 LM (transformers config classes), reduced sizes here (2 layers, hidden 128); the full sizes
+(ViT-B/16, BERT-base at seq 128, GPT-2 small at seq 64) and the whole torchvision classifier sweep run with
+VEIL_ENGINE_FULL=1. A reduced torchvision sweep (a handful of families) runs always. Tolerance for models:
+top-1 identical and max|diff| <= 1e-4 * max|logit| against onnxruntime and PyTorch.
+Dynamic axes: a BERT exported with symbolic batch and sequence is planned per concrete shape
+(veil_engine_load_onnx_shaped), each plan checked against onnxruntime at that shape."""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import warnings
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+ort = pytest.importorskip("onnxruntime")
+onnx = pytest.importorskip("onnx")
+from onnx import TensorProto, helper  # noqa: E402
+
+import veil  # noqa: E402
+
+FULL = os.environ.get("VEIL_ENGINE_FULL") == "1"
+OP_TOLERANCE = 1e-5
+MODEL_TOLERANCE = 1e-4
+THREADS = 2
+
+
+def _model(nodes, inputs, outputs, inits=(), opset: int = 17) -> bytes:
+    graph = helper.make_graph(nodes, "t", inputs, outputs, list(inits))
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)]).SerializeToString()
+
+
+def _vi(name: str, shape, dtype=TensorProto.FLOAT):
+    return helper.make_tensor_value_info(name, dtype, shape)
+
+
+def _const(name: str, array: np.ndarray):
+    return onnx.numpy_helper.from_array(array, name)
+
+
+def _check(data: bytes, feeds: dict[str, np.ndarray], tol: float = OP_TOLERANCE) -> list[np.ndarray]:
+    ref = ort.InferenceSession(data, providers=["CPUExecutionProvider"]).run(None, feeds)
+    with veil.Engine.from_onnx(data, threads=THREADS) as engine:
+        got = engine.run(feeds=feeds)
+    for r, g in zip(ref, got):
+        r = r.astype(np.float32)
+        assert g.shape == r.shape
+        assert np.abs(g - r).max() <= tol * max(1.0, float(np.abs(r).max())), (np.abs(g - r).max(), r.ravel()[:4])
+    return got
+
+
+RNG = np.random.default_rng(0)
+
+
+def _x(*shape: int) -> np.ndarray:
+    return RNG.standard_normal(shape).astype(np.float32)
+
+
+# ---- operators ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("op", ["Add", "Sub", "Mul", "Div", "Max", "Min", "Pow"])
+@pytest.mark.parametrize("shapes", [((2, 3, 4), (4,)), ((2, 3, 4), (2, 1, 4)), ((3, 1), (1, 4)), ((4,), (2, 3, 4))])
+def test_binary_broadcast(op: str, shapes) -> None:
+    a, b = _x(*shapes[0]), _x(*shapes[1])
+    if op == "Pow":
+        a = np.abs(a) + 0.5
+    if op == "Div":
+        b = np.sign(b) * (np.abs(b) + 0.5)
+    out = np.broadcast_shapes(a.shape, b.shape)
+    _check(_model([helper.make_node(op, ["a", "b"], ["y"])], [_vi("a", a.shape), _vi("b", b.shape)],
+                  [_vi("y", out)]), {"a": a, "b": b})
+
+
+@pytest.mark.parametrize("op", ["Sub", "Div", "Pow"])
+def test_binary_constant_operand(op: str) -> None:
+    x = np.abs(_x(2, 5)) + 0.5
+    c = np.array(2.0 if op != "Sub" else 1.0, np.float32)
+    for inputs in (["x", "c"], ["c", "x"]):
+        _check(_model([helper.make_node(op, inputs, ["y"])], [_vi("x", [2, 5])], [_vi("y", [2, 5])], [_const("c", c)]),
+               {"x": x})
+
+
+@pytest.mark.parametrize("op", ["Equal", "Less", "Greater", "LessOrEqual", "GreaterOrEqual"])
+def test_compare_and_where(op: str) -> None:
+    a, b = np.round(_x(3, 4)), np.round(_x(4))
+    nodes = [helper.make_node(op, ["a", "b"], ["m"]), helper.make_node("Not", ["m"], ["n"]),
+             helper.make_node("Where", ["n", "a", "c"], ["y"])]
+    data = _model(nodes, [_vi("a", [3, 4]), _vi("b", [4])], [_vi("y", [3, 4])],
+                  [_const("c", np.array(-np.inf, np.float32))])
+    feeds = {"a": a, "b": b}
+    ref = ort.InferenceSession(data, providers=["CPUExecutionProvider"]).run(None, feeds)[0]
+    with veil.Engine.from_onnx(data, threads=THREADS) as engine:
+        got = engine.run(feeds=feeds)[0]
+    np.testing.assert_array_equal(got, ref)
+
+
+@pytest.mark.parametrize("op", ["Sqrt", "Tanh", "Erf", "Exp", "Neg", "Abs"])
+def test_unary(op: str) -> None:
+    x = _x(2, 3, 8)
+    if op == "Sqrt":
+        x = np.abs(x)
+    _check(_model([helper.make_node(op, ["x"], ["y"])], [_vi("x", [2, 3, 8])], [_vi("y", [2, 3, 8])]), {"x": x})
+
+
+def test_isnan_and_logic() -> None:
+    x = _x(2, 6)
+    nodes = [helper.make_node("IsNaN", ["x"], ["n"]), helper.make_node("Greater", ["x", "z"], ["p"]),
+             helper.make_node("Or", ["n", "p"], ["o"]), helper.make_node("And", ["o", "p"], ["a"]),
+             helper.make_node("Cast", ["a"], ["y"], to=TensorProto.FLOAT)]
+    _check(_model(nodes, [_vi("x", [2, 6])], [_vi("y", [2, 6])], [_const("z", np.zeros(1, np.float32))]), {"x": x})
+
+
+@pytest.mark.parametrize("x_first", [True, False])
+def test_gelu_pattern_fused(x_first: bool) -> None:
+    """x * 0.5 * (1 + erf(x / sqrt 2)) as the exporters write it (fused into one gelu_erf at load), and Gelu-20."""
+    x = _x(2, 3, 16) * 3
+    muls = [helper.make_node("Mul", ["x", "a"], ["m"]), helper.make_node("Mul", ["m", "half"], ["y"])] if x_first else \
+        [helper.make_node("Mul", ["a", "half"], ["m"]), helper.make_node("Mul", ["x", "m"], ["y"])]
+    nodes = [helper.make_node("Div", ["x", "s2"], ["d"]), helper.make_node("Erf", ["d"], ["e"]),
+             helper.make_node("Add", ["e", "one"], ["a"]), *muls]
+    inits = [_const("s2", np.array(np.sqrt(2), np.float32)), _const("one", np.array(1, np.float32)),
+             _const("half", np.array(0.5, np.float32))]
+    _check(_model(nodes, [_vi("x", [2, 3, 16])], [_vi("y", [2, 3, 16])], inits), {"x": x})
+    for approx in ("none", "tanh"):
+        _check(_model([helper.make_node("Gelu", ["x"], ["y"], approximate=approx)], [_vi("x", [2, 3, 16])],
+                      [_vi("y", [2, 3, 16])], opset=20), {"x": x})
+
+
+@pytest.mark.parametrize("axis", [-1, 1])
+def test_layer_normalization(axis: int) -> None:
+    x = _x(2, 4, 16)
+    cols = 16 if axis == -1 else 64
+    scale, bias = _x(*(x.shape[axis:] if axis != -1 else (16,))), _x(*(x.shape[axis:] if axis != -1 else (16,)))
+    assert scale.size == cols
+    node = helper.make_node("LayerNormalization", ["x", "s", "b"], ["y"], axis=axis, epsilon=1e-5)
+    _check(_model([node], [_vi("x", [2, 4, 16])], [_vi("y", [2, 4, 16])], [_const("s", scale), _const("b", bias)]),
+           {"x": x})
+
+
+@pytest.mark.parametrize("axis", [0, 1, -1])
+def test_softmax_any_axis(axis: int) -> None:
+    x = _x(3, 4, 5)
+    _check(_model([helper.make_node("Softmax", ["x"], ["y"], axis=axis)], [_vi("x", [3, 4, 5])],
+                  [_vi("y", [3, 4, 5])]), {"x": x})
+
+
+@pytest.mark.parametrize("op", ["ReduceMean", "ReduceSum", "ReduceMax", "ReduceL2"])
+@pytest.mark.parametrize("keepdims", [0, 1])
+def test_reduce(op: str, keepdims: int) -> None:
+    x = _x(2, 3, 8)
+    out = [2, 1, 8] if keepdims else [2, 8]
+    if op == "ReduceSum":  # axes is an input from opset 13
+        node, inits = helper.make_node(op, ["x", "ax"], ["y"], keepdims=keepdims), [_const("ax", np.array([1]))]
+    else:
+        node, inits = helper.make_node(op, ["x"], ["y"], axes=[1], keepdims=keepdims), []
+    _check(_model([node], [_vi("x", [2, 3, 8])], [_vi("y", out)], inits), {"x": x})
+
+
+def test_matmul_batch_broadcast() -> None:
+    a, b = _x(2, 3, 4, 5), _x(3, 5, 6)
+    _check(_model([helper.make_node("MatMul", ["a", "b"], ["y"])], [_vi("a", [2, 3, 4, 5]), _vi("b", [3, 5, 6])],
+                  [_vi("y", [2, 3, 4, 6])]), {"a": a, "b": b})
+
+
+def test_shape_ops_on_activations() -> None:
+    """Transpose, Reshape, Unsqueeze, Squeeze, Slice, Expand, Concat, Split and Gather on computed tensors."""
+    x = _x(2, 3, 4)
+    nodes = [
+        helper.make_node("Relu", ["x"], ["r"]),
+        helper.make_node("Transpose", ["r"], ["t"], perm=[2, 0, 1]),                      # 4,2,3
+        helper.make_node("Unsqueeze", ["t", "ax0"], ["u"]),                               # 1,4,2,3
+        helper.make_node("Squeeze", ["u", "ax0"], ["s"]),                                 # 4,2,3
+        helper.make_node("Slice", ["s", "st", "en", "axs", "sp"], ["sl"]),                # 4,2,2 (step -1 on 2)
+        helper.make_node("Expand", ["sl", "es"], ["ex"]),                                 # 4,2,2 -> 3,4,2,2
+        helper.make_node("Reshape", ["ex", "rs"], ["re"]),                                # 12,4
+        helper.make_node("Split", ["re", "sz"], ["p0", "p1"], axis=1),                     # 12,1 + 12,3
+        helper.make_node("Concat", ["p1", "p0"], ["c"], axis=1),                          # 12,4
+        helper.make_node("Gather", ["c", "gi"], ["y"], axis=0),                           # 2,2,4
+    ]
+    inits = [_const("ax0", np.array([0], np.int64)), _const("st", np.array([2], np.int64)),
+             _const("en", np.array([0], np.int64)), _const("axs", np.array([2], np.int64)),
+             _const("sp", np.array([-1], np.int64)), _const("es", np.array([3, 1, 1, 1], np.int64)),
+             _const("rs", np.array([12, 4], np.int64)), _const("sz", np.array([1, 3], np.int64)),
+             _const("gi", np.array([[0, 11], [5, -1]], np.int64))]
+    _check(_model(nodes, [_vi("x", [2, 3, 4])], [_vi("y", [2, 2, 4])], inits), {"x": x})
+
+
+def test_embedding_gather_from_int64_input() -> None:
+    table = _x(50, 8)
+    ids = np.array([[1, 7, 49, 0]], np.int64)
+    data = _model([helper.make_node("Gather", ["w", "ids"], ["y"])], [_vi("ids", [1, 4], TensorProto.INT64)],
+                  [_vi("y", [1, 4, 8])], [_const("w", table)])
+    got = _check(data, {"ids": ids})
+    np.testing.assert_array_equal(got[0], table[ids])
+    with veil.Engine.from_onnx(data, threads=THREADS) as engine, pytest.raises(veil.ArgumentError, match="range"):
+        engine.run(np.array([[1, 2, 50, 0]], np.int64))
+
+
+def test_constant_folding_of_exporter_arithmetic() -> None:
+    """Shape -> Gather -> Div/Mod/Equal/Where/Range/Expand/Cast: all folded at load into a Reshape target."""
+    nodes = [
+        helper.make_node("Shape", ["x"], ["sh"]),
+        helper.make_node("Gather", ["sh", "one"], ["n"], axis=0),                # 6
+        helper.make_node("Div", ["n", "two"], ["h"]),                             # 3 (integer division)
+        helper.make_node("Mod", ["n", "four"], ["m"]),                            # 2
+        helper.make_node("Equal", ["m", "two"], ["eq"]),
+        helper.make_node("Where", ["eq", "h", "n"], ["w"]),                       # 3
+        helper.make_node("Range", ["zero", "w", "one"], ["rg"]),                  # 0,1,2
+        helper.make_node("Cast", ["rg"], ["rc"], to=TensorProto.INT64),
+        helper.make_node("Gather", ["rc", "last"], ["k"], axis=0),               # [2]
+        helper.make_node("Concat", ["mone", "k"], ["shape"], axis=0),             # [-1, 2]
+        helper.make_node("Reshape", ["x", "shape"], ["y"]),
+    ]
+    i64 = lambda v: np.array(v, np.int64)  # noqa: E731
+    inits = [_const("one", i64(1)), _const("two", i64(2)), _const("four", i64(4)), _const("zero", i64(0)),
+             _const("last", i64([2])), _const("mone", i64([-1]))]
+    _check(_model(nodes, [_vi("x", [2, 6])], [_vi("y", [6, 2])], inits), {"x": _x(2, 6)})
+
+
+# ---- models ------------------------------------------------------------------------------------------------
+
+
+def _export(module: torch.nn.Module, args: tuple, names: list[str], dynamic: dict | None = None) -> bytes:
+    import io
+
+    buf = io.BytesIO()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(module, args, buf, dynamo=False, opset_version=17, input_names=names,
+                          output_names=["logits"], dynamic_axes=dynamic)
+    return buf.getvalue()
+
+
+def _compare_model(data: bytes, feeds: dict[str, np.ndarray], torch_out: np.ndarray) -> None:
+    ref = ort.InferenceSession(data, providers=["CPUExecutionProvider"]).run(None, feeds)[0]
+    with veil.Engine.from_onnx(data, threads=THREADS) as engine:
+        got = engine.run(feeds=feeds)[0]
+    for name, r in (("onnxruntime", ref), ("pytorch", torch_out)):
+        r = r.reshape(got.shape)
+        scale = float(np.abs(r).max())
+        assert scale > 0, f"{name}: all-zero logits make the comparison meaningless"
+        err = float(np.abs(got - r).max()) / scale
+        assert err <= MODEL_TOLERANCE, f"{name}: max relative error {err}"
+        flat_g, flat_r = got.reshape(-1, got.shape[-1]), r.reshape(-1, r.shape[-1])
+        assert (flat_g.argmax(-1) == flat_r.argmax(-1)).all(), f"{name}: top-1 differs"
+
+
+class _Logits(torch.nn.Module):
+    def __init__(self, model: torch.nn.Module, gpt: bool = False) -> None:
+        super().__init__()
+        self.model, self.gpt = model, gpt
+
+    def forward(self, ids: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        if self.gpt:  # explicit mask and positions: transformers' own inference of them does not export
+            pos = torch.arange(ids.shape[1]).unsqueeze(0)
+            return self.model(input_ids=ids, attention_mask=torch.ones_like(ids), position_ids=pos,
+                              use_cache=False).logits
+        return self.model(input_ids=ids, attention_mask=mask).logits
+
+
+def _randomize(module: torch.nn.Module) -> torch.nn.Module:
+    """Zero-initialised heads (torchvision's ViT) would make every logit 0: give every parameter noise."""
+    torch.manual_seed(1)
+    with torch.no_grad():
+        for p in module.parameters():
+            p.add_(torch.randn_like(p) * 0.02)
+    return module.eval()
+
+
+@pytest.mark.parametrize("batch", [1, 2])
+def test_vit(batch: int) -> None:
+    from torchvision.models.vision_transformer import VisionTransformer
+
+    torch.manual_seed(0)
+    if FULL:
+        import torchvision
+
+        model = _randomize(torchvision.models.vit_b_16(weights=None))
+        size = 224
+    else:
+        model = _randomize(VisionTransformer(image_size=64, patch_size=16, num_layers=2, num_heads=4, hidden_dim=128,
+                                             mlp_dim=256, num_classes=100))
+        size = 64
+    x = _x(batch, 3, size, size)
+    with torch.inference_mode():
+        out = model(torch.from_numpy(x)).numpy()
+    _compare_model(_export(model, (torch.from_numpy(x),), ["input"]), {"input": x}, out)
+
+
+def _bert(layers: int, hidden: int, heads: int, vocab: int):  # noqa: ANN202
+    transformers = pytest.importorskip("transformers")
+    cfg = transformers.BertConfig(hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=heads,
+                                  intermediate_size=4 * hidden, vocab_size=vocab, max_position_embeddings=512,
+                                  num_labels=3)
+    torch.manual_seed(0)
+    return transformers.BertForSequenceClassification(cfg).eval()
+
+
+@pytest.mark.parametrize("batch", [1, 2])
+def test_bert(batch: int) -> None:
+    seq, model = (128, _bert(12, 768, 12, 30522)) if FULL else (16, _bert(2, 128, 4, 1000))
+    gen = np.random.default_rng(batch)
+    ids = gen.integers(0, model.config.vocab_size, (batch, seq)).astype(np.int64)
+    mask = np.ones((batch, seq), np.int64)
+    mask[-1, seq // 2:] = 0  # padding in the last sequence: the mask path runs at run time
+    wrapped = _Logits(model)
+    with torch.inference_mode():
+        out = wrapped(torch.from_numpy(ids), torch.from_numpy(mask)).numpy()
+    data = _export(wrapped, (torch.from_numpy(ids), torch.from_numpy(mask)), ["input_ids", "attention_mask"])
+    _compare_model(data, {"input_ids": ids, "attention_mask": mask}, out)
+
+
+def test_gpt2() -> None:
+    transformers = pytest.importorskip("transformers")
+    if FULL:
+        cfg, seq = transformers.GPT2Config(bos_token_id=0, eos_token_id=0), 64
+    else:
+        cfg, seq = transformers.GPT2Config(n_embd=128, n_layer=2, n_head=4, vocab_size=1000, n_positions=128,
+                                           bos_token_id=0, eos_token_id=0), 16
+    torch.manual_seed(0)
+    model = _Logits(transformers.GPT2LMHeadModel(cfg).eval(), gpt=True)
+    ids = np.random.default_rng(0).integers(0, cfg.vocab_size, (1, seq)).astype(np.int64)
+    with torch.inference_mode():
+        out = model(torch.from_numpy(ids)).numpy()
+    _compare_model(_export(model, (torch.from_numpy(ids),), ["input_ids"]), {"input_ids": ids}, out)
+
+
+# ---- dynamic axes ------------------------------------------------------------------------------------------
+
+
+class _Shape(ctypes.Structure):
+    _fields_ = [("name", ctypes.c_char_p), ("rank", ctypes.c_uint32), ("dims", ctypes.c_int64 * 6)]
+
+
+def _load_shaped(data: bytes, shapes: dict[str, tuple[int, ...]]) -> veil.Engine:
+    from veil import _lib
+    from veil.engine import _Options
+
+    lib = _lib.lib()
+    fn = lib.veil_engine_load_onnx_shaped
+    fn.restype = ctypes.c_int
+    fn.argtypes = [ctypes.c_char_p, ctypes.c_size_t, ctypes.POINTER(_Options), ctypes.POINTER(_Shape), ctypes.c_size_t,
+                   ctypes.POINTER(ctypes.c_void_p)]
+    arr = (_Shape * len(shapes))()
+    for i, (name, dims) in enumerate(shapes.items()):
+        arr[i].name, arr[i].rank = name.encode(), len(dims)
+        for k, d in enumerate(dims):
+            arr[i].dims[k] = d
+    out = ctypes.c_void_p()
+    opts = _Options(THREADS, 0, 0)
+    _lib.check(fn(data, len(data), ctypes.byref(opts), arr, len(shapes), ctypes.byref(out)))
+    return veil.Engine(int(out.value or 0))
+
+
+def test_dynamic_batch_and_sequence() -> None:
+    model = _Logits(_bert(2, 64, 2, 500))
+    ids, mask = torch.zeros(1, 8, dtype=torch.int64), torch.ones(1, 8, dtype=torch.int64)
+    axes = {"input_ids": {0: "batch", 1: "seq"}, "attention_mask": {0: "batch", 1: "seq"}, "logits": {0: "batch"}}
+    data = _export(model, (ids, mask), ["input_ids", "attention_mask"], axes)
+    session = ort.InferenceSession(data, providers=["CPUExecutionProvider"])
+    with pytest.raises(veil.UnsupportedError, match="symbolic"):
+        veil.Engine.from_onnx(data)  # the sequence length must be given
+    for batch, seq in ((1, 8), (3, 5), (2, 33)):
+        feeds = {"input_ids": np.random.default_rng(seq).integers(0, 500, (batch, seq)).astype(np.int64),
+                 "attention_mask": np.ones((batch, seq), np.int64)}
+        with _load_shaped(data, {"input_ids": (batch, seq), "attention_mask": (batch, seq)}) as engine:
+            assert engine.inputs[0].shape == (batch, seq)
+            got = engine.run(feeds=feeds)[0]
+        ref = session.run(None, feeds)[0]
+        assert np.abs(got - ref).max() <= MODEL_TOLERANCE * np.abs(ref).max()
+    with pytest.raises(veil.ArgumentError, match="no graph input"):
+        _load_shaped(data, {"nope": (1, 8)})
+
+
+# ---- torchvision classifiers -------------------------------------------------------------------------------
+
+REDUCED = ["resnet18", "mobilenet_v3_small", "squeezenet1_1", "shufflenet_v2_x0_5", "regnet_x_400mf", "alexnet",
+           "efficientnet_b0"]
+
+
+def _torchvision_models() -> list[str]:
+    import torchvision
+
+    if not FULL:
+        return REDUCED
+    return sorted(torchvision.models.list_models(module=torchvision.models))
+
+
+@pytest.mark.parametrize("name", _torchvision_models())
+def test_torchvision_classifier(name: str) -> None:
+    import torchvision
+
+    torch.manual_seed(0)
+    model = _randomize(torchvision.models.get_model(name, weights=None))
+    size = 299 if name == "inception_v3" else 224
+    for batch in (1, 4) if FULL else (1,):
+        x = _x(batch, 3, size, size)
+        with torch.inference_mode():
+            out = model(torch.from_numpy(x))
+        out = (out.logits if hasattr(out, "logits") else out).numpy()
+        _compare_model(_export(model, (torch.from_numpy(x),), ["input"]), {"input": x}, out)
