@@ -90,6 +90,10 @@ VEIL_RESULT veil_path_join(char *out, size_t out_size, const char *dir, const ch
 /* An ECDSA P-256 signature in DER (Ecdsa-Sig-Value): at most 2 + 2 * (2 + 33) bytes. */
 #define VEIL_SIM_SIG_MAX_SIZE 72u
 
+/* The sim TEE's measurement of the program open at exe_fd (named exe in messages) run without a configuration file:
+ * what veil-cache computes for a local peer (lib/cache/sim.c), by the provider's own formula. */
+VEIL_RESULT veil_sim_measure_fd(int exe_fd, const char *exe, uint8_t out[VEIL_SHA384_SIZE]);
+
 /* ---- tees/snp.c ---------------------------------------------------------------------------------------- */
 
 /* Finds the VCEK (or else the VLEK) in an SNP certificate table (configfs-tsm auxblob, GHCB layout):

@@ -142,7 +142,7 @@ VEIL_RESULT veil_la_binding(uint8_t role, const uint8_t nonce_r[VEIL_LA_NONCE_SI
 
 /* The node's simulation report key, derived from sim_dir's platform key (out: a caller's secret buffer). */
 VEIL_RESULT veil_la_sim_report_key(const char *sim_dir, uint8_t out[VEIL_LA_SIM_REPORT_KEY_SIZE]);
-/* The measurement a simulated TEE has when it runs exe with no configuration file (lib/attest/sim.c's formula):
+/* The measurement a simulated TEE has when it runs exe with no configuration file (lib/attest/tees/sim.c's formula):
  * the identity in sim local reports. exe may be "/proc/PID/exe". */
 VEIL_RESULT veil_la_sim_measure(const char *exe, uint8_t out[VEIL_LA_SIM_MEASUREMENT_SIZE]);
 /* A report of measurement for target, binding report_data. */

@@ -12,6 +12,7 @@
 #include <openssl/evp.h>
 #include <openssl/hmac.h>
 
+#include "attest/attest_internal.h"
 #include "cache/local.h"
 #include "core/cursor.h"
 #include "core/file.h"
@@ -21,7 +22,6 @@
 #include "crypto/ossl_defer.h"
 
 #define SIM_KEY_FILE "platform.key"                      /* lib/attest's VEIL_SIM_KEY_FILE */
-#define SIM_MEASUREMENT_DOMAIN "VEIL-SIM-MEASUREMENT-V1" /* lib/attest's VEIL_SIM_MEASUREMENT_DOMAIN */
 #define MAC_INPUT_SIZE (sizeof VEIL_LA_SIM_REPORT_DOMAIN + 2 * VEIL_LA_SIM_MEASUREMENT_SIZE + VEIL_REPORT_DATA_SIZE)
 
 VEIL_RESULT veil_la_sim_report_key(const char *sim_dir, uint8_t out[VEIL_LA_SIM_REPORT_KEY_SIZE])
@@ -36,44 +36,13 @@ VEIL_RESULT veil_la_sim_report_key(const char *sim_dir, uint8_t out[VEIL_LA_SIM_
     return veil_hkdf_sha256(pem.data, pem.size, VEIL_LA_SIM_KEY_INFO, out, VEIL_LA_SIM_REPORT_KEY_SIZE);
 }
 
-/* u64le(size) || contents of the open file into the digest. */
-static VEIL_RESULT digest_file(EVP_MD_CTX *md, int fd, const char *exe)
-{
-    struct stat st;
-    VEIL_ENSURE(fstat(fd, &st) == 0 && S_ISREG(st.st_mode), VEIL_ERR_IO, "%s is not a regular file", exe);
-    uint8_t len[8], chunk[65536];
-    veil_store_u64le(len, (uint64_t)st.st_size);
-    VEIL_GUARD_OSSL(EVP_DigestUpdate(md, len, sizeof len), VEIL_ERR_CRYPTO);
-    uint64_t total = 0;
-    for (;;) {
-        ssize_t n = read(fd, chunk, sizeof chunk);
-        if (n < 0 && errno == EINTR)
-            continue;
-        VEIL_ENSURE(n >= 0, VEIL_ERR_IO, "cannot read %s: %s", exe, strerror(errno));
-        if (n == 0)
-            break;
-        VEIL_GUARD_OSSL(EVP_DigestUpdate(md, chunk, (size_t)n), VEIL_ERR_CRYPTO);
-        total += (uint64_t)n;
-    }
-    VEIL_ENSURE(total == (uint64_t)st.st_size, VEIL_ERR_IO, "%s changed while it was measured", exe);
-    return VEIL_RESULT_OK;
-}
-
-/* SHA-384(domain 0x00 || u64le(n) || executable || u64le(0)): the sim TEE's measurement without a configuration
- * file (docs/spec/evidence.md, "sim"; tests/unit/test_cache.c checks it against the provider's own). */
+/* The sim TEE's measurement without a configuration file (docs/spec/evidence.md, "sim"), by lib/attest's own
+ * function: the file is opened once and measured through that descriptor. */
 VEIL_RESULT veil_la_sim_measure(const char *exe, uint8_t out[VEIL_LA_SIM_MEASUREMENT_SIZE])
 {
-    static const uint8_t no_config[8] = {0};
     VEIL_DEFER(veil_fd_close) int fd = open(exe, O_RDONLY | O_CLOEXEC);
     VEIL_ENSURE(fd >= 0, VEIL_ERR_IO, "cannot open %s: %s", exe, strerror(errno));
-    VEIL_DEFER(veil_ossl_md_ctx_done) EVP_MD_CTX *md = EVP_MD_CTX_new();
-    VEIL_ENSURE(md != NULL, VEIL_ERR_NOMEM, "out of memory");
-    VEIL_GUARD_OSSL(EVP_DigestInit_ex(md, EVP_sha384(), NULL), VEIL_ERR_CRYPTO);
-    VEIL_GUARD_OSSL(EVP_DigestUpdate(md, SIM_MEASUREMENT_DOMAIN, sizeof SIM_MEASUREMENT_DOMAIN), VEIL_ERR_CRYPTO);
-    VEIL_GUARD(digest_file(md, fd, exe));
-    VEIL_GUARD_OSSL(EVP_DigestUpdate(md, no_config, sizeof no_config), VEIL_ERR_CRYPTO);
-    VEIL_GUARD_OSSL(EVP_DigestFinal_ex(md, out, NULL), VEIL_ERR_CRYPTO);
-    return VEIL_RESULT_OK;
+    return veil_sim_measure_fd(fd, exe, out);
 }
 
 static VEIL_RESULT sim_mac(const uint8_t key[VEIL_LA_SIM_REPORT_KEY_SIZE], const uint8_t *target,

@@ -4,8 +4,9 @@
  *   main.c      lifecycle: arguments, configuration, TLS key, models, HTTP, signals, draining shutdown
  *   config.c    the settings table (rows of the shared parser, src/daemon/config.h)
  *   tls.c       the TLS key pair and self-signed certificate, created in memory at start (never on disk)
- *   keys.c      where model keys come from: one small interface (struct rt_key_source), implemented by veil-kbs
- *               over RCAR and by veil-cache's Unix socket (keys under leases, renewed by the lease thread here)
+ *   keys.c      where model keys come from: one small interface (struct rt_key_source); veil-kbs over RCAR
+ *   keys_cache.c  the second source: veil-cache's Unix socket, after local attestation; keys under leases
+ *   leases.c    the lease thread: renewal at half the lease, lapse and restore of models
  *   models.c    each served model: header, key, decryption into locked memory, usage policy, engine pool
  *   kserve.c    the KServe v2 / Open Inference Protocol routes and handlers (codec in lib/serve/kserve.h)
  *   veil.c      Veil's own routes: /v2/veil/attestation, /metrics, and the runtime's metric families

@@ -262,12 +262,10 @@ static VEIL_RESULT load_private_key_file(const char *path, EVP_PKEY **out)
     return VEIL_RESULT_OK;
 }
 
-/* u64le(size) || contents, streamed into the digest; the file must not change size while it is read. */
-static VEIL_RESULT hash_file(EVP_MD_CTX *md, const char *path)
+/* u64le(size) || contents of an open file, streamed into the digest; it must not change size while it is read. */
+static VEIL_RESULT hash_fd(EVP_MD_CTX *md, int fd, const char *path)
 {
     uint8_t len[8], chunk[65536];
-    VEIL_DEFER(veil_fd_close) int fd = open(path, O_RDONLY | O_CLOEXEC);
-    VEIL_ENSURE(fd >= 0, VEIL_ERR_IO, "cannot open %s: %s", path, strerror(errno));
     struct stat st;
     VEIL_ENSURE(fstat(fd, &st) == 0 && S_ISREG(st.st_mode), VEIL_ERR_IO, "%s is not a regular file", path);
     veil_store_u64le(len, (uint64_t)st.st_size);
@@ -287,8 +285,16 @@ static VEIL_RESULT hash_file(EVP_MD_CTX *md, const char *path)
     return VEIL_RESULT_OK;
 }
 
-/* SHA-384("VEIL-SIM-MEASUREMENT-V1" 0x00 || u64le(n) || executable || u64le(m) || config), m = 0 without one. */
-static VEIL_RESULT sim_measure_files(const char *exe, const char *cfg, uint8_t out[VEIL_SHA384_SIZE])
+static VEIL_RESULT hash_file(EVP_MD_CTX *md, const char *path)
+{
+    VEIL_DEFER(veil_fd_close) int fd = open(path, O_RDONLY | O_CLOEXEC);
+    VEIL_ENSURE(fd >= 0, VEIL_ERR_IO, "cannot open %s: %s", path, strerror(errno));
+    return hash_fd(md, fd, path);
+}
+
+/* SHA-384("VEIL-SIM-MEASUREMENT-V1" 0x00 || u64le(n) || executable || u64le(m) || config), m = 0 without one.
+ * The executable is an open file (exe_fd, named exe in messages) or, with exe_fd < 0, the file at exe. */
+static VEIL_RESULT measure_open(int exe_fd, const char *exe, const char *cfg, uint8_t out[VEIL_SHA384_SIZE])
 {
     static const uint8_t no_config[8] = {0};
     VEIL_DEFER(veil_ossl_md_ctx_done) EVP_MD_CTX *md = EVP_MD_CTX_new();
@@ -296,13 +302,23 @@ static VEIL_RESULT sim_measure_files(const char *exe, const char *cfg, uint8_t o
     VEIL_GUARD_OSSL(EVP_DigestInit_ex(md, EVP_sha384(), NULL), VEIL_ERR_CRYPTO);
     VEIL_GUARD_OSSL(EVP_DigestUpdate(md, VEIL_SIM_MEASUREMENT_DOMAIN, sizeof VEIL_SIM_MEASUREMENT_DOMAIN),
                     VEIL_ERR_CRYPTO);
-    VEIL_GUARD(hash_file(md, exe));
+    VEIL_GUARD(exe_fd >= 0 ? hash_fd(md, exe_fd, exe) : hash_file(md, exe));
     if (cfg != NULL)
         VEIL_GUARD(hash_file(md, cfg));
     else
         VEIL_GUARD_OSSL(EVP_DigestUpdate(md, no_config, sizeof no_config), VEIL_ERR_CRYPTO);
     VEIL_GUARD_OSSL(EVP_DigestFinal_ex(md, out, NULL), VEIL_ERR_CRYPTO);
     return VEIL_RESULT_OK;
+}
+
+static VEIL_RESULT sim_measure_files(const char *exe, const char *cfg, uint8_t out[VEIL_SHA384_SIZE])
+{
+    return measure_open(-1, exe, cfg, out);
+}
+
+VEIL_RESULT veil_sim_measure_fd(int exe_fd, const char *exe, uint8_t out[VEIL_SHA384_SIZE])
+{
+    return measure_open(exe_fd, exe, NULL, out);
 }
 
 /* What identifies a file's contents without reading it: a change of contents changes the ctime, which no
