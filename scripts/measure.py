@@ -41,13 +41,13 @@ GRAMINE_GLIBC = {"ld-linux-x86-64.so.2", "libc.so.6", "libm.so.6", "libmvec.so.1
 CA_BUNDLE = Path("/etc/ssl/certs/ca-certificates.crt")
 NOT_COMPUTED = [
     "Gramine MRENCLAVE: not computed. It needs gramine-manifest and gramine-sgx-sign (and Gramine's runtime: "
-    "libpal.so, its glibc), packaged neither in Debian 12 nor on PyPI; this tree has no manifest template yet. "
+    "libpal.so, its glibc), packaged neither in Debian 12 nor on PyPI (deploy/gramine holds the manifest templates). "
     "The trusted-file hashes above are the inputs that depend on this build.",
     "TDX MRTD/RTMRs: not computed. No offline tool is packaged in Debian 12 or on PyPI (pytdxmeasure reads RTMRs "
-    "inside a running TD); this tree has no CVM recipe (TDVF, kernel, initrd, command line) yet.",
+    "inside a running TD); deploy/cvm's image recipe has never been built here (no TDVF or TD to measure).",
     "SEV-SNP launch measurement: not computed. sev-snp-measure (PyPI) computes it offline from OVMF, kernel, initrd "
     "and command line, but measured direct boot needs the AmdSevX64 OVMF build, which Debian 12's ovmf lacks; "
-    "this tree has no CVM recipe yet.",
+    "deploy/cvm's image recipe has never been built here.",
 ]
 
 

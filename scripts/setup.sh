@@ -8,7 +8,8 @@ root=$(cd "$(dirname "$0")/.." && pwd)
 venv=${VEIL_VENV:-$HOME/.cache/veil/venv}
 debs=(gcc make cmake pkg-config libssl-dev libjansson-dev libcmocka-dev libcurl4-openssl-dev libdnnl-dev libmicrohttpd-dev libgnutls28-dev libsqlite3-dev clang
       libclang-rt-14-dev python3-venv
-      postgresql libpq-dev)  # the broker's PostgreSQL store (libpq) and the server its tests start (scripts/pg.sh)
+      postgresql libpq-dev   # the broker's PostgreSQL store (libpq) and the server its tests start (scripts/pg.sh)
+      mkosi strace)          # deploy/: the CVM image recipe parsed, the Gramine manifest's file list traced (test_deploy.py)
 
 missing=()
 for p in "${debs[@]}"; do
