@@ -18,6 +18,7 @@ from typing import Any
 from .errors import LibraryNotFoundError, error_for_status
 
 ENV_VAR = "VEIL_LIBRARY"
+_PACKAGE_LIB = Path(__file__).resolve().parent / "libveil.so.0"  # pip install ./python puts it here
 _BUILD_TREE_LIB = Path(__file__).resolve().parent.parent.parent / "build" / "release" / "libveil.so"
 
 _MODEL_ID_MAX = 128  # VEIL_MODEL_ID_MAX, fixed by the ABI of struct veil_sealed_info (checked at load)
@@ -138,7 +139,7 @@ def _candidates() -> list[str]:
     env = os.environ.get(ENV_VAR)
     if env:
         return [env]
-    found = [str(_BUILD_TREE_LIB)] if _BUILD_TREE_LIB.is_file() else []
+    found = [str(p) for p in (_PACKAGE_LIB, _BUILD_TREE_LIB) if p.is_file()]
     system = ctypes.util.find_library("veil")
     if system:
         found.append(system)
