@@ -30,6 +30,9 @@
 (i) serve_latency, serve_overhead, serve_throughput, serve_cold_start, serve_peak_rss: veil-runtime serving sealed
     models over KServe v2 REST on loopback (key from veil-kbs --dev by RCAR, sim TEE) vs PyTorch/onnxruntime/Veil's
     engine in-process and the KServe Python model server (bench/serve_bench.py; VEIL_BENCH_ONLY=serve runs only it).
+(j) cache_start_ready, cache_key_fetch, cache_renewal_cost, cache_revocation: veil-cache (sim TEE) between veil-kbs
+    --dev and veil-runtime: a runtime's start with --cache vs --kbs, the broker's CPU per lease renewal, revocation
+    to the runtime's first 503 (bench/cache_bench.py; VEIL_BENCH_ONLY=cache runs only it).
 """
 
 from __future__ import annotations
@@ -342,12 +345,23 @@ def bench_serve() -> None:
     serve_bench.main()
 
 
+def bench_cache() -> None:
+    """(j) bench/cache_bench.py."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    import cache_bench
+
+    cache_bench.main()
+
+
 def main() -> int:
     if os.environ.get("VEIL_BENCH_ONLY") == "kbs":
         bench_kbs()
         return 0
     if os.environ.get("VEIL_BENCH_ONLY") == "serve":
         bench_serve()
+        return 0
+    if os.environ.get("VEIL_BENCH_ONLY") == "cache":
+        bench_cache()
         return 0
     bench_decrypt()
     bench_open()
@@ -356,6 +370,7 @@ def main() -> int:
     loads = bench_engine_latency()
     bench_engine_rss(loads)
     bench_serve()
+    bench_cache()
     return 0
 
 
