@@ -12,9 +12,13 @@ import json
 import os
 import struct
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from refusal import refusal_problems  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
 VEIL = os.environ.get("VEIL_BIN", str(ROOT / "build" / "release" / "veil"))
@@ -204,26 +208,33 @@ def test_fake_gramine_tree(tmp_path: Path) -> None:
 
 def test_usage_errors(tmp_path: Path, platform: Path) -> None:
     out = tmp_path / "x.json"
-    cases = [
-        ["attest"],
-        ["attest", "frobnicate"],
-        ["attest", "collect", "--provider", "sim", "--report-data", RD],
-        ["attest", "collect", "--provider", "tpm", "--report-data", RD, "-o", out],
-        ["attest", "collect", "--provider", "sim", "--report-data", "abc", "--sim-dir", platform, "-o", out],
-        ["attest", "collect", "--provider", "sim", "--report-data", "zz", "--sim-dir", platform, "-o", out],
-        ["attest", "collect", "--provider", "sim", "--report-data", "00" * 65, "--sim-dir", platform, "-o", out],
-        ["attest", "collect", "--provider", "sim", "--report-data", RD, "-o", out],
-        ["attest", "verify"],
-        ["attest", "verify", "a", "b"],
-        ["attest", "verify", "a", "--type", "tpm"],
-        ["attest", "verify", "a", "--now", "yesterday"],
-        ["attest", "verify", "a", "--collateral", "c", "--pccs", "https://x"],
-        ["attest", "verify", "a", "--sim-dir", "x"],
-        ["attest", "sim-init"],
+    cases = [  # (arguments, the usage error's reason)
+        (["attest"], "usage: veil attest <collect|verify|sim-init>"),
+        (["attest", "frobnicate"], "unknown subcommand 'frobnicate'"),
+        (["attest", "collect", "--provider", "sim", "--report-data", RD], "-o EVIDENCE.json is required"),
+        (["attest", "collect", "--provider", "tpm", "--report-data", RD, "-o", out], "--provider must be"),
+        (["attest", "collect", "--provider", "sim", "--report-data", "abc", "--sim-dir", platform, "-o", out],
+         "--report-data must be 2 to 128 hex digits"),
+        (["attest", "collect", "--provider", "sim", "--report-data", "zz", "--sim-dir", platform, "-o", out],
+         "--report-data is not hex"),
+        (["attest", "collect", "--provider", "sim", "--report-data", "00" * 65, "--sim-dir", platform, "-o", out],
+         "--report-data must be 2 to 128 hex digits"),
+        (["attest", "collect", "--provider", "sim", "--report-data", RD, "-o", out], "--provider sim needs --sim-dir"),
+        (["attest", "verify"], "missing evidence file"),
+        (["attest", "verify", "a", "b"], "unexpected argument 'b'"),
+        (["attest", "verify", "a", "--type", "tpm"], "--type must be"),
+        (["attest", "verify", "a", "--now", "yesterday"], "--now must be seconds since the epoch"),
+        (["attest", "verify", "a", "--collateral", "c", "--pccs", "https://x"],
+         "give --collateral or --pccs, not both"),
+        (["attest", "verify", "a", "--sim-dir", "x"], "option --sim-dir does not apply here"),
+        (["attest", "sim-init"], "--dir DIR is required"),
     ]
-    for args in cases:
-        p = veil(*args)
-        assert p.returncode == 2, (args, p.stderr)
+    failures = []
+    for args, reason in cases:
+        problems = refusal_problems(veil(*args), reason, exit_code=2)
+        if problems:
+            failures.append(f"{args}: {'; '.join(problems)}")
+    assert not failures, "\n".join(failures)
     assert not out.exists()
 
 

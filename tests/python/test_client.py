@@ -34,6 +34,7 @@ import socket
 import ssl
 import struct
 import subprocess
+import sys
 import threading
 import urllib.parse
 from pathlib import Path
@@ -51,6 +52,9 @@ crypto_x509 = pytest.importorskip("cryptography.x509")
 from cryptography.hazmat.primitives import hashes, serialization  # noqa: E402
 from cryptography.hazmat.primitives.asymmetric import ec  # noqa: E402
 from cryptography.x509.oid import NameOID  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from refusal import assert_refused  # noqa: E402
 
 IMAGE = b"pretend veil-runtime image\n"
 
@@ -661,8 +665,9 @@ def test_cli_refuses(runtime: Any, tmp_path: Path) -> None:
     assert p.returncode == 1 and "below the policy's minimum 1000000" in p.stderr, p.stderr
     only_attestation(runtime)
     # Usage errors: plain http without --insecure-http, no policy.
-    assert veil_cli("client", "verify", runtime.url.replace("https", "http"), "--policy", pol).returncode == 2
-    assert veil_cli("client", "verify", runtime.url).returncode == 2
+    assert_refused(veil_cli("client", "verify", runtime.url.replace("https", "http"), "--policy", pol),
+                   "the URL must be https://", exit_code=2)
+    assert_refused(veil_cli("client", "verify", runtime.url), "--policy FILE is required", exit_code=2)
     assert veil_cli("client", "verify", "--help").returncode == 0
 
 

@@ -8,11 +8,15 @@ from __future__ import annotations
 
 import os
 import subprocess
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from refusal import assert_refused  # noqa: E402
 
 torch = pytest.importorskip("torch")
 torchvision = pytest.importorskip("torchvision")
@@ -152,10 +156,7 @@ def test_mobilenet_v3_small(workdir: Path, tmp_path: Path) -> None:
 
 
 def assert_failed(p: subprocess.CompletedProcess[str], needle: str) -> None:
-    assert p.returncode == 1, p
-    lines = p.stderr.splitlines()
-    assert len(lines) == 1 and lines[0].startswith("veil: error: "), p.stderr
-    assert needle in lines[0], lines[0]
+    assert_refused(p, needle)
 
 
 def _tiny(tmp: Path, op: str = "Relu") -> Path:
@@ -201,7 +202,8 @@ def test_sealed_model_needs_its_key(tmp_path: Path) -> None:
     np.save(tmp_path / "x.npy", np.ones((1, 3), np.float32))
     p = veil("run", sealed, "--input", tmp_path / "x.npy", "-o", tmp_path / "y.npy")
     assert p.returncode == 2 and "--key" in p.stderr
-    assert veil("run", sealed, "--input", tmp_path / "x.npy", "-o", tmp_path / "y.npy", "--key", other).returncode == 1
+    assert_failed(veil("run", sealed, "--input", tmp_path / "x.npy", "-o", tmp_path / "y.npy", "--key", other),
+                  "key unwrap failed")
     assert not (tmp_path / "y.npy").exists()
     np.testing.assert_array_equal(run_veil(sealed, np.ones((1, 3), np.float32), tmp_path, "--key", key),
                                   np.ones((1, 3), np.float32))

@@ -5,7 +5,9 @@
         initializers' raw bytes in graph order (encrypted and --public-graph);
     (b) files sealed by the reference are accepted by `veil unseal` and give back the same tensors;
     (c) every variant written by tests/attacks/tamper.py is refused by `veil unseal` with exit 1, exactly one
-        `veil: error: ` line on stderr, and no output file (an existing one is left byte-identical).
+        `veil: error: ` line on stderr naming the check its manifest layer implies (the reference's own verdict on
+        the variant: header parse, key unwrap, chunk authentication or graph/section mismatch; see
+        _expected_reason), and no output file (an existing one is left byte-identical).
 
 The binary comes from $VEIL_BIN (default build/release/veil); the module is skipped when it does not exist.
 """
@@ -15,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -27,6 +30,7 @@ from onnx import numpy_helper
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from refusal import refusal_problems  # noqa: E402
 from test_sealed_ref import (  # noqa: E402
     PY,
     TAMPER,
@@ -127,9 +131,10 @@ def test_cli_sealed_file_conforms(tmp_path: Path, public: bool) -> None:
         "tensor_count": len(sf.sections) - 1, "tensor_data_size": sum(s.size for s in sf.sections[1:]),
         "graph_encrypted": not public,
     }
+    missing = sorted(set(expected) - set(info))
+    assert not missing, f"inspect --json dropped {missing}: {info}"
     for k, v in expected.items():
-        if k in info:
-            assert info[k] == v, f"inspect --json {k}: {info[k]!r}, reference says {v!r}"
+        assert info[k] == v, f"inspect --json {k}: {info[k]!r}, reference says {v!r}"
 
 
 def test_cli_sealed_torch_model_default_chunk(tmp_path: Path) -> None:
@@ -219,7 +224,7 @@ def test_reference_sealed_file_unseals(tmp_path: Path, which: str, public: bool,
     ok("unseal", tmp_path / "r.veil", "-o", tmp_path / "out.onnx", "--key", tmp_path / "k")
     assert_same_model(onnx.load(str(tmp_path / "out.onnx")), model)
     info = json.loads(ok("inspect", tmp_path / "r.veil", "--json").stdout)
-    assert info.get("model_id", "ref-made") == "ref-made" and info.get("key_version", 4) == 4
+    assert info["model_id"] == "ref-made" and info["key_version"] == 4 and info["model_version"] == 5, info
 
 
 def test_reference_sealed_torch_model_unseals(tmp_path: Path) -> None:
@@ -249,6 +254,60 @@ def test_cli_accepts_conforming_oddities(tmp_path: Path) -> None:
 
 # --- (c) tampered files refused by the CLI -------------------------------------------------------------------
 
+# The check a refusal must name, by the reference's verdict on the file (messages of lib/format and lib/onnx;
+# matched at the start of the text after `veil: error: `).
+HEADER_PARSE = re.compile(
+    r"^(truncated sealed file|sealed file has trailing bytes|unexpected trailing bytes|input ends early|"
+    r"nonzero padding |sealed format version \d+ is not supported|unknown required flags |not a sealed Veil model|"
+    r"header: |header size \d+ out of bounds|section table: |key wrap: key version 0|data region too large)")
+KEY_UNWRAP = re.compile(r"^key unwrap failed: ")
+CHUNK_AUTH = re.compile(r"^(graph|tensor data) authentication failed: ")
+GRAPH_MISMATCH = re.compile(r"^(the graph has \d+ initializers but the file \d+ tensor sections|tensor section \d+ "
+                            r"does not match|malformed ModelProto|not a valid ONNX model|initializer )")
+
+# What the reference must say about a variant of each manifest layer (tests/attacks/tamper.py's docstring).
+LAYER_VERDICTS: dict[str, tuple[type[ref.SealedError], ...]] = {
+    "format": (ref.FormatError, ref.VersionError, ref.TruncatedError, ref.UnwrapError, ref.AuthError),
+    "key": (ref.UnwrapError,),
+    "graph": (ref.GraphMismatchError,),
+}
+# Families tamper.py writes for any file with several chunks and sections: a manifest without one is incomplete.
+TAMPER_FAMILIES = ("truncate_", "flip_", "splice_", "swap_", "lie_", "auth_", "wrong_key")
+
+
+def _reference_verdict(data: bytes, key: bytes) -> type[ref.SealedError] | None:
+    """The class of the reference's objection to the file opened with key (None: it accepts the file)."""
+    try:
+        graph, tensors = ref.open_sealed(data, key)
+        ref.check_graph(graph, tensors)
+    except ref.SealedError as e:
+        return type(e)
+    return None
+
+
+def _reason_for(verdict: type[ref.SealedError]) -> re.Pattern[str]:
+    if issubclass(verdict, ref.UnwrapError):
+        return KEY_UNWRAP
+    if issubclass(verdict, ref.AuthError):
+        return CHUNK_AUTH
+    if issubclass(verdict, ref.GraphMismatchError):
+        return GRAPH_MISMATCH
+    return HEADER_PARSE  # FormatError (padding, trailing data), VersionError, TruncatedError
+
+
+def _check_manifest(vdir: Path, manifest: list[dict[str, str]]) -> None:
+    """Non-empty, one entry per written file, every layer and family present, every named file there."""
+    assert manifest, "tamper.py wrote an empty manifest"
+    files = [m["file"] for m in manifest]
+    assert len(set(files)) == len(files), "duplicate files in the manifest"
+    assert set(files) == {p.name for p in vdir.glob("*.veil")}, "manifest and written variants differ"
+    assert {m["layer"] for m in manifest} == set(LAYER_VERDICTS), "a layer has no variant (or an unknown layer)"
+    missing = [f for f in TAMPER_FAMILIES if not any(m["kind"].startswith(f) for m in manifest)]
+    assert not missing, f"tamper families missing from the manifest: {missing}"
+    for m in manifest:
+        if "key" in m:
+            assert (vdir / m["key"]).is_file(), f"{m['kind']}: key file {m['key']} missing"
+
 
 @pytest.fixture(scope="module")
 def tamper_set(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, list[dict[str, str]]]:
@@ -262,6 +321,7 @@ def tamper_set(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, li
                        capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
     manifest = json.loads((d / "variants" / "manifest.json").read_text())
+    _check_manifest(d / "variants", manifest)
     return d, d / "variants", manifest
 
 
@@ -269,14 +329,20 @@ def _key_for(d: Path, vdir: Path, m: dict[str, str]) -> Path:
     return vdir / m["key"] if "key" in m else d / "model.key"
 
 
-def _refusal_problems(r: Run) -> list[str]:
-    problems = []
-    if r.rc != 1:
-        problems.append(f"exit {r.rc}")
-    lines = r.stderr.splitlines()
-    if len(lines) != 1 or not lines[0].startswith("veil: error: "):
-        problems.append(f"stderr {r.stderr!r}")
-    return problems
+def _variant_reason(d: Path, vdir: Path, m: dict[str, str]) -> tuple[re.Pattern[str] | None, str]:
+    """The reason the CLI must give for variant m, from the reference's verdict; (None, why) when the verdict
+    contradicts the manifest's layer (or the variant or its key is missing), which is itself a failure."""
+    path, key_path = vdir / m["file"], _key_for(d, vdir, m)
+    if not path.is_file() or not key_path.is_file():
+        return None, f"missing {path if not path.is_file() else key_path}"
+    verdict = _reference_verdict(path.read_bytes(), key_path.read_bytes())
+    if verdict is None or not issubclass(verdict, LAYER_VERDICTS[m["layer"]]):
+        return None, f"layer {m['layer']!r} but the reference says {verdict.__name__ if verdict else 'accept'}"
+    return _reason_for(verdict), verdict.__name__
+
+
+def _refusal_problems(r: Run, reason: re.Pattern[str] | str) -> list[str]:
+    return refusal_problems(r, reason)
 
 
 def test_tamper_variants_refused_by_cli(tamper_set: tuple[Path, Path, list[dict[str, str]]]) -> None:
@@ -284,14 +350,18 @@ def test_tamper_variants_refused_by_cli(tamper_set: tuple[Path, Path, list[dict[
     ok("unseal", d / "valid.veil", "-o", d / "valid.onnx", "--key", d / "model.key")  # the control
     failures = []
     for m in manifest:
+        reason, verdict = _variant_reason(d, vdir, m)
+        if reason is None:
+            failures.append(f"{m['kind']}: {verdict}")
+            continue
         out = d / f"out-{m['kind']}.onnx"
         r = veil("unseal", vdir / m["file"], "-o", out, "--key", _key_for(d, vdir, m))
-        problems = _refusal_problems(r)
+        problems = _refusal_problems(r, reason)
         if out.exists():
             problems.append("output file exists")
             out.unlink()
         if problems:
-            failures.append(f"{m['kind']} [{m['layer']}] ({m['description']}): {'; '.join(problems)}")
+            failures.append(f"{m['kind']} [{m['layer']}, {verdict}] ({m['description']}): {'; '.join(problems)}")
     assert not failures, f"{len(failures)}/{len(manifest)} variants not refused properly:\n" + "\n".join(failures)
 
 
@@ -302,10 +372,17 @@ def test_tamper_variants_leave_existing_output_untouched(tamper_set: tuple[Path,
     reference = good.read_bytes()
     failures = []
     for m in manifest:
+        reason, verdict = _variant_reason(d, vdir, m)
+        if reason is None:
+            failures.append(f"{m['kind']}: {verdict}")
+            continue
         r = veil("unseal", vdir / m["file"], "-o", good, "--key", _key_for(d, vdir, m))
-        if r.rc == 0 or good.read_bytes() != reference:
-            failures.append(f"{m['kind']}: rc={r.rc}, output {'changed' if good.read_bytes() != reference else 'kept'}")
+        problems = _refusal_problems(r, reason)
+        if good.read_bytes() != reference:
+            problems.append("output changed")
             good.write_bytes(reference)
+        if problems:
+            failures.append(f"{m['kind']} [{verdict}]: {'; '.join(problems)}")
     leftovers = sorted(p.name for p in d.iterdir() if p.name.startswith("good.onnx") and p.name != "good.onnx")
     assert not leftovers, f"temporary files left next to the output: {leftovers}"
     assert not failures, "unseal of a bad file changed an existing output:\n" + "\n".join(failures)
@@ -320,16 +397,22 @@ def test_tamper_variants_of_public_graph_refused_by_cli(tmp_path: Path) -> None:
     r = subprocess.run([PY, str(TAMPER), tmp_path / "valid.veil", tmp_path / "other.veil", tmp_path / "model.key",
                         tmp_path / "v"], capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
+    manifest = json.loads((tmp_path / "v" / "manifest.json").read_text())
+    _check_manifest(tmp_path / "v", manifest)
     failures = []
-    for m in json.loads((tmp_path / "v" / "manifest.json").read_text()):
+    for m in manifest:
+        reason, verdict = _variant_reason(tmp_path, tmp_path / "v", m)
+        if reason is None:
+            failures.append(f"{m['kind']}: {verdict}")
+            continue
         out = tmp_path / "out.onnx"
         r2 = veil("unseal", tmp_path / "v" / m["file"], "-o", out, "--key", _key_for(tmp_path, tmp_path / "v", m))
-        problems = _refusal_problems(r2)
+        problems = _refusal_problems(r2, reason)
         if out.exists():
             problems.append("output file exists")
             out.unlink()
         if problems:
-            failures.append(f"{m['kind']} [{m['layer']}]: {'; '.join(problems)}")
+            failures.append(f"{m['kind']} [{m['layer']}, {verdict}]: {'; '.join(problems)}")
     assert not failures, "public-graph variants not refused properly:\n" + "\n".join(failures)
 
 
@@ -338,6 +421,7 @@ def test_inspect_refuses_key_less_damage(tamper_set: tuple[Path, Path, list[dict
     reference's key-less parse() rejects must be refused by inspect too."""
     d, vdir, manifest = tamper_set
     failures = []
+    checked = 0
     for m in manifest:
         data = (vdir / m["file"]).read_bytes()
         try:
@@ -345,10 +429,12 @@ def test_inspect_refuses_key_less_damage(tamper_set: tuple[Path, Path, list[dict
             continue  # needs the key to detect
         except ref.SealedError as e:
             why = f"{type(e).__name__}: {e}"
+        checked += 1
         r = veil("inspect", vdir / m["file"])
-        problems = _refusal_problems(r)
+        problems = _refusal_problems(r, HEADER_PARSE)
         if problems:
             failures.append(f"{m['kind']} ({why}): {'; '.join(problems)}")
+    assert checked >= 20, f"only {checked} variants are detectable without a key: the manifest lost its layout damage"
     assert not failures, "inspect accepted files the spec rejects without a key:\n" + "\n".join(failures)
 
 
@@ -392,17 +478,19 @@ def test_cli_strips_only_top_level_initializers(tmp_path: Path) -> None:
     assert_same_model(onnx.load(str(tmp_path / "u.onnx")), model)
 
 
-def _refused_at_sealing(tmp_path: Path, model: onnx.ModelProto, name: str, **save: object) -> None:
+def _refused_at_sealing(tmp_path: Path, model: onnx.ModelProto, name: str, reason: re.Pattern[str] | str,
+                        **save: object) -> None:
     keygen(tmp_path / "k")
     onnx.save(model, str(tmp_path / f"{name}.onnx"), **save)  # type: ignore[arg-type]
     out = tmp_path / f"{name}.veil"
     r = veil("seal", tmp_path / f"{name}.onnx", "-o", out, "--model-id", "x", "--key", tmp_path / "k")
-    assert r.rc == 1 and _refusal_problems(r) == [], f"{name}: rc={r.rc} stderr={r.stderr!r}"
+    assert _refusal_problems(r, reason) == [], f"{name}: rc={r.rc} stderr={r.stderr!r}"
     assert not out.exists()
 
 
 def test_cli_refuses_external_data(tmp_path: Path) -> None:
-    _refused_at_sealing(tmp_path, make_model(), "external", save_as_external_data=True,
+    _refused_at_sealing(tmp_path, make_model(), "external", re.compile(r"^tensor \S+ uses external data"),
+                        save_as_external_data=True,
                         all_tensors_to_one_file=True, location="weights.bin", size_threshold=0)
 
 
@@ -410,7 +498,7 @@ def test_cli_refuses_segment(tmp_path: Path) -> None:
     model = make_model()
     model.graph.initializer[1].segment.begin = 0
     model.graph.initializer[1].segment.end = 100
-    _refused_at_sealing(tmp_path, model, "segment")
+    _refused_at_sealing(tmp_path, model, "segment", re.compile(r"^tensor \S+ is segmented"))
 
 
 def test_cli_refuses_sparse_initializer(tmp_path: Path) -> None:
@@ -420,7 +508,7 @@ def test_cli_refuses_sparse_initializer(tmp_path: Path) -> None:
     values = helper.make_tensor("sp", TensorProto.FLOAT, [2], [1.0, 2.0])
     indices = helper.make_tensor("sp_idx", TensorProto.INT64, [2], [0, 3])
     model.graph.sparse_initializer.append(helper.make_sparse_tensor(values, indices, [4]))
-    _refused_at_sealing(tmp_path, model, "sparse")
+    _refused_at_sealing(tmp_path, model, "sparse", "the graph has a sparse_initializer")
 
 
 def test_cli_rewrap_in_place(tmp_path: Path) -> None:
@@ -437,7 +525,7 @@ def test_cli_rewrap_in_place(tmp_path: Path) -> None:
     # a wrong old key refuses, and leaves the file alone
     r = veil("rewrap", tmp_path / "m.veil", "--key", tmp_path / "k", "--new-key", tmp_path / "k2",
              "--new-key-version", "3")
-    assert r.rc == 1 and _refusal_problems(r) == [] and (tmp_path / "m.veil").read_bytes() == after
+    assert _refusal_problems(r, KEY_UNWRAP) == [] and (tmp_path / "m.veil").read_bytes() == after
 
 
 def test_cli_refuses_every_head_byte_flip_and_truncation(tamper_set: tuple[Path, Path, list[dict[str, str]]]) -> None:
@@ -451,10 +539,15 @@ def test_cli_refuses_every_head_byte_flip_and_truncation(tamper_set: tuple[Path,
     failures = []
     cases = [(f"flip byte {i}", data[:i] + bytes([data[i] ^ 0x10]) + data[i + 1 :]) for i in range(sf.data_offset)]
     cases += [(f"truncate to {n}", data[:n]) for n in range(0, sf.data_offset + 1, 3)]
+    key = (d / "model.key").read_bytes()
     for name, variant in cases:
+        verdict = _reference_verdict(variant, key)
+        if verdict is None:
+            failures.append(f"{name}: the reference accepts it")
+            continue
         bad.write_bytes(variant)
         r = veil("unseal", bad, "-o", out, "--key", d / "model.key")
-        problems = _refusal_problems(r)
+        problems = _refusal_problems(r, _reason_for(verdict))
         if out.exists():
             problems.append("output file exists")
             out.unlink()

@@ -20,9 +20,11 @@ import hashlib
 import http.client
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
+import sys
 import threading
 import time
 from dataclasses import dataclass, field
@@ -35,6 +37,9 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from joserfc import jwe, jwt
 from joserfc.jwk import ECKey
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from refusal import assert_refused  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
 KBS = os.environ.get("VEIL_KBS_BIN", str(ROOT / "build" / "release" / "veil-kbs"))
@@ -619,6 +624,65 @@ ATTACKS: list[tuple[str, Callable[[Broker, dict], Reply], bool]] = [
     ("unknown path", a_unknown_path, False),
 ]
 
+# name -> (HTTP status, Trustee error type after ERR_PREFIX, regex of the audit record's reason or None when the
+# refusal is not audited): a refusal counts only for its reason.
+_SERDE, _ATTEST, _BADTOKEN, _DENY, _PATH = (401, "SerdeError"), (401, "AttestationError"), \
+    (401, "TokenVerifierError"), (401, "PolicyDeny"), (404, "InvalidRequestPath")
+ATTACK_REASONS: dict[str, tuple[int, str, str | None]] = {
+    "auth: malformed JSON": (*_SERDE, None),
+    "auth: empty body": (*_SERDE, None),
+    "auth: not an object": (*_SERDE, None),
+    "auth: wrong protocol version": (*_SERDE, None),
+    "auth: unknown tee": (*_SERDE, None),
+    "auth: tee not allowed by this broker": (*_ATTEST, None),
+    "auth: duplicate member": (*_SERDE, None),
+    "auth: oversized body": (*_SERDE, None),
+    "attest: nonce from another session": (*_ATTEST, r"^the nonce is not this session's challenge$"),
+    "attest: replayed nonce, same session": (*_ATTEST, None),
+    "attest: replayed nonce, new session": (*_ATTEST, r"^the nonce is not this session's challenge$"),
+    "attest: evidence bound to another tee-pubkey":
+        (*_ATTEST, r"^the evidence's report data does not bind this nonce and tee-pubkey$"),
+    "attest: evidence bound to other additional-evidence":
+        (*_ATTEST, r"^the evidence's report data does not bind this nonce and tee-pubkey$"),
+    "attest: tampered sample report data":
+        (*_ATTEST, r"^the evidence's report data does not bind this nonce and tee-pubkey$"),
+    "attest: tampered sim evidence": (*_ATTEST, r"^sim evidence: the signature does not verify$"),
+    "attest: sim evidence from an untrusted platform": (*_ATTEST, r"^sim evidence: the platform key is not trusted$"),
+    "attest: evidence of another tee than the session's": (*_ATTEST, r"^evidence is for sim, not sample$"),
+    "attest: no cookie": (*_ATTEST, None),
+    "attest: unknown cookie": (*_ATTEST, None),
+    "attest: malformed cookie": (*_ATTEST, None),
+    "attest: malformed JSON": (*_SERDE, r"^RCAR Attestation is not valid JSON: "),
+    "attest: unknown member": (*_SERDE, r'^RCAR Attestation runtime-data: unknown member "extra"$'),
+    "attest: tee-pubkey with a private member": (*_SERDE, r'^EC JWK: unknown member "d"$'),
+    "attest: tee-pubkey off the curve": (*_SERDE, r"^EC JWK: the point is not on curve P-256$"),
+    "attest: oversized body": (*_SERDE, None),
+    "attest: expired session": (*_ATTEST, None),
+    "resource: no cookie, no token": (401, "TokenNotFound", None),
+    "resource: garbage bearer token": (*_BADTOKEN, None),
+    "resource: token signed by another key": (*_BADTOKEN, None),
+    "resource: expired token": (*_BADTOKEN, None),
+    "resource: expired attested session": (*_BADTOKEN, None),
+    "resource: session challenged, never attested": (*_BADTOKEN, None),
+    "resource: unknown model": (*_DENY, r"^unknown model, or every key version is revoked$"),
+    "resource: unknown key version": (404, "ResourceNotFound", r"^unknown model or key version$"),
+    "resource: revoked key version": (*_DENY, r"^the key version is revoked$"),
+    "resource: every version revoked": (*_DENY, r"^unknown model, or every key version is revoked$"),
+    "resource: model created without a policy (default deny)":
+        (*_DENY, r"^policy: the unverified sample TEE is not allowed \(allow_sample is false\)$"),
+    "resource: sim evidence, policy forbids sim":
+        (*_DENY, r"^policy: the simulation TEE is not allowed \(allow_sim is false\)$"),
+    "resource: sample evidence, policy forbids sample":
+        (*_DENY, r"^policy: the unverified sample TEE is not allowed \(allow_sample is false\)$"),
+    "resource: measurement not in a strict policy":
+        (*_DENY, r"^policy: measurement [0-9a-f]{96} is not allowed for sim$"),
+    "resource: svn below the policy's minimum": (*_DENY, r"^policy: svn \d+ is below the minimum 5 for sim$"),
+    "resource: another repository/type": (*_PATH, None),
+    "resource: bad version tag": (*_PATH, None),
+    "resource: path traversal in the tag": (*_PATH, None),
+    "unknown path": (*_PATH, None),
+}
+
 
 @pytest.fixture(scope="module")
 def attack_ctx(broker: Broker, short_broker: Broker, sim: dict[str, Any]) -> dict[str, Any]:
@@ -641,7 +705,9 @@ def attack_ctx(broker: Broker, short_broker: Broker, sim: dict[str, Any]) -> dic
     create("no-sim", {"version": 1, "allow_sample": True})
     create("no-sample", {"version": 1, "allow_sim": True})
     create("strict-sim", {"version": 1, "allow_sim": True, "sim": {"measurements": ["ab" * 48]}})
-    create("svn", {"version": 1, "allow_sim": True, "sim": {"min_svn": 5}})
+    # The measurement is listed, so that svn is the only check that can refuse (an absent list refuses everything).
+    sim_measurement = sim_ev(bytes(32))["measurement"]
+    create("svn", {"version": 1, "allow_sim": True, "sim": {"measurements": [sim_measurement], "min_svn": 5}})
     ctx = {"sim": sim, "sim_ev": sim_ev, "short_broker": short_broker,
            "sample_session": attested(broker, "sample", sample_evidence),
            "sim_session": attested(broker, "sim", sim_ev),
@@ -654,7 +720,20 @@ def attack_ctx(broker: Broker, short_broker: Broker, sim: dict[str, Any]) -> dic
     return ctx
 
 
-def test_attack_matrix_has_enough_cases() -> None:
+def test_attack_matrix_is_complete() -> None:
+    """Every a_* attack written in this module is in ATTACKS exactly once (an attack left out of the table is never
+    run), names are unique, and each endpoint keeps its cases."""
+    defined = {n for n, f in globals().items() if n.startswith("a_") and callable(f)}
+    listed = [case.__name__ for _, case, _ in ATTACKS]
+    assert len(listed) == len(set(listed)), "an attack is listed twice"
+    assert defined == set(listed), f"attacks not in ATTACKS: {sorted(defined - set(listed))}"
+    names = [a[0] for a in ATTACKS]
+    assert len(names) == len(set(names)), "two attacks share a name"
+    assert set(ATTACK_REASONS) == set(names), "ATTACK_REASONS and ATTACKS name different attacks"
+    for name, _, audited in ATTACKS:
+        assert (ATTACK_REASONS[name][2] is not None) == audited, f"{name}: an audited refusal needs its audit reason"
+    for prefix, least in (("auth: ", 5), ("attest: ", 10), ("resource: ", 10)):
+        assert sum(n.startswith(prefix) for n in names) >= least, f"too few '{prefix}' attacks"
     assert len(ATTACKS) >= 30
 
 
@@ -663,14 +742,18 @@ def test_attack_is_refused(broker: Broker, attack_ctx: dict[str, Any], name: str
     brokers = [broker, attack_ctx["short_broker"]]
     before = [len(x.audit()) for x in brokers]
     r = case(broker, attack_ctx)
-    assert r.status in (401, 404), (name, r.status, r.body)
+    status, error_type, audit_reason = ATTACK_REASONS[name]
+    assert r.status == status, (name, r.status, r.body)
     body = r.json()
-    assert body["type"].startswith(ERR_PREFIX) and set(body) == {"type", "detail"}
+    assert body["type"] == ERR_PREFIX + error_type and set(body) == {"type", "detail"}, (name, body)
     assert b"ciphertext" not in r.body and b"encrypted_key" not in r.body and b"\"token\":" not in r.body
     new = [json.loads(e["record"]) for x, n in zip(brokers, before) for e in x.audit()[n:]]
     assert not any(d["decision"] == "release" for d in new), new  # no key left the broker
     if audited:
-        assert any(d["decision"] == "deny" for d in new), new
+        assert audit_reason is not None
+        denies = [d for d in new if d["decision"] == "deny"]
+        assert denies, new
+        assert all(re.search(audit_reason, d.get("reason", "")) for d in denies), (name, audit_reason, denies)
     else:
         assert new == [], new  # nothing unauthenticated grows the durable audit log
     # The broker keeps serving.
@@ -766,7 +849,8 @@ def test_cli_wraps_admin_api(broker: Broker, tmp_path: Path) -> None:
     assert r.returncode == 0 and "cli-model" in r.stdout
     bad = subprocess.run([VEIL, "kbs", "models", "--url", broker.url, "--token-file", str(pol)],
                          capture_output=True, text=True, timeout=TIMEOUT)
-    assert bad.returncode == 1
+    assert_refused(bad, re.compile(r"^the broker answered 401: .*is --token-file .* this broker's "
+                                   r"DATA_DIR/admin\.token"))
 
 
 # ---- startup rules, rate limiting ------------------------------------------------------------------------------

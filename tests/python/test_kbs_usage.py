@@ -30,6 +30,7 @@ from typing import Any
 
 import pytest
 
+from refusal import assert_refused
 from test_kbs import (  # noqa: F401  (sim is a fixture used by name)
     DEV_KEYS,
     ERR_PREFIX,
@@ -238,14 +239,22 @@ def test_cli_usage_key_entry_is_a_valid_policy(broker: Broker) -> None:
     assert broker.admin("PUT", "/models/keyed/usage", {"version": 1, "clients": clients}).status == 200
 
 
-@pytest.mark.parametrize("args", [
-    ["usage"], ["usage", "bogus", "m"], ["usage", "get"], ["usage", "get", "a", "b"], ["usage", "set", "m"],
-    ["usage", "get", "m", "--file", "x"], ["usage", "get", "m", "--json"], ["usage", "key", "bad name"],
-    ["usage", "key", "x" * 65], ["usage", "key"], ["models", "--json"], ["usage", "get", "../m"],
+@pytest.mark.parametrize(("args", "reason"), [
+    (["usage"], "usage: give a subcommand"), (["usage", "bogus", "m"], "usage: give a subcommand"),
+    (["usage", "get"], "usage get: give exactly one MODEL"),
+    (["usage", "get", "a", "b"], "usage get: give exactly one MODEL"),
+    (["usage", "set", "m"], "usage set: give the policy with --file"),
+    (["usage", "get", "m", "--file", "x"], "--file goes with 'usage set'"),
+    (["usage", "get", "m", "--json"], "--json goes with 'usage key'"),
+    (["usage", "key", "bad name"], "NAME: usage policy: the name of client 0 may hold only"),
+    (["usage", "key", "x" * 65], "NAME: usage policy: the name of client 0 must be 1 to 64 characters"),
+    (["usage", "key"], "usage key: give exactly one NAME"),
+    (["models", "--json"], "--file and --json go with 'usage set' and 'usage key'"),
+    (["usage", "get", "../m"], "'../m' is not a model id"),
 ])
-def test_cli_usage_errors(broker: Broker, args: list[str]) -> None:
+def test_cli_usage_errors(broker: Broker, args: list[str], reason: str) -> None:
     r = veil(*args, broker=broker)
-    assert r.returncode == 2, (args, r.stdout, r.stderr)
+    assert_refused(r, reason, exit_code=2, what=" ".join(args))
     assert r.stdout == ""
 
 

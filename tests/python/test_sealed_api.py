@@ -160,11 +160,15 @@ def test_private_graph_hides_names_and_weights(tmp_path: Path, key: bytes, model
 
 
 def test_progress_is_reported(tmp_path: Path, key: bytes, model: onnx.ModelProto) -> None:
-    calls: list[tuple[int, int]] = []
+    sealing: list[tuple[int, int]] = []
+    unsealing: list[tuple[int, int]] = []
     veil.seal_onnx(model.SerializeToString(), tmp_path / "m.veil", model_id="m", key=key,
-                   progress=lambda done, total: calls.append((done, total)))
-    veil.unseal(tmp_path / "m.veil", key, progress=lambda done, total: calls.append((done, total)))
-    assert all(0 <= done <= total for done, total in calls)
+                   progress=lambda done, total: sealing.append((done, total)))
+    veil.unseal(tmp_path / "m.veil", key, progress=lambda done, total: unsealing.append((done, total)))
+    for what, calls in (("seal", sealing), ("unseal", unsealing)):
+        assert calls, f"{what} never reported progress"
+        assert all(0 <= done <= total for done, total in calls), (what, calls)
+        assert calls[-1][0] == calls[-1][1] > 0, f"{what} did not report completion: {calls[-1]}"
 
     def boom(done: int, total: int) -> None:
         raise RuntimeError("stop")
@@ -265,9 +269,9 @@ def test_reseal_is_not_rewrap(sealed: Path, key: bytes, other_key: bytes, model:
     veil.reseal(sealed, key)
     assert veil.inspect(sealed).file_id != before.file_id and veil.inspect(sealed).key_version == before.key_version
     assert_same_model(model, onnx.load_from_string(veil.unseal(sealed, key)))
-    with pytest.raises(veil.ArgumentError):
+    with pytest.raises(veil.ArgumentError, match="new_key_version"):
         veil.reseal(sealed, key, new_key=other_key)  # a new key needs its version
-    with pytest.raises(veil.ArgumentError):
+    with pytest.raises(veil.ArgumentError, match="model.version"):
         veil.reseal(sealed, key, model_version=6)  # lower than 7
     with pytest.raises(veil.KeyUnwrapError):
         veil.reseal(sealed, other_key, out_path=sealed.with_name("never.veil"))
@@ -333,11 +337,20 @@ def test_any_corrupted_byte_is_detected(sealed: Path, key: bytes, where: str) ->
     with pytest.raises(veil.VeilError) as e:
         veil.unseal(sealed, key)
     assert type(e.value) is not veil.VeilError and e.value.status is not None
-    if where in ("graph", "tensor", "tag_table"):
-        assert isinstance(e.value, veil.DataAuthenticationError)
+    key_wrap_end = 16 + int.from_bytes(sealed.read_bytes()[12:16], "little") + 64  # preamble, header, key wrap
+    expected = {  # the check each byte is under
+        "magic": veil.FormatError,
+        "model_version": veil.KeyUnwrapError,  # the header is authenticated by the key unwrap
+        "key_wrap_tag": veil.KeyUnwrapError if offset < key_wrap_end else veil.FormatError,  # tag, or padding
+        "graph": veil.DataAuthenticationError,
+        "tensor": veil.DataAuthenticationError,
+        "tag_table": veil.DataAuthenticationError,
+    }[where]
+    assert isinstance(e.value, expected), f"{where}: {type(e.value).__name__}: {e.value}"
+    if expected is veil.FormatError:
+        assert ("padding" if where == "key_wrap_tag" else "magic") in str(e.value), str(e.value)
     if where == "magic":
-        assert isinstance(e.value, veil.FormatError)
-        with pytest.raises(veil.FormatError):
+        with pytest.raises(veil.FormatError, match="magic"):
             veil.inspect(sealed)
 
 

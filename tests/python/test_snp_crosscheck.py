@@ -6,7 +6,7 @@ embedded copies), checks the RSA-PSS chain and the ECDSA P-384 signature with `c
 VCEK's TCB and hwID extensions. libveil is called through ctypes: veil_evidence_verify(raw report,
 VEIL_TEE_SNP, options with snp_cert_path) and veil_claims_to_json. Every vector, a few foreign pairs, an expired
 time and single-byte mutations across the signed region and the signature must get the same verdict from both,
-and the same claims when both accept.
+the same claims when both accept, and the same reason when both refuse (SAME_REASON).
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from __future__ import annotations
 import ctypes
 import datetime as dt
 import json
+import re
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -228,11 +229,49 @@ def libveil_verify(lib: ctypes.CDLL, report: bytes, cert_path: Path, now: int) -
     return Verdict(True, "ok", json.loads(text))
 
 
+VEIL_ERR_UNSUPPORTED, VEIL_ERR_EVIDENCE, VEIL_ERR_VERIFY, VEIL_ERR_EXPIRED = 105, 107, 202, 204
+# The reference's refusal reason -> libveil's (status, message regex): the same check, in libveil's words. A
+# reserved field of the signed region that is not zero breaks the reference's report signature; libveil refuses
+# it earlier, as a malformed report.
+_MALFORMED_REPORT = (VEIL_ERR_EVIDENCE, r"^SEV-SNP report(:| version \d+:) (reserved |signature [RS] is longer)")
+SAME_REASON: dict[str, list[tuple[int, str]]] = {
+    "size": [(VEIL_ERR_EVIDENCE, r"^SEV-SNP report is \d+ bytes")],
+    "version": [(VEIL_ERR_UNSUPPORTED, r"^SEV-SNP report version \d+ is not supported"),
+                (VEIL_ERR_EVIDENCE, r"^SEV-SNP report version \d+ is not supported")],
+    "signature_algo": [(VEIL_ERR_UNSUPPORTED, r"^SEV-SNP report signature algorithm \d+ is not ECDSA P-384")],
+    "signing key": [(VEIL_ERR_EVIDENCE, r"^SEV-SNP report signing key \d+ is neither|reserved KEY_INFO bits"),
+                    (VEIL_ERR_UNSUPPORTED, r"^SEV-SNP report signing key \d+ is neither")],
+    "issuer": [(VEIL_ERR_VERIFY, r"^SEV-SNP V(CEK|LEK) is not issued by any AMD A(SK|SVK)")],
+    "chain signature": [(VEIL_ERR_VERIFY, r"^SEV-SNP certificate chain: certificate signature failure")],
+    "validity": [(VEIL_ERR_EXPIRED, r"^SEV-SNP certificate chain: certificate (has expired|is not yet valid)")],
+    "product": [(VEIL_ERR_VERIFY, r"^SEV-SNP report comes from a \w+ CPU but its certificate chains to the \w+ ARK")],
+    "key type": [(VEIL_ERR_VERIFY, r"^SEV-SNP certificate key is not on P-384")],
+    "report signature": [(VEIL_ERR_VERIFY, r"^SEV-SNP report signature does not verify with the V(CEK|LEK)"),
+                         _MALFORMED_REPORT],
+    "hwid": [(VEIL_ERR_VERIFY, r"^SEV-SNP (VCEK belongs to another chip|VCEK has no hwID|VCEK: an 8-byte hwID|"
+                               r"report masks CHIP_ID|certificate: hwID)")],
+}
+
+
+def _same_reason(ref_reason: str, got_reason: str) -> bool:
+    """got_reason is libveil's "<status>: <message>"; the reference's tcb reasons are "tcb <extension>"."""
+    status, _, message = got_reason.partition(": ")
+    if ref_reason.startswith("tcb "):
+        return int(status) == VEIL_ERR_VERIFY and re.match(r"^SEV-SNP REPORTED_TCB \S+ is \d+ but the certificate "
+                                                           r"is for \d+", message) is not None
+    allowed = SAME_REASON.get(ref_reason)
+    assert allowed is not None, f"the reference's reason {ref_reason!r} has no entry in SAME_REASON"
+    return any(int(status) == st and re.search(rx, message) for st, rx in allowed)
+
+
 def _agree(lib: ctypes.CDLL, report: bytes, cert_name: str, now: int = NOW) -> Verdict:
     cert_path = VECTORS / cert_name
     ref = reference_verify(report, cert_path.read_bytes(), now)
     got = libveil_verify(lib, report, cert_path, now)
     assert got.ok == ref.ok, f"libveil: {got.reason}; reference: {ref.reason}"
+    if not ref.ok:
+        assert _same_reason(ref.reason, got.reason), f"refused for another reason: libveil {got.reason!r}, " \
+                                                     f"reference {ref.reason!r}"
     if ref.ok:
         assert got.claims is not None and ref.claims is not None
         for k, v in ref.claims.items():
