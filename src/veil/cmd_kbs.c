@@ -599,8 +599,10 @@ static int usage_key(const struct kbs_args *a)
 static int usage_args_check(const struct kbs_args *a)
 {
     const char *sub = a->npos > 1 ? a->pos[1] : "";
-    if (strcmp(sub, "get") != 0 && strcmp(sub, "set") != 0 && strcmp(sub, "clear") != 0 && strcmp(sub, "key") != 0)
+    if (sub[0] == '\0')
         return cli_usage_error("kbs", "usage: give a subcommand: get, set, clear or key");
+    if (strcmp(sub, "get") != 0 && strcmp(sub, "set") != 0 && strcmp(sub, "clear") != 0 && strcmp(sub, "key") != 0)
+        return cli_usage_error("kbs", "usage: unknown subcommand '%.32s': use get, set, clear or key", sub);
     if (a->npos != 3)
         return cli_usage_error("kbs", "usage %s: give exactly one %s", sub, strcmp(sub, "key") == 0 ? "NAME" : "MODEL");
     if (a->file != NULL && strcmp(sub, "set") != 0)

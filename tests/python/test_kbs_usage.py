@@ -240,7 +240,7 @@ def test_cli_usage_key_entry_is_a_valid_policy(broker: Broker) -> None:
 
 
 @pytest.mark.parametrize(("args", "reason"), [
-    (["usage"], "usage: give a subcommand"), (["usage", "bogus", "m"], "usage: give a subcommand"),
+    (["usage"], "usage: give a subcommand"), (["usage", "bogus", "m"], "unknown subcommand 'bogus'"),
     (["usage", "get"], "usage get: give exactly one MODEL"),
     (["usage", "get", "a", "b"], "usage get: give exactly one MODEL"),
     (["usage", "set", "m"], "usage set: give the policy with --file"),
