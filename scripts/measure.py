@@ -151,10 +151,10 @@ class Dpkg:
         return ""
 
     def describe(self, pkgs: set[str]) -> dict[str, tuple[str, str, str]]:
-        todo = sorted(p for p in pkgs if p and p not in self.versions)
-        if todo and shutil.which("dpkg-query"):
+        missing = sorted(p for p in pkgs if p and p not in self.versions)
+        if missing and shutil.which("dpkg-query"):
             out = run("dpkg-query", "-W", "-f=${binary:Package}\t${Version}\t${Architecture}\t${source:Package}\n",
-                      *todo)
+                      *missing)
             for line in out.splitlines():
                 name, version, arch, source = line.split("\t")
                 self.versions[name] = (version, arch, source)

@@ -4,7 +4,6 @@
  * veil-runtime processes that pass the peer check and local attestation. Lifecycle only: arguments, configuration,
  * the TEE, the lease table and its renewal thread, the Unix socket, /metrics, signals, and a stop that wipes every
  * key. */
-#include <getopt.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -13,8 +12,6 @@
 
 #include "cache.h"
 #include "core/secret.h"
-
-enum { EXIT_USAGE = 2 };
 
 static const char usage_text[] =
     "usage: veil-cache --config FILE [--set KEY=VALUE ...]\n"
@@ -48,91 +45,19 @@ static const char usage_tail[] =
     "On SIGTERM or SIGINT it stops accepting, wipes every key and exits 0.\n"
     "Exit status: 0 after a clean shutdown, 1 when it cannot start, 2 for a usage error.\n";
 
-#define MAX_SETS 128
-
-struct args {
-    const char *config;
-    char *sets[MAX_SETS];
-    size_t set_count;
+static const struct vd_shorthand shorthands[] = {
+    {"socket", "socket", NULL},   {"kbs", "kbs_url", NULL},         {"kbs-cacert", "kbs_cacert", NULL},
+    {"tee", "tee", NULL},         {"sim-dir", "sim_dir", NULL},     {"listen", "listen", NULL},
+    {"model", "models", NULL},    {"allow", "allow", NULL},
 };
 
-static int usage_error(const char *msg, const char *arg)
-{
-    fprintf(stderr, "veil-cache: %s%s%s\nTry 'veil-cache --help'.\n", msg, arg != NULL ? ": " : "",
-            arg != NULL ? arg : "");
-    return EXIT_USAGE;
-}
+static const struct vd_cli cli = {"veil-cache", VEIL_CACHE_VERSION, usage_text, usage_tail, &cc_config_table,
+                                  shorthands, sizeof shorthands / sizeof shorthands[0]};
 
-static int add_set(struct args *a, const char *key, const char *value)
-{
-    if (a->set_count == MAX_SETS)
-        return usage_error("too many options", NULL);
-    size_t n = (key != NULL ? strlen(key) + 1 : 0) + strlen(value) + 1;
-    char *s = malloc(n);
-    if (s == NULL)
-        return usage_error("out of memory", NULL);
-    snprintf(s, n, "%s%s%s", key != NULL ? key : "", key != NULL ? "=" : "", value);
-    a->sets[a->set_count++] = s;
-    return 0;
-}
-
-static void args_free(struct args *a)
-{
-    for (size_t i = 0; i < a->set_count; i++)
-        free(a->sets[i]);
-}
-
-static void help(void)
-{
-    fputs(usage_text, stdout);
-    vd_config_print_help(&cc_config_table, stdout);
-    fputs(usage_tail, stdout);
-    exit(0);
-}
-
-static int parse_args(int argc, char **argv, struct args *a)
-{
-    enum { O_CONFIG = 256, O_SOCKET, O_KBS, O_KBS_CACERT, O_TEE, O_SIM_DIR, O_LISTEN, O_MODEL, O_ALLOW, O_SET, O_HELP,
-           O_VERSION };
-    static const struct option opts[] = {
-        {"config", required_argument, NULL, O_CONFIG}, {"socket", required_argument, NULL, O_SOCKET},
-        {"kbs", required_argument, NULL, O_KBS},       {"kbs-cacert", required_argument, NULL, O_KBS_CACERT},
-        {"tee", required_argument, NULL, O_TEE},       {"sim-dir", required_argument, NULL, O_SIM_DIR},
-        {"listen", required_argument, NULL, O_LISTEN}, {"model", required_argument, NULL, O_MODEL},
-        {"allow", required_argument, NULL, O_ALLOW},   {"set", required_argument, NULL, O_SET},
-        {"help", no_argument, NULL, O_HELP},           {"version", no_argument, NULL, O_VERSION},
-        {NULL, 0, NULL, 0}};
-    static const char *const keys[] = {"socket", "kbs_url", "kbs_cacert", "tee", "sim_dir", "listen", "models",
-                                       "allow"};
-    int c, rc = 0;
-    while (rc == 0 && (c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
-        if (c == O_CONFIG)
-            a->config = optarg;
-        else if (c >= O_SOCKET && c <= O_ALLOW)
-            rc = add_set(a, keys[c - O_SOCKET], optarg);
-        else if (c == O_SET)
-            rc = add_set(a, NULL, optarg);
-        else if (c == O_HELP)
-            help();
-        else if (c == O_VERSION) {
-            printf("veil-cache %s\n", VEIL_CACHE_VERSION);
-            exit(0);
-        } else
-            rc = EXIT_USAGE;
-    }
-    if (rc == 0 && optind != argc)
-        rc = usage_error("unexpected argument", argv[optind]);
-    return rc;
-}
-
-static VEIL_RESULT configure(const struct args *a, struct cc_config *cfg, struct cc_settings *set)
+static VEIL_RESULT configure(const struct vd_args *a, struct cc_config *cfg, struct cc_settings *set)
 {
     memset(cfg, 0, sizeof *cfg);
-    VEIL_GUARD(vd_config_defaults(&cc_config_table, cfg, 0));
-    if (a->config != NULL)
-        VEIL_GUARD(vd_config_load_file(&cc_config_table, cfg, a->config));
-    for (size_t i = 0; i < a->set_count; i++)
-        VEIL_GUARD(vd_config_set(&cc_config_table, cfg, a->sets[i]));
+    VEIL_GUARD(vd_args_apply(&cli, a, cfg));
     return cc_config_finish(cfg, set);
 }
 
@@ -219,18 +144,18 @@ int main(int argc, char **argv)
 {
     veil_disable_core_dumps();
     umask(077);
-    struct args a = {0};
-    int rc = parse_args(argc, argv, &a);
+    struct vd_args a = {0};
+    int rc = vd_args_parse(&cli, argc, argv, &a);
     struct cc_config cfg;
     static struct cc_ctx c; /* large (connection table, tombstones): not on the stack */
     c.cfg = &cfg;
     c.listen_fd = -1;
     if (rc == 0 && !veil_ok(configure(&a, &cfg, &c.set))) {
         fprintf(stderr, "veil-cache: %s\n", veil_last_error());
-        rc = EXIT_USAGE;
+        rc = VD_EXIT_USAGE;
         vd_config_cleanup(&cc_config_table, &cfg);
     }
-    args_free(&a);
+    vd_args_free(&a);
     if (rc != 0)
         return rc;
     sigset_t set;

@@ -2,7 +2,6 @@
 /* veil-runtime: serves sealed models over KServe v2 from inside a TEE. Lifecycle only: arguments, configuration, the
  * TLS identity, the HTTP server (live at once, ready once every model is loaded), models, signals, draining stop. */
 #include <errno.h>
-#include <getopt.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -10,8 +9,6 @@
 #include <unistd.h>
 
 #include "runtime.h"
-
-enum { EXIT_USAGE = 2 };
 
 static const char usage_text[] =
     "usage: veil-runtime --config FILE [--set KEY=VALUE ...]\n"
@@ -48,94 +45,19 @@ static const char usage_tail[] =
     "accepting connections, lets requests under way finish (drain_timeout_s), and exits.\n"
     "Exit status: 0 after a clean shutdown, 1 when it cannot start, 2 for a usage error.\n";
 
-#define MAX_SETS 64
-
-struct args {
-    const char *config;
-    const char *sets[MAX_SETS * 2];
-    size_t set_count;
+static const struct vd_shorthand shorthands[] = {
+    {"model", "models", NULL},   {"kbs", "kbs_url", NULL},     {"kbs-cacert", "kbs_cacert", NULL},
+    {"tee", "tee", NULL},        {"sim-dir", "sim_dir", NULL}, {"listen", "listen", NULL},
+    {"tls", "tls", NULL},        {"cache", "cache_socket", "key_source=cache"},
 };
 
-static int usage_error(const char *msg, const char *arg)
-{
-    fprintf(stderr, "veil-runtime: %s%s%s\nTry 'veil-runtime --help'.\n", msg, arg != NULL ? ": " : "",
-            arg != NULL ? arg : "");
-    return EXIT_USAGE;
-}
+static const struct vd_cli cli = {"veil-runtime", VEIL_RUNTIME_VERSION, usage_text, usage_tail, &rt_config_table,
+                                  shorthands, sizeof shorthands / sizeof shorthands[0]};
 
-/* Every option but --config becomes a "key=value" assignment, applied in order after the file. */
-static int add_set(struct args *a, const char *key, const char *value)
-{
-    if (a->set_count == sizeof a->sets / sizeof a->sets[0])
-        return usage_error("too many options", NULL);
-    size_t n = strlen(key) + strlen(value) + 2;
-    char *s = malloc(n);
-    if (s == NULL)
-        return usage_error("out of memory", NULL);
-    snprintf(s, n, "%s=%s", key, value);
-    a->sets[a->set_count++] = s;
-    return 0;
-}
-
-static void args_free(struct args *a)
-{
-    for (size_t i = 0; i < a->set_count; i++)
-        free((void *)(uintptr_t)a->sets[i]);
-}
-
-static int parse_args(int argc, char **argv, struct args *a)
-{
-    enum { O_CONFIG = 256, O_MODEL, O_KBS, O_KBS_CACERT, O_TEE, O_SIM_DIR, O_LISTEN, O_TLS, O_SET, O_HELP, O_VERSION,
-           O_CACHE };
-    static const struct option opts[] = {
-        {"config", required_argument, NULL, O_CONFIG},   {"model", required_argument, NULL, O_MODEL},
-        {"kbs", required_argument, NULL, O_KBS},         {"kbs-cacert", required_argument, NULL, O_KBS_CACERT},
-        {"tee", required_argument, NULL, O_TEE},         {"sim-dir", required_argument, NULL, O_SIM_DIR},
-        {"listen", required_argument, NULL, O_LISTEN},   {"tls", required_argument, NULL, O_TLS},
-        {"set", required_argument, NULL, O_SET},         {"help", no_argument, NULL, O_HELP},
-        {"version", no_argument, NULL, O_VERSION},       {"cache", required_argument, NULL, O_CACHE},
-        {NULL, 0, NULL, 0}};
-    static const char *const keys[] = {[O_MODEL - O_MODEL] = "models",     [O_KBS - O_MODEL] = "kbs_url",
-                                       [O_KBS_CACERT - O_MODEL] = "kbs_cacert", [O_TEE - O_MODEL] = "tee",
-                                       [O_SIM_DIR - O_MODEL] = "sim_dir",   [O_LISTEN - O_MODEL] = "listen",
-                                       [O_TLS - O_MODEL] = "tls"};
-    int c, rc = 0;
-    while (rc == 0 && (c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
-        if (c == O_CONFIG)
-            a->config = optarg;
-        else if (c >= O_MODEL && c <= O_TLS)
-            rc = add_set(a, keys[c - O_MODEL], optarg);
-        else if (c == O_CACHE)
-            rc = add_set(a, "key_source", "cache") != 0 ? EXIT_USAGE : add_set(a, "cache_socket", optarg);
-        else if (c == O_SET)
-            rc = a->set_count < sizeof a->sets / sizeof a->sets[0] ? (a->sets[a->set_count++] = strdup(optarg), 0)
-                                                                   : usage_error("too many --set options", NULL);
-        else if (c == O_HELP) {
-            fputs(usage_text, stdout);
-            vd_config_print_help(&rt_config_table, stdout);
-            fputs(usage_tail, stdout);
-            exit(0);
-        } else if (c == O_VERSION) {
-            printf("veil-runtime %s\n", VEIL_RUNTIME_VERSION);
-            exit(0);
-        } else
-            rc = EXIT_USAGE;
-    }
-    if (rc == 0 && optind != argc)
-        rc = usage_error("unexpected argument", argv[optind]);
-    return rc;
-}
-
-static VEIL_RESULT configure(const struct args *a, struct rt_config *cfg, veil_tee *tee)
+static VEIL_RESULT configure(const struct vd_args *a, struct rt_config *cfg, veil_tee *tee)
 {
     memset(cfg, 0, sizeof *cfg);
-    VEIL_GUARD(vd_config_defaults(&rt_config_table, cfg, 0));
-    if (a->config != NULL)
-        VEIL_GUARD(vd_config_load_file(&rt_config_table, cfg, a->config));
-    for (size_t i = 0; i < a->set_count; i++) {
-        VEIL_ENSURE(a->sets[i] != NULL, VEIL_ERR_NOMEM, "out of memory");
-        VEIL_GUARD(vd_config_set(&rt_config_table, cfg, a->sets[i]));
-    }
+    VEIL_GUARD(vd_args_apply(&cli, a, cfg));
     return rt_config_finish(cfg, tee);
 }
 
@@ -267,16 +189,16 @@ int main(int argc, char **argv)
 {
     veil_disable_core_dumps();
     umask(077);
-    struct args a = {0};
-    int rc = parse_args(argc, argv, &a);
+    struct vd_args a = {0};
+    int rc = vd_args_parse(&cli, argc, argv, &a);
     struct rt_config cfg;
     struct rt_ctx r = {.cfg = &cfg};
     if (rc == 0 && !veil_ok(configure(&a, &cfg, &r.tee))) {
         fprintf(stderr, "veil-runtime: %s\n", veil_last_error());
-        rc = EXIT_USAGE;
+        rc = VD_EXIT_USAGE;
         vd_config_cleanup(&rt_config_table, &cfg);
     }
-    args_free(&a);
+    vd_args_free(&a);
     if (rc != 0)
         return rc;
     sigset_t set;
