@@ -107,10 +107,17 @@ struct veil_kbs_model_release {
                                    * owner set none (the broker sent "null", or a broker without usage policies,
                                    * such as a plain Trustee KBS, answered 404) */
     uint64_t lease_ttl_s;         /* out: the broker's Veil-Lease-TTL in seconds (0: none sent) */
+    const char *usage_report;     /* in: with with_usage_policy, a usage report to add to the broker's counters in
+                                   * the same session (POST /kbs/v0/veil-usage/<model_id>): JSON text
+                                   * {"client name": admitted requests, ...}, "{}" to read them only; NULL: none
+                                   * (docs/spec/usage-policy.md section 5) */
+    char *usage_counts;           /* out: the broker's counters after the report, JSON text {"client name": count}
+                                   * (free with veil_free); NULL when no report was given, or a broker without
+                                   * counters (such as a plain Trustee KBS) answered 404 */
 };
 
-/* veil_kbs_fetch_release, and with with_usage_policy the model's usage policy (docs/spec/usage-policy.md) in the
- * same session: a TEE the model's release policy refuses gets neither. On failure the key is wiped and every out
+/* veil_kbs_fetch_release, and with with_usage_policy the model's usage policy (docs/spec/usage-policy.md) and, with
+ * usage_report, its usage counters, in the same session: a TEE the model's release policy refuses gets none. On failure the key is wiped and every out
  * field is zero / NULL. Errors: those of veil_kbs_fetch_key, and VEIL_ERR_FORMAT for a usage policy that is
  * neither null nor a JSON object of at most 1 MiB. */
 VEIL_API VEIL_WUR veil_status veil_kbs_fetch_model(const struct veil_kbs_fetch_options *options,

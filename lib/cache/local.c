@@ -82,6 +82,20 @@ static VEIL_RESULT get_usage(struct veil_cursor *c, struct veil_la_msg *m)
     return VEIL_RESULT_OK;
 }
 
+/* u32 size | a usage count document (lib/serve/usage.h; its syntax is the receiver's to check), size 0: none. */
+static VEIL_RESULT get_counts(struct veil_cursor *c, struct veil_la_msg *m)
+{
+    uint32_t n = 0;
+    const uint8_t *text = NULL;
+    VEIL_GUARD(veil_cursor_u32le(c, &n));
+    VEIL_ENSURE(n <= VEIL_USAGE_COUNTS_MAX_SIZE, DECODE_ERR, "local message: usage counts of %u bytes", n);
+    VEIL_GUARD(veil_cursor_bytes(c, n, &text));
+    VEIL_ENSURE(memchr(text, 0, n) == NULL, DECODE_ERR, "local message: a NUL byte in the usage counts");
+    m->counts = (const char *)text;
+    m->counts_size = n;
+    return VEIL_RESULT_OK;
+}
+
 static VEIL_RESULT get_key(struct veil_cursor *c, struct veil_la_msg *m)
 {
     VEIL_GUARD(veil_cursor_u32le(c, &m->key_version));
@@ -96,7 +110,8 @@ static VEIL_RESULT get_key(struct veil_cursor *c, struct veil_la_msg *m)
                 "local message: a key of %u bytes", n);
     m->key_size = n;
     VEIL_GUARD(veil_cursor_bytes(c, n, &m->key));
-    return get_usage(c, m);
+    VEIL_GUARD(get_usage(c, m));
+    return get_counts(c, m);
 }
 
 static VEIL_RESULT get_error(struct veil_cursor *c, struct veil_la_msg *m)
@@ -129,10 +144,10 @@ static VEIL_RESULT decode_payload(struct veil_cursor *c, struct veil_la_msg *m)
         VEIL_GUARD(veil_cursor_u8(c, &m->kind));
         return get_sized(c, m->kind, 1, &m->report, &m->report_size);
     case VEIL_LA_READY: return VEIL_RESULT_OK;
-    case VEIL_LA_KEY_REQUEST:
-    case VEIL_LA_RENEW: return get_model(c, m);
+    case VEIL_LA_KEY_REQUEST: return get_model(c, m);
+    case VEIL_LA_RENEW: VEIL_GUARD(get_model(c, m)); return get_counts(c, m);
     case VEIL_LA_KEY: return get_key(c, m);
-    case VEIL_LA_LEASE: return get_lease(c, &m->lease_ms);
+    case VEIL_LA_LEASE: VEIL_GUARD(get_lease(c, &m->lease_ms)); return get_counts(c, m);
     case VEIL_LA_ERROR: return get_error(c, m);
     default: VEIL_BAIL(DECODE_ERR, "local message: unknown type %u", m->type);
     }
@@ -186,6 +201,13 @@ static VEIL_RESULT put_model(struct veil_buf *b, const struct veil_la_msg *m)
     return veil_buf_append(b, m->model_id, n);
 }
 
+static VEIL_RESULT put_counts(struct veil_buf *b, const struct veil_la_msg *m)
+{
+    VEIL_ENSURE(m->counts_size <= VEIL_USAGE_COUNTS_MAX_SIZE, VEIL_ERR_ARG, "local message: usage counts too large");
+    VEIL_GUARD(veil_buf_append_u32le(b, (uint32_t)m->counts_size));
+    return m->counts_size > 0 ? veil_buf_append(b, m->counts, m->counts_size) : VEIL_RESULT_OK;
+}
+
 static VEIL_RESULT put_key(struct veil_buf *b, const struct veil_la_msg *m)
 {
     VEIL_GUARD(veil_buf_append_u32le(b, m->key_version));
@@ -195,7 +217,9 @@ static VEIL_RESULT put_key(struct veil_buf *b, const struct veil_la_msg *m)
     VEIL_GUARD(veil_buf_append(b, m->key, m->key_size));
     VEIL_GUARD(veil_buf_append_u8(b, m->has_usage ? 1 : 0));
     VEIL_GUARD(veil_buf_append_u32le(b, m->has_usage ? (uint32_t)m->usage_size : 0));
-    return m->has_usage ? veil_buf_append(b, m->usage, m->usage_size) : VEIL_RESULT_OK;
+    if (m->has_usage)
+        VEIL_GUARD(veil_buf_append(b, m->usage, m->usage_size));
+    return put_counts(b, m);
 }
 
 static VEIL_RESULT encode_payload(struct veil_buf *b, const struct veil_la_msg *m)
@@ -211,10 +235,10 @@ static VEIL_RESULT encode_payload(struct veil_buf *b, const struct veil_la_msg *
         VEIL_GUARD(veil_buf_append_u8(b, m->kind));
         return put_sized(b, m->report, m->report_size);
     case VEIL_LA_READY: return VEIL_RESULT_OK;
-    case VEIL_LA_KEY_REQUEST:
-    case VEIL_LA_RENEW: return put_model(b, m);
+    case VEIL_LA_KEY_REQUEST: return put_model(b, m);
+    case VEIL_LA_RENEW: VEIL_GUARD(put_model(b, m)); return put_counts(b, m);
     case VEIL_LA_KEY: return put_key(b, m);
-    case VEIL_LA_LEASE: return veil_buf_append_u64le(b, m->lease_ms);
+    case VEIL_LA_LEASE: VEIL_GUARD(veil_buf_append_u64le(b, m->lease_ms)); return put_counts(b, m);
     case VEIL_LA_ERROR: {
         size_t n = strlen(m->message);
         VEIL_GUARD(veil_buf_append_u16le(b, m->error));

@@ -14,8 +14,9 @@
  *   KEY_REQUEST R->C  u32 key_version | u8 id_size | model_id
  *   KEY         C->R  u32 key_version | u64 min_model_version | u64 lease_ms | u8 key_size | key
  *                     | u8 has_usage | u32 usage_size | usage (JSON text; has_usage 0: none, usage_size 0)
- *   RENEW       R->C  u32 key_version | u8 id_size | model_id
- *   LEASE       C->R  u64 lease_ms
+ *                     | u32 counts_size | counts                   (the model's usage counts as the cache knows them)
+ *   RENEW       R->C  u32 key_version | u8 id_size | model_id | u32 counts_size | counts  (R's unreported usage)
+ *   LEASE       C->R  u64 lease_ms | u32 counts_size | counts       (the counts after R's report)
  *   ERROR       C->R  u16 code | u8 message_size | message (printable ASCII)
  *
  * kind names the local report: NONE (the peer check alone: both daemons inside one confidential VM), SIM
@@ -25,7 +26,11 @@
  *   SHA-512("VEIL-LOCAL-ATTESTATION-V1" 0x00 || role || nonce_r || nonce_c || u16le(|target_r|) || target_r
  *           || u16le(|target_c|) || target_c)                  role: 'R' in R's report, 'C' in C's
  *
- * so that a report belongs to one handshake (both fresh nonces) and one direction (no reflection). */
+ * so that a report belongs to one handshake (both fresh nonces) and one direction (no reflection).
+ *
+ * counts: a usage count document (lib/serve/usage.h: JSON text {client name: count}, at most
+ * VEIL_USAGE_COUNTS_MAX_SIZE bytes, no NUL; counts_size 0: none). The codec checks its bounds; its syntax is the
+ * receiver's to check (veil_usage_counts_parse). Version 2 added the counts. */
 #ifndef VEIL_CACHE_LOCAL_H
 #define VEIL_CACHE_LOCAL_H
 
@@ -35,9 +40,10 @@
 #include "core/buf.h"
 #include "core/result.h"
 #include "kbs/kbs.h"
+#include "serve/usage.h"
 #include "veil/attest.h"
 
-#define VEIL_LA_VERSION 1u
+#define VEIL_LA_VERSION 2u
 #define VEIL_LA_MAX_MESSAGE_SIZE (2u << 20) /* a key and a usage policy (at most 1 MiB) with room to spare */
 #define VEIL_LA_USAGE_MAX_SIZE (1u << 20)
 #define VEIL_LA_NONCE_SIZE 32u
@@ -90,6 +96,8 @@ struct veil_la_msg {
     int has_usage;                                /* KEY */
     const char *usage;                            /* KEY: not NUL-terminated; usage_size bytes */
     size_t usage_size;
+    const char *counts;                           /* KEY, RENEW, LEASE: not NUL-terminated; counts_size bytes */
+    size_t counts_size;                           /* 0: none */
     uint16_t error;                               /* ERROR */
     char message[VEIL_LA_ERROR_MAX + 1];          /* ERROR, NUL-terminated */
 };

@@ -20,10 +20,12 @@
 #include "core/url.h"
 #include "kbs/client_internal.h"
 #include "kbs/kbs.h"
+#include "serve/usage.h"
 
 #define CLIENT_DEFAULT_TIMEOUT_S 30u
 #define RESOURCE_PATH "/kbs/v0/resource/veil/model-key/"
 #define USAGE_PATH "/kbs/v0/resource/veil/usage-policy/"
+#define COUNTS_PATH "/kbs/v0/veil-usage/"
 #define USAGE_MAX_SIZE (1u << 20) /* the usage policy's plaintext (lib/serve/usage.h: VEIL_USAGE_MAX_SIZE) */
 #define ERROR_TYPE_MAX 40u
 #define TOKEN_LEEWAY_S 300 /* clock skew between the TEE and the broker */
@@ -505,6 +507,49 @@ VEIL_RESULT veil_kbs_client_usage(struct veil_kbs_conn *c, const struct veil_jwk
     return usage_text(&plain, json);
 }
 
+/* {"used": {client: count}} from the broker: the inner object, checked, as text. */
+static VEIL_RESULT counts_text(const struct veil_buf *plain, char **json)
+{
+    static const char *const keys[] = {"used", NULL};
+    VEIL_DEFER(veil_json_done) json_t *j = NULL;
+    VEIL_GUARD(veil_json_load_object(plain->data, plain->size, VEIL_USAGE_COUNTS_MAX_SIZE + 64, VEIL_ERR_FORMAT,
+                                     "the key broker's usage counters", &j));
+    VEIL_GUARD(veil_json_only_keys(j, keys, VEIL_ERR_FORMAT, "the key broker's usage counters"));
+    VEIL_DEFER(veil_json_done) json_t *counts = NULL;
+    char *text = json_dumps(json_object_get(j, "used"), JSON_COMPACT);
+    VEIL_ENSURE(text != NULL, VEIL_ERR_FORMAT, "the key broker's usage counters lack \"used\"");
+    struct veil_result r = veil_usage_counts_parse(text, strlen(text), 0, &counts);
+    if (!veil_ok(r)) {
+        free(text);
+        return r;
+    }
+    *json = text;
+    return VEIL_RESULT_OK;
+}
+
+VEIL_RESULT veil_kbs_client_usage_counts(struct veil_kbs_conn *c, const struct veil_jwk *key, const char *model_id,
+                                         const char *report, char **json)
+{
+    *json = NULL;
+    VEIL_GUARD(veil_kbs_model_id_check(model_id, strlen(model_id)));
+    VEIL_DEFER(veil_json_done) json_t *deltas = NULL;
+    VEIL_GUARD(veil_usage_counts_parse(report, strlen(report), 1, &deltas));
+    VEIL_DEFER(veil_json_done) json_t *body = json_pack("{s:O}", "report", deltas);
+    VEIL_ENSURE(body != NULL, VEIL_ERR_NOMEM, "out of memory");
+    char path[sizeof COUNTS_PATH + VEIL_KBS_MODEL_ID_MAX + 1];
+    snprintf(path, sizeof path, "%s%s", COUNTS_PATH, model_id);
+    struct veil_result r = exchange(c, "usage report", path, body, model_id);
+    if (!veil_ok(r) && c->http == 404) {
+        veil_error_clear(); /* a broker without usage counters (a plain Trustee KBS) */
+        return VEIL_RESULT_OK;
+    }
+    VEIL_GUARD(r);
+    VEIL_DEFER(plain_done) struct veil_buf plain;
+    veil_buf_init(&plain);
+    VEIL_GUARD(veil_kbs_client_decrypt(c, key, &plain));
+    return counts_text(&plain, json);
+}
+
 /* ---- the whole exchange ------------------------------------------------------------------------------------- */
 
 struct fetch {
@@ -559,6 +604,9 @@ static VEIL_RESULT fetch_steps(struct fetch *f, const struct veil_kbs_fetch_opti
     out->key_size = f->plain.size;
     if (out->with_usage_policy)
         VEIL_GUARD(veil_kbs_client_usage(&f->conn, &f->key, model_id, &out->usage_policy));
+    if (out->with_usage_policy && out->usage_report != NULL)
+        VEIL_GUARD(veil_kbs_client_usage_counts(&f->conn, &f->key, model_id, out->usage_report,
+                                                &out->usage_counts));
     return VEIL_RESULT_OK;
 }
 
@@ -572,6 +620,8 @@ static void release_clear(struct veil_kbs_model_release *out)
     out->lease_ttl_s = 0;
     free(out->usage_policy);
     out->usage_policy = NULL;
+    free(out->usage_counts);
+    out->usage_counts = NULL;
 }
 
 veil_status veil_kbs_fetch_model(const struct veil_kbs_fetch_options *options, const char *model_id,
@@ -580,10 +630,12 @@ veil_status veil_kbs_fetch_model(const struct veil_kbs_fetch_options *options, c
     veil_error_clear();
     if (options == NULL || model_id == NULL || out == NULL || out->key == NULL) {
         if (out != NULL)
-            out->key_size = 0, out->min_model_version = 0, out->lease_ttl_s = 0, out->usage_policy = NULL;
+            out->key_size = 0, out->min_model_version = 0, out->lease_ttl_s = 0, out->usage_policy = NULL,
+            out->usage_counts = NULL;
         return veil_error_raise(VEIL_ERR_ARG, __FILE__, __LINE__, "veil_kbs_fetch_model: NULL argument").status;
     }
     out->key_size = 0, out->min_model_version = 0, out->lease_ttl_s = 0, out->usage_policy = NULL;
+    out->usage_counts = NULL;
     struct fetch f;
     memset(&f, 0, sizeof f);
     veil_jwk_init(&f.key);

@@ -10,6 +10,7 @@
  *   veil_kbs_client_resource GET  /kbs/v0/resource/veil/model-key/<model_id>[@version] -> JWE in conn->body
  *   veil_kbs_client_decrypt  the JWE of the last answer, decrypted with the TEE key into a secret buffer
  *   veil_kbs_client_usage    GET  /kbs/v0/resource/veil/usage-policy/<model_id> -> the owner's usage policy
+ *   veil_kbs_client_usage_counts  POST /kbs/v0/veil-usage/<model_id> -> a usage report added, the counters back
  *
  * A refusal raises a one-line error naming the step, the HTTP status and the broker's error type. */
 #ifndef VEIL_KBS_CLIENT_INTERNAL_H
@@ -77,6 +78,10 @@ VEIL_RESULT veil_kbs_client_resource(struct veil_kbs_conn *c, const char *model_
  * "null"; a broker without the resource, such as a plain Trustee KBS, answers 404, which counts as none). */
 VEIL_RESULT veil_kbs_client_usage(struct veil_kbs_conn *c, const struct veil_jwk *key, const char *model_id,
                                   char **json);
+/* POST /kbs/v0/veil-usage/<model_id> {"report": report} -> the model's usage counters after it (*json: malloc'd
+ * {client: count} text; NULL when the broker has no counters: 404). report: a count document (lib/serve/usage.h). */
+VEIL_RESULT veil_kbs_client_usage_counts(struct veil_kbs_conn *c, const struct veil_jwk *key, const char *model_id,
+                                         const char *report, char **json);
 /* Appends the plaintext to plain (a secret buffer); plain is unchanged on failure. */
 VEIL_RESULT veil_kbs_client_decrypt(const struct veil_kbs_conn *c, const struct veil_jwk *key,
                                     struct veil_buf *plain);

@@ -47,6 +47,17 @@ static int name_char(char c)
            c == '-' || c == '@';
 }
 
+int veil_usage_name_valid(const char *name)
+{
+    size_t len = strlen(name);
+    if (len < 1 || len > VEIL_USAGE_MAX_NAME_SIZE)
+        return 0;
+    for (size_t k = 0; k < len; k++)
+        if (!name_char(name[k]))
+            return 0;
+    return 1;
+}
+
 static VEIL_RESULT parse_name(const json_t *obj, size_t i, char out[VEIL_USAGE_MAX_NAME_SIZE + 1])
 {
     const char *name = NULL;
@@ -72,7 +83,7 @@ static VEIL_RESULT parse_client(const json_t *obj, size_t i, struct veil_usage_c
     VEIL_ENSURE(veil_ok(veil_hex_decode(VEIL_HEX_LOWER, hash, strlen(hash), c->key_hash, sizeof c->key_hash,
                                         VEIL_ERR_ARG, "api_key_sha256")),
                 VEIL_ERR_ARG, WHAT ": api_key_sha256 of client '%s' must be 64 lower-case hex digits", c->name);
-    c->has_budget = json_object_get(obj, "budget") != NULL;
+    c->has_budget = json_object_get(obj, "budget") != NULL; /* a budget: upstream + used - reported < budget */
     VEIL_GUARD(veil_json_uint(obj, "budget", 0, VEIL_USAGE_MAX_BUDGET, VEIL_ERR_ARG, WHAT ": a client", &c->budget));
     return parse_bucket(obj, WHAT ": a client", &c->rate);
 }
@@ -273,7 +284,7 @@ static void refuse(struct veil_usage_decision *d, int status, const char *reason
 static void judge(struct veil_usage_policy *p, struct veil_usage_client *c, uint64_t now_ms,
                   struct veil_usage_decision *d)
 {
-    if (c != NULL && c->has_budget && c->used >= c->budget)
+    if (c != NULL && c->has_budget && c->upstream + (c->used - c->reported) >= c->budget)
         refuse(d, 429, VEIL_USAGE_BUDGET_EXHAUSTED);
     else if (c != NULL && !bucket_ready(&c->rate, now_ms, &d->retry_after_s))
         refuse(d, 429, VEIL_USAGE_CLIENT_RATE);
@@ -311,6 +322,118 @@ VEIL_RESULT veil_usage_admit(struct veil_usage_policy *policy, const char *autho
     judge(policy, c, now_ms, decision);
     pthread_mutex_unlock(&policy->lock);
     return VEIL_RESULT_OK;
+}
+
+/* ---- counts kept upstream ------------------------------------------------------------------------------- */
+
+#define COUNTS "usage counts"
+
+static int name_cmp(const void *a, const void *b)
+{
+    return strcmp(*(const char *const *)a, *(const char *const *)b);
+}
+
+/* A new object with obj's members in byte order of their names (obj's members checked already). */
+static VEIL_RESULT sorted_copy(const json_t *obj, int drop_zero, json_t **out)
+{
+    size_t n = json_object_size(obj), i = 0;
+    const char **names = calloc(n > 0 ? n : 1, sizeof *names);
+    VEIL_ENSURE(names != NULL, VEIL_ERR_NOMEM, "out of memory");
+    const char *name;
+    json_t *v;
+    json_object_foreach((json_t *)(uintptr_t)obj, name, v) {
+        names[i++] = name;
+    }
+    qsort(names, n, sizeof *names, name_cmp);
+    json_t *o = json_object();
+    struct veil_result r = VEIL_RESULT_OK;
+    if (o == NULL)
+        r = veil_error_raise(VEIL_ERR_NOMEM, __FILE__, __LINE__, "out of memory");
+    for (i = 0; i < n && veil_ok(r); i++) {
+        json_int_t count = json_integer_value(json_object_get(obj, names[i]));
+        if ((count > 0 || !drop_zero) && json_object_set_new(o, names[i], json_integer(count)) != 0)
+            r = veil_error_raise(VEIL_ERR_NOMEM, __FILE__, __LINE__, "out of memory");
+    }
+    free(names);
+    if (!veil_ok(r)) {
+        json_decref(o);
+        return r;
+    }
+    *out = o;
+    return VEIL_RESULT_OK;
+}
+
+VEIL_RESULT veil_usage_counts_parse(const char *json, size_t size, int drop_zero, json_t **out)
+{
+    *out = NULL;
+    VEIL_DEFER(veil_json_done) json_t *root = NULL;
+    VEIL_GUARD(veil_json_load_object((const uint8_t *)json, size, VEIL_USAGE_COUNTS_MAX_SIZE, VEIL_ERR_FORMAT, COUNTS,
+                                     &root));
+    VEIL_ENSURE(json_object_size(root) <= VEIL_USAGE_MAX_CLIENTS, VEIL_ERR_LIMIT, COUNTS ": more than %u clients",
+                VEIL_USAGE_MAX_CLIENTS);
+    const char *name;
+    json_t *v;
+    json_object_foreach(root, name, v) {
+        VEIL_ENSURE(veil_usage_name_valid(name), VEIL_ERR_FORMAT, COUNTS ": a client name must be 1 to %u of A-Z a-z "
+                    "0-9 . _ - @", VEIL_USAGE_MAX_NAME_SIZE);
+        VEIL_ENSURE(json_is_integer(v) && json_integer_value(v) >= 0 &&
+                        (uint64_t)json_integer_value(v) <= VEIL_USAGE_MAX_BUDGET,
+                    VEIL_ERR_FORMAT, COUNTS ": the count of '%s' must be an integer from 0 to 2^53", name);
+    }
+    return sorted_copy(root, drop_zero, out);
+}
+
+VEIL_RESULT veil_usage_counts_add(json_t *acc, const json_t *delta, int sign)
+{
+    const char *name;
+    json_t *v;
+    json_object_foreach((json_t *)(uintptr_t)delta, name, v) {
+        json_int_t have = json_integer_value(json_object_get(acc, name)), d = json_integer_value(v);
+        json_int_t sum = sign < 0 ? (have > d ? have - d : 0)
+                                  : (d > (json_int_t)VEIL_USAGE_MAX_BUDGET - have ? (json_int_t)VEIL_USAGE_MAX_BUDGET
+                                                                                 : have + d);
+        VEIL_ENSURE(json_object_get(acc, name) != NULL || json_object_size(acc) < VEIL_USAGE_MAX_CLIENTS,
+                    VEIL_ERR_LIMIT, COUNTS ": more than %u clients", VEIL_USAGE_MAX_CLIENTS);
+        VEIL_ENSURE(json_object_set_new(acc, name, json_integer(sum)) == 0, VEIL_ERR_NOMEM, "out of memory");
+    }
+    return VEIL_RESULT_OK;
+}
+
+static VEIL_RESULT unreported_locked(const struct veil_usage_policy *p, json_t *doc)
+{
+    for (size_t i = 0; i < p->client_count; i++) {
+        const struct veil_usage_client *c = &p->clients[i];
+        if (c->used > c->reported)
+            VEIL_ENSURE(json_object_set_new(doc, c->name, json_integer((json_int_t)(c->used - c->reported))) == 0,
+                        VEIL_ERR_NOMEM, "out of memory");
+    }
+    return VEIL_RESULT_OK;
+}
+
+VEIL_RESULT veil_usage_unreported(struct veil_usage_policy *policy, char **json)
+{
+    *json = NULL;
+    VEIL_DEFER(veil_json_done) json_t *doc = json_object();
+    VEIL_ENSURE(doc != NULL, VEIL_ERR_NOMEM, "out of memory");
+    pthread_mutex_lock(&policy->lock);
+    struct veil_result r = unreported_locked(policy, doc);
+    pthread_mutex_unlock(&policy->lock);
+    VEIL_GUARD(r);
+    *json = json_dumps(doc, JSON_COMPACT | JSON_SORT_KEYS);
+    VEIL_ENSURE(*json != NULL, VEIL_ERR_NOMEM, "out of memory");
+    return VEIL_RESULT_OK;
+}
+
+void veil_usage_acknowledge(struct veil_usage_policy *policy, const json_t *report, const json_t *counts)
+{
+    pthread_mutex_lock(&policy->lock);
+    for (size_t i = 0; i < policy->client_count; i++) {
+        struct veil_usage_client *c = &policy->clients[i];
+        uint64_t sent = report != NULL ? (uint64_t)json_integer_value(json_object_get(report, c->name)) : 0;
+        c->reported = sent > c->used - c->reported ? c->used : c->reported + sent;
+        c->upstream = (uint64_t)json_integer_value(json_object_get(counts, c->name));
+    }
+    pthread_mutex_unlock(&policy->lock);
 }
 
 /* ---- summary ---------------------------------------------------------------------------------------------- */

@@ -48,7 +48,9 @@ struct veil_usage_client {
     uint8_t key_hash[VEIL_USAGE_KEY_HASH_SIZE]; /* SHA-256 of the API key */
     int has_budget;
     uint64_t budget;                            /* admitted requests allowed (with has_budget) */
-    uint64_t used;                              /* admitted requests so far */
+    uint64_t used;                              /* admitted by this process so far */
+    uint64_t reported;                          /* of used, what the upstream counter has acknowledged */
+    uint64_t upstream;                          /* the upstream count (every process's, reported) as last seen */
     struct veil_usage_bucket rate;
 };
 
@@ -88,6 +90,35 @@ VEIL_RESULT veil_usage_admit(struct veil_usage_policy *policy, const char *autho
 
 /* The output shaping for the codec (never NULL). */
 const struct veil_serve_shaping *veil_usage_shaping(const struct veil_usage_policy *policy);
+
+/* ---- usage counts kept upstream (docs/spec/usage-policy.md §5) -----------------------------------------------
+ *
+ * Budgets outlive a process when the counts go upstream: veil-runtime reports what it admitted to veil-cache at each
+ * lease renewal, veil-cache adds the reports of its node to veil-kbs at each of its own, and veil-kbs keeps the
+ * counters durably. A count document is a JSON object {client name: count}: at most VEIL_USAGE_MAX_CLIENTS members,
+ * names as in a policy, counts integers from 0 to VEIL_USAGE_MAX_BUDGET. A client's budget is judged against
+ * upstream + (used - reported): the last count seen from upstream plus what this process admitted since. */
+
+#define VEIL_USAGE_COUNTS_MAX_SIZE (256u << 10) /* bytes of a count document (1024 clients need about 90 KiB) */
+
+/* 1 when name may name a client (1..64 of A-Z a-z 0-9 . _ - @). */
+int veil_usage_name_valid(const char *name);
+
+/* Parses a count document strictly (VEIL_ERR_FORMAT, VEIL_ERR_LIMIT past a cap; the message names no count).
+ * *out: a new object with the same members in byte order of their names (so that writers lock rows in one order);
+ * zero counts are dropped when drop_zero. */
+VEIL_RESULT veil_usage_counts_parse(const char *json, size_t size, int drop_zero, json_t **out);
+
+/* acc[name] += delta[name] for every member of delta, capped at VEIL_USAGE_MAX_BUDGET (sign < 0: -=, floored at 0).
+ * acc must hold at most VEIL_USAGE_MAX_CLIENTS names afterwards (VEIL_ERR_LIMIT). */
+VEIL_RESULT veil_usage_counts_add(json_t *acc, const json_t *delta, int sign);
+
+/* The document of what this process admitted and upstream has not acknowledged ({} when nothing): malloc'd text. */
+VEIL_RESULT veil_usage_unreported(struct veil_usage_policy *policy, char **json);
+
+/* Upstream acknowledged report (a document veil_usage_unreported gave, or NULL) and answered counts (the upstream
+ * count of every client it knows; absent clients count 0). Both were parsed by the caller. */
+void veil_usage_acknowledge(struct veil_usage_policy *policy, const json_t *report, const json_t *counts);
 
 /* What GET /v2/models/<m> may show of the policy: {"access": "open"|"restricted", "classification_only": bool,
  * "max_top_k": n (when set), "round_decimals": n (when set)}. Never names, hashes, budgets or counters.

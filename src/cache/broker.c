@@ -70,6 +70,7 @@ static void tombstone_clear(struct cc_ctx *c, const char *model, uint32_t versio
 
 struct fetched {
     struct veil_secure_mem key;
+    char *report; /* the usage report sent with it (usage.c) */
     struct veil_kbs_model_release out;
     uint64_t started_ms;
     veil_status status;
@@ -80,7 +81,9 @@ static void fetched_cleanup(struct fetched *f)
 {
     veil_secure_free(&f->key);
     free(f->out.usage_policy);
-    f->out.usage_policy = NULL;
+    free(f->out.usage_counts);
+    free(f->report);
+    f->out.usage_policy = f->out.usage_counts = f->report = NULL;
 }
 
 /* One RCAR exchange with the broker, with broker_lock held and the table lock not (it may take key_timeout_s). */
@@ -92,12 +95,16 @@ static void broker_fetch(struct cc_ctx *c, const char *model, uint32_t version, 
         snprintf(f->why, sizeof f->why, "%s", veil_last_error());
         return;
     }
+    if (!veil_ok(cc_usage_take(c, model, &f->report)))
+        vd_log("error", "usage-counts-failed", "{s:s, s:s}", "model_id", model, "detail", veil_last_error());
     f->out = (struct veil_kbs_model_release){.key = f->key.data, .key_capacity = f->key.size,
-                                             .with_usage_policy = 1};
+                                             .with_usage_policy = 1, .usage_report = f->report};
     f->started_ms = vd_now_ms();
     f->status = veil_kbs_fetch_model(&c->kbs, model, version, &f->out);
     if (f->status != VEIL_OK)
         snprintf(f->why, sizeof f->why, "%s", veil_last_error());
+    else
+        cc_usage_answered(c, model, f->report, f->out.usage_counts);
 }
 
 static uint64_t ttl_of(const struct cc_ctx *c, const struct fetched *f)
@@ -322,8 +329,42 @@ void cc_broker_preload(struct cc_ctx *c)
     }
 }
 
+/* Sends the usage the runtimes reported since the last renewal, one exchange per model that has some, so that a
+ * stopped cache loses no count (a killed one loses at most one renewal interval's). */
+static void flush_usage(struct cc_ctx *c)
+{
+    struct {
+        char model[VEIL_KBS_MODEL_ID_MAX + 1];
+        uint32_t version;
+    } todo[VEIL_LEASE_MAX_ENTRIES];
+    size_t n = 0;
+    pthread_mutex_lock(&c->lock);
+    for (size_t i = 0; i < c->table.count; i++) {
+        const struct veil_lease *l = c->table.entries[i];
+        int seen = 0;
+        for (size_t j = 0; j < n; j++)
+            seen |= strcmp(todo[j].model, l->model_id) == 0;
+        if (!seen && cc_usage_pending(c, l->model_id)) {
+            snprintf(todo[n].model, sizeof todo[n].model, "%s", l->model_id);
+            todo[n++].version = l->key_version;
+        }
+    }
+    pthread_mutex_unlock(&c->lock);
+    for (size_t j = 0; j < n; j++) {
+        struct fetched f;
+        pthread_mutex_lock(&c->broker_lock);
+        broker_fetch(c, todo[j].model, todo[j].version, &f);
+        pthread_mutex_unlock(&c->broker_lock);
+        vd_log(f.status == VEIL_OK ? "info" : "warn", "usage-flushed", "{s:s, s:b, s:s?}", "model_id", todo[j].model,
+               "ok", f.status == VEIL_OK, "detail", f.status == VEIL_OK ? NULL : f.why);
+        fetched_cleanup(&f);
+    }
+}
+
 void cc_broker_stop(struct cc_ctx *c)
 {
+    if (c->renewer_started)
+        flush_usage(c);
     pthread_mutex_lock(&c->lock);
     c->stopping = 1;
     size_t held = c->table.count;

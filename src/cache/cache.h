@@ -6,6 +6,7 @@
  *   broker.c    keys from veil-kbs (RCAR, this TEE's evidence), the lease table, renewals, revocations
  *   peer.c      who is on the other end of the socket: SO_PEERCRED, the peer's executable measured
  *   local.c     the local protocol on the Unix socket: local attestation, then key and lease requests
+ *   usage.c     usage counts from the runtimes, on their way to the broker
  *   metrics.c   the cache's metric families, and its routes (/metrics, /health/...)
  * The lease table, the local protocol's codec and the local reports are lib/cache (daemon-free); logs, metrics, the
  * configuration parser and the HTTP server are the shared daemon layer's (src/daemon). */
@@ -17,6 +18,8 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <sys/types.h>
+
+#include <jansson.h>
 
 #include "cache/lease.h"
 #include "cache/local.h"
@@ -93,6 +96,13 @@ struct cc_tombstone {
     uint64_t until_ms;
 };
 
+/* The usage counts of one model (usage.c). */
+struct cc_counts {
+    char model[VEIL_KBS_MODEL_ID_MAX + 1];
+    json_t *upstream;                               /* the broker's counters, as last answered */
+    json_t *pending;                                /* reported by this node's runtimes, not yet by the broker */
+};
+
 struct cc_ctx {
     const struct cc_config *cfg;
     struct cc_settings set;
@@ -110,6 +120,10 @@ struct cc_ctx {
     pthread_mutex_t broker_lock;                    /* one exchange with the broker at a time */
     pthread_t renewer;
     int renewer_started;
+    /* usage counts, under usage_lock (usage.c) */
+    pthread_mutex_t usage_lock;
+    struct cc_counts counts[CC_MAX_MODELS];
+    size_t counts_count;
     /* the socket */
     int listen_fd;
     pthread_t acceptor;
@@ -133,6 +147,20 @@ void cc_broker_stop(struct cc_ctx *c);
 /* The lease of (model, version): held and valid, else fetched from the broker now. On CC_OK with the table lock
  * HELD, *out is the lease (use it, then unlock c->lock); on any other answer the lock is not held. */
 enum cc_obtain cc_obtain(struct cc_ctx *c, const char *model, uint32_t version, struct veil_lease **out);
+
+/* usage.c (docs/spec/usage-policy.md §5) */
+void cc_usage_init(struct cc_ctx *c);
+void cc_usage_cleanup(struct cc_ctx *c);
+/* *report: what to send the broker for model now (pending, "{}" when nothing; malloc'd). */
+VEIL_RESULT cc_usage_take(struct cc_ctx *c, const char *model, char **report);
+/* The broker counted report (cc_usage_take's) and answered counts: pending -= report, upstream = counts. NULLs (no
+ * report sent, or a broker without counters): nothing changes. */
+void cc_usage_answered(struct cc_ctx *c, const char *model, const char *report, const char *counts);
+/* A runtime's report (size 0: none) added to pending; *counts (counts may be NULL): upstream + pending after it
+ * (malloc'd), for its answer. VEIL_ERR_FORMAT for a malformed report. */
+VEIL_RESULT cc_usage_local(struct cc_ctx *c, const char *model, const char *report, size_t size, char **counts);
+/* 1 when model has runtime reports the broker has not counted yet. */
+int cc_usage_pending(struct cc_ctx *c, const char *model);
 
 /* peer.c */
 struct cc_peer {

@@ -154,14 +154,15 @@ static int handshake(struct conn *k)
 
 /* ---- requests ---------------------------------------------------------------------------------------------- */
 
-static void answer_lease(struct conn *k, const struct veil_la_msg *q, const struct veil_lease *l)
+static void answer_lease(struct conn *k, const struct veil_la_msg *q, const struct veil_lease *l, const char *counts)
 {
     uint64_t lease = veil_lease_sublease_ms(l, vd_now_ms(), k->c->cfg->runtime_lease_max_s * 1000u);
     struct veil_la_msg m = {.type = q->type == VEIL_LA_RENEW ? VEIL_LA_LEASE : VEIL_LA_KEY,
                             .key_version = l->key_version, .min_model_version = l->min_model_version,
                             .lease_ms = lease, .key = l->key.data, .key_size = l->key_size,
                             .has_usage = l->usage_policy != NULL, .usage = l->usage_policy,
-                            .usage_size = l->usage_policy != NULL ? strlen(l->usage_policy) : 0};
+                            .usage_size = l->usage_policy != NULL ? strlen(l->usage_policy) : 0,
+                            .counts = counts, .counts_size = strlen(counts)};
     struct veil_result r = lease > 0 ? veil_la_send(k->fd, &m) : VEIL_RESULT_OK;
     pthread_mutex_unlock(&k->c->lock);
     if (lease == 0) {
@@ -176,21 +177,41 @@ static void answer_lease(struct conn *k, const struct veil_la_msg *q, const stru
     cc_metrics_served(q->type == VEIL_LA_RENEW);
 }
 
-static void request(struct conn *k, const struct veil_la_msg *q)
+/* One KEY_REQUEST or RENEW; 0 when the connection must close (a malformed usage report). The usage a runtime
+ * reports is counted even when its lease is not renewed: it served those requests. */
+static int request(struct conn *k, const struct veil_la_msg *q)
 {
     if (!cc_peer_allowed(k->c, k->peer.measurement, q->model_id)) {
         refuse(k, VEIL_LA_E_NOT_ALLOWED, "this runtime's measurement is not allowed for the model", q->model_id);
-        return;
+        return 1;
+    }
+    struct veil_result r = cc_usage_local(k->c, q->model_id, q->counts, q->counts_size, NULL);
+    if (!veil_ok(r)) {
+        if (r.status == VEIL_ERR_FORMAT)
+            bad_message(k, r);
+        else
+            refuse(k, VEIL_LA_E_INTERNAL, "internal error", veil_last_error());
+        return r.status != VEIL_ERR_FORMAT;
     }
     struct veil_lease *l = NULL;
+    char *counts = NULL;
     switch (cc_obtain(k->c, q->model_id, q->key_version, &l)) {
-    case CC_OK: answer_lease(k, q, l); return;
-    case CC_DENIED: refuse(k, VEIL_LA_E_REVOKED, "the key broker does not release this key", q->model_id); return;
+    case CC_OK: /* the counts after any fetch cc_obtain made */
+        if (veil_ok(cc_usage_local(k->c, q->model_id, NULL, 0, &counts))) {
+            answer_lease(k, q, l, counts);
+        } else {
+            pthread_mutex_unlock(&k->c->lock);
+            refuse(k, VEIL_LA_E_INTERNAL, "internal error", veil_last_error());
+        }
+        break;
+    case CC_DENIED: refuse(k, VEIL_LA_E_REVOKED, "the key broker does not release this key", q->model_id); break;
     case CC_UNAVAILABLE:
         refuse(k, VEIL_LA_E_UNAVAILABLE, "no valid lease and the key broker cannot be reached", q->model_id);
-        return;
-    case CC_FAILED: refuse(k, VEIL_LA_E_INTERNAL, "internal error", q->model_id); return;
+        break;
+    case CC_FAILED: refuse(k, VEIL_LA_E_INTERNAL, "internal error", q->model_id); break;
     }
+    free(counts);
+    return 1;
 }
 
 static void serve(struct conn *k)
@@ -213,7 +234,8 @@ static void serve(struct conn *k)
             bad_message(k, r);
             return;
         }
-        request(k, &q);
+        if (!request(k, &q))
+            return;
     }
 }
 

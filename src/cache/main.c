@@ -161,10 +161,12 @@ int main(int argc, char **argv)
     sigset_t set;
     vd_signals_block(&set);
     cc_broker_init(&c);
+    cc_usage_init(&c);
     struct vd_http *http = NULL;
     if (!veil_ok(start(&c, &http))) {
         vd_log("error", "start-failed", "{s:s}", "detail", veil_last_error());
         stop(&c, http);
+        cc_usage_cleanup(&c);
         vd_config_cleanup(&cc_config_table, &cfg);
         return 1;
     }
@@ -174,6 +176,7 @@ int main(int argc, char **argv)
     int sig = vd_signals_wait(&set);
     vd_log("info", "stopping", "{s:i}", "signal", sig);
     stop(&c, http);
+    cc_usage_cleanup(&c);
     vd_config_cleanup(&cc_config_table, &cfg);
     vd_log("info", "stopped", NULL);
     return 0;

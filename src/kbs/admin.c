@@ -405,6 +405,27 @@ void kbs_admin_usage_clear(void *ctx, const struct vd_request *rq, struct vd_res
         usage_store(k, rq, rs, &d);
 }
 
+/* GET /admin/v1/models/<m>/usage/counters: {"used": {client: admitted requests}}, as veil-kbs keeps them from the
+ * reports of key caches (docs/spec/usage-policy.md §5). */
+void kbs_admin_usage_counters(void *ctx, const struct vd_request *rq, struct vd_response *rs)
+{
+    struct kbs_ctx *k = ctx;
+    const char *model_id = rq->captures[0];
+    json_t *empty = json_object(), *totals = json_object();
+    int found = 0;
+    if (!veil_ok(veil_kbs_model_id_check(model_id, strlen(model_id))))
+        fail(rs, 400, "bad_request");
+    else if (empty == NULL || totals == NULL ||
+             !veil_ok(k->store->ops->usage_count(k->store, model_id, empty, totals, &found)))
+        internal(rs);
+    else if (!found)
+        kbs_respond_admin_error(rs, 404, "not_found", "no such model");
+    else
+        vd_respond_json(rs, 200, json_pack("{s:O}", "used", totals));
+    json_decref(empty);
+    json_decref(totals);
+}
+
 static int query_u64(const struct vd_request *rq, const char *key, uint64_t def, uint64_t max, uint64_t *out)
 {
     const char *v = vd_request_get(rq, VD_QUERY, key);

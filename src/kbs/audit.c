@@ -54,7 +54,7 @@ static void count_decision(const struct kbs_audit_event *e)
 {
     int key = strcmp(e->event, "release") == 0;
     int protocol = key || strcmp(e->event, "auth") == 0 || strcmp(e->event, "attest") == 0 ||
-                   strcmp(e->event, "usage-release") == 0;
+                   strcmp(e->event, "usage-release") == 0 || strcmp(e->event, "usage-report") == 0;
     int released = strcmp(e->decision, "release") == 0;
     if (protocol && ((released && key) || strcmp(e->decision, "deny") == 0))
         kbs_metrics_decision(e->claims != NULL ? veil_tee_name(e->claims->tee) : e->tee, released);

@@ -74,6 +74,7 @@ int kbs_path_is_admin(const char *path);
 void kbs_rcar_auth(void *ctx, const struct vd_request *rq, struct vd_response *rs);
 void kbs_rcar_attest(void *ctx, const struct vd_request *rq, struct vd_response *rs);
 void kbs_rcar_resource(void *ctx, const struct vd_request *rq, struct vd_response *rs);
+void kbs_rcar_usage_counts(void *ctx, const struct vd_request *rq, struct vd_response *rs);
 void kbs_admin_models_list(void *ctx, const struct vd_request *rq, struct vd_response *rs);
 void kbs_admin_model_create(void *ctx, const struct vd_request *rq, struct vd_response *rs);
 void kbs_admin_model_get(void *ctx, const struct vd_request *rq, struct vd_response *rs);
@@ -84,6 +85,7 @@ void kbs_admin_policy_set(void *ctx, const struct vd_request *rq, struct vd_resp
 void kbs_admin_usage_get(void *ctx, const struct vd_request *rq, struct vd_response *rs);
 void kbs_admin_usage_set(void *ctx, const struct vd_request *rq, struct vd_response *rs);
 void kbs_admin_usage_clear(void *ctx, const struct vd_request *rq, struct vd_response *rs);
+void kbs_admin_usage_counters(void *ctx, const struct vd_request *rq, struct vd_response *rs);
 void kbs_admin_audit_read(void *ctx, const struct vd_request *rq, struct vd_response *rs);
 /* 1 when the request came with a verified admin client certificate or carries the admin bearer token
  * (constant-time); logs the method that authenticated it, or the refusal. */

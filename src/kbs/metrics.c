@@ -17,11 +17,11 @@ static const char *const tee_names[] = {"unknown", VEIL_TEE_TABLE(TEE_LABEL)};
 #define TEE_COUNT (sizeof tee_names / sizeof tee_names[0])
 
 /* The endpoint label of refusals before authentication. */
-static const char *const endpoints[] = {"auth", "attest", "resource"};
+static const char *const endpoints[] = {"auth", "attest", "resource", "usage"};
 #define ENDPOINT_COUNT (sizeof endpoints / sizeof endpoints[0])
 
 static _Atomic int64_t releases[TEE_COUNT], denials[TEE_COUNT], audit_failures, rate_limited,
-    unauthenticated[ENDPOINT_COUNT];
+    unauthenticated[ENDPOINT_COUNT], usage_reports, usage_clients;
 
 static struct vd_family families[] = {
     {"veil_kbs_key_releases_total", "Model keys released, by TEE type.", VD_COUNTER, "tee", tee_names, TEE_COUNT,
@@ -34,8 +34,12 @@ static struct vd_family families[] = {
      &rate_limited},
     {"veil_kbs_unauthenticated_refusals_total", "Protocol requests refused before authentication (not audited), "
      "by endpoint.", VD_COUNTER, "endpoint", endpoints, ENDPOINT_COUNT, unauthenticated},
+    {"veil_kbs_usage_reports_total", "Usage reports added to the usage counters (POST /kbs/v0/veil-usage).",
+     VD_COUNTER, NULL, NULL, 1, &usage_reports},
+    {"veil_kbs_usage_report_clients_total", "Client counters those reports changed.", VD_COUNTER, NULL, NULL, 1,
+     &usage_clients},
 };
-enum { F_RELEASES, F_DENIALS, F_AUDIT_FAILURES, F_RATE_LIMITED, F_UNAUTHENTICATED };
+enum { F_RELEASES, F_DENIALS, F_AUDIT_FAILURES, F_RATE_LIMITED, F_UNAUTHENTICATED, F_USAGE_REPORTS, F_USAGE_CLIENTS };
 
 VEIL_RESULT kbs_metrics_init(void)
 {
@@ -71,7 +75,15 @@ void kbs_metrics_rate_limited(void)
 void kbs_metrics_unauthenticated(const char *event)
 {
     size_t i = strcmp(event, "auth") == 0 ? 0 : strcmp(event, "attest") == 0 ? 1 : 2;
+    if (strcmp(event, "usage-report") == 0)
+        i = 3;
     vd_metrics_add(&families[F_UNAUTHENTICATED], i, 1);
+}
+
+void kbs_metrics_usage_report(size_t clients)
+{
+    vd_metrics_add(&families[F_USAGE_REPORTS], 0, 1);
+    vd_metrics_add(&families[F_USAGE_CLIENTS], 0, (int64_t)clients);
 }
 
 void kbs_metrics_get(void *ctx, const struct vd_request *rq, struct vd_response *rs)

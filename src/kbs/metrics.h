@@ -5,6 +5,8 @@
 #ifndef VEIL_KBS_METRICS_H
 #define VEIL_KBS_METRICS_H
 
+#include <stddef.h>
+
 #include "core/result.h"
 
 /* The route label of veil_kbs_requests_total and veil_kbs_request_duration_seconds. */
@@ -24,9 +26,11 @@ VEIL_RESULT kbs_metrics_init(void);
  * named tee (NULL or an unknown name: "unknown"). */
 void kbs_metrics_decision(const char *tee, int released);
 void kbs_metrics_audit_failure(void);
-/* A refusal before authentication at /auth, /attest or /resource (event "auth", "attest", "release",
- * "usage-release"): counted here instead of the audit log. */
+/* A refusal before authentication at /auth, /attest, /resource or /veil-usage (event "auth", "attest", "release",
+ * "usage-release", "usage-report"): counted here instead of the audit log. */
 void kbs_metrics_unauthenticated(const char *event);
+/* A usage report added to the counters, changing clients of them. */
+void kbs_metrics_usage_report(size_t clients);
 void kbs_metrics_rate_limited(void);
 
 #endif

@@ -2,7 +2,8 @@
 /* Trustee RCAR 0.4.0 (shared/reference/attestation.md section 1): /auth hands out a challenge and a session
  * cookie, /attest verifies evidence bound to that challenge and the TEE's public key and returns an EAR-shaped
  * ES256 token, /resource releases a model key encrypted to that key when the model's policy allows the claims,
- * and (veil/usage-policy/<model>) the model's usage policy under the same rules.
+ * and (veil/usage-policy/<model>) the model's usage policy under the same rules; /veil-usage/<model> adds a
+ * usage report to the model's counters and answers them, to the same requesters (docs/spec/usage-policy.md §5).
  * Every refusal is 401 (404 for a path that names nothing) with a fixed body; the reason goes to the log and to
  * the audit log. */
 #include <inttypes.h>
@@ -16,6 +17,7 @@
 #include "crypto/crypto.h"
 #include "kbsd.h"
 #include "metrics.h"
+#include "serve/usage.h"
 #include "veil/kbs_client.h"
 
 #define EAR_PROFILE "tag:github.com,2024:confidential-containers/Trustee"
@@ -550,6 +552,88 @@ static void usage_resource(struct kbs_ctx *k, const struct vd_request *rq, struc
         kbs_respond_protocol_error(rs, 401, "PluginInternalError");
         return;
     }
+    vd_respond_json(rs, 200, jwe);
+}
+
+/* ---- POST /kbs/v0/veil-usage/<model_id>: usage counters (docs/spec/usage-policy.md §5) ------------------- */
+
+/* The request body: {"report": {client: count}}; *deltas: the counts above 0, in byte order of the names. */
+static VEIL_RESULT report_parse(const struct vd_request *rq, json_t **deltas)
+{
+    static const char *const keys[] = {"report", NULL};
+    VEIL_DEFER(veil_json_done) json_t *j = NULL;
+    VEIL_GUARD(veil_json_load_object(rq->body, rq->body_size, VEIL_USAGE_COUNTS_MAX_SIZE + 64, VEIL_ERR_FORMAT,
+                                     "usage report", &j));
+    VEIL_GUARD(veil_json_only_keys(j, keys, VEIL_ERR_FORMAT, "usage report"));
+    const json_t *report = json_object_get(j, "report");
+    VEIL_ENSURE(json_is_object(report), VEIL_ERR_FORMAT, "usage report: member \"report\" must be an object");
+    VEIL_DEFER(text_done) char *text = json_dumps(report, JSON_COMPACT);
+    VEIL_ENSURE(text != NULL, VEIL_ERR_NOMEM, "out of memory");
+    return veil_usage_counts_parse(text, strlen(text), 1, deltas);
+}
+
+/* The counters of the model after the report, as a JWE to the TEE's key: {"used": {client: count}}. */
+static VEIL_RESULT counts_encrypt(const struct requester *q, json_t *totals, json_t **jwe)
+{
+    json_t *doc = json_pack("{s:O}", "used", totals);
+    VEIL_ENSURE(doc != NULL, VEIL_ERR_NOMEM, "out of memory");
+    VEIL_DEFER(text_done) char *text = json_dumps(doc, JSON_COMPACT | JSON_SORT_KEYS);
+    json_decref(doc);
+    VEIL_ENSURE(text != NULL, VEIL_ERR_NOMEM, "out of memory");
+    return veil_jwe_encrypt(&q->tee_pubkey, (const uint8_t *)text, strlen(text), jwe);
+}
+
+/* The path, the body, the same session or token as for a model key, the release policy, the counters, the JWE. */
+static VEIL_RESULT counts_steps(struct kbs_ctx *k, const struct vd_request *rq, struct requester *q,
+                                struct kbs_audit_event *e, json_t **jwe, struct refusal *f, size_t *reported)
+{
+    refuse(f, 404, "InvalidRequestPath", "");
+    const char *model_id = rq->captures[0];
+    VEIL_GUARD(veil_kbs_model_id_check(model_id, strlen(model_id)));
+    snprintf(q->model, sizeof q->model, "%s", model_id);
+    e->model = q->model;
+    VEIL_GUARD(authenticate(k, rq, q, f));
+    f->authenticated = 1;
+    e->claims = &q->claims;
+    e->session = q->session[0] != '\0' ? q->session : NULL;
+    refuse(f, 400, "SerdeError", "");
+    VEIL_DEFER(veil_json_done) json_t *deltas = NULL;
+    VEIL_GUARD(report_parse(rq, &deltas));
+    VEIL_DEFER(text_done) char *usage = NULL;
+    int known = 0;
+    refuse(f, 401, "PluginInternalError", "");
+    VEIL_GUARD(k->store->ops->usage_get(k->store, q->model, &usage, &known));
+    refuse(f, 404, "ResourceNotFound", "");
+    VEIL_ENSURE(known, VEIL_ERR_ARG, "unknown model");
+    VEIL_GUARD(usage_allowed(k, q, f));
+    VEIL_DEFER(veil_json_done) json_t *totals = json_object();
+    refuse(f, 401, "PluginInternalError", "");
+    VEIL_ENSURE(totals != NULL, VEIL_ERR_NOMEM, "out of memory");
+    int found = 0;
+    VEIL_GUARD(k->store->ops->usage_count(k->store, q->model, deltas, totals, &found));
+    refuse(f, 404, "ResourceNotFound", "");
+    VEIL_ENSURE(found, VEIL_ERR_ARG, "unknown model");
+    *reported = json_object_size(deltas);
+    refuse(f, 401, "PluginInternalError", "");
+    return counts_encrypt(q, totals, jwe);
+}
+
+void kbs_rcar_usage_counts(void *ctx, const struct vd_request *rq, struct vd_response *rs)
+{
+    struct kbs_ctx *k = ctx;
+    VEIL_DEFER(requester_done) struct requester q;
+    memset(&q, 0, sizeof q);
+    veil_jwk_init(&q.tee_pubkey);
+    struct kbs_audit_event e = {.event = "usage-report"};
+    struct refusal f = {0};
+    json_t *jwe = NULL;
+    size_t reported = 0;
+    if (!veil_ok(counts_steps(k, rq, &q, &e, &jwe, &f, &reported))) {
+        snprintf(f.reason, sizeof f.reason, "%s", veil_last_error());
+        deny(k, rq, rs, &e, &f);
+        return;
+    }
+    kbs_metrics_usage_report(reported);
     vd_respond_json(rs, 200, jwe);
 }
 

@@ -14,13 +14,14 @@ enum {
     ROUTE_PROTOCOL = 0,      /* RCAR: no admin authentication */
     ROUTE_ADMIN = 1u << 0,   /* the admin bearer token or client certificate */
     ROUTE_METRICS = 1u << 1, /* as metrics_auth says */
-    ROUTE_RATE = 1u << 2,    /* /auth, /attest and /resource: per-client token bucket */
+    ROUTE_RATE = 1u << 2,    /* /auth, /attest, /resource, /veil-usage: per-client token bucket */
 };
 
 static const struct vd_route routes[] = {
     {"POST", "/kbs/v0/auth", kbs_rcar_auth, ROUTE_PROTOCOL | ROUTE_RATE, KBS_ROUTE_AUTH},
     {"POST", "/kbs/v0/attest", kbs_rcar_attest, ROUTE_PROTOCOL | ROUTE_RATE, KBS_ROUTE_ATTEST},
     {"GET", "/kbs/v0/resource/*/*/*", kbs_rcar_resource, ROUTE_PROTOCOL | ROUTE_RATE, KBS_ROUTE_RESOURCE},
+    {"POST", "/kbs/v0/veil-usage/*", kbs_rcar_usage_counts, ROUTE_PROTOCOL | ROUTE_RATE, KBS_ROUTE_RESOURCE},
     {"GET", "/admin/v1/models", kbs_admin_models_list, ROUTE_ADMIN, KBS_ROUTE_ADMIN},
     {"POST", "/admin/v1/models", kbs_admin_model_create, ROUTE_ADMIN, KBS_ROUTE_ADMIN},
     {"GET", "/admin/v1/models/*", kbs_admin_model_get, ROUTE_ADMIN, KBS_ROUTE_ADMIN},
@@ -31,6 +32,7 @@ static const struct vd_route routes[] = {
     {"GET", "/admin/v1/models/*/usage", kbs_admin_usage_get, ROUTE_ADMIN, KBS_ROUTE_ADMIN},
     {"PUT", "/admin/v1/models/*/usage", kbs_admin_usage_set, ROUTE_ADMIN, KBS_ROUTE_ADMIN},
     {"DELETE", "/admin/v1/models/*/usage", kbs_admin_usage_clear, ROUTE_ADMIN, KBS_ROUTE_ADMIN},
+    {"GET", "/admin/v1/models/*/usage/counters", kbs_admin_usage_counters, ROUTE_ADMIN, KBS_ROUTE_ADMIN},
     {"GET", "/admin/v1/audit", kbs_admin_audit_read, ROUTE_ADMIN, KBS_ROUTE_ADMIN},
     {"GET", "/metrics", kbs_metrics_get, ROUTE_METRICS, KBS_ROUTE_METRICS},
 };

@@ -16,6 +16,7 @@
 #define KBS_SESSION_ID_SIZE 32u /* hex characters of a session id (uuid4-simple form, as Trustee) */
 #define KBS_NONCE_SIZE 44u      /* base64 of 32 random bytes */
 #define KBS_TEE_NAME_SIZE 32u
+#define KBS_USAGE_COUNT_MAX (INT64_C(1) << 53) /* a usage counter stops there (the policy's budget cap) */
 
 struct kbs_session {
     char id[KBS_SESSION_ID_SIZE + 1];
@@ -72,6 +73,12 @@ struct kbs_store_ops {
     /* *usage: the model's usage policy (malloc'd JSON text), NULL when none is set; *found 0 (and *usage NULL)
      * when the model does not exist. */
     VEIL_RESULT (*usage_get)(struct kbs_store *s, const char *model_id, char **usage, int *found);
+    /* Adds deltas ({client name: count >= 1}, checked by the caller; {} for a read) to the model's usage counters,
+     * each capped at KBS_USAGE_COUNT_MAX, and sets every counter of the model into totals (an object the caller
+     * owns: {client name: admitted requests}), in one durable transaction. Counters are not decisions: no audit
+     * record. *found 0 when the model does not exist (nothing written). */
+    VEIL_RESULT (*usage_count)(struct kbs_store *s, const char *model_id, const json_t *deltas, json_t *totals,
+                               int *found);
     /* *out: {"model_id","policy":<object>,"versions":[{"version","revoked","created"}]}; NULL when not found. */
     VEIL_RESULT (*model_get)(struct kbs_store *s, const char *model_id, json_t **out);
     /* *out: an array of model_get's objects without "policy". */

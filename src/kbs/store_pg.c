@@ -63,6 +63,8 @@ static const char schema[] =
     "CREATE INDEX IF NOT EXISTS kbs_sessions_expires ON kbs_sessions(expires);"
     "CREATE TABLE IF NOT EXISTS kbs_usage(model_id TEXT PRIMARY KEY REFERENCES kbs_models(model_id),"
     " policy TEXT NOT NULL);"
+    "CREATE TABLE IF NOT EXISTS kbs_usage_counters(model_id TEXT NOT NULL REFERENCES kbs_models(model_id),"
+    " client TEXT NOT NULL, used BIGINT NOT NULL, PRIMARY KEY(model_id, client));"
     "CREATE TABLE IF NOT EXISTS kbs_audit(seq BIGINT PRIMARY KEY, prev TEXT NOT NULL, hash TEXT NOT NULL,"
     " record TEXT NOT NULL);"
     "CREATE TABLE IF NOT EXISTS kbs_audit_tail(one BOOLEAN PRIMARY KEY CHECK (one), seq BIGINT NOT NULL,"
@@ -97,6 +99,8 @@ enum stmt {
     ST_USAGE_PUT,
     ST_USAGE_DELETE,
     ST_USAGE_GET,
+    ST_COUNTER_ADD,
+    ST_COUNTERS_GET,
     ST_MODEL_GET,
     ST_MODEL_LIST,
     ST_AUDIT_TAIL,
@@ -147,6 +151,11 @@ static const struct {
     [ST_USAGE_DELETE] = {"kbs_usage_delete", "DELETE FROM kbs_usage WHERE model_id = $1"},
     [ST_USAGE_GET] = {"kbs_usage_get", "SELECT u.policy FROM kbs_models m LEFT JOIN kbs_usage u USING (model_id)"
                                        " WHERE m.model_id = $1"},
+    [ST_COUNTER_ADD] = {"kbs_counter_add",
+                         "INSERT INTO kbs_usage_counters(model_id, client, used) VALUES ($1, $2, $3::bigint)"
+                         " ON CONFLICT (model_id, client)"
+                         " DO UPDATE SET used = LEAST(kbs_usage_counters.used + EXCLUDED.used, $4::bigint)"},
+    [ST_COUNTERS_GET] = {"kbs_counters_get", "SELECT client, used FROM kbs_usage_counters WHERE model_id = $1"},
     [ST_MODEL_GET] = {"kbs_model_get", "SELECT m.model_id, m.policy," MODEL_ROWS " WHERE m.model_id = $1"
                                        " ORDER BY k.version"},
     /* Byte order of model ids, as SQLite's BINARY collation, whatever the database's collation. */
@@ -878,6 +887,63 @@ static VEIL_RESULT pg_usage_get(struct kbs_store *base, const char *model_id, ch
     return run_op(impl(base), TX_ONE, usage_get_tx, &a);
 }
 
+/* ---- usage counters -------------------------------------------------------------------------------------- */
+
+struct counter_args {
+    const char *model_id;
+    const json_t *deltas;
+    json_t *totals;
+    int *found;
+};
+
+static VEIL_RESULT counters_read(struct pg_conn *c, const char *model_id, json_t *totals)
+{
+    struct pg_params p = {0};
+    param_text(&p, model_id);
+    VEIL_DEFER(res_done) PGresult *res = NULL;
+    VEIL_GUARD(query(c, ST_COUNTERS_GET, &p, 0, &res));
+    for (int row = 0; row < PQntuples(res); row++) {
+        int64_t used = 0;
+        VEIL_GUARD(get_i64(res, row, 1, &used));
+        VEIL_ENSURE(json_object_set_new(totals, PQgetvalue(res, row, 0), json_integer(used)) == 0, VEIL_ERR_NOMEM,
+                    "out of memory");
+    }
+    return VEIL_RESULT_OK;
+}
+
+/* The model row is held FOR SHARE (ST_MODEL_EXISTS); concurrent reports on one counter serialise on its row. */
+static VEIL_RESULT usage_count_tx(struct pg_conn *c, void *arg)
+{
+    struct counter_args *a = arg;
+    struct pg_params p = {0};
+    param_text(&p, a->model_id);
+    VEIL_DEFER(res_done) PGresult *exists = NULL;
+    VEIL_GUARD(query(c, ST_MODEL_EXISTS, &p, 0, &exists));
+    *a->found = PQntuples(exists) == 1;
+    if (!*a->found)
+        return VEIL_RESULT_OK;
+    const char *client;
+    const json_t *n;
+    json_object_foreach((json_t *)(uintptr_t)a->deltas, client, n) {
+        struct pg_params q = {0};
+        param_text(&q, a->model_id);
+        param_text(&q, client);
+        param_int(&q, json_integer_value(n));
+        param_int(&q, KBS_USAGE_COUNT_MAX);
+        VEIL_DEFER(res_done) PGresult *res = NULL;
+        VEIL_GUARD(query(c, ST_COUNTER_ADD, &q, 0, &res));
+    }
+    return counters_read(c, a->model_id, a->totals);
+}
+
+static VEIL_RESULT pg_usage_count(struct kbs_store *base, const char *model_id, const json_t *deltas, json_t *totals,
+                                  int *found)
+{
+    struct counter_args a = {.model_id = model_id, .deltas = deltas, .totals = totals, .found = found};
+    *found = 0;
+    return run_op(impl(base), TX_BLOCK, usage_count_tx, &a);
+}
+
 /* ---- model reads: one joined query, rows ordered by model then version ----------------------------------- */
 
 struct models_args {
@@ -1001,6 +1067,7 @@ static const struct kbs_store_ops pg_ops = {
     .policy_set = pg_policy_set,
     .usage_set = pg_usage_set,
     .usage_get = pg_usage_get,
+    .usage_count = pg_usage_count,
     .model_get = pg_model_get,
     .model_list = pg_model_list,
     .audit_append = pg_audit_append,

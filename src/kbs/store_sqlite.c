@@ -49,6 +49,8 @@ static const char schema[] =
     "CREATE INDEX IF NOT EXISTS sessions_expires ON sessions(expires);"
     "CREATE TABLE IF NOT EXISTS usage(model_id TEXT PRIMARY KEY REFERENCES models(model_id),"
     " policy TEXT NOT NULL);"
+    "CREATE TABLE IF NOT EXISTS usage_counters(model_id TEXT NOT NULL REFERENCES models(model_id),"
+    " client TEXT NOT NULL, used INTEGER NOT NULL, PRIMARY KEY(model_id, client));"
     "CREATE TABLE IF NOT EXISTS audit(seq INTEGER PRIMARY KEY, prev TEXT NOT NULL, hash TEXT NOT NULL,"
     " record TEXT NOT NULL);"
     "CREATE TRIGGER IF NOT EXISTS audit_no_update BEFORE UPDATE ON audit"
@@ -579,6 +581,65 @@ static VEIL_RESULT sq_usage_get(struct kbs_store *base, const char *model_id, ch
     return r;
 }
 
+/* ---- usage counters -------------------------------------------------------------------------------------- */
+
+static VEIL_RESULT counter_add(struct sqlite_store *s, const char *model_id, const char *client, json_int_t n)
+{
+    VEIL_DEFER(stmt_done) sqlite3_stmt *st = NULL;
+    VEIL_GUARD(prepare(s, "INSERT INTO usage_counters(model_id, client, used) VALUES(?1, ?2, ?3)"
+                          " ON CONFLICT(model_id, client) DO UPDATE SET used = min(used + excluded.used, ?4)",
+                       &st));
+    sqlite3_bind_text(st, 1, model_id, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 2, client, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(st, 3, n);
+    sqlite3_bind_int64(st, 4, (sqlite3_int64)KBS_USAGE_COUNT_MAX);
+    return step_done(s->db, st);
+}
+
+static VEIL_RESULT counters_read(struct sqlite_store *s, const char *model_id, json_t *totals)
+{
+    VEIL_DEFER(stmt_done) sqlite3_stmt *st = NULL;
+    VEIL_GUARD(prepare(s, "SELECT client, used FROM usage_counters WHERE model_id = ?", &st));
+    sqlite3_bind_text(st, 1, model_id, -1, SQLITE_STATIC);
+    int rc;
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW)
+        VEIL_ENSURE(json_object_set_new(totals, (const char *)sqlite3_column_text(st, 0),
+                                        json_integer(sqlite3_column_int64(st, 1))) == 0,
+                    VEIL_ERR_NOMEM, "out of memory");
+    VEIL_ENSURE(rc == SQLITE_DONE, VEIL_ERR_IO, "store: %s", sqlite3_errmsg(s->db));
+    return VEIL_RESULT_OK;
+}
+
+static VEIL_RESULT counters_update(struct sqlite_store *s, const char *model_id, const json_t *deltas, json_t *totals,
+                                   int *found)
+{
+    VEIL_GUARD(model_exists(s, model_id, found));
+    if (!*found)
+        return VEIL_RESULT_OK;
+    const char *client;
+    const json_t *n;
+    json_object_foreach((json_t *)(uintptr_t)deltas, client, n)
+        VEIL_GUARD(counter_add(s, model_id, client, json_integer_value(n)));
+    return counters_read(s, model_id, totals);
+}
+
+static VEIL_RESULT sq_usage_count(struct kbs_store *base, const char *model_id, const json_t *deltas, json_t *totals,
+                                  int *found)
+{
+    struct sqlite_store *s = impl(base);
+    *found = 0;
+    if (json_object_size(deltas) == 0) { /* a read: no write transaction, no sync */
+        lock(s);
+        struct veil_result r = model_exists(s, model_id, found);
+        if (veil_ok(r) && *found)
+            r = counters_read(s, model_id, totals);
+        unlock(s);
+        return r;
+    }
+    VEIL_GUARD(begin(s));
+    return finish(s, counters_update(s, model_id, deltas, totals, found));
+}
+
 static VEIL_RESULT versions_of(struct sqlite_store *s, const char *model_id, json_t *arr)
 {
     VEIL_DEFER(stmt_done) sqlite3_stmt *st = NULL;
@@ -691,6 +752,7 @@ static const struct kbs_store_ops sqlite_ops = {
     .policy_set = sq_policy_set,
     .usage_set = sq_usage_set,
     .usage_get = sq_usage_get,
+    .usage_count = sq_usage_count,
     .model_get = sq_model_get,
     .model_list = sq_model_list,
     .audit_append = sq_audit_append,

@@ -206,9 +206,22 @@ static VEIL_RESULT detached(struct veil_result r)
     VEIL_BAIL(r.status, "%s", why);
 }
 
+/* The usage counts of an answer (NULL when it carried none). */
+static VEIL_RESULT counts_out(const struct veil_la_msg *a, char **usage_counts)
+{
+    *usage_counts = NULL;
+    if (a->counts_size == 0)
+        return VEIL_RESULT_OK;
+    *usage_counts = malloc(a->counts_size + 1);
+    VEIL_ENSURE(*usage_counts != NULL, VEIL_ERR_NOMEM, "out of memory");
+    memcpy(*usage_counts, a->counts, a->counts_size);
+    (*usage_counts)[a->counts_size] = '\0';
+    return VEIL_RESULT_OK;
+}
+
 static VEIL_RESULT cache_fetch(struct rt_key_source *src, const char *model_id, uint32_t key_version,
                                struct veil_secure_mem *key, uint64_t *min_model_version, char **usage_policy,
-                               uint64_t *lease_ms)
+                               char **usage_counts, uint64_t *lease_ms)
 {
     const struct cache_source *s = (const struct cache_source *)(void *)src;
     struct veil_la_msg q, a;
@@ -217,22 +230,40 @@ static VEIL_RESULT cache_fetch(struct rt_key_source *src, const char *model_id, 
     veil_buf_init_secret(&body);
     VEIL_GUARD(detached(cache_exchange(s, &q, VEIL_LA_KEY, &body, &a)));
     VEIL_GUARD(key_out(&a, key, usage_policy));
+    struct veil_result r = counts_out(&a, usage_counts);
+    if (!veil_ok(r)) {
+        free(*usage_policy);
+        *usage_policy = NULL;
+        return r;
+    }
     *min_model_version = a.min_model_version;
     *lease_ms = a.lease_ms;
     return VEIL_RESULT_OK;
 }
 
 static VEIL_RESULT cache_renew(struct rt_key_source *src, const char *model_id, uint32_t key_version,
-                               uint64_t *lease_ms)
+                               const char *usage_report, char **usage_counts, uint64_t *lease_ms)
 {
     const struct cache_source *s = (const struct cache_source *)(void *)src;
     struct veil_la_msg q, a;
+    *usage_counts = NULL;
     VEIL_GUARD(request_of(VEIL_LA_RENEW, model_id, key_version, &q));
+    q.counts = usage_report;
+    q.counts_size = usage_report != NULL ? strlen(usage_report) : 0;
     VEIL_DEFER(veil_buf_cleanup) struct veil_buf body;
     veil_buf_init_secret(&body);
     VEIL_GUARD(detached(cache_exchange(s, &q, VEIL_LA_LEASE, &body, &a)));
+    VEIL_GUARD(counts_out(&a, usage_counts));
     *lease_ms = a.lease_ms;
     return VEIL_RESULT_OK;
+}
+
+/* A last report: a renewal whose lease goes unused. */
+static VEIL_RESULT cache_report(struct rt_key_source *src, const char *model_id, uint32_t key_version,
+                                const char *usage_report, char **usage_counts)
+{
+    uint64_t lease = 0;
+    return cache_renew(src, model_id, key_version, usage_report, usage_counts, &lease);
 }
 
 static void cache_free(struct rt_key_source *src)
@@ -266,8 +297,8 @@ VEIL_RESULT rt_key_source_cache(const struct rt_config *c, veil_tee tee, const s
 {
     struct cache_source *s = calloc(1, sizeof *s);
     VEIL_ENSURE(s != NULL, VEIL_ERR_NOMEM, "out of memory");
-    s->base = (struct rt_key_source){.fetch = cache_fetch, .renew = cache_renew, .free = cache_free,
-                                     .name = "cache"};
+    s->base = (struct rt_key_source){.fetch = cache_fetch, .renew = cache_renew, .report = cache_report,
+                                     .free = cache_free, .name = "cache"};
     struct veil_result r = cache_setup(s, c, tee, pc);
     if (!veil_ok(r)) {
         cache_free(&s->base);

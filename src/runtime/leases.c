@@ -3,6 +3,7 @@
  * admitting the node, this runtime no longer allowed) lapses the model at once; an unreachable cache is retried until
  * the lease ends, and then the model lapses: its decrypted weights are wiped and it answers 503 until the cache gives
  * the key again (models.c). */
+#include <stdlib.h>
 #include <time.h>
 
 #include "cache/lease.h"
@@ -35,8 +36,15 @@ static uint64_t lease_step(struct rt_ctx *r, struct rt_model *m, uint64_t now)
     if (now < m->lease_renew_ms)
         return m->lease_renew_ms < expires ? m->lease_renew_ms : expires;
     uint64_t lease = 0;
-    struct veil_result res = src->renew(src, m->info.model_id, m->info.key_version, &lease);
+    char *report = NULL, *counts = NULL;
+    struct veil_result res = rt_model_usage_report(m, 1, &report);
+    if (veil_ok(res))
+        res = src->renew(src, m->info.model_id, m->info.key_version, report, &counts, &lease);
     uint64_t after = vd_now_ms();
+    if (veil_ok(res))
+        rt_model_usage_counted(m, report, counts);
+    free(report);
+    free(counts);
     if (veil_ok(res)) {
         uint64_t e = 0;
         veil_lease_schedule(now, lease, after, &e, &m->lease_renew_ms);
@@ -94,6 +102,23 @@ VEIL_RESULT rt_leases_start(struct rt_ctx *r)
                 "cannot start the lease thread");
     r->lease_thread_started = 1;
     return VEIL_RESULT_OK;
+}
+
+void rt_usage_flush(struct rt_ctx *r)
+{
+    for (size_t i = 0; r->keys != NULL && r->keys->report != NULL && i < r->model_count; i++) {
+        struct rt_model *m = r->models[i];
+        char *report = NULL, *counts = NULL;
+        if (!veil_ok(rt_model_usage_report(m, 0, &report)) || report == NULL)
+            continue;
+        struct veil_result res = r->keys->report(r->keys, m->info.model_id, m->info.key_version, report, &counts);
+        if (veil_ok(res))
+            rt_model_usage_counted(m, report, counts);
+        vd_log(veil_ok(res) ? "info" : "warn", "usage-flushed", "{s:s, s:b, s:s?}", "model", m->name, "ok",
+               veil_ok(res), "detail", veil_ok(res) ? NULL : veil_last_error());
+        free(report);
+        free(counts);
+    }
 }
 
 void rt_leases_stop(struct rt_ctx *r)

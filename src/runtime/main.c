@@ -166,6 +166,7 @@ static void stop(struct rt_ctx *r, struct vd_http *http)
     if (left > 0)
         vd_log("warn", "drain-timeout", "{s:I}", "unanswered", (json_int_t)left);
     rt_leases_stop(r);
+    rt_usage_flush(r);
     for (size_t i = 0; i < r->model_count; i++) {
         rt_model_cleanup(r->models[i]);
         free(r->models[i]);

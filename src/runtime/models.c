@@ -48,7 +48,7 @@ VEIL_RESULT rt_model_spec(const char *spec, char name[RT_MODEL_NAME_MAX + 1], ch
 /* ---- loading ----------------------------------------------------------------------------------------------- */
 
 static VEIL_RESULT open_sealed(struct rt_model *m, const struct rt_config *c, struct rt_key_source *src,
-                               char **usage_json)
+                               char **usage_json, char **usage_counts)
 {
     uint64_t sent = vd_now_ms(), lease_ms = 0;
     struct veil_sealed_info info;
@@ -57,7 +57,8 @@ static VEIL_RESULT open_sealed(struct rt_model *m, const struct rt_config *c, st
     VEIL_DEFER(veil_secure_free) struct veil_secure_mem key = {0};
     VEIL_GUARD(veil_secure_alloc(&key, VEIL_KEY_SIZE, (int)c->lock_memory));
     uint64_t min_version = 0;
-    struct veil_result r = src->fetch(src, info.model_id, info.key_version, &key, &min_version, usage_json, &lease_ms);
+    struct veil_result r = src->fetch(src, info.model_id, info.key_version, &key, &min_version, usage_json,
+                                      usage_counts, &lease_ms);
     if (!veil_ok(r))
         VEIL_BAIL(r.status, "model %s: no key for %s version %" PRIu32 " from %s: %s", m->name, info.model_id,
                   info.key_version, src->name, veil_last_error());
@@ -90,6 +91,36 @@ static VEIL_RESULT usage_load(struct rt_model *m, const char *json)
         VEIL_BAIL(r.status, "model %s: the usage policy from the broker is invalid: %s", m->name, veil_last_error());
     m->shaping = *veil_usage_shaping(m->usage);
     return VEIL_RESULT_OK;
+}
+
+VEIL_RESULT rt_model_usage_report(struct rt_model *m, int always, char **report)
+{
+    *report = NULL;
+    if (m->usage == NULL)
+        return VEIL_RESULT_OK;
+    VEIL_GUARD(veil_usage_unreported(m->usage, report));
+    if (!always && strcmp(*report, "{}") == 0) {
+        free(*report);
+        *report = NULL;
+    }
+    return VEIL_RESULT_OK;
+}
+
+void rt_model_usage_counted(struct rt_model *m, const char *report, const char *counts)
+{
+    if (m->usage == NULL || counts == NULL)
+        return;
+    json_t *sent = NULL, *upstream = NULL;
+    struct veil_result r = report != NULL ? veil_usage_counts_parse(report, strlen(report), 1, &sent)
+                                          : VEIL_RESULT_OK;
+    if (veil_ok(r))
+        r = veil_usage_counts_parse(counts, strlen(counts), 0, &upstream);
+    if (veil_ok(r))
+        veil_usage_acknowledge(m->usage, sent, upstream);
+    else
+        vd_log("error", "usage-counts-refused", "{s:s, s:s}", "model", m->name, "detail", veil_last_error());
+    json_decref(sent);
+    json_decref(upstream);
 }
 
 static void io_copy(struct veil_serve_io *dst, const struct veil_engine_io *src)
@@ -159,11 +190,14 @@ VEIL_RESULT rt_model_load(struct rt_model *m, const struct rt_config *c, struct 
     m->engine_options = (struct veil_engine_options){
         .threads = c->engine_threads != 0 ? (unsigned)c->engine_threads : default_threads(c->workers),
         .lock_memory = (int)c->lock_memory};
-    char *usage_json = NULL;
-    struct veil_result r = open_sealed(m, c, src, &usage_json);
+    char *usage_json = NULL, *counts = NULL;
+    struct veil_result r = open_sealed(m, c, src, &usage_json, &counts);
     if (veil_ok(r))
         r = usage_load(m, usage_json);
+    if (veil_ok(r))
+        rt_model_usage_counted(m, NULL, counts);
     free(usage_json);
+    free(counts);
     VEIL_GUARD(r);
     struct rt_lease lease;
     VEIL_GUARD(rt_model_acquire(m, 1, &lease));
@@ -358,9 +392,12 @@ static VEIL_RESULT reopen(struct rt_model *m, const struct rt_config *c, struct 
 {
     uint8_t header[sizeof m->header_sha256];
     memcpy(header, m->header_sha256, sizeof header);
-    char *usage_json = NULL;
-    struct veil_result r = open_sealed(m, c, src, &usage_json);
-    free(usage_json); /* the policy in force stays, with its counters */
+    char *usage_json = NULL, *counts = NULL;
+    struct veil_result r = open_sealed(m, c, src, &usage_json, &counts);
+    free(usage_json); /* the policy in force stays, with its counters, brought up to date */
+    if (veil_ok(r))
+        rt_model_usage_counted(m, NULL, counts);
+    free(counts);
     VEIL_GUARD(r);
     VEIL_ENSURE(memcmp(header, m->header_sha256, sizeof header) == 0, VEIL_ERR_AUTH,
                 "model %s: %s is no longer the sealed model that was attested", m->name, m->path);

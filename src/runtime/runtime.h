@@ -88,15 +88,23 @@ void rt_tls_cleanup(struct rt_tls *t);
 struct rt_key_source {
     /* The key of model_id at key_version into key (VEIL_KEY_SIZE bytes of secret memory), the lowest sealed model
      * version the owner allows (0: any), the model's usage policy (malloc'd JSON text, or NULL when the owner
-     * set none), and the lease on the key in milliseconds from the moment the call began (0: no lease, the key
-     * may be used for the process's lifetime). */
+     * set none), its usage counts kept upstream (malloc'd count document, lib/serve/usage.h, or NULL when the
+     * source keeps none), and the lease on the key in milliseconds from the moment the call began (0: no lease,
+     * the key may be used for the process's lifetime). */
     VEIL_RESULT (*fetch)(struct rt_key_source *src, const char *model_id, uint32_t key_version,
                          struct veil_secure_mem *key, uint64_t *min_model_version, char **usage_policy,
-                         uint64_t *lease_ms);
-    /* A source with leases: a new lease on a key already fetched (*lease_ms, from the moment the call began).
-     * VEIL_ERR_POLICY: the key is refused (revoked, no longer allowed): stop using it now; any other error: the
-     * source cannot say now (keep the key until the lease ends). NULL for a source without leases. */
-    VEIL_RESULT (*renew)(struct rt_key_source *src, const char *model_id, uint32_t key_version, uint64_t *lease_ms);
+                         char **usage_counts, uint64_t *lease_ms);
+    /* A source with leases: a new lease on a key already fetched (*lease_ms, from the moment the call began), with
+     * usage_report (a count document: what this process admitted since its last report) counted upstream and the
+     * counts after it in *usage_counts (malloc'd; NULL: none kept). VEIL_ERR_POLICY: the key is refused (revoked,
+     * no longer allowed): stop using it now; any other error: the source cannot say now (keep the key until the
+     * lease ends; the report was not counted). NULL for a source without leases. */
+    VEIL_RESULT (*renew)(struct rt_key_source *src, const char *model_id, uint32_t key_version,
+                         const char *usage_report, char **usage_counts, uint64_t *lease_ms);
+    /* usage_report counted upstream, the counts after it in *usage_counts (malloc'd; NULL: none kept): for the
+     * last report at stop. */
+    VEIL_RESULT (*report)(struct rt_key_source *src, const char *model_id, uint32_t key_version,
+                          const char *usage_report, char **usage_counts);
     void (*free)(struct rt_key_source *src);
     const char *name;  /* for the log */
 };
@@ -161,6 +169,11 @@ void rt_model_lapse(struct rt_model *m, const char *reason);
  * plans batch 1; the usage policy in force (and its counters) is kept. */
 VEIL_RESULT rt_model_restore(struct rt_model *m, const struct rt_config *c, struct rt_key_source *src);
 void rt_model_cleanup(struct rt_model *m);
+/* Usage counts (docs/spec/usage-policy.md §5): *report is what the model's policy admitted since its last report
+ * (malloc'd count document), NULL when the model has no usage policy or nothing to report (unless always). */
+VEIL_RESULT rt_model_usage_report(struct rt_model *m, int always, char **report);
+/* The source counted report (rt_model_usage_report's, or NULL) and answered counts (NULL: it keeps none). */
+void rt_model_usage_counted(struct rt_model *m, const char *report, const char *counts);
 /* An engine planned for batch (created on demand: at most `workers` per plan, `max_plans` plans per model, the
  * least recently used idle plan evicted); waits while every engine of the plan is busy. */
 VEIL_RESULT rt_model_acquire(struct rt_model *m, uint64_t batch, struct rt_lease *lease);
@@ -191,6 +204,8 @@ struct rt_ctx {
  * key is refused or whose lease ends, and restores it when the source gives the key again. */
 VEIL_RESULT rt_leases_start(struct rt_ctx *r);
 void rt_leases_stop(struct rt_ctx *r);
+/* At stop, with no request under way: the usage each model admitted since its last report, sent to the source. */
+void rt_usage_flush(struct rt_ctx *r);
 
 struct rt_model *rt_model_find(struct rt_ctx *r, const char *name);
 

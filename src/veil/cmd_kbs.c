@@ -48,6 +48,7 @@ static const char kbs_help[] =
     "  usage set MODEL --file POLICY.json\n"
     "                              replace it (veil-runtime enforces it: API keys, budgets, rates, output)\n"
     "  usage clear MODEL           remove it: the model is open to every caller again\n"
+    "  usage counters MODEL        print the requests admitted per client, as the broker counts them\n"
     "  usage key NAME [--json]     make an API key for client NAME: the key on stdout, its SHA-256 (for the\n"
     "                              policy's api_key_sha256) on stderr; no broker needed\n"
     "  audit list [--from N]       print audit entries from sequence number N (default 1), one JSON object per\n"
@@ -63,7 +64,8 @@ static const char kbs_help[] =
     "  -h, --help             show this help ('veil kbs usage SUBCOMMAND --help': that subcommand's)\n";
 
 static const char usage_help[] =
-    "usage: veil kbs usage get MODEL | set MODEL --file POLICY.json | clear MODEL | key NAME [--json]\n\n"
+    "usage: veil kbs usage get MODEL | set MODEL --file POLICY.json | clear MODEL | counters MODEL |\n"
+    "                      key NAME [--json]\n\n"
     "The model's usage policy (docs/spec/usage-policy.md): who may call the model through veil-runtime (API keys,\n"
     "stored as SHA-256 hashes), how often (rates), how much (budgets) and what comes back (output shaping). The\n"
     "broker releases it to the attested TEE with the key, under the same release policy; without one the model is\n"
@@ -84,6 +86,10 @@ static const struct {
     {"clear", "usage: veil kbs usage clear MODEL [--url URL] [--token-file FILE] ...\n\n"
               "Removes MODEL's usage policy: a runtime that loads the model afterwards lets every caller query it,\n"
               "without API key or limit.\n"},
+    {"counters", "usage: veil kbs usage counters MODEL [--url URL] [--token-file FILE] ...\n\n"
+                 "Prints the requests veil-runtime admitted for each API client of MODEL, as the broker counts them\n"
+                 "from the reports of key caches (JSON: {\"client\": count}); budgets are judged against these counts\n"
+                 "(docs/spec/usage-policy.md section 5). A count is never lowered: raise a budget to give more.\n"},
     {"key", "usage: veil kbs usage key NAME [--json]\n\n"
             "Makes a fresh API key for the client NAME (1 to 64 of A-Z a-z 0-9 . _ - @): \"" API_KEY_PREFIX "\"\n"
             "and 43 base64url characters of 32 random bytes. Prints the key on stdout, and on stderr its SHA-256\n"
@@ -600,9 +606,10 @@ static int usage_args_check(const struct kbs_args *a)
 {
     const char *sub = a->npos > 1 ? a->pos[1] : "";
     if (sub[0] == '\0')
-        return cli_usage_error("kbs", "usage: give a subcommand: get, set, clear or key");
-    if (strcmp(sub, "get") != 0 && strcmp(sub, "set") != 0 && strcmp(sub, "clear") != 0 && strcmp(sub, "key") != 0)
-        return cli_usage_error("kbs", "usage: unknown subcommand '%.32s': use get, set, clear or key", sub);
+        return cli_usage_error("kbs", "usage: give a subcommand: get, set, clear, counters or key");
+    if (strcmp(sub, "get") != 0 && strcmp(sub, "set") != 0 && strcmp(sub, "clear") != 0 && strcmp(sub, "key") != 0 &&
+        strcmp(sub, "counters") != 0)
+        return cli_usage_error("kbs", "usage: unknown subcommand '%.32s': use get, set, clear, counters or key", sub);
     if (a->npos != 3)
         return cli_usage_error("kbs", "usage %s: give exactly one %s", sub, strcmp(sub, "key") == 0 ? "NAME" : "MODEL");
     if (a->file != NULL && strcmp(sub, "set") != 0)
@@ -620,9 +627,12 @@ static int usage_dispatch(const struct kbs_args *a)
     if (strcmp(sub, "key") == 0)
         return usage_key(a);
     char path[512];
-    int rc = model_path(path, sizeof path, "/models/", a->pos[2], "/usage");
+    int counters = strcmp(sub, "counters") == 0;
+    int rc = model_path(path, sizeof path, "/models/", a->pos[2], counters ? "/usage/counters" : "/usage");
     if (rc != CLI_OK)
         return rc;
+    if (counters)
+        return simple_get(a, path, "used");
     if (strcmp(sub, "get") == 0)
         return simple_get(a, path, "usage");
     if (strcmp(sub, "clear") == 0)

@@ -148,6 +148,25 @@ static void policy(const uint8_t *data, size_t size)
     veil_usage_free(p);
 }
 
+/* A usage count document: parsed strictly; what parses adds up without passing the caps. */
+static void counts(const uint8_t *data, size_t size)
+{
+    json_t *c = NULL;
+    if (!veil_ok(veil_usage_counts_parse((const char *)data, size, (int)(size & 1), &c))) {
+        check(c == NULL);
+        return;
+    }
+    json_t *acc = json_deep_copy(c);
+    check(acc != NULL && veil_ok(veil_usage_counts_add(acc, c, 1)) && veil_ok(veil_usage_counts_add(acc, c, -1)));
+    const char *name;
+    json_t *v;
+    json_object_foreach(acc, name, v) {
+        check(json_integer_value(v) >= 0 && (uint64_t)json_integer_value(v) <= VEIL_USAGE_MAX_BUDGET);
+    }
+    json_decref(acc);
+    json_decref(c);
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
@@ -155,6 +174,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         return 0;
     if (data[0] == 'U')
         policy(data + 1, size - 1);
+    else if (data[0] == 'C')
+        counts(data + 1, size - 1);
     else
         request(data[0], data + 1, size - 1);
     return 0;

@@ -60,6 +60,7 @@ X = np.random.default_rng(7).standard_normal((1, 3, 8, 8)).astype(np.float32)
 # ---- the local protocol, written again from docs/cache.md (an independent client) ------------------------------
 
 HELLO, CHALLENGE, ATTEST, READY, KEY_REQUEST, KEY, RENEW, LEASE, ERROR = range(1, 10)
+LA_VERSION = 2
 KIND_SIM = 1
 ERRORS = {1: "bad-message", 2: "peer", 3: "report", 4: "not-allowed", 5: "revoked", 6: "unavailable", 7: "internal"}
 
@@ -69,7 +70,7 @@ def frame(body: bytes) -> bytes:
 
 
 def msg(mtype: int, payload: bytes = b"") -> bytes:
-    return frame(bytes([1, mtype]) + payload)
+    return frame(bytes([LA_VERSION, mtype]) + payload)
 
 
 def report_key(sim_dir: Path) -> bytes:
@@ -108,7 +109,7 @@ class LocalClient:
         if head is None:
             return 0, b""
         body = self._exact(struct.unpack("<I", head)[0])
-        assert body is not None and body[0] == 1
+        assert body is not None and body[0] == LA_VERSION
         return body[1], body[2:]
 
     def _exact(self, n: int) -> bytes | None:
@@ -150,8 +151,10 @@ class LocalClient:
     def attest(self, key: bytes, me: bytes, target_c: bytes, report_data: bytes) -> None:
         self.send(msg(ATTEST, bytes([KIND_SIM]) + struct.pack("<H", 144) + sim_report(key, target_c, me, report_data)))
 
-    def ask(self, mtype: int, model: str, version: int = 1) -> tuple[int, bytes]:
-        self.send(msg(mtype, struct.pack("<IB", version, len(model)) + model.encode()))
+    def ask(self, mtype: int, model: str, version: int = 1, counts: bytes = b"") -> tuple[int, bytes]:
+        """KEY_REQUEST, or RENEW with a usage report (counts: a JSON count document, empty for none)."""
+        tail = struct.pack("<I", len(counts)) + counts if mtype == RENEW else b""
+        self.send(msg(mtype, struct.pack("<IB", version, len(model)) + model.encode() + tail))
         return self.recv()
 
 
@@ -522,7 +525,7 @@ def test_protocol_independent_client_and_bad_messages(env: Env) -> None:
     bad: list[tuple[str, bytes]] = [
         ("empty frame", struct.pack("<I", 0)),
         ("huge frame", struct.pack("<I", 0x7FFFFFFF)),
-        ("wrong version", frame(b"\x02\x01" + os.urandom(40))),
+        ("wrong version", frame(b"\x01\x01" + os.urandom(40))),
         ("unknown type", msg(42)),
         ("truncated HELLO", msg(HELLO, os.urandom(10))),
         ("HELLO of another report kind", msg(HELLO, os.urandom(32) + b"\x00\x00\x00")),
@@ -569,3 +572,83 @@ def test_protocol_independent_client_and_bad_messages(env: Env) -> None:
     assert m['veil_cache_local_refusals_total{reason="bad-message"}'] >= len(bad)
     assert m['veil_cache_local_refusals_total{reason="report"}'] >= 1 + len(cases)
     assert rt.stop() == 0 and cache.stop() == 0
+
+
+def test_budgets_survive_restarts_and_replicas(env: Env) -> None:
+    """Usage counts go runtime -> cache -> broker (docs/spec/usage-policy.md §4): a runtime restart, a cache restart
+    or a second replica does not give a client a fresh budget."""
+    name = "budgeted"
+    env.model(name, TTL)
+    api_key = "vk_" + os.urandom(16).hex()
+    policy = {"version": 1, "clients": [{"name": "alice", "api_key_sha256": hashlib.sha256(api_key.encode()).hexdigest(),
+                                         "budget": 6}]}
+    assert env.broker.admin("PUT", f"/models/{name}/usage", policy).status == 200
+
+    def call(rt: Runtime) -> int:
+        return infer_binary(rt, X, path=f"/v2/models/{name}/infer",
+                            headers={"Authorization": f"Bearer {api_key}"}).status
+
+    def broker_counts() -> dict[str, int]:
+        r = env.broker.admin("GET", f"/models/{name}/usage/counters")
+        assert r.status == 200, r.body
+        return r.json()["used"]
+
+    cache = env.cache(f"{name}@1")
+    rt = env.runtime(cache, name)
+    assert [call(rt) for _ in range(2)] == [200, 200]
+    assert rt.stop() == 0  # its last report goes to the cache
+    assert any(e["model"] == name and e["ok"] for e in events(rt.log_text(), "usage-flushed"))
+    assert cache.stop() == 0  # and the cache's to the broker
+    assert any(e["model_id"] == name and e["ok"] for e in cache.events("usage-flushed"))
+    assert broker_counts() == {"alice": 2}
+
+    # A new cache and a new runtime start from the broker's counts: 4 left of 6.
+    cache = env.cache(f"{name}@1")
+    rt = env.runtime(cache, name)
+    assert [call(rt) for _ in range(5)] == [200, 200, 200, 200, 429]
+    reply = infer_binary(rt, X, path=f"/v2/models/{name}/infer", headers={"Authorization": f"Bearer {api_key}"})
+    assert reply.status == 429 and "retry-after" not in reply.headers
+    # A second replica on the same node sees the first one's usage once it is reported (here: at its stop).
+    assert rt.stop() == 0
+    replica = env.runtime(cache, name)
+    assert call(replica) == 429
+    assert replica.stop() == 0 and cache.stop() == 0
+    assert broker_counts() == {"alice": 6}
+    # The owner raises the budget: the next runtime serves exactly the difference.
+    policy["clients"][0]["budget"] = 7
+    assert env.broker.admin("PUT", f"/models/{name}/usage", policy).status == 200
+    cache = env.cache(f"{name}@1")
+    rt = env.runtime(cache, name)
+    assert [call(rt) for _ in range(2)] == [200, 429]
+    assert rt.stop() == 0 and cache.stop() == 0
+    assert broker_counts() == {"alice": 7}
+
+
+def test_usage_reported_at_renewal(env: Env) -> None:
+    """A running runtime reports at each lease renewal and the cache at each of its own, so a runtime killed -9
+    loses at most what it admitted since its last renewal."""
+    name = "renewed-usage"
+    env.model(name, 2)
+    api_key = "vk_" + os.urandom(16).hex()
+    policy = {"version": 1, "clients": [{"name": "bob", "api_key_sha256": hashlib.sha256(api_key.encode()).hexdigest(),
+                                         "budget": 100}]}
+    assert env.broker.admin("PUT", f"/models/{name}/usage", policy).status == 200
+    cache = env.cache(f"{name}@1")
+    rt = env.runtime(cache, name)
+    for _ in range(3):
+        assert infer_binary(rt, X, path=f"/v2/models/{name}/infer",
+                            headers={"Authorization": f"Bearer {api_key}"}).status == 200
+    # the runtime renews at half its lease (<= 1 s), the cache at half the 2 s TTL: wait for the broker to count 3
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline:
+        if env.broker.admin("GET", f"/models/{name}/usage/counters").json()["used"] == {"bob": 3}:
+            break
+        time.sleep(0.1)
+    assert env.broker.admin("GET", f"/models/{name}/usage/counters").json()["used"] == {"bob": 3}
+    rt.proc.kill()
+    rt.proc.wait(timeout=TIMEOUT)
+    rt = env.runtime(cache, name)
+    r = rt.request("GET", f"/v2/models/{name}", None, {})
+    assert r.status == 200
+    assert rt.stop() == 0 and cache.stop() == 0
+    assert env.broker.admin("GET", f"/models/{name}/usage/counters").json()["used"] == {"bob": 3}

@@ -398,6 +398,56 @@ def test_usage_policy_on_replicas(pg: PgServer, sim: dict[str, Any], tmp_path: P
         assert a.stop() == 0
 
 
+def test_usage_counters_on_replicas(pg: PgServer, sim: dict[str, Any], tmp_path: Path) -> None:
+    """Usage reports through two replicas at once, for the same clients in different orders: nothing lost, no
+    deadlock (writers lock the counters in byte order of the names), durable across a restart."""
+    a, b = replicas(tmp_path, sim, pg.new_db("counters"), "ab")
+    path = "/kbs/v0/veil-usage/test-0"
+
+    def session(br: Broker) -> Session:
+        s = Session(br, "sample")
+        assert s.auth().status == 200
+        assert s.attest(s.attestation(_bound(s))).status == 200
+        return s
+
+    def report(s: Session, counts: dict[str, int]) -> dict[str, int]:
+        r = s.broker.request("POST", path, json.dumps({"report": counts}).encode(),
+                             {"Content-Type": "application/json", "Cookie": f"kbs-session-id={s.cookie}"})
+        return json.loads(s.decrypt(r))["used"]
+
+    errors: list[BaseException] = []
+
+    def load(br: Broker, names: list[str]) -> None:
+        try:
+            s = session(br)
+            for _ in range(25):
+                report(s, {n: 1 for n in names})
+        except BaseException as e:  # noqa: BLE001  (reported below)
+            errors.append(e)
+
+    try:
+        threads = [threading.Thread(target=load, args=(br, names))
+                   for br, names in ((a, ["alice", "bob", "carol"]), (b, ["carol", "bob", "alice"]),
+                                     (a, ["bob", "alice"]), (b, ["alice", "carol"]))]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert not errors, errors
+        want = {"alice": 100, "bob": 75, "carol": 75}
+        assert report(session(a), {}) == want
+        assert b.admin("GET", "/models/test-0/usage/counters").json() == {"used": want}
+        assert pg.sql("SELECT sum(used) FROM kbs_usage_counters WHERE model_id = 'test-0'", "counters") == "250"
+    finally:
+        for br in (a, b):
+            assert br.stop() == 0
+    b.start()
+    try:
+        assert report(session(b), {"alice": 1})["alice"] == 101
+    finally:
+        assert b.stop() == 0
+
+
 # ---- replicas -------------------------------------------------------------------------------------------------
 
 

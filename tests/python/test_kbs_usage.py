@@ -395,3 +395,128 @@ def test_policy_survives_restart_and_old_stores_migrate(tmp_path: Path, sim: dic
         assert json.loads(s.decrypt(fetch_usage(s, "kept"))) == OPEN_SHAPED
     finally:
         assert b.stop() == 0
+
+
+# ---- usage counters: POST /kbs/v0/veil-usage/<model> (docs/spec/usage-policy.md §4) ----------------------------
+
+
+def report_usage(s: Session, model: str, body: Any, cookie: str | None = None) -> Reply:
+    """A usage report as veil-cache sends it; body: a JSON value, or bytes sent as they are."""
+    data = body if isinstance(body, bytes) else json.dumps(body).encode()
+    c = s.cookie if cookie is None else cookie
+    headers = {"Content-Type": "application/json"} | ({"Cookie": f"kbs-session-id={c}"} if c else {})
+    return s.broker.request("POST", f"/kbs/v0/veil-usage/{model}", data, headers)
+
+
+def counted(s: Session, model: str, report: dict[str, int]) -> dict[str, int]:
+    plain = json.loads(s.decrypt(report_usage(s, model, {"report": report})))
+    assert set(plain) == {"used"}
+    return plain["used"]
+
+
+def reports_metric(b: Broker) -> float:
+    r = b.request("GET", "/metrics", None, {"Authorization": f"Bearer {b.admin_token}"})
+    m = re.search(r"^veil_kbs_usage_reports_total (\S+)$", r.body.decode(), re.M)
+    assert m is not None
+    return float(m.group(1))
+
+
+def test_usage_counters_add_up(broker: Broker) -> None:
+    create(broker, "metered", {"version": 1, "allow_sample": True})
+    assert broker.admin("PUT", "/models/metered/usage", POLICY).status == 200
+    s = attested(broker, "sample", sample_evidence)
+    before = reports_metric(broker)
+    assert counted(s, "metered", {}) == {}  # a read: nothing counted yet
+    assert counted(s, "metered", {"alice": 3, "bob@example": 0}) == {"alice": 3}  # zero counts are not stored
+    assert counted(s, "metered", {"alice": 2, "carol": 1}) == {"alice": 5, "carol": 1}  # any name the TEE saw
+    # A second TEE (another node's cache) adds to the same counters and sees the first one's.
+    t = attested(broker, "sample", sample_evidence)
+    assert counted(t, "metered", {"bob@example": 7}) == {"alice": 5, "bob@example": 7, "carol": 1}
+    assert broker.admin("GET", "/models/metered/usage/counters").json() == {
+        "used": {"alice": 5, "bob@example": 7, "carol": 1}}
+    assert reports_metric(broker) == before + 4
+    # A count never passes 2^53, the largest budget.
+    assert counted(s, "metered", {"carol": 2 ** 53})["carol"] == 2 ** 53
+    assert counted(s, "metered", {"carol": 5})["carol"] == 2 ** 53
+    # The admin read is 404 for no model, 400 for a malformed id; the CLI prints the counters.
+    assert broker.admin("GET", "/models/no-such-model/usage/counters").status == 404
+    assert broker.admin("GET", "/models/.bad/usage/counters").status == 400
+    p = veil("usage", "counters", "metered", broker=broker)
+    assert p.returncode == 0, p.stderr
+    assert json.loads(p.stdout) == {"alice": 5, "bob@example": 7, "carol": 2 ** 53}
+    assert_refused(veil("usage", "counters", "no-such-model", broker=broker), "404")
+    assert "counters MODEL" in veil("usage", "counters", "--help").stdout
+
+
+@pytest.mark.parametrize("body, why", [
+    (b"not json", "not JSON"),
+    ({"report": []}, "report is a list"),
+    ({"report": {"alice": -1}}, "a negative count"),
+    ({"report": {"alice": 1.5}}, "a fractional count"),
+    ({"report": {"alice": 2 ** 53 + 1}}, "past 2^53"),
+    ({"report": {"al ice": 1}}, "a name with a blank"),
+    ({"report": {"": 1}}, "an empty name"),
+    ({"report": {"x" * 65: 1}}, "a name of 65 characters"),
+    ({"report": {f"c{i}": 1 for i in range(1025)}}, "1025 clients"),
+    ({"report": {}, "extra": 1}, "an unknown member"),
+    ({}, "no report"),
+])
+def test_usage_report_refusals(broker: Broker, body: Any, why: str) -> None:
+    model = "metered-bad"
+    if broker.admin("GET", f"/models/{model}").status == 404:
+        create(broker, model, {"version": 1, "allow_sample": True})
+    s = attested(broker, "sample", sample_evidence)
+    assert counted(s, model, {"alice": 1})["alice"] >= 1
+    have = broker.admin("GET", f"/models/{model}/usage/counters").json()
+    start = len(broker.audit())
+    r = report_usage(s, model, body)
+    refused(r, 400, "SerdeError")
+    assert broker.admin("GET", f"/models/{model}/usage/counters").json() == have, why  # nothing counted
+    d = records(broker, start)
+    assert [(e["event"], e["decision"]) for e in d] == [("usage-report", "deny")], why  # authenticated: audited
+
+
+def test_usage_report_authorisation(broker: Broker, sim: dict[str, Any]) -> None:
+    create(broker, "metered-strict", {"version": 1, "allow_sim": True, "sim": {"measurements": ["ab" * 48]}})
+    create(broker, "metered-revoked", {"version": 1, "allow_sample": True})
+    assert broker.admin("POST", "/models/metered-revoked/versions/1/revoke").status == 200
+    s = attested(broker, "sample", sample_evidence)
+    start = len(broker.audit())
+    # The same rule as the key and the usage policy: who may not have the key may not count against its budgets.
+    refused(report_usage(s, "metered-strict", {"report": {"alice": 1}}), 401, "PolicyDeny")
+    refused(report_usage(s, "metered-revoked", {"report": {"alice": 1}}), 401, "PolicyDeny")
+    refused(report_usage(s, "no-such-model", {"report": {"alice": 1}}), 404, "ResourceNotFound")
+    audited = records(broker, start)
+    assert [(e["event"], e["decision"], e["model"]) for e in audited] == [
+        ("usage-report", "deny", "metered-strict"), ("usage-report", "deny", "metered-revoked"),
+        ("usage-report", "deny", "no-such-model")]
+    assert "revoked" in audited[1]["reason"] and audited[2]["reason"] == "unknown model"
+    # Before authentication: refused, counted, not audited.
+    refused(report_usage(Session(broker, "sample"), "test-0", {"report": {"alice": 1}}, cookie=""), 401,
+            "TokenNotFound")
+    fresh = Session(broker, "sample")
+    assert fresh.auth().status == 200
+    refused(report_usage(fresh, "test-0", {"report": {"alice": 1}}), 401, "TokenVerifierError")
+    refused(report_usage(s, ".hidden", {"report": {"alice": 1}}), 404, "InvalidRequestPath")
+    assert len(records(broker, start)) == 3
+    for m in ("metered-strict", "metered-revoked"):
+        assert broker.admin("GET", f"/models/{m}/usage/counters").json() == {"used": {}}
+    r = broker.request("GET", "/kbs/v0/veil-usage/test-0", None, {})
+    assert r.status in (404, 405)
+
+
+def test_usage_counters_survive_restart(tmp_path: Path, sim: dict[str, Any]) -> None:
+    b = make_broker(tmp_path, "counters", sim)
+    try:
+        create(b, "durable", {"version": 1, "allow_sample": True})
+        s = attested(b, "sample", sample_evidence)
+        assert counted(s, "durable", {"alice": 41}) == {"alice": 41}
+    finally:
+        assert b.stop() == 0
+    b.start()
+    try:
+        s = attested(b, "sample", sample_evidence)
+        assert counted(s, "durable", {"alice": 1}) == {"alice": 42}
+        assert b.admin("GET", "/models/durable/usage/counters").json() == {"used": {"alice": 42}}
+    finally:
+        assert b.stop() == 0

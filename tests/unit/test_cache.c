@@ -205,9 +205,11 @@ static void test_codec_round_trip(void **state)
     veil_buf_cleanup(&f);
 
     memset(&m, 0, sizeof m);
-    m.type = VEIL_LA_LEASE, m.lease_ms = 42;
+    m.type = VEIL_LA_LEASE, m.lease_ms = 42, m.counts = "{\"alice\":3}", m.counts_size = 11;
     round_trip(&m, &f, &d);
     assert_int_equal(d.lease_ms, 42);
+    assert_int_equal(d.counts_size, 11);
+    assert_memory_equal(d.counts, "{\"alice\":3}", 11);
     veil_buf_cleanup(&f);
 
     veil_la_error_msg(&m, VEIL_LA_E_REVOKED, "key\nrevoked");
@@ -229,11 +231,11 @@ static int refused(const uint8_t *body, size_t size)
 static void test_codec_refusals(void **state)
 {
     (void)state;
-    uint8_t b[64] = {1, VEIL_LA_READY};
+    uint8_t b[64] = {VEIL_LA_VERSION, VEIL_LA_READY};
     assert_false(refused(b, 2));
-    b[0] = 2;
-    assert_true(refused(b, 2)); /* another version */
-    b[0] = 1, b[1] = 0;
+    b[0] = 1;
+    assert_true(refused(b, 2)); /* another version (1: before usage counts) */
+    b[0] = VEIL_LA_VERSION, b[1] = 0;
     assert_true(refused(b, 2)); /* unknown type */
     b[1] = 10;
     assert_true(refused(b, 2));
@@ -241,11 +243,20 @@ static void test_codec_refusals(void **state)
     assert_true(refused(b, 3));    /* a byte after the payload */
     assert_true(refused(b, 1));    /* truncated */
     assert_true(refused(NULL, 0)); /* nothing */
-    /* RENEW: version 0, an empty id, a bad id, a truncated id */
-    uint8_t renew[] = {1, VEIL_LA_RENEW, 0, 0, 0, 0, 1, 'm'};
+    /* RENEW: version 0, an empty id, a bad id, a truncated id; usage counts missing, over the cap, with a NUL */
+    uint8_t renew[] = {VEIL_LA_VERSION, VEIL_LA_RENEW, 0, 0, 0, 0, 1, 'm', 2, 0, 0, 0, '{', '}'};
     assert_true(refused(renew, sizeof renew));
     renew[2] = 1;
     assert_false(refused(renew, sizeof renew));
+    assert_true(refused(renew, 8));
+    renew[8] = 0;
+    assert_true(refused(renew, sizeof renew)); /* 0 bytes said, 2 sent */
+    assert_false(refused(renew, 12));
+    renew[8] = 2, renew[12] = 0;
+    assert_true(refused(renew, sizeof renew));
+    renew[12] = '{', renew[10] = 0x10; /* 1 MiB + 2 > VEIL_USAGE_COUNTS_MAX_SIZE */
+    assert_true(refused(renew, sizeof renew));
+    renew[10] = 0;
     renew[7] = '/';
     assert_true(refused(renew, sizeof renew));
     renew[7] = 'm', renew[6] = 0;
@@ -253,7 +264,7 @@ static void test_codec_refusals(void **state)
     renew[6] = 2;
     assert_true(refused(renew, sizeof renew));
     /* HELLO: a target whose size does not match its kind, an unknown kind */
-    uint8_t hello[2 + 32 + 1 + 2 + 48] = {1, VEIL_LA_HELLO};
+    uint8_t hello[2 + 32 + 1 + 2 + 48] = {VEIL_LA_VERSION, VEIL_LA_HELLO};
     hello[34] = VEIL_LA_KIND_SIM, hello[35] = 48;
     assert_false(refused(hello, sizeof hello));
     hello[35] = 47;
@@ -261,14 +272,14 @@ static void test_codec_refusals(void **state)
     hello[35] = 48, hello[34] = 3;
     assert_true(refused(hello, sizeof hello));
     /* LEASE 0 and over the maximum */
-    uint8_t lease[10] = {1, VEIL_LA_LEASE};
+    uint8_t lease[14] = {VEIL_LA_VERSION, VEIL_LA_LEASE};
     assert_true(refused(lease, sizeof lease));
     lease[2] = 1;
     assert_false(refused(lease, sizeof lease));
     memset(lease + 2, 0xff, 8);
     assert_true(refused(lease, sizeof lease));
     /* ERROR: unknown code, unprintable message, a message longer than said */
-    uint8_t err[] = {1, VEIL_LA_ERROR, VEIL_LA_E_INTERNAL, 0, 2, 'o', 'k'};
+    uint8_t err[] = {VEIL_LA_VERSION, VEIL_LA_ERROR, VEIL_LA_E_INTERNAL, 0, 2, 'o', 'k'};
     assert_false(refused(err, sizeof err));
     err[2] = 99;
     assert_true(refused(err, sizeof err));

@@ -988,6 +988,65 @@ static void test_usage_budget(void **state)
     veil_usage_free(p);
 }
 
+/* Counts kept upstream (usage.h): the budget is judged against upstream + what this process admitted since its
+ * last acknowledged report; a report lost on the way is sent again. */
+static void test_usage_counts(void **state)
+{
+    (void)state;
+    struct veil_usage_policy *p = policy("{\"version\":1,\"clients\":[{\"name\":\"alice\",\"api_key_sha256\":\""
+                                         ALICE_HASH "\",\"budget\":5},{\"name\":\"bob\",\"api_key_sha256\":\"" BOB_HASH
+                                         "\"}]}");
+    json_t *counts = NULL, *sent = NULL;
+    assert_true(veil_ok(veil_usage_counts_parse("{\"alice\":3,\"zed\":1}", strlen("{\"alice\":3,\"zed\":1}"), 0, &counts)));
+    veil_usage_acknowledge(p, NULL, counts); /* other processes admitted 3 of alice's 5 */
+    json_decref(counts);
+    assert_int_equal(admit(p, "Bearer " ALICE_KEY, 0).status, 0);
+    char *report = NULL;
+    assert_true(veil_ok(veil_usage_unreported(p, &report)));
+    assert_string_equal(report, "{\"alice\":1}");
+    /* the report was lost: nothing acknowledged, the same one goes again, with what came since */
+    assert_int_equal(admit(p, "Bearer " ALICE_KEY, 1).status, 0);
+    assert_string_equal(admit(p, "Bearer " ALICE_KEY, 2).reason, VEIL_USAGE_BUDGET_EXHAUSTED);
+    free(report);
+    assert_true(veil_ok(veil_usage_unreported(p, &report)));
+    assert_string_equal(report, "{\"alice\":2}");
+    assert_true(veil_ok(veil_usage_counts_parse(report, strlen(report), 1, &sent)));
+    assert_true(veil_ok(veil_usage_counts_parse("{\"alice\":5}", strlen("{\"alice\":5}"), 0, &counts)));
+    veil_usage_acknowledge(p, sent, counts);
+    free(report);
+    assert_true(veil_ok(veil_usage_unreported(p, &report)));
+    assert_string_equal(report, "{}");
+    free(report);
+    assert_string_equal(admit(p, "Bearer " ALICE_KEY, 3).reason, VEIL_USAGE_BUDGET_EXHAUSTED);
+    assert_int_equal(admit(p, "Bearer " BOB_KEY, 3).status, 0); /* no budget: counted, never refused */
+    json_decref(sent), json_decref(counts);
+    /* the owner raised the budget upstream's count did not: alice's 5 stay counted */
+    veil_usage_free(p);
+
+    /* the documents: strict, sorted, zeros dropped on request, sums capped at 2^53, differences floored at 0 */
+    assert_true(veil_ok(veil_usage_counts_parse("{\"b\":0,\"a\":2}", strlen("{\"b\":0,\"a\":2}"), 1, &counts)));
+    char *text = json_dumps(counts, JSON_COMPACT);
+    assert_string_equal(text, "{\"a\":2}");
+    free(text);
+    assert_true(veil_ok(veil_usage_counts_parse("{\"a\":9007199254740992}", strlen("{\"a\":9007199254740992}"), 0, &sent)));
+    assert_true(veil_ok(veil_usage_counts_add(counts, sent, 1)));
+    assert_int_equal(json_integer_value(json_object_get(counts, "a")), 9007199254740992LL);
+    assert_true(veil_ok(veil_usage_counts_add(counts, sent, 1)));
+    assert_int_equal(json_integer_value(json_object_get(counts, "a")), 9007199254740992LL);
+    assert_true(veil_ok(veil_usage_counts_add(counts, sent, -1)));
+    assert_true(veil_ok(veil_usage_counts_add(counts, sent, -1)));
+    assert_int_equal(json_integer_value(json_object_get(counts, "a")), 0);
+    json_decref(counts), json_decref(sent);
+    static const char *const bad[] = {"[]", "{\"a\":-1}", "{\"a\":1.5}", "{\"a\":9007199254740993}",
+                                      "{\"a b\":1}", "{\"\":1}", "{\"a\":\"1\"}", "{\"a\":1,\"a\":2}", "null",
+                                      "{\"a\":true}"};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        counts = (json_t *)1;
+        assert_int_equal(veil_usage_counts_parse(bad[i], strlen(bad[i]), 0, &counts).status, VEIL_ERR_FORMAT);
+        assert_null(counts);
+    }
+}
+
 static void test_usage_rates(void **state)
 {
     (void)state;
@@ -1129,6 +1188,7 @@ int main(void)
         cmocka_unit_test(test_usage_open),
         cmocka_unit_test(test_usage_api_keys),
         cmocka_unit_test(test_usage_budget),
+        cmocka_unit_test(test_usage_counts),
         cmocka_unit_test(test_usage_rates),
         cmocka_unit_test(test_usage_concurrency),
     };
