@@ -124,10 +124,11 @@ static VEIL_RESULT model_add(struct rt_ctx *r, const char *spec, struct rt_key_s
     *b = (struct veil_binding_model){.name = m->name, .model_id = m->info.model_id,
                                      .model_version = m->info.model_version, .key_version = m->info.key_version};
     memcpy(b->header_sha256, m->header_sha256, sizeof b->header_sha256);
-    vd_log("info", "model-loaded", "{s:s, s:s, s:I, s:I, s:I, s:b, s:I}", "model", m->name, "model_id",
+    vd_log("info", "model-loaded", "{s:s, s:s, s:I, s:I, s:I, s:b, s:I, s:I}", "model", m->name, "model_id",
            m->info.model_id, "model_version", (json_int_t)m->info.model_version, "key_version",
            (json_int_t)m->info.key_version, "max_batch", (json_int_t)m->desc.max_batch, "usage_policy",
-           m->usage != NULL, "load_ms", (json_int_t)(vd_now_ms() - start));
+           m->usage != NULL, "load_ms", (json_int_t)(vd_now_ms() - start), "key_fetch_us",
+           (json_int_t)m->key_fetch_us);
     return VEIL_RESULT_OK;
 }
 

@@ -12,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "cache/lease.h"
 #include "runtime.h"
@@ -47,6 +48,13 @@ VEIL_RESULT rt_model_spec(const char *spec, char name[RT_MODEL_NAME_MAX + 1], ch
 
 /* ---- loading ----------------------------------------------------------------------------------------------- */
 
+static uint64_t now_us(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
+}
+
 static VEIL_RESULT open_sealed(struct rt_model *m, const struct rt_config *c, struct rt_key_source *src,
                                char **usage_json, char **usage_counts)
 {
@@ -56,9 +64,10 @@ static VEIL_RESULT open_sealed(struct rt_model *m, const struct rt_config *c, st
     VEIL_ENSURE(st == VEIL_OK, st, "model %s: cannot read %s", m->name, m->path);
     VEIL_DEFER(veil_secure_free) struct veil_secure_mem key = {0};
     VEIL_GUARD(veil_secure_alloc(&key, VEIL_KEY_SIZE, (int)c->lock_memory));
-    uint64_t min_version = 0;
+    uint64_t min_version = 0, t0 = now_us();
     struct veil_result r = src->fetch(src, info.model_id, info.key_version, &key, &min_version, usage_json,
                                       usage_counts, &lease_ms);
+    m->key_fetch_us = now_us() - t0;
     if (!veil_ok(r))
         VEIL_BAIL(r.status, "model %s: no key for %s version %" PRIu32 " from %s: %s", m->name, info.model_id,
                   info.key_version, src->name, veil_last_error());

@@ -145,6 +145,7 @@ struct rt_model {
     atomic_int lapsed;
     _Atomic uint64_t lease_expires_ms;          /* monotonic; 0: no lease */
     uint64_t lease_renew_ms, lease_retry_ms;    /* the lease thread's own (keys.c) */
+    uint64_t key_fetch_us;                      /* how long the last key fetch took (for the log) */
 };
 
 /* An engine checked out for one request. */
