@@ -3,13 +3,16 @@ the three OpenMP/thread pools (libgomp under oneDNN, PyTorch's, onnxruntime's) n
 
     engine_bench.py prepare MODEL                 export MODEL to build/bench/MODEL.onnx (random, seeded weights)
     engine_bench.py latency FRAMEWORK MODEL BATCH RUNS WARMUP THREADS
-                                                  one JSON line: load_s, p50_s, p99_s, mean_s (in-process timing)
+                                                  one JSON line: load_s, p50_s, max_s, mean_s, and p99_s when
+                                                  RUNS >= 200 (in-process timing)
     engine_bench.py serve FRAMEWORK MODEL BATCH THREADS
-                                                  loads, prints {"load_s": ...}, then for each line "N" read from
+                                                  loads, prints {"load_s": ...} (model creation only: imports
+                                                  and the file read are not timed), then for each line "N" read from
                                                   stdin runs N times and prints {"times": [...]}; "W N" warms up
                                                   (bench/run.py alternates the three frameworks' servers in rounds
                                                   so that load from other processes hits them alike)
-    engine_bench.py torch_rss MODEL_STATE          peak RSS (VmHWM) of a process running ResNet-50 in PyTorch
+    engine_bench.py torch_rss MODEL_STATE THREADS  peak RSS (VmHWM) of a process running ResNet-50 in PyTorch, and
+                                                  its VmRSS and VmHWM after the imports, before the model
 
 FRAMEWORK: veil (veil.Engine over ctypes: the timed call is veil_engine_run plus the ctypes call and the
 allocation of the output array), torch (eager, torch.inference_mode, torch.set_num_threads), ort
@@ -66,21 +69,30 @@ def prepare(name: str) -> None:
     tmp.rename(path)
 
 
-def vm_hwm_kib() -> int:
-    """Peak resident set of this process image (/proc/self/status VmHWM; ru_maxrss would inherit across exec)."""
+def proc_status_kib(field: str) -> int:
+    """One "Field: N kB" line of /proc/self/status (VmHWM: the peak resident set of this process image, which
+    ru_maxrss would inherit across exec; VmRSS: resident now); -1 when absent."""
     for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
+        if line.startswith(field + ":"):
             return int(line.split()[1])
     return -1
 
 
+def vm_hwm_kib() -> int:
+    return proc_status_kib("VmHWM")
+
+
 def runner(framework: str, name: str, batch: int, threads: int):  # noqa: ANN201
+    """(run, load_s): imports and the file read happen first and are not timed; load_s is the creation of the
+    runnable model alone: veil.Engine.from_onnx on the ONNX bytes in memory (parse, fold, fuse, create primitives,
+    reorder weights), onnxruntime's InferenceSession on the same bytes, PyTorch's module construction."""
     data = onnx_path(name).read_bytes()
     if framework == "veil":
         import veil
 
+        t0 = time.perf_counter()
         engine = veil.Engine.from_onnx(data, threads=threads, batch=batch)
-        return lambda x: engine.run(x)[0]
+        return (lambda x: engine.run(x)[0]), time.perf_counter() - t0
     if framework == "ort":
         import onnxruntime as ort
 
@@ -88,27 +100,37 @@ def runner(framework: str, name: str, batch: int, threads: int):  # noqa: ANN201
         opts.intra_op_num_threads = threads
         opts.inter_op_num_threads = 1
         opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        t0 = time.perf_counter()
         session = ort.InferenceSession(data, opts, providers=["CPUExecutionProvider"])
-        return lambda x: session.run(None, {"input": x})[0]
+        return (lambda x: session.run(None, {"input": x})[0]), time.perf_counter() - t0
     if framework == "torch":
         import torch
+        import torchvision  # noqa: F401 - imported before the clock starts
 
+        if name == "efficientnet_lite0":
+            import efficientnet_lite_pytorch  # noqa: F401
         torch.set_num_threads(threads)
+        t0 = time.perf_counter()
         model = module(name)
+        load = time.perf_counter() - t0
 
         def run(x: np.ndarray) -> np.ndarray:
             with torch.inference_mode():
                 return model(torch.from_numpy(x)).numpy()
 
-        return run
+        return run, load
     raise SystemExit(f"unknown framework {framework}")
 
 
+def percentile(times: list[float], q: float) -> float:
+    s = sorted(times)
+    return s[min(len(s) - 1, max(0, int(np.ceil(q * len(s))) - 1))]
+
+
 def latency(framework: str, name: str, batch: int, runs: int, warmup: int, threads: int) -> dict:
+    """p99 only from 200 runs or more; below that the slowest run is reported as max_s (p99 would be the max)."""
     x = np.random.default_rng(0).standard_normal((batch, 3, 224, 224)).astype(np.float32)
-    t0 = time.perf_counter()
-    run = runner(framework, name, batch, threads)
-    load = time.perf_counter() - t0
+    run, load = runner(framework, name, batch, threads)
     for _ in range(warmup):
         run(x)
     times = []
@@ -117,16 +139,17 @@ def latency(framework: str, name: str, batch: int, runs: int, warmup: int, threa
         run(x)
         times.append(time.perf_counter() - t)
     times.sort()
-    p99 = times[min(len(times) - 1, int(np.ceil(0.99 * len(times))) - 1)]
-    return {"load_s": load, "p50_s": statistics.median(times), "p99_s": p99, "mean_s": statistics.fmean(times),
-            "min_s": times[0], "runs": runs, "warmup": warmup, "peak_rss_kib": vm_hwm_kib()}
+    out = {"load_s": load, "p50_s": statistics.median(times), "mean_s": statistics.fmean(times), "min_s": times[0],
+           "max_s": times[-1], "runs": runs, "warmup": warmup, "peak_rss_kib": vm_hwm_kib()}
+    if runs >= 200:
+        out["p99_s"] = percentile(times, 0.99)
+    return out
 
 
 def serve(framework: str, name: str, batch: int, threads: int) -> None:
     x = np.random.default_rng(0).standard_normal((batch, 3, 224, 224)).astype(np.float32)
-    t0 = time.perf_counter()
-    run = runner(framework, name, batch, threads)
-    print(json.dumps({"load_s": time.perf_counter() - t0}), flush=True)
+    run, load = runner(framework, name, batch, threads)
+    print(json.dumps({"load_s": load}), flush=True)
     for line in sys.stdin:
         words = line.split()
         if not words:
@@ -145,14 +168,14 @@ def torch_rss(state: Path, threads: int) -> dict:
     import torchvision
 
     torch.set_num_threads(threads)
-    base = vm_hwm_kib()
+    x = torch.from_numpy(np.random.default_rng(0).standard_normal((1, 3, 224, 224)).astype(np.float32))
+    base_rss, base_hwm = proc_status_kib("VmRSS"), vm_hwm_kib()  # after the imports, before the model
     model = torchvision.models.resnet50(weights=None).eval()
     model.load_state_dict(torch.load(state, weights_only=True, mmap=False))
-    x = torch.from_numpy(np.random.default_rng(0).standard_normal((1, 3, 224, 224)).astype(np.float32))
     with torch.inference_mode():
         for _ in range(3):
             model(x)
-    return {"peak_rss_kib": vm_hwm_kib(), "base_rss_kib": base}
+    return {"peak_rss_kib": vm_hwm_kib(), "base_rss_kib": base_rss, "base_hwm_kib": base_hwm}
 
 
 def main(argv: list[str]) -> int:

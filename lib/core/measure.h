@@ -5,6 +5,7 @@
 #define VEIL_CORE_MEASURE_H
 
 #include <stdio.h>
+#include <string.h>
 #include <time.h>
 
 /* Seconds on the monotonic clock. */
@@ -15,19 +16,33 @@ static inline double veil_now_s(void)
     return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
 }
 
+/* One "Field: N kB" line of /proc/self/status, in KiB; -1 when unknown. */
+static inline long veil_proc_status_kib(const char *field)
+{
+    FILE *f = fopen("/proc/self/status", "r");
+    char line[256], name[32];
+    long kib = -1, v = 0;
+    while (f != NULL && fgets(line, sizeof line, f) != NULL)
+        if (sscanf(line, "%31[^:]: %ld kB", name, &v) == 2 && strcmp(name, field) == 0) {
+            kib = v;
+            break;
+        }
+    if (f != NULL)
+        fclose(f);
+    return kib;
+}
+
 /* VmHWM, the peak resident set of this process image in KiB (getrusage's ru_maxrss would include the peak of the
  * process that exec'ed it); -1 when unknown. */
 static inline long veil_peak_rss_kib(void)
 {
-    FILE *f = fopen("/proc/self/status", "r");
-    char line[256];
-    long kib = -1;
-    while (f != NULL && fgets(line, sizeof line, f) != NULL)
-        if (sscanf(line, "VmHWM: %ld kB", &kib) == 1)
-            break;
-    if (f != NULL)
-        fclose(f);
-    return kib;
+    return veil_proc_status_kib("VmHWM");
+}
+
+/* VmRSS, the resident set of this process now, in KiB; -1 when unknown. */
+static inline long veil_rss_kib(void)
+{
+    return veil_proc_status_kib("VmRSS");
 }
 
 /* qsort comparator for doubles, ascending. */

@@ -48,8 +48,9 @@ static const char run_help[] =
     "                        the broker's minimum, when it sends one, applies too (the higher wins)\n"
     "      --threads N       OpenMP threads for the engine (default: all CPUs)\n"
     "      --repeat N        run N times (for timing; the output of the last run is written)\n"
-    "      --stats           print one JSON line to stdout: load time, median and p99 run time, and this\n"
-    "                        process's peak resident memory (VmHWM)\n"
+    "      --stats           print one JSON line to stdout: load time, median and p99 run time, this\n"
+    "                        process's peak resident memory (VmHWM), and its resident memory (VmRSS) and\n"
+    "                        peak (VmHWM) before the model was loaded\n"
     "  -h, --help            show this help\n";
 
 enum { OPT_THREADS = 256, OPT_REPEAT, OPT_STATS, OPT_KBS, OPT_TEE, OPT_SIM_DIR, OPT_KEY_VERSION, OPT_KBS_CACERT,
@@ -74,6 +75,7 @@ struct run_args {
 /* --stats: wall-clock times (the CLI may read the clock; the library never does). */
 struct run_stats {
     double load_s;
+    long base_rss_kib, base_hwm_kib; /* VmRSS and VmHWM before the load: the process's own baseline */
     double *run_s;      /* one per run */
     uint64_t runs;
 };
@@ -84,8 +86,9 @@ static void stats_print(struct run_stats *st)
     double p50 = st->runs % 2 ? st->run_s[st->runs / 2] : (st->run_s[st->runs / 2 - 1] + st->run_s[st->runs / 2]) / 2;
     uint64_t k = (uint64_t)ceil(0.99 * (double)st->runs);
     printf("{\"load_s\": %.6f, \"runs\": %llu, \"p50_s\": %.6f, \"p99_s\": %.6f, \"min_s\": %.6f, "
-           "\"peak_rss_kib\": %ld}\n", st->load_s, (unsigned long long)st->runs, p50, st->run_s[k ? k - 1 : 0],
-           st->run_s[0], veil_peak_rss_kib());
+           "\"peak_rss_kib\": %ld, \"base_rss_kib\": %ld, \"base_hwm_kib\": %ld}\n", st->load_s,
+           (unsigned long long)st->runs, p50, st->run_s[k ? k - 1 : 0], st->run_s[0], veil_peak_rss_kib(),
+           st->base_rss_kib, st->base_hwm_kib);
 }
 
 static const struct option run_opts[] = {
@@ -419,6 +422,8 @@ int cmd_run(int argc, char **argv)
         npy_array_cleanup(&x);
         return cli_fail("out of memory");
     }
+    stats.base_rss_kib = veil_rss_kib();
+    stats.base_hwm_kib = veil_peak_rss_kib();
     double t0 = veil_now_s();
     rc = sealed ? load_sealed(&a, &opts, &e) : load_plain(&a, &opts, &e);
     stats.load_s = veil_now_s() - t0;

@@ -184,13 +184,3 @@ def test_unseal_failure_keeps_existing_output(tmp_path: Path, gkey: Path) -> Non
     assert_failed(veil("unseal", damaged, "-o", out, "--key", gkey), "authentication failed")
     assert out.read_bytes() == b"precious"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["d.veil", "golden.key", "model.onnx"]
-
-
-def test_golden_vectors_pass_the_independent_checker() -> None:
-    import sys
-
-    for name in ("basic.veil", "public-graph.veil"):
-        p = subprocess.run([sys.executable, str(ROOT / "tests" / "vectors" / "check_sealed.py"), str(GOLDEN / name),
-                            "--key", str(GOLDEN / "key.bin")], capture_output=True, text=True, timeout=120)
-        assert p.returncode == 0, p.stderr
-        assert '"model_id": "golden-model"' in p.stdout

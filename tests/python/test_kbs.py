@@ -19,6 +19,7 @@ import base64
 import hashlib
 import http.client
 import json
+import math
 import os
 import re
 import signal
@@ -246,6 +247,30 @@ def sim_evidence_fn(sim_dir: Path, tmp: Path) -> Callable[[bytes], dict[str, Any
     return make
 
 
+# ---- waiting for an event, not for the clock -------------------------------------------------------------------
+# Tests never fail because the machine is slow: they wait for what they check (with TIMEOUT as the only bound), and
+# where a lifetime must run out they wait until it certainly has.
+
+SHORT_TTL_S = 3  # short_broker's sessions and tokens: auth + attest must fit inside, even on a loaded machine
+
+
+def wait_until(cond: Callable[[], bool], what: str, limit: float = TIMEOUT) -> None:
+    """Polls cond until it holds; fails after limit seconds."""
+    deadline = time.monotonic() + limit
+    while not cond():
+        assert time.monotonic() < deadline, f"{what}: not within {limit:g} s"
+        time.sleep(0.02)
+
+
+def outlive(issued_after: float, ttl_s: int = SHORT_TTL_S) -> None:
+    """Returns once a session or token the broker issued after wall-clock time issued_after, with a lifetime of ttl_s,
+    has certainly expired: the broker stamps expiry in whole seconds of its clock (a session is valid through the
+    second floor(issue) + ttl_s, a token until then), so both are expired from floor(issued_after) + ttl_s + 1 on."""
+    until = math.floor(issued_after) + ttl_s + 1 + 0.05
+    while (left := until - time.time()) > 0:
+        time.sleep(left)
+
+
 def attested(broker: Broker, tee: str, evidence: Callable[[bytes], dict[str, Any]]) -> Session:
     s = Session(broker, tee)
     assert s.auth().status == 200
@@ -282,9 +307,9 @@ def broker(tmp_path_factory: pytest.TempPathFactory, sim: dict[str, Any]):
 
 @pytest.fixture(scope="module")
 def short_broker(tmp_path_factory: pytest.TempPathFactory, sim: dict[str, Any]):
-    """Sessions and tokens that live one second."""
-    b = make_broker(tmp_path_factory.mktemp("kbs-short"), "data", sim, "--set", "session_ttl_s=1",
-                    "--set", "token_ttl_s=1")
+    """Sessions and tokens that live SHORT_TTL_S seconds."""
+    b = make_broker(tmp_path_factory.mktemp("kbs-short"), "data", sim, "--set", f"session_ttl_s={SHORT_TTL_S}",
+                    "--set", f"token_ttl_s={SHORT_TTL_S}")
     yield b
     b.stop()
 
@@ -554,22 +579,25 @@ def a_unknown_path(b: Broker, ctx) -> Reply:
 
 def a_expired_session(b: Broker, ctx) -> Reply:
     sb = ctx["short_broker"]
+    t0 = time.time()
     s = _fresh(sb)
-    time.sleep(2.5)
+    outlive(t0)
     return s.attest(s.attestation(_bound(s)))
 
 
 def a_expired_token(b: Broker, ctx) -> Reply:
     sb = ctx["short_broker"]
+    t0 = time.time()
     s = attested(sb, "sample", sample_evidence)
-    time.sleep(2.5)
+    outlive(t0)
     return s.resource("test-0", cookie="", bearer=s.token)
 
 
 def a_expired_attested_session(b: Broker, ctx) -> Reply:
     sb = ctx["short_broker"]
+    t0 = time.time()
     s = attested(sb, "sample", sample_evidence)
-    time.sleep(2.5)
+    outlive(t0)
     return s.resource("test-0")
 
 
@@ -877,15 +905,30 @@ def test_unknown_config_setting_refused(tmp_path: Path) -> None:
     assert r.returncode == 2 and "sesion_ttl_s" in r.stderr
 
 
+def until_rate_limited(send: Callable[[], int], rate_per_s: float, burst: int) -> list[int]:
+    """Sends requests back to back until one is refused with 429, and returns every status. However slow the machine,
+    the limiter must refuse once more requests came than the burst plus what the rate refilled meanwhile (plus one
+    for a refill landing during the last request); a limiter that never refuses fails after TIMEOUT."""
+    statuses: list[int] = []
+    t0 = time.monotonic()
+    while not statuses or statuses[-1] != 429:
+        elapsed = time.monotonic() - t0
+        assert elapsed < TIMEOUT, f"no 429 after {len(statuses)} requests in {elapsed:.1f} s: {statuses[-10:]}"
+        statuses.append(send())
+    allowed = burst + math.ceil(rate_per_s * (time.monotonic() - t0)) + 1
+    assert len(statuses) - 1 <= allowed, f"{len(statuses) - 1} requests passed, at most {allowed} may: {statuses}"
+    return statuses
+
+
 def test_rate_limit_per_client(tmp_path: Path, sim: dict[str, Any]) -> None:
     b = Broker(tmp_path / "rl", free_port(), ["--set", "rate_limit_per_s=1", "--set", "rate_limit_burst=3"])
     b.start()
     try:
-        statuses = [_auth(b, b'{"version":"0.4.0","tee":"sample","extra-params":""}').status for _ in range(6)]
-        assert statuses[:3] == [200, 200, 200] and 429 in statuses[3:]
-        # The broker keeps serving after a pause.
-        time.sleep(2.2)
-        assert _auth(b, b'{"version":"0.4.0","tee":"sample","extra-params":""}').status == 200
+        body = b'{"version":"0.4.0","tee":"sample","extra-params":""}'
+        statuses = until_rate_limited(lambda: _auth(b, body).status, 1, 3)
+        assert statuses[:3] == [200, 200, 200] and set(statuses[:-1]) == {200}, statuses
+        # The broker serves this client again once the rate has refilled a token.
+        wait_until(lambda: _auth(b, body).status == 200, "an /auth after the pause")
     finally:
         b.stop()
 
@@ -894,8 +937,8 @@ def test_resource_is_rate_limited_too(tmp_path: Path) -> None:
     b = Broker(tmp_path / "rl2", free_port(), ["--set", "rate_limit_per_s=1", "--set", "rate_limit_burst=3"])
     b.start()
     try:
-        statuses = [b.request("GET", "/kbs/v0/resource/veil/model-key/test-0").status for _ in range(6)]
-        assert statuses[:3] == [401, 401, 401] and 429 in statuses[3:], statuses
+        statuses = until_rate_limited(lambda: b.request("GET", "/kbs/v0/resource/veil/model-key/test-0").status, 1, 3)
+        assert statuses[:3] == [401, 401, 401] and set(statuses[:-1]) == {401}, statuses
     finally:
         b.stop()
 
@@ -992,7 +1035,7 @@ def test_kill9_during_concurrent_writes_loses_no_acknowledged_key(tmp_path: Path
     threads = [threading.Thread(target=writer, args=(t,)) for t in range(4)]
     for th in threads:
         th.start()
-    time.sleep(1.5)
+    wait_until(lambda: len(acked) > 10, "more than 10 acknowledged writes before the kill")  # killed mid-write
     b.kill9()
     stop.set()
     for th in threads:

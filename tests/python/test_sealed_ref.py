@@ -31,6 +31,7 @@ import tamper  # noqa: E402
 
 PY = sys.executable
 CHECK = ROOT / "tests" / "vectors" / "check_sealed.py"
+VECTORS = ROOT / "tests" / "vectors"
 TAMPER = ROOT / "tests" / "attacks" / "tamper.py"
 
 DATA_FIELDS = ("float_data", "int32_data", "int64_data", "raw_data", "double_data", "uint64_data")
@@ -413,3 +414,63 @@ def test_check_sealed_cli(model: onnx.ModelProto, tmp_path: Path) -> None:
     assert r.returncode == 1 and r.stdout == "" and len(r.stderr.splitlines()) == 1, r.stderr
     assert r.stderr.startswith("check_sealed: TruncatedError: "), r.stderr
     assert "TruncatedError" in r.stderr
+
+
+# --- the golden vectors, read by the reference and compared with the model they were sealed from ------------------
+
+# What tests/vectors/gen_vectors.c seals (libveil, fixed random source): model.onnx and key.bin sit beside each vector.
+GOLDEN_HEADER = {"model_id": "golden-model", "key_version": 2, "model_version": 42, "chunk_size": 4096}
+
+
+def golden_vector_files() -> dict[Path, Path]:
+    """Every .veil file under tests/, mapped to the directory holding its model.onnx and key.bin: its own directory
+    under tests/vectors/, or, for a copy elsewhere (the fuzz seed corpus), the golden vector it is a byte copy of."""
+    golden = {p: p.parent for p in sorted(VECTORS.rglob("*.veil"))}
+    by_bytes = {p.read_bytes(): p for p in golden}
+    out = dict(golden)
+    for p in sorted((ROOT / "tests").rglob("*.veil")):
+        if p in golden:
+            continue
+        original = by_bytes.get(p.read_bytes())
+        assert original is not None, f"{p.relative_to(ROOT)} is neither a golden vector nor a copy of one"
+        out[p] = golden[original]
+    return out
+
+
+def check_golden_vector(path: Path, source_dir: Path) -> int:
+    """Decrypts path with the reference alone and compares it with source_dir/model.onnx: each tensor's name,
+    data type, shape and SHA-256 of its raw bytes, then the graph without weights. Returns the tensors compared."""
+    source = onnx.load(str(source_dir / "model.onnx"))
+    key_file = source_dir / "key.bin"
+    expected = [i for i in source.graph.initializer if i.data_type != TensorProto.STRING]
+    want_sha = [hashlib.sha256(tensor_raw_bytes(i)).hexdigest() for i in expected]
+    assert expected and any(i.raw_data for i in expected), f"{source_dir}/model.onnx has no weights to compare"
+
+    r = subprocess.run([PY, str(CHECK), str(path), "--key", str(key_file), "--check-graph"],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, f"{path}: {r.stderr}"
+    summary = json.loads(r.stdout)
+    assert {k: summary[k] for k in GOLDEN_HEADER} == GOLDEN_HEADER, path
+    assert summary["public_graph"] == (path.stem == "public-graph"), path
+    assert summary["tensor_sha256"] == want_sha, path
+
+    graph, tensors = ref.open_sealed(path.read_bytes(), key_file.read_bytes())
+    assert [hashlib.sha256(t).hexdigest() for t in tensors] == want_sha, path
+    assert summary["graph_sha256"] == hashlib.sha256(graph).hexdigest(), path
+    described = [(i.name, i.data_type, i.dims, i.has_data) for i in ref.check_graph(graph, tensors)]
+    assert described == [(i.name, i.data_type, tuple(i.dims), False) for i in expected], path
+    stripped, _ = strip_model(source)
+    assert onnx.ModelProto.FromString(graph) == stripped, f"{path}: the sealed graph is not the source without weights"
+    return len(tensors)
+
+
+def test_every_golden_vector_decrypts_to_its_source_model() -> None:
+    """The independent check of the files gen_vectors wrote with libveil: the reference (never libveil) decrypts
+    every one and finds the source model's tensors and graph, so a libveil bug that its own --check reproduces
+    cannot hide here."""
+    vectors = golden_vector_files()
+    on_disk = sorted((ROOT / "tests").rglob("*.veil"))
+    assert len([p for p in vectors if VECTORS in p.parents]) >= 2, "the golden vectors are missing"
+    checked = {p: check_golden_vector(p, d) for p, d in vectors.items()}
+    assert sorted(checked) == on_disk and len(checked) == len(on_disk)
+    assert all(n > 0 for n in checked.values()), checked

@@ -2,7 +2,8 @@
 /* Golden vectors for the sealed format, made by libveil with a fixed random source.
  *   gen_vectors --write DIR   (re)writes DIR/{key.bin,model.onnx,basic.veil,public-graph.veil}
  *   gen_vectors --check DIR   regenerates in memory and fails if any byte differs from DIR
- * tests/vectors/check_sealed.py verifies the same files independently, from the spec alone. */
+ * tests/python/test_sealed_ref.py has the independent reference (check_sealed.py, sealed_ref.py; never libveil)
+ * decrypt every .veil under tests/ and compare each tensor and the graph with model.onnx. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
