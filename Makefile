@@ -8,8 +8,8 @@ export VEIL_VENV
 JOBS ?= $(shell nproc)
 FUZZ_SECONDS ?= 20
 
-.PHONY: all deps build asan fuzz-build test test-c test-python test-repro fuzz fuzz-smoke demo bench measure install \
-        clean
+.PHONY: all deps build asan fuzz-build test test-c test-python test-repro fuzz fuzz-smoke demo bench measure image \
+        install clean
 
 all: build
 
@@ -70,6 +70,11 @@ bench: build
 measure: build
 	@$(PY) scripts/measure.py build/release $(if $(RUNTIME_CONFIG),--runtime-config $(RUNTIME_CONFIG)) \
 	  $(if $(CACHE_CONFIG),--cache-config $(CACHE_CONFIG))
+
+# The OCI images of build/release, from scratch (no base image, no container tool): build/release/oci/veil-kbs and
+# build/release/oci/veil-runtime (OCI layouts) and their .oci.tar archives for `podman load -i` (docs/deploy.md).
+image: build
+	@$(PY) deploy/oci/build_image.py build/release build/release/oci --archive
 
 install: build
 	@cmake --install build/release

@@ -9,7 +9,8 @@ venv=${VEIL_VENV:-$HOME/.cache/veil/venv}
 debs=(gcc make cmake pkg-config libssl-dev libjansson-dev libcmocka-dev libcurl4-openssl-dev libdnnl-dev libmicrohttpd-dev libgnutls28-dev libsqlite3-dev clang
       libclang-rt-14-dev python3-venv
       postgresql libpq-dev   # the broker's PostgreSQL store (libpq) and the server its tests start (scripts/pg.sh)
-      mkosi strace)          # deploy/: the CVM image recipe parsed, the Gramine manifest's file list traced (test_deploy.py)
+      mkosi strace           # deploy/: the CVM image recipe parsed, the Gramine manifest's file list traced (test_deploy.py)
+      podman runc)           # deploy/oci: the images run (test_oci.py); runc because crun 1.8 refuses hybrid cgroups
 
 missing=()
 for p in "${debs[@]}"; do

@@ -858,7 +858,9 @@ def test_k8s_names_mounts_and_configuration_files_agree(k8s: list[dict], tmp_pat
             args = c.get("args", [])
             if "--config" not in args:
                 continue
-            daemon = c["image"].rsplit("/", 1)[1].split(":")[0]
+            # The program: the command when one is set (the veil-runtime image also holds veil-cache), else the
+            # image's entrypoint, named like the image (deploy/oci/build_image.py).
+            daemon = Path(c["command"][0]).name if c.get("command") else c["image"].rsplit("/", 1)[1].split(":")[0]
             source = container_file(k8s, pod, c, args[args.index("--config") + 1])
             assert source is not None and source[0] == "configMap", (pod_name, c["name"], source)
             text = configmaps[(ns, source[1])][source[2]]
