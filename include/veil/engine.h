@@ -34,6 +34,8 @@ struct veil_engine_options {
     unsigned threads;   /* OpenMP threads for load and run; default: every online CPU */
     uint64_t batch;     /* the size planned for a symbolic dimension 0 of the inputs; default 1 */
     int lock_memory;    /* nonzero: mlock weights and activations; fail with VEIL_ERR_NOMEM when refused */
+    uint64_t symbolic_size; /* the size planned for a symbolic dim other than dim 0 (a sequence ...) that no
+                             * veil_engine_shape names; default 0: such a dim must be named */
 };
 
 /* The name and planned shape of one graph input or output. Pointers live as long as the engine. */
@@ -102,6 +104,11 @@ VEIL_API VEIL_WUR veil_status veil_engine_output(const veil_engine *engine, size
 /* 1 when the graph leaves dim 0 of input index symbolic (the batch: options.batch was planned for it), else 0
  * (also for a bad index). An engine planned for another batch is another load with another options.batch. */
 VEIL_API int veil_engine_input_batched(const veil_engine *engine, size_t index);
+
+/* Bit i set when the graph declares dim i of input (output) index symbolic (dim 0: the batch; others: a sequence
+ * ...), whatever was planned for it; 0 for a bad index or an output declared without a shape. */
+VEIL_API uint32_t veil_engine_input_symbolic(const veil_engine *engine, size_t index);
+VEIL_API uint32_t veil_engine_output_symbolic(const veil_engine *engine, size_t index);
 
 /* The ONNX data type (TensorProto.DataType: 1 float32, 6 int32, 7 int64, 9 bool) of graph input index, which
  * veil_engine_run reads from the caller's buffer (its size counts elements of that type); 0 for a bad index.

@@ -56,4 +56,14 @@ static inline void veil_store_u64le(uint8_t *p, uint64_t v)
         p[i] = (uint8_t)(v >> (8 * i));
 }
 
+/* Little-endian loads from bytes already bounds-checked. */
+static inline uint32_t veil_load_u32le(const uint8_t *p)
+{
+    return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
+}
+static inline uint64_t veil_load_u64le(const uint8_t *p)
+{
+    return (uint64_t)veil_load_u32le(p) | (uint64_t)veil_load_u32le(p + 4) << 32;
+}
+
 #endif

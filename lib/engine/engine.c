@@ -19,6 +19,7 @@ static VEIL_RESULT resolve_options(const struct veil_engine_options *in, struct 
     *out = in != NULL ? *in : (struct veil_engine_options){0};
     VEIL_ENSURE(out->threads <= VEIL_MAX_THREADS, VEIL_ERR_ARG, "threads must be at most %u", VEIL_MAX_THREADS);
     VEIL_ENSURE(out->batch <= VEIL_ENGINE_MAX_BATCH, VEIL_ERR_ARG, "batch must be at most %u", VEIL_ENGINE_MAX_BATCH);
+    VEIL_ENSURE(out->symbolic_size <= VEIL_ENGINE_MAX_ACTIVATION_SIZE, VEIL_ERR_ARG, "symbolic_size is too large");
     if (out->threads == 0) {
         long n = sysconf(_SC_NPROCESSORS_ONLN);
         out->threads = n < 1 ? 1u : n > (long)VEIL_MAX_THREADS ? VEIL_MAX_THREADS : (unsigned)n;
@@ -76,7 +77,7 @@ static VEIL_RESULT load_impl(struct veil_engine *e, const uint8_t *graph, size_t
     VEIL_ENSURE(tensors != NULL || count == 0, VEIL_ERR_ARG, "no tensors given");
     VEIL_GUARD(check_views(graph, size, tensors, count));
     VEIL_GUARD(eng_graph_parse(&e->g, graph, size, tensors, count));
-    VEIL_GUARD(eng_plan_graph(&e->g, e->opts.batch, shapes, shape_count));
+    VEIL_GUARD(eng_plan_graph(&e->g, e->opts.batch, e->opts.symbolic_size, shapes, shape_count));
     VEIL_GUARD(eng_exec_build(e));
     VEIL_GUARD(describe(&e->g, e->g.inputs, e->g.input_count, &e->io_in));
     return describe(&e->g, e->g.outputs, e->g.output_count, &e->io_out);
@@ -214,6 +215,16 @@ veil_status veil_engine_input(const veil_engine *e, size_t index, struct veil_en
 int32_t veil_engine_input_dtype(const veil_engine *e, size_t index)
 {
     return e != NULL && index < e->g.input_count ? e->g.values[e->g.inputs[index]].in_dtype : 0;
+}
+
+uint32_t veil_engine_input_symbolic(const veil_engine *e, size_t index)
+{
+    return e != NULL && index < e->g.input_count ? e->g.values[e->g.inputs[index]].symbolic_mask : 0;
+}
+
+uint32_t veil_engine_output_symbolic(const veil_engine *e, size_t index)
+{
+    return e != NULL && index < e->g.output_count ? e->g.values[e->g.outputs[index]].symbolic_mask : 0;
 }
 
 int veil_engine_input_batched(const veil_engine *e, size_t index)

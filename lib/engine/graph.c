@@ -450,6 +450,8 @@ static VEIL_RESULT parse_output(struct eng_graph *g, struct veil_cursor c)
     VEIL_GUARD(intern(g, s.name, s.name_size, "graph output", &v));
     VEIL_ENSURE(!g->values[v].is_output, VEIL_ERR_ONNX, "graph output '%s' is listed twice", g->values[v].name);
     g->values[v].is_output = 1;
+    for (uint32_t i = 0; s.has_shape && i < s.shape.rank && i < 32; i++) /* as declared: metadata for servers */
+        g->values[v].symbolic_mask |= s.shape.dims[i] < 0 ? 1u << i : 0u;
     return push_index(&g->outputs, &g->output_count, v);
 }
 

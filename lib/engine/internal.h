@@ -60,7 +60,7 @@ struct eng_value {
     int producer;                   /* node index, -1 for inputs and constants */
     int is_output;
     int batch_symbolic;             /* a graph input whose dim 0 the graph leaves symbolic (the batch) */
-    uint32_t symbolic_mask;         /* a graph input: bit i set when the graph leaves dim i symbolic */
+    uint32_t symbolic_mask;         /* a graph input or output: bit i set when the graph declares dim i symbolic */
     int32_t in_dtype;               /* a graph input: the caller's data type (FLOAT, INT64, INT32 or BOOL) */
     /* planning */
     int alias;                      /* the value whose buffer this one views (reshape, in-place sum), -1 */
@@ -349,8 +349,8 @@ VEIL_RESULT eng_fold_shape(struct eng_graph *g, struct eng_node *n, uint32_t out
 /* ---- plan.c ---------------------------------------------------------------------------------------------- */
 
 /* Topological order, constants, shapes and fusion, for a parsed graph. */
-VEIL_RESULT eng_plan_graph(struct eng_graph *g, uint64_t batch, const struct veil_engine_shape *shapes,
-                           size_t shape_count);
+VEIL_RESULT eng_plan_graph(struct eng_graph *g, uint64_t batch, uint64_t symbolic_size,
+                           const struct veil_engine_shape *shapes, size_t shape_count);
 /* Liveness and offsets of every buffer, after the steps are built; *arena_size receives the total. */
 VEIL_RESULT eng_plan_memory(struct veil_engine *e, size_t *arena_size);
 /* Follows aliases to the value that owns the buffer. */

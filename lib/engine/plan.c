@@ -202,8 +202,10 @@ static const struct veil_engine_shape *asked_shape(const struct eng_value *v, co
     return NULL;
 }
 
-/* A symbolic dim takes the asked shape's, or for dim 0 the batch; a fixed dim must match what is asked. */
-static VEIL_RESULT resolve_input(struct eng_value *v, uint64_t batch, const struct veil_engine_shape *want)
+/* A symbolic dim takes the asked shape's, or for dim 0 the batch, or for another dim symbolic_size (when set); a
+ * fixed dim must match what is asked. */
+static VEIL_RESULT resolve_input(struct eng_value *v, uint64_t batch, uint64_t symbolic_size,
+                                 const struct veil_engine_shape *want)
 {
     VEIL_ENSURE(want == NULL || want->rank == v->shape.rank, VEIL_ERR_ARG, "graph input '%s' has rank %" PRIu32
                 ", a shape of rank %" PRIu32 " was given", v->name, v->shape.rank, want ? want->rank : 0);
@@ -215,9 +217,11 @@ static VEIL_RESULT resolve_input(struct eng_value *v, uint64_t batch, const stru
             VEIL_ENSURE(d < 0 || d == want->dims[i], VEIL_ERR_ARG, "graph input '%s': dim %" PRIu32 " is fixed at %"
                         PRId64 "; cannot plan for %" PRId64, v->name, i, d, want->dims[i]);
             v->shape.dims[i] = want->dims[i];
+        } else if (d < 0 && i > 0) {
+            VEIL_ENSURE(symbolic_size > 0, VEIL_ERR_UNSUPPORTED, "graph input '%s': dim %" PRIu32 " is symbolic; give "
+                        "the input's shape to plan for (only dim 0 takes the batch)", v->name, i);
+            v->shape.dims[i] = (int64_t)symbolic_size;
         } else if (d < 0) {
-            VEIL_ENSURE(i == 0, VEIL_ERR_UNSUPPORTED, "graph input '%s': dim %" PRIu32 " is symbolic; give the input's "
-                        "shape to plan for (only dim 0 takes the batch)", v->name, i);
             v->shape.dims[0] = (int64_t)(batch ? batch : 1);
         }
     }
@@ -225,7 +229,8 @@ static VEIL_RESULT resolve_input(struct eng_value *v, uint64_t batch, const stru
     return VEIL_RESULT_OK;
 }
 
-static VEIL_RESULT input_shapes(struct eng_graph *g, uint64_t batch, const struct veil_engine_shape *shapes,
+static VEIL_RESULT input_shapes(struct eng_graph *g, uint64_t batch, uint64_t symbolic_size,
+                                const struct veil_engine_shape *shapes,
                                 size_t shape_count)
 {
     for (size_t i = 0; i < shape_count; i++) {
@@ -237,7 +242,7 @@ static VEIL_RESULT input_shapes(struct eng_graph *g, uint64_t batch, const struc
     for (size_t i = 0; i < g->input_count; i++) {
         struct eng_value *v = &g->values[g->inputs[i]];
         const struct veil_engine_shape *want = asked_shape(v, shapes, shape_count);
-        VEIL_GUARD(resolve_input(v, want != NULL ? 0 : batch, want));
+        VEIL_GUARD(resolve_input(v, want != NULL ? 0 : batch, symbolic_size, want));
         VEIL_ENSURE(v->shape.rank == 0 || v->shape.dims[0] > 0, VEIL_ERR_UNSUPPORTED,
                     "graph input '%s' has a batch of 0; the engine runs no empty tensors", v->name);
         VEIL_ENSURE(want != NULL || batch == 0 || v->shape.rank == 0 || v->shape.dims[0] == (int64_t)batch,
@@ -502,8 +507,8 @@ static void fuse(struct eng_graph *g, const struct edges *e)
     }
 }
 
-VEIL_RESULT eng_plan_graph(struct eng_graph *g, uint64_t batch, const struct veil_engine_shape *shapes,
-                           size_t shape_count)
+VEIL_RESULT eng_plan_graph(struct eng_graph *g, uint64_t batch, uint64_t symbolic_size,
+                           const struct veil_engine_shape *shapes, size_t shape_count)
 {
     VEIL_ENSURE(batch <= VEIL_ENGINE_MAX_BATCH, VEIL_ERR_LIMIT, "batch %" PRIu64 " is more than %u", batch,
                 VEIL_ENGINE_MAX_BATCH);
@@ -511,7 +516,7 @@ VEIL_RESULT eng_plan_graph(struct eng_graph *g, uint64_t batch, const struct vei
     VEIL_DEFER(edges_cleanup) struct edges e = {0};
     VEIL_GUARD(edges_build(g, &e));
     VEIL_GUARD(topo_sort(g, &e));
-    VEIL_GUARD(input_shapes(g, batch, shapes, shape_count));
+    VEIL_GUARD(input_shapes(g, batch, symbolic_size, shapes, shape_count));
     VEIL_GUARD(infer_shapes(g));
     if (fuse_pads(g, &e)) { /* a Conv now reads the Pad's input: rebuild the consumer lists */
         edges_cleanup(&e);

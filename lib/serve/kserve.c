@@ -10,6 +10,7 @@
 #include "core/checked.h"
 #include "core/cursor.h"
 #include "core/json.h"
+#include "onnx/onnx.h"
 #include "serve/kserve.h"
 
 #define SHAPE_TEXT_SIZE 160u /* "[d0,...,d5]" with six 20-digit dims */
@@ -23,6 +24,29 @@ static int has_batch(const struct veil_serve_io *io)
     return io->rank > 0 && io->dims[0] == -1;
 }
 
+static int dynamic(const struct veil_serve_io *io, uint32_t d)
+{
+    return d > 0 && io->dims[d] == -1;
+}
+
+/* The wire datatype of an ONNX data type the codec carries, NULL for another. */
+static const char *datatype_name(int32_t dtype)
+{
+    switch (dtype) {
+    case 0:
+    case VEIL_ONNX_FLOAT: return "FP32";
+    case VEIL_ONNX_INT64: return "INT64";
+    case VEIL_ONNX_INT32: return "INT32";
+    case VEIL_ONNX_BOOL: return "BOOL";
+    default: return NULL;
+    }
+}
+
+static size_t datatype_size(int32_t dtype)
+{
+    return dtype == VEIL_ONNX_INT64 ? 8u : dtype == VEIL_ONNX_BOOL ? 1u : 4u;
+}
+
 VEIL_RESULT veil_serve_io_count(const struct veil_serve_io *io, uint64_t batch, uint64_t *out)
 {
     uint64_t n = 1;
@@ -30,6 +54,30 @@ VEIL_RESULT veil_serve_io_count(const struct veil_serve_io *io, uint64_t batch, 
         int64_t dim = io->dims[d];
         VEIL_ENSURE(dim >= 1 || (d == 0 && dim == -1), VEIL_ERR_ARG, "serve: '%.64s' has a bad dimension", io->name);
         VEIL_GUARD(veil_mul_u64(n, dim == -1 ? batch : (uint64_t)dim, &n));
+    }
+    *out = n;
+    return VEIL_RESULT_OK;
+}
+
+static VEIL_RESULT shape_count(const struct veil_serve_shape *s, uint64_t *out)
+{
+    uint64_t n = 1;
+    for (uint32_t d = 0; d < s->rank && d < VEIL_ENGINE_MAX_RANK; d++) {
+        VEIL_ENSURE(s->dims[d] >= 1, VEIL_ERR_ARG, "serve: a shape has a bad dimension");
+        VEIL_GUARD(veil_mul_u64(n, (uint64_t)s->dims[d], &n));
+    }
+    *out = n;
+    return VEIL_RESULT_OK;
+}
+
+/* The largest element count of io: the batch at max_batch, every dynamic dim at max_dim. */
+static VEIL_RESULT io_count_max(const struct veil_serve_io *io, uint64_t max_batch, uint64_t max_dim, uint64_t *out)
+{
+    uint64_t n = 1;
+    for (uint32_t d = 0; d < io->rank && d < VEIL_ENGINE_MAX_RANK; d++) {
+        int64_t dim = io->dims[d];
+        VEIL_ENSURE(dim >= 1 || dim == -1, VEIL_ERR_ARG, "serve: '%.64s' has a bad dimension", io->name);
+        VEIL_GUARD(veil_mul_u64(n, dim >= 1 ? (uint64_t)dim : d == 0 ? max_batch : max_dim, &n));
     }
     *out = n;
     return VEIL_RESULT_OK;
@@ -46,27 +94,33 @@ static VEIL_RESULT check_name(const char *name, const char *what)
     return VEIL_RESULT_OK;
 }
 
-static VEIL_RESULT check_io(const struct veil_serve_io *io, uint64_t max_batch)
+static VEIL_RESULT check_io(const struct veil_serve_io *io, const struct veil_serve_model *m, int input)
 {
     VEIL_GUARD(check_name(io->name, "an input or output"));
     VEIL_ENSURE(io->rank <= VEIL_ENGINE_MAX_RANK, VEIL_ERR_ARG, "serve: '%.64s' has too many dimensions", io->name);
+    VEIL_ENSURE(datatype_name(io->dtype) != NULL && (input || datatype_size(io->dtype) == sizeof(float)),
+                VEIL_ERR_ARG, "serve: '%.64s' has data type %d, which is not served", io->name, (int)io->dtype);
     uint64_t count = 0;
-    VEIL_GUARD(veil_serve_io_count(io, max_batch, &count));
-    VEIL_ENSURE(count <= SIZE_MAX / sizeof(float), VEIL_ERR_ARG, "serve: '%.64s' is too large", io->name);
+    VEIL_GUARD(io_count_max(io, m->max_batch, m->max_dim, &count));
+    VEIL_ENSURE(count <= SIZE_MAX / sizeof(int64_t), VEIL_ERR_ARG, "serve: '%.64s' is too large", io->name);
     return VEIL_RESULT_OK;
 }
 
-static VEIL_RESULT check_ios(const struct veil_serve_io *ios, size_t count, size_t max, uint64_t max_batch,
-                             int *batched)
+static VEIL_RESULT check_ios(const struct veil_serve_model *m, int input, int *batched, int *dynamic_dims)
 {
+    const struct veil_serve_io *ios = input ? m->inputs : m->outputs;
+    size_t count = input ? m->input_count : m->output_count;
+    size_t max = input ? VEIL_SERVE_MAX_INPUTS : VEIL_SERVE_MAX_OUTPUTS;
     VEIL_ENSURE(ios != NULL && count >= 1 && count <= max, VEIL_ERR_ARG, "serve: a model needs 1 to %zu inputs "
                 "and outputs", max);
     for (size_t i = 0; i < count; i++) {
-        VEIL_GUARD(check_io(&ios[i], max_batch));
+        VEIL_GUARD(check_io(&ios[i], m, input));
         for (size_t j = 0; j < i; j++)
             VEIL_ENSURE(strcmp(ios[i].name, ios[j].name) != 0, VEIL_ERR_ARG, "serve: '%.64s' appears twice",
                         ios[i].name);
         *batched |= has_batch(&ios[i]);
+        for (uint32_t d = 1; d < ios[i].rank; d++)
+            *dynamic_dims |= dynamic(&ios[i], d);
     }
     return VEIL_RESULT_OK;
 }
@@ -77,12 +131,13 @@ VEIL_RESULT veil_serve_model_check(const struct veil_serve_model *model)
     VEIL_GUARD(check_name(model->name, "a model"));
     if (model->version != NULL)
         VEIL_GUARD(check_name(model->version, "a model version"));
-    int batched = 0;
-    uint64_t max_batch = model->max_batch;
-    VEIL_GUARD(check_ios(model->inputs, model->input_count, VEIL_SERVE_MAX_INPUTS, max_batch, &batched));
-    VEIL_GUARD(check_ios(model->outputs, model->output_count, VEIL_SERVE_MAX_OUTPUTS, max_batch, &batched));
-    VEIL_ENSURE(!batched || (max_batch >= 1 && max_batch <= VEIL_ENGINE_MAX_BATCH), VEIL_ERR_ARG,
+    int batched = 0, dynamic_dims = 0;
+    VEIL_GUARD(check_ios(model, 1, &batched, &dynamic_dims));
+    VEIL_GUARD(check_ios(model, 0, &batched, &dynamic_dims));
+    VEIL_ENSURE(!batched || (model->max_batch >= 1 && model->max_batch <= VEIL_ENGINE_MAX_BATCH), VEIL_ERR_ARG,
                 "serve: max_batch must be 1 to %u", VEIL_ENGINE_MAX_BATCH);
+    VEIL_ENSURE(!dynamic_dims || (model->max_dim >= 1 && model->max_dim <= VEIL_SERVE_MAX_DIM), VEIL_ERR_ARG,
+                "serve: max_dim must be 1 to %u", VEIL_SERVE_MAX_DIM);
     return VEIL_RESULT_OK;
 }
 
@@ -300,9 +355,13 @@ static VEIL_RESULT match_shape(struct parse *p, const struct veil_serve_io *io, 
                 shape_text(dims, rank, got));
     int same = rank == io->rank;
     for (uint32_t d = 0; same && d < rank; d++)
-        same = dims[d] == io->dims[d] || (d == 0 && has_batch(io));
+        same = dims[d] == io->dims[d] || (d == 0 && has_batch(io)) || dynamic(io, d);
     VEIL_ENSURE(same, VEIL_ERR_ARG, "unexpected shape for input '%s' for model '%s'. Expected %s, got %s", io->name,
                 p->model->name, shape_text(io->dims, io->rank, want), shape_text(dims, rank, got));
+    for (uint32_t d = 1; d < rank; d++)
+        VEIL_ENSURE(!dynamic(io, d) || (uint64_t)dims[d] <= p->model->max_dim, VEIL_ERR_ARG, "dim %u of input '%s' is "
+                    "%lld; model '%s' takes at most %llu there", d, io->name, (long long)dims[d], p->model->name,
+                    (unsigned long long)p->model->max_dim);
     if (!has_batch(io))
         return VEIL_RESULT_OK;
     uint64_t batch = (uint64_t)dims[0];
@@ -319,35 +378,70 @@ static VEIL_RESULT match_shape(struct parse *p, const struct veil_serve_io *io, 
 
 static float load_f32le(const uint8_t *b)
 {
-    uint32_t u = (uint32_t)b[0] | (uint32_t)b[1] << 8 | (uint32_t)b[2] << 16 | (uint32_t)b[3] << 24;
+    uint32_t u = veil_load_u32le(b);
     float f;
     memcpy(&f, &u, sizeof f);
     return f;
 }
 
-/* Binary input (§4.1): binary_data_size must be exactly count float32 values, and the tail must hold them. */
+/* Binary input (§4.1): binary_data_size must be exactly count values of the input's type, and the tail must hold
+ * them. */
 static VEIL_RESULT binary_bytes(struct parse *p, const struct veil_serve_io *io, const json_t *size_value,
                                 uint64_t count, const uint8_t **out)
 {
     VEIL_ENSURE(json_is_integer(size_value) && json_integer_value(size_value) >= 0, VEIL_ERR_ARG,
                 "'binary_data_size' of input '%s' must be a non-negative integer", io->name);
-    uint64_t size = (uint64_t)json_integer_value(size_value);
-    VEIL_ENSURE(size == count * sizeof(float), VEIL_ERR_ARG, "input byte size mismatch for input '%s' for model "
-                "'%s'. Expected %llu, got %llu", io->name, p->model->name,
-                (unsigned long long)(count * sizeof(float)), (unsigned long long)size);
+    uint64_t size = (uint64_t)json_integer_value(size_value), want = count * datatype_size(io->dtype);
+    VEIL_ENSURE(size == want, VEIL_ERR_ARG, "input byte size mismatch for input '%s' for model '%s'. Expected %llu, "
+                "got %llu", io->name, p->model->name, (unsigned long long)want, (unsigned long long)size);
     VEIL_ENSURE(veil_ok(veil_cursor_bytes(&p->tail, (size_t)size, out)), VEIL_ERR_ARG, "unexpected size for input "
                 "'%s', expecting %llu additional bytes for model '%s'", io->name, (unsigned long long)size,
                 p->model->name);
     return VEIL_RESULT_OK;
 }
 
-static VEIL_RESULT decode_binary(const struct veil_serve_io *io, const uint8_t *bytes, uint64_t count, float *dst)
+static VEIL_RESULT int_check(const struct veil_serve_io *io, int64_t v, uint64_t i)
 {
-    for (uint64_t i = 0; i < count; i++) {
-        dst[i] = load_f32le(bytes + 4 * i);
-        VEIL_ENSURE(isfinite(dst[i]), VEIL_ERR_ARG, "input '%s' holds a NaN or an infinity (element %llu); the "
-                    "engine accepts only finite numbers", io->name, (unsigned long long)i);
+    VEIL_ENSURE(v >= -VEIL_SERVE_MAX_INT && v <= VEIL_SERVE_MAX_INT, VEIL_ERR_ARG, "element %llu of input '%s' (%lld) "
+                "is outside +-%d, the range the engine computes integers exactly in", (unsigned long long)i, io->name,
+                (long long)v, VEIL_SERVE_MAX_INT);
+    return VEIL_RESULT_OK;
+}
+
+static VEIL_RESULT decode_element(const struct veil_serve_io *io, const uint8_t *b, uint64_t i, void *dst)
+{
+    switch (io->dtype) {
+    case VEIL_ONNX_INT64: {
+        int64_t v = (int64_t)veil_load_u64le(b + 8 * i);
+        VEIL_GUARD(int_check(io, v, i));
+        ((int64_t *)dst)[i] = v;
+        return VEIL_RESULT_OK;
     }
+    case VEIL_ONNX_INT32: {
+        int32_t v = (int32_t)veil_load_u32le(b + 4 * i);
+        VEIL_GUARD(int_check(io, v, i));
+        ((int32_t *)dst)[i] = v;
+        return VEIL_RESULT_OK;
+    }
+    case VEIL_ONNX_BOOL:
+        VEIL_ENSURE(b[i] <= 1, VEIL_ERR_ARG, "element %llu of BOOL input '%s' is the byte %u, not 0 or 1",
+                    (unsigned long long)i, io->name, b[i]);
+        ((uint8_t *)dst)[i] = b[i];
+        return VEIL_RESULT_OK;
+    default: {
+        float f = load_f32le(b + 4 * i);
+        VEIL_ENSURE(isfinite(f), VEIL_ERR_ARG, "input '%s' holds a NaN or an infinity (element %llu); the engine "
+                    "accepts only finite numbers", io->name, (unsigned long long)i);
+        ((float *)dst)[i] = f;
+        return VEIL_RESULT_OK;
+    }
+    }
+}
+
+static VEIL_RESULT decode_binary(const struct veil_serve_io *io, const uint8_t *bytes, uint64_t count, void *dst)
+{
+    for (uint64_t i = 0; i < count; i++)
+        VEIL_GUARD(decode_element(io, bytes, i, dst));
     return VEIL_RESULT_OK;
 }
 
@@ -371,20 +465,47 @@ static VEIL_RESULT json_data_check(const struct veil_serve_io *io, const json_t 
     return VEIL_RESULT_OK;
 }
 
+/* One JSON leaf of an input into dst[i], by the input's data type. */
+static VEIL_RESULT json_element(const struct veil_serve_io *io, const json_t *v, uint64_t i, void *dst)
+{
+    switch (io->dtype) {
+    case VEIL_ONNX_INT64:
+    case VEIL_ONNX_INT32:
+        VEIL_ENSURE(json_is_integer(v), VEIL_ERR_ARG, "the data of %s input '%s' must hold only integers",
+                    datatype_name(io->dtype), io->name);
+        VEIL_GUARD(int_check(io, json_integer_value(v), i));
+        if (io->dtype == VEIL_ONNX_INT64)
+            ((int64_t *)dst)[i] = json_integer_value(v);
+        else
+            ((int32_t *)dst)[i] = (int32_t)json_integer_value(v);
+        return VEIL_RESULT_OK;
+    case VEIL_ONNX_BOOL:
+        VEIL_ENSURE(json_is_boolean(v), VEIL_ERR_ARG, "the data of BOOL input '%s' must hold only true and false",
+                    io->name);
+        ((uint8_t *)dst)[i] = json_is_true(v) ? 1 : 0;
+        return VEIL_RESULT_OK;
+    default: {
+        VEIL_ENSURE(json_is_number(v), VEIL_ERR_ARG, "the data of input '%s' must hold only numbers", io->name);
+        double d = json_number_value(v);
+        VEIL_ENSURE(fabs(d) <= FLT_MAX, VEIL_ERR_ARG, "element %llu of input '%s' (%g) is outside the float32 range; "
+                    "the engine accepts only finite numbers", (unsigned long long)i, io->name, d);
+        ((float *)dst)[i] = (float)d;
+        return VEIL_RESULT_OK;
+    }
+    }
+}
+
 /* JSON "data", flat or nested, flattened depth-first (C order) into dst[0..count). */
-static VEIL_RESULT flatten(const json_t *v, const char *name, float *dst, uint64_t count, uint64_t *n)
+static VEIL_RESULT flatten(const json_t *v, const struct veil_serve_io *io, void *dst, uint64_t count, uint64_t *n)
 {
     if (json_is_array(v)) {
         for (size_t i = 0; i < json_array_size(v); i++)
-            VEIL_GUARD(flatten(json_array_get(v, i), name, dst, count, n));
+            VEIL_GUARD(flatten(json_array_get(v, i), io, dst, count, n));
         return VEIL_RESULT_OK;
     }
-    VEIL_ENSURE(json_is_number(v), VEIL_ERR_ARG, "the data of input '%s' must hold only numbers", name);
     VEIL_ENSURE(*n < count, VEIL_ERR_INTERNAL, "serve: data count changed");
-    double d = json_number_value(v);
-    VEIL_ENSURE(fabs(d) <= FLT_MAX, VEIL_ERR_ARG, "element %llu of input '%s' (%g) is outside the float32 range; the "
-                "engine accepts only finite numbers", (unsigned long long)*n, name, d);
-    dst[(*n)++] = (float)d;
+    VEIL_GUARD(json_element(io, v, *n, dst));
+    (*n)++;
     return VEIL_RESULT_OK;
 }
 
@@ -430,12 +551,15 @@ static VEIL_RESULT parse_input(struct parse *p, const json_t *in)
     VEIL_ENSURE(p->req->inputs[idx] == NULL, VEIL_ERR_ARG, "input '%s' already exists in request", io->name);
     const char *datatype = string_member(in, "datatype");
     VEIL_ENSURE(datatype != NULL, VEIL_ERR_ARG, "input '%s' has no 'datatype' string", io->name);
-    VEIL_ENSURE(strcmp(datatype, "FP32") == 0, VEIL_ERR_ARG, "input '%s' takes FP32, not %.32s", io->name, datatype);
+    VEIL_ENSURE(strcmp(datatype, datatype_name(io->dtype)) == 0, VEIL_ERR_ARG, "input '%s' takes %s, not %.32s",
+                io->name, datatype_name(io->dtype), datatype);
     int64_t dims[VEIL_ENGINE_MAX_RANK];
     uint32_t rank = 0;
     uint64_t count = 0;
     VEIL_GUARD(parse_shape(in, io->name, dims, &rank, &count));
     VEIL_GUARD(match_shape(p, io, dims, rank, count));
+    p->req->input_shapes[idx].rank = rank;
+    memcpy(p->req->input_shapes[idx].dims, dims, rank * sizeof dims[0]);
     const json_t *data = NULL, *binary_size = NULL;
     VEIL_GUARD(input_source(in, io->name, &data, &binary_size));
     const uint8_t *bytes = NULL; /* sizes are checked before anything is allocated */
@@ -443,12 +567,13 @@ static VEIL_RESULT parse_input(struct parse *p, const json_t *in)
         VEIL_GUARD(binary_bytes(p, io, binary_size, count, &bytes));
     else
         VEIL_GUARD(json_data_check(io, data, count));
-    VEIL_GUARD(alloc_input(count * sizeof(float), &p->req->inputs[idx])); /* req owns it: cleanup frees it */
-    p->req->input_sizes[idx] = (size_t)(count * sizeof(float));
+    uint64_t size = count * datatype_size(io->dtype);
+    VEIL_GUARD(alloc_input(size, &p->req->inputs[idx])); /* req owns it: cleanup frees it */
+    p->req->input_sizes[idx] = (size_t)size;
     if (bytes != NULL)
         return decode_binary(io, bytes, count, p->req->inputs[idx]);
     uint64_t n = 0;
-    return flatten(data, io->name, p->req->inputs[idx], count, &n);
+    return flatten(data, io, p->req->inputs[idx], count, &n);
 }
 
 static VEIL_RESULT parse_inputs(struct parse *p, const json_t *inputs)
@@ -678,16 +803,36 @@ static VEIL_RESULT put_float(struct veil_buf *b, float v)
     return put(b, text);
 }
 
-/* The shape of output io as returned: the batch in place of -1, or [rows, k] for classification. */
+/* The shape of model output index as computed: the plan's, or the model's with the batch in place of -1. */
+static void output_shape(const struct build *b, uint32_t index, struct veil_serve_shape *s)
+{
+    const struct veil_serve_io *io = &b->model->outputs[index];
+    if (b->req->output_shapes_set) {
+        *s = b->req->output_shapes[index];
+        return;
+    }
+    s->rank = io->rank;
+    memcpy(s->dims, io->dims, sizeof s->dims);
+    if (has_batch(io))
+        s->dims[0] = (int64_t)b->req->batch;
+}
+
+static VEIL_RESULT output_count(const struct build *b, uint32_t index, uint64_t *count)
+{
+    struct veil_serve_shape s;
+    output_shape(b, index, &s);
+    return shape_count(&s, count);
+}
+
+/* The shape of output io as returned: as computed, or [rows, k] for classification. */
 static VEIL_RESULT put_shape(struct build *b, struct veil_buf *out, size_t j)
 {
     const struct veil_serve_output_req *o = &b->req->outputs[j];
     const struct veil_serve_io *io = &b->model->outputs[o->index];
-    int64_t dims[VEIL_ENGINE_MAX_RANK];
-    uint32_t rank = io->rank;
-    memcpy(dims, io->dims, sizeof dims);
-    if (has_batch(io))
-        dims[0] = (int64_t)b->req->batch;
+    struct veil_serve_shape s;
+    output_shape(b, o->index, &s);
+    int64_t *dims = s.dims;
+    uint32_t rank = s.rank;
     if (o->top_k > 0) {
         uint64_t rows = has_batch(io) ? b->req->batch : 1;
         rank = has_batch(io) ? 2 : 1;
@@ -818,7 +963,7 @@ static VEIL_RESULT put_output(struct build *b, struct veil_buf *out, size_t j)
     const struct veil_serve_output_req *o = &b->req->outputs[j];
     const struct veil_serve_io *io = &b->model->outputs[o->index];
     uint64_t count = 0;
-    VEIL_GUARD(veil_serve_io_count(io, b->req->batch, &count));
+    VEIL_GUARD(output_count(b, o->index, &count));
     VEIL_GUARD(put(out, j > 0 ? ",{\"name\":" : "{\"name\":"));
     VEIL_GUARD(put_string(out, io->name));
     VEIL_GUARD(put(out, o->top_k > 0 ? ",\"datatype\":\"BYTES\",\"shape\":" : ",\"datatype\":\"FP32\",\"shape\":"));
@@ -896,7 +1041,7 @@ static VEIL_RESULT build_response(struct build *b, struct veil_buf *out, size_t 
         if (o->top_k == 0)
             continue;
         uint64_t count = 0;
-        VEIL_GUARD(veil_serve_io_count(&b->model->outputs[o->index], req->batch, &count));
+        VEIL_GUARD(output_count(b, o->index, &count));
         VEIL_GUARD(classify(b, j, b->outputs[o->index], count));
     }
     size_t start = out->size;
@@ -905,7 +1050,7 @@ static VEIL_RESULT build_response(struct build *b, struct veil_buf *out, size_t 
     for (size_t j = 0; j < req->output_count; j++) {
         const struct veil_serve_output_req *o = &req->outputs[j];
         uint64_t count = 0;
-        VEIL_GUARD(veil_serve_io_count(&b->model->outputs[o->index], req->batch, &count));
+        VEIL_GUARD(output_count(b, o->index, &count));
         if (o->binary && o->top_k > 0)
             VEIL_GUARD(veil_buf_append(out, b->cls[j].data, b->cls[j].size));
         else if (o->binary)
@@ -941,7 +1086,7 @@ static VEIL_RESULT io_metadata(const struct veil_serve_io *ios, size_t count, js
         json_t *o = json_object();
         VEIL_ENSURE(o != NULL && json_array_append_new(list, o) == 0, VEIL_ERR_NOMEM, "out of memory");
         VEIL_GUARD(veil_json_set(o, "name", json_string(ios[i].name)));
-        VEIL_GUARD(veil_json_set(o, "datatype", json_string("FP32")));
+        VEIL_GUARD(veil_json_set(o, "datatype", json_string(datatype_name(ios[i].dtype))));
         VEIL_GUARD(veil_json_set(o, "shape", json_array()));
         json_t *shape = json_object_get(o, "shape");
         for (uint32_t d = 0; d < ios[i].rank; d++)

@@ -44,7 +44,8 @@ _MAX_RANK = 6  # VEIL_ENGINE_MAX_RANK; checked against veil_engine_max_rank() wh
 class _Options(ctypes.Structure):
     """struct veil_engine_options"""
 
-    _fields_ = [("threads", ctypes.c_uint), ("batch", ctypes.c_uint64), ("lock_memory", ctypes.c_int)]
+    _fields_ = [("threads", ctypes.c_uint), ("batch", ctypes.c_uint64), ("lock_memory", ctypes.c_int),
+                ("symbolic_size", ctypes.c_uint64)]
 
 
 class _IO(ctypes.Structure):

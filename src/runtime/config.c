@@ -28,11 +28,14 @@ static const struct vd_setting settings[] = {
     STR(tsm_root, "", NULL, "tee = tdx/snp: the configfs-tsm report directory (default "
                             "/sys/kernel/config/tsm/report)"),
     U64(max_batch, "8", NULL, 1, 65536, "the largest batch one request may carry"),
+    U64(max_dim, "4096", NULL, 1, VEIL_SERVE_MAX_DIM, "the largest size of a dynamic input dim other than the batch "
+                                                     "(a sequence length) one request may give"),
+    U64(plan_dim, "8", NULL, 1, VEIL_SERVE_MAX_DIM, "the size planned at load for such a dim (the model's first plan)"),
     U64(workers, "2", NULL, 1, RT_MAX_WORKERS, "engine instances per planned batch size: requests of one model "
                                                "and batch size run concurrently up to this many"),
     U64(engine_threads, "0", NULL, 0, 256, "OpenMP threads of each engine instance; 0: online CPUs / workers"),
-    U64(max_plans, "4", NULL, 1, RT_MAX_PLANS, "batch sizes planned at once per model (least recently used idle "
-                                               "plan evicted)"),
+    U64(max_plans, "4", NULL, 1, RT_MAX_PLANS, "input shapes (batch sizes, sequence lengths) planned at once per "
+                                               "model (least recently used idle plan evicted)"),
     U64(lock_memory, "0", NULL, 0, 1, "1: mlock the decrypted weights and activations (fails when refused)"),
     U64(threads, "0", NULL, 0, 1024, "HTTP worker threads; 0: one thread per connection"),
     U64(max_connections, "256", NULL, 1, 65536, "simultaneous connections"),

@@ -188,9 +188,12 @@ static void outputs_free(struct outputs *o)
         free(o->data[i]);
 }
 
-/* Output buffers sized by the engine's plan, after checking that batched outputs follow the planned batch. */
-static VEIL_RESULT outputs_alloc(const struct rt_model *m, const veil_engine *e, uint64_t batch, struct outputs *o)
+/* Output buffers sized by the engine's plan, after checking that batched outputs follow the planned batch; the
+ * plan's output shapes go to the request, for the response. */
+static VEIL_RESULT outputs_alloc(const struct rt_model *m, const veil_engine *e, struct veil_serve_request *req,
+                                 struct outputs *o)
 {
+    uint64_t batch = req->batch;
     o->count = veil_engine_output_count(e);
     for (size_t i = 0; i < o->count; i++) {
         struct veil_engine_io io;
@@ -198,6 +201,8 @@ static VEIL_RESULT outputs_alloc(const struct rt_model *m, const veil_engine *e,
         VEIL_ENSURE(m->outputs[i].dims[0] != -1 || (int64_t)batch == io.dims[0], VEIL_ERR_INTERNAL,
                     "output '%s' does not follow the batch (dim 0 is %" PRId64 " for batch %" PRIu64 ")", io.name,
                     io.dims[0], batch);
+        req->output_shapes[i].rank = io.rank;
+        memcpy(req->output_shapes[i].dims, io.dims, sizeof io.dims);
         o->sizes[i] = io.size;
         o->data[i] = aligned_alloc(64, (io.size + 63) & ~(size_t)63);
         VEIL_ENSURE(o->data[i] != NULL, VEIL_ERR_NOMEM, "out of memory");
@@ -205,11 +210,16 @@ static VEIL_RESULT outputs_alloc(const struct rt_model *m, const veil_engine *e,
     return VEIL_RESULT_OK;
 }
 
-static VEIL_RESULT run(struct rt_model *m, const struct veil_serve_request *req, struct outputs *o)
+/* The engine on the request. *shapes_refused: no plan takes the request's input shapes (the message, safe for the
+ * client, says so). */
+static VEIL_RESULT run(struct rt_model *m, struct veil_serve_request *req, struct outputs *o, int *shapes_refused)
 {
     struct rt_lease lease;
-    VEIL_GUARD(rt_model_acquire(m, req->batch, &lease));
-    struct veil_result r = outputs_alloc(m, lease.engine, req->batch, o);
+    struct veil_result a = rt_model_acquire(m, req->input_shapes, &lease);
+    *shapes_refused = a.status == VEIL_ERR_ARG;
+    VEIL_GUARD(a);
+    struct veil_result r = outputs_alloc(m, lease.engine, req, o);
+    req->output_shapes_set = veil_ok(r);
     veil_status st = VEIL_OK;
     if (veil_ok(r))
         st = veil_engine_run(lease.engine, (const float *const *)req->inputs, req->input_sizes, req->input_count,
@@ -283,10 +293,14 @@ static void infer_run(struct rt_model *m, const struct vd_request *rq, struct vd
         return;
     }
     struct outputs o = {0};
-    struct veil_result res = run(m, &req, &o);
+    int shapes_refused = 0;
+    struct veil_result res = run(m, &req, &o, &shapes_refused);
     if (veil_ok(res)) {
         respond_outputs(m, &req, &o, rs);
         rt_metrics_inferences(req.batch);
+    } else if (shapes_refused) {
+        rt_metrics_refusal("bad-request");
+        rt_respond_error(rs, 400, veil_last_error());
     } else {
         int bad_input = res.status == VEIL_ERR_ARG;
         vd_log(bad_input ? "info" : "error", "infer-failed", "{s:s, s:s}", "model", m->name, "detail",

@@ -15,12 +15,14 @@
 #include <time.h>
 
 #include "cache/lease.h"
+#include "onnx/onnx.h"
 #include "runtime.h"
 
 enum slot_state { SLOT_EMPTY, SLOT_CREATING, SLOT_IDLE, SLOT_BUSY };
 
 struct rt_plan {
-    uint64_t batch;
+    struct veil_serve_shape shapes[VEIL_SERVE_MAX_INPUTS]; /* the input shapes it is planned for */
+    uint64_t batch;                                        /* for the log */
     veil_engine *engines[RT_MAX_WORKERS];
     enum slot_state state[RT_MAX_WORKERS];
     uint64_t last_used;
@@ -47,6 +49,8 @@ VEIL_RESULT rt_model_spec(const char *spec, char name[RT_MODEL_NAME_MAX + 1], ch
 }
 
 /* ---- loading ----------------------------------------------------------------------------------------------- */
+
+static VEIL_RESULT first_plan(struct rt_model *m, const struct rt_config *c);
 
 static uint64_t now_us(void)
 {
@@ -132,50 +136,72 @@ void rt_model_usage_counted(struct rt_model *m, const char *report, const char *
     json_decref(upstream);
 }
 
-static void io_copy(struct veil_serve_io *dst, const struct veil_engine_io *src)
+/* The io's name is copied into name (the model's own: an engine's names die with it, and plans come and go). */
+static VEIL_RESULT io_copy(struct veil_serve_io *dst, const struct veil_engine_io *src,
+                           char name[VEIL_SERVE_MAX_NAME_SIZE + 1])
 {
-    dst->name = src->name;
+    VEIL_ENSURE(strlen(src->name) <= VEIL_SERVE_MAX_NAME_SIZE, VEIL_ERR_LIMIT, "the name of input or output '%.64s' "
+                "is longer than %u bytes", src->name, VEIL_SERVE_MAX_NAME_SIZE);
+    snprintf(name, VEIL_SERVE_MAX_NAME_SIZE + 1, "%s", src->name);
+    dst->name = name;
     dst->rank = src->rank;
     memcpy(dst->dims, src->dims, sizeof dst->dims);
+    return VEIL_RESULT_OK;
 }
 
-/* The model's description from its batch-1 engine: a symbolic input dim 0 is the batch, and so is an output dim 0
- * of 1 when some input is batched (checked again at every run: an output must follow the planned batch). */
+/* The model's description from its first engine: a symbolic input dim 0 is the batch, another symbolic input dim
+ * is dynamic (1..max_dim); an output dim the graph declares symbolic is shown as -1, and so is an output dim 0 of 1
+ * when some input is batched (the response carries the shapes the plan that ran made). */
 static VEIL_RESULT describe(struct rt_model *m, const veil_engine *e, uint64_t max_batch)
 {
-    int batched = 0;
     size_t ni = veil_engine_input_count(e), no = veil_engine_output_count(e);
+    int batched = 0, dynamic = 0;
     VEIL_ENSURE(ni <= VEIL_SERVE_MAX_INPUTS && no <= VEIL_SERVE_MAX_OUTPUTS, VEIL_ERR_LIMIT,
                 "model %s has too many inputs or outputs", m->name);
     for (size_t i = 0; i < ni; i++) {
         struct veil_engine_io io;
         VEIL_ENSURE(veil_engine_input(e, i, &io) == VEIL_OK, VEIL_ERR_INTERNAL, "engine input %zu", i);
-        io_copy(&m->inputs[i], &io);
-        if (veil_engine_input_batched(e, i) && io.rank > 0) {
-            m->inputs[i].dims[0] = -1;
-            batched = 1;
-        }
+        VEIL_GUARD(io_copy(&m->inputs[i], &io, m->io_names[i]));
+        m->inputs[i].dtype = veil_engine_input_dtype(e, i);
+        uint32_t symbolic = veil_engine_input_symbolic(e, i);
+        for (uint32_t d = 0; d < io.rank; d++)
+            if (symbolic & (1u << d))
+                m->inputs[i].dims[d] = -1, batched |= d == 0, dynamic |= d > 0;
     }
     for (size_t i = 0; i < no; i++) {
         struct veil_engine_io io;
         VEIL_ENSURE(veil_engine_output(e, i, &io) == VEIL_OK, VEIL_ERR_INTERNAL, "engine output %zu", i);
-        io_copy(&m->outputs[i], &io);
-        if (batched && io.rank > 0 && io.dims[0] == 1)
+        VEIL_GUARD(io_copy(&m->outputs[i], &io, m->io_names[VEIL_SERVE_MAX_INPUTS + i]));
+        m->outputs[i].dtype = VEIL_ONNX_FLOAT;
+        uint32_t symbolic = veil_engine_output_symbolic(e, i);
+        if (batched && io.rank > 0 && (io.dims[0] == 1 || (symbolic & 1u)))
             m->outputs[i].dims[0] = -1;
+        for (uint32_t d = 1; d < io.rank; d++)
+            if (dynamic && (symbolic & (1u << d)))
+                m->outputs[i].dims[d] = -1;
     }
     m->desc = (struct veil_serve_model){.name = m->name, .version = m->version, .inputs = m->inputs,
                                         .outputs = m->outputs, .input_count = ni, .output_count = no,
-                                        .max_batch = batched ? max_batch : 1};
+                                        .max_batch = batched ? max_batch : 1, .max_dim = dynamic ? m->max_dim : 0};
     return veil_serve_model_check(&m->desc);
 }
 
-static VEIL_RESULT engine_new(struct rt_model *m, uint64_t batch, veil_engine **out)
+/* An engine planned for shapes (one per model input), or with shapes NULL the first one: batch 1, every other
+ * symbolic dim at plan_dim (engine_options.symbolic_size). */
+static VEIL_RESULT engine_new(struct rt_model *m, const struct veil_serve_shape *shapes, veil_engine **out)
 {
     struct veil_engine_options o = m->engine_options;
-    o.batch = batch;
-    veil_status st = veil_engine_load_model(m->sealed, &o, out);
-    VEIL_ENSURE(st == VEIL_OK, st, "model %s, batch %" PRIu64 ": %s", m->name, batch, veil_last_error());
-    return VEIL_RESULT_OK;
+    o.batch = 1;
+    struct veil_engine_shape want[VEIL_SERVE_MAX_INPUTS];
+    size_t n = shapes != NULL ? m->desc.input_count : 0;
+    for (size_t i = 0; i < n; i++) {
+        want[i] = (struct veil_engine_shape){.name = m->inputs[i].name, .rank = shapes[i].rank};
+        memcpy(want[i].dims, shapes[i].dims, sizeof want[i].dims);
+    }
+    veil_status st = veil_engine_load_model_shaped(m->sealed, &o, want, n, out);
+    if (st == VEIL_OK)
+        return VEIL_RESULT_OK;
+    VEIL_BAIL(st, "model %s: %s", m->name, veil_last_error());
 }
 
 static unsigned default_threads(uint64_t workers)
@@ -196,9 +222,10 @@ VEIL_RESULT rt_model_load(struct rt_model *m, const struct rt_config *c, struct 
     pthread_rwlockattr_destroy(&ga);
     m->workers = (size_t)c->workers;
     m->max_plans = (size_t)c->max_plans;
+    m->max_dim = c->max_dim;
     m->engine_options = (struct veil_engine_options){
         .threads = c->engine_threads != 0 ? (unsigned)c->engine_threads : default_threads(c->workers),
-        .lock_memory = (int)c->lock_memory};
+        .lock_memory = (int)c->lock_memory, .symbolic_size = c->plan_dim < c->max_dim ? c->plan_dim : c->max_dim};
     char *usage_json = NULL, *counts = NULL;
     struct veil_result r = open_sealed(m, c, src, &usage_json, &counts);
     if (veil_ok(r))
@@ -208,11 +235,7 @@ VEIL_RESULT rt_model_load(struct rt_model *m, const struct rt_config *c, struct 
     free(usage_json);
     free(counts);
     VEIL_GUARD(r);
-    struct rt_lease lease;
-    VEIL_GUARD(rt_model_acquire(m, 1, &lease));
-    r = describe(m, lease.engine, c->max_batch);
-    rt_model_release(m, &lease);
-    return r;
+    return first_plan(m, c);
 }
 
 static void plan_free(struct rt_plan *p)
@@ -238,12 +261,50 @@ void rt_model_cleanup(struct rt_model *m)
 
 /* ---- the engine pool ----------------------------------------------------------------------------------------- */
 
-static struct rt_plan *plan_find(struct rt_model *m, uint64_t batch)
+static int same_shapes(const struct rt_model *m, const struct veil_serve_shape *a, const struct veil_serve_shape *b)
+{
+    for (size_t i = 0; i < m->desc.input_count; i++)
+        if (a[i].rank != b[i].rank || memcmp(a[i].dims, b[i].dims, a[i].rank * sizeof a[i].dims[0]) != 0)
+            return 0;
+    return 1;
+}
+
+static struct rt_plan *plan_find(struct rt_model *m, const struct veil_serve_shape *shapes)
 {
     for (size_t i = 0; i < m->plan_count; i++)
-        if (m->plans[i]->batch == batch)
+        if (same_shapes(m, m->plans[i]->shapes, shapes))
             return m->plans[i];
     return NULL;
+}
+
+/* Plans the model's first engine (batch 1, dynamic dims at plan_dim), describes the model from it, and keeps it as
+ * the plan of its input shapes. */
+static VEIL_RESULT first_plan(struct rt_model *m, const struct rt_config *c)
+{
+    veil_engine *e = NULL;
+    VEIL_GUARD(engine_new(m, NULL, &e));
+    struct veil_result r = describe(m, e, c->max_batch);
+    struct rt_plan *p = veil_ok(r) ? calloc(1, sizeof *p) : NULL;
+    if (veil_ok(r) && p == NULL)
+        r = veil_error_raise(VEIL_ERR_NOMEM, __FILE__, __LINE__, "out of memory");
+    if (!veil_ok(r)) {
+        veil_engine_free(e);
+        return r;
+    }
+    for (size_t i = 0; i < m->desc.input_count; i++) {
+        struct veil_engine_io io = {0};
+        if (veil_engine_input(e, i, &io) != VEIL_OK)
+            io.rank = 0; /* cannot happen: i is in range; a rank-0 key matches no request of the model */
+        p->shapes[i].rank = io.rank;
+        memcpy(p->shapes[i].dims, io.dims, sizeof io.dims);
+    }
+    p->batch = 1;
+    p->engines[0] = e;
+    p->state[0] = SLOT_IDLE;
+    pthread_mutex_lock(&m->lock);
+    m->plans[m->plan_count++] = p; /* no plan yet: the model was (re)loaded with none */
+    pthread_mutex_unlock(&m->lock);
+    return VEIL_RESULT_OK;
 }
 
 static int plan_idle(const struct rt_plan *p)
@@ -269,10 +330,10 @@ static int plan_evict(struct rt_model *m)
     return 1;
 }
 
-/* The plan of batch, made when absent (NULL: none can be made now; wait). Called with the lock held. */
-static struct rt_plan *plan_get(struct rt_model *m, uint64_t batch)
+/* The plan of shapes, made when absent (NULL: none can be made now; wait). Called with the lock held. */
+static struct rt_plan *plan_get(struct rt_model *m, const struct veil_serve_shape *shapes)
 {
-    struct rt_plan *p = plan_find(m, batch);
+    struct rt_plan *p = plan_find(m, shapes);
     if (p != NULL)
         return p;
     if (m->plan_count == m->max_plans && !plan_evict(m))
@@ -280,9 +341,44 @@ static struct rt_plan *plan_get(struct rt_model *m, uint64_t batch)
     p = calloc(1, sizeof *p);
     if (p == NULL)
         return NULL;
-    p->batch = batch;
+    memcpy(p->shapes, shapes, m->desc.input_count * sizeof *shapes);
+    p->batch = m->desc.input_count > 0 && shapes[0].rank > 0 ? (uint64_t)shapes[0].dims[0] : 1;
     m->plans[m->plan_count++] = p;
     return p;
+}
+
+/* Input shapes that no plan takes (the engine refused them): remembered, so that they cost no second planning. */
+static int refused_shapes(const struct rt_model *m, const struct veil_serve_shape *shapes)
+{
+    for (size_t i = 0; i < m->refused_count; i++)
+        if (same_shapes(m, m->refused[i], shapes))
+            return 1;
+    return 0;
+}
+
+static void refuse_shapes(struct rt_model *m, const struct veil_serve_shape *shapes)
+{
+    memcpy(m->refused[m->refused_next], shapes, m->desc.input_count * sizeof *shapes);
+    m->refused_next = (m->refused_next + 1) % RT_MAX_REFUSED_SHAPES;
+    if (m->refused_count < RT_MAX_REFUSED_SHAPES)
+        m->refused_count++;
+}
+
+/* A failed plan: the shapes' fault (the engine's checks) or the machine's (memory). Lock held. */
+static VEIL_RESULT plan_failed(struct rt_model *m, struct rt_plan *p, struct veil_result r)
+{
+    int shapes_fault = r.status != VEIL_ERR_NOMEM && r.status != VEIL_ERR_INTERNAL;
+    vd_log(shapes_fault ? "info" : "error", "plan-failed", "{s:s, s:s}", "model", m->name, "detail", veil_last_error());
+    if (!shapes_fault)
+        return r;
+    refuse_shapes(m, p->shapes);
+    for (size_t i = 0; i < m->plan_count; i++) /* an empty plan of shapes no engine takes */
+        if (m->plans[i] == p && plan_idle(p)) {
+            plan_free(p);
+            m->plans[i] = m->plans[--m->plan_count];
+            break;
+        }
+    VEIL_BAIL(VEIL_ERR_ARG, "model '%s' cannot run inputs of these shapes", m->name);
 }
 
 /* A slot to run on: an idle engine, else an empty slot to create one in (*create = 1); SIZE_MAX when all busy. */
@@ -304,7 +400,7 @@ static VEIL_RESULT slot_create(struct rt_model *m, struct rt_plan *p, size_t slo
 {
     pthread_mutex_unlock(&m->lock);
     veil_engine *e = NULL;
-    struct veil_result r = engine_new(m, p->batch, &e);
+    struct veil_result r = engine_new(m, p->shapes, &e);
     pthread_mutex_lock(&m->lock);
     p->engines[slot] = e;
     p->state[slot] = veil_ok(r) ? SLOT_BUSY : SLOT_EMPTY;
@@ -313,13 +409,18 @@ static VEIL_RESULT slot_create(struct rt_model *m, struct rt_plan *p, size_t slo
     return r;
 }
 
-VEIL_RESULT rt_model_acquire(struct rt_model *m, uint64_t batch, struct rt_lease *lease)
+VEIL_RESULT rt_model_acquire(struct rt_model *m, const struct veil_serve_shape *shapes, struct rt_lease *lease)
 {
     pthread_mutex_lock(&m->lock);
     int waited = 0;
     struct veil_result r = VEIL_RESULT_OK;
     for (;;) {
-        struct rt_plan *p = plan_get(m, batch);
+        if (refused_shapes(m, shapes)) {
+            r = veil_error_raise(VEIL_ERR_ARG, __FILE__, __LINE__, "model '%s' cannot run inputs of these shapes",
+                                 m->name);
+            break;
+        }
+        struct rt_plan *p = plan_get(m, shapes);
         int create = 0;
         size_t slot = p != NULL ? slot_take(m, p, &create) : SIZE_MAX;
         if (slot != SIZE_MAX) {
@@ -327,7 +428,10 @@ VEIL_RESULT rt_model_acquire(struct rt_model *m, uint64_t batch, struct rt_lease
             p->last_used = ++m->tick;
             if (create)
                 r = slot_create(m, p, slot);
-            *lease = (struct rt_lease){p, slot, p->engines[slot]};
+            if (veil_ok(r))
+                *lease = (struct rt_lease){p, slot, p->engines[slot]};
+            else
+                r = plan_failed(m, p, r); /* may free p */
             break;
         }
         if (!waited)
@@ -410,11 +514,7 @@ static VEIL_RESULT reopen(struct rt_model *m, const struct rt_config *c, struct 
     VEIL_GUARD(r);
     VEIL_ENSURE(memcmp(header, m->header_sha256, sizeof header) == 0, VEIL_ERR_AUTH,
                 "model %s: %s is no longer the sealed model that was attested", m->name, m->path);
-    struct rt_lease lease;
-    VEIL_GUARD(rt_model_acquire(m, 1, &lease));
-    r = describe(m, lease.engine, c->max_batch);
-    rt_model_release(m, &lease);
-    return r;
+    return first_plan(m, c);
 }
 
 VEIL_RESULT rt_model_restore(struct rt_model *m, const struct rt_config *c, struct rt_key_source *src)

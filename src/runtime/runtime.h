@@ -53,6 +53,8 @@ struct rt_config {
     char *gramine_root;
     char *tsm_root;
     uint64_t max_batch;
+    uint64_t max_dim;
+    uint64_t plan_dim;
     uint64_t workers;
     uint64_t engine_threads;
     uint64_t max_plans;
@@ -121,6 +123,8 @@ VEIL_RESULT rt_key_source_open(const struct rt_config *c, veil_tee tee, const st
 
 struct rt_plan;
 
+#define RT_MAX_REFUSED_SHAPES 8u /* input shapes remembered as unplannable, so that they are not planned again */
+
 struct rt_model {
     char name[RT_MODEL_NAME_MAX + 1];
     char path[1024];
@@ -129,6 +133,7 @@ struct rt_model {
     uint8_t header_sha256[32];
     veil_model *sealed;                         /* the decrypted graph and weights, kept to plan new batches */
     struct veil_serve_io inputs[VEIL_SERVE_MAX_INPUTS], outputs[VEIL_SERVE_MAX_OUTPUTS];
+    char io_names[VEIL_SERVE_MAX_INPUTS + VEIL_SERVE_MAX_OUTPUTS][VEIL_SERVE_MAX_NAME_SIZE + 1]; /* theirs */
     struct veil_serve_model desc;
     struct veil_usage_policy *usage;            /* NULL: the owner set none (open) */
     struct veil_serve_shaping shaping;
@@ -139,6 +144,9 @@ struct rt_model {
     uint64_t tick;                              /* LRU clock of the plans */
     struct veil_engine_options engine_options;
     size_t workers, max_plans;
+    uint64_t max_dim;                           /* the largest dynamic (non-batch) dim a request may give */
+    struct veil_serve_shape refused[RT_MAX_REFUSED_SHAPES][VEIL_SERVE_MAX_INPUTS]; /* input shapes no plan takes */
+    size_t refused_count, refused_next;
     /* The key's lease (a source with leases): requests hold gate for reading; a lapse or a restore holds it for
      * writing. While lapsed, the decrypted model and its engines are freed and the model answers 503. */
     pthread_rwlock_t gate;
@@ -175,9 +183,11 @@ void rt_model_cleanup(struct rt_model *m);
 VEIL_RESULT rt_model_usage_report(struct rt_model *m, int always, char **report);
 /* The source counted report (rt_model_usage_report's, or NULL) and answered counts (NULL: it keeps none). */
 void rt_model_usage_counted(struct rt_model *m, const char *report, const char *counts);
-/* An engine planned for batch (created on demand: at most `workers` per plan, `max_plans` plans per model, the
- * least recently used idle plan evicted); waits while every engine of the plan is busy. */
-VEIL_RESULT rt_model_acquire(struct rt_model *m, uint64_t batch, struct rt_lease *lease);
+/* An engine planned for these input shapes (one per model input, as a request gives them), created on demand: at
+ * most `workers` per plan, `max_plans` plans per model, the least recently used idle plan evicted; waits while every
+ * engine of the plan is busy. VEIL_ERR_ARG (message safe for clients) when no plan can be made for the shapes:
+ * remembered, the next request of those shapes is refused at once. */
+VEIL_RESULT rt_model_acquire(struct rt_model *m, const struct veil_serve_shape *shapes, struct rt_lease *lease);
 void rt_model_release(struct rt_model *m, struct rt_lease *lease);
 
 /* ---- the daemon -------------------------------------------------------------------------------------------- */

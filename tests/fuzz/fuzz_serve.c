@@ -18,9 +18,14 @@
 #include "serve/kserve.h"
 #include "serve/usage.h"
 
-static const struct veil_serve_io inputs[] = {{"x", 3, {-1, 2, 3}}, {"y", 2, {-1, 4}}};
-static const struct veil_serve_io outputs[] = {{"probs", 2, {-1, 5}}, {"feat", 2, {2, 2}}};
-static const struct veil_serve_model model = {"m", "1", inputs, outputs, 2, 2, 4};
+static const struct veil_serve_io inputs[] = {{"x", 3, {-1, 2, 3}, 1}, {"y", 2, {-1, 4}, 1}};
+static const struct veil_serve_io outputs[] = {{"probs", 2, {-1, 5}, 1}, {"feat", 2, {2, 2}, 1}};
+static const struct veil_serve_model model = {"m", "1", inputs, outputs, 2, 2, 4, 0};
+/* A transformer's: INT64 ids and a BOOL mask of [batch, sequence] (dynamic), INT32 positions [1, sequence]. */
+static const struct veil_serve_io t_inputs[] = {{"ids", 2, {-1, -1}, 7}, {"mask", 2, {-1, -1}, 9},
+                                                {"pos", 2, {1, -1}, 6}};
+static const struct veil_serve_io t_outputs[] = {{"logits", 3, {-1, -1, 3}, 1}};
+static const struct veil_serve_model t_model = {"t", NULL, t_inputs, t_outputs, 3, 1, 4, 16};
 static const struct veil_serve_shaping shapings[4] = {
     {0, 0, -1}, {1, 2, -1}, {0, 3, 3}, {0, 0, 0},
 };
@@ -128,6 +133,46 @@ static void request(uint8_t mode, const uint8_t *data, size_t size)
     veil_serve_request_cleanup(&req);
 }
 
+/* Typed inputs and dynamic dims: integers within +-2^24, bools 0 or 1, each input's shape within the bounds, and the
+ * response built from the shapes a plan would have made. */
+static void typed_request(const uint8_t *data, size_t size)
+{
+    struct veil_serve_request req;
+    char msg[VEIL_SERVE_MSG_SIZE];
+    int status = 0;
+    struct veil_result r = veil_serve_request_parse(&t_model, size > 0 ? data : NULL, size, NULL, NULL, &req,
+                                                    &status, msg, sizeof msg);
+    if (!veil_ok(r)) {
+        check(status == 400 || status == 413);
+        for (size_t i = 0; i < VEIL_SERVE_MAX_INPUTS; i++)
+            check(req.inputs[i] == NULL);
+        return;
+    }
+    static const size_t width[] = {8, 1, 4};
+    for (size_t i = 0; i < 3; i++) {
+        const struct veil_serve_shape *sh = &req.input_shapes[i];
+        check(sh->rank == 2 && sh->dims[1] >= 1 && sh->dims[1] <= 16);
+        size_t count = (size_t)(sh->dims[0] * sh->dims[1]);
+        check(req.input_sizes[i] == count * width[i]);
+        for (size_t k = 0; k < count; k++) {
+            int64_t v = i == 0 ? ((const int64_t *)(const void *)req.inputs[0])[k]
+                               : i == 1 ? ((const uint8_t *)req.inputs[1])[k]
+                                        : ((const int32_t *)(const void *)req.inputs[2])[k];
+            check(i == 1 ? (v == 0 || v == 1) : (v >= -VEIL_SERVE_MAX_INT && v <= VEIL_SERVE_MAX_INT));
+        }
+    }
+    float logits[4 * 16 * 3] = {0};
+    const float *outs[] = {logits};
+    req.output_shapes_set = 1;
+    req.output_shapes[0] = (struct veil_serve_shape){3, {(int64_t)req.batch, req.input_shapes[0].dims[1], 3}};
+    struct veil_buf body;
+    veil_buf_init(&body);
+    size_t json_size = 0;
+    check(veil_ok(veil_serve_response_build(&t_model, &req, outs, NULL, &body, &json_size)));
+    veil_buf_cleanup(&body);
+    veil_serve_request_cleanup(&req);
+}
+
 static void policy(const uint8_t *data, size_t size)
 {
     struct veil_usage_policy *p = NULL;
@@ -176,6 +221,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         policy(data + 1, size - 1);
     else if (data[0] == 'C')
         counts(data + 1, size - 1);
+    else if (data[0] == 'T')
+        typed_request(data + 1, size - 1);
     else
         request(data[0], data + 1, size - 1);
     return 0;

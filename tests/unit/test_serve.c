@@ -18,14 +18,14 @@
 /* ---- fixtures --------------------------------------------------------------------------------------------- */
 
 /* "m": x [-1,2,3] and y [-1,4] in; probs [-1,5] and feat [2,2] (no batch dim) out; batches of 1..4. */
-static const struct veil_serve_io m_inputs[] = {{"x", 3, {-1, 2, 3}}, {"y", 2, {-1, 4}}};
-static const struct veil_serve_io m_outputs[] = {{"probs", 2, {-1, 5}}, {"feat", 2, {2, 2}}};
-static const struct veil_serve_model model_m = {"m", "1", m_inputs, m_outputs, 2, 2, 4};
+static const struct veil_serve_io m_inputs[] = {{"x", 3, {-1, 2, 3}, 1}, {"y", 2, {-1, 4}, 1}};
+static const struct veil_serve_io m_outputs[] = {{"probs", 2, {-1, 5}, 1}, {"feat", 2, {2, 2}, 1}};
+static const struct veil_serve_model model_m = {"m", "1", m_inputs, m_outputs, 2, 2, 4, 0};
 
 /* "resnet" as in shared/reference/serving.md §6. */
-static const struct veil_serve_io r_inputs[] = {{"input__0", 4, {-1, 3, 224, 224}}};
-static const struct veil_serve_io r_outputs[] = {{"probs", 2, {-1, 1000}}};
-static const struct veil_serve_model model_r = {"resnet", "1", r_inputs, r_outputs, 1, 1, 8};
+static const struct veil_serve_io r_inputs[] = {{"input__0", 4, {-1, 3, 224, 224}, 1}};
+static const struct veil_serve_io r_outputs[] = {{"probs", 2, {-1, 1000}, 1}};
+static const struct veil_serve_model model_r = {"resnet", "1", r_inputs, r_outputs, 1, 1, 8, 0};
 
 static const struct veil_serve_shaping no_shaping = {0, 0, -1};
 
@@ -489,18 +489,18 @@ static void test_model_check(void **state)
     (void)state;
     assert_true(veil_ok(veil_serve_model_check(&model_m)));
     assert_true(veil_ok(veil_serve_model_check(&model_r)));
-    const struct veil_serve_io bad_dim[] = {{"x", 2, {2, -1}}};
-    const struct veil_serve_io dup[] = {{"x", 1, {2}}, {"x", 1, {2}}};
-    const struct veil_serve_io rank[] = {{"x", VEIL_ENGINE_MAX_RANK + 1, {1}}};
-    const struct veil_serve_io zero[] = {{"x", 1, {0}}};
-    const struct veil_serve_io noname[] = {{NULL, 1, {1}}};
-    const struct veil_serve_io ok[] = {{"x", 1, {2}}};
+    const struct veil_serve_io bad_dim[] = {{"x", 2, {2, -1}, 1}};
+    const struct veil_serve_io dup[] = {{"x", 1, {2}, 1}, {"x", 1, {2}, 1}};
+    const struct veil_serve_io rank[] = {{"x", VEIL_ENGINE_MAX_RANK + 1, {1}, 1}};
+    const struct veil_serve_io zero[] = {{"x", 1, {0}, 1}};
+    const struct veil_serve_io noname[] = {{NULL, 1, {1}, 1}};
+    const struct veil_serve_io ok[] = {{"x", 1, {2}, 1}};
     const struct veil_serve_model bad[] = {
-        {"m", "1", bad_dim, ok, 1, 1, 4}, {"m", "1", dup, ok, 2, 1, 4},   {"m", "1", rank, ok, 1, 1, 4},
-        {"m", "1", zero, ok, 1, 1, 4},    {"m", "1", noname, ok, 1, 1, 4}, {NULL, "1", ok, ok, 1, 1, 4},
-        {"m", "1", m_inputs, ok, 2, 1, 0}, /* a batch dim needs max_batch >= 1 */
-        {"m", "1", m_inputs, ok, 2, 1, VEIL_ENGINE_MAX_BATCH + 1},
-        {"m", "1", ok, ok, 0, 1, 1},      {"m", "\xff", ok, ok, 1, 1, 1},
+        {"m", "1", bad_dim, ok, 1, 1, 4, 0}, {"m", "1", dup, ok, 2, 1, 4, 0},   {"m", "1", rank, ok, 1, 1, 4, 0},
+        {"m", "1", zero, ok, 1, 1, 4, 0},    {"m", "1", noname, ok, 1, 1, 4, 0}, {NULL, "1", ok, ok, 1, 1, 4, 0},
+        {"m", "1", m_inputs, ok, 2, 1, 0, 0}, /* a batch dim needs max_batch >= 1 */
+        {"m", "1", m_inputs, ok, 2, 1, VEIL_ENGINE_MAX_BATCH + 1, 0},
+        {"m", "1", ok, ok, 0, 1, 1, 0},      {"m", "\xff", ok, ok, 1, 1, 1, 0},
     };
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
         assert_int_equal(veil_serve_model_check(&bad[i]).status, VEIL_ERR_ARG);
@@ -509,7 +509,7 @@ static void test_model_check(void **state)
     char msg[VEIL_SERVE_MSG_SIZE];
     assert_int_equal(parse(&bad[0], "{\"inputs\":[]}", NULL, 0, &req, msg), 500);
     /* No batch dim anywhere: batch 1, max_batch irrelevant. */
-    const struct veil_serve_model fixed = {"f", NULL, ok, ok, 1, 1, 0};
+    const struct veil_serve_model fixed = {"f", NULL, ok, ok, 1, 1, 0, 0};
     assert_int_equal(parse(&fixed, "{\"inputs\":[{\"name\":\"x\",\"datatype\":\"FP32\",\"shape\":[2],\"data\":[1,2]}]}",
                            NULL, 0, &req, msg), 200);
     assert_int_equal(req.batch, 1);
@@ -654,11 +654,11 @@ static void test_classification_json(void **state)
 static void test_classification_top_k_order(void **state)
 {
     (void)state;
-    static const struct veil_serve_io in[] = {{"x", 1, {1}}};
+    static const struct veil_serve_io in[] = {{"x", 1, {1}, 1}};
     for (int64_t n = 1; n <= 40; n++)
         for (uint32_t k = 1; k <= (uint32_t)n + 1; k += 3) {
-            struct veil_serve_io out[] = {{"o", 2, {-1, n}}};
-            struct veil_serve_model m = {"t", NULL, in, out, 1, 1, 2};
+            struct veil_serve_io out[] = {{"o", 2, {-1, n}, 1}};
+            struct veil_serve_model m = {"t", NULL, in, out, 1, 1, 2, 0};
             struct veil_serve_request req = {.batch = 1, .output_count = 1};
             req.outputs[0] = (struct veil_serve_output_req){.index = 0, .binary = 0, .top_k = k};
             float v[40];
@@ -988,6 +988,116 @@ static void test_usage_budget(void **state)
     veil_usage_free(p);
 }
 
+/* A transformer's inputs: token ids (INT64) and a mask (BOOL or INT32) of [batch, sequence], the sequence dynamic;
+ * its output [batch, sequence, 3] shaped by the plan that ran. */
+static const struct veil_serve_io t_inputs[] = {{"ids", 2, {-1, -1}, 7}, {"mask", 2, {-1, -1}, 9},
+                                                {"pos", 2, {1, -1}, 6}};
+static const struct veil_serve_io t_outputs[] = {{"logits", 3, {-1, -1, 3}, 1}};
+static const struct veil_serve_model model_t = {"bert", NULL, t_inputs, t_outputs, 3, 1, 4, 16};
+
+#define T_IDS(shape, data) "{\"name\":\"ids\",\"datatype\":\"INT64\",\"shape\":" shape ",\"data\":" data "}"
+#define T_MASK(shape, data) "{\"name\":\"mask\",\"datatype\":\"BOOL\",\"shape\":" shape ",\"data\":" data "}"
+#define T_POS(shape, data) "{\"name\":\"pos\",\"datatype\":\"INT32\",\"shape\":" shape ",\"data\":" data "}"
+#define T_REQ(ids, mask, pos) "{\"inputs\":[" ids "," mask "," pos "]}"
+
+static void t_refused(const char *json, const void *tail, size_t tail_size, const char *needle)
+{
+    refused_ex(&model_t, json, tail, tail_size, NULL, &no_shaping, 400, needle);
+}
+
+static void test_typed_and_dynamic_inputs(void **state)
+{
+    (void)state;
+    struct veil_serve_request req;
+    char msg[VEIL_SERVE_MSG_SIZE];
+    assert_true(veil_ok(veil_serve_model_check(&model_t)));
+    assert_int_equal(parse(&model_t, T_REQ(T_IDS("[2,3]", "[[101,7,-16777216],[0,16777216,5]]"),
+                                           T_MASK("[2,3]", "[true,true,false,true,false,true]"),
+                                           T_POS("[1,5]", "[0,1,2,3,4]")), NULL, 0, &req, msg), 200);
+    assert_int_equal(req.batch, 2);
+    assert_int_equal(req.input_shapes[0].rank, 2);
+    assert_int_equal(req.input_shapes[0].dims[1], 3);
+    assert_int_equal(req.input_shapes[2].dims[1], 5); /* per input: the engine checks that they agree when it plans */
+    assert_int_equal(req.input_sizes[0], 6 * 8);
+    assert_int_equal(req.input_sizes[1], 6);
+    assert_int_equal(req.input_sizes[2], 5 * 4);
+    const int64_t *ids = (const int64_t *)(const void *)req.inputs[0];
+    const uint8_t *mask = (const uint8_t *)req.inputs[1];
+    const int32_t *pos = (const int32_t *)(const void *)req.inputs[2];
+    assert_int_equal(ids[0], 101);
+    assert_int_equal(ids[2], -16777216);
+    assert_int_equal(ids[4], 16777216);
+    assert_int_equal(mask[2], 0);
+    assert_int_equal(mask[5], 1);
+    assert_int_equal(pos[4], 4);
+
+    /* the response takes the shapes of the plan that ran */
+    float logits[2 * 3 * 3];
+    fill(logits, 18, 0.5f, 1.0f);
+    const float *outs[] = {logits};
+    req.output_count = 1;
+    req.outputs[0] = (struct veil_serve_output_req){0, 0, 0};
+    req.output_shapes_set = 1;
+    req.output_shapes[0] = (struct veil_serve_shape){3, {2, 3, 3}};
+    size_t size = 0, json_size = 0;
+    char *body = build(&model_t, &req, outs, &no_shaping, &size, &json_size);
+    assert_non_null(strstr(body, "\"shape\":[2,3,3]"));
+    assert_non_null(strstr(body, "17.5]"));
+    free(body);
+    veil_serve_request_cleanup(&req);
+
+    /* binary: INT64 little-endian, BOOL bytes */
+    uint8_t tail[2 * 8 + 2 + 2 * 4] = {0};
+    tail[0] = 5, tail[8] = 0xff, tail[9] = 0xff, tail[10] = 0xff, tail[11] = 0xff, tail[12] = 0xff, tail[13] = 0xff,
+    tail[14] = 0xff, tail[15] = 0xff; /* 5, -1 */
+    tail[16] = 1, tail[17] = 0, tail[18] = 3;
+    const char *bin = "{\"inputs\":[{\"name\":\"ids\",\"datatype\":\"INT64\",\"shape\":[1,2],\"parameters\":"
+                      "{\"binary_data_size\":16}},{\"name\":\"mask\",\"datatype\":\"BOOL\",\"shape\":[1,2],"
+                      "\"parameters\":{\"binary_data_size\":2}},{\"name\":\"pos\",\"datatype\":\"INT32\","
+                      "\"shape\":[1,2],\"parameters\":{\"binary_data_size\":8}}]}";
+    assert_int_equal(parse(&model_t, bin, tail, sizeof tail, &req, msg), 200);
+    ids = (const int64_t *)(const void *)req.inputs[0];
+    assert_int_equal(ids[1], -1);
+    assert_int_equal(((const int32_t *)(const void *)req.inputs[2])[0], 3);
+    veil_serve_request_cleanup(&req);
+    tail[17] = 2; /* a BOOL byte of 2 */
+    t_refused(bin, tail, sizeof tail, "not 0 or 1");
+    tail[17] = 0, tail[7] = 0x01; /* 2^56 + 5 */
+    t_refused(bin, tail, sizeof tail, "outside +-16777216");
+
+    /* refusals: the datatype, the range, the element kind, the dynamic bound, the rank */
+    t_refused(T_REQ(T_IDS("[1,2]", "[1,2]"), T_MASK("[1,2]", "[true,false]"),
+                    "{\"name\":\"pos\",\"datatype\":\"INT64\",\"shape\":[1,2],\"data\":[0,1]}"), NULL, 0,
+              "input 'pos' takes INT32, not INT64");
+    t_refused(T_REQ(T_IDS("[1,2]", "[1,16777217]"), T_MASK("[1,2]", "[true,false]"), T_POS("[1,2]", "[0,1]")), NULL, 0,
+              "outside +-16777216");
+    t_refused(T_REQ(T_IDS("[1,2]", "[1,2.5]"), T_MASK("[1,2]", "[true,false]"), T_POS("[1,2]", "[0,1]")), NULL, 0,
+              "must hold only integers");
+    t_refused(T_REQ(T_IDS("[1,2]", "[1,2]"), T_MASK("[1,2]", "[1,0]"), T_POS("[1,2]", "[0,1]")), NULL, 0,
+              "only true and false");
+    t_refused(T_REQ(T_IDS("[1,17]", "[1,2,3,4,5,6,7,8,9,10,11,12,13,14,15,16,17]"), T_MASK("[1,2]", "[true,false]"),
+                    T_POS("[1,2]", "[0,1]")), NULL, 0, "takes at most 16 there");
+    t_refused(T_REQ(T_IDS("[1,2,1]", "[1,2]"), T_MASK("[1,2]", "[true,false]"), T_POS("[1,2]", "[0,1]")), NULL, 0,
+              "unexpected shape for input 'ids'");
+
+    /* the model's description: a dynamic dim needs max_dim; the metadata shows -1 and each input's datatype */
+    struct veil_serve_model no_max = model_t;
+    no_max.max_dim = 0;
+    assert_int_equal(veil_serve_model_check(&no_max).status, VEIL_ERR_ARG);
+    struct veil_serve_io odd_out[] = {{"o", 1, {2}, 7}};
+    struct veil_serve_model int_out = model_t;
+    int_out.outputs = odd_out, int_out.output_count = 1;
+    assert_int_equal(veil_serve_model_check(&int_out).status, VEIL_ERR_ARG); /* outputs are FP32 */
+    json_t *meta = NULL;
+    assert_true(veil_ok(veil_serve_model_metadata_json(&model_t, NULL, &meta)));
+    char *text = json_dumps(json_object_get(meta, "inputs"), JSON_COMPACT);
+    assert_string_equal(text, "[{\"name\":\"ids\",\"datatype\":\"INT64\",\"shape\":[-1,-1]},{\"name\":\"mask\","
+                              "\"datatype\":\"BOOL\",\"shape\":[-1,-1]},{\"name\":\"pos\",\"datatype\":\"INT32\","
+                              "\"shape\":[1,-1]}]");
+    free(text);
+    json_decref(meta);
+}
+
 /* Counts kept upstream (usage.h): the budget is judged against upstream + what this process admitted since its
  * last acknowledged report; a report lost on the way is sent again. */
 static void test_usage_counts(void **state)
@@ -1189,6 +1299,7 @@ int main(void)
         cmocka_unit_test(test_usage_api_keys),
         cmocka_unit_test(test_usage_budget),
         cmocka_unit_test(test_usage_counts),
+        cmocka_unit_test(test_typed_and_dynamic_inputs),
         cmocka_unit_test(test_usage_rates),
         cmocka_unit_test(test_usage_concurrency),
     };
