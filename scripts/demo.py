@@ -46,6 +46,7 @@ TOOLS = {"veil": VEIL, "veil-kbs": KBS, "veil-runtime": RUNTIME, "veil-cache": C
 
 MODEL = "effnet"  # the model id in the broker and the name clients use
 LEASE_TTL_S = 3  # short, so that a revocation visibly stops the runtime within the demo
+SCHED_MARGIN_S = 3  # what the first refusal may take past the lease's end on a loaded machine (polling, scheduling)
 TRIAL_BUDGET = 2  # the "trial" API key's budget: its request TRIAL_BUDGET + 1 is refused with 429
 MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)  # efficientnet_lite_pytorch's README: ImageNet statistics
 TIMEOUT = 60.0
@@ -437,7 +438,7 @@ def revoke(d: Demo, port: int, c: Any, x: np.ndarray) -> None:
         status, message = getattr(e, "http_status", 0), str(e)
     print(f"    -> {delay:.2f} s after the revocation the model answers {status}: {message}")
     d.summary["controls"]["revoke"] = {"delay_s": round(delay, 3), "status": status}
-    if status != 503 or delay > LEASE_TTL_S + 1:
+    if status != 503 or delay > LEASE_TTL_S + SCHED_MARGIN_S:
         raise SystemExit("demo: the revocation did not stop the runtime within the lease TTL")
 
 

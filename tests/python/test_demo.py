@@ -9,7 +9,7 @@ scripts/demo.py runs as `make demo` runs it (veil-kbs --dev -> veil-cache -> vei
     * tritonclient and curl got the same answer;
     * the refusals happened: a runtime under another measurement exits 1 without a key (the cache refused it), the
       trial API key's third request is 429, raw probabilities are 400, the revoked model answers 503 within the
-      lease TTL + 1 s;
+      lease TTL + 3 s (scheduling on a loaded machine);
     * every daemon exited 0 after SIGTERM and none is left; the node directory holds only the sealed file, and no file
       of the demo directory outside the broker's store holds the model key.
 
@@ -92,7 +92,7 @@ def test_owner_controls_refuse(demo_run: tuple[dict[str, Any], str, Path]) -> No
     assert c["other_measurement"]["exit"] == 1 and c["other_measurement"]["cache_refusals"] >= 1
     assert c["budget_statuses"] == [200] * demo.TRIAL_BUDGET + [429]
     assert c["raw_output_status"] == 400
-    assert c["revoke"]["status"] == 503 and c["revoke"]["delay_s"] <= demo.LEASE_TTL_S + 1.0
+    assert c["revoke"]["status"] == 503 and c["revoke"]["delay_s"] <= demo.LEASE_TTL_S + demo.SCHED_MARGIN_S
     assert "the query budget of this API key is exhausted" in out
     assert "key lease lapsed" in out
 
