@@ -59,7 +59,8 @@ static VEIL_RESULT lease_fill(struct veil_lease *l, const struct veil_lease_gran
     l->min_model_version = g->min_model_version;
     l->ttl_ms = g->ttl_ms;
     l->expires_ms = g->fetched_ms + g->ttl_ms;
-    l->renew_ms = g->fetched_ms + g->ttl_ms / 2;
+    uint64_t early = g->renew_early_ms < g->ttl_ms / 4 ? g->renew_early_ms : g->ttl_ms / 4;
+    l->renew_ms = g->fetched_ms + g->ttl_ms / 2 - early;
     return VEIL_RESULT_OK;
 }
 

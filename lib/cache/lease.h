@@ -7,7 +7,9 @@
  *   - a key fetched from the broker by an exchange that STARTED at fetched_ms, under a TTL of ttl_ms, is valid
  *     until fetched_ms + ttl_ms (the start, not the end: the broker may have judged its policy at any instant of
  *     the exchange, so a revocation after that instant is honoured within one TTL of it);
- *   - its renewal is due at fetched_ms + ttl_ms / 2; a failed renewal is retried after retry_ms, never past expiry;
+ *   - its renewal is due at fetched_ms + ttl_ms / 2, less the grant's renew_early_ms (at most ttl_ms / 4: a holder
+ *     draws it at random, so that holders started together do not renew together); a failed renewal is retried
+ *     after retry_ms, never past expiry;
  *   - at expiry without a renewal the key is wiped (veil_lease_expire);
  *   - a lease handed to a runtime never outlives the holder's own: it is the time left, capped. */
 #ifndef VEIL_CACHE_LEASE_H
@@ -51,6 +53,7 @@ struct veil_lease_grant {
     const char *usage_policy;    /* NULL: none */
     uint64_t ttl_ms;             /* 1..VEIL_LEASE_MAX_MS */
     uint64_t fetched_ms;         /* when the fetch started */
+    uint64_t renew_early_ms;     /* renew this much before half the TTL (jitter; capped at ttl_ms / 4) */
 };
 
 struct veil_lease_table {

@@ -15,6 +15,7 @@
 #include <time.h>
 
 #include "cache.h"
+#include "crypto/crypto.h"
 
 #define RETRY_MAX_MS 5000u
 
@@ -115,13 +116,23 @@ static uint64_t ttl_of(const struct cc_ctx *c, const struct fetched *f)
     return s * 1000u;
 }
 
+/* Up to a tenth of the TTL, at random: caches started together spread their renewals (docs/scaling.md). */
+static uint64_t jitter_ms(uint64_t ttl_ms)
+{
+    uint32_t r = 0;
+    if (ttl_ms < 10 || !veil_ok(veil_random((uint8_t *)&r, sizeof r)))
+        return 0;
+    return r % (ttl_ms / 10);
+}
+
 /* Stores a successful fetch (lock held). */
 static VEIL_RESULT store(struct cc_ctx *c, const char *model, uint32_t version, const struct fetched *f)
 {
+    uint64_t ttl = ttl_of(c, f);
     struct veil_lease_grant g = {.model_id = model, .key_version = version, .key = f->key.data,
                                  .key_size = f->out.key_size, .min_model_version = f->out.min_model_version,
-                                 .usage_policy = f->out.usage_policy, .ttl_ms = ttl_of(c, f),
-                                 .fetched_ms = f->started_ms};
+                                 .usage_policy = f->out.usage_policy, .ttl_ms = ttl, .fetched_ms = f->started_ms,
+                                 .renew_early_ms = jitter_ms(ttl)};
     VEIL_GUARD(veil_lease_put(&c->table, &g));
     tombstone_clear(c, model, version, vd_now_ms());
     return VEIL_RESULT_OK;

@@ -48,6 +48,14 @@ static void test_lease_put_find_expire(void **state)
     assert_string_equal(l->usage_policy, "{\"version\":1}");
     assert_int_equal(l->expires_ms, 3000); /* counted from the fetch's start */
     assert_int_equal(l->renew_ms, 2000);   /* at half the TTL */
+    g.renew_early_ms = 100;                /* jitter: a little before half */
+    assert_true(veil_ok(veil_lease_put(&t, &g)));
+    assert_int_equal(l->renew_ms, 1900);
+    g.renew_early_ms = 10000;              /* capped at a quarter of the TTL */
+    assert_true(veil_ok(veil_lease_put(&t, &g)));
+    assert_int_equal(l->renew_ms, 1500);
+    g.renew_early_ms = 0;
+    assert_true(veil_ok(veil_lease_put(&t, &g)));
     assert_null(veil_lease_find(&t, "m", 2));
     assert_null(veil_lease_find(&t, "n", 1));
     assert_int_equal(veil_lease_remaining_ms(l, 2500), 500);
