@@ -45,18 +45,24 @@ static void send_error(const struct veil_la_conn *lc, const struct veil_la_msg *
     (void)r;
 }
 
-static void refuse(struct conn *k, uint16_t code, const char *message, const char *detail)
+/* One refusal in the log and the metrics (SGX: the measurement is the REPORT's MRENCLAVE, and pid and uid are 0). */
+static void note_refusal(const struct conn *k, uint16_t code, const char *detail)
 {
-    struct veil_la_msg m;
-    veil_la_error_msg(&m, code, message);
-    send_error(&k->lc, &m);
     char hex[2 * CC_MEASUREMENT_SIZE + 1];
     veil_hex_encode(k->peer.measurement, k->c->set.kind == VEIL_LA_KIND_SGX ? VEIL_SGX_MR_SIZE : CC_MEASUREMENT_SIZE,
                     hex);
     vd_log("warn", "local-refused", "{s:s, s:I, s:I, s:s, s:s}", "reason", veil_la_error_name(code), "pid",
-           (json_int_t)k->peer.pid, "uid", (json_int_t)k->peer.uid, "measurement", hex, "detail",
-           detail != NULL ? detail : message);
+           (json_int_t)k->peer.pid, "uid", (json_int_t)k->peer.uid, "measurement", hex, "detail", detail);
     cc_metrics_refused(code);
+}
+
+/* Logged before the ERROR is sent: a failed send would overwrite detail (often veil_last_error()). */
+static void refuse(struct conn *k, uint16_t code, const char *message, const char *detail)
+{
+    note_refusal(k, code, detail != NULL ? detail : message);
+    struct veil_la_msg m;
+    veil_la_error_msg(&m, code, message);
+    send_error(&k->lc, &m);
 }
 
 /* A decode or transport failure of what the runtime sent: closed quietly when the peer went away. */
@@ -153,8 +159,10 @@ static int attest(struct conn *k, const struct handshake *h)
 static int sgx_handshake(struct conn *k)
 {
     const struct cc_ctx *c = k->c;
-    if (!veil_ok(veil_la_tls_open(c->tls, k->lc.fd, &k->lc)))
-        return 0; /* no TLS 1.3 session: nothing can be answered */
+    if (!veil_ok(veil_la_tls_open(c->tls, k->lc.fd, &k->lc))) {
+        note_refusal(k, VEIL_LA_E_BAD_MESSAGE, veil_last_error()); /* no TLS 1.3 session: nothing can be answered */
+        return 0;
+    }
     uint16_t code = 0;
     struct veil_result r = veil_la_sgx_accept(&k->lc, &c->sgx, &k->body, &k->peer.sgx, &code);
     if (veil_ok(r)) {

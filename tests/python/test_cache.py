@@ -640,6 +640,9 @@ def test_sgx_cache_starts_and_answers_up_to_egetkey(env: Env) -> None:
         # TLS 1.3 only
         with pytest.raises(ssl.SSLError):
             tls_client(port, ssl.TLSVersion.TLSv1_2)
+        wait_event(proc, log, "local-refused")  # logged and counted, though nothing can be answered outside TLS
+        refused = events(log.read_text(), "local-refused")[0]
+        assert refused["reason"] == "bad-message" and "TLS 1.3" in refused["detail"], refused
         ti_r = RUNTIME_MRENCLAVE + bytes(480)
         seen: list[bytes] = []
         for _ in range(2):
