@@ -78,7 +78,7 @@ struct cc_allow {
 /* The configuration checked and decoded. */
 struct cc_settings {
     veil_tee tee;
-    uint8_t kind;               /* VEIL_LA_KIND_SIM (tee sim), _SGX (sgx: TLS on loopback) or _NONE (tdx, snp: one CVM) */
+    uint8_t kind;               /* VEIL_LA_KIND_SIM (sim), _SGX (sgx: TLS on loopback) or _NONE (tdx, snp: one CVM) */
     unsigned socket_mode;
     uid_t uids[CC_MAX_UIDS];
     size_t uid_count;

@@ -97,8 +97,8 @@ static VEIL_RESULT check_cache(const struct rt_config *c, veil_tee tee)
                     "Unix socket; use cache_socket = tls://127.0.0.1:PORT (the cache's local_listen)");
         return VEIL_RESULT_OK;
     }
-    VEIL_ENSURE(tee == VEIL_TEE_SGX || tee == VEIL_TEE_AUTO, VEIL_ERR_ARG, "cache_socket = tls://...: the TLS transport "
-                "is for two SGX enclaves (tee = sgx); inside one TEE give the cache's Unix socket");
+    VEIL_ENSURE(tee == VEIL_TEE_SGX || tee == VEIL_TEE_AUTO, VEIL_ERR_ARG, "cache_socket = tls://...: the TLS "
+                "transport is for two SGX enclaves (tee = sgx); inside one TEE give the cache's Unix socket");
     struct sockaddr_storage ss;
     int loopback = 0;
     if (!veil_ok(vd_listen_parse(c->cache_socket + 6, &ss, &loopback)))

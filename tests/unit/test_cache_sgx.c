@@ -506,7 +506,7 @@ static void test_replay_refused(void **state)
     world_cleanup(&w);
 }
 
-/* ---- a relay: the host terminates the runtime's TLS session (1) and opens its own to the cache (2) ---------------- */
+/* ---- a relay: the host terminates the runtime's TLS session (1) and opens its own to the cache (2) --------------- */
 
 struct relay {
     struct world *w;
