@@ -304,7 +304,8 @@ static VEIL_RESULT digest_sized(EVP_MD_CTX *md, const uint8_t *data, size_t size
 
 VEIL_RESULT veil_la_binding(uint8_t role, const uint8_t nonce_r[VEIL_LA_NONCE_SIZE],
                             const uint8_t nonce_c[VEIL_LA_NONCE_SIZE], const uint8_t *target_r, size_t target_r_size,
-                            const uint8_t *target_c, size_t target_c_size, uint8_t out[VEIL_LA_BINDING_SIZE])
+                            const uint8_t *target_c, size_t target_c_size, const uint8_t *exporter,
+                            uint8_t out[VEIL_LA_BINDING_SIZE])
 {
     VEIL_ENSURE(role == 'R' || role == 'C', VEIL_ERR_ARG, "a binding for role %u", role);
     VEIL_DEFER(veil_ossl_md_ctx_done) EVP_MD_CTX *md = EVP_MD_CTX_new();
@@ -316,6 +317,8 @@ VEIL_RESULT veil_la_binding(uint8_t role, const uint8_t nonce_r[VEIL_LA_NONCE_SI
     VEIL_GUARD_OSSL(EVP_DigestUpdate(md, nonce_c, VEIL_LA_NONCE_SIZE), VEIL_ERR_CRYPTO);
     VEIL_GUARD(digest_sized(md, target_r, target_r_size));
     VEIL_GUARD(digest_sized(md, target_c, target_c_size));
+    if (exporter != NULL)
+        VEIL_GUARD_OSSL(EVP_DigestUpdate(md, exporter, VEIL_LA_EXPORTER_SIZE), VEIL_ERR_CRYPTO);
     VEIL_GUARD_OSSL(EVP_DigestFinal_ex(md, out, NULL), VEIL_ERR_CRYPTO);
     return VEIL_RESULT_OK;
 }

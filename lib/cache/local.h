@@ -24,9 +24,17 @@
  * 512-byte TARGETINFO, report = a 432-byte REPORT). Each side's report carries, as its 64 bytes of report data,
  *
  *   SHA-512("VEIL-LOCAL-ATTESTATION-V1" 0x00 || role || nonce_r || nonce_c || u16le(|target_r|) || target_r
- *           || u16le(|target_c|) || target_c)                  role: 'R' in R's report, 'C' in C's
+ *           || u16le(|target_c|) || target_c [|| X])               role: 'R' in R's report, 'C' in C's
  *
- * so that a report belongs to one handshake (both fresh nonces) and one direction (no reflection).
+ *   X = SSL_export_keying_material(ssl, 64, "EXPORTER-veil-local-attestation", no context)   (RFC 8446 §7.5)
+ *
+ * so that a report belongs to one handshake (both fresh nonces) and one direction (no reflection). X, 64 bytes, is
+ * there only for kind SGX, whose messages always travel inside a TLS 1.3 session (two enclaves talk across the
+ * untrusted host: TCP on loopback): it ties the reports to that session, whose keys only the two enclaves hold, so
+ * that a host relaying the messages between two TLS sessions of its own (it can: the certificates are ephemeral
+ * and unverified) gets reports bound to the other session's X. One exporter serves both directions: the role byte
+ * in the hash separates them, as per-role exporter contexts would. Kinds NONE and SIM, on a Unix socket inside one
+ * TEE, have no X (their binding is unchanged).
  *
  * counts: a usage count document (lib/serve/usage.h: JSON text {client name: count}, at most
  * VEIL_USAGE_COUNTS_MAX_SIZE bytes, no NUL; counts_size 0: none). The codec checks its bounds; its syntax is the
@@ -114,23 +122,61 @@ VEIL_RESULT veil_la_encode(const struct veil_la_msg *m, struct veil_buf *out);
 /* The u32le frame header: the body size, checked against 1..VEIL_LA_MAX_MESSAGE_SIZE. */
 VEIL_RESULT veil_la_frame_size(const uint8_t header[4], size_t *size);
 
-/* Sends m as one frame on a connected stream socket (no SIGPIPE). VEIL_ERR_IO when the peer is gone or the send
- * times out; the encoder's errors otherwise. Key material is wiped from the frame buffer before return. */
-VEIL_RESULT veil_la_send(int fd, const struct veil_la_msg *m);
+/* What frames travel on (io.c): a connected stream socket, and the TLS session on it when there is one (kind SGX,
+ * between two enclaves: lib/cache/tls.c); ssl NULL: the socket itself (a Unix socket inside one TEE). The caller
+ * owns both, and the socket's timeouts (SO_RCVTIMEO / SO_SNDTIMEO), which bound TLS reads and writes too. */
+struct ssl_st;
+struct veil_la_conn {
+    int fd;
+    struct ssl_st *ssl;
+};
+
+/* Sends m as one frame on c (no SIGPIPE on a plain socket; with TLS, whose writes are OpenSSL's, the process ignores
+ * SIGPIPE, as the daemons do). VEIL_ERR_IO when the peer is gone or the send times out; the encoder's errors
+ * otherwise. Key material is wiped from the frame buffer before return. */
+VEIL_RESULT veil_la_send(const struct veil_la_conn *c, const struct veil_la_msg *m);
 /* Receives one frame into body (a caller's buffer: secret when a KEY may come) and decodes it into m, whose
  * pointers point into body. VEIL_ERR_IO: the peer closed, the read timed out or failed; VEIL_ERR_LIMIT: a frame
  * size out of bounds; VEIL_ERR_FORMAT / VEIL_ERR_TRUNCATED: a malformed body. */
-VEIL_RESULT veil_la_recv(int fd, struct veil_buf *body, struct veil_la_msg *m);
+VEIL_RESULT veil_la_recv(const struct veil_la_conn *c, struct veil_buf *body, struct veil_la_msg *m);
+/* The runtime's side: receives the next message, which must be of type want. An ERROR from the cache becomes
+ * VEIL_ERR_POLICY for its definitive answers (peer, report, not-allowed, revoked: stop using the key) and
+ * VEIL_ERR_IO for the others (the cache cannot say now); another type is VEIL_ERR_FORMAT. */
+VEIL_RESULT veil_la_expect(const struct veil_la_conn *c, struct veil_buf *body, uint8_t want, struct veil_la_msg *m);
 
 /* An ERROR message with code and a printable message (truncated to fit). */
 void veil_la_error_msg(struct veil_la_msg *m, uint16_t code, const char *message);
 /* A short name of an error code, for logs and metrics ("bad-message", "peer", ...). */
 const char *veil_la_error_name(uint16_t code);
 
-/* The channel binding of one handshake for role 'R' or 'C' (see above). */
+/* The channel binding of one handshake for role 'R' or 'C' (see above); exporter: X (VEIL_LA_EXPORTER_SIZE bytes)
+ * for kind SGX, NULL for the others. */
 VEIL_RESULT veil_la_binding(uint8_t role, const uint8_t nonce_r[VEIL_LA_NONCE_SIZE],
                             const uint8_t nonce_c[VEIL_LA_NONCE_SIZE], const uint8_t *target_r, size_t target_r_size,
-                            const uint8_t *target_c, size_t target_c_size, uint8_t out[VEIL_LA_BINDING_SIZE]);
+                            const uint8_t *target_c, size_t target_c_size, const uint8_t *exporter,
+                            uint8_t out[VEIL_LA_BINDING_SIZE]);
+
+/* ---- the TLS channel of kind SGX (tls.c) ---------------------------------------------------------------------
+ * TLS 1.3 only, on TCP loopback. The cache (server) presents an ephemeral P-256 key and self-signed certificate
+ * made in memory at start (veil_selfsigned_create); the runtime (client) verifies no certificate: what the TLS
+ * session gives is confidentiality and integrity toward whoever holds its keys, and the EREPORTs bound to X (above)
+ * prove that the two ends are the expected enclaves. */
+
+#define VEIL_LA_EXPORTER_LABEL "EXPORTER-veil-local-attestation"
+#define VEIL_LA_EXPORTER_SIZE 64u
+
+struct ssl_ctx_st;
+/* A TLS 1.3-only context: server (its fresh certificate and key inside) or client (no verification). The caller
+ * frees it with veil_la_tls_ctx_free. */
+VEIL_RESULT veil_la_tls_ctx_new(int server, struct ssl_ctx_st **out);
+void veil_la_tls_ctx_free(struct ssl_ctx_st *ctx);
+/* The TLS handshake (accept when ctx is a server's, connect otherwise) on the connected socket fd, bounded by its
+ * timeouts; on success c = {fd, the session}. VEIL_ERR_IO when the peer does not complete a TLS 1.3 handshake. */
+VEIL_RESULT veil_la_tls_open(struct ssl_ctx_st *ctx, int fd, struct veil_la_conn *c);
+/* Sends close_notify (best effort) and frees the session; the socket stays the caller's. Accepts c->ssl NULL. */
+void veil_la_tls_close(struct veil_la_conn *c);
+/* X of c's session (VEIL_ERR_ARG when c has none). */
+VEIL_RESULT veil_la_tls_exporter(const struct veil_la_conn *c, uint8_t out[VEIL_LA_EXPORTER_SIZE]);
 
 /* ---- simulation TEE local reports (sim.c) --------------------------------------------------------------------
  *
@@ -211,6 +257,19 @@ struct veil_sgx_peer_policy {
     int allow_debug;
 };
 
+/* An enclave identity one policy admits: an MRENCLAVE, or an MRSIGNER with a product id and a minimum ISVSVN. */
+struct veil_sgx_identity {
+    int by_signer;
+    uint8_t mr[VEIL_SGX_MR_SIZE]; /* MRENCLAVE, or MRSIGNER when by_signer */
+    uint16_t product_id, min_svn;
+};
+
+/* "MRENCLAVE" (64 hex digits) or "MRSIGNER:ISVPRODID:MIN_ISVSVN" (64 hex digits, then two decimal numbers
+ * 0..65535). VEIL_ERR_ARG otherwise. */
+VEIL_RESULT veil_sgx_identity_parse(const char *text, struct veil_sgx_identity *out);
+/* The policy admitting exactly id's enclaves, DEBUG refused; it points into id (which must outlive it). */
+void veil_sgx_identity_policy(const struct veil_sgx_identity *id, struct veil_sgx_peer_policy *out);
+
 /* Parses the fields of a REPORT (no verification). */
 VEIL_RESULT veil_sgx_report_parse(const uint8_t *report, size_t size, struct veil_sgx_report *out);
 /* AES-128-CMAC over the body (bytes 0..383). */
@@ -222,6 +281,14 @@ VEIL_RESULT veil_sgx_report_mac(const uint8_t key[VEIL_SGX_REPORT_KEY_SIZE], con
 VEIL_RESULT veil_sgx_report_verify(const uint8_t *report, size_t size, veil_sgx_report_key_fn key_fn, void *ctx,
                                    const struct veil_sgx_peer_policy *policy,
                                    const uint8_t expected[VEIL_REPORT_DATA_SIZE], struct veil_sgx_report *out);
+/* The same, where step (b) passes when any one of count policies admits the report (count >= 1). */
+VEIL_RESULT veil_sgx_report_verify_any(const uint8_t *report, size_t size, veil_sgx_report_key_fn key_fn, void *ctx,
+                                       const struct veil_sgx_peer_policy *policies, size_t count,
+                                       const uint8_t expected[VEIL_REPORT_DATA_SIZE], struct veil_sgx_report *out);
+/* Step (b) alone on a report already verified: does any of count policies admit it? VEIL_ERR_POLICY if none does
+ * (or count is 0). The cache uses it per request, with the policies of the model asked for. */
+VEIL_RESULT veil_sgx_report_admit_any(const struct veil_sgx_report *r, const struct veil_sgx_peer_policy *policies,
+                                      size_t count);
 /* This enclave's TARGETINFO (Gramine: ROOT/my_target_info). */
 VEIL_RESULT veil_sgx_my_target_info(const char *gramine_root, uint8_t out[VEIL_SGX_TARGETINFO_SIZE]);
 /* EREPORT for target through Gramine (ROOT: /dev/attestation by default): writes target_info, then
@@ -231,5 +298,49 @@ VEIL_RESULT veil_sgx_my_target_info(const char *gramine_root, uint8_t out[VEIL_S
 VEIL_RESULT veil_sgx_report_create(const char *gramine_root, const uint8_t target_info[VEIL_SGX_TARGETINFO_SIZE],
                                    const uint8_t report_data[VEIL_REPORT_DATA_SIZE],
                                    uint8_t out[VEIL_SGX_REPORT_SIZE]);
+
+/* ---- the SGX handshake over TLS (sgx_channel.c) ------------------------------------------------------------
+ * HELLO (nonce_r, TI_R), CHALLENGE (nonce_c, TI_C, REP_C), ATTEST (REP_R), READY, on a veil_la_conn with a TLS
+ * session. REP_C = EREPORT(TI_R, B('C')), REP_R = EREPORT(TI_C, B('R')), B with X of this session (above). Each
+ * side verifies the other's REPORT (veil_sgx_report_verify_any: MAC under its own report key, attributes and
+ * identity against its policies, REPORTDATA = the binding it computes itself). No SO_PEERCRED, no /proc/PID/exe:
+ * across two enclaves the REPORT is the identity. */
+
+/* How this enclave makes and checks REPORTs: injectable so the protocol runs without SGX (the tests pass their own;
+ * the daemons veil_la_sgx_gramine_report and veil_sgx_egetkey_report_key). Both get ctx. */
+struct veil_la_sgx_ops {
+    /* EREPORT: this enclave's REPORT for target_info, carrying report_data. */
+    VEIL_RESULT (*report)(void *ctx, const uint8_t target_info[VEIL_SGX_TARGETINFO_SIZE],
+                          const uint8_t report_data[VEIL_REPORT_DATA_SIZE], uint8_t out[VEIL_SGX_REPORT_SIZE]);
+    /* EGETKEY(REPORT): this enclave's report key for a KEYID. */
+    veil_sgx_report_key_fn report_key;
+    void *ctx;
+};
+
+/* veil_sgx_report_create under Gramine; ctx: the attestation directory (char *, NULL or "" for /dev/attestation). */
+VEIL_RESULT veil_la_sgx_gramine_report(void *ctx, const uint8_t target_info[VEIL_SGX_TARGETINFO_SIZE],
+                                       const uint8_t report_data[VEIL_REPORT_DATA_SIZE],
+                                       uint8_t out[VEIL_SGX_REPORT_SIZE]);
+
+/* One side of the handshake. */
+struct veil_la_sgx_side {
+    uint8_t target_info[VEIL_SGX_TARGETINFO_SIZE]; /* this enclave's (veil_sgx_my_target_info, read at start) */
+    struct veil_la_sgx_ops ops;
+    const struct veil_sgx_peer_policy *peers;      /* the other end must be admitted by one of these */
+    size_t peer_count;
+};
+
+/* The runtime's side, on a TLS conn: sends HELLO, verifies the cache's REPORT in CHALLENGE (for us, of an identity
+ * self->peers admit, bound to this session), sends ATTEST, waits for READY. The cache's verified REPORT goes to
+ * cache. VEIL_ERR_POLICY: the cache's REPORT is refused, or the cache refused us (veil_la_expect); VEIL_ERR_IO: the
+ * connection failed; VEIL_ERR_FORMAT: an unexpected message. */
+VEIL_RESULT veil_la_sgx_connect(const struct veil_la_conn *c, const struct veil_la_sgx_side *self,
+                                struct veil_buf *body, struct veil_sgx_report *cache);
+/* The cache's side, on a TLS conn: HELLO, CHALLENGE, ATTEST verified (for us, of an identity one of self->peers
+ * admits, bound to this session), READY sent. The runtime's verified REPORT goes to runtime (the caller checks it
+ * per model with veil_sgx_report_admit_any). On failure *refusal is the ERROR code to answer with (bad-message,
+ * report, internal), or 0 when the connection failed (nothing to answer); the caller sends it and closes. */
+VEIL_RESULT veil_la_sgx_accept(const struct veil_la_conn *c, const struct veil_la_sgx_side *self,
+                               struct veil_buf *body, struct veil_sgx_report *runtime, uint16_t *refusal);
 
 #endif

@@ -17,6 +17,7 @@
 #include "cache/local.h"
 #include "core/cursor.h"
 #include "core/file.h"
+#include "core/hex.h"
 #include "core/secret.h"
 
 #define GRAMINE_DEFAULT_ROOT "/dev/attestation"
@@ -103,6 +104,7 @@ static int listed(const struct veil_sgx_peer_policy *p, const uint8_t mrenclave[
 /* (b) Attributes, then the identity: "Checking MRENCLAVE alone is not enough (it does not cover ATTRIBUTES.DEBUG)". */
 static VEIL_RESULT check_body(const struct veil_sgx_report *r, const struct veil_sgx_peer_policy *p)
 {
+    VEIL_ENSURE(p != NULL, VEIL_ERR_ARG, "no SGX peer policy");
     VEIL_ENSURE((r->flags & VEIL_SGX_FLAG_INIT) && (r->flags & VEIL_SGX_FLAG_MODE64BIT), VEIL_ERR_POLICY,
                 "the SGX REPORT's enclave is not initialised or not 64-bit");
     VEIL_ENSURE(p->allow_debug || !(r->flags & VEIL_SGX_FLAG_DEBUG), VEIL_ERR_POLICY,
@@ -116,20 +118,88 @@ static VEIL_RESULT check_body(const struct veil_sgx_report *r, const struct veil
     return VEIL_RESULT_OK;
 }
 
+VEIL_RESULT veil_sgx_report_admit_any(const struct veil_sgx_report *r, const struct veil_sgx_peer_policy *policies,
+                                      size_t count)
+{
+    VEIL_ENSURE(count > 0 && policies != NULL, VEIL_ERR_POLICY, "no SGX enclave identity is allowed here");
+    struct veil_result res = VEIL_RESULT_OK;
+    for (size_t i = 0; i < count; i++) {
+        res = check_body(r, &policies[i]);
+        if (veil_ok(res))
+            return res;
+    }
+    return res; /* the last policy's reason */
+}
+
 VEIL_RESULT veil_sgx_report_verify(const uint8_t *report, size_t size, veil_sgx_report_key_fn key_fn, void *ctx,
                                    const struct veil_sgx_peer_policy *policy,
                                    const uint8_t expected[VEIL_REPORT_DATA_SIZE], struct veil_sgx_report *out)
 {
-    VEIL_ENSURE(key_fn != NULL && policy != NULL && expected != NULL && out != NULL, VEIL_ERR_ARG,
+    VEIL_ENSURE(policy != NULL, VEIL_ERR_ARG, "veil_sgx_report_verify: NULL argument");
+    return veil_sgx_report_verify_any(report, size, key_fn, ctx, policy, 1, expected, out);
+}
+
+VEIL_RESULT veil_sgx_report_verify_any(const uint8_t *report, size_t size, veil_sgx_report_key_fn key_fn, void *ctx,
+                                       const struct veil_sgx_peer_policy *policies, size_t count,
+                                       const uint8_t expected[VEIL_REPORT_DATA_SIZE], struct veil_sgx_report *out)
+{
+    VEIL_ENSURE(key_fn != NULL && policies != NULL && expected != NULL && out != NULL, VEIL_ERR_ARG,
                 "veil_sgx_report_verify: NULL argument");
     struct veil_sgx_report r;
     VEIL_GUARD(veil_sgx_report_parse(report, size, &r));
     VEIL_GUARD(check_mac(report, &r, key_fn, ctx));
-    VEIL_GUARD(check_body(&r, policy));
+    VEIL_GUARD(veil_sgx_report_admit_any(&r, policies, count));
     VEIL_ENSURE(veil_ct_compare(r.report_data, expected, VEIL_REPORT_DATA_SIZE) == 0, VEIL_ERR_VERIFY,
                 "the SGX REPORT is bound to another channel (replayed, relayed or another TLS session)");
     *out = r;
     return VEIL_RESULT_OK;
+}
+
+/* ---- identities in configurations ------------------------------------------------------------------------ */
+
+static VEIL_RESULT parse_u16(const char *text, size_t n, const char *what, uint16_t *out)
+{
+    unsigned long v = 0;
+    VEIL_ENSURE(n > 0 && n <= 5, VEIL_ERR_ARG, "an SGX identity's %s must be a number 0..65535", what);
+    for (size_t i = 0; i < n; i++) {
+        VEIL_ENSURE(text[i] >= '0' && text[i] <= '9', VEIL_ERR_ARG, "an SGX identity's %s must be a number 0..65535",
+                    what);
+        v = v * 10 + (unsigned long)(text[i] - '0');
+    }
+    VEIL_ENSURE(v <= UINT16_MAX, VEIL_ERR_ARG, "an SGX identity's %s must be a number 0..65535", what);
+    *out = (uint16_t)v;
+    return VEIL_RESULT_OK;
+}
+
+VEIL_RESULT veil_sgx_identity_parse(const char *text, struct veil_sgx_identity *out)
+{
+    memset(out, 0, sizeof *out);
+    VEIL_ENSURE(text != NULL, VEIL_ERR_ARG, "no SGX identity");
+    size_t mr = strcspn(text, ":");
+    VEIL_GUARD(veil_hex_decode(VEIL_HEX_ANY_CASE, text, mr, out->mr, sizeof out->mr, VEIL_ERR_ARG,
+                               "an SGX identity (MRENCLAVE, or MRSIGNER:ISVPRODID:MIN_ISVSVN; 64 hex digits)"));
+    if (text[mr] == '\0')
+        return VEIL_RESULT_OK;
+    const char *prod = text + mr + 1;
+    size_t n = strcspn(prod, ":");
+    VEIL_ENSURE(prod[n] == ':', VEIL_ERR_ARG, "an SGX identity with a signer is MRSIGNER:ISVPRODID:MIN_ISVSVN");
+    VEIL_GUARD(parse_u16(prod, n, "ISVPRODID", &out->product_id));
+    VEIL_GUARD(parse_u16(prod + n + 1, strlen(prod + n + 1), "minimum ISVSVN", &out->min_svn));
+    out->by_signer = 1;
+    return VEIL_RESULT_OK;
+}
+
+void veil_sgx_identity_policy(const struct veil_sgx_identity *id, struct veil_sgx_peer_policy *out)
+{
+    memset(out, 0, sizeof *out);
+    if (id->by_signer) {
+        out->signer = id->mr;
+        out->product_id = id->product_id;
+        out->min_svn = id->min_svn;
+    } else {
+        out->mrenclaves = &id->mr;
+        out->mrenclave_count = 1;
+    }
 }
 
 /* ---- EGETKEY ------------------------------------------------------------------------------------------------ */

@@ -49,4 +49,12 @@ VEIL_RESULT veil_ec_public_from_point(enum veil_ec_curve curve, const uint8_t *p
 /* A fresh key pair. */
 VEIL_RESULT veil_ec_generate(enum veil_ec_curve curve, struct evp_pkey_st **out);
 
+/* ---- ephemeral TLS identities (cert.c) ---- */
+struct x509_st;
+
+/* A fresh P-256 key and a self-signed certificate for it (CN cn, valid from an hour ago for a year, CA:FALSE,
+ * digitalSignature, serverAuth, SAN localhost, 127.0.0.1, ::1), in memory only. The caller owns both (EVP_PKEY_free,
+ * X509_free); nothing is returned on error. */
+VEIL_RESULT veil_selfsigned_create(const char *cn, struct evp_pkey_st **key, struct x509_st **cert);
+
 #endif

@@ -4,8 +4,10 @@
  *   main.c      lifecycle: arguments, configuration, TEE, socket, renewal thread, HTTP (/metrics), signals, stop
  *   config.c    the settings table (rows of the shared parser, src/daemon/config.h) and its checks
  *   broker.c    keys from veil-kbs (RCAR, this TEE's evidence), the lease table, renewals, revocations
- *   peer.c      who is on the other end of the socket: SO_PEERCRED, the peer's executable measured
- *   local.c     the local protocol on the Unix socket: local attestation, then key and lease requests
+ *   peer.c      who is on the other end of the socket: SO_PEERCRED, the peer's executable measured (SGX: its
+ *               REPORT, verified in local.c); which models a peer may have
+ *   local.c     the local protocol on the Unix socket (SGX: TLS on TCP loopback): local attestation, then key
+ *               and lease requests
  *   usage.c     usage counts from the runtimes, on their way to the broker
  *   metrics.c   the cache's metric families, and its routes (/metrics, /health/...)
  * The lease table, the local protocol's codec and the local reports are lib/cache (daemon-free); logs, metrics, the
@@ -39,6 +41,7 @@
 
 struct cc_config {
     char *socket;
+    char *local_listen;         /* tee = sgx: the TLS-on-loopback address runtimes connect to */
     char *socket_mode;          /* octal text */
     char *allowed_uids;
     char *listen;               /* /metrics and /health; empty: none */
@@ -70,13 +73,15 @@ struct cc_model {
 
 struct cc_allow {
     char model[VEIL_KBS_MODEL_ID_MAX + 1];
+    int sgx;                                  /* 1: an SGX identity (sgx), 0: a 48-byte measurement */
     uint8_t measurement[CC_MEASUREMENT_SIZE];
+    struct veil_sgx_identity sgx_id;          /* MRENCLAVE, or MRSIGNER + ISVPRODID + minimum ISVSVN */
 };
 
 /* The configuration checked and decoded. */
 struct cc_settings {
     veil_tee tee;
-    uint8_t kind;               /* VEIL_LA_KIND_SIM (tee sim) or VEIL_LA_KIND_NONE (tdx, snp: one CVM) */
+    uint8_t kind;               /* VEIL_LA_KIND_SIM (sim), _SGX (sgx: TLS on loopback) or _NONE (tdx, snp: one CVM) */
     unsigned socket_mode;
     uid_t uids[CC_MAX_UIDS];
     size_t uid_count;
@@ -87,6 +92,9 @@ struct cc_settings {
 };
 
 VEIL_RESULT cc_config_finish(const struct cc_config *c, struct cc_settings *s);
+/* The checks that need the TEE (tee = auto: once it is detected): the local report kind, the transport (socket or
+ * local_listen) and the form of the allow-list (measurements, or SGX identities). */
+VEIL_RESULT cc_config_for_tee(const struct cc_config *c, struct cc_settings *s, veil_tee tee);
 
 /* ---- the daemon -------------------------------------------------------------------------------------------- */
 
@@ -110,6 +118,11 @@ struct cc_ctx {
     struct veil_kbs_fetch_options kbs;
     uint8_t self_measurement[CC_MEASUREMENT_SIZE];  /* what the cache's sim reports carry */
     uint8_t report_key[VEIL_LA_SIM_REPORT_KEY_SIZE]; /* sim: the node's report key */
+    /* SGX: the TLS context (an ephemeral certificate), this enclave's side of the handshake, and one policy per
+     * allow entry (sgx.peers: a runtime is admitted when one of them admits its REPORT) */
+    struct ssl_ctx_st *tls;
+    struct veil_la_sgx_side sgx;
+    struct veil_sgx_peer_policy sgx_policies[CC_MAX_ALLOW];
     /* the lease table and what goes with it, under lock */
     pthread_mutex_t lock;
     pthread_cond_t wake;
@@ -164,15 +177,17 @@ int cc_usage_pending(struct cc_ctx *c, const char *model);
 
 /* peer.c */
 struct cc_peer {
-    pid_t pid;
+    pid_t pid;                                /* 0 under SGX (TCP: no SO_PEERCRED) */
     uid_t uid;
-    uint8_t measurement[CC_MEASUREMENT_SIZE];
+    uint8_t measurement[CC_MEASUREMENT_SIZE]; /* the executable's; SGX: the REPORT's MRENCLAVE (32 bytes, then 0) */
+    struct veil_sgx_report sgx;               /* SGX: the runtime's verified REPORT */
 };
 /* The process on the other end of fd: its credentials (SO_PEERCRED), its executable measured, and a check that it
  * is still that process once measured (pidfd). VEIL_ERR_AUTH when its uid is not allowed. */
 VEIL_RESULT cc_peer_identify(const struct cc_ctx *c, int fd, struct cc_peer *out);
-/* Is this measurement allowed for model (NULL: for any model)? */
-int cc_peer_allowed(const struct cc_ctx *c, const uint8_t measurement[CC_MEASUREMENT_SIZE], const char *model);
+/* Is this peer allowed model (NULL: any model)? By its measurement, or (SGX) by its REPORT against the SGX
+ * identities allowed for the model. */
+int cc_peer_allowed(const struct cc_ctx *c, const struct cc_peer *peer, const char *model);
 
 /* local.c */
 VEIL_RESULT cc_local_start(struct cc_ctx *c);

@@ -15,12 +15,16 @@
 #define U64(f, d, lo, hi, doc) VD_U64(struct cc_config, f, d, NULL, lo, hi, doc)
 
 static const struct vd_setting settings[] = {
-    STR(socket, "", "the Unix socket runtimes connect to (required); created at start, removed at stop"),
+    STR(socket, "", "the Unix socket runtimes connect to (required, but not with tee = sgx); created at start, "
+                    "removed at stop"),
+    STR(local_listen, "", "tee = sgx (required there, refused elsewhere): the loopback address A.B.C.D:PORT or "
+                          "[::1]:PORT where runtimes in other enclaves connect: TLS 1.3, then mutual SGX local "
+                          "attestation bound to the TLS session"),
     STR(socket_mode, "0660", "file mode of the socket (octal); the peer check below is what admits a process"),
     STR(allowed_uids, "", "user ids whose processes may connect, comma-separated; empty: the cache's own uid"),
     STR(listen, "127.0.0.1:8010", "address of /metrics and /health/{live,ready} (HTTP, loopback); empty: none"),
-    STR(tee, "auto", "the TEE whose evidence the broker judges and whose local reports runtimes check: sim, tdx, "
-                     "snp, or auto (sgx: not built, see docs/cache.md)"),
+    STR(tee, "auto", "the TEE whose evidence the broker judges and whose local reports runtimes check: sim, sgx, "
+                     "tdx, snp, or auto"),
     STR(sim_dir, "", "tee = sim: the simulation platform's directory (its key also derives the report key)"),
     STR(sim_config, "", "tee = sim: a configuration file measured with the executable (optional)"),
     STR(gramine_root, "", "tee = sgx: Gramine's attestation directory (default /dev/attestation)"),
@@ -30,7 +34,8 @@ static const struct vd_setting settings[] = {
     STR(kbs_pinned_pubkey, "", "the broker's TLS public key (PEM/DER file or sha256//BASE64), checked on top"),
     LIST(models, "a model whose key the cache holds: MODEL_ID@VERSION (fetched at start) or MODEL_ID (any version, "
                  "fetched when an allowed runtime first asks)"),
-    LIST(allow, "MODEL_ID:MEASUREMENT: a runtime measurement (96 hex digits, SHA-384) allowed to get MODEL_ID's key"),
+    LIST(allow, "MODEL_ID:MEASUREMENT: a runtime measurement (96 hex digits, SHA-384) allowed to get MODEL_ID's key; "
+                "tee = sgx: MODEL_ID:MRENCLAVE (64 hex digits) or MODEL_ID:MRSIGNER:ISVPRODID:MIN_ISVSVN"),
     U64(default_lease_ttl_s, "300", VEIL_LEASE_TTL_MIN_S, VEIL_LEASE_TTL_MAX_S,
         "lease of a key whose broker sent no Veil-Lease-TTL (a Trustee KBS), seconds"),
     U64(runtime_lease_max_s, "300", 1, VEIL_LEASE_TTL_MAX_S,
@@ -98,8 +103,16 @@ static VEIL_RESULT add_allow(struct cc_settings *s, const char *item)
                 "allow: '%.64s' does not start with a model id", item);
     memcpy(a->model, item, n);
     a->model[n] = '\0';
-    VEIL_GUARD(veil_hex_decode(VEIL_HEX_ANY_CASE, colon + 1, strlen(colon + 1), a->measurement,
-                               sizeof a->measurement, VEIL_ERR_ARG, "allow: the measurement (96 hex digits)"));
+    const char *id = colon + 1;
+    if (strlen(id) == 2 * CC_MEASUREMENT_SIZE) {
+        VEIL_GUARD(veil_hex_decode(VEIL_HEX_ANY_CASE, id, strlen(id), a->measurement, sizeof a->measurement,
+                                   VEIL_ERR_ARG, "allow: the measurement (96 hex digits)"));
+    } else if (veil_ok(veil_sgx_identity_parse(id, &a->sgx_id))) {
+        a->sgx = 1;
+    } else {
+        VEIL_BAIL(VEIL_ERR_ARG, "allow: '%.64s' is not MODEL_ID:MEASUREMENT (96 hex digits) nor, with tee = sgx, "
+                  "MODEL_ID:MRENCLAVE (64 hex digits) or MODEL_ID:MRSIGNER:ISVPRODID:MIN_ISVSVN", item);
+    }
     s->allow_count++;
     return VEIL_RESULT_OK;
 }
@@ -115,21 +128,55 @@ static int model_configured(const struct cc_settings *s, const char *id)
 static VEIL_RESULT check_tee(const struct cc_config *c, struct cc_settings *s)
 {
     VEIL_ENSURE(veil_tee_from_name(c->tee, &s->tee) == VEIL_OK, VEIL_ERR_ARG,
-                "tee must be sim, tdx, snp or auto, not '%.32s'", c->tee);
+                "tee must be sim, sgx, tdx, snp or auto, not '%.32s'", c->tee);
     VEIL_ENSURE(s->tee != VEIL_TEE_SAMPLE, VEIL_ERR_ARG, "tee = sample proves nothing; use sim for development");
-    VEIL_ENSURE(s->tee != VEIL_TEE_SGX, VEIL_ERR_ARG,
-                "tee = sgx: two Gramine enclaves cannot share a Unix socket, and the TLS-on-loopback transport with "
-                "mutual EREPORTs is not built yet (docs/cache.md)");
     VEIL_ENSURE(s->tee != VEIL_TEE_SIM || c->sim_dir[0] != '\0', VEIL_ERR_ARG,
                 "tee = sim needs sim_dir (create one with veil attest sim-init DIR)");
-    s->kind = s->tee == VEIL_TEE_SIM ? VEIL_LA_KIND_SIM : VEIL_LA_KIND_NONE;
+    return VEIL_RESULT_OK;
+}
+
+/* local_listen: a loopback address (the channel between two enclaves of one host never leaves it). */
+static VEIL_RESULT check_local_listen(const struct cc_config *c)
+{
+    if (c->local_listen[0] == '\0')
+        return VEIL_RESULT_OK;
+    struct sockaddr_storage ss;
+    int loopback = 0;
+    if (!veil_ok(vd_listen_parse(c->local_listen, &ss, &loopback)))
+        VEIL_BAIL(VEIL_ERR_ARG, "local_listen: '%.64s' is not A.B.C.D:PORT or [V6]:PORT", c->local_listen);
+    VEIL_ENSURE(loopback, VEIL_ERR_ARG, "local_listen: '%.64s' is not a loopback address (127.0.0.0/8 or [::1]): the "
+                "channel between two enclaves of this host stays on loopback", c->local_listen);
+    return VEIL_RESULT_OK;
+}
+
+VEIL_RESULT cc_config_for_tee(const struct cc_config *c, struct cc_settings *s, veil_tee tee)
+{
+    int sgx = tee == VEIL_TEE_SGX;
+    s->kind = tee == VEIL_TEE_SIM ? VEIL_LA_KIND_SIM : sgx ? VEIL_LA_KIND_SGX : VEIL_LA_KIND_NONE;
+    if (sgx) {
+        VEIL_ENSURE(c->local_listen[0] != '\0', VEIL_ERR_ARG, "tee = sgx: set local_listen = 127.0.0.1:PORT (two "
+                    "enclaves cannot share a Unix socket: runtimes connect over TLS on loopback)");
+        VEIL_ENSURE(c->socket[0] == '\0', VEIL_ERR_ARG, "tee = sgx takes no socket (two enclaves cannot share a Unix "
+                    "socket): runtimes connect to local_listen");
+    } else {
+        VEIL_ENSURE(c->socket[0] != '\0', VEIL_ERR_ARG, "no socket: set socket (or --socket PATH)");
+        VEIL_ENSURE(c->local_listen[0] == '\0', VEIL_ERR_ARG, "local_listen is the transport between SGX enclaves "
+                    "(tee = sgx); inside one TEE runtimes use the Unix socket");
+    }
+    for (size_t i = 0; i < s->allow_count; i++)
+        VEIL_ENSURE(s->allow[i].sgx == sgx, VEIL_ERR_ARG, "allow: the entry for %s is %s; with tee = %s each entry is "
+                    "%s", s->allow[i].model, s->allow[i].sgx ? "an SGX identity" : "a 96-digit measurement",
+                    veil_tee_name(tee), sgx ? "MODEL_ID:MRENCLAVE (64 hex digits) or MODEL_ID:MRSIGNER:ISVPRODID:"
+                    "MIN_ISVSVN" : "MODEL_ID:MEASUREMENT (96 hex digits)");
     return VEIL_RESULT_OK;
 }
 
 static VEIL_RESULT check_socket(const struct cc_config *c, struct cc_settings *s)
 {
-    VEIL_ENSURE(c->socket[0] != '\0', VEIL_ERR_ARG, "no socket: set socket (or --socket PATH)");
+    VEIL_ENSURE(c->socket[0] != '\0' || c->local_listen[0] != '\0', VEIL_ERR_ARG,
+                "no socket: set socket (or --socket PATH), or with tee = sgx local_listen");
     VEIL_ENSURE(strlen(c->socket) < 108, VEIL_ERR_ARG, "socket path longer than 107 bytes");
+    VEIL_GUARD(check_local_listen(c));
     char *end = NULL;
     unsigned long mode = strtoul(c->socket_mode, &end, 8);
     VEIL_ENSURE(c->socket_mode[0] != '\0' && *end == '\0' && mode <= 0777, VEIL_ERR_ARG,
@@ -161,6 +208,7 @@ VEIL_RESULT cc_config_finish(const struct cc_config *c, struct cc_settings *s)
         int loopback = 0;
         VEIL_GUARD(vd_listen_parse(c->listen, &ss, &loopback));
         VEIL_ENSURE(loopback, VEIL_ERR_ARG, "listen: /metrics is plain HTTP, so only on a loopback address");
+        VEIL_ENSURE(strcmp(c->listen, c->local_listen) != 0, VEIL_ERR_ARG, "listen and local_listen are one address");
     }
-    return VEIL_RESULT_OK;
+    return s->tee == VEIL_TEE_AUTO ? VEIL_RESULT_OK : cc_config_for_tee(c, s, s->tee);
 }

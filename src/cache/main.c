@@ -16,16 +16,23 @@
 static const char usage_text[] =
     "usage: veil-cache --config FILE [--set KEY=VALUE ...]\n"
     "       veil-cache --socket PATH --kbs URL --tee sim|tdx|snp|auto [--sim-dir DIR] --model MODEL_ID[@VERSION]\n"
-    "                  --allow MODEL_ID:MEASUREMENT [--listen ADDR:PORT] [--set KEY=VALUE ...]\n\n"
+    "                  --allow MODEL_ID:MEASUREMENT [--listen ADDR:PORT] [--set KEY=VALUE ...]\n"
+    "       veil-cache --local-listen 127.0.0.1:PORT --kbs URL --tee sgx --model MODEL_ID[@VERSION]\n"
+    "                  --allow MODEL_ID:MRENCLAVE [--listen ADDR:PORT] [--set KEY=VALUE ...]\n\n"
     "The Veil node key cache. Inside the TEE of a node, it attests to the owner's key broker (RCAR, this TEE's\n"
     "evidence), holds the keys of the models named here under the lease the owner grants each (the release\n"
     "policy's lease_ttl_s), renews them with fresh evidence at half the lease, and wipes a key at once when the\n"
     "broker refuses a renewal (revoked version, policy no longer admitting this node) or when its lease ends\n"
     "without renewal. Local veil-runtime processes (--cache SOCKET) get a key over the Unix socket after the peer\n"
-    "check (uid, executable measured) and local attestation, with a lease no longer than the cache's (docs/cache.md).\n\n"
+    "check (uid, executable measured) and local attestation, with a lease no longer than the cache's (docs/cache.md).\n"
+    "Under SGX (two Gramine enclaves cannot share a Unix socket) runtimes connect to local_listen on loopback\n"
+    "(--cache tls://127.0.0.1:PORT): TLS 1.3 with an ephemeral certificate nobody verifies, then mutual EREPORTs\n"
+    "whose report data binds the TLS session (an exporter value); the runtime's MRENCLAVE (or MRSIGNER, product id\n"
+    "and minimum SVN) must be allowed for the model it asks for.\n\n"
     "options:\n"
     "  --config FILE          read settings from FILE: one 'key = value' per line, '#' comments\n"
     "  --socket PATH          same as --set socket=PATH\n"
+    "  --local-listen ADDR    same as --set local_listen=ADDR (tee = sgx)\n"
     "  --kbs URL              same as --set kbs_url=URL\n"
     "  --kbs-cacert PEM       same as --set kbs_cacert=PEM\n"
     "  --tee T                same as --set tee=T\n"
@@ -48,7 +55,7 @@ static const char usage_tail[] =
 static const struct vd_shorthand shorthands[] = {
     {"socket", "socket", NULL},   {"kbs", "kbs_url", NULL},         {"kbs-cacert", "kbs_cacert", NULL},
     {"tee", "tee", NULL},         {"sim-dir", "sim_dir", NULL},     {"listen", "listen", NULL},
-    {"model", "models", NULL},    {"allow", "allow", NULL},
+    {"model", "models", NULL},    {"allow", "allow", NULL},       {"local-listen", "local_listen", NULL},
 };
 
 static const struct vd_cli cli = {"veil-cache", VEIL_CACHE_VERSION, usage_text, usage_tail, &cc_config_table,
@@ -72,6 +79,21 @@ static void sim_warning(void)
     vd_log("warn", "simulated-tee", "{s:s}", "message", "the simulation TEE protects nothing");
 }
 
+/* SGX: this enclave's TARGETINFO, EREPORT through Gramine and the report key from EGETKEY (which exists only inside
+ * the enclave: nothing here calls it before a runtime's REPORT arrives), the runtimes allowed (one policy per allow
+ * entry) and the TLS context with its ephemeral certificate. */
+static VEIL_RESULT sgx_setup(struct cc_ctx *c)
+{
+    VEIL_GUARD(veil_sgx_my_target_info(c->cfg->gramine_root, c->sgx.target_info));
+    for (size_t i = 0; i < c->set.allow_count; i++)
+        veil_sgx_identity_policy(&c->set.allow[i].sgx_id, &c->sgx_policies[i]);
+    c->sgx.ops = (struct veil_la_sgx_ops){.report = veil_la_sgx_gramine_report,
+                                          .report_key = veil_sgx_egetkey_report_key, .ctx = c->cfg->gramine_root};
+    c->sgx.peers = c->sgx_policies;
+    c->sgx.peer_count = c->set.allow_count;
+    return veil_la_tls_ctx_new(1, &c->tls);
+}
+
 /* The TEE, where its provider looks, and (sim) this cache's identity and the node's report key. */
 static VEIL_RESULT tee_setup(struct cc_ctx *c)
 {
@@ -85,9 +107,10 @@ static VEIL_RESULT tee_setup(struct cc_ctx *c)
     if (c->set.tee == VEIL_TEE_AUTO) {
         veil_status st = veil_tee_detect(&c->provider, &c->set.tee);
         VEIL_ENSURE(st == VEIL_OK, st, "tee = auto: %s", veil_last_error());
-        VEIL_ENSURE(c->set.tee != VEIL_TEE_SGX, VEIL_ERR_UNSUPPORTED,
-                    "tee = auto found SGX: local attestation between Gramine enclaves is not built (docs/cache.md)");
+        VEIL_GUARD(cc_config_for_tee(f, &c->set, c->set.tee));
     }
+    if (c->set.tee == VEIL_TEE_SGX)
+        return sgx_setup(c);
     if (c->set.tee != VEIL_TEE_SIM)
         return VEIL_RESULT_OK;
     sim_warning();
@@ -138,6 +161,8 @@ static void stop(struct cc_ctx *c, struct vd_http *http)
     cc_broker_stop(c);
     vd_http_stop(http);
     veil_wipe(c->report_key, sizeof c->report_key);
+    veil_la_tls_ctx_free(c->tls);
+    c->tls = NULL;
 }
 
 int main(int argc, char **argv)
@@ -170,7 +195,8 @@ int main(int argc, char **argv)
         vd_config_cleanup(&cc_config_table, &cfg);
         return 1;
     }
-    vd_log("info", "ready", "{s:s, s:s, s:s, s:I, s:I, s:I}", "version", VEIL_CACHE_VERSION, "socket", cfg.socket,
+    vd_log("info", "ready", "{s:s, s:s, s:s, s:I, s:I, s:I}", "version", VEIL_CACHE_VERSION, "socket",
+           c.set.kind == VEIL_LA_KIND_SGX ? cfg.local_listen : cfg.socket,
            "tee", veil_tee_name(c.set.tee), "models", (json_int_t)c.set.model_count, "keys",
            (json_int_t)c.table.count, "pid", (json_int_t)getpid());
     int sig = vd_signals_wait(&set);

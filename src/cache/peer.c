@@ -130,11 +130,15 @@ VEIL_RESULT cc_peer_identify(const struct cc_ctx *c, int fd, struct cc_peer *out
     return VEIL_RESULT_OK;
 }
 
-int cc_peer_allowed(const struct cc_ctx *c, const uint8_t measurement[CC_MEASUREMENT_SIZE], const char *model)
+int cc_peer_allowed(const struct cc_ctx *c, const struct cc_peer *peer, const char *model)
 {
-    for (size_t i = 0; i < c->set.allow_count; i++)
-        if ((model == NULL || strcmp(c->set.allow[i].model, model) == 0) &&
-            memcmp(c->set.allow[i].measurement, measurement, CC_MEASUREMENT_SIZE) == 0)
+    for (size_t i = 0; i < c->set.allow_count; i++) {
+        const struct cc_allow *a = &c->set.allow[i];
+        if (model != NULL && strcmp(a->model, model) != 0)
+            continue;
+        if (a->sgx ? veil_ok(veil_sgx_report_admit_any(&peer->sgx, &c->sgx_policies[i], 1))
+                   : memcmp(a->measurement, peer->measurement, CC_MEASUREMENT_SIZE) == 0)
             return 1;
+    }
     return 0;
 }

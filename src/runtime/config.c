@@ -2,6 +2,7 @@
 /* veil-runtime settings: the runtime's rows of the shared configuration table (src/daemon/config.h). */
 #include <string.h>
 
+#include "cache/local.h"
 #include "runtime.h"
 
 #define STR(f, d, dd, doc) VD_STR(struct rt_config, f, d, dd, doc)
@@ -20,8 +21,10 @@ static const struct vd_setting settings[] = {
                                  "(veil-cache on this node, keys under leases: --cache SOCKET)"),
     STR(kbs_url, "", NULL, "the key broker: https://HOST:PORT (plain http only to a loopback broker with tee = sim)"),
     STR(kbs_cacert, "", NULL, "PEM CA bundle that verifies the broker's certificate (https)"),
-    STR(cache_socket, "", NULL, "key_source = cache: veil-cache's Unix socket"),
-    STR(cache_measurement, "", NULL, "key_source = cache: the cache's measurement (96 hex digits), checked when set"),
+    STR(cache_socket, "", NULL, "key_source = cache: veil-cache's Unix socket, or with tee = sgx tls://127.0.0.1:PORT "
+                                "(its local_listen: TLS 1.3 and mutual SGX local attestation)"),
+    STR(cache_measurement, "", NULL, "key_source = cache: the cache's measurement (96 hex digits), checked when set; "
+                                     "tee = sgx (required): its MRENCLAVE (64 hex) or MRSIGNER:ISVPRODID:MIN_ISVSVN"),
     STR(sim_dir, "", NULL, "tee = sim: the simulation platform's directory (veil attest sim-init)"),
     STR(sim_config, "", NULL, "tee = sim: a configuration file measured with the executable (optional)"),
     STR(gramine_root, "", NULL, "tee = sgx: Gramine's attestation directory (default /dev/attestation)"),
@@ -85,6 +88,32 @@ static VEIL_RESULT check_models(const char *models)
     return VEIL_RESULT_OK;
 }
 
+/* key_source = cache: a Unix socket inside one TEE, or tls://ADDR:PORT on loopback between two SGX enclaves, whose
+ * cache must be pinned by its SGX identity. tee = auto is checked again once the TEE is known (keys_cache.c). */
+static VEIL_RESULT check_cache(const struct rt_config *c, veil_tee tee)
+{
+    VEIL_ENSURE(c->cache_socket[0] != '\0', VEIL_ERR_ARG,
+                "key_source = cache: set cache_socket (or --cache PATH, or --cache tls://127.0.0.1:PORT with SGX)");
+    if (strncmp(c->cache_socket, "tls://", 6) != 0) {
+        VEIL_ENSURE(strlen(c->cache_socket) < 108, VEIL_ERR_ARG, "cache_socket: longer than 107 bytes");
+        VEIL_ENSURE(tee != VEIL_TEE_SGX, VEIL_ERR_ARG, "key_source = cache with tee = sgx: two enclaves cannot share a "
+                    "Unix socket; use cache_socket = tls://127.0.0.1:PORT (the cache's local_listen)");
+        return VEIL_RESULT_OK;
+    }
+    VEIL_ENSURE(tee == VEIL_TEE_SGX || tee == VEIL_TEE_AUTO, VEIL_ERR_ARG, "cache_socket = tls://...: the TLS "
+                "transport is for two SGX enclaves (tee = sgx); inside one TEE give the cache's Unix socket");
+    struct sockaddr_storage ss;
+    int loopback = 0;
+    if (!veil_ok(vd_listen_parse(c->cache_socket + 6, &ss, &loopback)))
+        VEIL_BAIL(VEIL_ERR_ARG, "cache_socket: '%.64s' is not tls://A.B.C.D:PORT or tls://[V6]:PORT", c->cache_socket);
+    VEIL_ENSURE(loopback, VEIL_ERR_ARG, "cache_socket: '%.64s' is not a loopback address (the channel between two "
+                "enclaves of one host stays on loopback)", c->cache_socket);
+    VEIL_ENSURE(c->cache_measurement[0] != '\0', VEIL_ERR_ARG, "cache_socket = tls://...: set cache_measurement, the "
+                "cache's MRENCLAVE (64 hex digits) or MRSIGNER:ISVPRODID:MIN_ISVSVN");
+    struct veil_sgx_identity id;
+    return veil_sgx_identity_parse(c->cache_measurement, &id);
+}
+
 VEIL_RESULT rt_config_finish(struct rt_config *c, veil_tee *tee)
 {
     VEIL_ENSURE(veil_tee_from_name(c->tee, tee) == VEIL_OK, VEIL_ERR_ARG,
@@ -97,10 +126,7 @@ VEIL_RESULT rt_config_finish(struct rt_config *c, veil_tee *tee)
     VEIL_ENSURE(strcmp(c->key_source, "kbs") == 0 || strcmp(c->key_source, "cache") == 0, VEIL_ERR_ARG,
                 "key_source must be 'kbs' or 'cache', not '%.32s'", c->key_source);
     if (strcmp(c->key_source, "cache") == 0) {
-        VEIL_ENSURE(c->cache_socket[0] != '\0', VEIL_ERR_ARG, "key_source = cache: set cache_socket (or --cache PATH)");
-        VEIL_ENSURE(strlen(c->cache_socket) < 108, VEIL_ERR_ARG, "cache_socket: longer than 107 bytes");
-        VEIL_ENSURE(*tee != VEIL_TEE_SGX, VEIL_ERR_ARG, "key_source = cache with tee = sgx: local attestation between "
-                    "Gramine enclaves is not built (docs/cache.md)");
+        VEIL_GUARD(check_cache(c, *tee));
         VEIL_ENSURE(c->kbs_url[0] == '\0', VEIL_ERR_ARG, "key_source = cache takes no kbs_url (the cache talks to the "
                     "broker)");
     } else {

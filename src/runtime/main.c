@@ -12,8 +12,8 @@
 
 static const char usage_text[] =
     "usage: veil-runtime --config FILE [--set KEY=VALUE ...]\n"
-    "       veil-runtime --model NAME:PATH.veil [--model ...] --kbs URL|--cache SOCKET --tee sim|sgx|tdx|snp|auto\n"
-    "                    [--sim-dir DIR]\n"
+    "       veil-runtime --model NAME:PATH.veil [--model ...] --kbs URL|--cache SOCKET|tls://ADDR:PORT\n"
+    "                    --tee sim|sgx|tdx|snp|auto [--sim-dir DIR]\n"
     "                    [--listen ADDR:PORT] [--tls on|off] [--set KEY=VALUE ...]\n\n"
     "The Veil runtime: inside a TEE, obtains each sealed model's key from the owner's key broker by remote\n"
     "attestation, decrypts the model into memory that never reaches disk, runs the whole ONNX graph on oneDNN, and\n"
@@ -28,6 +28,7 @@ static const char usage_text[] =
     "  --kbs URL          same as --set kbs_url=URL\n"
     "  --kbs-cacert PEM   same as --set kbs_cacert=PEM\n"
     "  --cache SOCKET     keys from veil-cache on this node: --set key_source=cache --set cache_socket=SOCKET\n"
+    "                     (SGX: --cache tls://127.0.0.1:PORT and --set cache_measurement=MRENCLAVE)\n"
     "  --tee T            same as --set tee=T\n"
     "  --sim-dir DIR      same as --set sim_dir=DIR\n"
     "  --listen ADDR      same as --set listen=ADDR\n"

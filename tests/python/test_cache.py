@@ -30,6 +30,7 @@ import re
 import shutil
 import signal
 import socket
+import ssl
 import struct
 import subprocess
 import sys
@@ -580,7 +581,7 @@ def test_protocol_independent_client_and_bad_messages(env: Env) -> None:
 
 
 def test_budgets_survive_restarts_and_replicas(env: Env) -> None:
-    """Usage counts go runtime -> cache -> broker (docs/spec/usage-policy.md §4): a runtime restart, a cache restart
+    """Usage counts go runtime -> cache -> broker (docs/spec/usage-policy.md §5): a runtime restart, a cache restart
     or a second replica does not give a client a fresh budget."""
     name = "budgeted"
     env.model(name, TTL)
@@ -657,3 +658,222 @@ def test_usage_reported_at_renewal(env: Env) -> None:
     assert r.status == 200
     assert rt.stop() == 0 and cache.stop() == 0
     assert env.broker.admin("GET", f"/models/{name}/usage/counters").json()["used"] == {"bob": 3}
+
+# ---- SGX: the daemons on a fake Gramine tree, up to the first EGETKEY ---------------------------------------------
+#
+# Two enclaves talk over TLS 1.3 on loopback with mutual EREPORTs bound to the TLS session (docs/cache.md, "SGX").
+# The whole handshake with an injected report key is tests/unit/test_cache_sgx.c; here the daemons themselves run
+# with tee = sgx against fake /dev/attestation trees as far as they can without SGX: the first thing each would do
+# next is EGETKEY (to check the other side's REPORT), which faults outside an enclave, so no ATTEST is sent to the
+# cache and no CHALLENGE to the runtime.
+
+KIND_SGX = 2
+CACHE_MRENCLAVE = bytes([0xCA]) * 32
+RUNTIME_MRENCLAVE = bytes([0xA1]) * 32
+
+
+def fake_gramine(root: Path, mrenclave: bytes) -> Path:
+    """A /dev/attestation stand-in: this enclave's TARGETINFO and the REPORT its 'EREPORT' answers with."""
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "my_target_info").write_bytes(mrenclave + bytes(480))
+    (root / "target_info").write_bytes(b"")
+    (root / "user_report_data").write_bytes(b"")
+    (root / "report").write_bytes(b"R" * 432)
+    (root / "quote").write_bytes(b"\x03\x00fake quote")
+    return root
+
+
+def tls_client(port: int, version: ssl.TLSVersion = ssl.TLSVersion.TLSv1_3) -> ssl.SSLSocket:
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE  # the certificate is ephemeral: identity comes from the REPORTs
+    ctx.minimum_version = ctx.maximum_version = version
+    s = socket.create_connection(("127.0.0.1", port), timeout=TIMEOUT)
+    return ctx.wrap_socket(s)
+
+
+class TlsClient(LocalClient):
+    """The local protocol inside a TLS 1.3 session, as a runtime in another enclave speaks it."""
+
+    def __init__(self, port: int) -> None:  # noqa: super().__init__ connects a Unix socket
+        self.s = tls_client(port)
+
+
+def sgx_cache(base: Path, gramine: Path, port: int, *extra: str) -> tuple[subprocess.Popen, Path]:
+    log = base / f"cache-sgx-{port}.log"
+    cmd = [CACHE, "--tee", "sgx", "--set", f"gramine_root={gramine}", "--kbs", "https://127.0.0.1:9",
+           "--local-listen", f"127.0.0.1:{port}", "--listen", "", "--model", "m",
+           "--allow", f"m:{RUNTIME_MRENCLAVE.hex()}", *extra]
+    return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=open(log, "wb")), log
+
+
+def wait_event(proc: subprocess.Popen, log: Path, name: str) -> None:
+    deadline = time.monotonic() + TIMEOUT
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, f"exited: {log.read_text()}"
+        if events(log.read_text(), name):
+            return
+        time.sleep(0.02)
+    raise AssertionError(f"no {name} event: {log.read_text()}")
+
+
+def test_sgx_cache_starts_and_answers_up_to_egetkey(env: Env) -> None:
+    gramine = fake_gramine(env.base / "gramine-cache", CACHE_MRENCLAVE)
+    port = free_port()
+    proc, log = sgx_cache(env.base, gramine, port)
+    try:
+        wait_event(proc, log, "ready")
+        assert events(log.read_text(), "ready")[0]["tee"] == "sgx"
+        # TLS 1.3 only
+        with pytest.raises(ssl.SSLError):
+            tls_client(port, ssl.TLSVersion.TLSv1_2)
+        wait_event(proc, log, "local-refused")  # logged and counted, though nothing can be answered outside TLS
+        refused = events(log.read_text(), "local-refused")[0]
+        assert refused["reason"] == "bad-message" and "TLS 1.3" in refused["detail"], refused
+        ti_r = RUNTIME_MRENCLAVE + bytes(480)
+        seen: list[bytes] = []
+        for _ in range(2):
+            c = TlsClient(port)
+            nonce_r = os.urandom(32)
+            c.send(msg(HELLO, nonce_r + bytes([KIND_SGX]) + struct.pack("<H", 512) + ti_r))
+            t, p = c.recv()
+            assert t == CHALLENGE, (t, p)
+            nonce_c, kind, tsize = p[:32], p[32], struct.unpack("<H", p[33:35])[0]
+            target_c, rsize = p[35:35 + tsize], struct.unpack("<H", p[35 + tsize:37 + tsize])[0]
+            # the cache's TARGETINFO, and the REPORT 'EREPORT' made: for our TARGETINFO, written just before
+            assert kind == KIND_SGX and tsize == 512 and target_c == CACHE_MRENCLAVE + bytes(480)
+            assert rsize == 432 and p[37 + tsize:] == b"R" * 432
+            assert (gramine / "target_info").read_bytes() == ti_r
+            rd = (gramine / "user_report_data").read_bytes()
+            # 64 bytes of report data: the binding with the TLS exporter folded in, so not the Unix-socket binding
+            assert len(rd) == 64 and rd != binding(b"C", nonce_r, nonce_c, ti_r, target_c)
+            seen.append(rd)
+            c.close()  # an ATTEST would make the cache call EGETKEY: not here
+        assert seen[0] != seen[1]
+        # a HELLO of another report kind inside TLS: bad-message
+        c = TlsClient(port)
+        c.send(msg(HELLO, os.urandom(32) + bytes([KIND_SIM]) + struct.pack("<H", 48) + bytes(48)))
+        assert c.error() == "bad-message"
+        c.close()
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=TIMEOUT) == 0
+        assert events(log.read_text(), "keys-wiped")
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=TIMEOUT)
+
+
+@pytest.mark.parametrize("extra, reason", [
+    (("--set", "local_listen=10.1.2.3:7443"), "is not a loopback address"),
+    (("--set", "local_listen=0.0.0.0:7443"), "is not a loopback address"),
+    (("--set", "local_listen=localhost:7443"), "is not A.B.C.D:PORT"),
+    (("--set", "local_listen=127.0.0.1:0"), "is not A.B.C.D:PORT"),
+    (("--set", "local_listen="), "or with tee = sgx local_listen"),
+    (("--socket", "/tmp/x.sock"), "takes no socket"),
+    (("--allow", "m:" + "ab" * 48), "with tee = sgx each entry is"),
+    (("--allow", "m:" + "ab" * 31), "is not MODEL_ID:MEASUREMENT"),
+    (("--allow", "m:" + "ab" * 32 + ":9"), "is not MODEL_ID:MEASUREMENT"),
+])
+def test_sgx_cache_configuration_refused(env: Env, extra: tuple[str, ...], reason: str) -> None:
+    gramine = fake_gramine(env.base / "gramine-cache", CACHE_MRENCLAVE)
+    proc, log = sgx_cache(env.base, gramine, free_port(), *extra)
+    assert proc.wait(timeout=TIMEOUT) == 2
+    assert reason in log.read_text(), log.read_text()
+
+
+def test_sim_cache_refuses_local_listen(env: Env) -> None:
+    r = subprocess.run([CACHE, "--tee", "sim", "--sim-dir", str(env.sim_dir), "--kbs", env.broker.url,
+                        "--socket", "/tmp/x.sock", "--local-listen", "127.0.0.1:7443", "--model", "m",
+                        "--allow", f"m:{env.runtime_m}"], capture_output=True, text=True, timeout=TIMEOUT)
+    assert r.returncode == 2 and "local_listen is the transport between SGX enclaves" in r.stderr, r.stderr
+
+
+class FakeSgxCache(threading.Thread):
+    """A TLS 1.3 server that reads the runtime's HELLO and refuses it (it cannot verify a REPORT without SGX)."""
+
+    def __init__(self, base: Path) -> None:
+        super().__init__(daemon=True)
+        from cryptography import x509
+        from cryptography.hazmat.primitives import serialization
+        from cryptography.hazmat.primitives.asymmetric import ec
+        from cryptography.x509.oid import NameOID
+        import datetime
+
+        key = ec.generate_private_key(ec.SECP256R1())
+        name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "fake-cache")])
+        now = datetime.datetime.now(datetime.timezone.utc)
+        cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+                .serial_number(1).not_valid_before(now - datetime.timedelta(hours=1))
+                .not_valid_after(now + datetime.timedelta(days=1)).sign(key, hashes.SHA256()))
+        (base / "fake-cache.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM) + key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
+        self.ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        self.ctx.minimum_version = ssl.TLSVersion.TLSv1_3
+        self.ctx.load_cert_chain(base / "fake-cache.pem")
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.sock.settimeout(TIMEOUT)
+        self.port = self.sock.getsockname()[1]
+        self.hellos: list[bytes] = []
+        self.versions: list[str] = []
+
+    def run(self) -> None:
+        try:
+            while True:
+                conn, _ = self.sock.accept()
+                with self.ctx.wrap_socket(conn, server_side=True) as s:
+                    self.versions.append(s.version() or "")
+                    head = self._exact(s, 4)
+                    self.hellos.append(self._exact(s, struct.unpack("<I", head)[0]))
+                    s.sendall(msg(ERROR, struct.pack("<HB", 5, 7) + b"revoked"))
+        except (OSError, struct.error):
+            return
+
+    @staticmethod
+    def _exact(s: ssl.SSLSocket, n: int) -> bytes:
+        data = b""
+        while len(data) < n:
+            chunk = s.recv(n - len(data))
+            if not chunk:
+                raise OSError("closed")
+            data += chunk
+        return data
+
+
+def test_sgx_runtime_speaks_tls_and_hello_up_to_egetkey(env: Env) -> None:
+    if "gram" not in env.sealed:
+        env.model("gram", None)
+    gramine = fake_gramine(env.base / "gramine-runtime", RUNTIME_MRENCLAVE)
+    fake = FakeSgxCache(env.base)
+    fake.start()
+    args = ["--tee", "sgx", "--set", f"gramine_root={gramine}", "--cache", f"tls://127.0.0.1:{fake.port}",
+            "--set", f"cache_measurement={CACHE_MRENCLAVE.hex()}", "--model", f"gram:{env.sealed['gram']}"]
+    rt = Runtime(env.base, args, True)
+    rt.start(expect_ready=False)
+    assert rt.proc is not None and rt.proc.wait(timeout=TIMEOUT) == 1  # no key: it does not start
+    assert "veil-cache refused (revoked)" in rt.log_text(), rt.log_text()
+    # TLS 1.3, then a HELLO of kind SGX carrying this enclave's TARGETINFO
+    assert fake.versions and all(v == "TLSv1.3" for v in fake.versions)
+    body = fake.hellos[0]
+    assert body[:2] == bytes([LA_VERSION, HELLO]) and body[34] == KIND_SGX
+    assert struct.unpack("<H", body[35:37])[0] == 512 and body[37:] == RUNTIME_MRENCLAVE + bytes(480)
+
+
+@pytest.mark.parametrize("extra, reason", [
+    (("--cache", "tls://10.0.0.1:7443", "--set", "cache_measurement=" + "ca" * 32), "is not a loopback address"),
+    (("--cache", "tls://127.0.0.1:x", "--set", "cache_measurement=" + "ca" * 32), "is not tls://A.B.C.D:PORT"),
+    (("--cache", "tls://127.0.0.1:7443"), "set cache_measurement"),
+    (("--cache", "tls://127.0.0.1:7443", "--set", "cache_measurement=" + "ca" * 48), "SGX identity"),
+    (("--cache", "/tmp/x.sock"), "two enclaves cannot share a Unix socket"),
+])
+def test_sgx_runtime_configuration_refused(env: Env, extra: tuple[str, ...], reason: str) -> None:
+    gramine = fake_gramine(env.base / "gramine-runtime", RUNTIME_MRENCLAVE)
+    r = subprocess.run([RUNTIME, "--tee", "sgx", "--set", f"gramine_root={gramine}", "--model", "m:/nonexistent.veil",
+                        *extra], capture_output=True, text=True, timeout=TIMEOUT)
+    assert r.returncode == 2 and reason in r.stderr, r.stderr
+
+
+def test_sim_runtime_refuses_tls_cache(env: Env) -> None:
+    r = subprocess.run([RUNTIME, "--tee", "sim", "--sim-dir", str(env.sim_dir), "--model", "m:/nonexistent.veil",
+                        "--cache", "tls://127.0.0.1:7443"], capture_output=True, text=True, timeout=TIMEOUT)
+    assert r.returncode == 2 and "the TLS transport is for two SGX enclaves" in r.stderr, r.stderr

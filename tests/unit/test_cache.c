@@ -352,16 +352,16 @@ static void test_binding(void **state)
     (void)state;
     uint8_t nr[32], nc[32], a[64], b[64];
     memset(nr, 1, sizeof nr), memset(nc, 2, sizeof nc);
-    assert_true(veil_ok(veil_la_binding('R', nr, nc, target48, 48, target48, 48, a)));
-    assert_true(veil_ok(veil_la_binding('R', nr, nc, target48, 48, target48, 48, b)));
+    assert_true(veil_ok(veil_la_binding('R', nr, nc, target48, 48, target48, 48, NULL, a)));
+    assert_true(veil_ok(veil_la_binding('R', nr, nc, target48, 48, target48, 48, NULL, b)));
     assert_memory_equal(a, b, 64);
-    assert_true(veil_ok(veil_la_binding('C', nr, nc, target48, 48, target48, 48, b)));
+    assert_true(veil_ok(veil_la_binding('C', nr, nc, target48, 48, target48, 48, NULL, b)));
     assert_memory_not_equal(a, b, 64); /* no reflection */
     nc[0] ^= 1;
-    assert_true(veil_ok(veil_la_binding('R', nr, nc, target48, 48, target48, 48, b)));
+    assert_true(veil_ok(veil_la_binding('R', nr, nc, target48, 48, target48, 48, NULL, b)));
     assert_memory_not_equal(a, b, 64); /* another handshake */
-    assert_true(veil_ok(veil_la_binding('R', nr, nc, NULL, 0, NULL, 0, b)));
-    assert_int_equal(veil_la_binding('X', nr, nc, NULL, 0, NULL, 0, b).status, VEIL_ERR_ARG);
+    assert_true(veil_ok(veil_la_binding('R', nr, nc, NULL, 0, NULL, 0, NULL, b)));
+    assert_int_equal(veil_la_binding('X', nr, nc, NULL, 0, NULL, 0, NULL, b).status, VEIL_ERR_ARG);
 }
 
 /* ---- sim local reports --------------------------------------------------------------------------------------- */
