@@ -145,5 +145,9 @@ VEIL_RESULT veil_sealed_crypt(const struct veil_crypt_job *job)
     for (unsigned i = 0; i < started; i++)
         pthread_join(tid[i], NULL);
     pthread_mutex_destroy(&run.lock);
+    /* The workers may finish the last chunks after this thread's last report: completion is reported once more, so
+     * that the last call says done == total (what the progress callbacks of the API promise). */
+    if (run.status == VEIL_OK && job->progress != NULL && started > 0)
+        job->progress(job->progress_ctx, run.total_bytes, run.total_bytes);
     return run_result(&run);
 }
