@@ -38,6 +38,9 @@
 (j) cache_start_ready, cache_key_fetch, cache_renewal_cost, cache_revocation: veil-cache (sim TEE) between veil-kbs
     --dev and veil-runtime: a runtime's start with --cache vs --kbs, the broker's CPU per lease renewal, revocation
     to the runtime's first 503 (bench/cache_bench.py; VEIL_BENCH_ONLY=cache runs only it).
+(k) precision_bf16: Veil's engine in bf16 vs fp32 and vs PyTorch's bf16 autocast, ResNet-50, EfficientNet-Lite0,
+    ViT-B/16, BERT-base, batch 1 and 8, with the achieved TFLOP/s next to the machine's bf16 GEMM rate
+    (bench/precision_bench.py; VEIL_BENCH_ONLY=precision).
 
 VEIL_BENCH_ONLY=PART[,PART...] runs only those parts: decrypt (a), open (b, c), attest (h), kbs (g), engine (d, e, f),
 serve (i), cache (j). VEIL_BENCH_BUILD names the build directory of the C binaries (default build/release).
@@ -400,6 +403,14 @@ def bench_cache() -> None:
     cache_bench.main()
 
 
+def bench_precision() -> None:
+    """(k) bench/precision_bench.py: bf16 vs fp32 and vs PyTorch bf16."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    import precision_bench
+
+    precision_bench.main()
+
+
 def bench_engine() -> None:
     """(d), (e), (f): engine latency, then peak RSS and load time (which reuse (b)'s sealed model and (d)'s loads)."""
     prepare_resnet50(bench_key())
@@ -407,7 +418,7 @@ def bench_engine() -> None:
 
 
 PARTS = {"decrypt": bench_decrypt, "open": bench_open, "attest": bench_attest, "kbs": bench_kbs,
-         "engine": bench_engine, "serve": bench_serve, "cache": bench_cache}
+         "engine": bench_engine, "serve": bench_serve, "cache": bench_cache, "precision": bench_precision}
 
 
 def main() -> int:

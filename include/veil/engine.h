@@ -29,6 +29,15 @@ typedef struct veil_engine veil_engine;
 #define VEIL_ENGINE_MAX_RANK 6u
 VEIL_API size_t veil_engine_max_rank(void);
 
+/* Compute precision (veil_engine_options.precision). FP32 is exact to float32 everywhere. BF16 runs convolutions,
+ * Gemm and MatMul on bfloat16 operands (weights reordered to bf16 once at load, activations converted as they enter;
+ * AMX or AVX512-BF16 kernels), accumulating and writing in float32; every other operator (softmax, normalisations,
+ * reductions, element-wise) stays float32, and inputs and outputs are float32. Also float32: a convolution reading a
+ * graph input, depthwise convolutions, a Gemm or MatMul writing a graph output, and any operator oneDNN has no bf16
+ * kernel for. */
+#define VEIL_ENGINE_FP32 0u
+#define VEIL_ENGINE_BF16 1u
+
 /* Options for loading. Zero-initialise; every zero field takes its default. */
 struct veil_engine_options {
     unsigned threads;   /* OpenMP threads for load and run; default: every online CPU */
@@ -36,7 +45,14 @@ struct veil_engine_options {
     int lock_memory;    /* nonzero: mlock weights and activations; fail with VEIL_ERR_NOMEM when refused */
     uint64_t symbolic_size; /* the size planned for a symbolic dim other than dim 0 (a sequence ...) that no
                              * veil_engine_shape names; default 0: such a dim must be named */
+    uint32_t precision;     /* VEIL_ENGINE_FP32 (default) or VEIL_ENGINE_BF16: VEIL_ERR_UNSUPPORTED on a CPU
+                             * without AVX512-BF16 or AMX (veil_engine_bf16_available) */
 };
+
+/* 1 when this CPU runs bf16 natively (AVX512-BF16 or AMX-BF16, as oneDNN detects it), else 0. */
+VEIL_API int veil_engine_bf16_available(void);
+/* The ISA oneDNN uses on this CPU, for logs: "avx512_core_amx", "avx512_core_bf16", "avx512_core", ... */
+VEIL_API const char *veil_engine_cpu_isa(void);
 
 /* The name and planned shape of one graph input or output. Pointers live as long as the engine. */
 struct veil_engine_io {

@@ -20,6 +20,10 @@ static VEIL_RESULT resolve_options(const struct veil_engine_options *in, struct 
     VEIL_ENSURE(out->threads <= VEIL_MAX_THREADS, VEIL_ERR_ARG, "threads must be at most %u", VEIL_MAX_THREADS);
     VEIL_ENSURE(out->batch <= VEIL_ENGINE_MAX_BATCH, VEIL_ERR_ARG, "batch must be at most %u", VEIL_ENGINE_MAX_BATCH);
     VEIL_ENSURE(out->symbolic_size <= VEIL_ENGINE_MAX_ACTIVATION_SIZE, VEIL_ERR_ARG, "symbolic_size is too large");
+    VEIL_ENSURE(out->precision == VEIL_ENGINE_FP32 || out->precision == VEIL_ENGINE_BF16, VEIL_ERR_ARG,
+                "precision must be VEIL_ENGINE_FP32 or VEIL_ENGINE_BF16");
+    VEIL_ENSURE(out->precision != VEIL_ENGINE_BF16 || veil_engine_bf16_available(), VEIL_ERR_UNSUPPORTED,
+                "bf16 needs a CPU with AVX512-BF16 or AMX; this one runs %s", veil_engine_cpu_isa());
     if (out->threads == 0) {
         long n = sysconf(_SC_NPROCESSORS_ONLN);
         out->threads = n < 1 ? 1u : n > (long)VEIL_MAX_THREADS ? VEIL_MAX_THREADS : (unsigned)n;
@@ -215,6 +219,27 @@ veil_status veil_engine_input(const veil_engine *e, size_t index, struct veil_en
 int32_t veil_engine_input_dtype(const veil_engine *e, size_t index)
 {
     return e != NULL && index < e->g.input_count ? e->g.values[e->g.inputs[index]].in_dtype : 0;
+}
+
+int veil_engine_bf16_available(void)
+{
+    dnnl_cpu_isa_t isa = dnnl_get_effective_cpu_isa();
+    return ((unsigned)isa & (unsigned)dnnl_cpu_isa_avx512_core_bf16) == (unsigned)dnnl_cpu_isa_avx512_core_bf16;
+}
+
+const char *veil_engine_cpu_isa(void)
+{
+    switch (dnnl_get_effective_cpu_isa()) {
+    case dnnl_cpu_isa_avx512_core_amx: return "avx512_core_amx";
+    case dnnl_cpu_isa_avx512_core_bf16: return "avx512_core_bf16";
+    case dnnl_cpu_isa_avx512_core_vnni: return "avx512_core_vnni";
+    case dnnl_cpu_isa_avx512_core: return "avx512_core";
+    case dnnl_cpu_isa_avx2_vnni: return "avx2_vnni";
+    case dnnl_cpu_isa_avx2: return "avx2";
+    case dnnl_cpu_isa_avx: return "avx";
+    case dnnl_cpu_isa_sse41: return "sse41";
+    default: return "another ISA";
+    }
 }
 
 uint32_t veil_engine_input_symbolic(const veil_engine *e, size_t index)

@@ -178,10 +178,37 @@ static VEIL_RESULT mm_step(struct veil_engine *e, struct mm_build *b, int a, int
     return eng_step_value(e, &e->steps[step], DNNL_ARG_DST, b->n->out, 1);
 }
 
+/* Under bf16 precision the operands are bf16 (computed ones converted as they enter, in the same layout), when
+ * oneDNN has a kernel for it; else float32. */
+static VEIL_RESULT mm_bf16(struct veil_engine *e, struct mm_build *b, int *a, int *w, dnnl_primitive_desc_t *pd)
+{
+    struct mm_build t = *b;
+    t.src.data_type = dnnl_bf16;
+    t.wgt.data_type = dnnl_bf16;
+    if (!veil_ok(mm_pd(e, &t, pd))) {
+        veil_error_clear();
+        *pd = NULL;
+        return VEIL_RESULT_OK;
+    }
+    b->src = t.src, b->wgt = t.wgt;
+    struct veil_result r = eng_input_as(e, *a, &b->src, a);
+    if (veil_ok(r) && *w >= 0)
+        r = eng_input_as(e, *w, &b->wgt, w);
+    if (!veil_ok(r)) {
+        dnnl_primitive_desc_destroy(*pd);
+        *pd = NULL;
+    }
+    return r;
+}
+
 static VEIL_RESULT mm_finish(struct veil_engine *e, struct mm_build *b, int a, int w)
 {
     dnnl_primitive_desc_t pd = NULL;
-    VEIL_GUARD(mm_pd(e, b, &pd));
+    int head = e->g.values[b->n->out].is_output; /* the classifier: its logits are the answer, kept float32 */
+    if (e->opts.precision == VEIL_ENGINE_BF16 && !head)
+        VEIL_GUARD(mm_bf16(e, b, &a, &w, &pd));
+    if (pd == NULL)
+        VEIL_GUARD(mm_pd(e, b, &pd));
     struct veil_result r = mm_step(e, b, a, w, pd);
     dnnl_primitive_desc_destroy(pd);
     return r;

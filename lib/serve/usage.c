@@ -147,15 +147,35 @@ static VEIL_RESULT parse_output(const json_t *obj, struct veil_serve_shaping *s)
     return VEIL_RESULT_OK;
 }
 
+/* "precisions": a non-empty list of distinct "fp32" / "bf16" (absent: any). */
+static VEIL_RESULT parse_precisions(const json_t *list, uint32_t *out)
+{
+    *out = 0;
+    if (list == NULL)
+        return VEIL_RESULT_OK;
+    VEIL_ENSURE(json_is_array(list) && json_array_size(list) > 0, VEIL_ERR_ARG, WHAT ": \"precisions\" must be a "
+                "non-empty list of \"fp32\" and \"bf16\"");
+    for (size_t i = 0; i < json_array_size(list); i++) {
+        const char *s = json_string_value(json_array_get(list, i));
+        uint32_t bit = s == NULL ? 0 : strcmp(s, "fp32") == 0 ? VEIL_USAGE_PRECISION_FP32
+                                  : strcmp(s, "bf16") == 0 ? VEIL_USAGE_PRECISION_BF16 : 0;
+        VEIL_ENSURE(bit != 0, VEIL_ERR_ARG, WHAT ": \"precisions\" may hold only \"fp32\" and \"bf16\"");
+        VEIL_ENSURE(!(*out & bit), VEIL_ERR_ARG, WHAT ": \"precisions\" names \"%s\" twice", s);
+        *out |= bit;
+    }
+    return VEIL_RESULT_OK;
+}
+
 static VEIL_RESULT parse_policy(const json_t *root, struct veil_usage_policy *p)
 {
-    static const char *const keys[] = {"version", "clients", "global", "output", NULL};
+    static const char *const keys[] = {"version", "clients", "global", "output", "precisions", NULL};
     VEIL_GUARD(veil_json_only_keys(root, keys, VEIL_ERR_ARG, WHAT));
     uint64_t version = 0;
     VEIL_GUARD(veil_json_uint(root, "version", 1, UINT32_MAX, VEIL_ERR_ARG, WHAT, &version));
     VEIL_ENSURE(version == 1, VEIL_ERR_ARG, WHAT ": version %llu is not supported (1 is)", (unsigned long long)version);
     VEIL_GUARD(parse_clients(json_object_get(root, "clients"), p));
     VEIL_GUARD(parse_global(json_object_get(root, "global"), p));
+    VEIL_GUARD(parse_precisions(json_object_get(root, "precisions"), &p->precisions));
     return parse_output(json_object_get(root, "output"), &p->shaping);
 }
 
@@ -448,6 +468,9 @@ VEIL_RESULT veil_usage_summary_json(const struct veil_usage_policy *policy, json
         VEIL_GUARD(veil_json_set(s, "max_top_k", json_integer(policy->shaping.max_top_k)));
     if (policy->shaping.round_decimals >= 0)
         VEIL_GUARD(veil_json_set(s, "round_decimals", json_integer(policy->shaping.round_decimals)));
+    if (policy->precisions != 0)
+        VEIL_GUARD(veil_json_set(s, "precisions", json_pack("[s*s*]", (policy->precisions & VEIL_USAGE_PRECISION_FP32)
+                                 ? "fp32" : NULL, (policy->precisions & VEIL_USAGE_PRECISION_BF16) ? "bf16" : NULL)));
     *out = s;
     s = NULL;
     return VEIL_RESULT_OK;

@@ -61,7 +61,11 @@ struct veil_usage_policy {
     struct veil_usage_client *clients;
     struct veil_usage_bucket global;
     struct veil_serve_shaping shaping;
+    uint32_t precisions;                        /* VEIL_USAGE_PRECISION_* bits the owner allows; 0: any */
 };
+
+#define VEIL_USAGE_PRECISION_FP32 1u
+#define VEIL_USAGE_PRECISION_BF16 2u
 
 struct veil_usage_decision {
     int status;                                 /* 0: admitted; 401 or 429: refused */
@@ -121,7 +125,7 @@ VEIL_RESULT veil_usage_unreported(struct veil_usage_policy *policy, char **json)
 void veil_usage_acknowledge(struct veil_usage_policy *policy, const json_t *report, const json_t *counts);
 
 /* What GET /v2/models/<m> may show of the policy: {"access": "open"|"restricted", "classification_only": bool,
- * "max_top_k": n (when set), "round_decimals": n (when set)}. Never names, hashes, budgets or counters.
+ * "max_top_k": n (when set), "round_decimals": n (when set), "precisions": [...] (when set)}. Never names, hashes, budgets or counters.
  * Caller owns *out. */
 VEIL_RESULT veil_usage_summary_json(const struct veil_usage_policy *policy, json_t **out);
 

@@ -45,7 +45,7 @@ class _Options(ctypes.Structure):
     """struct veil_engine_options"""
 
     _fields_ = [("threads", ctypes.c_uint), ("batch", ctypes.c_uint64), ("lock_memory", ctypes.c_int),
-                ("symbolic_size", ctypes.c_uint64)]
+                ("symbolic_size", ctypes.c_uint64), ("precision", ctypes.c_uint32)]
 
 
 class _IO(ctypes.Structure):
@@ -89,6 +89,7 @@ _SIGNATURES: dict[str, tuple[object, list[object]]] = {
                                        ctypes.POINTER(_SZ), _SZ]),
     "veil_engine_input_dtype": (ctypes.c_int32, [_P, _SZ]),
     "veil_engine_free": (None, [_P]),
+    "veil_engine_bf16_available": (ctypes.c_int, []),
     "veil_tee_from_name": (ctypes.c_int, [ctypes.c_char_p, ctypes.POINTER(ctypes.c_int)]),
     "veil_kbs_fetch_release": (ctypes.c_int, [ctypes.POINTER(_FetchOptions), ctypes.c_char_p, ctypes.c_uint32, _P,
                                               _SZ, ctypes.POINTER(_SZ), ctypes.POINTER(ctypes.c_uint64)]),
@@ -120,12 +121,22 @@ class EngineIO:
         return 4 * int(np.prod(self.shape, dtype=np.int64))
 
 
-def _options(threads: int | None, batch: int | None, lock_memory: bool) -> _Options:
+PRECISIONS = {"fp32": 0, "bf16": 1}
+
+
+def _options(threads: int | None, batch: int | None, lock_memory: bool, precision: str = "fp32") -> _Options:
     if threads is not None and threads < 1:
         raise ArgumentError("threads must be >= 1 (or None for every online CPU)")
     if batch is not None and batch < 1:
         raise ArgumentError("batch must be >= 1 (or None for 1)")
-    return _Options(threads or 0, batch or 0, 1 if lock_memory else 0)
+    if precision not in PRECISIONS:
+        raise ArgumentError(f"precision must be 'fp32' or 'bf16', not {precision!r}")
+    return _Options(threads or 0, batch or 0, 1 if lock_memory else 0, 0, PRECISIONS[precision])
+
+
+def bf16_available() -> bool:
+    """True when this CPU runs bfloat16 natively (AVX512-BF16 or AMX), so that precision="bf16" can be used."""
+    return bool(_cdll().veil_engine_bf16_available())
 
 
 @dataclass(frozen=True)
@@ -195,25 +206,27 @@ class Engine:
 
     @classmethod
     def from_onnx(cls, onnx: bytes | bytearray | memoryview | PathLike, *, threads: int | None = None,
-                  batch: int | None = None, lock_memory: bool = False) -> Engine:
+                  batch: int | None = None, lock_memory: bool = False, precision: str = "fp32") -> Engine:
         """Loads a plain ONNX model (bytes, or the path of an .onnx file). Raises OnnxError for a malformed
-        graph, UnsupportedError (naming the operator or attribute) for what the engine does not run."""
+        graph, UnsupportedError (naming the operator or attribute) for what the engine does not run.
+        ``precision="bf16"`` runs convolutions and matrix products on bfloat16 (AMX), accumulating in float32
+        (include/veil/engine.h); UnsupportedError on a CPU without bf16 (``bf16_available()``)."""
         if not isinstance(onnx, (bytes, bytearray, memoryview)):
             with open(onnx, "rb") as f:
                 onnx = f.read()
         buf = _lib.Buffer(onnx)
-        opts = _options(threads, batch, lock_memory)
+        opts = _options(threads, batch, lock_memory, precision)
         out = ctypes.c_void_p()
         _lib.check(_cdll().veil_engine_load_onnx(buf.address, buf.size, ctypes.byref(opts), ctypes.byref(out)))
         return cls(int(out.value or 0))
 
     @classmethod
     def from_model(cls, model: SealedModel, *, threads: int | None = None, batch: int | None = None,
-                   lock_memory: bool = False) -> Engine:
+                   lock_memory: bool = False, precision: str = "fp32") -> Engine:
         """Loads an opened sealed model straight from its decrypted buffers; the model may be closed after."""
         if not isinstance(model, SealedModel):
             raise TypeError(f"model must be a SealedModel, not {type(model).__name__}")
-        opts = _options(threads, batch, lock_memory)
+        opts = _options(threads, batch, lock_memory, precision)
         out = ctypes.c_void_p()
         _lib.check(_cdll().veil_engine_load_model(model._ptr(), ctypes.byref(opts), ctypes.byref(out)))
         return cls(int(out.value or 0))
@@ -224,7 +237,7 @@ class Engine:
                     key_version: int = 0, allow_insecure_http: bool = False, timeout_s: int = 0,
                     threads: int | None = None, batch: int | None = None, lock_memory: bool = False,
                     tls_pinned_pubkey: str | None = None, broker_pubkey_pem: str | None = None,
-                    min_model_version: int = 0) -> Engine:
+                    min_model_version: int = 0, precision: str = "fp32") -> Engine:
         """Opens a sealed model and loads it, with exactly one of ``key`` and ``kbs``.
 
         With ``kbs=URL`` and ``tee`` ("sgx", "tdx", "snp", "auto", or for development "sim" with ``sim_dir`` and
@@ -241,7 +254,8 @@ class Engine:
         if kbs is None:
             with open_model(path, key, threads=threads, lock_memory=lock_memory,  # type: ignore[arg-type]
                             min_model_version=min_model_version) as model:
-                return cls.from_model(model, threads=threads, batch=batch, lock_memory=lock_memory)
+                return cls.from_model(model, threads=threads, batch=batch, lock_memory=lock_memory,
+                                      precision=precision)
         if tee is None:
             raise ArgumentError("kbs= needs tee= (sgx, tdx, snp, auto; sim or sample for development)")
         if not 0 <= key_version < 2**32:
@@ -254,7 +268,8 @@ class Engine:
                                     secret)
             with open_model(path, secret, threads=threads, lock_memory=lock_memory,
                             min_model_version=max(broker_min, min_model_version)) as model:
-                return cls.from_model(model, threads=threads, batch=batch, lock_memory=lock_memory)
+                return cls.from_model(model, threads=threads, batch=batch, lock_memory=lock_memory,
+                                      precision=precision)
         finally:
             ctypes.memset((ctypes.c_char * len(secret)).from_buffer(secret), 0, len(secret))
 

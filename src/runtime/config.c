@@ -34,6 +34,9 @@ static const struct vd_setting settings[] = {
     U64(max_dim, "4096", NULL, 1, VEIL_SERVE_MAX_DIM, "the largest size of a dynamic input dim other than the batch "
                                                      "(a sequence length) one request may give"),
     U64(plan_dim, "8", NULL, 1, VEIL_SERVE_MAX_DIM, "the size planned at load for such a dim (the model's first plan)"),
+    STR(precision, "fp32", NULL, "the engine's precision for every model: fp32, or bf16 (convolutions and matrix "
+                                 "products on bfloat16 with AMX; the owner's usage policy may forbid it)"),
+    LIST(model_precision, "NAME:fp32|bf16: another precision for one model (repeatable)"),
     U64(workers, "2", NULL, 1, RT_MAX_WORKERS, "engine instances per planned batch size: requests of one model "
                                                "and batch size run concurrently up to this many"),
     U64(engine_threads, "0", NULL, 0, 256, "OpenMP threads of each engine instance; 0: online CPUs / workers"),
@@ -88,6 +91,32 @@ static VEIL_RESULT check_models(const char *models)
     return VEIL_RESULT_OK;
 }
 
+static int precision_name(const char *s, size_t n)
+{
+    return (n == 4 && strncmp(s, "fp32", 4) == 0) || (n == 4 && strncmp(s, "bf16", 4) == 0);
+}
+
+/* precision, and every model_precision entry NAME:P naming a served model. */
+static VEIL_RESULT check_precisions(const struct rt_config *c)
+{
+    VEIL_ENSURE(precision_name(c->precision, strlen(c->precision)), VEIL_ERR_ARG, "precision must be fp32 or bf16, "
+                "not '%.32s'", c->precision);
+    for (const char *p = c->model_precision; *p != '\0';) {
+        size_t n = strcspn(p, ","), name = strcspn(p, ":");
+        VEIL_ENSURE(name < n && precision_name(p + name + 1, n - name - 1), VEIL_ERR_ARG, "model_precision '%.*s': "
+                    "expected NAME:fp32 or NAME:bf16", (int)(n < 64 ? n : 64), p);
+        int known = 0;
+        for (const char *m = c->models; *m != '\0' && !known;) {
+            size_t mn = strcspn(m, ","), colon = strcspn(m, ":");
+            known = colon == name && strncmp(m, p, name) == 0;
+            m += mn + (m[mn] == ',');
+        }
+        VEIL_ENSURE(known, VEIL_ERR_ARG, "model_precision '%.*s': no model of that name is served", (int)name, p);
+        p += n + (p[n] == ',');
+    }
+    return VEIL_RESULT_OK;
+}
+
 /* key_source = cache: a Unix socket inside one TEE, or tls://ADDR:PORT on loopback between two SGX enclaves, whose
  * cache must be pinned by its SGX identity. tee = auto is checked again once the TEE is known (keys_cache.c). */
 static VEIL_RESULT check_cache(const struct rt_config *c, veil_tee tee)
@@ -123,6 +152,7 @@ VEIL_RESULT rt_config_finish(struct rt_config *c, veil_tee *tee)
                 "tee = sim needs sim_dir (create one with veil attest sim-init DIR)");
     VEIL_ENSURE(c->models[0] != '\0', VEIL_ERR_ARG, "no model to serve: give --model NAME:PATH.veil");
     VEIL_GUARD(check_models(c->models));
+    VEIL_GUARD(check_precisions(c));
     VEIL_ENSURE(strcmp(c->key_source, "kbs") == 0 || strcmp(c->key_source, "cache") == 0, VEIL_ERR_ARG,
                 "key_source must be 'kbs' or 'cache', not '%.32s'", c->key_source);
     if (strcmp(c->key_source, "cache") == 0) {

@@ -91,6 +91,36 @@ static VEIL_RESULT open_sealed(struct rt_model *m, const struct rt_config *c, st
     return VEIL_RESULT_OK;
 }
 
+/* The precision configured for m: model_precision's NAME:P entry, else precision. */
+static uint32_t precision_of(const struct rt_model *m, const struct rt_config *c)
+{
+    size_t name = strlen(m->name);
+    for (const char *p = c->model_precision; *p != '\0';) {
+        size_t n = strcspn(p, ",");
+        if (n > name && p[name] == ':' && strncmp(p, m->name, name) == 0)
+            return strncmp(p + name + 1, "bf16", 4) == 0 ? VEIL_ENGINE_BF16 : VEIL_ENGINE_FP32;
+        p += n + (p[n] == ',');
+    }
+    return strcmp(c->precision, "bf16") == 0 ? VEIL_ENGINE_BF16 : VEIL_ENGINE_FP32;
+}
+
+const char *rt_precision_name(uint32_t precision)
+{
+    return precision == VEIL_ENGINE_BF16 ? "bf16" : "fp32";
+}
+
+/* The owner's usage policy may pin the precisions a host may run the model in (a lower one changes its answers). */
+static VEIL_RESULT precision_allowed(const struct rt_model *m)
+{
+    if (m->usage == NULL || m->usage->precisions == 0)
+        return VEIL_RESULT_OK;
+    uint32_t bit = m->engine_options.precision == VEIL_ENGINE_BF16 ? VEIL_USAGE_PRECISION_BF16
+                                                                   : VEIL_USAGE_PRECISION_FP32;
+    VEIL_ENSURE(m->usage->precisions & bit, VEIL_ERR_POLICY, "model %s: the owner's usage policy does not allow "
+                "precision %s", m->name, rt_precision_name(m->engine_options.precision));
+    return VEIL_RESULT_OK;
+}
+
 static VEIL_RESULT usage_load(struct rt_model *m, const char *json)
 {
     if (json == NULL) {
@@ -225,7 +255,8 @@ VEIL_RESULT rt_model_load(struct rt_model *m, const struct rt_config *c, struct 
     m->max_dim = c->max_dim;
     m->engine_options = (struct veil_engine_options){
         .threads = c->engine_threads != 0 ? (unsigned)c->engine_threads : default_threads(c->workers),
-        .lock_memory = (int)c->lock_memory, .symbolic_size = c->plan_dim < c->max_dim ? c->plan_dim : c->max_dim};
+        .lock_memory = (int)c->lock_memory, .symbolic_size = c->plan_dim < c->max_dim ? c->plan_dim : c->max_dim,
+        .precision = precision_of(m, c)};
     char *usage_json = NULL, *counts = NULL;
     struct veil_result r = open_sealed(m, c, src, &usage_json, &counts);
     if (veil_ok(r))
@@ -235,6 +266,7 @@ VEIL_RESULT rt_model_load(struct rt_model *m, const struct rt_config *c, struct 
     free(usage_json);
     free(counts);
     VEIL_GUARD(r);
+    VEIL_GUARD(precision_allowed(m));
     return first_plan(m, c);
 }
 

@@ -55,6 +55,8 @@ struct rt_config {
     uint64_t max_batch;
     uint64_t max_dim;
     uint64_t plan_dim;
+    char *precision;
+    char *model_precision;
     uint64_t workers;
     uint64_t engine_threads;
     uint64_t max_plans;
@@ -178,6 +180,8 @@ void rt_model_lapse(struct rt_model *m, const char *reason);
  * plans batch 1; the usage policy in force (and its counters) is kept. */
 VEIL_RESULT rt_model_restore(struct rt_model *m, const struct rt_config *c, struct rt_key_source *src);
 void rt_model_cleanup(struct rt_model *m);
+/* "fp32" or "bf16". */
+const char *rt_precision_name(uint32_t precision);
 /* Usage counts (docs/spec/usage-policy.md §5): *report is what the model's policy admitted since its last report
  * (malloc'd count document), NULL when the model has no usage policy or nothing to report (unless always). */
 VEIL_RESULT rt_model_usage_report(struct rt_model *m, int always, char **report);

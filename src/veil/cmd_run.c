@@ -47,6 +47,8 @@ static const char run_help[] =
     "      --min-model-version N  refuse a sealed file whose model version is below N (anti-rollback); with --kbs\n"
     "                        the broker's minimum, when it sends one, applies too (the higher wins)\n"
     "      --threads N       OpenMP threads for the engine (default: all CPUs)\n"
+    "      --precision P     fp32 (default) or bf16: convolutions and matrix products on bfloat16 (AMX or\n"
+    "                        AVX512-BF16), accumulated and written in float32; refused on a CPU without bf16\n"
     "      --repeat N        run N times (for timing; the output of the last run is written)\n"
     "      --stats           print one JSON line to stdout: load time, median and p99 run time, this\n"
     "                        process's peak resident memory (VmHWM), and its resident memory (VmRSS) and\n"
@@ -54,7 +56,7 @@ static const char run_help[] =
     "  -h, --help            show this help\n";
 
 enum { OPT_THREADS = 256, OPT_REPEAT, OPT_STATS, OPT_KBS, OPT_TEE, OPT_SIM_DIR, OPT_KEY_VERSION, OPT_KBS_CACERT,
-       OPT_KBS_INSECURE_HTTP, OPT_KBS_PINNED_PUBKEY, OPT_KBS_BROKER_KEY, OPT_MIN_MODEL_VERSION };
+       OPT_KBS_INSECURE_HTTP, OPT_KBS_PINNED_PUBKEY, OPT_KBS_BROKER_KEY, OPT_MIN_MODEL_VERSION, OPT_PRECISION };
 
 #define BROKER_KEY_FILE_MAX 4096u
 
@@ -68,6 +70,7 @@ struct run_kbs_args {
 struct run_args {
     const char *model, *input, *output, *key;
     uint64_t threads, repeat, min_model_version;
+    uint32_t precision;
     int stats;
     struct run_kbs_args kbs;
 };
@@ -107,6 +110,7 @@ static const struct option run_opts[] = {
     {"kbs-pinned-pubkey", required_argument, NULL, OPT_KBS_PINNED_PUBKEY},
     {"kbs-broker-key", required_argument, NULL, OPT_KBS_BROKER_KEY},
     {"min-model-version", required_argument, NULL, OPT_MIN_MODEL_VERSION},
+    {"precision", required_argument, NULL, OPT_PRECISION},
     {"help", no_argument, NULL, 'h'},
     {NULL, 0, NULL, 0},
 };
@@ -155,6 +159,11 @@ static int parse_opt(struct run_args *a, int c)
             return cli_usage_error("run", "--repeat must be a whole number from 1 to 1000000");
         return CLI_OK;
     case OPT_STATS: a->stats = 1; return CLI_OK;
+    case OPT_PRECISION:
+        if (strcmp(optarg, "fp32") != 0 && strcmp(optarg, "bf16") != 0)
+            return cli_usage_error("run", "--precision must be fp32 or bf16, not '%.32s'", optarg);
+        a->precision = strcmp(optarg, "bf16") == 0 ? VEIL_ENGINE_BF16 : VEIL_ENGINE_FP32;
+        return CLI_OK;
     case ':': return cli_usage_error("run", "an option needs a value");
     default: return cli_usage_error("run", "unknown option");
     }
@@ -414,7 +423,8 @@ int cmd_run(int argc, char **argv)
     struct veil_result r = npy_read(a.input, VEIL_ENGINE_MAX_ACTIVATION_SIZE, &x);
     if (!veil_ok(r))
         return cli_fail_status(r.status);
-    struct veil_engine_options opts = {.threads = (unsigned)a.threads, .batch = x.rank > 0 ? (uint64_t)x.dims[0] : 0};
+    struct veil_engine_options opts = {.threads = (unsigned)a.threads, .batch = x.rank > 0 ? (uint64_t)x.dims[0] : 0,
+                                       .precision = a.precision};
     veil_engine *e = NULL;
     struct run_stats stats = {.runs = a.repeat ? a.repeat : 1};
     stats.run_s = calloc(stats.runs, sizeof *stats.run_s);

@@ -829,6 +829,10 @@ static void test_usage_parse_errors(void **state)
         "{\"version\":2}",
         "{\"version\":1,\"clientz\":[]}",                             /* a typo must not open the model */
         "{\"version\":1,\"clients\":[]}",                             /* empty: ambiguous, refused */
+        "{\"version\":1,\"precisions\":[]}",
+        "{\"version\":1,\"precisions\":[\"fp16\"]}",
+        "{\"version\":1,\"precisions\":[\"bf16\",\"bf16\"]}",
+        "{\"version\":1,\"precisions\":\"fp32\"}",
         "{\"version\":1,\"clients\":{}}",
         "{\"version\":1,\"clients\":[{\"name\":\"a\",\"api_key_sha256\":\"" ALICE_HASH "\",\"budjet\":3}]}",
         "{\"version\":1,\"clients\":[{\"name\":\"a\"}]}",
@@ -1103,6 +1107,15 @@ static void test_typed_and_dynamic_inputs(void **state)
 static void test_usage_counts(void **state)
 {
     (void)state;
+    struct veil_usage_policy *pinned = policy("{\"version\":1,\"precisions\":[\"fp32\",\"bf16\"]}");
+    assert_int_equal(pinned->precisions, VEIL_USAGE_PRECISION_FP32 | VEIL_USAGE_PRECISION_BF16);
+    json_t *summary = NULL;
+    assert_true(veil_ok(veil_usage_summary_json(pinned, &summary)));
+    char *st = json_dumps(json_object_get(summary, "precisions"), JSON_COMPACT);
+    assert_string_equal(st, "[\"fp32\",\"bf16\"]");
+    free(st);
+    json_decref(summary);
+    veil_usage_free(pinned);
     struct veil_usage_policy *p = policy("{\"version\":1,\"clients\":[{\"name\":\"alice\",\"api_key_sha256\":\""
                                          ALICE_HASH "\",\"budget\":5},{\"name\":\"bob\",\"api_key_sha256\":\"" BOB_HASH
                                          "\"}]}");

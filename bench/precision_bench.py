@@ -1,0 +1,179 @@
+"""bf16 precision benchmarks (bench/run.py calls main(); `VEIL_BENCH_ONLY=precision` runs only them). One JSON line
+per model and batch, 2 threads, measured in one process per framework and precision, taking turns:
+
+    precision_bf16      p50 of Veil's engine with precision="bf16" vs the same engine in fp32 (goal <= 0.40) and vs
+                        PyTorch eager under torch.autocast("cpu", torch.bfloat16) with channels-last where it helps
+                        (goal <= 0.80), on ResNet-50, EfficientNet-Lite0, ViT-B/16 (torchvision, random weights) and
+                        BERT-base (transformers, random weights, sequence 128); batch 1 and 8. The achieved TFLOP/s of
+                        Veil bf16 (2 x the multiply-accumulates of the model's convolutions and matrix products, from
+                        ONNX shape inference at that batch; null where it infers no shapes) sits next to the machine's
+                        bf16 GEMM rate (torch.matmul of two 4096 x 4096 bf16 matrices, same threads).
+    precision_gemm      that GEMM rate, and the fp32 one, for reference.
+
+Runs per measurement: RUNS[batch]; the first WARMUP runs are not timed. Nothing here is a test: goals are fields.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import statistics
+import sys
+import time
+import warnings
+
+import numpy as np
+
+THREADS = 2
+RUNS = {1: 40, 8: 10}
+WARMUP = 3
+MODELS = ("resnet50", "efficientnet_lite0", "vit_b_16", "bert_base")
+SEQ = 128
+
+
+def emit(rec: dict) -> None:
+    print(json.dumps(rec), flush=True)
+
+
+def build(name: str, batch: int):  # noqa: ANN201 - torch imported lazily
+    """(torch module, example inputs as numpy dict, ONNX bytes)."""
+    import torch
+    import torchvision
+
+    torch.manual_seed(0)
+    if name == "bert_base":
+        import transformers
+
+        cfg = transformers.BertConfig(num_labels=3)
+        inner = transformers.BertForSequenceClassification(cfg).eval()
+
+        class Logits(torch.nn.Module):
+            def __init__(self) -> None:
+                super().__init__()
+                self.m = inner
+
+            def forward(self, ids, mask):  # noqa: ANN001, ANN201
+                return self.m(input_ids=ids, attention_mask=mask).logits
+
+        net = Logits().eval()
+        gen = np.random.default_rng(0)
+        feeds = {"input_ids": gen.integers(0, cfg.vocab_size, (batch, SEQ)).astype(np.int64),
+                 "attention_mask": np.ones((batch, SEQ), np.int64)}
+    else:
+        if name == "efficientnet_lite0":
+            from efficientnet_lite_pytorch import EfficientNet
+
+            net = EfficientNet.from_name("efficientnet-lite0").eval()
+        else:
+            net = getattr(torchvision.models, name)(weights=None).eval()
+        feeds = {"x": np.random.default_rng(0).standard_normal((batch, 3, 224, 224)).astype(np.float32)}
+    buf = io.BytesIO()
+    args = tuple(torch.from_numpy(v) for v in feeds.values())
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(net, args, buf, dynamo=False, opset_version=17, input_names=list(feeds),
+                          output_names=["y"])
+    return net, feeds, buf.getvalue()
+
+
+def flops(onnx_bytes: bytes, feeds: dict[str, np.ndarray]) -> float:
+    """2 x multiply-accumulates of the Conv, Gemm and MatMul nodes, from onnxruntime-free shape inference."""
+    import onnx
+    from onnx import shape_inference
+
+    model = shape_inference.infer_shapes(onnx.load_from_string(onnx_bytes))
+    shapes = {}
+    for vi in list(model.graph.value_info) + list(model.graph.input) + list(model.graph.output):
+        dims = [d.dim_value for d in vi.type.tensor_type.shape.dim]
+        shapes[vi.name] = dims
+    for init in model.graph.initializer:
+        shapes[init.name] = list(init.dims)
+    total = 0.0
+    for n in model.graph.node:
+        out = shapes.get(n.output[0])
+        if not out or 0 in out:
+            continue
+        if n.op_type == "Conv":
+            w = shapes[n.input[1]]
+            total += 2.0 * np.prod(out) * np.prod(w[1:])
+        elif n.op_type in ("Gemm", "MatMul"):
+            a = shapes.get(n.input[0])
+            if a:
+                total += 2.0 * np.prod(out) * a[-1]
+    return total
+
+
+def time_runs(fn, runs: int) -> float:  # noqa: ANN001
+    for _ in range(WARMUP):
+        fn()
+    times = []
+    for _ in range(runs):
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    return statistics.median(times)
+
+
+def gemm_rate() -> dict:
+    import torch
+
+    torch.set_num_threads(THREADS)
+    out = {}
+    for dt in (torch.bfloat16, torch.float32):
+        a, b = torch.randn(4096, 4096, dtype=dt), torch.randn(4096, 4096, dtype=dt)
+        s = time_runs(lambda: torch.matmul(a, b), 5)  # noqa: B023
+        out[str(dt).split(".")[1]] = 2 * 4096 ** 3 / s / 1e12
+    return out
+
+
+def measure(name: str, batch: int, rates: dict) -> None:
+    import torch
+
+    import veil
+
+    torch.set_num_threads(THREADS)
+    net, feeds, data = build(name, batch)
+    runs = RUNS[batch]
+    p50 = {}
+    for precision in ("fp32", "bf16"):
+        with veil.Engine.from_onnx(data, threads=THREADS, batch=batch, precision=precision) as e:
+            p50[f"veil_{precision}"] = time_runs(lambda: e.run(feeds=feeds), runs)  # noqa: B023
+    args = [torch.from_numpy(v) for v in feeds.values()]
+    channels_last = name != "bert_base" and name != "vit_b_16"
+    if channels_last:
+        net = net.to(memory_format=torch.channels_last)
+        args = [a.to(memory_format=torch.channels_last) for a in args]
+    with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
+        p50["torch_bf16"] = time_runs(lambda: net(*args), runs)
+    f = flops(data, feeds)
+    emit({"bench": "precision_bf16", "model": name + (f" (sequence {SEQ})" if name == "bert_base" else ""),
+          "batch": batch, "threads": THREADS, "runs": runs, "warmup": WARMUP, "weights": "random (seeded)",
+          "veil_fp32_p50_ms": round(p50["veil_fp32"] * 1e3, 3), "veil_bf16_p50_ms": round(p50["veil_bf16"] * 1e3, 3),
+          "torch_bf16_autocast_p50_ms": round(p50["torch_bf16"] * 1e3, 3), "torch_channels_last": channels_last,
+          "ratio_vs_veil_fp32": round(p50["veil_bf16"] / p50["veil_fp32"], 4), "goal_vs_veil_fp32": 0.40,
+          "ratio_vs_torch_bf16": round(p50["veil_bf16"] / p50["torch_bf16"], 4), "goal_vs_torch_bf16": 0.80,
+          "gflop": round(f / 1e9, 2) if f > 0 else None,  # None: ONNX shape inference gave no conv shapes
+          "veil_bf16_tflops": round(f / p50["veil_bf16"] / 1e12, 3) if f > 0 else None,
+          "machine_bf16_gemm_tflops": round(rates["bfloat16"], 3)})
+
+
+def main() -> int:
+    sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "python"))
+    from veil.engine import bf16_available
+
+    if not bf16_available():
+        emit({"bench": "precision_bf16", "skipped": "this CPU has no AVX512-BF16 or AMX"})
+        return 0
+    rates = gemm_rate()
+    emit({"bench": "precision_gemm", "what": "torch.matmul 4096x4096x4096", "threads": THREADS,
+          "bf16_tflops": round(rates["bfloat16"], 3), "fp32_tflops": round(rates["float32"], 3),
+          "ratio": round(rates["bfloat16"] / rates["float32"], 3)})
+    for name in MODELS:
+        for batch in (1, 8):
+            measure(name, batch, rates)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
