@@ -31,7 +31,35 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
 WORK = ROOT / "build" / "bench"
-MODELS = ("resnet50", "resnet18", "mobilenet_v2", "efficientnet_lite0")
+MODELS = ("resnet50", "resnet18", "mobilenet_v2", "efficientnet_lite0", "vit_b_16", "bert_base", "gpt2")
+SEQ = {"bert_base": 128, "gpt2": 64}  # the sequence lengths issue 12 names
+
+
+class _Logits:  # noqa: D101 - wraps transformers' models so that they take and give plain tensors
+    @staticmethod
+    def wrap(inner, names: list[str]):  # noqa: ANN001, ANN205
+        import torch
+
+        class Logits(torch.nn.Module):
+            def __init__(self) -> None:
+                super().__init__()
+                self.m = inner
+
+            def forward(self, *args):  # noqa: ANN002, ANN202
+                return self.m(**dict(zip(names, args))).logits
+
+        return Logits().eval()
+
+
+def feeds(name: str, batch: int) -> dict[str, np.ndarray]:
+    """The model's inputs at this batch, seeded: an image batch, or token ids (and a mask) of SEQ[name] tokens."""
+    gen = np.random.default_rng(0)
+    if name == "bert_base":
+        return {"input_ids": gen.integers(0, 30522, (batch, SEQ[name])).astype(np.int64),
+                "attention_mask": np.ones((batch, SEQ[name]), np.int64)}
+    if name == "gpt2":
+        return {"input_ids": gen.integers(0, 50257, (batch, SEQ[name])).astype(np.int64)}
+    return {"input": gen.standard_normal((batch, 3, 224, 224)).astype(np.float32)}
 
 
 def module(name: str):  # noqa: ANN201 - torch is imported lazily
@@ -43,6 +71,16 @@ def module(name: str):  # noqa: ANN201 - torch is imported lazily
         from efficientnet_lite_pytorch import EfficientNet
 
         return EfficientNet.from_name("efficientnet-lite0").eval()
+    if name == "bert_base":
+        import transformers
+
+        return _Logits.wrap(transformers.BertForSequenceClassification(transformers.BertConfig(num_labels=3)).eval(),
+                            ["input_ids", "attention_mask"])
+    if name == "gpt2":
+        import transformers
+
+        cfg = transformers.GPT2Config(bos_token_id=0, eos_token_id=0)
+        return _Logits.wrap(transformers.GPT2LMHeadModel(cfg).eval(), ["input_ids"])
     return getattr(torchvision.models, name)(weights=None).eval()
 
 
@@ -63,7 +101,17 @@ def prepare(name: str) -> None:
     WORK.mkdir(parents=True, exist_ok=True)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        data = export_onnx(module(name), torch.randn(1, 3, 224, 224))
+        if name in SEQ:  # a dynamic batch, the sequence fixed at SEQ[name]
+            import io
+
+            f = feeds(name, 1)
+            axes = {k: {0: "batch"} for k in f} | {"output": {0: "batch"}}
+            buf = io.BytesIO()
+            torch.onnx.export(module(name), tuple(torch.from_numpy(v) for v in f.values()), buf, dynamo=False,
+                              opset_version=17, input_names=list(f), output_names=["output"], dynamic_axes=axes)
+            data = buf.getvalue()
+        else:
+            data = export_onnx(module(name), torch.randn(1, 3, 224, 224))
     tmp = path.with_suffix(".tmp")
     tmp.write_bytes(data)
     tmp.rename(path)
@@ -92,7 +140,7 @@ def runner(framework: str, name: str, batch: int, threads: int):  # noqa: ANN201
 
         t0 = time.perf_counter()
         engine = veil.Engine.from_onnx(data, threads=threads, batch=batch)
-        return (lambda x: engine.run(x)[0]), time.perf_counter() - t0
+        return (lambda x: engine.run(feeds=x)[0]), time.perf_counter() - t0
     if framework == "ort":
         import onnxruntime as ort
 
@@ -102,7 +150,7 @@ def runner(framework: str, name: str, batch: int, threads: int):  # noqa: ANN201
         opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         t0 = time.perf_counter()
         session = ort.InferenceSession(data, opts, providers=["CPUExecutionProvider"])
-        return (lambda x: session.run(None, {"input": x})[0]), time.perf_counter() - t0
+        return (lambda x: session.run(None, x)[0]), time.perf_counter() - t0
     if framework == "torch":
         import torch
         import torchvision  # noqa: F401 - imported before the clock starts
@@ -114,9 +162,9 @@ def runner(framework: str, name: str, batch: int, threads: int):  # noqa: ANN201
         model = module(name)
         load = time.perf_counter() - t0
 
-        def run(x: np.ndarray) -> np.ndarray:
+        def run(x: dict[str, np.ndarray]) -> np.ndarray:
             with torch.inference_mode():
-                return model(torch.from_numpy(x)).numpy()
+                return model(*(torch.from_numpy(v) for v in x.values())).numpy()
 
         return run, load
     raise SystemExit(f"unknown framework {framework}")
@@ -129,7 +177,7 @@ def percentile(times: list[float], q: float) -> float:
 
 def latency(framework: str, name: str, batch: int, runs: int, warmup: int, threads: int) -> dict:
     """p99 only from 200 runs or more; below that the slowest run is reported as max_s (p99 would be the max)."""
-    x = np.random.default_rng(0).standard_normal((batch, 3, 224, 224)).astype(np.float32)
+    x = feeds(name, batch)
     run, load = runner(framework, name, batch, threads)
     for _ in range(warmup):
         run(x)
@@ -147,7 +195,7 @@ def latency(framework: str, name: str, batch: int, runs: int, warmup: int, threa
 
 
 def serve(framework: str, name: str, batch: int, threads: int) -> None:
-    x = np.random.default_rng(0).standard_normal((batch, 3, 224, 224)).astype(np.float32)
+    x = feeds(name, batch)
     run, load = runner(framework, name, batch, threads)
     print(json.dumps({"load_s": load}), flush=True)
     for line in sys.stdin:

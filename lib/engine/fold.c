@@ -151,6 +151,7 @@ VEIL_RESULT eng_fold_parse(struct eng_graph *g, struct eng_node *n)
     case OP_RANGE:
     case OP_GATHERELEMENTS: return n->op == OP_GATHERELEMENTS ? eng_attr_int(n, "axis", 0, &n->axis) : VEIL_RESULT_OK;
     case OP_SCATTERND: return eng_attr_string_is(n, "reduction", "none");
+    case OP_TRILU: return eng_attr_int(n, "upper", 1, &n->axis); /* axis holds "upper" */
     default: VEIL_BAIL(VEIL_ERR_INTERNAL, "not a folded operator");
     }
 }
@@ -520,6 +521,7 @@ static VEIL_RESULT fold_strided(struct eng_graph *g, struct eng_node *n, uint32_
 static VEIL_RESULT fold_range(struct eng_graph *g, struct eng_node *n, struct eng_value *out);
 static VEIL_RESULT fold_gather_elements(struct eng_graph *g, struct eng_node *n, struct eng_value *out);
 static VEIL_RESULT fold_scatter_nd(struct eng_graph *g, struct eng_node *n, struct eng_value *out);
+static VEIL_RESULT fold_trilu(struct eng_graph *g, struct eng_node *n, struct eng_value *out);
 
 static int is_elementwise(enum eng_op op)
 {
@@ -547,6 +549,7 @@ static VEIL_RESULT fold_dispatch(struct eng_graph *g, struct eng_node *n, struct
     case OP_RANGE: return fold_range(g, n, out);
     case OP_GATHERELEMENTS: return fold_gather_elements(g, n, out);
     case OP_SCATTERND: return fold_scatter_nd(g, n, out);
+    case OP_TRILU: return fold_trilu(g, n, out);
     case OP_SPLIT:
         for (uint32_t i = 1; i < n->output_count; i++) {
             struct eng_value *o = &g->values[n->outputs[i]];
@@ -955,6 +958,37 @@ static VEIL_RESULT fold_range(struct eng_graph *g, struct eng_node *n, struct en
                            (int64_t)((uint64_t)get_i(v[0], 0) + (uint64_t)i * (uint64_t)get_i(v[2], 0)), 0, 0, label));
         else
             VEIL_GUARD(put(out->owned, v[0]->dtype, (size_t)i, 0, start + (double)i * delta, 1, label));
+    }
+    return VEIL_RESULT_OK;
+}
+
+/* Trilu of a constant (GPT-2's causal mask under a dynamic batch): the last two dims' upper (upper = 1: j - i >= k)
+ * or lower (j - i <= k) triangle kept, the rest zeroed; k from the optional scalar second input. */
+static VEIL_RESULT fold_trilu(struct eng_graph *g, struct eng_node *n, struct eng_value *out)
+{
+    const struct eng_value *x = NULL, *kv = NULL;
+    char label[160];
+    eng_node_label(n, label, sizeof label);
+    VEIL_GUARD(const_in(g, n, 0, &x));
+    int64_t k = 0;
+    if (n->input_count > 1 && n->inputs[1] >= 0) {
+        VEIL_GUARD(const_in(g, n, 1, &kv));
+        VEIL_ENSURE(eng_shape_count(&kv->shape) == 1 && kv->dtype != VEIL_ONNX_FLOAT, VEIL_ERR_ONNX,
+                    "%s: k must be an integer scalar", label);
+        k = get_i(kv, 0);
+    }
+    VEIL_ENSURE(x->shape.rank >= 2, VEIL_ERR_ONNX, "%s: the input has fewer than 2 dims", label);
+    VEIL_ENSURE(n->axis == 0 || n->axis == 1, VEIL_ERR_ONNX, "%s: upper must be 0 or 1", label);
+    VEIL_GUARD(out_alloc(n, out, x->dtype, &x->shape));
+    size_t w = dtype_width(x->dtype), count = eng_shape_count(&x->shape);
+    int64_t rows = x->shape.dims[x->shape.rank - 2], cols = x->shape.dims[x->shape.rank - 1];
+    for (size_t e = 0; e < count; e++) {
+        int64_t j = (int64_t)(e % (size_t)cols), i = (int64_t)((e / (size_t)cols) % (size_t)rows);
+        int keep = n->axis ? j - i >= k : j - i <= k;
+        if (keep)
+            memcpy(out->owned + e * w, x->data + e * w, w);
+        else
+            memset(out->owned + e * w, 0, w);
     }
     return VEIL_RESULT_OK;
 }

@@ -225,6 +225,21 @@ def test_constant_folding_of_exporter_arithmetic() -> None:
     _check(_model(nodes, [_vi("x", [2, 6])], [_vi("y", [6, 2])], inits), {"x": _x(2, 6)})
 
 
+@pytest.mark.parametrize("upper, k", [(1, 0), (0, 0), (1, 1), (0, -1)])
+def test_trilu_folded(upper: int, k: int) -> None:
+    """Trilu of a constant (GPT-2's causal mask when its batch is dynamic), added to a computed tensor."""
+    mask = np.arange(2 * 4 * 5, dtype=np.float32).reshape(2, 4, 5) + 1
+    nodes = [helper.make_node("Trilu", ["m", "k"], ["t"], upper=upper), helper.make_node("Add", ["x", "t"], ["y"])]
+    inits = [_const("m", mask), _const("k", np.array(k, np.int64))]
+    _check(_model(nodes, [_vi("x", [2, 4, 5])], [_vi("y", [2, 4, 5])], inits), {"x": _x(2, 4, 5)})
+
+
+def test_trilu_of_a_computed_tensor_is_refused() -> None:
+    data = _model([helper.make_node("Trilu", ["x"], ["y"])], [_vi("x", [3, 3])], [_vi("y", [3, 3])])
+    with pytest.raises(veil.UnsupportedError, match="evaluates Trilu only on constants"):
+        veil.Engine.from_onnx(data)
+
+
 # ---- models ------------------------------------------------------------------------------------------------
 
 
