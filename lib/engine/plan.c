@@ -496,6 +496,61 @@ static void fuse_gelu(struct eng_graph *g, const struct edges *e, struct eng_nod
     div->dead = erf->dead = g->nodes[a].dead = g->nodes[m1].dead = 1;
 }
 
+/* The node producing v when it is a live op whose output only `consumer` reads, else NULL. */
+static struct eng_node *feeding(struct eng_graph *g, const struct edges *e, int v, enum eng_op op,
+                                const struct eng_node *consumer)
+{
+    int p = v >= 0 ? g->values[v].producer : -1;
+    if (p < 0 || g->nodes[p].dead || g->nodes[p].op != op || sole_consumer(g, e, v) != (int)(consumer - g->nodes))
+        return NULL;
+    return &g->nodes[p];
+}
+
+/* A Mul of something by a scalar near want: that something (-1 when n is not one). */
+static int scaled(const struct eng_graph *g, const struct eng_node *n, double want)
+{
+    if (n == NULL || n->op != OP_MUL || n->input_count != 2)
+        return -1;
+    return is_scalar_near(g, n->inputs[1], want) ? n->inputs[0] : is_scalar_near(g, n->inputs[0], want) ? n->inputs[1]
+                                                                                                         : -1;
+}
+
+/* 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))), as exporters write GPT-2's gelu_new: Pow(x, 3), Mul 0.044715,
+ * Add x, Mul sqrt(2/pi), Tanh, Add 1, Mul by (Mul x 0.5) becomes one oneDNN gelu_tanh eltwise: the last Mul turns into
+ * a Gelu of x, the six nodes before it die. */
+static void fuse_gelu_tanh(struct eng_graph *g, const struct edges *e, struct eng_node *tanh)
+{
+    struct eng_node *inner = feeding(g, e, tanh->inputs[0], OP_MUL, tanh);
+    int sum = scaled(g, inner, 0.7978845608028654);
+    struct eng_node *add = sum >= 0 ? feeding(g, e, sum, OP_ADD, inner) : NULL;
+    if (add == NULL || add->input_count != 2)
+        return;
+    for (int side = 0; side < 2; side++) {
+        int x = add->inputs[side];
+        struct eng_node *cube_scale = feeding(g, e, add->inputs[1 - side], OP_MUL, add);
+        int cube = scaled(g, cube_scale, 0.044715);
+        struct eng_node *pow = cube >= 0 ? feeding(g, e, cube, OP_POW, cube_scale) : NULL;
+        if (pow == NULL || pow->inputs[0] != x || !is_scalar_near(g, pow->inputs[1], 3.0) ||
+            g->values[x].kind == VAL_CONST)
+            continue;
+        int a1 = sole_consumer(g, e, tanh->outputs[0]);
+        if (a1 < 0 || g->nodes[a1].op != OP_ADD || !is_scalar_near(g, other_input(&g->nodes[a1], tanh->outputs[0]), 1))
+            return;
+        int m = sole_consumer(g, e, g->nodes[a1].outputs[0]);
+        int half = m >= 0 && g->nodes[m].op == OP_MUL ? other_input(&g->nodes[m], g->nodes[a1].outputs[0]) : -1;
+        struct eng_node *h = half >= 0 && m >= 0 ? feeding(g, e, half, OP_MUL, &g->nodes[m]) : NULL;
+        if (h == NULL || scaled(g, h, 0.5) != x)
+            return;
+        struct eng_node *gelu = &g->nodes[m];
+        gelu->op = OP_GELU;
+        gelu->inputs[0] = x;
+        gelu->input_count = 1;
+        gelu->fill_i = 1; /* tanh */
+        pow->dead = cube_scale->dead = add->dead = inner->dead = tanh->dead = g->nodes[a1].dead = h->dead = 1;
+        return;
+    }
+}
+
 static void fuse(struct eng_graph *g, const struct edges *e)
 {
     for (size_t i = 0; i < g->node_count; i++) {
@@ -504,6 +559,8 @@ static void fuse(struct eng_graph *g, const struct edges *e)
             fuse_conv(g, e, n);
         if (!n->dead && n->op == OP_ERF)
             fuse_gelu(g, e, n);
+        if (!n->dead && n->op == OP_TANH)
+            fuse_gelu_tanh(g, e, n);
     }
 }
 

@@ -134,6 +134,31 @@ def test_gelu_pattern_fused(x_first: bool) -> None:
                       [_vi("y", [2, 3, 16])], opset=20), {"x": x})
 
 
+def test_gelu_tanh_pattern_fused(tmp_path) -> None:  # noqa: ANN001
+    """0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))) as GPT-2's exporter writes gelu_new: fused into one oneDNN
+    gelu_tanh at load (checked in DNNL_VERBOSE of `veil run`), and equal to onnxruntime."""
+    import subprocess
+
+    x = _x(2, 3, 16) * 3
+    f = lambda v: np.array(v, np.float32)  # noqa: E731
+    nodes = [helper.make_node("Pow", ["x", "three"], ["p"]), helper.make_node("Mul", ["p", "c"], ["q"]),
+             helper.make_node("Add", ["x", "q"], ["s"]), helper.make_node("Mul", ["s", "k"], ["u"]),
+             helper.make_node("Tanh", ["u"], ["t"]), helper.make_node("Mul", ["x", "half"], ["h"]),
+             helper.make_node("Add", ["t", "one"], ["a"]), helper.make_node("Mul", ["h", "a"], ["y"])]
+    inits = [_const("three", f(3)), _const("c", f(0.044715)), _const("k", f(np.sqrt(2 / np.pi))),
+             _const("half", f(0.5)), _const("one", f(1))]
+    data = _model(nodes, [_vi("x", [2, 3, 16])], [_vi("y", [2, 3, 16])], inits)
+    _check(data, {"x": x})
+    (tmp_path / "g.onnx").write_bytes(data)
+    np.save(tmp_path / "x.npy", x)
+    p = subprocess.run([os.environ.get("VEIL_BIN", "veil"), "run", tmp_path / "g.onnx", "-i", tmp_path / "x.npy", "-o",
+                        tmp_path / "y.npy"], capture_output=True, text=True, env={**os.environ, "DNNL_VERBOSE": "1"})
+    assert p.returncode == 0, p.stderr
+    execs = [line for line in p.stdout.splitlines() if line.startswith("onednn_verbose,exec")]
+    assert sum("eltwise_gelu_tanh" in line for line in execs) == 1
+    assert not any("eltwise_pow" in line or "eltwise_tanh" in line for line in execs), execs
+
+
 @pytest.mark.parametrize("axis", [-1, 1])
 def test_layer_normalization(axis: int) -> None:
     x = _x(2, 4, 16)
