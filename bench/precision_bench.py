@@ -92,15 +92,15 @@ def flops(onnx_bytes: bytes, feeds: dict[str, np.ndarray]) -> float:
     total = 0.0
     for n in model.graph.node:
         out = shapes.get(n.output[0])
+        if n.op_type in ("Conv", "Gemm", "MatMul") and (not out or 0 in out or not shapes.get(n.input[0])):
+            return 0.0  # a product whose shapes inference left unknown: no count rather than an undercount
         if not out or 0 in out:
             continue
         if n.op_type == "Conv":
             w = shapes[n.input[1]]
             total += 2.0 * np.prod(out) * np.prod(w[1:])
         elif n.op_type in ("Gemm", "MatMul"):
-            a = shapes.get(n.input[0])
-            if a:
-                total += 2.0 * np.prod(out) * a[-1]
+            total += 2.0 * np.prod(out) * shapes[n.input[0]][-1]
     return total
 
 
