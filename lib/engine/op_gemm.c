@@ -261,8 +261,11 @@ static VEIL_RESULT matmul_flat(struct veil_engine *e, struct eng_node *n)
     VEIL_GUARD(eng_view_value(e, x, &b.src, &a));
     VEIL_GUARD(eng_md_plain(&b.dst, &o2));
     VEIL_GUARD(eng_md_plain(&b.w_user, &bv->shape));
-    dnnl_dims_t wd = {k, nn};
+    dnnl_dims_t wd = {k, nn}, bd = {1, nn};
     ENG_GUARD_DNNL(dnnl_memory_desc_init_by_tag(&b.wgt, 2, wd, dnnl_f32, dnnl_format_tag_any), n, "descriptor");
+    b.has_bias = n->input_count > 2 && n->inputs[2] >= 0; /* a following Add of a bias, fused (plan.c) */
+    if (b.has_bias)
+        ENG_GUARD_DNNL(dnnl_memory_desc_init_by_tag(&b.bias, 2, bd, dnnl_f32, dnnl_ab), n, "descriptor");
     return mm_finish(e, &b, a, -1);
 }
 

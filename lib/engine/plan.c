@@ -551,6 +551,39 @@ static void fuse_gelu_tanh(struct eng_graph *g, const struct edges *e, struct en
     }
 }
 
+/* MatMul(A, B) + bias, B a constant 2-D [K, N] and A of rank 3 or more (a transformer's Linear layer, which
+ * op_gemm.c runs as one 2-D product), bias a float32 constant of N values ([N] or [1, ..., 1, N]) that only this Add
+ * reads the product with: the bias becomes the product's (oneDNN adds it while writing), the Add dies. */
+static void fuse_matmul_bias(struct eng_graph *g, const struct edges *e, struct eng_node *mm)
+{
+    const struct eng_value *a = &g->values[mm->inputs[0]], *w = &g->values[mm->inputs[1]];
+    if (mm->input_count != 2 || w->kind != VAL_CONST || w->shape.rank != 2 || a->shape.rank < 3)
+        return;
+    int add = sole_consumer(g, e, mm->outputs[0]);
+    if (add < 0 || g->nodes[add].op != OP_ADD)
+        return;
+    int b = other_input(&g->nodes[add], mm->outputs[0]);
+    if (b < 0 || b == mm->outputs[0])
+        return;
+    const struct eng_value *bias = &g->values[b];
+    int64_t n = w->shape.dims[1];
+    if (bias->kind != VAL_CONST || bias->dtype != VEIL_ONNX_FLOAT || bias->size != (size_t)n * 4 ||
+        bias->shape.rank < 1 || bias->shape.dims[bias->shape.rank - 1] != n)
+        return;
+    const struct eng_shape *out = &g->values[mm->outputs[0]].shape, *sum = &g->values[g->nodes[add].outputs[0]].shape;
+    if (out->rank != sum->rank || memcmp(out->dims, sum->dims, out->rank * sizeof out->dims[0]) != 0)
+        return;
+    int *inputs = realloc(mm->inputs, 3 * sizeof *inputs);
+    if (inputs == NULL)
+        return; /* no fusion: the Add runs on its own */
+    mm->inputs = inputs;
+    mm->inputs[2] = b;
+    mm->input_count = 3;
+    mm->beta = 1.0f;
+    mm->out = g->nodes[add].outputs[0];
+    g->nodes[add].dead = 1;
+}
+
 static void fuse(struct eng_graph *g, const struct edges *e)
 {
     for (size_t i = 0; i < g->node_count; i++) {
@@ -561,6 +594,8 @@ static void fuse(struct eng_graph *g, const struct edges *e)
             fuse_gelu(g, e, n);
         if (!n->dead && n->op == OP_TANH)
             fuse_gelu_tanh(g, e, n);
+        if (!n->dead && n->op == OP_MATMUL)
+            fuse_matmul_bias(g, e, n);
     }
 }
 
