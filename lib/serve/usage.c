@@ -419,6 +419,29 @@ VEIL_RESULT veil_usage_counts_add(json_t *acc, const json_t *delta, int sign)
     return VEIL_RESULT_OK;
 }
 
+void veil_usage_counts_restrict(json_t *counts, const struct veil_usage_policy *policy)
+{
+    const char *name;
+    json_t *v, *tmp;
+    json_object_foreach_safe(counts, tmp, name, v) {
+        int known = 0;
+        for (size_t i = 0; policy != NULL && i < policy->client_count && !known; i++)
+            known = strcmp(policy->clients[i].name, name) == 0;
+        if (!known)
+            json_object_del(counts, name);
+    }
+}
+
+VEIL_RESULT veil_usage_counts_restrict_text(json_t *counts, const char *policy)
+{
+    struct veil_usage_policy *p = NULL;
+    if (policy != NULL)
+        VEIL_GUARD(veil_usage_parse(policy, strlen(policy), &p));
+    veil_usage_counts_restrict(counts, p);
+    veil_usage_free(p);
+    return VEIL_RESULT_OK;
+}
+
 static VEIL_RESULT unreported_locked(const struct veil_usage_policy *p, json_t *doc)
 {
     for (size_t i = 0; i < p->client_count; i++) {

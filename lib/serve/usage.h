@@ -117,6 +117,13 @@ VEIL_RESULT veil_usage_counts_parse(const char *json, size_t size, int drop_zero
  * acc must hold at most VEIL_USAGE_MAX_CLIENTS names afterwards (VEIL_ERR_LIMIT). */
 VEIL_RESULT veil_usage_counts_add(json_t *acc, const json_t *delta, int sign);
 
+/* Removes from counts every name that is not a client of policy (NULL or open: every name): counts kept upstream are
+ * only ever those of the policy in force, so that a report cannot grow them past its clients. */
+void veil_usage_counts_restrict(json_t *counts, const struct veil_usage_policy *policy);
+
+/* The same with the policy as JSON text (NULL: none, open); VEIL_ERR_ARG when the text is not a valid policy. */
+VEIL_RESULT veil_usage_counts_restrict_text(json_t *counts, const char *policy);
+
 /* The document of what this process admitted and upstream has not acknowledged ({} when nothing): malloc'd text. */
 VEIL_RESULT veil_usage_unreported(struct veil_usage_policy *policy, char **json);
 

@@ -169,9 +169,10 @@ VEIL_RESULT cc_usage_take(struct cc_ctx *c, const char *model, char **report);
 /* The broker counted report (cc_usage_take's) and answered counts: pending -= report, upstream = counts. NULLs (no
  * report sent, or a broker without counters): nothing changes. */
 void cc_usage_answered(struct cc_ctx *c, const char *model, const char *report, const char *counts);
-/* A runtime's report (size 0: none) added to pending; *counts (counts may be NULL): upstream + pending after it
- * (malloc'd), for its answer. VEIL_ERR_FORMAT for a malformed report. */
-VEIL_RESULT cc_usage_local(struct cc_ctx *c, const char *model, const char *report, size_t size, char **counts);
+/* A runtime's report (parsed; NULL: none), restricted to the clients of policy (the usage policy under the lease,
+ * JSON text; NULL: open, no clients), added to pending; *counts: upstream + pending after it (malloc'd). */
+VEIL_RESULT cc_usage_local(struct cc_ctx *c, const char *model, const json_t *report, const char *policy,
+                           char **counts);
 /* 1 when model has runtime reports the broker has not counted yet. */
 int cc_usage_pending(struct cc_ctx *c, const char *model);
 

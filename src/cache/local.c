@@ -213,27 +213,28 @@ static void answer_lease(struct conn *k, const struct veil_la_msg *q, const stru
     cc_metrics_served(q->type == VEIL_LA_RENEW);
 }
 
-/* One KEY_REQUEST or RENEW; 0 when the connection must close (a malformed usage report). The usage a runtime
- * reports is counted even when its lease is not renewed: it served those requests. */
+/* One KEY_REQUEST or RENEW; 0 when the connection must close (a malformed usage report). A runtime's report is
+ * added to pending once the lease is held, restricted to the clients of the usage policy under that lease (a report
+ * cannot make up names; the broker restricts again). Counts for a key the broker refuses go nowhere: the broker
+ * would refuse them too. */
 static int request(struct conn *k, const struct veil_la_msg *q)
 {
     if (!cc_peer_allowed(k->c, &k->peer, q->model_id)) {
         refuse(k, VEIL_LA_E_NOT_ALLOWED, "this runtime's measurement is not allowed for the model", q->model_id);
         return 1;
     }
-    struct veil_result r = cc_usage_local(k->c, q->model_id, q->counts, q->counts_size, NULL);
+    json_t *deltas = NULL;
+    struct veil_result r = q->counts_size > 0 ? veil_usage_counts_parse(q->counts, q->counts_size, 1, &deltas)
+                                              : VEIL_RESULT_OK;
     if (!veil_ok(r)) {
-        if (r.status == VEIL_ERR_FORMAT)
-            bad_message(k, r);
-        else
-            refuse(k, VEIL_LA_E_INTERNAL, "internal error", veil_last_error());
-        return r.status != VEIL_ERR_FORMAT;
+        bad_message(k, r);
+        return 0;
     }
     struct veil_lease *l = NULL;
     char *counts = NULL;
     switch (cc_obtain(k->c, q->model_id, q->key_version, &l)) {
     case CC_OK: /* the counts after any fetch cc_obtain made */
-        if (veil_ok(cc_usage_local(k->c, q->model_id, NULL, 0, &counts))) {
+        if (veil_ok(cc_usage_local(k->c, q->model_id, deltas, l->usage_policy, &counts))) {
             answer_lease(k, q, l, counts);
         } else {
             pthread_mutex_unlock(&k->c->lock);
@@ -246,6 +247,7 @@ static int request(struct conn *k, const struct veil_la_msg *q)
         break;
     case CC_FAILED: refuse(k, VEIL_LA_E_INTERNAL, "internal error", q->model_id); break;
     }
+    json_decref(deltas);
     free(counts);
     return 1;
 }

@@ -96,13 +96,14 @@ static VEIL_RESULT view(const struct cc_counts *k, char **text)
     return dump(sum, text);
 }
 
-VEIL_RESULT cc_usage_local(struct cc_ctx *c, const char *model, const char *report, size_t size, char **counts)
+VEIL_RESULT cc_usage_local(struct cc_ctx *c, const char *model, const json_t *report, const char *policy,
+                           char **counts)
 {
-    if (counts != NULL)
-        *counts = NULL;
-    VEIL_DEFER(veil_json_done) json_t *deltas = NULL;
-    if (size > 0)
-        VEIL_GUARD(veil_usage_counts_parse(report, size, 1, &deltas));
+    *counts = NULL;
+    VEIL_DEFER(veil_json_done) json_t *deltas = report != NULL ? json_deep_copy(report) : NULL;
+    VEIL_ENSURE(report == NULL || deltas != NULL, VEIL_ERR_NOMEM, "out of memory");
+    if (deltas != NULL)
+        VEIL_GUARD(veil_usage_counts_restrict_text(deltas, policy));
     pthread_mutex_lock(&c->usage_lock);
     struct cc_counts *k = counts_of(c, model);
     struct veil_result r = VEIL_RESULT_OK;
@@ -110,7 +111,7 @@ VEIL_RESULT cc_usage_local(struct cc_ctx *c, const char *model, const char *repo
         r = veil_error_raise(VEIL_ERR_LIMIT, __FILE__, __LINE__, "usage counts: no room");
     if (veil_ok(r) && deltas != NULL)
         r = veil_usage_counts_add(k->pending, deltas, 1);
-    if (veil_ok(r) && counts != NULL)
+    if (veil_ok(r))
         r = view(k, counts);
     pthread_mutex_unlock(&c->usage_lock);
     return r;

@@ -330,6 +330,7 @@ struct requester {
     struct veil_jwk tee_pubkey;
     char session[KBS_SESSION_ID_SIZE + 1];
     char model[VEIL_KBS_MODEL_ID_MAX + 1];
+    char report_summary[96];  /* a usage report's audit reason */
 };
 
 static void requester_done(struct requester *q)
@@ -609,11 +610,23 @@ static VEIL_RESULT counts_steps(struct kbs_ctx *k, const struct vd_request *rq, 
     VEIL_DEFER(veil_json_done) json_t *totals = json_object();
     refuse(f, 401, "PluginInternalError", "");
     VEIL_ENSURE(totals != NULL, VEIL_ERR_NOMEM, "out of memory");
+    /* Only the clients of the policy in force are counted and answered (at most VEIL_USAGE_MAX_CLIENTS names):
+     * a name the owner removed, or one a report made up, is dropped. */
+    VEIL_GUARD(veil_usage_counts_restrict_text(deltas, usage));
     int found = 0;
     VEIL_GUARD(k->store->ops->usage_count(k->store, q->model, deltas, totals, &found));
     refuse(f, 404, "ResourceNotFound", "");
     VEIL_ENSURE(found, VEIL_ERR_ARG, "unknown model");
+    VEIL_GUARD(veil_usage_counts_restrict_text(totals, usage));
     *reported = json_object_size(deltas);
+    json_int_t requests = 0;
+    const char *name;
+    json_t *v;
+    json_object_foreach(deltas, name, v) {
+        requests += json_integer_value(v) < (json_int_t)VEIL_USAGE_MAX_BUDGET - requests ? json_integer_value(v) : 0;
+    }
+    snprintf(q->report_summary, sizeof q->report_summary, "%zu client counter(s) raised by %lld request(s)",
+             *reported, (long long)requests);
     refuse(f, 401, "PluginInternalError", "");
     return counts_encrypt(q, totals, jwe);
 }
@@ -631,6 +644,14 @@ void kbs_rcar_usage_counts(void *ctx, const struct vd_request *rq, struct vd_res
     if (!veil_ok(counts_steps(k, rq, &q, &e, &jwe, &f, &reported))) {
         snprintf(f.reason, sizeof f.reason, "%s", veil_last_error());
         deny(k, rq, rs, &e, &f);
+        return;
+    }
+    e.decision = "count";
+    e.reason = q.report_summary;
+    e.client = rq->client;
+    if (reported > 0 && !kbs_audit(k, &e)) { /* who raised which budget's counts is on record */
+        json_decref(jwe);
+        kbs_respond_protocol_error(rs, 401, "PluginInternalError");
         return;
     }
     kbs_metrics_usage_report(reported);

@@ -422,6 +422,8 @@ def test_usage_counters_on_replicas(pg: PgServer, sim: dict[str, Any], tmp_path:
     deadlock (writers lock the counters in byte order of the names), durable across a restart."""
     a, b = replicas(tmp_path, sim, pg.new_db("counters"), "ab")
     path = "/kbs/v0/veil-usage/test-0"
+    clients = [{"name": n, "api_key_sha256": hashlib.sha256(n.encode()).hexdigest()} for n in ("alice", "bob", "carol")]
+    assert a.admin("PUT", "/models/test-0/usage", {"version": 1, "clients": clients}).status == 200
 
     def session(br: Broker) -> Session:
         s = Session(br, "sample")

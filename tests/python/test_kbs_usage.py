@@ -421,29 +421,52 @@ def reports_metric(b: Broker) -> float:
     return float(m.group(1))
 
 
+COUNTED = {"version": 1, "clients": [{"name": n, "api_key_sha256": hashlib.sha256(n.encode()).hexdigest()}
+                                     for n in ("alice", "bob@example", "carol")]}
+
+
 def test_usage_counters_add_up(broker: Broker) -> None:
     create(broker, "metered", {"version": 1, "allow_sample": True})
-    assert broker.admin("PUT", "/models/metered/usage", POLICY).status == 200
+    assert broker.admin("PUT", "/models/metered/usage", COUNTED).status == 200
     s = attested(broker, "sample", sample_evidence)
     before = reports_metric(broker)
+    start = len(broker.audit())
     assert counted(s, "metered", {}) == {}  # a read: nothing counted yet
     assert counted(s, "metered", {"alice": 3, "bob@example": 0}) == {"alice": 3}  # zero counts are not stored
-    assert counted(s, "metered", {"alice": 2, "carol": 1}) == {"alice": 5, "carol": 1}  # any name the TEE saw
+    assert counted(s, "metered", {"alice": 2, "carol": 1}) == {"alice": 5, "carol": 1}
     # A second TEE (another node's cache) adds to the same counters and sees the first one's.
     t = attested(broker, "sample", sample_evidence)
     assert counted(t, "metered", {"bob@example": 7}) == {"alice": 5, "bob@example": 7, "carol": 1}
     assert broker.admin("GET", "/models/metered/usage/counters").json() == {
         "used": {"alice": 5, "bob@example": 7, "carol": 1}}
     assert reports_metric(broker) == before + 4
+    # Each report that raised a count is audited (who raised which budget's counts); the read is not.
+    new = [d for d in records(broker, start) if d["event"] == "usage-report"]
+    assert [(d["decision"], d["reason"]) for d in new] == [
+        ("count", "1 client counter(s) raised by 3 request(s)"), ("count", "2 client counter(s) raised by 3 request(s)"),
+        ("count", "1 client counter(s) raised by 7 request(s)")]
+    assert new[0]["model"] == "metered" and new[0]["tee"] == "sample"
+    # A name the policy does not list is neither counted nor answered (a report cannot grow the counters past the
+    # policy's clients); a client the owner removes stops being answered.
+    assert counted(s, "metered", {"mallory": 5, "alice": 1}) == {"alice": 6, "bob@example": 7, "carol": 1}
+    assert "mallory" not in broker.admin("GET", "/models/metered/usage/counters").json()["used"]
+    fewer = {"version": 1, "clients": COUNTED["clients"][:2]}
+    assert broker.admin("PUT", "/models/metered/usage", fewer).status == 200
+    assert counted(s, "metered", {"carol": 1}) == {"alice": 6, "bob@example": 7}
+    assert broker.admin("PUT", "/models/metered/usage", COUNTED).status == 200
+    assert counted(s, "metered", {}) == {"alice": 6, "bob@example": 7, "carol": 1}  # kept, not counted meanwhile
     # A count never passes 2^53, the largest budget.
     assert counted(s, "metered", {"carol": 2 ** 53})["carol"] == 2 ** 53
     assert counted(s, "metered", {"carol": 5})["carol"] == 2 ** 53
+    # An open model (no usage policy) has no clients: nothing is counted.
+    create(broker, "metered-open", {"version": 1, "allow_sample": True})
+    assert counted(s, "metered-open", {"alice": 4}) == {}
     # The admin read is 404 for no model, 400 for a malformed id; the CLI prints the counters.
     assert broker.admin("GET", "/models/no-such-model/usage/counters").status == 404
     assert broker.admin("GET", "/models/.bad/usage/counters").status == 400
     p = veil("usage", "counters", "metered", broker=broker)
     assert p.returncode == 0, p.stderr
-    assert json.loads(p.stdout) == {"alice": 5, "bob@example": 7, "carol": 2 ** 53}
+    assert json.loads(p.stdout) == {"alice": 6, "bob@example": 7, "carol": 2 ** 53}
     assert_refused(veil("usage", "counters", "no-such-model", broker=broker), "404")
     assert "counters MODEL" in veil("usage", "counters", "--help").stdout
 
@@ -465,6 +488,7 @@ def test_usage_report_refusals(broker: Broker, body: Any, why: str) -> None:
     model = "metered-bad"
     if broker.admin("GET", f"/models/{model}").status == 404:
         create(broker, model, {"version": 1, "allow_sample": True})
+        assert broker.admin("PUT", f"/models/{model}/usage", COUNTED).status == 200
     s = attested(broker, "sample", sample_evidence)
     assert counted(s, model, {"alice": 1})["alice"] >= 1
     have = broker.admin("GET", f"/models/{model}/usage/counters").json()
@@ -509,6 +533,7 @@ def test_usage_counters_survive_restart(tmp_path: Path, sim: dict[str, Any]) -> 
     b = make_broker(tmp_path, "counters", sim)
     try:
         create(b, "durable", {"version": 1, "allow_sample": True})
+        assert b.admin("PUT", "/models/durable/usage", COUNTED).status == 200
         s = attested(b, "sample", sample_evidence)
         assert counted(s, "durable", {"alice": 41}) == {"alice": 41}
     finally:

@@ -1146,6 +1146,21 @@ static void test_usage_counts(void **state)
     /* the owner raised the budget upstream's count did not: alice's 5 stay counted */
     veil_usage_free(p);
 
+    /* restricted to a policy's clients: a made-up name goes; an open policy (or none) has no clients */
+    json_t *mixed = NULL;
+    assert_true(veil_ok(veil_usage_counts_parse("{\"alice\":2,\"mallory\":9}", 23, 0, &mixed)));
+    struct veil_usage_policy *two = policy("{\"version\":1,\"clients\":[{\"name\":\"alice\",\"api_key_sha256\":\""
+                                           ALICE_HASH "\"}]}");
+    veil_usage_counts_restrict(mixed, two);
+    char *kept = json_dumps(mixed, JSON_COMPACT);
+    assert_string_equal(kept, "{\"alice\":2}");
+    free(kept);
+    assert_true(veil_ok(veil_usage_counts_restrict_text(mixed, NULL)));
+    assert_int_equal(json_object_size(mixed), 0);
+    assert_int_equal(veil_usage_counts_restrict_text(mixed, "{\"version\":9}").status, VEIL_ERR_ARG);
+    json_decref(mixed);
+    veil_usage_free(two);
+
     /* the documents: strict, sorted, zeros dropped on request, sums capped at 2^53, differences floored at 0 */
     assert_true(veil_ok(veil_usage_counts_parse("{\"b\":0,\"a\":2}", strlen("{\"b\":0,\"a\":2}"), 1, &counts)));
     char *text = json_dumps(counts, JSON_COMPACT);
