@@ -522,6 +522,8 @@ static VEIL_RESULT fold_range(struct eng_graph *g, struct eng_node *n, struct en
 static VEIL_RESULT fold_gather_elements(struct eng_graph *g, struct eng_node *n, struct eng_value *out);
 static VEIL_RESULT fold_scatter_nd(struct eng_graph *g, struct eng_node *n, struct eng_value *out);
 static VEIL_RESULT fold_trilu(struct eng_graph *g, struct eng_node *n, struct eng_value *out);
+static VEIL_RESULT fold_matmul(struct eng_graph *g, struct eng_node *n, struct eng_value *out);
+static VEIL_RESULT fold_activation(struct eng_graph *g, struct eng_node *n, struct eng_value *out);
 
 static int is_elementwise(enum eng_op op)
 {
@@ -550,6 +552,12 @@ static VEIL_RESULT fold_dispatch(struct eng_graph *g, struct eng_node *n, struct
     case OP_GATHERELEMENTS: return fold_gather_elements(g, n, out);
     case OP_SCATTERND: return fold_scatter_nd(g, n, out);
     case OP_TRILU: return fold_trilu(g, n, out);
+    case OP_MATMUL: return fold_matmul(g, n, out);
+    case OP_RELU:
+    case OP_SIGMOID:
+    case OP_CLIP:
+    case OP_HARDSIGMOID:
+    case OP_HARDSWISH: return fold_activation(g, n, out);
     case OP_SPLIT:
         for (uint32_t i = 1; i < n->output_count; i++) {
             struct eng_value *o = &g->values[n->outputs[i]];
@@ -989,6 +997,87 @@ static VEIL_RESULT fold_trilu(struct eng_graph *g, struct eng_node *n, struct en
             memcpy(out->owned + e * w, x->data + e * w, w);
         else
             memset(out->owned + e * w, 0, w);
+    }
+    return VEIL_RESULT_OK;
+}
+
+/* MatMul of float32 constants (Swin V2's continuous position bias: a small MLP over a constant coordinate table):
+ * A [..., M, K] x B [K, N], or B [..., K, N] with A's leading dims, in double; at most FOLD_MATMUL_MACS products. */
+#define FOLD_MATMUL_MACS (UINT64_C(1) << 28)
+
+static VEIL_RESULT fold_matmul(struct eng_graph *g, struct eng_node *n, struct eng_value *out)
+{
+    const struct eng_value *a = NULL, *b = NULL;
+    VEIL_GUARD(const_in(g, n, 0, &a));
+    VEIL_GUARD(const_in(g, n, 1, &b));
+    char label[160];
+    eng_node_label(n, label, sizeof label);
+    uint32_t ra = a->shape.rank, rb = b->shape.rank;
+    VEIL_ENSURE(a->dtype == VEIL_ONNX_FLOAT && b->dtype == VEIL_ONNX_FLOAT && ra >= 2 && rb >= 2 &&
+                    (rb == 2 || rb == ra),
+                VEIL_ERR_UNSUPPORTED, "%s: folding a MatMul of constants needs float32, rank >= 2, and B 2-D or of "
+                "A's rank", label);
+    int64_t m = a->shape.dims[ra - 2], k = a->shape.dims[ra - 1], nn = b->shape.dims[rb - 1];
+    VEIL_ENSURE(b->shape.dims[rb - 2] == k, VEIL_ERR_ONNX, "%s: inner dimensions differ", label);
+    size_t batches = eng_shape_count(&a->shape) / (size_t)(m * k > 0 ? m * k : 1);
+    for (uint32_t i = 0; rb == ra && i + 2 < ra; i++)
+        VEIL_ENSURE(b->shape.dims[i] == a->shape.dims[i], VEIL_ERR_UNSUPPORTED, "%s: batch broadcasting is not folded",
+                    label);
+    VEIL_ENSURE((uint64_t)batches * (uint64_t)m * (uint64_t)k * (uint64_t)nn <= FOLD_MATMUL_MACS, VEIL_ERR_LIMIT,
+                "%s: too large a product to compute at load", label);
+    struct eng_shape s = a->shape;
+    s.dims[ra - 1] = nn;
+    VEIL_GUARD(out_alloc(n, out, VEIL_ONNX_FLOAT, &s));
+    float *y = (float *)(void *)out->owned;
+    for (size_t t = 0; t < batches; t++) {
+        size_t a0 = t * (size_t)(m * k), b0 = rb == 2 ? 0 : t * (size_t)(k * nn), y0 = t * (size_t)(m * nn);
+        for (int64_t i = 0; i < m; i++)
+            for (int64_t j = 0; j < nn; j++) {
+                double acc = 0;
+                for (int64_t q = 0; q < k; q++)
+                    acc += get_f(a, a0 + (size_t)(i * k + q)) * get_f(b, b0 + (size_t)(q * nn + j));
+                y[y0 + (size_t)(i * nn + j)] = (float)acc;
+            }
+    }
+    return VEIL_RESULT_OK;
+}
+
+static double activation(const struct eng_post *op, double x)
+{
+    switch (op->alg) {
+    case dnnl_eltwise_relu: return x > 0 ? x : x * op->alpha;
+    case dnnl_eltwise_logistic: return 1.0 / (1.0 + exp(-x));
+    case dnnl_eltwise_clip: return x < op->alpha ? op->alpha : x > op->beta ? op->beta : x;
+    case dnnl_eltwise_linear: return op->alpha * x + op->beta;
+    case dnnl_eltwise_hardswish: return x * fmin(1.0, fmax(0.0, x / 6.0 + 0.5));
+    default: return NAN; /* not reached: eng_eltwise_parse makes only these */
+    }
+}
+
+/* Relu, Sigmoid, Clip, HardSigmoid, HardSwish of a float32 constant (Swin V2 clamps its constant logit scale). */
+static VEIL_RESULT fold_activation(struct eng_graph *g, struct eng_node *n, struct eng_value *out)
+{
+    const struct eng_value *x = NULL;
+    VEIL_GUARD(const_in(g, n, 0, &x));
+    char label[160];
+    eng_node_label(n, label, sizeof label);
+    VEIL_ENSURE(x->dtype == VEIL_ONNX_FLOAT, VEIL_ERR_UNSUPPORTED, "%s: only float32 constants are folded", label);
+    struct eng_post ops[2];
+    memcpy(ops, n->elt, sizeof ops);
+    for (uint32_t i = 1; n->op == OP_CLIP && i < n->input_count && i < 3; i++) /* opset >= 11: bounds as inputs */
+        if (n->inputs[i] >= 0) {
+            const struct eng_value *bound = NULL;
+            VEIL_GUARD(const_in(g, n, i, &bound));
+            VEIL_ENSURE(eng_shape_count(&bound->shape) == 1, VEIL_ERR_ONNX, "%s: min and max must be scalars", label);
+            *(i == 1 ? &ops[0].alpha : &ops[0].beta) = (float)get_f(bound, 0);
+        }
+    VEIL_GUARD(out_alloc(n, out, VEIL_ONNX_FLOAT, &x->shape));
+    float *y = (float *)(void *)out->owned;
+    for (size_t i = 0; i < eng_shape_count(&x->shape); i++) {
+        double v = get_f(x, i);
+        for (uint32_t k = 0; k < n->elt_count && k < 2; k++)
+            v = activation(&ops[k], v);
+        y[i] = (float)v;
     }
     return VEIL_RESULT_OK;
 }

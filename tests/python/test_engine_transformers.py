@@ -259,6 +259,22 @@ def test_trilu_folded(upper: int, k: int) -> None:
     _check(_model(nodes, [_vi("x", [2, 4, 5])], [_vi("y", [2, 4, 5])], inits), {"x": _x(2, 4, 5)})
 
 
+def test_constant_mlp_folded() -> None:
+    """Swin V2's continuous position bias: a small MLP (MatMul, Add, Relu, MatMul, Sigmoid, Clip) over a constant table,
+    folded at load, then added to a computed tensor; equal to onnxruntime."""
+    gen = np.random.default_rng(4)
+    table = gen.standard_normal((1, 3, 5, 2)).astype(np.float32)
+    w1, b1 = gen.standard_normal((2, 8)).astype(np.float32), gen.standard_normal(8).astype(np.float32)
+    w2 = gen.standard_normal((8, 4)).astype(np.float32)
+    nodes = [helper.make_node("MatMul", ["t", "w1"], ["h"]), helper.make_node("Add", ["h", "b1"], ["hb"]),
+             helper.make_node("Relu", ["hb"], ["r"]), helper.make_node("MatMul", ["r", "w2"], ["o"]),
+             helper.make_node("Sigmoid", ["o"], ["sg"]), helper.make_node("Clip", ["sg", "lo", "hi"], ["c"]),
+             helper.make_node("Add", ["x", "c"], ["y"])]
+    inits = [_const("t", table), _const("w1", w1), _const("b1", b1), _const("w2", w2),
+             _const("lo", np.array(0.2, np.float32)), _const("hi", np.array(0.8, np.float32))]
+    _check(_model(nodes, [_vi("x", [1, 3, 5, 4])], [_vi("y", [1, 3, 5, 4])], inits), {"x": _x(1, 3, 5, 4)})
+
+
 def test_trilu_of_a_computed_tensor_is_refused() -> None:
     data = _model([helper.make_node("Trilu", ["x"], ["y"])], [_vi("x", [3, 3])], [_vi("y", [3, 3])])
     with pytest.raises(veil.UnsupportedError, match="evaluates Trilu only on constants"):
