@@ -657,9 +657,13 @@ VEIL_RESULT eng_pad_build(struct veil_engine *e, struct eng_node *n)
         zero &= n->ints[i] == 0;
     if (zero) /* Swin pads its windows by (H mod 7): nothing at 224x224 */
         return eng_view_build(e, n);
-    char label[160];
-    VEIL_BAIL(VEIL_ERR_UNSUPPORTED, "%s: Pad is supported only as the spatial zero padding of the Conv that alone "
-              "reads it", eng_node_label(n, label, sizeof label));
+    /* Any other zero Pad of a computed tensor (Swin V2's windows): the engine's kernel, into a plain output. */
+    const struct eng_value *x = &e->g.values[n->inputs[0]];
+    struct eng_kernel k = {.op = KOP_PAD, .inputs = 1, .out = e->g.values[n->out].shape, .in = x->shape};
+    for (uint32_t i = 0; i < x->shape.rank; i++)
+        k.pad[i] = n->ints[i];
+    int inputs[1] = {n->inputs[0]};
+    return eng_step_kernel(e, n, &k, inputs, n->out);
 }
 
 /* ---- shape operators on computed tensors ----------------------------------------------------------------- */

@@ -151,7 +151,7 @@ struct eng_arg {
 enum eng_kop {
     KOP_ADD, KOP_SUB, KOP_MUL, KOP_DIV, KOP_IDIV, KOP_POW, KOP_MAX, KOP_MIN, KOP_EQ, KOP_LT, KOP_GT, KOP_LE, KOP_GE,
     KOP_AND, KOP_OR, KOP_FMOD, KOP_IMOD, KOP_WHERE, KOP_COPY, KOP_NOT, KOP_ISNAN, KOP_ERF, KOP_TRUNC, KOP_BOOL,
-    KOP_NEG, KOP_ABS, KOP_SQRT, KOP_TANH, KOP_EXP, KOP_GATHER
+    KOP_NEG, KOP_ABS, KOP_SQRT, KOP_TANH, KOP_EXP, KOP_GATHER, KOP_PAD
 };
 
 #define ENG_KERNEL_INPUTS 3u
@@ -163,6 +163,8 @@ struct eng_kernel {
     int64_t strides[ENG_KERNEL_INPUTS][ENG_RANK]; /* per input, in elements, over out's dims (0: broadcast) */
     int64_t offset[ENG_KERNEL_INPUTS];
     int64_t outer, dim, inner, count;             /* KOP_GATHER: data [outer, dim, inner], count indices */
+    struct eng_shape in;                          /* KOP_PAD: the input's (plain) shape */
+    int64_t pad[ENG_RANK];                        /* KOP_PAD: zeros before each dim; the output holds the rest */
 };
 
 struct eng_step {

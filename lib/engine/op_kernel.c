@@ -57,7 +57,8 @@ double eng_kop_eval(enum eng_kop op, double a, double b, double c)
     case KOP_SQRT: return sqrt(a);
     case KOP_TANH: return tanh(a);
     case KOP_EXP: return exp(a);
-    case KOP_GATHER: break;
+    case KOP_GATHER:
+    case KOP_PAD: break;
     }
     return 0;
 }
@@ -159,6 +160,33 @@ static VEIL_RESULT run_gather(const struct eng_kernel *k, const float *data, con
     return VEIL_RESULT_OK;
 }
 
+/* A zero Pad: each output element is the input's at (coordinate - pad) when that lies inside it, else 0. */
+static void run_pad(const struct eng_kernel *k, const float *in, float *out)
+{
+    uint32_t r = k->out.rank;
+    int64_t c[ENG_RANK] = {0}, stride[ENG_RANK], m = 1;
+    for (uint32_t d = r; d-- > 0;) {
+        stride[d] = m;
+        m *= k->in.dims[d];
+    }
+    size_t total = eng_shape_count(&k->out);
+    for (size_t i = 0; i < total; i++) {
+        int64_t at = 0;
+        int inside = 1;
+        for (uint32_t d = 0; d < r && inside; d++) {
+            int64_t x = c[d] - k->pad[d];
+            inside = x >= 0 && x < k->in.dims[d];
+            at += x * stride[d];
+        }
+        out[i] = inside ? in[at] : 0.0f;
+        for (uint32_t d = r; d-- > 0;) {
+            if (++c[d] < k->out.dims[d])
+                break;
+            c[d] = 0;
+        }
+    }
+}
+
 VEIL_RESULT eng_kernel_run(const struct eng_step *s, const struct eng_node *n)
 {
     const struct eng_kernel *k = s->kernel;
@@ -170,6 +198,10 @@ VEIL_RESULT eng_kernel_run(const struct eng_step *s, const struct eng_node *n)
     const float *in[ENG_KERNEL_INPUTS] = {ptr[0], ptr[1], ptr[2]};
     if (k->op == KOP_GATHER)
         return run_gather(k, in[0], in[1], ptr[2], n);
+    if (k->op == KOP_PAD) {
+        run_pad(k, in[0], ptr[count]);
+        return VEIL_RESULT_OK;
+    }
     run_nary(k, in, ptr[count]);
     return VEIL_RESULT_OK;
 }

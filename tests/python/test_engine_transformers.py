@@ -275,6 +275,15 @@ def test_constant_mlp_folded() -> None:
     _check(_model(nodes, [_vi("x", [1, 3, 5, 4])], [_vi("y", [1, 3, 5, 4])], inits), {"x": _x(1, 3, 5, 4)})
 
 
+@pytest.mark.parametrize("pads", [[0, 0, 1, 2, 0, 0, 3, 0], [1, 0, 0, 0, 0, 2, 2, 1]])
+def test_zero_pad_of_a_computed_tensor(pads: list[int]) -> None:
+    """A standalone zero Pad (Swin V2 pads its windows), on the engine's kernel, after a computed tensor."""
+    nodes = [helper.make_node("Relu", ["x"], ["r"]), helper.make_node("Pad", ["r", "p"], ["y"], mode="constant")]
+    out = [2 + pads[0] + pads[4], 3 + pads[1] + pads[5], 4 + pads[2] + pads[6], 5 + pads[3] + pads[7]]
+    inits = [_const("p", np.array(pads, np.int64))]
+    _check(_model(nodes, [_vi("x", [2, 3, 4, 5])], [_vi("y", out)], inits), {"x": _x(2, 3, 4, 5)})
+
+
 def test_trilu_of_a_computed_tensor_is_refused() -> None:
     data = _model([helper.make_node("Trilu", ["x"], ["y"])], [_vi("x", [3, 3])], [_vi("y", [3, 3])])
     with pytest.raises(veil.UnsupportedError, match="evaluates Trilu only on constants"):

@@ -609,19 +609,25 @@ static void test_fold_only_op_on_activation_refused(void **state)
     expect_load_error(&m, VEIL_ERR_UNSUPPORTED, "only on constants");
 }
 
-static void test_pad_without_conv_refused(void **state)
+/* A zero Pad that no Conv alone reads runs on the engine's kernel: zeros around the input. */
+static void test_pad_without_conv(void **state)
 {
     (void)state;
     struct veil_buf g = {0}, m;
     int64_t xd[2] = {2, 2};
-    const struct attr pads[] = {A_INTS4("value_ints", 0, 1, 0, 1)}; /* an all-zero Pad is a view: it runs */
+    const struct attr pads[] = {A_INTS4("value_ints", 0, 1, 0, 1)}; /* rows: none; columns: one before, one after */
     node(&g, "Constant", (const char *[]){NULL}, "pads", pads, 1);
     node(&g, "Pad", (const char *[]){"x", "pads", NULL}, "y", NULL, 0);
     int64_t yd[2] = {2, 4};
     value_info(&g, 11, "x", xd, 2);
     value_info(&g, 12, "y", yd, 2);
     model(&g, &m);
-    expect_load_error(&m, VEIL_ERR_UNSUPPORTED, "Pad is supported only");
+    veil_engine *e = load(&m);
+    const float x[4] = {1, 2, 3, 4}, ref[8] = {0, 1, 2, 0, 0, 3, 4, 0};
+    float y[8];
+    run1(e, x, 4, y, 8);
+    assert_close(y, ref, 8, 0);
+    veil_engine_free(e);
 }
 
 int main(void)
@@ -642,7 +648,7 @@ int main(void)
         cmocka_unit_test(test_malformed_never_crashes),
         cmocka_unit_test(test_folded_pads_and_shape_arithmetic),
         cmocka_unit_test(test_fold_only_op_on_activation_refused),
-        cmocka_unit_test(test_pad_without_conv_refused),
+        cmocka_unit_test(test_pad_without_conv),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
