@@ -82,13 +82,20 @@ def test_tensorflow_same_pads_as_exported() -> None:
 def test_unfoldable_pads_are_refused() -> None:
     with pytest.raises(veil.UnsupportedError, match="only zero padding"):
         veil.Engine.from_onnx(_conv_model(True, [0, 0, 1, 1, 0, 0, 1, 1], value=1.0))
-    # a Pad that no Conv reads is not run on its own
+    # a zero Pad that no Conv reads runs on its own (the engine's kernel); another value is still refused
     pads = helper.make_node("Constant", [], ["p"], value=numpy_helper.from_array(np.array([1, 1, 1, 1], np.int64)))
     alone = _model([pads, helper.make_node("Pad", ["x", "p"], ["y"])],
                    [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 3])],
                    [helper.make_tensor_value_info("y", TensorProto.FLOAT, [4, 5])])
-    with pytest.raises(veil.UnsupportedError, match="Pad is supported only"):
-        veil.Engine.from_onnx(alone)
+    x = np.arange(6, dtype=np.float32).reshape(2, 3) + 1
+    with veil.Engine.from_onnx(alone) as engine:
+        np.testing.assert_array_equal(engine.run(x)[0], np.pad(x, 1))
+    one = helper.make_node("Constant", [], ["v"], value=numpy_helper.from_array(np.array(1.0, np.float32)))
+    valued = _model([pads, one, helper.make_node("Pad", ["x", "p", "v"], ["y"])],
+                    [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 3])],
+                    [helper.make_tensor_value_info("y", TensorProto.FLOAT, [4, 5])])
+    with pytest.raises(veil.UnsupportedError, match="only zero padding"):
+        veil.Engine.from_onnx(valued)
 
 
 def test_load_time_only_ops_on_computed_tensors_are_refused() -> None:
