@@ -158,6 +158,29 @@ VEIL_RESULT eng_attr_string_is(struct eng_node *n, const char *name, const char 
     return VEIL_RESULT_OK;
 }
 
+VEIL_RESULT eng_attr_string(struct eng_node *n, const char *name, char *out, size_t size)
+{
+    out[0] = '\0';
+    struct eng_attr *a = eng_attr_get(n, name);
+    if (a == NULL)
+        return VEIL_RESULT_OK;
+    VEIL_GUARD(check_type(n, a, name, A_STRING));
+    struct veil_cursor c = a->body;
+    struct veil_pb_field f;
+    while (veil_cursor_left(&c) > 0) {
+        VEIL_GUARD(veil_pb_next(&c, "AttributeProto", &f));
+        if (f.number != 4)
+            continue;
+        VEIL_GUARD(veil_pb_expect_wire(&f, VEIL_PB_WIRE_BIT(VEIL_PB_LEN), "AttributeProto"));
+        char label[160];
+        VEIL_ENSURE(f.payload.size < size && memchr(f.payload.data, 0, f.payload.size) == NULL, VEIL_ERR_UNSUPPORTED,
+                    "%s: attribute %s is too long or holds a NUL", eng_node_label(n, label, sizeof label), name);
+        memcpy(out, f.payload.data, f.payload.size);
+        out[f.payload.size] = '\0';
+    }
+    return VEIL_RESULT_OK;
+}
+
 VEIL_RESULT eng_attr_check_used(const struct eng_node *n)
 {
     for (uint32_t i = 0; i < n->attr_count; i++) {

@@ -87,6 +87,7 @@ static const struct eng_op_info op_table[OP_COUNT] = {
     [OP_REDUCEMAX] = {"ReduceMax", 1, 2, eng_reduce_parse, eng_reduce_infer, eng_reduce_build},
     [OP_REDUCEL2] = {"ReduceL2", 1, 2, eng_reduce_parse, eng_reduce_infer, eng_reduce_build},
     [OP_TRILU] = {"Trilu", 1, 2, eng_fold_parse, eng_fold_only_infer, NULL},
+    [OP_EINSUM] = {"Einsum", 2, 2, eng_einsum_parse, eng_einsum_infer, eng_einsum_build},
 };
 
 const struct eng_op_info *eng_op_info(enum eng_op op)

@@ -35,7 +35,7 @@ enum eng_op {
     OP_LAYERNORM, OP_SUB, OP_DIV, OP_POW, OP_MAX, OP_MIN, OP_EQUAL, OP_LESS, OP_GREATER, OP_LESSEQ, OP_GREATEREQ,
     OP_AND, OP_OR, OP_NOT, OP_WHERE, OP_MOD, OP_SQRT, OP_TANH, OP_ERF, OP_EXP, OP_NEG, OP_ABS, OP_ISNAN,
     OP_REDUCEMEAN, OP_EXPAND, OP_RANGE, OP_SPLIT, OP_GELU, OP_GATHERELEMENTS, OP_SCATTERND, OP_REDUCESUM, OP_REDUCEMAX, OP_REDUCEL2,
-    OP_TRILU,
+    OP_TRILU, OP_EINSUM,
     OP_COUNT
 };
 
@@ -240,6 +240,8 @@ VEIL_RESULT eng_attr_float(struct eng_node *n, const char *name, float def, floa
 VEIL_RESULT eng_attr_ints(struct eng_node *n, const char *name, int64_t *out, uint32_t max, uint32_t *count);
 /* Fails unless the STRING attribute is absent or equals one of the allowed values ("NOTSET"...). */
 VEIL_RESULT eng_attr_string_is(struct eng_node *n, const char *name, const char *allowed);
+/* A string attribute into out (NUL-terminated, at most size - 1 bytes; "" when absent). */
+VEIL_RESULT eng_attr_string(struct eng_node *n, const char *name, char *out, size_t size);
 /* The TENSOR attribute, or the body of a value_* attribute; *found 0 when absent. */
 struct eng_attr *eng_attr_get(struct eng_node *n, const char *name);
 /* Refuses the first attribute no parse function asked for, naming it. */
@@ -285,6 +287,9 @@ VEIL_RESULT eng_gemm_build(struct veil_engine *e, struct eng_node *n);
 VEIL_RESULT eng_matmul_parse(struct eng_graph *g, struct eng_node *n);
 VEIL_RESULT eng_matmul_infer(struct eng_graph *g, struct eng_node *n);
 VEIL_RESULT eng_matmul_build(struct veil_engine *e, struct eng_node *n);
+VEIL_RESULT eng_einsum_parse(struct eng_graph *g, struct eng_node *n);
+VEIL_RESULT eng_einsum_infer(struct eng_graph *g, struct eng_node *n);
+VEIL_RESULT eng_einsum_build(struct veil_engine *e, struct eng_node *n);
 /* op_tensor.c: Flatten, Reshape, Identity, Constant, Concat */
 VEIL_RESULT eng_flatten_parse(struct eng_graph *g, struct eng_node *n);
 VEIL_RESULT eng_flatten_infer(struct eng_graph *g, struct eng_node *n);

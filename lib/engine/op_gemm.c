@@ -94,6 +94,83 @@ VEIL_RESULT eng_matmul_infer(struct eng_graph *g, struct eng_node *n)
     return VEIL_RESULT_OK;
 }
 
+/* ---- Einsum: the batched matrix products of attention ----------------------------------------------------- */
+
+#define EINSUM_MAX 64u
+
+/* "bhik,bhkj->bhij" (spaces allowed): two operands of the output's rank r >= 2 with the same r - 2 leading batch
+ * letters, in the output's order, each holding one output letter and the contraction letter in its last two
+ * positions, in either order (trans_a, trans_b). Anything else (broadcasts, sums over batch letters, ellipses, more
+ * operands) is refused by name. */
+static int einsum_terms(const char *eq, char terms[3][EINSUM_MAX])
+{
+    size_t t = 0, len = 0;
+    for (const char *p = eq; *p != '\0'; p++) {
+        if (*p == ' ')
+            continue;
+        if (*p == ',' || (*p == '-' && p[1] == '>')) {
+            if (t >= 2 || (*p == ',' && t != 0) || (*p == '-' && t != 1))
+                return 0;
+            terms[t++][len] = '\0';
+            len = 0;
+            p += *p == '-';
+            continue;
+        }
+        if (!((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z')) || len + 1 >= EINSUM_MAX)
+            return 0;
+        terms[t][len++] = *p;
+    }
+    terms[t][len] = '\0';
+    return t == 2;
+}
+
+VEIL_RESULT eng_einsum_parse(struct eng_graph *g, struct eng_node *n)
+{
+    (void)g;
+    char eq[3 * EINSUM_MAX], t[3][EINSUM_MAX], label[160];
+    eng_node_label(n, label, sizeof label);
+    VEIL_GUARD(eng_attr_string(n, "equation", eq, sizeof eq));
+    VEIL_ENSURE(einsum_terms(eq, t), VEIL_ERR_UNSUPPORTED, "%s: equation '%.64s' is not 'A,B->C' of letters", label,
+                eq);
+    size_t r = strlen(t[2]);
+    int ok = r >= 2 && r <= ENG_RANK && strlen(t[0]) == r && strlen(t[1]) == r &&
+             memcmp(t[0], t[2], r - 2) == 0 && memcmp(t[1], t[2], r - 2) == 0;
+    char i = ok ? t[2][r - 2] : 0, j = ok ? t[2][r - 1] : 0, a0 = t[0][r - 2], a1 = t[0][r - 1], b0 = t[1][r - 2],
+         b1 = t[1][r - 1];
+    char k = ok ? (a0 == i ? a1 : a0) : 0;
+    ok = ok && i != j && k != i && k != j && ((a0 == i && a1 == k) || (a0 == k && a1 == i)) &&
+         ((b0 == k && b1 == j) || (b0 == j && b1 == k));
+    for (size_t q = 0; ok && q + 2 < r; q++)
+        ok = t[2][q] != i && t[2][q] != j && t[2][q] != k && memchr(t[2], t[2][q], q) == NULL;
+    VEIL_ENSURE(ok, VEIL_ERR_UNSUPPORTED, "%s: equation '%.64s' is not a batched matrix product (bik,bkj->bij, "
+                "either operand transposed); other Einsum forms are not supported", label, eq);
+    n->trans_a = a0 == k;
+    n->trans_b = b1 == k;
+    return VEIL_RESULT_OK;
+}
+
+VEIL_RESULT eng_einsum_infer(struct eng_graph *g, struct eng_node *n)
+{
+    const struct eng_value *a = NULL, *b = NULL;
+    char label[160];
+    eng_node_label(n, label, sizeof label);
+    VEIL_GUARD(eng_input_act(g, n, 0, &a));
+    VEIL_GUARD(eng_input_act(g, n, 1, &b));
+    uint32_t r = a->shape.rank;
+    VEIL_ENSURE(r >= 2 && b->shape.rank == r, VEIL_ERR_ONNX, "%s: operands of rank %" PRIu32 " and %" PRIu32
+                " do not fit the equation", label, r, b->shape.rank);
+    struct eng_shape out = a->shape;
+    for (uint32_t q = 0; q + 2 < r; q++)
+        VEIL_ENSURE(a->shape.dims[q] == b->shape.dims[q], VEIL_ERR_ONNX, "%s: batch dimensions differ", label);
+    int64_t ka = a->shape.dims[n->trans_a ? r - 2 : r - 1], kb = b->shape.dims[n->trans_b ? r - 1 : r - 2];
+    VEIL_ENSURE(ka == kb, VEIL_ERR_ONNX, "%s: contracted dimensions differ (%" PRId64 " vs %" PRId64 ")", label, ka,
+                kb);
+    out.dims[r - 2] = a->shape.dims[n->trans_a ? r - 1 : r - 2];
+    out.dims[r - 1] = b->shape.dims[n->trans_b ? r - 2 : r - 1];
+    g->values[n->outputs[0]].shape = out;
+    return VEIL_RESULT_OK;
+}
+
 /* ---- building -------------------------------------------------------------------------------------------- */
 
 struct mm_build {
@@ -267,6 +344,46 @@ static VEIL_RESULT matmul_flat(struct veil_engine *e, struct eng_node *n)
     if (b.has_bias)
         ENG_GUARD_DNNL(dnnl_memory_desc_init_by_tag(&b.bias, 2, bd, dnnl_f32, dnnl_ab), n, "descriptor");
     return mm_finish(e, &b, a, -1);
+}
+
+/* An Einsum operand in plain layout, or, transposed, a view of it with its last two dims and strides swapped. */
+static VEIL_RESULT einsum_operand(struct veil_engine *e, int v, int trans, dnnl_memory_desc_t *md, int *out)
+{
+    const struct eng_shape *s = &e->g.values[v].shape;
+    dnnl_memory_desc_t plain;
+    int x = -1;
+    VEIL_GUARD(eng_md_plain(&plain, s));
+    VEIL_GUARD(eng_input_as(e, v, &plain, &x));
+    if (!trans) {
+        *md = plain;
+        *out = x;
+        return VEIL_RESULT_OK;
+    }
+    uint32_t r = s->rank;
+    dnnl_dims_t dims = {0}, strides = {0};
+    int64_t m = 1;
+    for (uint32_t i = r; i-- > 0;) {
+        strides[i] = m;
+        dims[i] = s->dims[i];
+        m *= s->dims[i];
+    }
+    int64_t d = dims[r - 1], st = strides[r - 1];
+    dims[r - 1] = dims[r - 2], strides[r - 1] = strides[r - 2];
+    dims[r - 2] = d, strides[r - 2] = st;
+    ENG_GUARD_DNNL(dnnl_memory_desc_init_by_strides(md, (int)r, dims, dnnl_f32, strides), NULL, "descriptor");
+    return eng_view_value(e, x, md, out);
+}
+
+VEIL_RESULT eng_einsum_build(struct veil_engine *e, struct eng_node *n)
+{
+    const struct eng_shape *out = &e->g.values[n->out].shape;
+    struct mm_build b = {.n = n, .rank = out->rank};
+    int a = -1, w = -1;
+    VEIL_GUARD(einsum_operand(e, n->inputs[0], n->trans_a, &b.src, &a));
+    VEIL_GUARD(einsum_operand(e, n->inputs[1], n->trans_b, &b.wgt, &w));
+    VEIL_GUARD(eng_md_plain(&b.dst, out));
+    n->alpha = 1.0f;
+    return mm_finish(e, &b, a, w);
 }
 
 VEIL_RESULT eng_matmul_build(struct veil_engine *e, struct eng_node *n)

@@ -284,6 +284,32 @@ def test_zero_pad_of_a_computed_tensor(pads: list[int]) -> None:
     _check(_model(nodes, [_vi("x", [2, 3, 4, 5])], [_vi("y", out)], inits), {"x": _x(2, 3, 4, 5)})
 
 
+@pytest.mark.parametrize("equation", ["bgid,bgjd->bgij", "bgij,bgjd->bgid", "b h k i, b h k j -> b h i j",
+                                      "bki,bjk->bij", "ik,kj->ij"])
+def test_einsum_batched_products(equation: str) -> None:
+    """The Einsum forms of attention (MaxViT): batched matrix products with either operand transposed."""
+    terms = equation.replace(" ", "").replace("->", ",").split(",")
+    sizes = {"b": 2, "g": 3, "h": 2, "i": 4, "j": 5, "d": 6, "k": 3}
+    shape = lambda t: [sizes[c] for c in t]  # noqa: E731
+    nodes = [helper.make_node("Relu", ["a"], ["ra"]), helper.make_node("Einsum", ["ra", "b"], ["y"], equation=equation)]
+    _check(_model(nodes, [_vi("a", shape(terms[0])), _vi("b", shape(terms[1]))], [_vi("y", shape(terms[2]))]),
+           {"a": _x(*shape(terms[0])), "b": _x(*shape(terms[1]))})
+
+
+@pytest.mark.parametrize("equation, error, why", [
+    ("bij,bjk,bkl->bil", veil.OnnxError, "has 3 inputs, Einsum takes 2"),
+    ("bij,bjk->bi", veil.UnsupportedError, "is not a batched matrix product"),
+    ("...ij,...jk->...ik", veil.UnsupportedError, "is not 'A,B->C' of letters"),
+    ("bij,bjk->bki", veil.UnsupportedError, "is not a batched matrix product")])
+def test_einsum_other_forms_refused(equation: str, error: type, why: str) -> None:
+    n = 3 if equation.count(",") == 2 else 2
+    names = ["a", "b", "c"][:n]
+    data = _model([helper.make_node("Einsum", names, ["y"], equation=equation)],
+                  [_vi(x, [2, 2, 2]) for x in names], [_vi("y", [2, 2])])
+    with pytest.raises(error, match=why):
+        veil.Engine.from_onnx(data)
+
+
 def test_trilu_of_a_computed_tensor_is_refused() -> None:
     data = _model([helper.make_node("Trilu", ["x"], ["y"])], [_vi("x", [3, 3])], [_vi("y", [3, 3])])
     with pytest.raises(veil.UnsupportedError, match="evaluates Trilu only on constants"):
