@@ -41,9 +41,12 @@
 (k) precision_bf16: Veil's engine in bf16 vs fp32 and vs PyTorch's bf16 autocast, ResNet-50, EfficientNet-Lite0,
     ViT-B/16, BERT-base, batch 1 and 8, with the achieved TFLOP/s next to the machine's bf16 GEMM rate
     (bench/precision_bench.py; VEIL_BENCH_ONLY=precision).
+(l) large_seal, large_run, large_unseal: a 2.7 GB model with ONNX external data sealed, run and unsealed by the CLI
+    vs an fsync'ed copy of the same bytes and onnxruntime on the plain model; peak RSS against the plaintext
+    (bench/large_bench.py; VEIL_BENCH_ONLY=large).
 
 VEIL_BENCH_ONLY=PART[,PART...] runs only those parts: decrypt (a), open (b, c), attest (h), kbs (g), engine (d, e, f),
-serve (i), cache (j). VEIL_BENCH_BUILD names the build directory of the C binaries (default build/release).
+serve (i), cache (j), precision (k), large (l). VEIL_BENCH_BUILD names the build directory of the C binaries (default build/release).
 """
 
 from __future__ import annotations
@@ -420,8 +423,17 @@ def bench_engine() -> None:
     bench_engine_rss(bench_engine_latency())
 
 
+def bench_large() -> None:
+    """(l) bench/large_bench.py: a 2.7 GB model with external data: seal, run, unseal."""
+    sys.path.insert(0, str(ROOT / "bench"))
+    import large_bench
+
+    large_bench.main(BUILD, WORK, emit)
+
+
 PARTS = {"decrypt": bench_decrypt, "open": bench_open, "attest": bench_attest, "kbs": bench_kbs,
-         "engine": bench_engine, "serve": bench_serve, "cache": bench_cache, "precision": bench_precision}
+         "engine": bench_engine, "serve": bench_serve, "cache": bench_cache, "precision": bench_precision,
+         "large": bench_large}
 
 
 def main() -> int:

@@ -86,7 +86,10 @@ VEIL_API VEIL_WUR veil_status veil_engine_load_onnx(const uint8_t *onnx, size_t 
                                                     const struct veil_engine_options *options,
                                                     veil_engine **out);
 
-/* Same, from an opened sealed model; the model may be freed as soon as this returns. */
+/* Same, from an opened sealed model; the model may be freed as soon as this returns. A model whose tensors total
+ * 1 GiB or more lends its large MatMul/Gemm weights to the engine, which runs on them in place (plain layout)
+ * instead of holding a second, reordered copy: the engine then keeps the model's plaintext alive (a reference) until
+ * veil_engine_free, and veil_model_free only drops the caller's reference. */
 VEIL_API VEIL_WUR veil_status veil_engine_load_model(const veil_model *model,
                                                      const struct veil_engine_options *options,
                                                      veil_engine **out);
@@ -104,6 +107,13 @@ VEIL_API VEIL_WUR veil_status veil_engine_load_onnx_shaped(const uint8_t *onnx, 
                                                            const struct veil_engine_options *options,
                                                            const struct veil_engine_shape *shapes,
                                                            size_t shape_count, veil_engine **out);
+/* Loads a plain ONNX model from its file, reading ONNX external data (weights in files beside the model, as
+ * exporters write models past protobuf's 2 GiB limit) from the model's directory: never from outside it (no
+ * absolute path, no '..', no symbolic link leading out). The external tensors are read into memory first, so a
+ * large model briefly needs about twice its weights; a sealed model (veil_engine_load_model) does not. */
+VEIL_API VEIL_WUR veil_status veil_engine_load_onnx_file(const char *path, const struct veil_engine_options *options,
+                                                         const struct veil_engine_shape *shapes, size_t shape_count,
+                                                         veil_engine **out);
 VEIL_API VEIL_WUR veil_status veil_engine_load_model_shaped(const veil_model *model,
                                                             const struct veil_engine_options *options,
                                                             const struct veil_engine_shape *shapes,

@@ -6,6 +6,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
+#include <linux/openat2.h>
 #include <unistd.h>
 
 #include "core/file.h"
@@ -140,4 +142,81 @@ void veil_outfile_cleanup(struct veil_outfile *f)
     free(f->tmp_path);
     free(f->path);
     *f = (struct veil_outfile){.fd = -1};
+}
+
+/* openat2 with RESOLVE_BENEATH; -1 with errno ENOSYS (or EPERM, from a seccomp filter) where it is missing. */
+static int open_beneath_openat2(int dirfd, const char *rel)
+{
+#ifdef SYS_openat2
+    struct open_how how = {.flags = O_RDONLY | O_CLOEXEC | O_NOCTTY,
+                           .resolve = RESOLVE_BENEATH | RESOLVE_NO_MAGICLINKS};
+    return (int)syscall(SYS_openat2, dirfd, rel, &how, sizeof how);
+#else
+    (void)dirfd, (void)rel;
+    errno = ENOSYS;
+    return -1;
+#endif
+}
+
+/* Without openat2: every component is opened with O_NOFOLLOW, so no symbolic link is followed at all. */
+static int open_beneath_nofollow(int dirfd, const char *rel)
+{
+    char *copy = strdup(rel);
+    if (copy == NULL)
+        return -1;
+    int at = dirfd, fd = -1;
+    char *save = NULL;
+    for (char *part = strtok_r(copy, "/", &save); part != NULL; part = strtok_r(NULL, "/", &save)) {
+        int last = *save == '\0';
+        int next = openat(at, part, (last ? O_RDONLY : O_PATH | O_DIRECTORY) | O_NOFOLLOW | O_CLOEXEC | O_NOCTTY);
+        if (at != dirfd)
+            close(at);
+        at = dirfd;
+        if (next < 0 || last) {
+            fd = next;
+            break;
+        }
+        at = next;
+    }
+    if (at != dirfd)
+        close(at);
+    free(copy);
+    return fd;
+}
+
+static int open_beneath(int dirfd, const char *rel)
+{
+    int fd = open_beneath_openat2(dirfd, rel);
+    if (fd >= 0 || (errno != ENOSYS && errno != EPERM))
+        return fd;
+    return open_beneath_nofollow(dirfd, rel);
+}
+
+VEIL_RESULT veil_file_open_beneath(int dirfd, const char *rel, int *fd_out, uint64_t *size)
+{
+    *fd_out = -1;
+    VEIL_ENSURE(rel != NULL && rel[0] != '\0' && rel[0] != '/', VEIL_ERR_ARG, "not a relative path");
+    int fd = open_beneath(dirfd, rel);
+    VEIL_ENSURE(fd >= 0, VEIL_ERR_IO, "cannot open %s beside the model: %s", rel,
+                errno == EXDEV || errno == ELOOP ? "it leads out of the model's directory" : strerror(errno));
+    struct stat st;
+    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+        close(fd);
+        VEIL_BAIL(VEIL_ERR_IO, "%s beside the model is not a regular file", rel);
+    }
+    *fd_out = fd;
+    *size = (uint64_t)st.st_size;
+    return VEIL_RESULT_OK;
+}
+
+VEIL_RESULT veil_file_open_parent(const char *path, int *fd_out)
+{
+    char *copy = strdup(path);
+    VEIL_ENSURE(copy != NULL, VEIL_ERR_NOMEM, "out of memory");
+    int fd = open(dirname(copy), O_PATH | O_DIRECTORY | O_CLOEXEC);
+    int err = errno;
+    free(copy);
+    VEIL_ENSURE(fd >= 0, VEIL_ERR_IO, "cannot open the directory of %s: %s", path, strerror(err));
+    *fd_out = fd;
+    return VEIL_RESULT_OK;
 }

@@ -19,6 +19,13 @@ VEIL_RESULT veil_file_read_all(const char *path, uint64_t max_size, struct veil_
 VEIL_RESULT veil_file_pread(int fd, void *out, size_t size, uint64_t offset);
 VEIL_RESULT veil_file_write_all(int fd, const void *data, size_t size);
 
+/* Opens rel (a relative path) for reading beneath the directory dirfd: no absolute path, no '..', and no symbolic
+ * link may lead out of it (openat2 RESOLVE_BENEATH; where the kernel lacks openat2, no symbolic link is followed at
+ * all). The file must be a regular file; *size is its size. */
+VEIL_RESULT veil_file_open_beneath(int dirfd, const char *rel, int *fd_out, uint64_t *size);
+/* Opens the directory that holds path (O_PATH), for veil_file_open_beneath. */
+VEIL_RESULT veil_file_open_parent(const char *path, int *fd_out);
+
 /* An output file written under a temporary name in the target's directory, then fsync'ed and renamed over the
  * target by _commit. _cleanup removes the temporary file if it was not committed, so a failed operation leaves
  * nothing behind and never touches an existing target. */

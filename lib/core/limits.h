@@ -18,6 +18,7 @@
 #define VEIL_ONNX_MAX_MODEL_SIZE (UINT64_C(2) << 30)
 #define VEIL_ONNX_MAX_RANK 32u
 #define VEIL_ONNX_MAX_NAME_SIZE 4096u
+#define VEIL_ONNX_MAX_LOCATION_SIZE 4096u /* an external data path, like PATH_MAX */
 #define VEIL_ONNX_MAX_DEPTH 64u
 
 /* SEV-SNP: a VCEK/VLEK is about 1.4 KiB in DER; the cap leaves room for PEM armour and unusual extensions. */

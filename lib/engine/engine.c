@@ -7,6 +7,8 @@
 #include <unistd.h>
 
 #include "engine/internal.h"
+#include "core/file.h"
+#include "format/format.h"
 #include "onnx/onnx.h"
 
 size_t veil_engine_max_rank(void)
@@ -112,17 +114,20 @@ veil_status veil_engine_load(const uint8_t *graph, size_t graph_size, const stru
     return veil_engine_load_shaped(graph, graph_size, tensors, tensor_count, options, NULL, 0, out);
 }
 
-veil_status veil_engine_load_shaped(const uint8_t *graph, size_t graph_size, const struct veil_tensor_view *tensors,
-                                    size_t tensor_count, const struct veil_engine_options *options,
-                                    const struct veil_engine_shape *shapes, size_t shape_count, veil_engine **out)
+/* Loads; with lender (the sealed model the views come from), large weights are used in place and the engine keeps
+ * a reference to the model. */
+static veil_status load_engine(const uint8_t *graph, size_t graph_size, const struct veil_tensor_view *tensors,
+                               size_t tensor_count, const struct veil_engine_options *options,
+                               const struct veil_engine_shape *shapes, size_t shape_count, const veil_model *lender,
+                               veil_engine **out)
 {
-    veil_error_clear();
     if (out == NULL)
         return veil_error_raise(VEIL_ERR_ARG, __FILE__, __LINE__, "no output given").status;
     *out = NULL;
     struct veil_engine *e = calloc(1, sizeof *e);
     if (e == NULL)
         return veil_error_raise(VEIL_ERR_NOMEM, __FILE__, __LINE__, "out of memory").status;
+    e->borrow = lender != NULL;
     struct veil_result r = resolve_options(options, &e->opts);
     if (veil_ok(r))
         r = load_impl(e, graph, graph_size, tensors, tensor_count, shapes, shape_count);
@@ -131,14 +136,41 @@ veil_status veil_engine_load_shaped(const uint8_t *graph, size_t graph_size, con
         return r.status;
     }
     drop_views(&e->g);
+    if (lender != NULL)
+        e->model = veil_model_retain(lender);
     *out = e;
     return VEIL_OK;
+}
+
+veil_status veil_engine_load_shaped(const uint8_t *graph, size_t graph_size, const struct veil_tensor_view *tensors,
+                                    size_t tensor_count, const struct veil_engine_options *options,
+                                    const struct veil_engine_shape *shapes, size_t shape_count, veil_engine **out)
+{
+    veil_error_clear();
+    return load_engine(graph, graph_size, tensors, tensor_count, options, shapes, shape_count, NULL, out);
 }
 
 veil_status veil_engine_load_onnx(const uint8_t *onnx, size_t size, const struct veil_engine_options *options,
                                   veil_engine **out)
 {
     return veil_engine_load_onnx_shaped(onnx, size, options, NULL, 0, out);
+}
+
+/* Loads from a split model (its tensors' data in memory). */
+static veil_status load_split(const struct veil_onnx_split *split, const struct veil_engine_options *options,
+                              const struct veil_engine_shape *shapes, size_t shape_count, veil_engine **out)
+{
+    struct veil_tensor_view *views = calloc(split->tensor_count + 1, sizeof *views);
+    if (views == NULL)
+        return veil_error_raise(VEIL_ERR_NOMEM, __FILE__, __LINE__, "out of memory").status;
+    for (size_t i = 0; i < split->tensor_count; i++) {
+        const struct veil_onnx_tensor *t = &split->tensors[i];
+        views[i] = (struct veil_tensor_view){t->name, t->dtype, t->rank, t->dims, t->data, (size_t)t->size};
+    }
+    veil_status st = veil_engine_load_shaped(split->graph.data, split->graph.size, views, split->tensor_count,
+                                             options, shapes, shape_count, out);
+    free(views);
+    return st;
 }
 
 veil_status veil_engine_load_onnx_shaped(const uint8_t *onnx, size_t size, const struct veil_engine_options *options,
@@ -151,20 +183,46 @@ veil_status veil_engine_load_onnx_shaped(const uint8_t *onnx, size_t size, const
     *out = NULL;
     struct veil_onnx_split split = {0};
     struct veil_result r = veil_onnx_split(onnx, size, &split);
-    if (!veil_ok(r))
-        return r.status;
-    struct veil_tensor_view *views = calloc(split.tensor_count + 1, sizeof *views);
-    veil_status st = VEIL_ERR_NOMEM;
-    if (views == NULL)
-        veil_error_raise(VEIL_ERR_NOMEM, __FILE__, __LINE__, "out of memory");
-    for (size_t i = 0; views != NULL && i < split.tensor_count; i++) {
-        const struct veil_onnx_tensor *t = &split.tensors[i];
-        views[i] = (struct veil_tensor_view){t->name, t->dtype, t->rank, t->dims, t->data, (size_t)t->size};
+    veil_status st = veil_ok(r) ? load_split(&split, options, shapes, shape_count, out) : r.status;
+    veil_onnx_split_cleanup(&split);
+    return st;
+}
+
+/* Reads every external tensor of split into memory it owns (wiped when the split is cleaned up). */
+static VEIL_RESULT read_external_tensors(const char *path, struct veil_onnx_split *split)
+{
+    VEIL_DEFER(veil_fd_close) int dirfd = -1;
+    for (size_t i = 0; i < split->tensor_count; i++) {
+        struct veil_onnx_tensor *t = &split->tensors[i];
+        if (t->location == NULL)
+            continue;
+        if (dirfd < 0)
+            VEIL_GUARD(veil_file_open_parent(path, &dirfd));
+        t->owned = malloc(t->size > 0 ? (size_t)t->size : 1);
+        VEIL_ENSURE(t->owned != NULL, VEIL_ERR_NOMEM, "out of memory (tensor '%s', %" PRIu64 " bytes)", t->name,
+                    t->size);
+        t->data = t->owned;
+        VEIL_GUARD(veil_onnx_read_external(dirfd, t, t->owned));
     }
-    if (views != NULL)
-        st = veil_engine_load_shaped(split.graph.data, split.graph.size, views, split.tensor_count, options, shapes,
-                                     shape_count, out);
-    free(views);
+    return VEIL_RESULT_OK;
+}
+
+veil_status veil_engine_load_onnx_file(const char *path, const struct veil_engine_options *options,
+                                       const struct veil_engine_shape *shapes, size_t shape_count, veil_engine **out)
+{
+    veil_error_clear();
+    if (out == NULL || path == NULL)
+        return veil_error_raise(VEIL_ERR_ARG, __FILE__, __LINE__, "no path or output given").status;
+    *out = NULL;
+    VEIL_DEFER(veil_buf_cleanup) struct veil_buf model;
+    veil_buf_init_secret(&model);
+    struct veil_onnx_split split = {0};
+    struct veil_result r = veil_file_read_all(path, VEIL_ONNX_MAX_MODEL_SIZE, &model);
+    if (veil_ok(r))
+        r = veil_onnx_split_external(model.data, model.size, &split);
+    if (veil_ok(r))
+        r = read_external_tensors(path, &split);
+    veil_status st = veil_ok(r) ? load_split(&split, options, shapes, shape_count, out) : r.status;
     veil_onnx_split_cleanup(&split);
     return st;
 }
@@ -189,10 +247,14 @@ veil_status veil_engine_load_model_shaped(const veil_model *model, const struct 
     if (views == NULL)
         return veil_error_raise(VEIL_ERR_NOMEM, __FILE__, __LINE__, "out of memory").status;
     veil_status st = VEIL_OK;
-    for (size_t i = 0; st == VEIL_OK && i < count; i++)
+    uint64_t total = 0;
+    for (size_t i = 0; st == VEIL_OK && i < count; i++) {
         st = veil_model_tensor(model, i, &views[i]);
+        total += views[i].size;
+    }
+    const veil_model *lender = total >= ENG_BORROW_MIN_MODEL ? model : NULL;
     if (st == VEIL_OK)
-        st = veil_engine_load_shaped(graph, size, views, count, options, shapes, shape_count, out);
+        st = load_engine(graph, size, views, count, options, shapes, shape_count, lender, out);
     free(views);
     return st;
 }
@@ -310,5 +372,6 @@ void veil_engine_free(veil_engine *e)
     eng_graph_cleanup(&e->g);
     free(e->io_in);
     free(e->io_out);
+    veil_model_free(e->model);
     free(e);
 }

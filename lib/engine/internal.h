@@ -21,6 +21,7 @@
 #include "core/result.h"
 #include "core/secret.h"
 #include "veil/engine.h"
+#include "veil/sealed.h"
 
 #define ENG_RANK VEIL_ENGINE_MAX_RANK
 
@@ -216,7 +217,14 @@ struct veil_engine {
     int *out_values;                /* per graph output, the plain value to copy out */
     struct eng_input_bind *in_binds; /* per graph input: read in place from the caller's buffer, or copied */
     struct veil_engine_io *io_in, *io_out;
+    int borrow;                     /* large constant weights may be used in place, in the views' memory */
+    veil_model *model;              /* the sealed model those views belong to, kept alive (a reference) */
 };
+
+/* A model whose tensors total at least this many bytes lends its large weights to the engine: the engine runs on
+ * them in place (plain layout) instead of holding a second, reordered copy. */
+#define ENG_BORROW_MIN_MODEL (UINT64_C(1) << 30)
+#define ENG_BORROW_MIN_TENSOR (UINT64_C(1) << 20)
 
 /* ---- graph.c --------------------------------------------------------------------------------------------- */
 
@@ -416,6 +424,8 @@ VEIL_RESULT eng_attr_new(const struct eng_node *n, const struct eng_post *post, 
                          dnnl_primitive_attr_t *out);
 /* Allocates secure memory owned by the engine. */
 VEIL_RESULT eng_const_alloc(struct veil_engine *e, size_t size, void **out);
+/* A constant argument used in place: src (64-byte aligned, in layout md) must outlive the engine. */
+VEIL_RESULT eng_step_borrow(struct eng_step *s, int arg, const dnnl_memory_desc_t *md, const void *src);
 /* Builds every step; then plans memory and binds the buffers. */
 VEIL_RESULT eng_exec_build(struct veil_engine *e);
 VEIL_RESULT eng_exec_run(struct veil_engine *e, const float *const *inputs, float *const *outputs);

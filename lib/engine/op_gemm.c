@@ -235,6 +235,16 @@ static VEIL_RESULT mm_weights(struct veil_engine *e, const struct mm_build *b, s
     return eng_step_const(e, s, DNNL_ARG_WEIGHTS, wmd, &b->w_user, w);
 }
 
+/* Whether the constant weights are a large tensor of the caller's that the product can read in place, in their
+ * plain layout (a large model's weights are not copied into a packed layout; see ENG_BORROW_MIN_MODEL). */
+static int mm_borrowable(const struct veil_engine *e, const struct mm_build *b)
+{
+    if (!e->borrow || !b->w_const || b->n->alpha != 1.0f)
+        return 0;
+    const struct eng_value *w = &e->g.values[b->n->inputs[1]];
+    return w->owned == NULL && w->data != NULL && w->size >= ENG_BORROW_MIN_TENSOR && ((uintptr_t)w->data & 63u) == 0;
+}
+
 static VEIL_RESULT mm_step(struct veil_engine *e, struct mm_build *b, int a, int w, const_dnnl_primitive_desc_t pd)
 {
     struct eng_step *s = NULL;
@@ -246,7 +256,10 @@ static VEIL_RESULT mm_step(struct veil_engine *e, struct mm_build *b, int a, int
         size_t count = 0;
         const dnnl_memory_desc_t *wmd = dnnl_primitive_desc_query_md(pd, dnnl_query_weights_md, 0);
         VEIL_GUARD(eng_const_floats(&e->g, b->n, 1, &data, &count));
-        VEIL_GUARD(mm_weights(e, b, &e->steps[step], wmd, data, count));
+        if (mm_borrowable(e, b) && dnnl_memory_desc_equal(wmd, &b->w_user))
+            VEIL_GUARD(eng_step_borrow(&e->steps[step], DNNL_ARG_WEIGHTS, wmd, data));
+        else
+            VEIL_GUARD(mm_weights(e, b, &e->steps[step], wmd, data, count));
     } else {
         VEIL_GUARD(eng_step_value(e, &e->steps[step], DNNL_ARG_WEIGHTS, w, 0));
     }
@@ -293,6 +306,8 @@ static VEIL_RESULT mm_finish(struct veil_engine *e, struct mm_build *b, int a, i
     int head = e->g.values[b->n->out].is_output; /* the classifier: its logits are the answer, kept float32 */
     if (e->opts.precision == VEIL_ENGINE_BF16 && !head)
         VEIL_GUARD(mm_bf16(e, b, &a, &w, &pd));
+    if (pd == NULL && mm_borrowable(e, b))
+        b->wgt = b->w_user;
     if (pd == NULL)
         VEIL_GUARD(mm_pd(e, b, &pd));
     struct veil_result r = mm_step(e, b, a, w, pd);

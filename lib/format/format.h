@@ -110,6 +110,13 @@ void veil_sealed_plain_cleanup(struct veil_sealed_plain *p);
 
 /* unseal.c: the ONNX model of an opened sealed model (initializers back as raw_data), appended to out. */
 VEIL_RESULT veil_sealed_join_model(const veil_model *m, struct veil_buf *out);
+/* model.c: one more reference to an opened model, dropped by veil_model_free; the last one wipes and frees. An
+ * engine that uses the model's tensors in place holds one, so the caller may free the model as before. */
+veil_model *veil_model_retain(const veil_model *m);
+
+/* unseal.c: writes the model as out_path (the graph) and out_path.data (every tensor, page-aligned) in ONNX's
+ * external data form; veil_unseal_file does this for models past protobuf's 2 GiB limit. */
+VEIL_RESULT veil_sealed_unseal_external(const veil_model *m, const char *out_path);
 
 /* seal.c, for tests only (tests/vectors/gen_vectors.c and the unit tests, which link the static library): seals
  * with a caller-chosen random source so golden vectors are reproducible. Not VEIL_API, not in an installed header,

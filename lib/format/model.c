@@ -1,11 +1,14 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /* An opened sealed model: the decrypted region plus the tensor table read from the graph (spec section 9). */
+#include <stdatomic.h>
+#include <stdint.h>
 #include <stdlib.h>
 
 #include "format/format.h"
 #include "onnx/onnx.h"
 
 struct veil_model {
+    atomic_uint refs;            /* the caller's, plus one per engine using its tensors in place */
     struct veil_sealed_plain plain;
     struct veil_sealed_info info;
     struct veil_onnx_tensor *tensors;
@@ -48,6 +51,7 @@ veil_status veil_model_open(const char *path, const uint8_t *key, size_t key_siz
     struct veil_model *m = calloc(1, sizeof *m);
     if (m == NULL)
         return veil_error_raise(VEIL_ERR_NOMEM, __FILE__, __LINE__, "out of memory").status;
+    atomic_init(&m->refs, 1u);
     struct veil_result r = open_impl(path, key, key_size, options, m);
     if (!veil_ok(r)) {
         veil_model_free(m);
@@ -57,9 +61,16 @@ veil_status veil_model_open(const char *path, const uint8_t *key, size_t key_siz
     return VEIL_OK;
 }
 
+veil_model *veil_model_retain(const veil_model *m)
+{
+    veil_model *w = (veil_model *)(uintptr_t)m; /* the count is the one mutable part of a shared model */
+    atomic_fetch_add(&w->refs, 1u);
+    return w;
+}
+
 void veil_model_free(veil_model *m)
 {
-    if (m == NULL)
+    if (m == NULL || atomic_fetch_sub(&m->refs, 1u) != 1u)
         return;
     veil_onnx_tensors_free(m->tensors, m->tensor_count);
     veil_sealed_plain_cleanup(&m->plain);

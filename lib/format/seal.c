@@ -19,6 +19,7 @@ struct seal_random {
 
 struct seal_state {
     const struct veil_seal_options *opt;
+    int dirfd;                           /* the model's directory, for external data; -1: the model came as bytes */
     struct seal_random random;
     struct veil_onnx_split split;
     struct veil_sealed_header h;
@@ -112,8 +113,11 @@ static VEIL_RESULT build_region(struct seal_state *st)
     memcpy(st->region, st->split.graph.data, st->split.graph.size);
     for (uint32_t i = 1; i < h->section_count; i++) {
         const struct veil_onnx_tensor *t = &st->split.tensors[i - 1];
-        if (t->size > 0)
-            memcpy(st->region + h->sections[i].offset, t->data, (size_t)t->size);
+        uint8_t *dst = st->region + h->sections[i].offset;
+        if (t->location != NULL)
+            VEIL_GUARD(veil_onnx_read_external(st->dirfd, t, dst));
+        else if (t->size > 0)
+            memcpy(dst, t->data, (size_t)t->size);
     }
     return VEIL_RESULT_OK;
 }
@@ -148,9 +152,10 @@ static VEIL_RESULT write_sealed(const struct seal_state *st, const char *out_pat
 }
 
 /* Names the input in ONNX errors: "not a valid ONNX model: malformed GraphProto: ...". */
-static VEIL_RESULT split_model(const uint8_t *onnx, size_t onnx_size, struct veil_onnx_split *split)
+static VEIL_RESULT split_model(const uint8_t *onnx, size_t onnx_size, int dirfd, struct veil_onnx_split *split)
 {
-    struct veil_result r = veil_onnx_split(onnx, onnx_size, split);
+    struct veil_result r = dirfd >= 0 ? veil_onnx_split_external(onnx, onnx_size, split)
+                                      : veil_onnx_split(onnx, onnx_size, split);
     if (r.status != VEIL_ERR_ONNX || strncmp(veil_last_error(), "not an ONNX model", 17) == 0)
         return r;
     char detail[512];
@@ -159,12 +164,13 @@ static VEIL_RESULT split_model(const uint8_t *onnx, size_t onnx_size, struct vei
 }
 
 static VEIL_RESULT seal_impl(const uint8_t *onnx, size_t onnx_size, const uint8_t *key, size_t key_size,
-                             const struct veil_seal_options *opt, struct seal_random random, const char *out_path)
+                             const struct veil_seal_options *opt, struct seal_random random, int dirfd,
+                             const char *out_path)
 {
     VEIL_GUARD(check_options(opt, key, key_size));
     VEIL_ENSURE(onnx != NULL && out_path != NULL, VEIL_ERR_ARG, "no model or no output path given");
-    VEIL_DEFER(seal_state_cleanup) struct seal_state st = {.opt = opt, .random = random};
-    VEIL_GUARD(split_model(onnx, onnx_size, &st.split));
+    VEIL_DEFER(seal_state_cleanup) struct seal_state st = {.opt = opt, .random = random, .dirfd = dirfd};
+    VEIL_GUARD(split_model(onnx, onnx_size, dirfd, &st.split));
     VEIL_GUARD(build_header(&st));
     VEIL_GUARD(build_region(&st));
     VEIL_GUARD(encrypt_region(&st, key, key_size));
@@ -175,7 +181,7 @@ veil_status veil_seal(const uint8_t *onnx, size_t onnx_size, const uint8_t *key,
                       const struct veil_seal_options *options, const char *out_path)
 {
     veil_error_clear();
-    return seal_impl(onnx, onnx_size, key, key_size, options, (struct seal_random){0}, out_path).status;
+    return seal_impl(onnx, onnx_size, key, key_size, options, (struct seal_random){0}, -1, out_path).status;
 }
 
 veil_status veil_seal_with_random(const uint8_t *onnx, size_t onnx_size, const uint8_t *key, size_t key_size,
@@ -184,7 +190,7 @@ veil_status veil_seal_with_random(const uint8_t *onnx, size_t onnx_size, const u
 {
     veil_error_clear();
     struct seal_random r = {.fn = random, .ctx = random_ctx};
-    return seal_impl(onnx, onnx_size, key, key_size, options, r, out_path).status;
+    return seal_impl(onnx, onnx_size, key, key_size, options, r, -1, out_path).status;
 }
 
 veil_status veil_seal_file(const char *onnx_path, const uint8_t *key, size_t key_size,
@@ -194,8 +200,11 @@ veil_status veil_seal_file(const char *onnx_path, const uint8_t *key, size_t key
     if (onnx_path == NULL)
         return veil_error_raise(VEIL_ERR_ARG, __FILE__, __LINE__, "no model path given").status;
     VEIL_DEFER(veil_buf_cleanup) struct veil_buf model = {0};
+    VEIL_DEFER(veil_fd_close) int dirfd = -1;
     struct veil_result r = veil_file_read_all(onnx_path, VEIL_ONNX_MAX_MODEL_SIZE, &model);
+    if (veil_ok(r))
+        r = veil_file_open_parent(onnx_path, &dirfd);
     if (!veil_ok(r))
         return r.status;
-    return seal_impl(model.data, model.size, key, key_size, options, (struct seal_random){0}, out_path).status;
+    return seal_impl(model.data, model.size, key, key_size, options, (struct seal_random){0}, dirfd, out_path).status;
 }

@@ -61,6 +61,12 @@ static int is_data_field(uint32_t number)
            number == T_DOUBLE_DATA || number == T_UINT64_DATA;
 }
 
+/* The fields a split drops from an extracted initializer: its data, inline or external. */
+static int is_stripped_field(uint32_t number)
+{
+    return is_data_field(number) || number == T_EXTERNAL_DATA || number == T_DATA_LOCATION;
+}
+
 static const char *data_field_name(uint32_t number)
 {
     switch (number) {
@@ -101,6 +107,7 @@ static size_t typed_width(uint32_t field, int32_t dtype)
 static void tensor_cleanup(struct veil_onnx_tensor *t)
 {
     free(t->name);
+    free(t->location);
     if (t->owned != NULL)
         veil_wipe(t->owned, (size_t)t->size);
     free(t->owned);
@@ -143,8 +150,12 @@ struct tensor_scan {
     uint32_t raw_seen;
     uint64_t data_count;       /* elements of the typed field, or bytes of raw_data */
     const uint8_t *raw;
-    int string_data, segment, external;
+    int string_data, segment;
     uint64_t location;
+    uint32_t external;         /* external_data entries */
+    struct veil_cursor ext_location;
+    uint64_t ext_offset, ext_length;
+    int ext_location_seen, ext_offset_seen, ext_length_seen;
 };
 
 static uint32_t tensor_wires(uint32_t number)
@@ -232,6 +243,59 @@ static VEIL_RESULT scan_data(struct tensor_scan *s, const struct veil_pb_field *
     return veil_add_u64(s->data_count, n, &s->data_count);
 }
 
+/* A non-negative decimal integer written as a string, as ONNX writes external data offsets and lengths. */
+static VEIL_RESULT parse_decimal(const struct tensor_scan *s, const char *key, struct veil_cursor v, uint64_t *out)
+{
+    VEIL_ENSURE(v.size > 0 && v.size <= 20, VEIL_ERR_ONNX, "%s: external data %s is not a decimal number", s->what,
+                key);
+    uint64_t n = 0;
+    for (size_t i = 0; i < v.size; i++) {
+        uint8_t ch = v.data[i];
+        VEIL_ENSURE(ch >= '0' && ch <= '9', VEIL_ERR_ONNX, "%s: external data %s is not a decimal number", s->what,
+                    key);
+        VEIL_ENSURE(veil_ok(veil_mul_u64(n, 10, &n)) && veil_ok(veil_add_u64(n, ch - '0', &n)), VEIL_ERR_ONNX,
+                    "%s: external data %s is out of range", s->what, key);
+    }
+    *out = n;
+    return VEIL_RESULT_OK;
+}
+
+static int key_is(struct veil_cursor key, const char *want)
+{
+    size_t n = strlen(want);
+    return key.size == n && memcmp(key.data, want, n) == 0;
+}
+
+/* One external_data entry (StringStringEntryProto: key = 1, value = 2). Keys ONNX defines but Veil does not need
+ * (checksum, basepath) and unknown keys are ignored, as onnx does; each known key may appear once. */
+static VEIL_RESULT scan_external(struct tensor_scan *s, const struct veil_pb_field *f)
+{
+    struct veil_cursor c = f->payload, key = {0}, value = {0};
+    struct veil_pb_field e;
+    while (veil_cursor_left(&c) > 0) {
+        VEIL_GUARD(veil_pb_next(&c, s->what, &e));
+        if (e.number == 1 || e.number == 2)
+            VEIL_GUARD(veil_pb_expect_wire(&e, W_LEN, s->what));
+        if (e.number == 1)
+            key = e.payload;
+        else if (e.number == 2)
+            value = e.payload;
+    }
+    s->external++;
+    int *seen = key_is(key, "location") ? &s->ext_location_seen : key_is(key, "offset") ? &s->ext_offset_seen
+              : key_is(key, "length") ? &s->ext_length_seen : NULL;
+    if (seen == NULL)
+        return VEIL_RESULT_OK;
+    VEIL_ENSURE(!(*seen)++, VEIL_ERR_ONNX, "%s: external data key '%.*s' appears twice", s->what, (int)key.size,
+                (const char *)key.data);
+    if (seen == &s->ext_location_seen) {
+        s->ext_location = value;
+        return VEIL_RESULT_OK;
+    }
+    return parse_decimal(s, seen == &s->ext_offset_seen ? "offset" : "length", value,
+                         seen == &s->ext_offset_seen ? &s->ext_offset : &s->ext_length);
+}
+
 static VEIL_RESULT scan_field(struct tensor_scan *s, const struct veil_pb_field *f)
 {
     VEIL_GUARD(veil_pb_expect_wire(f, tensor_wires(f->number), s->what));
@@ -242,7 +306,7 @@ static VEIL_RESULT scan_field(struct tensor_scan *s, const struct veil_pb_field 
     case T_DATA_TYPE: return scan_dtype(s, f);
     case T_NAME: return scan_name(s, f);
     case T_SEGMENT: s->segment = 1; break;
-    case T_EXTERNAL_DATA: s->external = 1; break;
+    case T_EXTERNAL_DATA: return scan_external(s, f);
     case T_DATA_LOCATION: s->location = f->value; break;
     case T_STRING_DATA: s->string_data = 1; break;
     default: break;
@@ -289,15 +353,45 @@ static VEIL_RESULT check_name(struct tensor_scan *s)
     return VEIL_RESULT_OK;
 }
 
+/* A location ONNX allows: a relative path inside the model's directory (the file itself is opened beneath that
+ * directory, without following links out of it, by the reader of the data). */
+static VEIL_RESULT check_location(const struct tensor_scan *s)
+{
+    struct veil_cursor l = s->ext_location;
+    VEIL_ENSURE(s->ext_location_seen && l.size > 0, VEIL_ERR_ONNX, "tensor %s: external data without a location",
+                s->label);
+    VEIL_ENSURE(l.size < VEIL_ONNX_MAX_LOCATION_SIZE && memchr(l.data, 0, l.size) == NULL, VEIL_ERR_ONNX,
+                "tensor %s: external data location is not a path (too long, or a NUL byte)", s->label);
+    VEIL_ENSURE(l.data[0] != '/', VEIL_ERR_ONNX, "tensor %s: external data location is an absolute path; ONNX "
+                "locations are relative to the model's directory", s->label);
+    for (size_t i = 0; i < l.size;) {
+        size_t end = i;
+        while (end < l.size && l.data[end] != '/')
+            end++;
+        VEIL_ENSURE(!(end - i == 2 && l.data[i] == '.' && l.data[i + 1] == '.'), VEIL_ERR_ONNX,
+                    "tensor %s: external data location leaves the model's directory ('..')", s->label);
+        i = end + 1;
+    }
+    return VEIL_RESULT_OK;
+}
+
+static VEIL_RESULT check_external(const struct tensor_scan *s)
+{
+    VEIL_ENSURE(s->location == LOCATION_EXTERNAL && s->external > 0, VEIL_ERR_ONNX, "tensor %s: data_location "
+                "and external_data disagree (one says external, the other does not)", s->label);
+    VEIL_ENSURE(s->data_field == 0, VEIL_ERR_ONNX, "tensor %s has both external data and %s", s->label,
+                data_field_name(s->data_field));
+    return check_location(s);
+}
+
 static VEIL_RESULT check_storage(const struct tensor_scan *s)
 {
-    VEIL_ENSURE(!s->external && s->location != LOCATION_EXTERNAL, VEIL_ERR_UNSUPPORTED,
-                "tensor %s uses external data; Veil seals self-contained models only (load it with onnx.load and "
-                "save it with onnx.save_model(model, path, save_as_external_data=False))", s->label);
-    VEIL_ENSURE(s->location == LOCATION_DEFAULT, VEIL_ERR_ONNX, "initializer %s: data_location %" PRIu64
-                " is neither DEFAULT nor EXTERNAL", s->label, s->location);
+    VEIL_ENSURE(s->location == LOCATION_DEFAULT || s->location == LOCATION_EXTERNAL, VEIL_ERR_ONNX,
+                "initializer %s: data_location %" PRIu64 " is neither DEFAULT nor EXTERNAL", s->label, s->location);
     VEIL_ENSURE(!s->segment, VEIL_ERR_UNSUPPORTED, "tensor %s is segmented (TensorProto.segment); Veil does not "
                 "support segmented tensors", s->label);
+    if (s->external > 0 || s->location == LOCATION_EXTERNAL)
+        return check_external(s);
     return VEIL_RESULT_OK;
 }
 
@@ -339,9 +433,15 @@ static VEIL_RESULT check_tensor(struct tensor_scan *s, uint64_t *size)
     VEIL_GUARD(check_storage(s));
     VEIL_GUARD(check_dtype(s));
     *size = 0;
+    VEIL_ENSURE(s->dtype != VEIL_ONNX_STRING || s->external == 0, VEIL_ERR_UNSUPPORTED, "string initializer %s "
+                "has external data; Veil reads external data for numeric tensors only", s->label);
     if (s->dtype == VEIL_ONNX_STRING)
         return VEIL_RESULT_OK;
     VEIL_GUARD(check_size(s, size));
+    VEIL_ENSURE(!s->ext_length_seen || s->ext_length == *size, VEIL_ERR_ONNX, "tensor %s: external data length is "
+                "%" PRIu64 " bytes, dims say %" PRIu64, s->label, s->ext_length, *size);
+    VEIL_ENSURE(s->ext_offset <= UINT64_MAX - *size, VEIL_ERR_ONNX, "tensor %s: external data offset is out of "
+                "range", s->label);
     return check_data_fields(s);
 }
 
@@ -428,6 +528,17 @@ static VEIL_RESULT extract_data(const struct tensor_scan *s, struct veil_cursor 
     return VEIL_RESULT_OK;
 }
 
+/* An external tensor keeps where its bytes are; whoever reads them (the sealer) opens the file. */
+static VEIL_RESULT note_external(const struct tensor_scan *s, struct veil_onnx_tensor *t)
+{
+    t->location = malloc(s->ext_location.size + 1);
+    VEIL_ENSURE(t->location != NULL, VEIL_ERR_NOMEM, "out of memory");
+    memcpy(t->location, s->ext_location.data, s->ext_location.size);
+    t->location[s->ext_location.size] = '\0';
+    t->offset = s->ext_offset;
+    return VEIL_RESULT_OK;
+}
+
 static VEIL_RESULT fill_tensor(const struct tensor_scan *s, uint64_t size, struct veil_onnx_tensor *t)
 {
     t->name = malloc(s->name_size + 1);
@@ -443,7 +554,7 @@ static VEIL_RESULT fill_tensor(const struct tensor_scan *s, uint64_t size, struc
 
 /* ---- the parse phase ------------------------------------------------------------------------------------- */
 
-enum walk_mode { WALK_SPLIT, WALK_TABLE };
+enum walk_mode { WALK_SPLIT, WALK_SPLIT_EXTERNAL, WALK_TABLE };
 
 struct name_ref {
     const uint8_t *p;
@@ -513,11 +624,17 @@ static VEIL_RESULT parse_initializer(struct walk *w, struct veil_cursor body)
     VEIL_GUARD(walk_add_name(w, &s));
     if (s.dtype == VEIL_ONNX_STRING)
         return VEIL_RESULT_OK;
-    VEIL_ENSURE(w->mode != WALK_TABLE || s.data_field == 0, VEIL_ERR_FORMAT,
-                "initializer %s still has %s in the stripped graph", s.label, data_field_name(s.data_field));
+    VEIL_ENSURE(w->mode != WALK_TABLE || (s.data_field == 0 && s.external == 0), VEIL_ERR_FORMAT,
+                "initializer %s still has %s in the stripped graph", s.label,
+                s.external > 0 ? "external data" : data_field_name(s.data_field));
+    VEIL_ENSURE(w->mode != WALK_SPLIT || s.external == 0, VEIL_ERR_UNSUPPORTED, "tensor %s uses external data "
+                "(its bytes are in a file beside the model); seal the model from its .onnx file so that its data "
+                "files can be read (veil seal MODEL.onnx, veil.seal_onnx(path, ...))", s.label);
     VEIL_DEFER(tensor_cleanup) struct veil_onnx_tensor t = {0};
     VEIL_GUARD(fill_tensor(&s, size, &t));
-    if (w->mode == WALK_SPLIT)
+    if (s.external > 0)
+        VEIL_GUARD(note_external(&s, &t));
+    else if (w->mode != WALK_TABLE)
         VEIL_GUARD(extract_data(&s, body, &t));
     return walk_push(w, &t);
 }
@@ -604,12 +721,39 @@ static VEIL_RESULT check_input(const uint8_t *model, size_t size)
 
 /* ---- the write phase ------------------------------------------------------------------------------------- */
 
-/* The data joined back, NULL when splitting. */
+/* The data joined back, NULL when splitting. With a location, each tensor is written as a reference to its
+ * offset in that file (ONNX external data) instead of as raw_data. */
 struct joiner {
     const uint8_t *const *data;
     const uint64_t *sizes;
     size_t count;
+    const char *location;
+    const uint64_t *offsets;
 };
+
+static VEIL_RESULT append_entry(struct veil_buf *b, const char *key, const char *value)
+{
+    size_t k = strlen(key), v = strlen(value);
+    uint64_t body = 0, kf = 0, vf = 0;
+    VEIL_GUARD(veil_pb_len_field_size(1, k, &kf));
+    VEIL_GUARD(veil_pb_len_field_size(2, v, &vf));
+    VEIL_GUARD(veil_add_u64(kf, vf, &body));
+    VEIL_GUARD(veil_pb_append_len_header(b, T_EXTERNAL_DATA, body));
+    VEIL_GUARD(veil_pb_append_len(b, 1, key, k));
+    return veil_pb_append_len(b, 2, value, v);
+}
+
+/* external_data {location, offset, length} and data_location = EXTERNAL, for the k-th tensor. */
+static VEIL_RESULT external_fields(const struct joiner *j, size_t k, struct veil_buf *b)
+{
+    char offset[24], length[24];
+    snprintf(offset, sizeof offset, "%" PRIu64, j->offsets[k]);
+    snprintf(length, sizeof length, "%" PRIu64, j->sizes[k]);
+    VEIL_GUARD(append_entry(b, "location", j->location));
+    VEIL_GUARD(append_entry(b, "offset", offset));
+    VEIL_GUARD(append_entry(b, "length", length));
+    return veil_pb_append_varint_field(b, T_DATA_LOCATION, LOCATION_EXTERNAL);
+}
 
 struct writer {
     struct veil_buf *out;
@@ -627,7 +771,7 @@ static VEIL_RESULT tensor_layout(struct veil_cursor body, int *extracted, uint64
         VEIL_GUARD(veil_pb_next(&body, "TensorProto", &f));
         if (f.number == T_DATA_TYPE)
             dtype = f.value;
-        if (!is_data_field(f.number))
+        if (!is_stripped_field(f.number))
             *kept += f.raw_size;
     }
     *extracted = dtype != VEIL_ONNX_STRING;
@@ -643,7 +787,13 @@ static VEIL_RESULT tensor_out_size(uint64_t kept, const struct joiner *j, size_t
     }
     VEIL_ENSURE(k < j->count, VEIL_ERR_FORMAT, "more extracted initializers than tensors");
     uint64_t raw = 0;
-    VEIL_GUARD(veil_pb_len_field_size(T_RAW_DATA, j->sizes[k], &raw));
+    if (j->location != NULL) {
+        VEIL_DEFER(veil_buf_cleanup) struct veil_buf fields = {0};
+        VEIL_GUARD(external_fields(j, k, &fields));
+        raw = fields.size;
+    } else {
+        VEIL_GUARD(veil_pb_len_field_size(T_RAW_DATA, j->sizes[k], &raw));
+    }
     return veil_add_u64(kept, raw, size);
 }
 
@@ -689,12 +839,14 @@ static VEIL_RESULT write_initializer(struct writer *w, const struct veil_pb_fiel
     struct veil_pb_field f;
     while (veil_cursor_left(&c) > 0) {
         VEIL_GUARD(veil_pb_next(&c, "TensorProto", &f));
-        if (!is_data_field(f.number))
+        if (!is_stripped_field(f.number))
             VEIL_GUARD(veil_buf_append(w->out, f.raw, f.raw_size));
     }
     size_t k = w->next++;
     if (w->j == NULL)
         return VEIL_RESULT_OK;
+    if (w->j->location != NULL)
+        return external_fields(w->j, k, w->out);
     return veil_pb_append_len(w->out, T_RAW_DATA, w->j->data[k], (size_t)w->j->sizes[k]);
 }
 
@@ -731,11 +883,11 @@ static VEIL_RESULT write_model(struct writer *w, const uint8_t *model, size_t si
 
 /* ---- the three operations -------------------------------------------------------------------------------- */
 
-VEIL_RESULT veil_onnx_split(const uint8_t *model, size_t size, struct veil_onnx_split *out)
+static VEIL_RESULT split_impl(const uint8_t *model, size_t size, enum walk_mode mode, struct veil_onnx_split *out)
 {
     VEIL_ENSURE(out != NULL, VEIL_ERR_ARG, "no output given");
     VEIL_GUARD(check_input(model, size));
-    VEIL_DEFER(walk_cleanup) struct walk w = {.mode = WALK_SPLIT};
+    VEIL_DEFER(walk_cleanup) struct walk w = {.mode = mode};
     VEIL_GUARD(parse_model(&w, model, size));
     VEIL_DEFER(veil_buf_cleanup) struct veil_buf graph = {0};
     struct writer wr = {.out = &graph};
@@ -747,6 +899,16 @@ VEIL_RESULT veil_onnx_split(const uint8_t *model, size_t size, struct veil_onnx_
     w.tensors = NULL;
     w.count = 0;
     return VEIL_RESULT_OK;
+}
+
+VEIL_RESULT veil_onnx_split(const uint8_t *model, size_t size, struct veil_onnx_split *out)
+{
+    return split_impl(model, size, WALK_SPLIT, out);
+}
+
+VEIL_RESULT veil_onnx_split_external(const uint8_t *model, size_t size, struct veil_onnx_split *out)
+{
+    return split_impl(model, size, WALK_SPLIT_EXTERNAL, out);
 }
 
 VEIL_RESULT veil_onnx_tensor_table(const uint8_t *graph, size_t size, struct veil_onnx_tensor **out,
@@ -772,8 +934,9 @@ static VEIL_RESULT check_join_data(const struct walk *w, const struct joiner *j,
         const struct veil_onnx_tensor *t = &w->tensors[k];
         VEIL_ENSURE(j->sizes[k] == t->size, VEIL_ERR_FORMAT, "initializer '%s': tensor is %" PRIu64
                     " bytes, dims say %" PRIu64, t->name, j->sizes[k], t->size);
-        VEIL_ENSURE(j->data[k] != NULL || t->size == 0, VEIL_ERR_ARG, "no data for initializer '%s'", t->name);
-        VEIL_GUARD(veil_add_u64(*total, t->size + 16, total));
+        VEIL_ENSURE(j->location != NULL || t->size == 0 || j->data[k] != NULL, VEIL_ERR_ARG,
+                    "no data for initializer '%s'", t->name);
+        VEIL_GUARD(veil_add_u64(*total, j->location != NULL ? 160 : t->size + 16, total));
     }
     return VEIL_RESULT_OK;
 }
@@ -791,13 +954,11 @@ static VEIL_RESULT join_into(const uint8_t *graph, size_t size, const struct joi
     return write_model(&wr, graph, size);
 }
 
-VEIL_RESULT veil_onnx_join(const uint8_t *graph, size_t size, const uint8_t *const *data, const uint64_t *sizes,
-                           size_t count, struct veil_buf *out)
+static VEIL_RESULT join_checked(const uint8_t *graph, size_t size, const struct joiner *jin, struct veil_buf *out)
 {
     VEIL_ENSURE(out != NULL, VEIL_ERR_ARG, "no output given");
-    VEIL_ENSURE(count == 0 || (data != NULL && sizes != NULL), VEIL_ERR_ARG, "no tensors given");
     VEIL_GUARD(check_input(graph, size));
-    struct joiner j = {.data = data, .sizes = sizes, .count = count};
+    struct joiner j = *jin;
     size_t start = out->size;
     struct veil_result r = join_into(graph, size, &j, out);
     if (!veil_ok(r)) {
@@ -806,4 +967,24 @@ VEIL_RESULT veil_onnx_join(const uint8_t *graph, size_t size, const uint8_t *con
         out->size = start;
     }
     return r;
+}
+
+VEIL_RESULT veil_onnx_join(const uint8_t *graph, size_t size, const uint8_t *const *data, const uint64_t *sizes,
+                           size_t count, struct veil_buf *out)
+{
+    VEIL_ENSURE(count == 0 || (data != NULL && sizes != NULL), VEIL_ERR_ARG, "no tensors given");
+    struct joiner j = {.data = data, .sizes = sizes, .count = count};
+    return join_checked(graph, size, &j, out);
+}
+
+VEIL_RESULT veil_onnx_join_external(const uint8_t *graph, size_t size, const char *location,
+                                    const uint64_t *offsets, const uint64_t *sizes, size_t count,
+                                    struct veil_buf *out)
+{
+    VEIL_ENSURE(count == 0 || (offsets != NULL && sizes != NULL), VEIL_ERR_ARG, "no tensors given");
+    VEIL_ENSURE(location != NULL && location[0] != '\0' && strchr(location, '/') == NULL &&
+                strlen(location) < VEIL_ONNX_MAX_LOCATION_SIZE, VEIL_ERR_ARG,
+                "the external data location must be a file name");
+    struct joiner j = {.sizes = sizes, .count = count, .location = location, .offsets = offsets};
+    return join_checked(graph, size, &j, out);
 }

@@ -31,8 +31,12 @@ struct veil_onnx_tensor {
     uint32_t rank;
     int64_t dims[VEIL_ONNX_MAX_RANK];
     uint64_t size;                       /* bytes of raw little-endian data: product(dims) * element size */
-    const uint8_t *data;                 /* raw bytes: into the input model, or == owned; NULL in a table */
+    const uint8_t *data;                 /* raw bytes: into the input model, or == owned; NULL in a table and
+                                            for external data */
     uint8_t *owned;                      /* set when converted from a typed field (float_data, ...); owned */
+    char *location;                      /* external data (veil_onnx_split_external): the file, relative to the
+                                            model's directory, checked to stay inside it lexically; owned */
+    uint64_t offset;                     /* external data: where the size bytes start in that file */
 };
 
 /* The result of splitting a model. Caller-owned: zero it, then _cleanup. */
@@ -46,7 +50,15 @@ struct veil_onnx_split {
  * what is wrong), VEIL_ERR_UNSUPPORTED for external data, segments or sparse initializers, and
  * VEIL_ERR_LIMIT past a named limit. The tensors' data may point into model, which must outlive out. */
 VEIL_RESULT veil_onnx_split(const uint8_t *model, size_t size, struct veil_onnx_split *out);
+/* Like veil_onnx_split, but a tensor with ONNX external data is accepted: its data is NULL and its location and
+ * offset say where its size bytes are. The caller reads them (offset + size within the file) and must open the
+ * location beneath the model's directory. Its external_data and data_location fields are stripped like data. */
+VEIL_RESULT veil_onnx_split_external(const uint8_t *model, size_t size, struct veil_onnx_split *out);
 void veil_onnx_split_cleanup(struct veil_onnx_split *s);
+/* external.c: reads the size bytes of an external tensor into dst, from its location opened beneath the model's
+ * directory dirfd (no absolute path, no '..', no symbolic link out of it; a regular file holding offset + size
+ * bytes). VEIL_ERR_IO when the file cannot be opened there, VEIL_ERR_ONNX when it is too short. */
+VEIL_RESULT veil_onnx_read_external(int dirfd, const struct veil_onnx_tensor *t, uint8_t *dst);
 
 /* Reads the extracted initializers of a stripped graph (data = NULL), applying the same checks as split.
  * *out is owned by the caller (veil_onnx_tensors_free); count may be 0 with *out NULL. Fails with
@@ -61,5 +73,10 @@ void veil_onnx_tensors_free(struct veil_onnx_tensor *tensors, size_t count);
  * is wiped. */
 VEIL_RESULT veil_onnx_join(const uint8_t *graph, size_t size, const uint8_t *const *data, const uint64_t *sizes,
                            size_t count, struct veil_buf *out);
+/* Like veil_onnx_join, but every extracted initializer refers to its data as ONNX external data: sizes[k] bytes
+ * at offsets[k] of the file named location (a file name beside the model), which the caller writes. */
+VEIL_RESULT veil_onnx_join_external(const uint8_t *graph, size_t size, const char *location,
+                                    const uint64_t *offsets, const uint64_t *sizes, size_t count,
+                                    struct veil_buf *out);
 
 #endif

@@ -81,6 +81,8 @@ _SIGNATURES: dict[str, tuple[object, list[object]]] = {
     "veil_engine_max_rank": (_SZ, []),
     "veil_engine_load_onnx": (ctypes.c_int, [_P, _SZ, ctypes.POINTER(_Options), ctypes.POINTER(_P)]),
     "veil_engine_load_model": (ctypes.c_int, [_P, ctypes.POINTER(_Options), ctypes.POINTER(_P)]),
+    "veil_engine_load_onnx_file": (ctypes.c_int, [ctypes.c_char_p, ctypes.POINTER(_Options), _P, _SZ,
+                                                  ctypes.POINTER(_P)]),
     "veil_engine_input_count": (_SZ, [_P]),
     "veil_engine_output_count": (_SZ, [_P]),
     "veil_engine_input": (ctypes.c_int, [_P, _SZ, ctypes.POINTER(_IO)]),
@@ -207,16 +209,18 @@ class Engine:
     @classmethod
     def from_onnx(cls, onnx: bytes | bytearray | memoryview | PathLike, *, threads: int | None = None,
                   batch: int | None = None, lock_memory: bool = False, precision: str = "fp32") -> Engine:
-        """Loads a plain ONNX model (bytes, or the path of an .onnx file). Raises OnnxError for a malformed
-        graph, UnsupportedError (naming the operator or attribute) for what the engine does not run.
-        ``precision="bf16"`` runs convolutions and matrix products on bfloat16 (AMX), accumulating in float32
-        (include/veil/engine.h); UnsupportedError on a CPU without bf16 (``bf16_available()``)."""
-        if not isinstance(onnx, (bytes, bytearray, memoryview)):
-            with open(onnx, "rb") as f:
-                onnx = f.read()
-        buf = _lib.Buffer(onnx)
+        """Loads a plain ONNX model (bytes, or the path of an .onnx file, whose ONNX external data is read from
+        the model's directory). Raises OnnxError for a malformed graph, UnsupportedError (naming the operator or
+        attribute) for what the engine does not run. ``precision="bf16"`` runs convolutions and matrix products on
+        bfloat16 (AMX), accumulating in float32 (include/veil/engine.h); UnsupportedError on a CPU without bf16
+        (``bf16_available()``)."""
         opts = _options(threads, batch, lock_memory, precision)
         out = ctypes.c_void_p()
+        if not isinstance(onnx, (bytes, bytearray, memoryview)):
+            _lib.check(_cdll().veil_engine_load_onnx_file(_lib.fspath(onnx), ctypes.byref(opts), None, 0,
+                                                          ctypes.byref(out)))
+            return cls(int(out.value or 0))
+        buf = _lib.Buffer(onnx)
         _lib.check(_cdll().veil_engine_load_onnx(buf.address, buf.size, ctypes.byref(opts), ctypes.byref(out)))
         return cls(int(out.value or 0))
 

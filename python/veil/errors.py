@@ -119,7 +119,7 @@ class OnnxError(InputError):
 
 
 class UnsupportedError(InputError):
-    """105: a valid model that uses something Veil does not support (external data, sparse initializers...)."""
+    """105: a valid model that uses something Veil does not support (sparse initializers, external data given as bytes...)."""
 
 
 class LimitError(InputError):

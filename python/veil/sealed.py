@@ -165,8 +165,11 @@ def seal_onnx(
     """Seals an ONNX model (bytes, or the path of an .onnx file) into a new sealed file at ``path``.
 
     The file is written under a temporary name and renamed only on success: on failure nothing is left behind
-    and an existing ``path`` is untouched. Raises OnnxError for a malformed model, UnsupportedError for external
-    data, sparse or segmented initializers, ArgumentError for a bad model id, key or chunk size.
+    and an existing ``path`` is untouched. A model with ONNX external data (weights in files beside it, as
+    exporters write models past 2 GiB) must be given by path: its data files are read from its directory, never
+    from outside it. Raises OnnxError for a malformed model or bad external data, FileError for a data file that
+    cannot be read there, UnsupportedError for external data given as bytes, sparse or segmented initializers,
+    ArgumentError for a bad model id, key or chunk size.
     """
     if not isinstance(model_id, str):
         raise TypeError("model_id must be a str")
@@ -211,7 +214,8 @@ def inspect(path: PathLike) -> SealedInfo:
 def unseal(
     path: PathLike, key: KeyLike, *, threads: int | None = None, progress: Progress | None = None
 ) -> bytes:
-    """Owner-side recovery: authenticates and decrypts a sealed file and returns the original ONNX model bytes."""
+    """Owner-side recovery: authenticates and decrypts a sealed file and returns the original ONNX model bytes.
+    A model past protobuf's 2 GiB limit cannot be one message: LimitError (use unseal_file)."""
     cdll = _lib.lib()
     key_buf = _key(key)
     hook = _ProgressHook(progress)
@@ -234,7 +238,8 @@ def unseal_file(
     path: PathLike, key: KeyLike, out_path: PathLike, *, threads: int | None = None,
     progress: Progress | None = None,
 ) -> None:
-    """Like unseal, writing the ONNX model to ``out_path`` (temporary name, renamed once every chunk verified)."""
+    """Like unseal, writing the ONNX model to ``out_path`` (temporary name, renamed once every chunk verified).
+    A model past protobuf's 2 GiB limit is written with ONNX external data: ``out_path`` plus ``out_path.data``."""
     cdll = _lib.lib()
     key_buf = _key(key)
     hook = _ProgressHook(progress)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import inspect as _inspect
 import io
 import os
+import tempfile
 import warnings
 from collections.abc import Mapping, Sequence
 from typing import Any, Literal, Union
@@ -64,7 +65,27 @@ def export_onnx(
 ) -> bytes:
     """Exports ``module`` (in eval mode; its mode is restored afterwards) to ONNX bytes held in memory, with
     every weight embedded. BatchNorm is not folded into convolutions, so parameters and buffers keep their
-    state_dict names (identical tensors, tied weights included, are stored once)."""
+    state_dict names (identical tensors, tied weights included, are stored once). A model of 2 GiB or more
+    cannot be one protobuf message: use ``seal``, which exports it with ONNX external data."""
+    buf = io.BytesIO()
+    _export(module, example_inputs, buf, opset=opset, input_names=input_names, output_names=output_names,
+            dynamic_batch=dynamic_batch, exporter=exporter)
+    return buf.getvalue()
+
+
+def _export(
+    module: torch.nn.Module,
+    example_inputs: Inputs,
+    target: io.BytesIO | str,
+    *,
+    opset: int | None,
+    input_names: Sequence[str] | None,
+    output_names: Sequence[str] | None,
+    dynamic_batch: bool,
+    exporter: Exporter,
+) -> None:
+    """Exports into target: a buffer (every weight embedded), or the path of an .onnx file, beside which the
+    exporter writes the weights as ONNX external data when the model passes protobuf's 2 GiB limit."""
     args = _as_tuple(example_inputs)
     if exporter == "auto":
         exporter = "torchscript" if _torchscript_available() else "dynamo"
@@ -81,7 +102,6 @@ def export_onnx(
             for name, value in [*zip(in_names, args), *zip(out_names, outputs)]:
                 if isinstance(value, torch.Tensor) and value.dim() >= 1:
                     dynamic_axes[name] = {0: "batch"}
-        buf = io.BytesIO()
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", DeprecationWarning)  # the TorchScript exporter announces its future
             # Generic advice for PRESERVE; the module is in eval mode here, so folding cannot touch training state.
@@ -89,7 +109,7 @@ def export_onnx(
             if exporter == "torchscript":
                 # This exporter writes to file-like objects; its annotation only names paths.
                 torch.onnx.export(
-                    module, args, buf,  # type: ignore[arg-type]
+                    module, args, target,  # type: ignore[arg-type]
                     dynamo=False, export_params=True, opset_version=opset,
                     input_names=in_names, output_names=out_names, dynamic_axes=dynamic_axes,
                     training=torch.onnx.TrainingMode.PRESERVE,  # eval mode, without folding BN into Conv
@@ -107,15 +127,32 @@ def export_onnx(
                 )
                 if program is None:
                     raise OnnxError("torch.onnx.export returned no program")
-                proto = program.model_proto  # serialized from memory: every initializer embedded
-                if any(t.data_location == onnx.TensorProto.EXTERNAL for t in proto.graph.initializer):
-                    raise UnsupportedError("the exporter produced external data; Veil seals self-contained models")
-                buf.write(proto.SerializeToString())
+                if isinstance(target, str):
+                    program.save(target, external_data=True)
+                else:
+                    proto = program.model_proto  # serialized from memory: every initializer embedded
+                    if any(t.data_location == onnx.TensorProto.EXTERNAL for t in proto.graph.initializer):
+                        raise UnsupportedError("the exporter produced external data for an in-memory export")
+                    target.write(proto.SerializeToString())
             else:
                 raise ValueError(f"unknown exporter {exporter!r}")
     finally:
         module.train(was_training)
-    return buf.getvalue()
+
+
+# Past this many bytes of parameters and buffers, seal exports to a file with external data: protobuf cannot
+# serialise a message of 2 GiB, and the graph itself needs room beside the weights.
+_IN_MEMORY_LIMIT = 2**31 - 2**27
+
+
+def _state_bytes(module: torch.nn.Module) -> int:
+    seen: set[int] = set()
+    total = 0
+    for t in [*module.parameters(), *module.buffers()]:
+        if t.data_ptr() not in seen:
+            seen.add(t.data_ptr())
+            total += t.numel() * t.element_size()
+    return total
 
 
 def seal(
@@ -138,12 +175,20 @@ def seal(
     """Exports ``module`` to ONNX in memory (see export_onnx) and seals it into ``path`` with libveil.
 
     ``dynamic_batch`` makes dimension 0 of every input and output symbolic ("batch"). The plaintext ONNX
-    never touches disk. Returns the sealed file's public header.
+    never touches disk, except for a model whose parameters and buffers pass about 2 GiB: protobuf cannot hold
+    it in one message, so it is exported to a private temporary directory (mode 0700) with ONNX external data,
+    sealed from there, and the directory is removed. Returns the sealed file's public header.
     """
-    model = export_onnx(module, example_inputs, opset=opset, input_names=input_names, output_names=output_names,
-                        dynamic_batch=dynamic_batch, exporter=exporter)
-    return _sealed.seal_onnx(model, path, model_id=model_id, key=key, key_version=key_version,
-                             model_version=model_version, public_graph=public_graph, chunk_size=chunk_size)
+    options = dict(opset=opset, input_names=input_names, output_names=output_names, dynamic_batch=dynamic_batch,
+                   exporter=exporter)
+    seal_options = dict(model_id=model_id, key=key, key_version=key_version, model_version=model_version,
+                        public_graph=public_graph, chunk_size=chunk_size)
+    if _state_bytes(module) < _IN_MEMORY_LIMIT:
+        return _sealed.seal_onnx(export_onnx(module, example_inputs, **options), path, **seal_options)
+    with tempfile.TemporaryDirectory(prefix="veil-export-") as tmp:
+        onnx_path = os.path.join(tmp, "model.onnx")
+        _export(module, example_inputs, onnx_path, **options)
+        return _sealed.seal_onnx(onnx_path, path, **seal_options)
 
 
 def to_secure(

@@ -323,19 +323,13 @@ static int load_sealed(const struct run_args *a, const struct veil_engine_option
     if (st != VEIL_OK)
         return open_failed(a, &info, st);
     st = veil_engine_load_model(model, opts, out);
-    veil_model_free(model); /* the engine keeps its own copy of the weights, in its layouts */
+    veil_model_free(model); /* the engine keeps its weights: its own copy, or (a large model) a reference */
     return st == VEIL_OK ? CLI_OK : cli_fail_status(st);
 }
 
 static int load_plain(const struct run_args *a, const struct veil_engine_options *opts, veil_engine **out)
 {
-    struct veil_buf b;
-    veil_buf_init_secret(&b);
-    struct veil_result r = veil_file_read_all(a->model, VEIL_ONNX_MAX_MODEL_SIZE, &b);
-    veil_status st = r.status;
-    if (st == VEIL_OK)
-        st = veil_engine_load_onnx(b.data, b.size, opts, out);
-    veil_buf_cleanup(&b);
+    veil_status st = veil_engine_load_onnx_file(a->model, opts, NULL, 0, out); /* with its external data */
     return st == VEIL_OK ? CLI_OK : cli_fail_status(st);
 }
 

@@ -11,7 +11,9 @@
 static const char seal_help[] =
     "usage: veil seal MODEL.onnx -o OUT.veil --model-id ID --key KEY [options]\n\n"
     "Encrypts every weight of an ONNX model, and by default its graph, under a fresh data key wrapped by the\n"
-    "model key (docs/spec/sealed-format.md). OUT is written under a temporary name and renamed on success.\n\n"
+    "model key (docs/spec/sealed-format.md). OUT is written under a temporary name and renamed on success.\n"
+    "A model with ONNX external data (weights in files beside it, as exporters write models past 2 GiB) is\n"
+    "read from its directory, never from outside it; the sealed file holds everything.\n\n"
     "  -o, --output OUT        the sealed file to write (required)\n"
     "      --model-id ID       the model's id at the key broker: 1-128 of [A-Za-z0-9._-] (required)\n"
     "  -k, --key KEY           the model key file, 32 raw bytes (required; see 'veil keygen')\n"
@@ -32,7 +34,8 @@ static const char inspect_help[] =
 static const char unseal_help[] =
     "usage: veil unseal FILE.veil -o MODEL.onnx --key KEY [--threads N]\n\n"
     "Owner-side recovery: authenticates every byte, then writes the original ONNX model (mode 0600) under a\n"
-    "temporary name renamed on success. Nothing is written unless the whole file verifies.\n\n"
+    "temporary name renamed on success. Nothing is written unless the whole file verifies. A model past\n"
+    "protobuf's 2 GiB limit is written with ONNX external data: MODEL.onnx plus MODEL.onnx.data.\n\n"
     "  -o, --output MODEL.onnx   the model to write (required)\n"
     "  -k, --key KEY             the model key file (required)\n"
     "      --threads N           decryption threads (default: all CPUs)\n"

@@ -77,13 +77,51 @@ static void check_join(const struct veil_onnx_split *s)
     free(sizes);
 }
 
+/* A model with external data: its stripped graph reads back, and joined as external data (every tensor at a
+ * made-up offset of one file) it splits again into the same graph, locations and offsets. */
+static void check_external(const struct veil_onnx_split *s)
+{
+    check_table(s);
+    size_t n = s->tensor_count;
+    uint64_t *offsets = calloc(n + 1, sizeof *offsets), *sizes = calloc(n + 1, sizeof *sizes);
+    check(offsets != NULL && sizes != NULL, "out of memory");
+    for (size_t i = 0; i < n; i++) {
+        offsets[i] = (uint64_t)i * 4096u;
+        sizes[i] = s->tensors[i].size;
+    }
+    struct veil_buf joined = {0};
+    check(veil_ok(veil_onnx_join_external(s->graph.data, s->graph.size, "m.data", offsets, sizes, n, &joined)),
+          "external join");
+    struct veil_onnx_split again = {0};
+    check(veil_ok(veil_onnx_split_external(joined.data, joined.size, &again)), "split of an external join");
+    check(again.graph.size == s->graph.size && memcmp(again.graph.data, s->graph.data, s->graph.size) == 0,
+          "stripped graph changed by an external join");
+    for (size_t i = 0; i < n; i++)
+        check(again.tensors[i].location != NULL && strcmp(again.tensors[i].location, "m.data") == 0 &&
+              again.tensors[i].offset == offsets[i] && same_tensor(&again.tensors[i], &s->tensors[i]),
+              "external tensor changed");
+    veil_onnx_split_cleanup(&again);
+    veil_buf_cleanup(&joined);
+    free(offsets);
+    free(sizes);
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
-    struct veil_onnx_split s = {0};
-    if (veil_ok(veil_onnx_split(data, size, &s))) {
+    struct veil_onnx_split s = {0}, ext = {0};
+    int inline_ok = veil_ok(veil_onnx_split(data, size, &s));
+    if (inline_ok) {
         check_table(&s);
         check_join(&s);
     }
+    if (veil_ok(veil_onnx_split_external(data, size, &ext))) {
+        check(!inline_ok || (ext.graph.size == s.graph.size && memcmp(ext.graph.data, s.graph.data, s.graph.size) == 0),
+              "the two splits disagree on a model without external data");
+        check_external(&ext);
+    } else {
+        check(!inline_ok, "a model that splits inline fails to split with external data allowed");
+    }
+    veil_onnx_split_cleanup(&ext);
     veil_onnx_split_cleanup(&s);
     /* Every input is also a candidate stripped graph. */
     struct veil_onnx_tensor *t = NULL;

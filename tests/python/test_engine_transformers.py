@@ -334,7 +334,11 @@ def _compare_model(data: bytes, feeds: dict[str, np.ndarray], torch_out: np.ndar
     ref = ort.InferenceSession(data, providers=["CPUExecutionProvider"]).run(None, feeds)[0]
     with veil.Engine.from_onnx(data, threads=THREADS) as engine:
         got = engine.run(feeds=feeds)[0]
-    for name, r in (("onnxruntime", ref), ("pytorch", torch_out)):
+    _check_logits(got, [("onnxruntime", ref), ("pytorch", torch_out)])
+
+
+def _check_logits(got: np.ndarray, refs: list[tuple[str, np.ndarray]]) -> None:
+    for name, r in refs:
         r = r.reshape(got.shape)
         scale = float(np.abs(r).max())
         assert scale > 0, f"{name}: all-zero logits make the comparison meaningless"
@@ -485,16 +489,36 @@ def _torchvision_models() -> list[str]:
     return sorted(torchvision.models.list_models(module=torchvision.models))
 
 
+def _compare_large(model: torch.nn.Module, x: np.ndarray, torch_out: np.ndarray, tmp: str) -> None:
+    """A model past protobuf's 2 GiB: the exporter writes ONNX external data beside model.onnx; onnxruntime reads
+    it from there, Veil seals it from there and runs the sealed file."""
+    path, sealed = os.path.join(tmp, "model.onnx"), os.path.join(tmp, "model.veil")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(model, (torch.from_numpy(x),), path, dynamo=False, opset_version=17,
+                          input_names=["input"], output_names=["logits"])
+    ref = ort.InferenceSession(path, providers=["CPUExecutionProvider"]).run(None, {"input": x})[0]
+    key = veil.keygen()
+    veil.seal_onnx(path, sealed, model_id="large", key=key)
+    with veil.Engine.from_sealed(sealed, key=key, threads=THREADS) as engine:
+        got = engine.run(feeds={"input": x})[0]
+    _check_logits(got, [("onnxruntime", ref), ("pytorch", torch_out)])
+
+
 @pytest.mark.parametrize("name", _torchvision_models())
-def test_torchvision_classifier(name: str) -> None:
+def test_torchvision_classifier(name: str, tmp_path) -> None:
     import torchvision
 
     torch.manual_seed(0)
     model = _randomize(torchvision.models.get_model(name, weights=None))
+    large = sum(p.numel() * p.element_size() for p in model.state_dict().values()) >= 2**31 - 2**27
     size = 299 if name == "inception_v3" else 224
     for batch in (1, 4) if FULL else (1,):
         x = _x(batch, 3, size, size)
         with torch.inference_mode():
             out = model(torch.from_numpy(x))
         out = (out.logits if hasattr(out, "logits") else out).numpy()
-        _compare_model(_export(model, (torch.from_numpy(x),), ["input"]), {"input": x}, out)
+        if large:
+            _compare_large(model, x, out, str(tmp_path))
+        else:
+            _compare_model(_export(model, (torch.from_numpy(x),), ["input"]), {"input": x}, out)

@@ -488,10 +488,34 @@ def _refused_at_sealing(tmp_path: Path, model: onnx.ModelProto, name: str, reaso
     assert not out.exists()
 
 
-def test_cli_refuses_external_data(tmp_path: Path) -> None:
-    _refused_at_sealing(tmp_path, make_model(), "external", re.compile(r"^tensor \S+ uses external data"),
-                        save_as_external_data=True,
-                        all_tensors_to_one_file=True, location="weights.bin", size_threshold=0)
+def test_cli_seals_external_data_as_the_inline_model(tmp_path: Path) -> None:
+    """A model saved with ONNX external data: the reference reads the CLI's sealed file as the inline model's (the
+    graph with every initializer's data, external_data and data_location removed; the tensors' raw bytes)."""
+    key = keygen(tmp_path / "k")
+    inline = make_model()
+    external = onnx.ModelProto()
+    external.CopyFrom(inline)
+    onnx.save(external, str(tmp_path / "m.onnx"), save_as_external_data=True, all_tensors_to_one_file=True,
+              location="weights.bin", size_threshold=0)
+    assert any(i.data_location == onnx.TensorProto.EXTERNAL
+               for i in onnx.load(str(tmp_path / "m.onnx"), load_external_data=False).graph.initializer)
+    ok("seal", tmp_path / "m.onnx", "-o", tmp_path / "m.veil", "--model-id", "x", "--key", tmp_path / "k")
+    check_cli_file((tmp_path / "m.veil").read_bytes(), key, inline)
+
+
+def test_cli_refuses_external_data_outside_the_model_directory(tmp_path: Path) -> None:
+    (tmp_path / "m").mkdir()
+    external = onnx.ModelProto()
+    external.CopyFrom(make_model())
+    onnx.save(external, str(tmp_path / "m" / "x.onnx"), save_as_external_data=True, all_tensors_to_one_file=True,
+              location="weights.bin", size_threshold=0)
+    model = onnx.load(str(tmp_path / "m" / "x.onnx"), load_external_data=False)
+    for e in model.graph.initializer[0].external_data:
+        if e.key == "location":
+            e.value = "../weights.bin"
+    (tmp_path / "weights.bin").write_bytes((tmp_path / "m" / "weights.bin").read_bytes())
+    _refused_at_sealing(tmp_path, model, "external",
+                        re.compile(r"^not a valid ONNX model: tensor \S+ external data location leaves"))
 
 
 def test_cli_refuses_segment(tmp_path: Path) -> None:

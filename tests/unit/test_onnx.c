@@ -608,23 +608,156 @@ static void expect_init_error(struct veil_buf *init, veil_status status, const c
     veil_buf_cleanup(&m);
 }
 
-static void test_external_data(void **state)
+/* A float tensor of n values whose data is external: entries (key, value) pairs, then data_location (-1: none). */
+static void ext_tensor(struct veil_buf *t, const char *name, size_t n, const char *const *kv, size_t pairs,
+                       int64_t location)
+{
+    int64_t dims[1] = {(int64_t)n};
+    tensor_head(t, name, VEIL_ONNX_FLOAT, dims, 1);
+    for (size_t i = 0; i < pairs; i++) {
+        struct veil_buf entry = {0};
+        ps(&entry, 1, kv[2 * i]);
+        pl(&entry, 2, kv[2 * i + 1], strlen(kv[2 * i + 1]));
+        pm(t, 13, &entry);
+    }
+    if (location >= 0)
+        pv(t, 14, (uint64_t)location);
+}
+
+static void expect_external_error(const char *const *kv, size_t pairs, int64_t location, veil_status status,
+                                  const char *text)
+{
+    struct veil_buf t = {0}, m = {0};
+    ext_tensor(&t, "ext", 4, kv, pairs, location);
+    model_of_one(&m, &t);
+    struct veil_onnx_split s = {0};
+    struct veil_result r = veil_onnx_split_external(m.data, m.size, &s);
+    if (r.status != status || strstr(veil_last_error(), text) == NULL)
+        fail_msg("expected %d '%s', got %d: %s", (int)status, text, (int)r.status, veil_last_error());
+    veil_onnx_split_cleanup(&s);
+    veil_buf_cleanup(&m);
+}
+
+static void test_external_data_refused_without_a_directory(void **state)
 {
     (void)state;
-    int64_t dims[1] = {4};
-    struct veil_buf a = {0}, b = {0}, c = {0};
-    tensor_head(&a, "ext", VEIL_ONNX_FLOAT, dims, 1);
-    pv(&a, 14, 1);
-    expect_init_error(&a, VEIL_ERR_UNSUPPORTED, "tensor 'ext' uses external data; ");
-    struct veil_buf entry = {0};
-    ps(&entry, 1, "location");
-    ps(&entry, 2, "weights.bin");
-    tensor_head(&b, "ext2", VEIL_ONNX_FLOAT, dims, 1);
-    pm(&b, 13, &entry);
-    expect_init_error(&b, VEIL_ERR_UNSUPPORTED, "tensor 'ext2' uses external data");
-    tensor_head(&c, "loc", VEIL_ONNX_FLOAT, dims, 1);
+    static const char *const kv[] = {"location", "weights.bin"};
+    struct veil_buf a = {0}, c = {0};
+    ext_tensor(&a, "ext", 4, kv, 1, 1);
+    expect_init_error(&a, VEIL_ERR_UNSUPPORTED, "tensor 'ext' uses external data (its bytes are in a file beside");
+    tensor_head(&c, "loc", VEIL_ONNX_FLOAT, (const int64_t[]){4}, 1);
     pv(&c, 14, 7);
     expect_init_error(&c, VEIL_ERR_ONNX, "data_location 7");
+}
+
+static void test_external_data_split(void **state)
+{
+    (void)state;
+    static const char *const kv[] = {"location", "sub/w.bin", "offset", "4096", "length", "16", "checksum", "x"};
+    const float v[4] = {1, 2, 3, 4};
+    struct veil_buf ext = {0}, inl = {0}, m = {0}, mi = {0}, joined = {0};
+    ext_tensor(&ext, "w", 4, kv, 4, 1);
+    float_raw_tensor(&inl, "w", v, 4);
+    model_of_one(&m, &ext);
+    model_of_one(&mi, &inl);
+    struct veil_onnx_split s = {0}, si = {0}, again = {0};
+    ok(veil_onnx_split_external(m.data, m.size, &s));
+    ok(veil_onnx_split(mi.data, mi.size, &si));
+    assert_int_equal(s.tensor_count, 1);
+    assert_null(s.tensors[0].data);
+    assert_string_equal(s.tensors[0].location, "sub/w.bin");
+    assert_int_equal(s.tensors[0].offset, 4096);
+    assert_int_equal(s.tensors[0].size, 16);
+    /* Stripped of its external data the graph is the inline model's, byte for byte: the sealed file is the same. */
+    assert_int_equal(s.graph.size, si.graph.size);
+    assert_memory_equal(s.graph.data, si.graph.data, si.graph.size);
+    assert_false(contains(s.graph.data, s.graph.size, "w.bin", 5));
+    uint64_t offsets[1] = {8192}, sizes[1] = {16};
+    ok(veil_onnx_join_external(s.graph.data, s.graph.size, "out.onnx.data", offsets, sizes, 1, &joined));
+    ok(veil_onnx_split_external(joined.data, joined.size, &again));
+    assert_string_equal(again.tensors[0].location, "out.onnx.data");
+    assert_int_equal(again.tensors[0].offset, 8192);
+    assert_int_equal(veil_onnx_join_external(s.graph.data, s.graph.size, "../x", offsets, sizes, 1, &joined).status,
+                     VEIL_ERR_ARG);
+    veil_onnx_split_cleanup(&again);
+    veil_onnx_split_cleanup(&s);
+    veil_onnx_split_cleanup(&si);
+    veil_buf_cleanup(&joined);
+    veil_buf_cleanup(&m);
+    veil_buf_cleanup(&mi);
+}
+
+static void test_external_data_rules(void **state)
+{
+    (void)state;
+    static const char *const loc[] = {"location", "w.bin"};
+    expect_external_error(loc, 1, -1, VEIL_ERR_ONNX, "data_location and external_data disagree");
+    expect_external_error(loc, 0, 1, VEIL_ERR_ONNX, "data_location and external_data disagree");
+    static const char *const none[] = {"offset", "0"};
+    expect_external_error(none, 1, 1, VEIL_ERR_ONNX, "external data without a location");
+    static const char *const abs_path[] = {"location", "/etc/passwd"};
+    expect_external_error(abs_path, 1, 1, VEIL_ERR_ONNX, "is an absolute path");
+    static const char *const up[] = {"location", "a/../../w.bin"};
+    expect_external_error(up, 1, 1, VEIL_ERR_ONNX, "leaves the model's directory");
+    static const char *const up2[] = {"location", ".."};
+    expect_external_error(up2, 1, 1, VEIL_ERR_ONNX, "leaves the model's directory");
+    static const char *const len[] = {"location", "w.bin", "length", "15"};
+    expect_external_error(len, 2, 1, VEIL_ERR_ONNX, "external data length is 15 bytes, dims say 16");
+    static const char *const bad[] = {"location", "w.bin", "offset", "12a"};
+    expect_external_error(bad, 2, 1, VEIL_ERR_ONNX, "external data offset is not a decimal number");
+    static const char *const neg[] = {"location", "w.bin", "offset", "-1"};
+    expect_external_error(neg, 2, 1, VEIL_ERR_ONNX, "external data offset is not a decimal number");
+    static const char *const big[] = {"location", "w.bin", "offset", "99999999999999999999"};
+    expect_external_error(big, 2, 1, VEIL_ERR_ONNX, "external data offset is out of range");
+    static const char *const edge[] = {"location", "w.bin", "offset", "18446744073709551610"};
+    expect_external_error(edge, 2, 1, VEIL_ERR_ONNX, "external data offset is out of range");
+    static const char *const twice[] = {"location", "w.bin", "location", "v.bin"};
+    expect_external_error(twice, 2, 1, VEIL_ERR_ONNX, "external data key 'location' appears twice");
+    static const char *const empty[] = {"location", ""};
+    expect_external_error(empty, 1, 1, VEIL_ERR_ONNX, "external data without a location");
+    /* raw_data beside external data */
+    struct veil_buf t = {0}, m = {0};
+    ext_tensor(&t, "ext", 1, loc, 1, 1);
+    pl(&t, 9, "abcd", 4);
+    model_of_one(&m, &t);
+    struct veil_onnx_split s = {0};
+    assert_int_equal(veil_onnx_split_external(m.data, m.size, &s).status, VEIL_ERR_ONNX);
+    assert_non_null(strstr(veil_last_error(), "has both external data and raw_data"));
+    veil_buf_cleanup(&m);
+    /* a NUL in the location */
+    struct veil_buf e = {0}, t2 = {0}, m2 = {0};
+    tensor_head(&t2, "ext", VEIL_ONNX_FLOAT, (const int64_t[]){1}, 1);
+    ps(&e, 1, "location");
+    pl(&e, 2, "a\0b", 3);
+    pm(&t2, 13, &e);
+    pv(&t2, 14, 1);
+    model_of_one(&m2, &t2);
+    assert_int_equal(veil_onnx_split_external(m2.data, m2.size, &s).status, VEIL_ERR_ONNX);
+    assert_non_null(strstr(veil_last_error(), "is not a path"));
+    veil_buf_cleanup(&m2);
+}
+
+static void test_external_data_string_and_table(void **state)
+{
+    (void)state;
+    static const char *const loc[] = {"location", "w.bin"};
+    struct veil_buf t = {0}, m = {0}, u = {0}, g = {0};
+    tensor_head(&t, "s", VEIL_ONNX_STRING, (const int64_t[]){1}, 1);
+    struct veil_buf e = {0};
+    ps(&e, 1, "location");
+    ps(&e, 2, "w.bin");
+    pm(&t, 13, &e);
+    pv(&t, 14, 1);
+    model_of_one(&m, &t);
+    struct veil_onnx_split s = {0};
+    assert_int_equal(veil_onnx_split_external(m.data, m.size, &s).status, VEIL_ERR_UNSUPPORTED);
+    assert_non_null(strstr(veil_last_error(), "string initializer 's' has external data"));
+    veil_buf_cleanup(&m);
+    /* A stripped graph (a sealed file's) never refers to external data. */
+    ext_tensor(&u, "ext", 4, loc, 1, 1);
+    model_of_one(&g, &u);
+    expect_table_error(&g, VEIL_ERR_FORMAT, "initializer 'ext' still has external data in the stripped graph");
+    veil_buf_cleanup(&g);
 }
 
 static void test_segment_and_sparse(void **state)
@@ -848,7 +981,10 @@ int main(void)
         cmocka_unit_test(test_len_past_end),
         cmocka_unit_test(test_bad_tensor_framing),
         cmocka_unit_test(test_missing_parts),
-        cmocka_unit_test(test_external_data),
+        cmocka_unit_test(test_external_data_refused_without_a_directory),
+        cmocka_unit_test(test_external_data_split),
+        cmocka_unit_test(test_external_data_rules),
+        cmocka_unit_test(test_external_data_string_and_table),
         cmocka_unit_test(test_segment_and_sparse),
         cmocka_unit_test(test_data_types),
         cmocka_unit_test(test_size_mismatch),

@@ -725,8 +725,10 @@ def _tensor(buf: bytes) -> Initializer:
         elif num == 8 and wt == 2:
             assert isinstance(val, bytes)
             name = val.decode("utf-8", "replace")
+        elif num == 13:  # external_data entries
+            external = True
         elif num == 14 and wt == 0:
-            external = val == 1
+            external = external or val == 1
     return Initializer(name, data_type, tuple(dims), has_data, external, segment)
 
 
