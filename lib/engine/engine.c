@@ -73,15 +73,20 @@ static VEIL_RESULT describe(const struct eng_graph *g, const int *values, size_t
     return VEIL_RESULT_OK;
 }
 
+/* Where the tensor views come from: the caller (checked against the graph's table here), or libveil's own split or
+ * opened model, which read that table from the same graph already (not parsed again); a model may lend its weights. */
+enum views_origin { VIEWS_CALLER, VIEWS_TABLE, VIEWS_LENT };
+
 static VEIL_RESULT load_impl(struct veil_engine *e, const uint8_t *graph, size_t size,
                              const struct veil_tensor_view *tensors, size_t count,
-                             const struct veil_engine_shape *shapes, size_t shape_count)
+                             const struct veil_engine_shape *shapes, size_t shape_count, enum views_origin origin)
 {
     VEIL_ENSURE(shapes != NULL || shape_count == 0, VEIL_ERR_ARG, "no shapes given");
     VEIL_ENSURE(shape_count <= VEIL_ENGINE_MAX_NODE_IO, VEIL_ERR_ARG, "too many shapes");
     VEIL_ENSURE(graph != NULL || size == 0, VEIL_ERR_ARG, "no graph given");
     VEIL_ENSURE(tensors != NULL || count == 0, VEIL_ERR_ARG, "no tensors given");
-    VEIL_GUARD(check_views(graph, size, tensors, count));
+    if (origin == VIEWS_CALLER)
+        VEIL_GUARD(check_views(graph, size, tensors, count));
     VEIL_GUARD(eng_graph_parse(&e->g, graph, size, tensors, count));
     VEIL_GUARD(eng_plan_graph(&e->g, e->opts.batch, e->opts.symbolic_size, shapes, shape_count));
     VEIL_GUARD(eng_exec_build(e));
@@ -114,12 +119,12 @@ veil_status veil_engine_load(const uint8_t *graph, size_t graph_size, const stru
     return veil_engine_load_shaped(graph, graph_size, tensors, tensor_count, options, NULL, 0, out);
 }
 
-/* Loads; with lender (the sealed model the views come from), large weights are used in place and the engine keeps
- * a reference to the model. */
+/* Loads; with a lender (VIEWS_LENT: the sealed model the views come from), large weights are used in place and the
+ * engine keeps a reference to the model. */
 static veil_status load_engine(const uint8_t *graph, size_t graph_size, const struct veil_tensor_view *tensors,
                                size_t tensor_count, const struct veil_engine_options *options,
-                               const struct veil_engine_shape *shapes, size_t shape_count, const veil_model *lender,
-                               veil_engine **out)
+                               const struct veil_engine_shape *shapes, size_t shape_count, enum views_origin origin,
+                               const veil_model *lender, veil_engine **out)
 {
     if (out == NULL)
         return veil_error_raise(VEIL_ERR_ARG, __FILE__, __LINE__, "no output given").status;
@@ -130,7 +135,7 @@ static veil_status load_engine(const uint8_t *graph, size_t graph_size, const st
     e->borrow = lender != NULL;
     struct veil_result r = resolve_options(options, &e->opts);
     if (veil_ok(r))
-        r = load_impl(e, graph, graph_size, tensors, tensor_count, shapes, shape_count);
+        r = load_impl(e, graph, graph_size, tensors, tensor_count, shapes, shape_count, origin);
     if (!veil_ok(r)) {
         veil_engine_free(e);
         return r.status;
@@ -147,7 +152,8 @@ veil_status veil_engine_load_shaped(const uint8_t *graph, size_t graph_size, con
                                     const struct veil_engine_shape *shapes, size_t shape_count, veil_engine **out)
 {
     veil_error_clear();
-    return load_engine(graph, graph_size, tensors, tensor_count, options, shapes, shape_count, NULL, out);
+    return load_engine(graph, graph_size, tensors, tensor_count, options, shapes, shape_count, VIEWS_CALLER, NULL,
+                       out);
 }
 
 veil_status veil_engine_load_onnx(const uint8_t *onnx, size_t size, const struct veil_engine_options *options,
@@ -167,8 +173,8 @@ static veil_status load_split(const struct veil_onnx_split *split, const struct 
         const struct veil_onnx_tensor *t = &split->tensors[i];
         views[i] = (struct veil_tensor_view){t->name, t->dtype, t->rank, t->dims, t->data, (size_t)t->size};
     }
-    veil_status st = veil_engine_load_shaped(split->graph.data, split->graph.size, views, split->tensor_count,
-                                             options, shapes, shape_count, out);
+    veil_status st = load_engine(split->graph.data, split->graph.size, views, split->tensor_count, options, shapes,
+                                 shape_count, VIEWS_TABLE, NULL, out);
     free(views);
     return st;
 }
@@ -252,9 +258,10 @@ veil_status veil_engine_load_model_shaped(const veil_model *model, const struct 
         st = veil_model_tensor(model, i, &views[i]);
         total += views[i].size;
     }
-    const veil_model *lender = total >= ENG_BORROW_MIN_MODEL ? model : NULL;
+    int lend = total >= ENG_BORROW_MIN_MODEL;
     if (st == VEIL_OK)
-        st = load_engine(graph, size, views, count, options, shapes, shape_count, lender, out);
+        st = load_engine(graph, size, views, count, options, shapes, shape_count, lend ? VIEWS_LENT : VIEWS_TABLE,
+                         lend ? model : NULL, out);
     free(views);
     return st;
 }

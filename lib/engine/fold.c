@@ -253,7 +253,7 @@ static VEIL_RESULT int_list(const struct eng_graph *g, const struct eng_node *n,
 
 /* ---- operators ------------------------------------------------------------------------------------------- */
 
-static VEIL_RESULT fold_shape(struct eng_graph *g, struct eng_node *n, struct eng_value *out)
+VEIL_RESULT eng_fold_shape_op(struct eng_graph *g, struct eng_node *n, struct eng_value *out)
 {
     const struct eng_value *x = &g->values[n->inputs[0]];
     int64_t r = x->shape.rank, start = norm_axis(n->ints[0], r), end = norm_axis(n->ints[1], r);
@@ -266,7 +266,7 @@ static VEIL_RESULT fold_shape(struct eng_graph *g, struct eng_node *n, struct en
     return VEIL_RESULT_OK;
 }
 
-static VEIL_RESULT fold_gather(struct eng_graph *g, struct eng_node *n, struct eng_value *out)
+VEIL_RESULT eng_fold_gather(struct eng_graph *g, struct eng_node *n, struct eng_value *out)
 {
     const struct eng_value *x = NULL, *idx = NULL;
     VEIL_GUARD(const_in(g, n, 0, &x));
@@ -301,7 +301,7 @@ static VEIL_RESULT fold_gather(struct eng_graph *g, struct eng_node *n, struct e
 }
 
 /* Unsqueeze and Squeeze: the axes from the attribute (opset < 13) or input 1. */
-static VEIL_RESULT fold_squeeze(struct eng_graph *g, struct eng_node *n, struct eng_value *out)
+VEIL_RESULT eng_fold_squeeze(struct eng_graph *g, struct eng_node *n, struct eng_value *out)
 {
     const struct eng_value *x = &g->values[n->inputs[0]];
     int64_t axes[2 * ENG_RANK];
@@ -333,7 +333,7 @@ static VEIL_RESULT fold_squeeze(struct eng_graph *g, struct eng_node *n, struct 
     return VEIL_RESULT_OK;
 }
 
-static VEIL_RESULT fold_constant_of_shape(struct eng_graph *g, struct eng_node *n, struct eng_value *out)
+VEIL_RESULT eng_fold_constant_of_shape(struct eng_graph *g, struct eng_node *n, struct eng_value *out)
 {
     const struct eng_value *x = NULL;
     VEIL_GUARD(const_in(g, n, 0, &x));
@@ -377,7 +377,7 @@ static void slice_clamp(int64_t d, int64_t start, int64_t end, int64_t step, str
     a->step = step;
 }
 
-static VEIL_RESULT fold_slice(struct eng_graph *g, struct eng_node *n, struct eng_value *out)
+VEIL_RESULT eng_fold_slice(struct eng_graph *g, struct eng_node *n, struct eng_value *out)
 {
     const struct eng_value *x = NULL;
     VEIL_GUARD(const_in(g, n, 0, &x));
@@ -417,7 +417,7 @@ static VEIL_RESULT fold_slice(struct eng_graph *g, struct eng_node *n, struct en
     return VEIL_RESULT_OK;
 }
 
-static VEIL_RESULT fold_transpose(struct eng_graph *g, struct eng_node *n, struct eng_value *out)
+VEIL_RESULT eng_fold_transpose(struct eng_graph *g, struct eng_node *n, struct eng_value *out)
 {
     const struct eng_value *x = NULL;
     VEIL_GUARD(const_in(g, n, 0, &x));
@@ -449,7 +449,7 @@ static VEIL_RESULT fold_transpose(struct eng_graph *g, struct eng_node *n, struc
     return VEIL_RESULT_OK;
 }
 
-static VEIL_RESULT fold_concat(struct eng_graph *g, struct eng_node *n, struct eng_value *out)
+VEIL_RESULT eng_fold_concat(struct eng_graph *g, struct eng_node *n, struct eng_value *out)
 {
     const struct eng_value *x = NULL;
     VEIL_GUARD(const_in(g, n, 0, &x));
@@ -488,7 +488,7 @@ static VEIL_RESULT fold_concat(struct eng_graph *g, struct eng_node *n, struct e
     return VEIL_RESULT_OK;
 }
 
-static VEIL_RESULT fold_cast(struct eng_graph *g, struct eng_node *n, struct eng_value *out)
+VEIL_RESULT eng_fold_cast(struct eng_graph *g, struct eng_node *n, struct eng_value *out)
 {
     const struct eng_value *x = NULL;
     VEIL_GUARD(const_in(g, n, 0, &x));
@@ -516,72 +516,60 @@ int eng_fold_ready(const struct eng_graph *g, const struct eng_node *n)
     return constant;
 }
 
-static VEIL_RESULT fold_elementwise(struct eng_graph *g, struct eng_node *n, struct eng_value *out);
 static VEIL_RESULT fold_strided(struct eng_graph *g, struct eng_node *n, uint32_t output, struct eng_value *out);
-static VEIL_RESULT fold_range(struct eng_graph *g, struct eng_node *n, struct eng_value *out);
-static VEIL_RESULT fold_gather_elements(struct eng_graph *g, struct eng_node *n, struct eng_value *out);
-static VEIL_RESULT fold_scatter_nd(struct eng_graph *g, struct eng_node *n, struct eng_value *out);
-static VEIL_RESULT fold_trilu(struct eng_graph *g, struct eng_node *n, struct eng_value *out);
-static VEIL_RESULT fold_matmul(struct eng_graph *g, struct eng_node *n, struct eng_value *out);
-static VEIL_RESULT fold_activation(struct eng_graph *g, struct eng_node *n, struct eng_value *out);
 
-static int is_elementwise(enum eng_op op)
+/* The fold rules of views and of several outputs; the others are with their operators' arithmetic below. */
+VEIL_RESULT eng_fold_expand(struct eng_graph *g, struct eng_node *n, struct eng_value *out)
 {
-    return op == OP_ADD || op == OP_MUL || (op >= OP_SUB && op <= OP_ISNAN);
+    return fold_strided(g, n, 0, out);
 }
 
-static VEIL_RESULT fold_dispatch(struct eng_graph *g, struct eng_node *n, struct eng_value *out)
+VEIL_RESULT eng_fold_flatten(struct eng_graph *g, struct eng_node *n, struct eng_value *out)
+{
+    const struct eng_value *x = &g->values[n->inputs[0]];
+    int64_t r = x->shape.rank, axis = norm_axis(n->axis, r);
+    char label[160];
+    VEIL_ENSURE(axis >= 0 && axis <= r, VEIL_ERR_ONNX, "%s: axis out of range", eng_node_label(n, label, sizeof label));
+    struct eng_shape s = {.rank = 2, .dims = {1, 1}};
+    for (int64_t i = 0; i < r; i++)
+        s.dims[i < axis ? 0 : 1] *= x->shape.dims[i];
+    out_view(out, x, &s);
+    return VEIL_RESULT_OK;
+}
+
+VEIL_RESULT eng_fold_split(struct eng_graph *g, struct eng_node *n, struct eng_value *out)
+{
+    for (uint32_t i = 1; i < n->output_count; i++) {
+        struct eng_value *o = &g->values[n->outputs[i]];
+        VEIL_GUARD(fold_strided(g, n, i, o));
+        o->kind = VAL_CONST;
+        o->has_shape = 1;
+    }
+    return fold_strided(g, n, 0, out);
+}
+
+VEIL_RESULT eng_fold_identity(struct eng_graph *g, struct eng_node *n, struct eng_value *out)
+{
+    const struct eng_value *x = &g->values[n->inputs[0]];
+    out_view(out, x, &x->shape);
+    return VEIL_RESULT_OK;
+}
+
+VEIL_RESULT eng_fold_reshape(struct eng_graph *g, struct eng_node *n, struct eng_value *out)
 {
     const struct eng_value *x = &g->values[n->inputs[0]];
     struct eng_shape s;
-    if (is_elementwise(n->op))
-        return fold_elementwise(g, n, out);
-    switch (n->op) {
-    case OP_EXPAND: return fold_strided(g, n, 0, out);
-    case OP_FLATTEN: {
-        int64_t r = x->shape.rank, axis = norm_axis(n->axis, r);
-        char label[160];
-        VEIL_ENSURE(axis >= 0 && axis <= r, VEIL_ERR_ONNX, "%s: axis out of range", eng_node_label(n, label, sizeof label));
-        s = (struct eng_shape){.rank = 2, .dims = {1, 1}};
-        for (int64_t i = 0; i < r; i++)
-            s.dims[i < axis ? 0 : 1] *= x->shape.dims[i];
-        out_view(out, x, &s);
-        return VEIL_RESULT_OK;
-    }
-    case OP_RANGE: return fold_range(g, n, out);
-    case OP_GATHERELEMENTS: return fold_gather_elements(g, n, out);
-    case OP_SCATTERND: return fold_scatter_nd(g, n, out);
-    case OP_TRILU: return fold_trilu(g, n, out);
-    case OP_MATMUL: return fold_matmul(g, n, out);
-    case OP_RELU:
-    case OP_SIGMOID:
-    case OP_CLIP:
-    case OP_HARDSIGMOID:
-    case OP_HARDSWISH: return fold_activation(g, n, out);
-    case OP_SPLIT:
-        for (uint32_t i = 1; i < n->output_count; i++) {
-            struct eng_value *o = &g->values[n->outputs[i]];
-            VEIL_GUARD(fold_strided(g, n, i, o));
-            o->kind = VAL_CONST;
-            o->has_shape = 1;
-        }
-        return fold_strided(g, n, 0, out);
-    case OP_IDENTITY: out_view(out, x, &x->shape); return VEIL_RESULT_OK;
-    case OP_RESHAPE:
-        VEIL_GUARD(eng_reshape_target(n, &x->shape, &g->values[n->inputs[1]], &s));
-        out_view(out, x, &s);
-        return VEIL_RESULT_OK;
-    case OP_SHAPE: return fold_shape(g, n, out);
-    case OP_GATHER: return fold_gather(g, n, out);
-    case OP_UNSQUEEZE:
-    case OP_SQUEEZE: return fold_squeeze(g, n, out);
-    case OP_CONSTANTOFSHAPE: return fold_constant_of_shape(g, n, out);
-    case OP_SLICE: return fold_slice(g, n, out);
-    case OP_TRANSPOSE: return fold_transpose(g, n, out);
-    case OP_CONCAT: return fold_concat(g, n, out);
-    case OP_CAST: return fold_cast(g, n, out);
-    default: break;
-    }
+    VEIL_GUARD(eng_reshape_target(n, &x->shape, &g->values[n->inputs[1]], &s));
+    out_view(out, x, &s);
+    return VEIL_RESULT_OK;
+}
+
+/* Every operator's fold rule is in the operator table (ops.c); an operator without one cannot run on constants. */
+static VEIL_RESULT fold_dispatch(struct eng_graph *g, struct eng_node *n, struct eng_value *out)
+{
+    const struct eng_op_info *info = eng_op_info(n->op);
+    if (info->fold != NULL)
+        return info->fold(g, n, out);
     char label[160];
     VEIL_BAIL(VEIL_ERR_UNSUPPORTED, "%s computes from constants only; the engine folds shape arithmetic (Shape, "
               "Gather, Unsqueeze, Squeeze, Concat, Reshape, Slice, Transpose, Cast, ConstantOfShape, Identity) but "
@@ -671,7 +659,7 @@ VEIL_RESULT eng_pad_build(struct veil_engine *e, struct eng_node *n)
 static VEIL_RESULT squeeze_shape(struct eng_graph *g, struct eng_node *n, struct eng_shape *out)
 {
     struct eng_value tmp = {0};
-    VEIL_GUARD(fold_squeeze(g, n, &tmp));
+    VEIL_GUARD(eng_fold_squeeze(g, n, &tmp));
     *out = tmp.shape;
     return VEIL_RESULT_OK;
 }
@@ -881,7 +869,7 @@ static int64_t eval_int(enum eng_kop op, int64_t a, int64_t b, int64_t c, int *o
     }
 }
 
-static VEIL_RESULT fold_elementwise(struct eng_graph *g, struct eng_node *n, struct eng_value *out)
+VEIL_RESULT eng_fold_elementwise(struct eng_graph *g, struct eng_node *n, struct eng_value *out)
 {
     const struct eng_value *in[ENG_KERNEL_INPUTS] = {0};
     char label[160];
@@ -947,7 +935,7 @@ static VEIL_RESULT fold_strided(struct eng_graph *g, struct eng_node *n, uint32_
     return VEIL_RESULT_OK;
 }
 
-static VEIL_RESULT fold_range(struct eng_graph *g, struct eng_node *n, struct eng_value *out)
+VEIL_RESULT eng_fold_range(struct eng_graph *g, struct eng_node *n, struct eng_value *out)
 {
     const struct eng_value *v[3] = {0};
     char label[160];
@@ -976,7 +964,7 @@ static VEIL_RESULT fold_range(struct eng_graph *g, struct eng_node *n, struct en
 
 /* Trilu of a constant (GPT-2's causal mask under a dynamic batch): the last two dims' upper (upper = 1: j - i >= k)
  * or lower (j - i <= k) triangle kept, the rest zeroed; k from the optional scalar second input. */
-static VEIL_RESULT fold_trilu(struct eng_graph *g, struct eng_node *n, struct eng_value *out)
+VEIL_RESULT eng_fold_trilu(struct eng_graph *g, struct eng_node *n, struct eng_value *out)
 {
     const struct eng_value *x = NULL, *kv = NULL;
     char label[160];
@@ -1009,7 +997,7 @@ static VEIL_RESULT fold_trilu(struct eng_graph *g, struct eng_node *n, struct en
  * A [..., M, K] x B [K, N], or B [..., K, N] with A's leading dims, in double; at most FOLD_MATMUL_MACS products. */
 #define FOLD_MATMUL_MACS (UINT64_C(1) << 28)
 
-static VEIL_RESULT fold_matmul(struct eng_graph *g, struct eng_node *n, struct eng_value *out)
+VEIL_RESULT eng_fold_matmul(struct eng_graph *g, struct eng_node *n, struct eng_value *out)
 {
     const struct eng_value *a = NULL, *b = NULL;
     VEIL_GUARD(const_in(g, n, 0, &a));
@@ -1059,7 +1047,7 @@ static double activation(const struct eng_post *op, double x)
 }
 
 /* Relu, Sigmoid, Clip, HardSigmoid, HardSwish of a float32 constant (Swin V2 clamps its constant logit scale). */
-static VEIL_RESULT fold_activation(struct eng_graph *g, struct eng_node *n, struct eng_value *out)
+VEIL_RESULT eng_fold_activation(struct eng_graph *g, struct eng_node *n, struct eng_value *out)
 {
     const struct eng_value *x = NULL;
     VEIL_GUARD(const_in(g, n, 0, &x));
@@ -1086,7 +1074,7 @@ static VEIL_RESULT fold_activation(struct eng_graph *g, struct eng_node *n, stru
     return VEIL_RESULT_OK;
 }
 
-static VEIL_RESULT fold_gather_elements(struct eng_graph *g, struct eng_node *n, struct eng_value *out)
+VEIL_RESULT eng_fold_gather_elements(struct eng_graph *g, struct eng_node *n, struct eng_value *out)
 {
     const struct eng_value *x = NULL, *idx = NULL;
     VEIL_GUARD(const_in(g, n, 0, &x));
@@ -1118,7 +1106,7 @@ static VEIL_RESULT fold_gather_elements(struct eng_graph *g, struct eng_node *n,
 
 /* ScatterND (reduction none) of constants: Swin's shifted-window masks. indices [..., k] address slices of data's
  * trailing rank - k dims, which updates [..., data.dims[k:]] overwrite in order. */
-static VEIL_RESULT fold_scatter_nd(struct eng_graph *g, struct eng_node *n, struct eng_value *out)
+VEIL_RESULT eng_fold_scatter_nd(struct eng_graph *g, struct eng_node *n, struct eng_value *out)
 {
     const struct eng_value *x = NULL, *idx = NULL, *up = NULL;
     VEIL_GUARD(const_in(g, n, 0, &x));

@@ -7,6 +7,7 @@
  *   plan.c     topological order (cycles refused), constants, shape inference, fusion, liveness, memory plan
  *   exec.c     oneDNN engine/stream, memory descriptors, steps, weights, arena, run
  *   op_*.c     one file per operator family: parameters, shape inference and primitive creation
+ *   ops.c      the operator table: name, arity, attribute parser, shape rule, builder, fold rule
  *   engine.c   the public API (include/veil/engine.h) */
 #ifndef VEIL_ENGINE_INTERNAL_H
 #define VEIL_ENGINE_INTERNAL_H
@@ -263,6 +264,7 @@ struct eng_op_info {
     VEIL_RESULT (*parse)(struct eng_graph *g, struct eng_node *n);
     VEIL_RESULT (*infer)(struct eng_graph *g, struct eng_node *n);
     VEIL_RESULT (*build)(struct veil_engine *e, struct eng_node *n);   /* NULL: no primitive (a view) */
+    VEIL_RESULT (*fold)(struct eng_graph *g, struct eng_node *n, struct eng_value *out); /* NULL: never folded */
 };
 
 const struct eng_op_info *eng_op_info(enum eng_op op);
@@ -321,6 +323,27 @@ VEIL_RESULT eng_pad_build(struct veil_engine *e, struct eng_node *n);
 int eng_fold_ready(const struct eng_graph *g, const struct eng_node *n);
 /* Evaluates n into constant outputs (views share data; computed tensors are owned), or refuses it. */
 VEIL_RESULT eng_fold_eval(struct eng_graph *g, struct eng_node *n);
+/* The fold rules of the operator table (ops.c): each computes out (the node's first output) from constants. */
+VEIL_RESULT eng_fold_shape_op(struct eng_graph *g, struct eng_node *n, struct eng_value *out);
+VEIL_RESULT eng_fold_gather(struct eng_graph *g, struct eng_node *n, struct eng_value *out);
+VEIL_RESULT eng_fold_squeeze(struct eng_graph *g, struct eng_node *n, struct eng_value *out);
+VEIL_RESULT eng_fold_constant_of_shape(struct eng_graph *g, struct eng_node *n, struct eng_value *out);
+VEIL_RESULT eng_fold_slice(struct eng_graph *g, struct eng_node *n, struct eng_value *out);
+VEIL_RESULT eng_fold_transpose(struct eng_graph *g, struct eng_node *n, struct eng_value *out);
+VEIL_RESULT eng_fold_concat(struct eng_graph *g, struct eng_node *n, struct eng_value *out);
+VEIL_RESULT eng_fold_cast(struct eng_graph *g, struct eng_node *n, struct eng_value *out);
+VEIL_RESULT eng_fold_elementwise(struct eng_graph *g, struct eng_node *n, struct eng_value *out);
+VEIL_RESULT eng_fold_expand(struct eng_graph *g, struct eng_node *n, struct eng_value *out);
+VEIL_RESULT eng_fold_flatten(struct eng_graph *g, struct eng_node *n, struct eng_value *out);
+VEIL_RESULT eng_fold_split(struct eng_graph *g, struct eng_node *n, struct eng_value *out);
+VEIL_RESULT eng_fold_identity(struct eng_graph *g, struct eng_node *n, struct eng_value *out);
+VEIL_RESULT eng_fold_reshape(struct eng_graph *g, struct eng_node *n, struct eng_value *out);
+VEIL_RESULT eng_fold_range(struct eng_graph *g, struct eng_node *n, struct eng_value *out);
+VEIL_RESULT eng_fold_gather_elements(struct eng_graph *g, struct eng_node *n, struct eng_value *out);
+VEIL_RESULT eng_fold_scatter_nd(struct eng_graph *g, struct eng_node *n, struct eng_value *out);
+VEIL_RESULT eng_fold_trilu(struct eng_graph *g, struct eng_node *n, struct eng_value *out);
+VEIL_RESULT eng_fold_matmul(struct eng_graph *g, struct eng_node *n, struct eng_value *out);
+VEIL_RESULT eng_fold_activation(struct eng_graph *g, struct eng_node *n, struct eng_value *out);
 /* Reshape's target shape for an input of shape in (shared by the view and the folder). */
 VEIL_RESULT eng_reshape_target(const struct eng_node *n, const struct eng_shape *in, const struct eng_value *shape,
                                struct eng_shape *out);

@@ -42,6 +42,9 @@ static const struct vd_setting settings[] = {
     U64(engine_threads, "0", NULL, 0, 256, "OpenMP threads of each engine instance; 0: online CPUs / workers"),
     U64(max_plans, "4", NULL, 1, RT_MAX_PLANS, "input shapes (batch sizes, sequence lengths) planned at once per "
                                                "model (least recently used idle plan evicted)"),
+    U64(plan_rate, "2", NULL, 0, 1000, "new plans (input shapes not planned yet) made per second per model, "
+                                       "after a burst of max_plans; past it such requests get 503 with Retry-After. "
+                                       "0: no limit"),
     U64(lock_memory, "0", NULL, 0, 1, "1: mlock the decrypted weights and activations (fails when refused)"),
     U64(threads, "0", NULL, 0, 1024, "HTTP worker threads; 0: one thread per connection"),
     U64(max_connections, "256", NULL, 1, 65536, "simultaneous connections"),

@@ -302,6 +302,10 @@ static void infer_run(struct rt_model *m, const struct vd_request *rq, struct vd
     } else if (shapes_refused) {
         rt_metrics_refusal("bad-request");
         rt_respond_error(rs, 400, veil_last_error());
+    } else if (res.status == VEIL_ERR_LIMIT) { /* past plan_rate: the message names no shape */
+        rt_metrics_refusal("plan-rate");
+        rt_respond_error(rs, 503, veil_last_error());
+        rs->retry_after = 1;
     } else {
         int bad_input = res.status == VEIL_ERR_ARG;
         vd_log(bad_input ? "info" : "error", "infer-failed", "{s:s, s:s}", "model", m->name, "detail",

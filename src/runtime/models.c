@@ -7,7 +7,8 @@
  * Engines: an engine runs one request at a time (its activations live in one arena). Each plan (one batch size) has
  * up to `workers` engine instances, created when concurrent requests need them; a request waits while all of its
  * plan's instances are busy. At most `max_plans` plans per model: making a new one evicts the least recently used
- * idle plan, or waits for one to become idle. */
+ * idle plan, or waits for one to become idle. New plans are made at most `plan_rate` per second after a burst of
+ * `max_plans` (a token bucket); past it the request is refused (503) before anything is evicted. */
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -253,6 +254,9 @@ VEIL_RESULT rt_model_load(struct rt_model *m, const struct rt_config *c, struct 
     m->workers = (size_t)c->workers;
     m->max_plans = (size_t)c->max_plans;
     m->max_dim = c->max_dim;
+    m->plan_rate = (double)c->plan_rate;
+    m->plan_tokens = (double)c->max_plans;
+    m->plan_refill_ms = vd_now_ms();
     m->engine_options = (struct veil_engine_options){
         .threads = c->engine_threads != 0 ? (unsigned)c->engine_threads : default_threads(c->workers),
         .lock_memory = (int)c->lock_memory, .symbolic_size = c->plan_dim < c->max_dim ? c->plan_dim : c->max_dim,
@@ -362,17 +366,40 @@ static int plan_evict(struct rt_model *m)
     return 1;
 }
 
-/* The plan of shapes, made when absent (NULL: none can be made now; wait). Called with the lock held. */
-static struct rt_plan *plan_get(struct rt_model *m, const struct veil_serve_shape *shapes)
+/* Whether a new plan may be made now: a token bucket of max_plans, refilled at plan_rate per second. Planning is
+ * the expensive path a client controls (a new sequence length per request), so its rate is bounded. Lock held. */
+static int plan_token_ready(struct rt_model *m)
+{
+    if (m->plan_rate <= 0)
+        return 1;
+    uint64_t now = vd_now_ms();
+    if (now > m->plan_refill_ms) {
+        m->plan_tokens += (double)(now - m->plan_refill_ms) * m->plan_rate / 1000.0;
+        if (m->plan_tokens > (double)m->max_plans)
+            m->plan_tokens = (double)m->max_plans;
+        m->plan_refill_ms = now;
+    }
+    return m->plan_tokens >= 1.0;
+}
+
+/* The plan of shapes, made when absent (NULL: none can be made now; wait, or, with *limited, refuse: past the plan
+ * rate). Called with the lock held. */
+static struct rt_plan *plan_get(struct rt_model *m, const struct veil_serve_shape *shapes, int *limited)
 {
     struct rt_plan *p = plan_find(m, shapes);
     if (p != NULL)
         return p;
+    if (!plan_token_ready(m)) { /* checked first: a refused request evicts nothing */
+        *limited = 1;
+        return NULL;
+    }
     if (m->plan_count == m->max_plans && !plan_evict(m))
         return NULL;
     p = calloc(1, sizeof *p);
     if (p == NULL)
         return NULL;
+    if (m->plan_rate > 0)
+        m->plan_tokens -= 1.0;
     memcpy(p->shapes, shapes, m->desc.input_count * sizeof *shapes);
     p->batch = m->desc.input_count > 0 && shapes[0].rank > 0 ? (uint64_t)shapes[0].dims[0] : 1;
     m->plans[m->plan_count++] = p;
@@ -452,7 +479,13 @@ VEIL_RESULT rt_model_acquire(struct rt_model *m, const struct veil_serve_shape *
                                  m->name);
             break;
         }
-        struct rt_plan *p = plan_get(m, shapes);
+        int limited = 0;
+        struct rt_plan *p = plan_get(m, shapes, &limited);
+        if (limited) {
+            r = veil_error_raise(VEIL_ERR_LIMIT, __FILE__, __LINE__, "model '%s' is planning new input shapes faster "
+                                 "than plan_rate allows; retry, or send shapes it has planned", m->name);
+            break;
+        }
         int create = 0;
         size_t slot = p != NULL ? slot_take(m, p, &create) : SIZE_MAX;
         if (slot != SIZE_MAX) {

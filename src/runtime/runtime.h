@@ -60,6 +60,7 @@ struct rt_config {
     uint64_t workers;
     uint64_t engine_threads;
     uint64_t max_plans;
+    uint64_t plan_rate;
     uint64_t lock_memory;
     uint64_t threads;
     uint64_t max_connections;
@@ -147,6 +148,8 @@ struct rt_model {
     struct veil_engine_options engine_options;
     size_t workers, max_plans;
     uint64_t max_dim;                           /* the largest dynamic (non-batch) dim a request may give */
+    double plan_rate, plan_tokens;              /* new plans per second (0: no limit), and a bucket of max_plans */
+    uint64_t plan_refill_ms;
     struct veil_serve_shape refused[RT_MAX_REFUSED_SHAPES][VEIL_SERVE_MAX_INPUTS]; /* input shapes no plan takes */
     size_t refused_count, refused_next;
     /* The key's lease (a source with leases): requests hold gate for reading; a lapse or a restore holds it for

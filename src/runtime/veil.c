@@ -56,7 +56,7 @@ extern const size_t rt_route_label_count;
 static const char *const reasons[] = {"bad-request",    "unknown-model",     "no-route",    "too-large",
                                       "not-ready",      "engine",            "missing-api-key", "unknown-api-key",
                                       "budget-exhausted", "client-rate",     "global-rate", "lease-lapsed",
-                                      "other"};
+                                      "plan-rate",      "other"};
 #define REASON_COUNT (sizeof reasons / sizeof reasons[0])
 
 static _Atomic int64_t refusals[REASON_COUNT], inferences, queue_depth;

@@ -6,6 +6,8 @@ with dynamic batch and sequence axes, sealed, its key from veil-kbs, called with
     * JSON and binary requests of several sequence lengths and batches, each answered with the shape of the plan that
       ran and logits equal to onnxruntime's on the same ONNX model; tritonclient's InferInput with INT64 data too;
     * a plan per input shape, made on demand and bounded (max_plans): the least recently used is evicted;
+    * new plans are made at most plan_rate per second after a burst of max_plans: past it 503 with Retry-After,
+      while shapes already planned are served;
     * refused with 400 and a message that names no node of the (confidential) graph: inputs whose sequence lengths
       disagree (the engine cannot plan them: remembered, not planned twice), a sequence over max_dim, a token id
       outside +-2^24, FP32 data for an INT64 input, a mask of another datatype; the runtime keeps serving.
@@ -15,6 +17,7 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 import warnings
 from pathlib import Path
 from typing import Any
@@ -75,7 +78,7 @@ def served(tmp_path_factory: pytest.TempPathFactory):
         assert p.returncode == 0, p.stderr
         rt = Runtime(base, ["--tee", "sim", "--sim-dir", str(sim_dir), "--kbs", broker.url, "--model",
                             f"bert:{sealed}", "--set", f"max_dim={MAX_DIM}", "--set", f"max_plans={MAX_PLANS}",
-                            "--set", "workers=1"], False)
+                            "--set", "workers=1", "--set", "plan_rate=0"], False)  # plan_rate: its own test
         rt.start()
         session = ort.InferenceSession(onnx_path.read_bytes(), providers=["CPUExecutionProvider"])
         yield rt, session
@@ -188,3 +191,50 @@ def test_refusals_name_no_node_and_serving_goes_on(served) -> None:
     status, body = infer_json(rt, f)  # still serving
     assert status == 200, body
     close(np.array(body["outputs"][0]["data"], np.float32).reshape(1, 3), session.run(None, f)[0])
+
+
+def test_plan_rate_bounds_new_shapes(served) -> None:
+    """A client sending a new sequence length on every request makes the runtime plan on every request: new plans
+    are limited to plan_rate per second after a burst of max_plans (503, Retry-After: 1); planned shapes still run."""
+    import time
+
+    rt, session = served
+    args = [a for a in rt.args]
+    for i, a in enumerate(args):
+        if a.startswith("plan_rate="):
+            args[i] = "plan_rate=1"
+        elif a.startswith("max_plans="):
+            args[i] = "max_plans=2"
+    limited = Runtime(rt.base, args, False)
+    limited.start()
+    try:
+        start, made, refused = time.monotonic(), 0, None
+        for seq in range(2, MAX_DIM + 1):  # the load's plan (seq 8) is skipped: it takes no token
+            if seq == 8:
+                continue
+            f = feeds(1, seq, seq)
+            body = {"inputs": [{"name": k, "datatype": "INT64", "shape": list(v.shape), "data": v.flatten().tolist()}
+                               for k, v in f.items()]}
+            r = limited.request("POST", "/v2/models/bert/infer", json.dumps(body).encode(),
+                                {"Content-Type": "application/json"})
+            if r.status == 503:
+                refused = (seq, r)
+                break
+            assert r.status == 200, r.body
+            made += 1
+        elapsed = time.monotonic() - start
+        assert refused is not None, f"{made} new shapes in {elapsed:.1f} s were all planned"
+        assert made <= 2 + elapsed * 1 + 1, f"{made} plans in {elapsed:.1f} s past a burst of 2 at 1/s"
+        seq, r = refused
+        assert r.headers.get("retry-after") == "1"
+        assert json.loads(r.body)["error"].startswith("model 'bert' is planning new input shapes faster than")
+        status, body = infer_json(limited, feeds(1, seq - 1, 0))  # planned just before: no token needed
+        assert status == 200, body
+        time.sleep(1.2)
+        status, body = infer_json(limited, feeds(1, seq, 3))
+        assert status == 200, body
+        close(np.array(body["outputs"][0]["data"], np.float32).reshape(1, 3), session.run(None, feeds(1, seq, 3))[0])
+        metrics = limited.request("GET", "/metrics").body.decode()
+        assert re.search(r'veil_runtime_refusals_total\{reason="plan-rate"\} [1-9]', metrics), metrics
+    finally:
+        assert limited.stop() == 0, limited.log_text()
