@@ -19,10 +19,8 @@ void veil_fd_close(int *fd)
     *fd = -1;
 }
 
-VEIL_RESULT veil_file_read_all(const char *path, uint64_t max_size, struct veil_buf *b)
+static VEIL_RESULT read_fd_all(int fd, const char *path, uint64_t max_size, struct veil_buf *b)
 {
-    VEIL_DEFER(veil_fd_close) int fd = open(path, O_RDONLY | O_CLOEXEC);
-    VEIL_ENSURE(fd >= 0, VEIL_ERR_IO, "cannot open %s: %s", path, strerror(errno));
     struct stat st;
     VEIL_ENSURE(fstat(fd, &st) == 0, VEIL_ERR_IO, "cannot stat %s: %s", path, strerror(errno));
     VEIL_ENSURE(S_ISREG(st.st_mode), VEIL_ERR_IO, "%s is not a regular file", path);
@@ -33,6 +31,13 @@ VEIL_RESULT veil_file_read_all(const char *path, uint64_t max_size, struct veil_
     VEIL_GUARD(veil_file_pread(fd, b->data + b->size, size, 0));
     b->size += size;
     return VEIL_RESULT_OK;
+}
+
+VEIL_RESULT veil_file_read_all(const char *path, uint64_t max_size, struct veil_buf *b)
+{
+    VEIL_DEFER(veil_fd_close) int fd = open(path, O_RDONLY | O_CLOEXEC);
+    VEIL_ENSURE(fd >= 0, VEIL_ERR_IO, "cannot open %s: %s", path, strerror(errno));
+    return read_fd_all(fd, path, max_size, b);
 }
 
 VEIL_RESULT veil_file_pread(int fd, void *out, size_t size, uint64_t offset)
@@ -148,7 +153,7 @@ void veil_outfile_cleanup(struct veil_outfile *f)
 static int open_beneath_openat2(int dirfd, const char *rel)
 {
 #ifdef SYS_openat2
-    struct open_how how = {.flags = O_RDONLY | O_CLOEXEC | O_NOCTTY,
+    struct open_how how = {.flags = O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK,
                            .resolve = RESOLVE_BENEATH | RESOLVE_NO_MAGICLINKS};
     return (int)syscall(SYS_openat2, dirfd, rel, &how, sizeof how);
 #else
@@ -168,7 +173,8 @@ static int open_beneath_nofollow(int dirfd, const char *rel)
     char *save = NULL;
     for (char *part = strtok_r(copy, "/", &save); part != NULL; part = strtok_r(NULL, "/", &save)) {
         int last = *save == '\0';
-        int next = openat(at, part, (last ? O_RDONLY : O_PATH | O_DIRECTORY) | O_NOFOLLOW | O_CLOEXEC | O_NOCTTY);
+        int next = openat(at, part, (last ? O_RDONLY | O_NONBLOCK : O_PATH | O_DIRECTORY) | O_NOFOLLOW | O_CLOEXEC |
+                                    O_NOCTTY);
         if (at != dirfd)
             close(at);
         at = dirfd;
@@ -192,15 +198,37 @@ static int open_beneath(int dirfd, const char *rel)
     return open_beneath_nofollow(dirfd, rel);
 }
 
+static int has_dotdot(const char *rel)
+{
+    for (const char *p = rel; *p != '\0';) {
+        size_t n = strcspn(p, "/");
+        if (n == 2 && p[0] == '.' && p[1] == '.')
+            return 1;
+        p += n + (p[n] == '/');
+    }
+    return 0;
+}
+
+static const char *beneath_error(int err)
+{
+    if (err == EXDEV)
+        return "it leads out of the model's directory";
+    if (err == ELOOP)
+        return "a symbolic link on its path is not followed (it leads out of the model's directory, or this kernel "
+               "lacks openat2 and no link is followed)";
+    return strerror(err);
+}
+
 VEIL_RESULT veil_file_open_beneath(int dirfd, const char *rel, int *fd_out, uint64_t *size)
 {
     *fd_out = -1;
-    VEIL_ENSURE(rel != NULL && rel[0] != '\0' && rel[0] != '/', VEIL_ERR_ARG, "not a relative path");
+    VEIL_ENSURE(rel != NULL && rel[0] != '\0' && rel[0] != '/' && !has_dotdot(rel), VEIL_ERR_ARG,
+                "%s is not a relative path inside the model's directory", rel != NULL ? rel : "(null)");
+    /* O_NONBLOCK: a FIFO does not block the open; anything but a regular file is refused before it is read. */
     int fd = open_beneath(dirfd, rel);
-    VEIL_ENSURE(fd >= 0, VEIL_ERR_IO, "cannot open %s beside the model: %s", rel,
-                errno == EXDEV || errno == ELOOP ? "it leads out of the model's directory" : strerror(errno));
+    VEIL_ENSURE(fd >= 0, VEIL_ERR_IO, "cannot open %s beside the model: %s", rel, beneath_error(errno));
     struct stat st;
-    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode) || fcntl(fd, F_SETFL, 0) != 0) {
         close(fd);
         VEIL_BAIL(VEIL_ERR_IO, "%s beside the model is not a regular file", rel);
     }
@@ -218,5 +246,20 @@ VEIL_RESULT veil_file_open_parent(const char *path, int *fd_out)
     free(copy);
     VEIL_ENSURE(fd >= 0, VEIL_ERR_IO, "cannot open the directory of %s: %s", path, strerror(err));
     *fd_out = fd;
+    return VEIL_RESULT_OK;
+}
+
+VEIL_RESULT veil_file_read_in(const char *path, uint64_t max_size, struct veil_buf *b, int *dirfd_out)
+{
+    VEIL_DEFER(veil_fd_close) int dirfd = -1;
+    VEIL_GUARD(veil_file_open_parent(path, &dirfd));
+    const char *base = strrchr(path, '/');
+    base = base != NULL ? base + 1 : path;
+    VEIL_ENSURE(base[0] != '\0', VEIL_ERR_IO, "%s names a directory, not a file", path);
+    VEIL_DEFER(veil_fd_close) int fd = openat(dirfd, base, O_RDONLY | O_CLOEXEC | O_NOCTTY);
+    VEIL_ENSURE(fd >= 0, VEIL_ERR_IO, "cannot open %s: %s", path, strerror(errno));
+    VEIL_GUARD(read_fd_all(fd, path, max_size, b));
+    *dirfd_out = dirfd;
+    dirfd = -1;
     return VEIL_RESULT_OK;
 }

@@ -11,6 +11,13 @@
 #include "format/format.h"
 #include "onnx/onnx.h"
 
+uint64_t eng_borrow_min_model = ENG_BORROW_MIN_MODEL;
+
+size_t eng_borrowed_count(const veil_engine *e)
+{
+    return e != NULL ? e->borrowed : 0;
+}
+
 size_t veil_engine_max_rank(void)
 {
     return VEIL_ENGINE_MAX_RANK;
@@ -104,6 +111,7 @@ static void drop_views(struct eng_graph *g)
         free(v->owned);
         v->owned = NULL;
         v->data = NULL;
+        v->from_view = 0;
         v->size = 0;
     }
     for (size_t i = 0; i < g->node_count; i++) {
@@ -195,15 +203,13 @@ veil_status veil_engine_load_onnx_shaped(const uint8_t *onnx, size_t size, const
 }
 
 /* Reads every external tensor of split into memory it owns (wiped when the split is cleaned up). */
-static VEIL_RESULT read_external_tensors(const char *path, struct veil_onnx_split *split)
+static VEIL_RESULT read_external_tensors(int dirfd, struct veil_onnx_split *split)
 {
-    VEIL_DEFER(veil_fd_close) int dirfd = -1;
+    VEIL_GUARD(veil_onnx_check_external(split));
     for (size_t i = 0; i < split->tensor_count; i++) {
         struct veil_onnx_tensor *t = &split->tensors[i];
         if (t->location == NULL)
             continue;
-        if (dirfd < 0)
-            VEIL_GUARD(veil_file_open_parent(path, &dirfd));
         t->owned = malloc(t->size > 0 ? (size_t)t->size : 1);
         VEIL_ENSURE(t->owned != NULL, VEIL_ERR_NOMEM, "out of memory (tensor '%s', %" PRIu64 " bytes)", t->name,
                     t->size);
@@ -222,12 +228,13 @@ veil_status veil_engine_load_onnx_file(const char *path, const struct veil_engin
     *out = NULL;
     VEIL_DEFER(veil_buf_cleanup) struct veil_buf model;
     veil_buf_init_secret(&model);
+    VEIL_DEFER(veil_fd_close) int dirfd = -1;
     struct veil_onnx_split split = {0};
-    struct veil_result r = veil_file_read_all(path, VEIL_ONNX_MAX_MODEL_SIZE, &model);
+    struct veil_result r = veil_file_read_in(path, VEIL_ONNX_MAX_MODEL_SIZE, &model, &dirfd);
     if (veil_ok(r))
         r = veil_onnx_split_external(model.data, model.size, &split);
     if (veil_ok(r))
-        r = read_external_tensors(path, &split);
+        r = read_external_tensors(dirfd, &split);
     veil_status st = veil_ok(r) ? load_split(&split, options, shapes, shape_count, out) : r.status;
     veil_onnx_split_cleanup(&split);
     return st;
@@ -258,7 +265,7 @@ veil_status veil_engine_load_model_shaped(const veil_model *model, const struct 
         st = veil_model_tensor(model, i, &views[i]);
         total += views[i].size;
     }
-    int lend = total >= ENG_BORROW_MIN_MODEL;
+    int lend = total >= eng_borrow_min_model;
     if (st == VEIL_OK)
         st = load_engine(graph, size, views, count, options, shapes, shape_count, lend ? VIEWS_LENT : VIEWS_TABLE,
                          lend ? model : NULL, out);

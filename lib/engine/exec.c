@@ -231,9 +231,11 @@ VEIL_RESULT eng_step_const(struct veil_engine *e, struct eng_step *s, int arg, c
     return step_arg(s, (struct eng_arg){.arg = arg, .kind = ARG_CONST, .md = *dst_md, .ptr = dst});
 }
 
-VEIL_RESULT eng_step_borrow(struct eng_step *s, int arg, const dnnl_memory_desc_t *md, const void *src)
+VEIL_RESULT eng_step_borrow(struct veil_engine *e, struct eng_step *s, int arg, const dnnl_memory_desc_t *md,
+                            const void *src)
 {
     VEIL_ENSURE(((uintptr_t)src & 63u) == 0, VEIL_ERR_INTERNAL, "a borrowed constant is not 64-byte aligned");
+    e->borrowed++;
     /* oneDNN only reads weights; its memory API takes a non-const handle. */
     return step_arg(s, (struct eng_arg){.arg = arg, .kind = ARG_CONST, .md = *md, .ptr = (void *)(uintptr_t)src});
 }

@@ -180,6 +180,7 @@ static VEIL_RESULT out_alloc(const struct eng_node *n, struct eng_value *out, in
     out->owned = calloc(size ? size : 1, 1);
     VEIL_ENSURE(out->owned != NULL, VEIL_ERR_NOMEM, "out of memory");
     out->data = out->owned;
+    out->from_view = 0;
     out->size = size;
     out->dtype = dtype;
     out->shape = *s;
@@ -190,6 +191,7 @@ static VEIL_RESULT out_alloc(const struct eng_node *n, struct eng_value *out, in
 static void out_view(struct eng_value *out, const struct eng_value *in, const struct eng_shape *s)
 {
     out->data = in->data;
+    out->from_view = in->from_view;
     out->size = in->size;
     out->dtype = in->dtype;
     out->shape = *s;

@@ -199,6 +199,7 @@ static VEIL_RESULT add_initializer(struct eng_graph *g, const struct veil_tensor
     x->dtype = t->dtype;
     x->data = t->data;
     x->size = t->size;
+    x->from_view = 1;
     return VEIL_RESULT_OK;
 }
 

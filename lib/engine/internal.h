@@ -59,6 +59,8 @@ struct eng_value {
     int has_shape;
     const uint8_t *data;            /* VAL_CONST: into a tensor view or == owned; valid during load only */
     uint8_t *owned;
+    int from_view;                  /* VAL_CONST: data is a caller's tensor view, unchanged (an initializer, or a
+                                       fold's view of one); only such data may be lent to a primitive */
     size_t size;                    /* VAL_CONST: bytes of data */
     int producer;                   /* node index, -1 for inputs and constants */
     int is_output;
@@ -219,6 +221,7 @@ struct veil_engine {
     struct eng_input_bind *in_binds; /* per graph input: read in place from the caller's buffer, or copied */
     struct veil_engine_io *io_in, *io_out;
     int borrow;                     /* large constant weights may be used in place, in the views' memory */
+    size_t borrowed;                /* how many are */
     veil_model *model;              /* the sealed model those views belong to, kept alive (a reference) */
 };
 
@@ -226,6 +229,9 @@ struct veil_engine {
  * them in place (plain layout) instead of holding a second, reordered copy. */
 #define ENG_BORROW_MIN_MODEL (UINT64_C(1) << 30)
 #define ENG_BORROW_MIN_TENSOR (UINT64_C(1) << 20)
+extern uint64_t eng_borrow_min_model; /* ENG_BORROW_MIN_MODEL; the unit tests lower it */
+/* The number of weights an engine runs on in place (for the unit tests). */
+size_t eng_borrowed_count(const veil_engine *e);
 
 /* ---- graph.c --------------------------------------------------------------------------------------------- */
 
@@ -448,7 +454,8 @@ VEIL_RESULT eng_attr_new(const struct eng_node *n, const struct eng_post *post, 
 /* Allocates secure memory owned by the engine. */
 VEIL_RESULT eng_const_alloc(struct veil_engine *e, size_t size, void **out);
 /* A constant argument used in place: src (64-byte aligned, in layout md) must outlive the engine. */
-VEIL_RESULT eng_step_borrow(struct eng_step *s, int arg, const dnnl_memory_desc_t *md, const void *src);
+VEIL_RESULT eng_step_borrow(struct veil_engine *e, struct eng_step *s, int arg, const dnnl_memory_desc_t *md,
+                            const void *src);
 /* Builds every step; then plans memory and binds the buffers. */
 VEIL_RESULT eng_exec_build(struct veil_engine *e);
 VEIL_RESULT eng_exec_run(struct veil_engine *e, const float *const *inputs, float *const *outputs);

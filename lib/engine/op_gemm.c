@@ -242,7 +242,8 @@ static int mm_borrowable(const struct veil_engine *e, const struct mm_build *b)
     if (!e->borrow || !b->w_const || b->n->alpha != 1.0f)
         return 0;
     const struct eng_value *w = &e->g.values[b->n->inputs[1]];
-    return w->owned == NULL && w->data != NULL && w->size >= ENG_BORROW_MIN_TENSOR && ((uintptr_t)w->data & 63u) == 0;
+    return w->from_view && w->owned == NULL && w->data != NULL && w->size >= ENG_BORROW_MIN_TENSOR &&
+           ((uintptr_t)w->data & 63u) == 0;
 }
 
 static VEIL_RESULT mm_step(struct veil_engine *e, struct mm_build *b, int a, int w, const_dnnl_primitive_desc_t pd)
@@ -257,7 +258,7 @@ static VEIL_RESULT mm_step(struct veil_engine *e, struct mm_build *b, int a, int
         const dnnl_memory_desc_t *wmd = dnnl_primitive_desc_query_md(pd, dnnl_query_weights_md, 0);
         VEIL_GUARD(eng_const_floats(&e->g, b->n, 1, &data, &count));
         if (mm_borrowable(e, b) && dnnl_memory_desc_equal(wmd, &b->w_user))
-            VEIL_GUARD(eng_step_borrow(&e->steps[step], DNNL_ARG_WEIGHTS, wmd, data));
+            VEIL_GUARD(eng_step_borrow(e, &e->steps[step], DNNL_ARG_WEIGHTS, wmd, data));
         else
             VEIL_GUARD(mm_weights(e, b, &e->steps[step], wmd, data, count));
     } else {

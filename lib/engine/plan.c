@@ -80,6 +80,7 @@ static VEIL_RESULT align_const(struct eng_value *v)
     memcpy(p, v->data, v->size);
     v->owned = p;
     v->data = p;
+    v->from_view = 0;
     return VEIL_RESULT_OK;
 }
 

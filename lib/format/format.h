@@ -114,8 +114,8 @@ VEIL_RESULT veil_sealed_join_model(const veil_model *m, struct veil_buf *out);
  * engine that uses the model's tensors in place holds one, so the caller may free the model as before. */
 veil_model *veil_model_retain(const veil_model *m);
 
-/* unseal.c: writes the model as out_path (the graph) and out_path.data (every tensor, page-aligned) in ONNX's
- * external data form; veil_unseal_file does this for models past protobuf's 2 GiB limit. */
+/* unseal.c: writes the model as out_path (the graph) and out_path.<file id>.data (every tensor, page-aligned) in
+ * ONNX's external data form; veil_unseal_file does this for models past protobuf's 2 GiB limit. */
 VEIL_RESULT veil_sealed_unseal_external(const veil_model *m, const char *out_path);
 
 /* seal.c, for tests only (tests/vectors/gen_vectors.c and the unit tests, which link the static library): seals

@@ -31,6 +31,8 @@ struct seal_state {
 
 static void seal_state_cleanup(struct seal_state *st)
 {
+    if (st->region != NULL) /* plaintext when sealing failed before the encryption */
+        veil_wipe(st->region, (size_t)st->h.data_size);
     veil_onnx_split_cleanup(&st->split);
     veil_sealed_header_cleanup(&st->h);
     veil_buf_cleanup(&st->header_bytes);
@@ -171,6 +173,7 @@ static VEIL_RESULT seal_impl(const uint8_t *onnx, size_t onnx_size, const uint8_
     VEIL_ENSURE(onnx != NULL && out_path != NULL, VEIL_ERR_ARG, "no model or no output path given");
     VEIL_DEFER(seal_state_cleanup) struct seal_state st = {.opt = opt, .random = random, .dirfd = dirfd};
     VEIL_GUARD(split_model(onnx, onnx_size, dirfd, &st.split));
+    VEIL_GUARD(veil_onnx_check_external(&st.split));
     VEIL_GUARD(build_header(&st));
     VEIL_GUARD(build_region(&st));
     VEIL_GUARD(encrypt_region(&st, key, key_size));
@@ -199,11 +202,10 @@ veil_status veil_seal_file(const char *onnx_path, const uint8_t *key, size_t key
     veil_error_clear();
     if (onnx_path == NULL)
         return veil_error_raise(VEIL_ERR_ARG, __FILE__, __LINE__, "no model path given").status;
-    VEIL_DEFER(veil_buf_cleanup) struct veil_buf model = {0};
+    VEIL_DEFER(veil_buf_cleanup) struct veil_buf model;
+    veil_buf_init_secret(&model);
     VEIL_DEFER(veil_fd_close) int dirfd = -1;
-    struct veil_result r = veil_file_read_all(onnx_path, VEIL_ONNX_MAX_MODEL_SIZE, &model);
-    if (veil_ok(r))
-        r = veil_file_open_parent(onnx_path, &dirfd);
+    struct veil_result r = veil_file_read_in(onnx_path, VEIL_ONNX_MAX_MODEL_SIZE, &model, &dirfd);
     if (!veil_ok(r))
         return r.status;
     return seal_impl(model.data, model.size, key, key_size, options, (struct seal_random){0}, dirfd, out_path).status;

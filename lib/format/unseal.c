@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /* Owner-side recovery: a sealed file back to the ONNX model it was made from. */
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -61,11 +62,9 @@ static int needs_external_data(const veil_model *m)
 
 enum { EXTERNAL_ALIGN = 4096 }; /* page-aligned tensors, so readers can map them */
 
-/* The data file: every tensor at a page-aligned offset, zeros between. */
-static VEIL_RESULT write_data_file(const veil_model *m, const char *path, uint64_t *offsets, uint64_t *sizes)
+/* The data file's contents: every tensor at a page-aligned offset, zeros between. */
+static VEIL_RESULT write_tensors(const veil_model *m, int fd, uint64_t *offsets, uint64_t *sizes)
 {
-    VEIL_DEFER(veil_outfile_cleanup) struct veil_outfile out = {.fd = -1};
-    VEIL_GUARD(veil_outfile_open(&out, path, 0600));
     static const uint8_t zeros[EXTERNAL_ALIGN];
     uint64_t at = 0;
     for (size_t i = 0; i < veil_model_tensor_count(m); i++) {
@@ -73,13 +72,13 @@ static VEIL_RESULT write_data_file(const veil_model *m, const char *path, uint64
         struct veil_result r = {veil_model_tensor(m, i, &t)};
         VEIL_GUARD(r);
         uint64_t pad = (EXTERNAL_ALIGN - at % EXTERNAL_ALIGN) % EXTERNAL_ALIGN;
-        VEIL_GUARD(veil_file_write_all(out.fd, zeros, (size_t)pad));
+        VEIL_GUARD(veil_file_write_all(fd, zeros, (size_t)pad));
         offsets[i] = at + pad;
         sizes[i] = t.size;
-        VEIL_GUARD(veil_file_write_all(out.fd, t.data, t.size));
+        VEIL_GUARD(veil_file_write_all(fd, t.data, t.size));
         at = offsets[i] + t.size;
     }
-    return veil_outfile_commit(&out);
+    return VEIL_RESULT_OK;
 }
 
 static void free_u64(uint64_t **p)
@@ -87,7 +86,31 @@ static void free_u64(uint64_t **p)
     free(*p);
 }
 
-/* out_path gets the graph; out_path + ".data" every tensor, as ONNX external data (location: its file name). */
+/* OUT.<first 8 bytes of the sealed file's id, hex>.data: a name of its own per sealed file, so that a graph never
+ * refers to another unseal's data file (a crash between the two renames leaves an old graph with its own data). */
+static VEIL_RESULT data_path_of(const veil_model *m, const char *out_path, struct veil_buf *path)
+{
+    char tail[32];
+    const uint8_t *id = veil_model_info(m)->file_id;
+    snprintf(tail, sizeof tail, ".%02x%02x%02x%02x%02x%02x%02x%02x.data", id[0], id[1], id[2], id[3], id[4], id[5],
+             id[6], id[7]);
+    VEIL_GUARD(veil_buf_append(path, out_path, strlen(out_path)));
+    return veil_buf_append(path, tail, strlen(tail) + 1); /* with its NUL */
+}
+
+/* Both files are written under temporary names; the data file is renamed into place first, the graph last. If the
+ * graph cannot be, a data file this call created is removed (one that existed came from the same sealed file). */
+static VEIL_RESULT commit_pair(struct veil_outfile *data, struct veil_outfile *graph, const char *data_path)
+{
+    int existed = access(data_path, F_OK) == 0;
+    VEIL_GUARD(veil_outfile_commit(data));
+    struct veil_result r = veil_outfile_commit(graph);
+    if (!veil_ok(r) && !existed)
+        unlink(data_path);
+    return r;
+}
+
+/* out_path gets the graph, OUT.<id>.data every tensor, as ONNX external data (location: that file's name). */
 VEIL_RESULT veil_sealed_unseal_external(const veil_model *m, const char *out_path)
 {
     size_t n = veil_model_tensor_count(m), graph_size = 0;
@@ -96,18 +119,17 @@ VEIL_RESULT veil_sealed_unseal_external(const veil_model *m, const char *out_pat
     VEIL_ENSURE(offsets != NULL && sizes != NULL, VEIL_ERR_NOMEM, "out of memory");
     VEIL_DEFER(veil_buf_cleanup) struct veil_buf data_path = {0}, model;
     veil_buf_init_secret(&model);
-    VEIL_GUARD(veil_buf_append(&data_path, out_path, strlen(out_path)));
-    VEIL_GUARD(veil_buf_append(&data_path, ".data", sizeof ".data")); /* with its NUL */
+    VEIL_GUARD(data_path_of(m, out_path, &data_path));
     const char *location = strrchr((const char *)data_path.data, '/');
     location = location != NULL ? location + 1 : (const char *)data_path.data;
-    VEIL_GUARD(write_data_file(m, (const char *)data_path.data, offsets, sizes));
-    const uint8_t *graph = veil_model_graph(m, &graph_size);
-    struct veil_result r = veil_onnx_join_external(graph, graph_size, location, offsets, sizes, n, &model);
-    if (veil_ok(r))
-        r = write_out(&model, out_path);
-    if (!veil_ok(r))
-        unlink((const char *)data_path.data);
-    return r;
+    VEIL_DEFER(veil_outfile_cleanup) struct veil_outfile data = {.fd = -1}, graph = {.fd = -1};
+    VEIL_GUARD(veil_outfile_open(&data, (const char *)data_path.data, 0600));
+    VEIL_GUARD(write_tensors(m, data.fd, offsets, sizes));
+    const uint8_t *g = veil_model_graph(m, &graph_size);
+    VEIL_GUARD(veil_onnx_join_external(g, graph_size, location, offsets, sizes, n, &model));
+    VEIL_GUARD(veil_outfile_open(&graph, out_path, 0600));
+    VEIL_GUARD(veil_file_write_all(graph.fd, model.data, model.size));
+    return commit_pair(&data, &graph, (const char *)data_path.data);
 }
 
 static VEIL_RESULT unseal_impl(const char *path, const uint8_t *key, size_t key_size,

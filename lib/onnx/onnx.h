@@ -59,6 +59,9 @@ void veil_onnx_split_cleanup(struct veil_onnx_split *s);
  * directory dirfd (no absolute path, no '..', no symbolic link out of it; a regular file holding offset + size
  * bytes). VEIL_ERR_IO when the file cannot be opened there, VEIL_ERR_ONNX when it is too short. */
 VEIL_RESULT veil_onnx_read_external(int dirfd, const struct veil_onnx_tensor *t, uint8_t *dst);
+/* Refuses external tensors whose byte ranges overlap in one file (no exporter writes that; it would let a small file
+ * stand for any amount of tensor data). */
+VEIL_RESULT veil_onnx_check_external(const struct veil_onnx_split *split);
 
 /* Reads the extracted initializers of a stripped graph (data = NULL), applying the same checks as split.
  * *out is owned by the caller (veil_onnx_tensors_free); count may be 0 with *out NULL. Fails with

@@ -239,7 +239,8 @@ def unseal_file(
     progress: Progress | None = None,
 ) -> None:
     """Like unseal, writing the ONNX model to ``out_path`` (temporary name, renamed once every chunk verified).
-    A model past protobuf's 2 GiB limit is written with ONNX external data: ``out_path`` plus ``out_path.data``."""
+    A model past protobuf's 2 GiB limit is written with ONNX external data: ``out_path`` plus ``out_path.ID.data``
+    (ID: 16 hex digits of the sealed file's id)."""
     cdll = _lib.lib()
     key_buf = _key(key)
     hook = _ProgressHook(progress)

@@ -95,7 +95,8 @@ def test_one_file_per_tensor_in_a_subdirectory_and_links_inside(tmp_path: Path, 
     assert veil.unseal(tmp_path / "m.veil", key) == _model(_weights()).SerializeToString()
 
 
-@pytest.mark.parametrize("case", ["outside-link", "missing", "short", "directory", "dotdot", "absolute"])
+@pytest.mark.parametrize("case", ["outside-link", "missing", "short", "directory", "dotdot", "absolute", "fifo",
+                                  "overlap"])
 def test_external_data_refusals(tmp_path: Path, key: bytes, case: str) -> None:
     d = tmp_path / "m"
     path = _save_external(d)
@@ -120,6 +121,18 @@ def test_external_data_refusals(tmp_path: Path, key: bytes, case: str) -> None:
     elif case == "dotdot":
         _set_location(path, "W1", "../elsewhere.bin")
         expected = (veil.OnnxError, "leaves the model's directory")
+    elif case == "fifo":  # refused without blocking on the open
+        os.mkfifo(d / "pipe")
+        _set_location(path, "W1", "pipe")
+        expected = (veil.FileError, "pipe beside the model is not a regular file")
+    elif case == "overlap":  # two tensors on the same bytes: a small file cannot stand for more data than it holds
+        model = onnx.load(path, load_external_data=False)
+        w1 = {e.key: e.value for e in model.graph.initializer[0].external_data}
+        for e in model.graph.initializer[1].external_data:
+            if e.key == "offset":
+                e.value = w1["offset"]
+        path.write_bytes(model.SerializeToString())
+        expected = (veil.OnnxError, "overlap in their external data file weights.bin")
     else:
         _set_location(path, "W1", str(elsewhere))
         expected = (veil.OnnxError, "absolute path")
@@ -127,6 +140,8 @@ def test_external_data_refusals(tmp_path: Path, key: bytes, case: str) -> None:
     with pytest.raises(expected[0], match=expected[1]):
         veil.seal_onnx(path, out, model_id="m", key=key)
     assert not out.exists() and sorted(p.name for p in tmp_path.iterdir()) == ["elsewhere.bin", "m"]
+    with pytest.raises(expected[0], match=expected[1]):  # the plain model is refused the same way
+        veil.Engine.from_onnx(path)
 
 
 def test_external_data_given_as_bytes_is_refused_with_advice(tmp_path: Path, key: bytes) -> None:
@@ -198,21 +213,22 @@ def test_model_past_2_gib(tmp_path: Path) -> None:
 
 
 def _check_unsealed(tmp_path: Path, back: Path, plain: int) -> None:
-    """Past 2 GiB, unseal writes external data: back.onnx and back.onnx.data, every tensor as the generator drew
-    it (regenerated here with the same seed, one tensor at a time)."""
+    """Past 2 GiB, unseal writes external data: back.onnx and back.onnx.ID.data (ID: the sealed file's id), every
+    tensor as the generator drew it (regenerated here with the same seed, one tensor at a time)."""
     model = onnx.load(back, load_external_data=False)
-    assert (tmp_path / "back.onnx.data").exists()
+    data_name = f"back.onnx.{veil.inspect(tmp_path / 'm.veil').file_id[:8].hex()}.data"
+    assert (tmp_path / data_name).exists() and not (tmp_path / "back.onnx.data").exists()
     again = tmp_path / "again"
     again.mkdir()
     wide_model.build(again, LARGE_WIDTH)
     original = onnx.load(again / "model.onnx", load_external_data=False)
     assert [t.name for t in model.graph.initializer] == [t.name for t in original.graph.initializer]
     total = 0
-    with open(tmp_path / "back.onnx.data", "rb") as got, open(again / wide_model.DATA, "rb") as want:
+    with open(tmp_path / data_name, "rb") as got, open(again / wide_model.DATA, "rb") as want:
         for t, o in zip(model.graph.initializer, original.graph.initializer):
             entries = {e.key: e.value for e in t.external_data}
             want_entries = {e.key: e.value for e in o.external_data}
-            assert t.data_location == TensorProto.EXTERNAL and entries["location"] == "back.onnx.data"
+            assert t.data_location == TensorProto.EXTERNAL and entries["location"] == data_name
             assert int(entries["offset"]) % 4096 == 0 and entries["length"] == want_entries["length"]
             assert list(t.dims) == list(o.dims) and t.data_type == o.data_type
             remaining = int(entries["length"])

@@ -8,12 +8,16 @@
 #include <cmocka.h>
 
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "core/buf.h"
+#include "engine/internal.h"
 #include "onnx/pb.h"
 #include "veil/engine.h"
+#include "veil/sealed.h"
 
 /* ---- a tiny ONNX builder --------------------------------------------------------------------------------- */
 
@@ -630,6 +634,96 @@ static void test_pad_without_conv(void **state)
     veil_engine_free(e);
 }
 
+/* A Constant node holding a float tensor (AttributeProto: name 1, t 5, type 20 = TENSOR). */
+static void constant_node(struct veil_buf *g, const char *out, const int64_t *dims, uint32_t rank, const float *data)
+{
+    struct veil_buf t = {0}, a = {0}, n = {0};
+    size_t count = 1;
+    for (uint32_t i = 0; i < rank; i++) {
+        pv(&t, 1, (uint64_t)dims[i]);
+        count *= (size_t)dims[i];
+    }
+    pv(&t, 2, 1);
+    ok(veil_pb_append_len(&t, 9, data, count * sizeof(float)));
+    ps(&a, 1, "value");
+    pm(&a, 5, &t);
+    pv(&a, 20, 4);
+    ps(&n, 2, out);
+    ps(&n, 3, out);
+    ps(&n, 4, "Constant");
+    pm(&n, 5, &a);
+    pm(g, 1, &n);
+}
+
+static veil_engine *load_sealed(const struct veil_buf *m, const char *path)
+{
+    uint8_t key[32];
+    memset(key, 7, sizeof key);
+    struct veil_seal_options so = {.model_id = "lent", .threads = 1};
+    if (veil_seal(m->data, m->size, key, sizeof key, &so, path) != VEIL_OK)
+        fail_msg("seal failed: %s", veil_last_error());
+    veil_model *model = NULL;
+    if (veil_model_open(path, key, sizeof key, NULL, &model) != VEIL_OK)
+        fail_msg("open failed: %s", veil_last_error());
+    veil_engine *e = NULL;
+    struct veil_engine_options o = {.threads = 2};
+    veil_status st = veil_engine_load_model(model, &o, &e);
+    veil_model_free(model); /* the caller's reference: an engine that borrows keeps the model alive */
+    if (st != VEIL_OK)
+        fail_msg("load failed %d: %s", (int)st, veil_last_error());
+    return e;
+}
+
+/* A large sealed model (the threshold lowered here) lends its initializers to the engine's matmuls in place; a
+ * constant the engine owns (a Constant node, seen through Identity) is never lent, since it is freed after load. */
+static void test_lent_weights(void **state)
+{
+    (void)state;
+    enum { K = 256, N = 1024 }; /* 1 MiB of weights each: ENG_BORROW_MIN_TENSOR */
+    float *w = malloc(K * N * 4), *c = malloc(K * N * 4), x[K], y[N], r[N];
+    assert_non_null(w && c);
+    fill(w, K * N, 4);
+    fill(c, K * N, 5);
+    fill(x, K, 6);
+    for (int j = 0; j < N; j++) {
+        double acc = 0;
+        for (int k = 0; k < K; k++)
+            acc += (double)x[k] * ((double)w[k * N + j] + (double)c[k * N + j]);
+        r[j] = (float)acc;
+    }
+    int64_t wd[2] = {K, N}, xd[2] = {1, K}, yd[2] = {1, N};
+    struct veil_buf g = {0}, m;
+    const char *mm1[] = {"x", "w", NULL}, *id[] = {"cst", NULL}, *mm2[] = {"x", "ci", NULL}, *add[] = {"a", "b", NULL};
+    node(&g, "MatMul", mm1, "a", NULL, 0);
+    constant_node(&g, "cst", wd, 2, c);
+    node(&g, "Identity", id, "ci", NULL, 0);
+    node(&g, "MatMul", mm2, "b", NULL, 0);
+    node(&g, "Add", add, "y", NULL, 0);
+    initializer(&g, "w", wd, 2, w);
+    value_info(&g, 11, "x", xd, 2);
+    value_info(&g, 12, "y", yd, 2);
+    model(&g, &m);
+    char dir[] = "/tmp/veil-test-lent-XXXXXX", path[64];
+    assert_non_null(mkdtemp(dir));
+    snprintf(path, sizeof path, "%s/m.veil", dir);
+    uint64_t saved = eng_borrow_min_model;
+    for (int lend = 0; lend <= 1; lend++) {
+        eng_borrow_min_model = lend ? 0 : saved;
+        veil_engine *e = load_sealed(&m, path);
+        assert_int_equal(eng_borrowed_count(e), lend ? 1 : 0);
+        memset(y, 0, sizeof y);
+        run1(e, x, K, y, N);
+        assert_close(y, r, N, 1e-4);
+        veil_engine_free(e);
+    }
+    eng_borrow_min_model = saved;
+    unlink(path);
+    rmdir(dir);
+    veil_buf_cleanup(&m);
+    free(w);
+    free(c);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -649,6 +743,7 @@ int main(void)
         cmocka_unit_test(test_folded_pads_and_shape_arithmetic),
         cmocka_unit_test(test_fold_only_op_on_activation_refused),
         cmocka_unit_test(test_pad_without_conv),
+        cmocka_unit_test(test_lent_weights),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

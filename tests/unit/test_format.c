@@ -7,6 +7,8 @@
 #include <cmocka.h>
 
 #include <fcntl.h>
+#include <stdio.h>
+#include <sys/stat.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -267,6 +269,45 @@ static void test_failed_unseal_keeps_existing_output(void **state)
     free(kept);
 }
 
+/* A model past 2 GiB is unsealed as external data (forced here on a small one): OUT and OUT.<file id>.data, every
+ * tensor at a page-aligned offset; a failure writing the graph leaves no new data file and keeps an existing one. */
+static void test_unseal_external(void **state)
+{
+    struct fixture *f = *state;
+    const char *path = tu_path(0, f->dir, "e.veil");
+    seal_to(f, path, 0);
+    veil_model *m = NULL;
+    assert_int_equal(veil_model_open(path, key_a, 32, NULL, &m), VEIL_OK);
+    char data_name[64];
+    const uint8_t *id = veil_model_info(m)->file_id;
+    snprintf(data_name, sizeof data_name, "e.onnx.%02x%02x%02x%02x%02x%02x%02x%02x.data", id[0], id[1], id[2], id[3],
+             id[4], id[5], id[6], id[7]);
+    const char *out = tu_path(1, f->dir, "e.onnx"), *data = tu_path(2, f->dir, data_name);
+    assert_true(veil_ok(veil_sealed_unseal_external(m, out)));
+    size_t n = 0, dn = 0;
+    uint8_t *graph = tu_read(out, &n), *bytes = tu_read(data, &dn);
+    assert_true(n < f->model.size && dn > sizeof f->w);
+    assert_memory_equal(bytes, f->w, sizeof f->w); /* tensor 0 at offset 0 */
+    assert_memory_equal(bytes + 12288, f->shape, sizeof f->shape); /* the next page */
+    free(graph);
+    free(bytes);
+    /* The graph cannot be written (its name is a directory): nothing new is left, an existing data file stays. */
+    const char *blocked = tu_path(3, f->dir, "d.onnx");
+    assert_int_equal(mkdir(blocked, 0700), 0);
+    char blocked_data[96];
+    snprintf(blocked_data, sizeof blocked_data, "%s.%.16s.data", blocked, data_name + 7);
+    assert_false(veil_ok(veil_sealed_unseal_external(m, blocked)));
+    assert_int_equal(access(blocked_data, F_OK), -1);
+    tu_write(blocked_data, "kept", 4);
+    assert_false(veil_ok(veil_sealed_unseal_external(m, blocked)));
+    assert_int_equal(access(blocked_data, F_OK), 0);
+    unlink(blocked_data);
+    rmdir(blocked);
+    unlink(out);
+    unlink(data);
+    veil_model_free(m);
+}
+
 static void test_spliced_chunk_rejected(void **state)
 {
     struct fixture *f = *state;
@@ -502,6 +543,7 @@ int main(void)
         cmocka_unit_test(test_seeded_sealing_is_internal),
         cmocka_unit_test(test_reseal),
         cmocka_unit_test(test_min_model_version),
+        cmocka_unit_test(test_unseal_external),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
