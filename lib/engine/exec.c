@@ -150,8 +150,14 @@ VEIL_RESULT eng_step_new(struct veil_engine *e, const struct eng_node *n, const_
 VEIL_RESULT eng_step_plain(struct veil_engine *e, const struct eng_node *n, const void *desc, const char *what,
                            size_t *step)
 {
+    return eng_step_posts(e, n, desc, what, NULL, 0, step);
+}
+
+VEIL_RESULT eng_step_posts(struct veil_engine *e, const struct eng_node *n, const void *desc, const char *what,
+                           const struct eng_post *posts, uint32_t post_count, size_t *step)
+{
     dnnl_primitive_attr_t attr = NULL;
-    VEIL_GUARD(eng_attr_new(n, NULL, 0, &attr));
+    VEIL_GUARD(eng_attr_new(n, posts, post_count, &attr));
     dnnl_primitive_desc_t pd = NULL;
     dnnl_status_t st = dnnl_primitive_desc_create(&pd, desc, attr, e->dnnl, NULL);
     dnnl_primitive_attr_destroy(attr);

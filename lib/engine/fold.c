@@ -166,17 +166,28 @@ VEIL_RESULT eng_fold_only_infer(struct eng_graph *g, struct eng_node *n)
 
 /* ---- outputs --------------------------------------------------------------------------------------------- */
 
+static VEIL_RESULT out_alloc_width(const struct eng_node *n, struct eng_value *out, int32_t dtype,
+                                   const struct eng_shape *s, size_t width, uint64_t cap);
+
 static VEIL_RESULT out_alloc(const struct eng_node *n, struct eng_value *out, int32_t dtype,
                              const struct eng_shape *s)
+{
+    return out_alloc_width(n, out, dtype, s, dtype_width(dtype), ENG_MAX_FOLD_COUNT);
+}
+
+/* cap: ENG_MAX_FOLD_COUNT for computed arithmetic; a (de)quantized constant has as many elements as the model's
+ * own constant, so it is capped only by what a tensor may hold. */
+static VEIL_RESULT out_alloc_width(const struct eng_node *n, struct eng_value *out, int32_t dtype,
+                                   const struct eng_shape *s, size_t width, uint64_t cap)
 {
     char label[160];
     eng_node_label(n, label, sizeof label);
     uint64_t count = 1;
     for (uint32_t i = 0; i < s->rank; i++)
         VEIL_ENSURE(s->dims[i] >= 0 && veil_ok(veil_mul_u64(count, (uint64_t)s->dims[i], &count)) &&
-                    count <= ENG_MAX_FOLD_COUNT, VEIL_ERR_LIMIT, "%s: a constant of more than %" PRIu32 " elements "
-                    "would be computed at load", label, ENG_MAX_FOLD_COUNT);
-    size_t size = (size_t)count * dtype_width(dtype);
+                    count <= cap, VEIL_ERR_LIMIT, "%s: a constant of more than %" PRIu64 " elements "
+                    "would be computed at load", label, cap);
+    size_t size = (size_t)count * width;
     out->owned = calloc(size ? size : 1, 1);
     VEIL_ENSURE(out->owned != NULL, VEIL_ERR_NOMEM, "out of memory");
     out->data = out->owned;
@@ -1141,6 +1152,111 @@ VEIL_RESULT eng_fold_scatter_nd(struct eng_graph *g, struct eng_node *n, struct 
             at += (size_t)v * xs[j];
         }
         memcpy(out->owned + at * w, up->data + t * slice * w, slice * w);
+    }
+    return VEIL_RESULT_OK;
+}
+
+/* ---- QuantizeLinear, DequantizeLinear (constants: weights and biases of QDQ models) ------------------------ */
+
+/* Element i of an integer tensor of the quantized types (INT8, UINT8, INT16, UINT16, INT32). */
+static int64_t get_q(const struct eng_value *v, size_t i)
+{
+    switch (v->dtype) {
+    case VEIL_ONNX_INT8: return (int8_t)v->data[i];
+    case VEIL_ONNX_UINT8: return v->data[i];
+    case VEIL_ONNX_INT16: { int16_t x; memcpy(&x, v->data + 2 * i, 2); return x; }
+    case VEIL_ONNX_UINT16: { uint16_t x; memcpy(&x, v->data + 2 * i, 2); return x; }
+    default: { int32_t x; memcpy(&x, v->data + 4 * i, 4); return x; }
+    }
+}
+
+/* The scale (float32) and zero point (x's or the zero point's type) of a Q/DQ node: one per tensor, or one per
+ * index of axis. *per is 1 or the axis' size; *stride the elements between two indices of axis. */
+struct qparams {
+    const struct eng_value *scale, *zp;
+    size_t per, stride;
+};
+
+static VEIL_RESULT qparams_of(const struct eng_graph *g, struct eng_node *n, const struct eng_value *x,
+                              struct qparams *q)
+{
+    char label[160];
+    eng_node_label(n, label, sizeof label);
+    q->scale = &g->values[n->inputs[1]];
+    q->zp = n->input_count > 2 && n->inputs[2] >= 0 ? &g->values[n->inputs[2]] : NULL;
+    size_t count = eng_shape_count(&q->scale->shape);
+    VEIL_ENSURE(q->scale->dtype == VEIL_ONNX_FLOAT && q->scale->kind == VAL_CONST && q->scale->shape.rank <= 1,
+                VEIL_ERR_UNSUPPORTED, "%s: the scale must be a float32 constant, a scalar or 1-D", label);
+    VEIL_ENSURE(q->zp == NULL || (q->zp->kind == VAL_CONST && eng_shape_count(&q->zp->shape) == count),
+                VEIL_ERR_ONNX, "%s: the zero point must be a constant of the scale's shape", label);
+    q->per = count, q->stride = 1;
+    if (count == 1 && q->scale->shape.rank == 0)
+        return VEIL_RESULT_OK;
+    int64_t axis = norm_axis(n->axis, x->shape.rank);
+    VEIL_ENSURE(axis >= 0 && axis < x->shape.rank && x->shape.dims[axis] == (int64_t)count, VEIL_ERR_ONNX,
+                "%s: a 1-D scale must have the size of the input's axis %" PRId64, label, n->axis);
+    for (int64_t i = axis + 1; i < x->shape.rank; i++)
+        q->stride *= (size_t)x->shape.dims[i];
+    return VEIL_RESULT_OK;
+}
+
+static size_t q_index(const struct qparams *q, size_t i)
+{
+    return q->per == 1 ? 0 : (i / q->stride) % q->per;
+}
+
+static float scale_at(const struct qparams *q, size_t k)
+{
+    float s;
+    memcpy(&s, q->scale->data + 4 * k, 4);
+    return s;
+}
+
+VEIL_RESULT eng_fold_dequantize(struct eng_graph *g, struct eng_node *n, struct eng_value *out)
+{
+    const struct eng_value *x = &g->values[n->inputs[0]];
+    char label[160];
+    eng_node_label(n, label, sizeof label);
+    VEIL_ENSURE(x->dtype == VEIL_ONNX_INT8 || x->dtype == VEIL_ONNX_UINT8 || x->dtype == VEIL_ONNX_INT16 ||
+                x->dtype == VEIL_ONNX_UINT16 || x->dtype == VEIL_ONNX_INT32, VEIL_ERR_UNSUPPORTED,
+                "%s: dequantizes data type %" PRId32 "; INT8, UINT8, INT16, UINT16 and INT32 are supported", label,
+                x->dtype);
+    struct qparams q;
+    VEIL_GUARD(qparams_of(g, n, x, &q));
+    VEIL_ENSURE(q.zp == NULL || q.zp->dtype == x->dtype, VEIL_ERR_ONNX, "%s: the zero point's type is not the "
+                "input's", label);
+    VEIL_GUARD(out_alloc_width(n, out, VEIL_ONNX_FLOAT, &x->shape, 4, VEIL_SEALED_MAX_SECTION_SIZE / 4));
+    float *y = (float *)(void *)out->owned;
+    for (size_t i = 0; i < eng_shape_count(&x->shape); i++) {
+        size_t k = q_index(&q, i);
+        int64_t zp = q.zp != NULL ? get_q(q.zp, k) : 0;
+        y[i] = (float)(get_q(x, i) - zp) * scale_at(&q, k);
+    }
+    return VEIL_RESULT_OK;
+}
+
+VEIL_RESULT eng_fold_quantize(struct eng_graph *g, struct eng_node *n, struct eng_value *out)
+{
+    const struct eng_value *x = NULL;
+    VEIL_GUARD(const_in(g, n, 0, &x));
+    char label[160];
+    eng_node_label(n, label, sizeof label);
+    VEIL_ENSURE(x->dtype == VEIL_ONNX_FLOAT, VEIL_ERR_UNSUPPORTED, "%s: quantizes float32 only", label);
+    struct qparams q;
+    VEIL_GUARD(qparams_of(g, n, x, &q));
+    int32_t t = q.zp != NULL ? q.zp->dtype : VEIL_ONNX_UINT8;
+    int64_t lo = 0, hi = 0;
+    VEIL_GUARD(eng_quant_range(n, t, &lo, &hi));
+    size_t width = t == VEIL_ONNX_INT8 || t == VEIL_ONNX_UINT8 ? 1 : 2;
+    VEIL_GUARD(out_alloc_width(n, out, t, &x->shape, width, VEIL_SEALED_MAX_SECTION_SIZE / 4));
+    for (size_t i = 0; i < eng_shape_count(&x->shape); i++) {
+        size_t k = q_index(&q, i);
+        double v = rint(get_f(x, i) / (double)scale_at(&q, k)) + (double)(q.zp != NULL ? get_q(q.zp, k) : 0);
+        int64_t y = !(v >= (double)lo) ? lo : v > (double)hi ? hi : (int64_t)v; /* NaN: lo */
+        if (width == 1)
+            out->owned[i] = (uint8_t)y;
+        else
+            memcpy(out->owned + 2 * i, &(uint16_t){(uint16_t)y}, 2);
     }
     return VEIL_RESULT_OK;
 }

@@ -37,7 +37,7 @@ enum eng_op {
     OP_LAYERNORM, OP_SUB, OP_DIV, OP_POW, OP_MAX, OP_MIN, OP_EQUAL, OP_LESS, OP_GREATER, OP_LESSEQ, OP_GREATEREQ,
     OP_AND, OP_OR, OP_NOT, OP_WHERE, OP_MOD, OP_SQRT, OP_TANH, OP_ERF, OP_EXP, OP_NEG, OP_ABS, OP_ISNAN,
     OP_REDUCEMEAN, OP_EXPAND, OP_RANGE, OP_SPLIT, OP_GELU, OP_GATHERELEMENTS, OP_SCATTERND, OP_REDUCESUM, OP_REDUCEMAX, OP_REDUCEL2,
-    OP_TRILU, OP_EINSUM,
+    OP_TRILU, OP_EINSUM, OP_QUANTIZE, OP_DEQUANTIZE,
     OP_COUNT
 };
 
@@ -93,6 +93,7 @@ struct eng_post {
 };
 
 #define ENG_MAX_POST 6
+#define ENG_MAX_ELT 5
 
 struct eng_conv_params {
     int64_t kernel[2], strides[2], pads[4], dilations[2], group;
@@ -124,7 +125,7 @@ struct eng_node {
     int32_t dtype;                  /* Cast: the target type; ConstantOfShape: the fill's type */
     int64_t fill_i;                 /* ConstantOfShape: the fill value */
     double fill_f;
-    struct eng_post elt[2];         /* the node's own eltwise chain (HardSigmoid needs two) */
+    struct eng_post elt[ENG_MAX_ELT]; /* the node's own eltwise chain (HardSigmoid two, QuantizeLinear three) */
     uint32_t elt_count;
     /* fusion */
     int dead;                       /* folded into another node */
@@ -155,7 +156,7 @@ struct eng_arg {
 enum eng_kop {
     KOP_ADD, KOP_SUB, KOP_MUL, KOP_DIV, KOP_IDIV, KOP_POW, KOP_MAX, KOP_MIN, KOP_EQ, KOP_LT, KOP_GT, KOP_LE, KOP_GE,
     KOP_AND, KOP_OR, KOP_FMOD, KOP_IMOD, KOP_WHERE, KOP_COPY, KOP_NOT, KOP_ISNAN, KOP_ERF, KOP_TRUNC, KOP_BOOL,
-    KOP_NEG, KOP_ABS, KOP_SQRT, KOP_TANH, KOP_EXP, KOP_GATHER, KOP_PAD
+    KOP_NEG, KOP_ABS, KOP_SQRT, KOP_TANH, KOP_EXP, KOP_GATHER, KOP_PAD, KOP_QUANT
 };
 
 #define ENG_KERNEL_INPUTS 3u
@@ -169,6 +170,8 @@ struct eng_kernel {
     int64_t outer, dim, inner, count;             /* KOP_GATHER: data [outer, dim, inner], count indices */
     struct eng_shape in;                          /* KOP_PAD: the input's (plain) shape */
     int64_t pad[ENG_RANK];                        /* KOP_PAD: zeros before each dim; the output holds the rest */
+    float q_scale, q_zp, q_lo, q_hi;              /* KOP_QUANT: x -> clip(round(x / scale) + zp, lo, hi) */
+    float dq_zp, dq_scale;                        /* then (q - dq_zp) * dq_scale (a DequantizeLinear), or 0, 1 */
 };
 
 struct eng_step {
@@ -350,6 +353,14 @@ VEIL_RESULT eng_fold_scatter_nd(struct eng_graph *g, struct eng_node *n, struct 
 VEIL_RESULT eng_fold_trilu(struct eng_graph *g, struct eng_node *n, struct eng_value *out);
 VEIL_RESULT eng_fold_matmul(struct eng_graph *g, struct eng_node *n, struct eng_value *out);
 VEIL_RESULT eng_fold_activation(struct eng_graph *g, struct eng_node *n, struct eng_value *out);
+VEIL_RESULT eng_fold_quantize(struct eng_graph *g, struct eng_node *n, struct eng_value *out);
+VEIL_RESULT eng_fold_dequantize(struct eng_graph *g, struct eng_node *n, struct eng_value *out);
+/* op_eltwise.c: QuantizeLinear and DequantizeLinear on computed tensors */
+VEIL_RESULT eng_quant_parse(struct eng_graph *g, struct eng_node *n);
+VEIL_RESULT eng_quant_infer(struct eng_graph *g, struct eng_node *n);
+VEIL_RESULT eng_quant_range(const struct eng_node *n, int32_t dtype, int64_t *lo, int64_t *hi);
+/* op_kernel.c: a QuantizeLinear chain (with its DequantizeLinear, fused) as a kernel in the tensor's own layout */
+VEIL_RESULT eng_quant_build(struct veil_engine *e, struct eng_node *n);
 /* Reshape's target shape for an input of shape in (shared by the view and the folder). */
 VEIL_RESULT eng_reshape_target(const struct eng_node *n, const struct eng_shape *in, const struct eng_value *shape,
                                struct eng_shape *out);
@@ -445,6 +456,9 @@ VEIL_RESULT eng_step_kernel_new(struct veil_engine *e, const struct eng_node *n,
  * array may move as steps are added, so callers keep the index, not a pointer). */
 VEIL_RESULT eng_step_plain(struct veil_engine *e, const struct eng_node *n, const void *desc, const char *what,
                            size_t *step);
+/* Same, with eltwise post-ops (a chain after the primitive). */
+VEIL_RESULT eng_step_posts(struct veil_engine *e, const struct eng_node *n, const void *desc, const char *what,
+                           const struct eng_post *posts, uint32_t post_count, size_t *step);
 /* Copies size bytes of plain data (layout src_md) into engine memory in layout dst_md (a reorder run once). */
 VEIL_RESULT eng_step_const(struct veil_engine *e, struct eng_step *s, int arg, const dnnl_memory_desc_t *dst_md,
                            const dnnl_memory_desc_t *src_md, const void *src);

@@ -5,6 +5,7 @@
  * first. */
 #include <float.h>
 #include <inttypes.h>
+#include <math.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -82,23 +83,112 @@ static VEIL_RESULT bind_src_dst(struct veil_engine *e, size_t step, int src, int
     return eng_step_value(e, &e->steps[step], DNNL_ARG_DST, dst, 1);
 }
 
-static VEIL_RESULT eltwise_step(struct veil_engine *e, const struct eng_node *n, const struct eng_post *op, int src,
-                                int dst)
+/* ops[0] as an eltwise primitive, the rest of the chain as its post-ops: one pass over the tensor. */
+static VEIL_RESULT eltwise_step(struct veil_engine *e, const struct eng_node *n, const struct eng_post *ops,
+                                uint32_t count, int src, int dst)
 {
     dnnl_memory_desc_t md = e->g.values[src].md;
     dnnl_eltwise_desc_t desc;
-    ENG_GUARD_DNNL(dnnl_eltwise_forward_desc_init(&desc, dnnl_forward_inference, op->alg, &md, op->alpha, op->beta),
-                   n, "eltwise setup");
+    ENG_GUARD_DNNL(dnnl_eltwise_forward_desc_init(&desc, dnnl_forward_inference, ops[0].alg, &md, ops[0].alpha,
+                                                  ops[0].beta), n, "eltwise setup");
     size_t step = 0;
-    VEIL_GUARD(eng_step_plain(e, n, &desc, "eltwise", &step));
+    VEIL_GUARD(eng_step_posts(e, n, &desc, "eltwise", ops + 1, count - 1, &step));
     return bind_src_dst(e, step, src, dst, &md);
 }
 
 VEIL_RESULT eng_eltwise_build(struct veil_engine *e, struct eng_node *n)
 {
-    VEIL_GUARD(eltwise_step(e, n, &n->elt[0], n->inputs[0], n->out));
-    for (uint32_t i = 1; i < n->elt_count; i++)
-        VEIL_GUARD(eltwise_step(e, n, &n->elt[i], n->out, n->out));
+    VEIL_GUARD(eltwise_step(e, n, n->elt, n->elt_count, n->inputs[0], n->out));
+    return VEIL_RESULT_OK;
+}
+
+/* ---- QuantizeLinear, DequantizeLinear ---------------------------------------------------------------------- */
+
+/* QDQ models (onnxruntime's quantize_static): weights and biases are DequantizeLinear of integer constants, folded
+ * at load (fold.c); activations pass through QuantizeLinear then DequantizeLinear with one scale and zero point per
+ * tensor. On a computed tensor both are eltwise chains, integers held as float32 (exact) like every integer tensor
+ * the engine computes: Q = clip(round(x / s) + zp, qmin, qmax), round half to even; DQ = (x - zp) * s. So a Q and
+ * its DQ fuse into the Conv before them as post-ops, like an activation, or run as one eltwise step. */
+
+VEIL_RESULT eng_quant_range(const struct eng_node *n, int32_t dtype, int64_t *lo, int64_t *hi)
+{
+    switch (dtype) {
+    case VEIL_ONNX_UINT8: *lo = 0, *hi = 255; return VEIL_RESULT_OK;
+    case VEIL_ONNX_INT8: *lo = -128, *hi = 127; return VEIL_RESULT_OK;
+    case VEIL_ONNX_UINT16: *lo = 0, *hi = 65535; return VEIL_RESULT_OK;
+    case VEIL_ONNX_INT16: *lo = -32768, *hi = 32767; return VEIL_RESULT_OK;
+    default: break;
+    }
+    char label[160];
+    VEIL_BAIL(VEIL_ERR_UNSUPPORTED, "%s: quantized type %" PRId32 " is not supported (UINT8, INT8, UINT16, INT16 "
+              "are)", eng_node_label(n, label, sizeof label), dtype);
+}
+
+VEIL_RESULT eng_quant_parse(struct eng_graph *g, struct eng_node *n)
+{
+    (void)g;
+    int64_t saturate = 1, block = 0;
+    VEIL_GUARD(eng_attr_int(n, "axis", 1, &n->axis));
+    VEIL_GUARD(eng_attr_int(n, "block_size", 0, &block));
+    if (n->op == OP_QUANTIZE)
+        VEIL_GUARD(eng_attr_int(n, "saturate", 1, &saturate)); /* applies to float8 outputs only */
+    char label[160];
+    VEIL_ENSURE(block == 0, VEIL_ERR_UNSUPPORTED, "%s: blocked quantization (block_size) is not supported",
+                eng_node_label(n, label, sizeof label));
+    return VEIL_RESULT_OK;
+}
+
+/* A scalar float32 constant scale and an optional scalar constant zero point: (s, zp, zp's type). */
+static VEIL_RESULT quant_scalars(struct eng_graph *g, struct eng_node *n, float *s, float *zp, int32_t *type)
+{
+    char label[160];
+    eng_node_label(n, label, sizeof label);
+    const struct eng_value *sv = &g->values[n->inputs[1]];
+    VEIL_ENSURE(sv->kind == VAL_CONST && sv->dtype == VEIL_ONNX_FLOAT && eng_shape_count(&sv->shape) == 1,
+                VEIL_ERR_UNSUPPORTED, "%s: a computed tensor is quantized with one float32 constant scale only (not "
+                "per axis)", label);
+    memcpy(s, sv->data, 4);
+    VEIL_ENSURE(isfinite(*s) && *s > 0, VEIL_ERR_ONNX, "%s: the scale must be positive and finite", label);
+    *zp = 0;
+    *type = VEIL_ONNX_UINT8;
+    if (n->input_count < 3 || n->inputs[2] < 0)
+        return VEIL_RESULT_OK;
+    const struct eng_value *z = &g->values[n->inputs[2]];
+    VEIL_ENSURE(z->kind == VAL_CONST && eng_shape_count(&z->shape) == 1, VEIL_ERR_UNSUPPORTED,
+                "%s: the zero point must be one constant", label);
+    int64_t lo = 0, hi = 0;
+    VEIL_GUARD(eng_quant_range(n, z->dtype, &lo, &hi));
+    *type = z->dtype;
+    switch (z->dtype) {
+    case VEIL_ONNX_INT8: *zp = (float)(int8_t)z->data[0]; break;
+    case VEIL_ONNX_UINT8: *zp = (float)z->data[0]; break;
+    case VEIL_ONNX_INT16: { int16_t v; memcpy(&v, z->data, 2); *zp = v; break; }
+    default: { uint16_t v; memcpy(&v, z->data, 2); *zp = v; break; }
+    }
+    return VEIL_RESULT_OK;
+}
+
+VEIL_RESULT eng_quant_infer(struct eng_graph *g, struct eng_node *n)
+{
+    const struct eng_value *x = NULL;
+    VEIL_GUARD(eng_input_act(g, n, 0, &x));
+    float s = 0, zp = 0;
+    int32_t type = 0;
+    VEIL_GUARD(quant_scalars(g, n, &s, &zp, &type));
+    if (n->op == OP_QUANTIZE) {
+        int64_t lo = 0, hi = 0;
+        VEIL_GUARD(eng_quant_range(n, type, &lo, &hi));
+        n->alpha = s; /* the exact scale, for the kernel's x / s (op_kernel.c) */
+        n->elt[0] = (struct eng_post){.alg = dnnl_eltwise_linear, .alpha = 1.0f / s, .beta = zp};
+        n->elt[1] = (struct eng_post){.alg = dnnl_eltwise_round};
+        n->elt[2] = (struct eng_post){.alg = dnnl_eltwise_clip, .alpha = (float)lo, .beta = (float)hi};
+        n->elt_count = 3;
+    } else {
+        n->elt[0] = (struct eng_post){.alg = dnnl_eltwise_linear, .alpha = 1.0f, .beta = -zp}; /* exact */
+        n->elt[1] = (struct eng_post){.alg = dnnl_eltwise_linear, .alpha = s, .beta = 0.0f};  /* one rounding */
+        n->elt_count = 2;
+    }
+    g->values[n->outputs[0]].shape = x->shape;
     return VEIL_RESULT_OK;
 }
 

@@ -58,7 +58,8 @@ double eng_kop_eval(enum eng_kop op, double a, double b, double c)
     case KOP_TANH: return tanh(a);
     case KOP_EXP: return exp(a);
     case KOP_GATHER:
-    case KOP_PAD: break;
+    case KOP_PAD:
+    case KOP_QUANT: break;
     }
     return 0;
 }
@@ -187,6 +188,23 @@ static void run_pad(const struct eng_kernel *k, const float *in, float *out)
     }
 }
 
+/* Quantize (and dequantize) every element of a dense buffer: round(x / s) + zp, clipped, as ONNX says (the zero
+ * point is added after rounding: round half to even of x / s + zp differs for an odd zero point). Clamping before
+ * rounding is the same for integer bounds, and keeps |v| < 2^22, where adding and subtracting 1.5 * 2^23 rounds half
+ * to even (the default rounding mode) in a loop the compiler vectorizes; a NaN becomes lo. */
+static void run_quant(const struct eng_kernel *k, const float *in, float *out)
+{
+    const float magic = 12582912.0f, s = k->q_scale, zp = k->q_zp, lo = k->q_lo - zp, hi = k->q_hi - zp;
+    const float dzp = k->dq_zp, ds = k->dq_scale;
+    for (int64_t i = 0; i < k->count; i++) {
+        float v = in[i] / s;
+        v = v > lo ? v : lo;
+        v = v < hi ? v : hi;
+        v = (v + magic) - magic + zp;
+        out[i] = (v - dzp) * ds;
+    }
+}
+
 VEIL_RESULT eng_kernel_run(const struct eng_step *s, const struct eng_node *n)
 {
     const struct eng_kernel *k = s->kernel;
@@ -200,6 +218,10 @@ VEIL_RESULT eng_kernel_run(const struct eng_step *s, const struct eng_node *n)
         return run_gather(k, in[0], in[1], ptr[2], n);
     if (k->op == KOP_PAD) {
         run_pad(k, in[0], ptr[count]);
+        return VEIL_RESULT_OK;
+    }
+    if (k->op == KOP_QUANT) {
+        run_quant(k, in[0], ptr[count]);
         return VEIL_RESULT_OK;
     }
     run_nary(k, in, ptr[count]);
@@ -436,4 +458,36 @@ VEIL_RESULT eng_elementwise_build(struct veil_engine *e, struct eng_node *n)
     if (binary_fits(e, n))
         return eng_binary_build(e, n);
     return kernel_elementwise(e, n);
+}
+
+/* A QuantizeLinear's chain [linear(1/s, zp), round, clip(lo, hi)], and its DequantizeLinear [linear(1, -zp'),
+ * linear(s', 0)] when fused, as one pass over the tensor in its own layout (element-wise, so any dense layout does;
+ * the padding of a blocked one is 0 and stays 0). Anything else (a DequantizeLinear alone) is a oneDNN eltwise
+ * chain. */
+VEIL_RESULT eng_quant_build(struct veil_engine *e, struct eng_node *n)
+{
+    const struct eng_post *c = n->elt;
+    int quant = n->op == OP_QUANTIZE && n->elt_count >= 3 && c[0].alg == dnnl_eltwise_linear &&
+                c[1].alg == dnnl_eltwise_round && c[2].alg == dnnl_eltwise_clip;
+    int dq = n->elt_count == 5 && c[3].alg == dnnl_eltwise_linear && c[3].alpha == 1.0f &&
+             c[4].alg == dnnl_eltwise_linear && c[4].beta == 0.0f;
+    if (!quant || (n->elt_count != 3 && !dq))
+        return eng_eltwise_build(e, n);
+    struct eng_kernel k = {.op = KOP_QUANT, .inputs = 1, .q_scale = n->alpha, .q_zp = c[0].beta,
+                           .q_lo = c[2].alpha, .q_hi = c[2].beta, .dq_zp = 0.0f, .dq_scale = 1.0f};
+    if (dq)
+        k.dq_zp = -c[3].beta, k.dq_scale = c[4].alpha;
+    const dnnl_memory_desc_t md = e->g.values[n->inputs[0]].md;
+    size_t bytes = dnnl_memory_desc_get_size(&md);
+    char label[160];
+    VEIL_ENSURE(md.data_type == dnnl_f32 && bytes % 4 == 0, VEIL_ERR_INTERNAL, "%s: not a float32 tensor",
+                eng_node_label(n, label, sizeof label));
+    k.count = (int64_t)(bytes / 4);
+    k.out = e->g.values[n->out].shape;
+    struct eng_step *s = NULL;
+    VEIL_GUARD(eng_step_kernel_new(e, n, &k, &s));
+    size_t step = (size_t)(s - e->steps);
+    VEIL_GUARD(eng_step_value(e, &e->steps[step], DNNL_ARG_MULTIPLE_SRC, n->inputs[0], 0));
+    VEIL_GUARD(eng_value_set_md(e, n->out, &md));
+    return eng_step_value(e, &e->steps[step], DNNL_ARG_DST, n->out, 1);
 }

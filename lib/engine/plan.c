@@ -327,7 +327,8 @@ static int sole_consumer(const struct eng_graph *g, const struct edges *e, int v
 
 static int is_eltwise(enum eng_op op)
 {
-    return op == OP_RELU || op == OP_CLIP || op == OP_SIGMOID || op == OP_HARDSIGMOID || op == OP_HARDSWISH;
+    return op == OP_RELU || op == OP_CLIP || op == OP_SIGMOID || op == OP_HARDSIGMOID || op == OP_HARDSWISH ||
+           op == OP_QUANTIZE || op == OP_DEQUANTIZE;
 }
 
 static int is_view(enum eng_op op)
@@ -368,13 +369,24 @@ static int bn_foldable(const struct eng_graph *g, const struct eng_node *bn)
     return 1;
 }
 
+/* oneDNN 2.6's brgemm convolutions compute a round post-op wrongly (measured: a QuantizeLinear fused as post-ops
+ * gave values far outside its clip); a chain with one runs as its own eltwise step, where round is right. */
+static int has_round(const struct eng_node *n)
+{
+    for (uint32_t k = 0; k < n->elt_count; k++)
+        if (n->elt[k].alg == dnnl_eltwise_round)
+            return 1;
+    return 0;
+}
+
 static int try_fuse_next(struct eng_graph *g, const struct edges *e, struct eng_node *conv)
 {
     int next = sole_consumer(g, e, conv->out);
     if (next < 0)
         return 0;
     struct eng_node *n = &g->nodes[next];
-    if (is_eltwise(n->op) && n->inputs[0] == conv->out && conv->post_count + n->elt_count <= ENG_MAX_POST) {
+    if (is_eltwise(n->op) && n->inputs[0] == conv->out && conv->post_count + n->elt_count <= ENG_MAX_POST &&
+        !has_round(n)) {
         for (uint32_t k = 0; k < n->elt_count; k++)
             conv->post[conv->post_count++] = n->elt[k];
     } else if (n->op == OP_ADD && conv->post_count == 0 && conv->sum < 0) {
@@ -585,12 +597,31 @@ static void fuse_matmul_bias(struct eng_graph *g, const struct edges *e, struct 
     g->nodes[add].dead = 1;
 }
 
+/* An eltwise node read only by another (a QuantizeLinear by its DequantizeLinear) runs both chains in one step. */
+static void fuse_eltwise_chain(struct eng_graph *g, const struct edges *e, struct eng_node *n)
+{
+    for (;;) {
+        int next = sole_consumer(g, e, n->out);
+        if (next < 0)
+            return;
+        struct eng_node *m = &g->nodes[next];
+        if (!is_eltwise(m->op) || m->inputs[0] != n->out || n->elt_count + m->elt_count > ENG_MAX_ELT)
+            return;
+        for (uint32_t k = 0; k < m->elt_count; k++)
+            n->elt[n->elt_count++] = m->elt[k];
+        m->dead = 1;
+        n->out = m->outputs[0];
+    }
+}
+
 static void fuse(struct eng_graph *g, const struct edges *e)
 {
     for (size_t i = 0; i < g->node_count; i++) {
         struct eng_node *n = &g->nodes[g->order[i]];
         if (!n->dead && n->op == OP_CONV)
             fuse_conv(g, e, n);
+        if (!n->dead && is_eltwise(n->op) && n->elt_count > 0)
+            fuse_eltwise_chain(g, e, n);
         if (!n->dead && n->op == OP_ERF)
             fuse_gelu(g, e, n);
         if (!n->dead && n->op == OP_TANH)
