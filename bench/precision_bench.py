@@ -9,6 +9,11 @@ per model and batch, 2 threads, measured in one process per framework and precis
                         ONNX shape inference at that batch; null where it infers no shapes) sits next to the machine's
                         bf16 GEMM rate (torch.matmul of two 4096 x 4096 bf16 matrices, same threads).
     precision_gemm      that GEMM rate, and the fp32 one, for reference.
+    precision_int8      p50 of Veil's engine on the QDQ model onnxruntime's quantize_static makes of the same model
+                        (per-channel int8 weights, uint8 activations, calibrated on 4 random inputs) vs onnxruntime
+                        running that QDQ model (its int8 kernels), goal <= 0.70; same models and batches. Veil runs
+                        Convs on oneDNN's int8 kernels where their input is quantized with zero point 0 or they have
+                        no padding; MatMul/Gemm and everything else compute the QDQ graph in float32 (issue 19).
 
 Runs per measurement: RUNS[batch]; the first WARMUP runs are not timed. Nothing here is a test: goals are fields.
 """
@@ -158,6 +163,56 @@ def measure(name: str, batch: int, rates: dict) -> None:
           "machine_bf16_gemm_tflops": round(rates["bfloat16"], 3)})
 
 
+def quantize(data: bytes, feeds: dict[str, np.ndarray]) -> bytes:
+    import tempfile
+    from pathlib import Path
+
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    class Reader(CalibrationDataReader):
+        def __init__(self) -> None:
+            gen = np.random.default_rng(1)
+            items = []
+            for _ in range(4):
+                items.append({k: (gen.standard_normal(v.shape).astype(v.dtype) if v.dtype == np.float32 else v)
+                              for k, v in feeds.items()})
+            self.items = iter(items)
+
+        def get_next(self):  # noqa: ANN201
+            return next(self.items, None)
+
+    with tempfile.TemporaryDirectory() as tmp:
+        src, pre, out = Path(tmp, "m.onnx"), Path(tmp, "p.onnx"), Path(tmp, "q.onnx")
+        src.write_bytes(data)
+        quant_pre_process(str(src), str(pre))
+        quantize_static(str(pre), str(out), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
+                        activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
+        return out.read_bytes()
+
+
+def measure_int8(name: str, batch: int) -> None:
+    import onnxruntime as ort
+
+    import veil
+
+    _, feeds, data = build(name, batch)
+    qdq = quantize(data, feeds)
+    runs = RUNS[batch]
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = THREADS
+    opts.inter_op_num_threads = 1
+    session = ort.InferenceSession(qdq, opts, providers=["CPUExecutionProvider"])
+    ort_s = time_runs(lambda: session.run(None, feeds), runs)
+    with veil.Engine.from_onnx(qdq, threads=THREADS, batch=batch) as e:
+        veil_s = time_runs(lambda: e.run(feeds=feeds), runs)  # noqa: B023
+    emit({"bench": "precision_int8", "model": name + (f" (sequence {SEQ})" if name == "bert_base" else ""),
+          "batch": batch, "threads": THREADS, "runs": runs, "warmup": WARMUP, "weights": "random (seeded)",
+          "quantization": "onnxruntime quantize_static QDQ, per-channel s8 weights, u8 activations",
+          "veil_int8_p50_ms": round(veil_s * 1e3, 3), "onnxruntime_int8_p50_ms": round(ort_s * 1e3, 3),
+          "ratio": round(veil_s / ort_s, 4), "goal": 0.70})
+
+
 def main() -> int:
     sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "python"))
     from veil.engine import bf16_available
@@ -172,6 +227,9 @@ def main() -> int:
     for name in MODELS:
         for batch in (1, 8):
             measure(name, batch, rates)
+    for name in MODELS:
+        for batch in (1, 8):
+            measure_int8(name, batch)
     return 0
 
 

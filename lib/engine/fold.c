@@ -192,6 +192,7 @@ static VEIL_RESULT out_alloc_width(const struct eng_node *n, struct eng_value *o
     VEIL_ENSURE(out->owned != NULL, VEIL_ERR_NOMEM, "out of memory");
     out->data = out->owned;
     out->from_view = 0;
+    out->dq_from = 0;
     out->size = size;
     out->dtype = dtype;
     out->shape = *s;
@@ -1226,6 +1227,7 @@ VEIL_RESULT eng_fold_dequantize(struct eng_graph *g, struct eng_node *n, struct 
     VEIL_ENSURE(q.zp == NULL || q.zp->dtype == x->dtype, VEIL_ERR_ONNX, "%s: the zero point's type is not the "
                 "input's", label);
     VEIL_GUARD(out_alloc_width(n, out, VEIL_ONNX_FLOAT, &x->shape, 4, VEIL_SEALED_MAX_SECTION_SIZE / 4));
+    out->dq_from = (int)(n - g->nodes) + 1;
     float *y = (float *)(void *)out->owned;
     for (size_t i = 0; i < eng_shape_count(&x->shape); i++) {
         size_t k = q_index(&q, i);

@@ -62,6 +62,7 @@ struct eng_value {
     int from_view;                  /* VAL_CONST: data is a caller's tensor view, unchanged (an initializer, or a
                                        fold's view of one); only such data may be lent to a primitive */
     size_t size;                    /* VAL_CONST: bytes of data */
+    int dq_from;                    /* VAL_CONST folded from DequantizeLinear: that node's index + 1 (0: not) */
     int producer;                   /* node index, -1 for inputs and constants */
     int is_output;
     int batch_symbolic;             /* a graph input whose dim 0 the graph leaves symbolic (the batch) */
@@ -135,6 +136,15 @@ struct eng_node {
     uint32_t post_count;
     int out;                        /* the value the (fused) node finally writes */
     int64_t order;                  /* position in topological order */
+    /* int8: a QuantizeLinear (+ DequantizeLinear) read by int8 Convs writes its integers, instead of the dequantized
+     * values when only such Convs read them (int8 = 1), or besides them into a hidden value (int8 = 2, int8_bytes:
+     * its index + 1); such a Conv (int8 = 1, int8_q: the QuantizeLinear's index + 1) reads them with x_scale and
+     * x_zp and runs on the int8 weights it dequantized */
+    int int8, int8_bytes, int8_q;
+    int q_out;                      /* int8 Conv: it writes the integers of this QuantizeLinear (index + 1) itself */
+    float x_scale;
+    int32_t x_zp;
+    dnnl_data_type_t x_type;
 };
 
 /* One argument of a step: a value's buffer, an engine-owned constant, or the scratchpad. */
@@ -172,6 +182,8 @@ struct eng_kernel {
     int64_t pad[ENG_RANK];                        /* KOP_PAD: zeros before each dim; the output holds the rest */
     float q_scale, q_zp, q_lo, q_hi;              /* KOP_QUANT: x -> clip(round(x / scale) + zp, lo, hi) */
     float dq_zp, dq_scale;                        /* then (q - dq_zp) * dq_scale (a DequantizeLinear), or 0, 1 */
+    int q_bytes;                                  /* KOP_QUANT: 1 write the integers as u8/s8 (int8 Convs read
+                                                     them), 2 write both: the dequantized values and the integers */
 };
 
 struct eng_step {

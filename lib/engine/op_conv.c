@@ -178,9 +178,29 @@ struct conv_build {
     int64_t m, per_out;           /* output channels; weight elements per output channel */
     int has_bias;
     dnnl_memory_desc_t w_user, b_user;
+    const float *out_scales;      /* int8: x_scale * w_scale[c], m of them; NULL for float */
+    int src;                      /* the value read: the input, or (int8) the QuantizeLinear's integers */
+    const float *bias_scales;     /* int8: what the float32 bias is divided by (oneDNN 2.x scales it with the sums) */
+    dnnl_data_type_t dst_type;    /* f32, or (int8 writing a QuantizeLinear's integers) u8 / s8 */
+    int32_t dst_zp;
 };
 
-/* The convolution's primitive, its src and weights of type dt (f32, or bf16 under bf16 precision). */
+/* int8: per output channel scales, and the src zero point (given at run time). */
+static VEIL_RESULT conv_int8_attr(const struct conv_build *b, dnnl_primitive_attr_t attr)
+{
+    static const int32_t runtime = DNNL_RUNTIME_S32_VAL;
+    ENG_GUARD_DNNL(dnnl_primitive_attr_set_output_scales(attr, b->m, 1 << 1, b->out_scales), b->n, "int8 scales");
+    if (b->n->x_zp != 0)
+        ENG_GUARD_DNNL(dnnl_primitive_attr_set_zero_points(attr, DNNL_ARG_SRC, 1, 0, &runtime), b->n,
+                       "int8 zero point");
+    if (b->dst_zp != 0)
+        ENG_GUARD_DNNL(dnnl_primitive_attr_set_zero_points(attr, DNNL_ARG_DST, 1, 0, &runtime), b->n,
+                       "int8 zero point");
+    return VEIL_RESULT_OK;
+}
+
+/* The convolution's primitive, its src and weights of type dt (f32, or bf16 under bf16 precision; int8: src u8 or
+ * s8, weights s8). */
 static VEIL_RESULT conv_descs(struct veil_engine *e, struct conv_build *b, dnnl_data_type_t dt,
                               dnnl_primitive_desc_t *pd)
 {
@@ -196,23 +216,27 @@ static VEIL_RESULT conv_descs(struct veil_engine *e, struct conv_build *b, dnnl_
     dnnl_dims_t wdims = {0};
     memcpy(wdims, g > 1 ? wd : wd + 1, (size_t)wn * sizeof wd[0]);
     dnnl_memory_desc_t src, wgt, dst, bias;
+    dnnl_data_type_t wt = b->out_scales != NULL ? dnnl_s8 : dt, ut = b->out_scales != NULL ? dnnl_s8 : dnnl_f32;
     ENG_GUARD_DNNL(dnnl_memory_desc_init_by_tag(&src, 4, xd, dt, dnnl_format_tag_any), b->n, "descriptor");
-    ENG_GUARD_DNNL(dnnl_memory_desc_init_by_tag(&wgt, wn, wdims, dt, dnnl_format_tag_any), b->n, "descriptor");
-    ENG_GUARD_DNNL(dnnl_memory_desc_init_by_tag(&b->w_user, wn, wdims, dnnl_f32, g > 1 ? dnnl_goihw : dnnl_oihw),
+    ENG_GUARD_DNNL(dnnl_memory_desc_init_by_tag(&wgt, wn, wdims, wt, dnnl_format_tag_any), b->n, "descriptor");
+    ENG_GUARD_DNNL(dnnl_memory_desc_init_by_tag(&b->w_user, wn, wdims, ut, g > 1 ? dnnl_goihw : dnnl_oihw),
                    b->n, "descriptor");
     ENG_GUARD_DNNL(dnnl_memory_desc_init_by_tag(&bias, 1, bd, dnnl_f32, dnnl_a), b->n, "descriptor");
     b->b_user = bias;
     if (b->n->sum >= 0)
         dst = e->g.values[b->n->sum].md;
     else
-        ENG_GUARD_DNNL(dnnl_memory_desc_init_by_tag(&dst, 4, yd, dnnl_f32, dnnl_format_tag_any), b->n, "descriptor");
+        ENG_GUARD_DNNL(dnnl_memory_desc_init_by_tag(&dst, 4, yd, b->dst_type, dnnl_format_tag_any), b->n,
+                       "descriptor");
     dnnl_convolution_desc_t desc;
     ENG_GUARD_DNNL(dnnl_dilated_convolution_forward_desc_init(&desc, dnnl_forward_inference, dnnl_convolution_direct,
                    &src, &wgt, b->has_bias ? &bias : NULL, &dst, strides, dil, pl, pr), b->n, "convolution setup");
     dnnl_primitive_attr_t attr = NULL;
     VEIL_GUARD(eng_attr_new(b->n, b->n->post, b->n->post_count, &attr));
-    dnnl_status_t st = dnnl_primitive_desc_create(pd, &desc, attr, e->dnnl, NULL);
+    struct veil_result r = b->out_scales != NULL ? conv_int8_attr(b, attr) : VEIL_RESULT_OK;
+    dnnl_status_t st = veil_ok(r) ? dnnl_primitive_desc_create(pd, &desc, attr, e->dnnl, NULL) : dnnl_success;
     dnnl_primitive_attr_destroy(attr);
+    VEIL_GUARD(r);
     ENG_GUARD_DNNL(st, b->n, "convolution");
     return VEIL_RESULT_OK;
 }
@@ -243,9 +267,44 @@ static VEIL_RESULT conv_fold(struct veil_engine *e, const struct conv_build *b, 
     return r;
 }
 
+/* int8: the int8 constant the weights were dequantized from, the float32 bias, and the src zero point. */
+static VEIL_RESULT conv_int8_weights_step(struct veil_engine *e, const struct conv_build *b, struct eng_step *s,
+                                          const_dnnl_primitive_desc_t pd)
+{
+    const struct eng_node *dq = &e->g.nodes[b->w->dq_from - 1];
+    const struct eng_value *q = &e->g.values[dq->inputs[0]];
+    const dnnl_memory_desc_t *wmd = dnnl_primitive_desc_query_md(pd, dnnl_query_weights_md, 0);
+    size_t step = (size_t)(s - e->steps);
+    VEIL_GUARD(eng_step_const(e, s, DNNL_ARG_WEIGHTS, wmd, &b->w_user, q->data));
+    if (b->has_bias) { /* oneDNN 2.x scales the bias with the sums: dst = scale * (sum + bias) */
+        const float *bias = NULL;
+        size_t count = 0;
+        VEIL_GUARD(eng_const_floats(&e->g, b->n, 2, &bias, &count));
+        VEIL_ENSURE(count == (size_t)b->m, VEIL_ERR_ONNX, "Conv: the bias has %zu values, not %" PRId64, count, b->m);
+        VEIL_DEFER(veil_secure_free) struct veil_secure_mem tmp = {0};
+        VEIL_GUARD(veil_secure_alloc(&tmp, count * sizeof(float), 0));
+        float *scaled = (float *)(void *)tmp.data;
+        for (size_t c = 0; c < count; c++)
+            scaled[c] = bias[c] / b->bias_scales[c];
+        VEIL_GUARD(eng_step_const(e, &e->steps[step], DNNL_ARG_BIAS, &b->b_user, &b->b_user, scaled));
+    }
+    dnnl_memory_desc_t zmd;
+    dnnl_dims_t one = {1};
+    ENG_GUARD_DNNL(dnnl_memory_desc_init_by_tag(&zmd, 1, one, dnnl_s32, dnnl_a), b->n, "descriptor");
+    if (b->n->x_zp != 0)
+        VEIL_GUARD(eng_step_const(e, &e->steps[step], DNNL_ARG_ATTR_ZERO_POINTS | DNNL_ARG_SRC, &zmd, &zmd,
+                                  &b->n->x_zp));
+    if (b->dst_zp != 0)
+        VEIL_GUARD(eng_step_const(e, &e->steps[step], DNNL_ARG_ATTR_ZERO_POINTS | DNNL_ARG_DST, &zmd, &zmd,
+                                  &b->dst_zp));
+    return VEIL_RESULT_OK;
+}
+
 static VEIL_RESULT conv_weights_step(struct veil_engine *e, const struct conv_build *b, struct eng_step *s,
                                      const_dnnl_primitive_desc_t pd)
 {
+    if (b->out_scales != NULL)
+        return conv_int8_weights_step(e, b, s, pd);
     size_t m = (size_t)b->m, k = (size_t)b->per_out;
     VEIL_DEFER(veil_secure_free) struct veil_secure_mem tmp = {0};
     VEIL_GUARD(veil_secure_alloc(&tmp, (m * k + m) * sizeof(float), 0));
@@ -263,7 +322,7 @@ static VEIL_RESULT conv_step(struct veil_engine *e, struct conv_build *b, const_
     int x = -1, out = b->n->out;
     const dnnl_memory_desc_t *src = dnnl_primitive_desc_query_md(pd, dnnl_query_src_md, 0);
     const dnnl_memory_desc_t *dst = dnnl_primitive_desc_query_md(pd, dnnl_query_dst_md, 0);
-    VEIL_GUARD(eng_input_as(e, b->n->inputs[0], src, &x));
+    VEIL_GUARD(eng_input_as(e, b->src, src, &x));
     struct eng_step *s = NULL;
     VEIL_GUARD(eng_step_new(e, b->n, pd, &s));
     size_t step = (size_t)(s - e->steps);
@@ -288,12 +347,60 @@ static int bf16_conv(const struct veil_engine *e, const struct conv_build *b)
     return e->opts.precision == VEIL_ENGINE_BF16 && !depthwise && b->x->kind != VAL_INPUT;
 }
 
+/* x_scale * w_scale[c] for each output channel (one weight scale, or one per channel). */
+static VEIL_RESULT int8_scales(const struct eng_graph *g, const struct conv_build *b, float *out)
+{
+    const struct eng_node *dq = &g->nodes[b->w->dq_from - 1];
+    const struct eng_value *s = &g->values[dq->inputs[1]];
+    size_t count = eng_shape_count(&s->shape);
+    VEIL_ENSURE(count == 1 || count == (size_t)b->m, VEIL_ERR_INTERNAL, "int8 Conv: %zu weight scales", count);
+    for (int64_t c = 0; c < b->m; c++) {
+        float ws;
+        memcpy(&ws, s->data + 4 * (count == 1 ? 0 : (size_t)c), 4);
+        out[c] = b->n->x_scale * ws;
+    }
+    return VEIL_RESULT_OK;
+}
+
+/* A Conv reading a QuantizeLinear's integers (plan.c, mark_int8): oneDNN's int8 kernels (VNNI, AMX). */
+static VEIL_RESULT conv_build_int8(struct veil_engine *e, struct conv_build *b)
+{
+    const struct eng_node *q = &e->g.nodes[b->n->int8_q - 1];
+    VEIL_ENSURE(q->int8 == 1 || q->int8_bytes > 0, VEIL_ERR_INTERNAL, "int8 Conv before its QuantizeLinear");
+    if (q->int8 == 2)
+        b->src = q->int8_bytes - 1;
+    float *scales = calloc(2 * (size_t)b->m, sizeof *scales);
+    VEIL_ENSURE(scales != NULL, VEIL_ERR_NOMEM, "out of memory");
+    struct veil_result r = int8_scales(&e->g, b, scales);
+    b->out_scales = scales;
+    b->bias_scales = scales + b->m;
+    memcpy(scales + b->m, scales, (size_t)b->m * sizeof *scales);
+    if (b->n->q_out > 0) { /* it writes the QuantizeLinear's integers: round(y / s_y) + zp_y */
+        const struct eng_node *yq = &e->g.nodes[b->n->q_out - 1];
+        for (int64_t c = 0; c < b->m; c++)
+            scales[c] /= yq->alpha;
+        b->dst_type = yq->x_type;
+        b->dst_zp = (int32_t)yq->elt[0].beta;
+    }
+    dnnl_primitive_desc_t pd = NULL;
+    if (veil_ok(r))
+        r = conv_descs(e, b, b->n->x_type, &pd);
+    if (veil_ok(r))
+        r = conv_step(e, b, pd);
+    dnnl_primitive_desc_destroy(pd);
+    free(scales);
+    return r;
+}
+
 VEIL_RESULT eng_conv_build(struct veil_engine *e, struct eng_node *n)
 {
-    struct conv_build b = {.n = n, .x = &e->g.values[n->inputs[0]], .w = &e->g.values[n->inputs[1]]};
+    struct conv_build b = {.n = n, .x = &e->g.values[n->inputs[0]], .w = &e->g.values[n->inputs[1]],
+                           .src = n->inputs[0], .dst_type = dnnl_f32};
     b.m = b.w->shape.dims[0];
     b.per_out = b.w->shape.dims[1] * b.w->shape.dims[2] * b.w->shape.dims[3];
     b.has_bias = n->bn >= 0 || (n->input_count > 2 && n->inputs[2] >= 0);
+    if (n->int8)
+        return conv_build_int8(e, &b);
     dnnl_primitive_desc_t pd = NULL;
     if (!bf16_conv(e, &b) || !veil_ok(conv_descs(e, &b, dnnl_bf16, &pd))) {
         veil_error_clear(); /* no bf16 kernel for this one: float32 */

@@ -196,6 +196,7 @@ static void run_quant(const struct eng_kernel *k, const float *in, float *out)
 {
     const float magic = 12582912.0f, s = k->q_scale, zp = k->q_zp, lo = k->q_lo - zp, hi = k->q_hi - zp;
     const float dzp = k->dq_zp, ds = k->dq_scale;
+#pragma omp parallel for schedule(static)
     for (int64_t i = 0; i < k->count; i++) {
         float v = in[i] / s;
         v = v > lo ? v : lo;
@@ -205,13 +206,45 @@ static void run_quant(const struct eng_kernel *k, const float *in, float *out)
     }
 }
 
+/* Both at once: the dequantized values for float readers, the integers for int8 convolutions. */
+static void run_quant_both(const struct eng_kernel *k, const float *in, float *out, uint8_t *bytes)
+{
+    const float magic = 12582912.0f, s = k->q_scale, zp = k->q_zp, lo = k->q_lo - zp, hi = k->q_hi - zp;
+    const float dzp = k->dq_zp, ds = k->dq_scale;
+#pragma omp parallel for schedule(static)
+    for (int64_t i = 0; i < k->count; i++) {
+        float v = in[i] / s;
+        v = v > lo ? v : lo;
+        v = v < hi ? v : hi;
+        v = (v + magic) - magic + zp;
+        bytes[i] = (uint8_t)((int32_t)v & 0xff);
+        out[i] = (v - dzp) * ds;
+    }
+}
+
+/* The same, writing the integers (u8, or s8 when lo < 0) for int8 convolutions. */
+static void run_quant_bytes(const struct eng_kernel *k, const float *in, uint8_t *out)
+{
+    const float magic = 12582912.0f, s = k->q_scale, zp = k->q_zp, lo = k->q_lo - zp, hi = k->q_hi - zp;
+#pragma omp parallel for schedule(static)
+    for (int64_t i = 0; i < k->count; i++) {
+        float v = in[i] / s;
+        v = v > lo ? v : lo;
+        v = v < hi ? v : hi;
+        v = (v + magic) - magic + zp;
+        int32_t q = (int32_t)v;
+        out[i] = (uint8_t)(q & 0xff); /* s8: two's complement */
+    }
+}
+
 VEIL_RESULT eng_kernel_run(const struct eng_step *s, const struct eng_node *n)
 {
     const struct eng_kernel *k = s->kernel;
     void *ptr[ENG_KERNEL_INPUTS + 1] = {0};
-    uint32_t count = k->op == KOP_GATHER ? 2 : k->inputs;
-    VEIL_ENSURE(s->arg_count == count + 1, VEIL_ERR_INTERNAL, "kernel step with %" PRIu32 " arguments", s->arg_count);
-    for (uint32_t i = 0; i <= count; i++)
+    uint32_t count = k->op == KOP_GATHER ? 2 : k->inputs, outs = k->q_bytes == 2 ? 2 : 1;
+    VEIL_ENSURE(s->arg_count == count + outs, VEIL_ERR_INTERNAL, "kernel step with %" PRIu32 " arguments",
+                s->arg_count);
+    for (uint32_t i = 0; i < count + outs; i++)
         ENG_GUARD_DNNL(dnnl_memory_get_data_handle(s->args[i].mem, &ptr[i]), n, "memory handle");
     const float *in[ENG_KERNEL_INPUTS] = {ptr[0], ptr[1], ptr[2]};
     if (k->op == KOP_GATHER)
@@ -221,7 +254,12 @@ VEIL_RESULT eng_kernel_run(const struct eng_step *s, const struct eng_node *n)
         return VEIL_RESULT_OK;
     }
     if (k->op == KOP_QUANT) {
-        run_quant(k, in[0], ptr[count]);
+        if (k->q_bytes == 2)
+            run_quant_both(k, in[0], ptr[count], ptr[count + 1]);
+        else if (k->q_bytes)
+            run_quant_bytes(k, in[0], ptr[count]);
+        else
+            run_quant(k, in[0], ptr[count]);
         return VEIL_RESULT_OK;
     }
     run_nary(k, in, ptr[count]);
@@ -460,6 +498,22 @@ VEIL_RESULT eng_elementwise_build(struct veil_engine *e, struct eng_node *n)
     return kernel_elementwise(e, n);
 }
 
+/* A KOP_QUANT step: n's input into out, and (bytes >= 0) the integers into bytes as well. */
+static VEIL_RESULT quant_step(struct veil_engine *e, const struct eng_node *n, const struct eng_kernel *k,
+                              const dnnl_memory_desc_t *out_md, int out, int bytes, const dnnl_memory_desc_t *bytes_md)
+{
+    struct eng_step *s = NULL;
+    VEIL_GUARD(eng_step_kernel_new(e, n, k, &s));
+    size_t step = (size_t)(s - e->steps);
+    VEIL_GUARD(eng_step_value(e, &e->steps[step], DNNL_ARG_MULTIPLE_SRC, n->inputs[0], 0));
+    VEIL_GUARD(eng_value_set_md(e, out, out_md));
+    VEIL_GUARD(eng_step_value(e, &e->steps[step], DNNL_ARG_DST, out, 1));
+    if (bytes < 0)
+        return VEIL_RESULT_OK;
+    VEIL_GUARD(eng_value_set_md(e, bytes, bytes_md));
+    return eng_step_value(e, &e->steps[step], DNNL_ARG_DST + 1, bytes, 1);
+}
+
 /* A QuantizeLinear's chain [linear(1/s, zp), round, clip(lo, hi)], and its DequantizeLinear [linear(1, -zp'),
  * linear(s', 0)] when fused, as one pass over the tensor in its own layout (element-wise, so any dense layout does;
  * the padding of a blocked one is 0 and stays 0). Anything else (a DequantizeLinear alone) is a oneDNN eltwise
@@ -484,10 +538,19 @@ VEIL_RESULT eng_quant_build(struct veil_engine *e, struct eng_node *n)
                 eng_node_label(n, label, sizeof label));
     k.count = (int64_t)(bytes / 4);
     k.out = e->g.values[n->out].shape;
-    struct eng_step *s = NULL;
-    VEIL_GUARD(eng_step_kernel_new(e, n, &k, &s));
-    size_t step = (size_t)(s - e->steps);
-    VEIL_GUARD(eng_step_value(e, &e->steps[step], DNNL_ARG_MULTIPLE_SRC, n->inputs[0], 0));
-    VEIL_GUARD(eng_value_set_md(e, n->out, &md));
-    return eng_step_value(e, &e->steps[step], DNNL_ARG_DST, n->out, 1);
+    if (n->int8 == 0)
+        return quant_step(e, n, &k, &md, n->out, -1, NULL);
+    dnnl_memory_desc_t bytes_md = md; /* the integers themselves, in the same layout, for the int8 Convs */
+    bytes_md.data_type = n->x_type;
+    if (n->int8 == 1) {
+        k.q_bytes = 1;
+        return quant_step(e, n, &k, &bytes_md, n->out, -1, NULL);
+    }
+    int v = -1; /* int8 = 2: both, in one pass, the integers into a hidden value */
+    VEIL_GUARD(eng_graph_add_hidden(&e->g, &v));
+    e->g.values[v].shape = e->g.values[n->out].shape;
+    e->g.values[v].has_shape = 1;
+    n->int8_bytes = v + 1;
+    k.q_bytes = 2;
+    return quant_step(e, n, &k, &md, n->out, v, &bytes_md);
 }

@@ -614,6 +614,89 @@ static void fuse_eltwise_chain(struct eng_graph *g, const struct edges *e, struc
     }
 }
 
+/* A Conv that can run on int8: its weights dequantized from int8 with one scale per output channel (or one) and zero
+ * points of 0, no folded BatchNormalization, no residual sum; and, when the input's zero point is not 0, no padding:
+ * oneDNN 2.6 pads a u8 source with 0, not with its zero point (measured: wrong borders), while ONNX pads the
+ * dequantized input with 0.0, which is the zero point. */
+static int int8_conv(const struct eng_graph *g, const struct eng_node *c, int x, float x_zp)
+{
+    if (c->dead || c->op != OP_CONV || c->inputs[0] != x || c->bn >= 0 || c->sum >= 0)
+        return 0;
+    const int64_t *p = c->conv.pads;
+    if (x_zp != 0.0f && (p[0] || p[1] || p[2] || p[3]))
+        return 0;
+    const struct eng_value *w = &g->values[c->inputs[1]];
+    if (w->kind != VAL_CONST || w->dq_from == 0)
+        return 0;
+    const struct eng_node *dq = &g->nodes[w->dq_from - 1];
+    const struct eng_value *q = &g->values[dq->inputs[0]], *s = &g->values[dq->inputs[1]];
+    size_t scales = eng_shape_count(&s->shape);
+    int64_t axis = dq->axis < 0 ? dq->axis + q->shape.rank : dq->axis;
+    if (q->dtype != VEIL_ONNX_INT8 || !(scales == 1 || (axis == 0 && (int64_t)scales == q->shape.dims[0])))
+        return 0;
+    if (dq->input_count > 2 && dq->inputs[2] >= 0) {
+        const struct eng_value *z = &g->values[dq->inputs[2]];
+        for (size_t i = 0; i < z->size; i++)
+            if (z->data[i] != 0)
+                return 0;
+    }
+    return 1;
+}
+
+/* A QuantizeLinear with its DequantizeLinear fused (elt_count 5), read by int8 Convs: it writes its integers (u8 or
+ * s8) for them, and they read them with the scale and zero point, dequantizing in their output scales; other readers
+ * (a residual Add) read the dequantized values as before. */
+static void mark_int8(struct eng_graph *g, const struct edges *e, struct eng_node *n)
+{
+    if (n->op != OP_QUANTIZE || n->elt_count != 5 || g->values[n->out].is_output)
+        return;
+    float lo = n->elt[2].alpha, hi = n->elt[2].beta;
+    if (!((lo == 0.0f && hi == 255.0f) || (lo == -128.0f && hi == 127.0f)))
+        return;
+    int x = n->out, convs = 0, others = 0;
+    for (size_t k = e->start[x]; k < e->start[x + 1]; k++) {
+        const struct eng_node *c = &g->nodes[e->list[k]];
+        if (!c->dead)
+            int8_conv(g, c, x, n->elt[0].beta) ? convs++ : others++;
+    }
+    if (convs == 0)
+        return;
+    n->int8 = others == 0 ? 1 : 2;
+    n->x_type = lo < 0 ? dnnl_s8 : dnnl_u8;
+    for (size_t k = e->start[x]; k < e->start[x + 1]; k++) {
+        struct eng_node *c = &g->nodes[e->list[k]];
+        if (c->dead || !int8_conv(g, c, x, n->elt[0].beta))
+            continue;
+        c->int8 = 1;
+        c->int8_q = (int)(n - g->nodes) + 1;
+        c->x_scale = n->alpha;
+        c->x_zp = (int32_t)n->elt[0].beta;
+        c->x_type = n->x_type;
+    }
+}
+
+/* A QuantizeLinear that writes integers for int8 Convs only (int8 = 1), fed by an int8 Conv alone (no sum, no
+ * post-op but ReLU): that Conv writes the integers itself (u8/s8 destination, scales divided by the output scale,
+ * the zero point added), and the QuantizeLinear's pass over float32 values disappears. */
+static void absorb_quant(struct eng_graph *g, const struct edges *e, struct eng_node *q)
+{
+    if (q->op != OP_QUANTIZE || q->int8 != 1)
+        return;
+    int y = q->inputs[0];
+    struct eng_node *conv = NULL;
+    for (size_t i = 0; i < g->node_count && conv == NULL; i++)
+        if (!g->nodes[i].dead && g->nodes[i].out == y && g->nodes[i].op == OP_CONV)
+            conv = &g->nodes[i];
+    if (conv == NULL || conv->int8 != 1 || conv->sum >= 0 || sole_consumer(g, e, y) != (int)(q - g->nodes))
+        return;
+    for (uint32_t k = 0; k < conv->post_count; k++)
+        if (conv->post[k].sum || conv->post[k].alg != dnnl_eltwise_relu || conv->post[k].alpha != 0.0f)
+            return;
+    conv->q_out = (int)(q - g->nodes) + 1;
+    conv->out = q->out;
+    q->dead = 1;
+}
+
 static void fuse(struct eng_graph *g, const struct edges *e)
 {
     for (size_t i = 0; i < g->node_count; i++) {
@@ -629,6 +712,12 @@ static void fuse(struct eng_graph *g, const struct edges *e)
         if (!n->dead && n->op == OP_MATMUL)
             fuse_matmul_bias(g, e, n);
     }
+    for (size_t i = 0; i < g->node_count; i++)
+        if (!g->nodes[g->order[i]].dead)
+            mark_int8(g, e, &g->nodes[g->order[i]]);
+    for (size_t i = 0; i < g->node_count; i++)
+        if (!g->nodes[g->order[i]].dead)
+            absorb_quant(g, e, &g->nodes[g->order[i]]);
 }
 
 VEIL_RESULT eng_plan_graph(struct eng_graph *g, uint64_t batch, uint64_t symbolic_size,

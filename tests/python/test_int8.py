@@ -1,12 +1,12 @@
 """int8 models in ONNX's QDQ format, as onnxruntime's quantize_static writes them (issue 19), against onnxruntime.
 
 QuantizeLinear / DequantizeLinear of constants (weights per output channel, int32 biases) are folded at load; on a
-computed tensor they run as one element-wise pass (a QuantizeLinear and its DequantizeLinear fused), so the model
-computes exactly what its QDQ graph says in float32 arithmetic. What is checked:
+computed tensor they run as one element-wise pass (a QuantizeLinear and its DequantizeLinear fused); a Conv that
+reads quantized integers runs on oneDNN's int8 kernels (docs/internals/engine.md, "int8 models"). What is checked:
 
     * each operator against onnxruntime: Q then DQ (uint8, int8 and int16 zero points), a DQ'd per-channel Conv,
-      a Conv whose output is quantized; per-axis quantization of a computed tensor and blocked quantization are
-      refused by name;
+      a Conv whose output is quantized, a Conv that runs on oneDNN's int8 kernels (u8 source, s8 weights, checked in
+      ONEDNN_VERBOSE); per-axis quantization of a computed tensor and blocked quantization are refused by name;
     * a ResNet-18 with random weights quantized by onnxruntime, on 200 random inputs: Veil and onnxruntime's int8
       agree on top-1 for at least 99 % of them;
     * the pretrained EfficientNet-Lite0 quantized by onnxruntime (calibrated on 50 of the augmented photos of
@@ -93,6 +93,36 @@ def test_dequantized_conv_and_quantized_output() -> None:
     # the conv's float32 sums may fall on the other side of a rounding boundary: at most one step, rarely
     steps = np.abs(got - ref) / 0.05
     assert steps.max() <= 1.0 + 1e-4 and (steps > 0.5).mean() < 0.01
+
+
+def test_int8_kernels_run_the_convolution(tmp_path) -> None:
+    """A Conv reading a QuantizeLinear of zero point 0 runs on oneDNN's int8 kernels (u8 source, s8 weights; seen in
+    ONEDNN_VERBOSE), with its float32 bias, and matches onnxruntime; with a zero point and padding it stays float32
+    (oneDNN 2.6 pads a u8 source with 0, not with the zero point)."""
+    import os
+    import subprocess
+    from pathlib import Path
+
+    inits = _conv_inits()
+    inits[1] = numpy_helper.from_array(np.array(0, np.uint8), "z")
+    nodes = [helper.make_node("QuantizeLinear", ["x", "s", "z"], ["q"]),
+             helper.make_node("DequantizeLinear", ["q", "s", "z"], ["xd"]),
+             helper.make_node("DequantizeLinear", ["w", "ws", "wz"], ["wd"], axis=0),
+             helper.make_node("DequantizeLinear", ["b", "bs"], ["bd"], axis=0),
+             helper.make_node("Conv", ["xd", "wd", "bd"], ["y"], pads=[1, 1, 1, 1])]
+    x = np.abs(np.random.default_rng(3).standard_normal((1, 4, 5, 5), dtype=np.float32)) * 3
+    ref, got, model = _run(nodes, inits, x=x)
+    np.testing.assert_allclose(got, ref, rtol=1e-5, atol=1e-4)
+    root = Path(__file__).resolve().parents[2]
+    cli = os.environ.get("VEIL_BIN", str(root / "build" / "release" / "veil"))
+    (tmp_path / "m.onnx").write_bytes(model)
+    np.save(tmp_path / "x.npy", x)
+    r = subprocess.run([cli, "run", str(tmp_path / "m.onnx"), "-i", str(tmp_path / "x.npy"), "-o",
+                        str(tmp_path / "y.npy")], capture_output=True, text=True, env={**os.environ, "ONEDNN_VERBOSE": "1"})
+    assert r.returncode == 0, r.stderr
+    convs = [line for line in r.stdout.splitlines() if line.startswith("onednn_verbose,exec") and "convolution" in line]
+    assert convs and all("src_u8" in line and "wei_s8" in line for line in convs), convs
+    np.testing.assert_allclose(np.load(tmp_path / "y.npy").reshape(ref.shape), ref, rtol=1e-5, atol=1e-4)
 
 
 def test_refusals_by_name() -> None:
