@@ -13,6 +13,10 @@ the three OpenMP/thread pools (libgomp under oneDNN, PyTorch's, onnxruntime's) n
                                                   so that load from other processes hits them alike)
     engine_bench.py torch_rss MODEL_STATE THREADS  peak RSS (VmHWM) of a process running ResNet-50 in PyTorch, and
                                                   its VmRSS and VmHWM after the imports, before the model
+    engine_bench.py model_rss FRAMEWORK MODEL THREADS [SEALED KEY]
+                                                  the same for MODEL (bert_base: batch 1, sequence 128): veil opens
+                                                  the sealed file with the key and plans it (only veil and numpy
+                                                  imported); torch builds the module (its weights made in place)
 
 FRAMEWORK: veil (veil.Engine over ctypes: the timed call is veil_engine_run plus the ctypes call and the
 allocation of the output array), torch (eager, torch.inference_mode, torch.set_num_threads), ort
@@ -226,6 +230,31 @@ def torch_rss(state: Path, threads: int) -> dict:
     return {"peak_rss_kib": vm_hwm_kib(), "base_rss_kib": base_rss, "base_hwm_kib": base_hwm}
 
 
+def model_rss(framework: str, name: str, threads: int, sealed: str = "", key: str = "") -> dict:
+    x = feeds(name, 1)
+    if framework == "veil":
+        import veil
+
+        base_rss, base_hwm = proc_status_kib("VmRSS"), vm_hwm_kib()
+        with veil.Engine.from_sealed(sealed, key=Path(key).read_bytes(), threads=threads) as e:
+            for _ in range(3):
+                e.run(feeds=x)
+            peak = vm_hwm_kib()
+    else:
+        import torch
+        import transformers  # noqa: F401 - imported before the baseline, like veil above
+
+        torch.set_num_threads(threads)
+        args = [torch.from_numpy(v) for v in x.values()]
+        base_rss, base_hwm = proc_status_kib("VmRSS"), vm_hwm_kib()
+        net = module(name)
+        with torch.inference_mode():
+            for _ in range(3):
+                net(*args)
+        peak = vm_hwm_kib()
+    return {"peak_rss_kib": peak, "base_rss_kib": base_rss, "base_hwm_kib": base_hwm}
+
+
 def main(argv: list[str]) -> int:
     if argv[1] == "prepare":
         prepare(argv[2])
@@ -240,6 +269,9 @@ def main(argv: list[str]) -> int:
         return 0
     if argv[1] == "torch_rss":
         print(json.dumps(torch_rss(Path(argv[2]), int(argv[3]))), flush=True)
+        return 0
+    if argv[1] == "model_rss":
+        print(json.dumps(model_rss(argv[2], argv[3], int(argv[4]), *argv[5:7])), flush=True)
         return 0
     raise SystemExit(__doc__)
 

@@ -19,7 +19,9 @@
 (e) engine_peak_rss: VmHWM of `veil run` on the sealed ResNet-50 (open + decrypt + plan + 3 runs, batch 1) vs
     VmHWM of a Python process that builds torchvision's ResNet-50, loads its state_dict and runs it 3 times: what
     a user pays (ratio, goal <= 0.5). And the model's own footprint: each process's growth from its baseline
-    (VmRSS once its libraries are loaded or imported, before the model) to its peak (ratio_growth).
+    (VmRSS once its libraries are loaded or imported, before the model) to its peak (ratio_growth). The same for
+    BERT-base (sequence 128), both sides Python processes: `import veil` opening the sealed model vs `import torch,
+    transformers` building it.
 (f) engine_load: Veil's plan time (veil.Engine.from_onnx: parse, fold, fuse, create primitives, reorder weights)
     vs onnxruntime's InferenceSession creation on the same ONNX bytes, ResNet-50 batch 1, from (d); both timed
     around that call alone (imports and the file read come first, untimed).
@@ -262,6 +264,28 @@ def bench_engine_latency() -> dict:
     return loads
 
 
+def bench_bert_rss() -> None:
+    """(e) for BERT-base (sequence 128, batch 1): Python processes on both sides, since `veil run` feeds one input."""
+    import veil
+
+    if not engine_available("bert_base"):
+        return
+    key = bench_key()
+    sealed = WORK / "bert_base.veil"
+    if not sealed.exists():
+        veil.seal_onnx(WORK / "bert_base.onnx", sealed, model_id="bench-bert", key=key.read_bytes())
+    v = engine_worker("model_rss", "veil", "bert_base", ENGINE_THREADS, sealed, key)
+    t = engine_worker("model_rss", "torch", "bert_base", ENGINE_THREADS)
+    vg, tg = v["peak_rss_kib"] - v["base_rss_kib"], t["peak_rss_kib"] - t["base_rss_kib"]
+    emit({"bench": "engine_peak_rss", "model": "transformers BERT-base (random weights), batch 1, sequence 128",
+          "veil_process": "python: import veil; open the sealed model, decrypt, plan, 3 runs",
+          "torch_process": "python: import torch and transformers; build BertForSequenceClassification, 3 runs",
+          "veil_peak_rss_bytes": v["peak_rss_kib"] * 1024, "torch_peak_rss_bytes": t["peak_rss_kib"] * 1024,
+          "veil_baseline_rss_bytes": v["base_rss_kib"] * 1024, "torch_baseline_rss_bytes": t["base_rss_kib"] * 1024,
+          "veil_growth_bytes": vg * 1024, "torch_growth_bytes": tg * 1024,
+          "ratio": v["peak_rss_kib"] / t["peak_rss_kib"], "goal": 0.5, "ratio_growth": round(vg / tg, 4)})
+
+
 def bench_engine_rss(loads: dict) -> None:
     sealed, state = WORK / "resnet50.veil", WORK / "resnet50.pt"
     x = WORK / "input_b1.npy"
@@ -288,6 +312,7 @@ def bench_engine_rss(loads: dict) -> None:
           "veil_growth_bytes": veil_growth * 1024, "torch_growth_bytes": torch_growth * 1024,
           "ratio": veil_rec["peak_rss_kib"] / torch_rec["peak_rss_kib"], "goal": 0.5,
           "ratio_growth": round(veil_growth / torch_growth, 4)})
+    bench_bert_rss()
     res = loads.get(("resnet50", 1))
     if res is not None:
         emit({"bench": "engine_load", "model": "torchvision resnet50 (random weights), batch 1",
