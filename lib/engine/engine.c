@@ -303,6 +303,14 @@ int veil_engine_bf16_available(void)
     return ((unsigned)isa & (unsigned)dnnl_cpu_isa_avx512_core_bf16) == (unsigned)dnnl_cpu_isa_avx512_core_bf16;
 }
 
+/* oneDNN's u8 x s8 products are exact only with VNNI (or AMX): without it, pairs are summed with int16 saturation. */
+int eng_int8_exact(void)
+{
+    unsigned isa = (unsigned)dnnl_get_effective_cpu_isa();
+    return (isa & (unsigned)dnnl_cpu_isa_avx512_core_vnni) == (unsigned)dnnl_cpu_isa_avx512_core_vnni ||
+           (isa & (unsigned)dnnl_cpu_isa_avx2_vnni) == (unsigned)dnnl_cpu_isa_avx2_vnni;
+}
+
 const char *veil_engine_cpu_isa(void)
 {
     switch (dnnl_get_effective_cpu_isa()) {

@@ -1191,7 +1191,7 @@ static VEIL_RESULT qparams_of(const struct eng_graph *g, struct eng_node *n, con
     VEIL_ENSURE(q->zp == NULL || (q->zp->kind == VAL_CONST && eng_shape_count(&q->zp->shape) == count),
                 VEIL_ERR_ONNX, "%s: the zero point must be a constant of the scale's shape", label);
     q->per = count, q->stride = 1;
-    if (count == 1 && q->scale->shape.rank == 0)
+    if (count == 1) /* a scalar, or a 1-D scale of one: per tensor, as onnxruntime takes it */
         return VEIL_RESULT_OK;
     int64_t axis = norm_axis(n->axis, x->shape.rank);
     VEIL_ENSURE(axis >= 0 && axis < x->shape.rank && x->shape.dims[axis] == (int64_t)count, VEIL_ERR_ONNX,

@@ -181,6 +181,7 @@ struct conv_build {
     const float *out_scales;      /* int8: x_scale * w_scale[c], m of them; NULL for float */
     int src;                      /* the value read: the input, or (int8) the QuantizeLinear's integers */
     const float *bias_scales;     /* int8: what the float32 bias is divided by (oneDNN 2.x scales it with the sums) */
+    int dq;                       /* int8: the DequantizeLinear node of the weights (b->w may move: values grow) */
     dnnl_data_type_t dst_type;    /* f32, or (int8 writing a QuantizeLinear's integers) u8 / s8 */
     int32_t dst_zp;
 };
@@ -271,7 +272,7 @@ static VEIL_RESULT conv_fold(struct veil_engine *e, const struct conv_build *b, 
 static VEIL_RESULT conv_int8_weights_step(struct veil_engine *e, const struct conv_build *b, struct eng_step *s,
                                           const_dnnl_primitive_desc_t pd)
 {
-    const struct eng_node *dq = &e->g.nodes[b->w->dq_from - 1];
+    const struct eng_node *dq = &e->g.nodes[b->dq];
     const struct eng_value *q = &e->g.values[dq->inputs[0]];
     const dnnl_memory_desc_t *wmd = dnnl_primitive_desc_query_md(pd, dnnl_query_weights_md, 0);
     size_t step = (size_t)(s - e->steps);
@@ -350,7 +351,7 @@ static int bf16_conv(const struct veil_engine *e, const struct conv_build *b)
 /* x_scale * w_scale[c] for each output channel (one weight scale, or one per channel). */
 static VEIL_RESULT int8_scales(const struct eng_graph *g, const struct conv_build *b, float *out)
 {
-    const struct eng_node *dq = &g->nodes[b->w->dq_from - 1];
+    const struct eng_node *dq = &g->nodes[b->dq];
     const struct eng_value *s = &g->values[dq->inputs[1]];
     size_t count = eng_shape_count(&s->shape);
     VEIL_ENSURE(count == 1 || count == (size_t)b->m, VEIL_ERR_INTERNAL, "int8 Conv: %zu weight scales", count);
@@ -399,8 +400,10 @@ VEIL_RESULT eng_conv_build(struct veil_engine *e, struct eng_node *n)
     b.m = b.w->shape.dims[0];
     b.per_out = b.w->shape.dims[1] * b.w->shape.dims[2] * b.w->shape.dims[3];
     b.has_bias = n->bn >= 0 || (n->input_count > 2 && n->inputs[2] >= 0);
-    if (n->int8)
+    if (n->int8) {
+        b.dq = b.w->dq_from - 1;
         return conv_build_int8(e, &b);
+    }
     dnnl_primitive_desc_t pd = NULL;
     if (!bf16_conv(e, &b) || !veil_ok(conv_descs(e, &b, dnnl_bf16, &pd))) {
         veil_error_clear(); /* no bf16 kernel for this one: float32 */

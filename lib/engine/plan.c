@@ -607,6 +607,8 @@ static void fuse_eltwise_chain(struct eng_graph *g, const struct edges *e, struc
         struct eng_node *m = &g->nodes[next];
         if (!is_eltwise(m->op) || m->inputs[0] != n->out || n->elt_count + m->elt_count > ENG_MAX_ELT)
             return;
+        if (has_round(m) || (has_round(n) && m->op != OP_DEQUANTIZE)) /* a Q heads its chain: the kernel's form */
+            return;
         for (uint32_t k = 0; k < m->elt_count; k++)
             n->elt[n->elt_count++] = m->elt[k];
         m->dead = 1;
@@ -618,7 +620,7 @@ static void fuse_eltwise_chain(struct eng_graph *g, const struct edges *e, struc
  * points of 0, no folded BatchNormalization, no residual sum; and, when the input's zero point is not 0, no padding:
  * oneDNN 2.6 pads a u8 source with 0, not with its zero point (measured: wrong borders), while ONNX pads the
  * dequantized input with 0.0, which is the zero point. */
-static int int8_conv(const struct eng_graph *g, const struct eng_node *c, int x, float x_zp)
+static int int8_conv(const struct eng_graph *g, const struct eng_node *c, int x, float x_zp, float x_scale)
 {
     if (c->dead || c->op != OP_CONV || c->inputs[0] != x || c->bn >= 0 || c->sum >= 0)
         return 0;
@@ -634,6 +636,12 @@ static int int8_conv(const struct eng_graph *g, const struct eng_node *c, int x,
     int64_t axis = dq->axis < 0 ? dq->axis + q->shape.rank : dq->axis;
     if (q->dtype != VEIL_ONNX_INT8 || !(scales == 1 || (axis == 0 && (int64_t)scales == q->shape.dims[0])))
         return 0;
+    for (size_t i = 0; i < scales; i++) { /* the bias is divided by x_scale * w_scale: both must be normal */
+        float ws;
+        memcpy(&ws, s->data + 4 * i, 4);
+        if (!(ws > 0) || fpclassify(ws) != FP_NORMAL || fpclassify(ws * x_scale) != FP_NORMAL)
+            return 0;
+    }
     if (dq->input_count > 2 && dq->inputs[2] >= 0) {
         const struct eng_value *z = &g->values[dq->inputs[2]];
         for (size_t i = 0; i < z->size; i++)
@@ -648,29 +656,32 @@ static int int8_conv(const struct eng_graph *g, const struct eng_node *c, int x,
  * (a residual Add) read the dequantized values as before. */
 static void mark_int8(struct eng_graph *g, const struct edges *e, struct eng_node *n)
 {
-    if (n->op != OP_QUANTIZE || n->elt_count != 5 || g->values[n->out].is_output)
+    if (n->op != OP_QUANTIZE || n->elt_count != 5 || g->values[n->out].is_output || !eng_int8_exact())
         return;
     float lo = n->elt[2].alpha, hi = n->elt[2].beta;
+    float dq_zp = -n->elt[3].beta, dq_scale = n->elt[4].alpha; /* the Conv reads the integers as its DQ says */
     if (!((lo == 0.0f && hi == 255.0f) || (lo == -128.0f && hi == 127.0f)))
         return;
     int x = n->out, convs = 0, others = 0;
     for (size_t k = e->start[x]; k < e->start[x + 1]; k++) {
         const struct eng_node *c = &g->nodes[e->list[k]];
         if (!c->dead)
-            int8_conv(g, c, x, n->elt[0].beta) ? convs++ : others++;
+            int8_conv(g, c, x, dq_zp, dq_scale) ? convs++ : others++;
     }
+    for (size_t i = 0; i < g->node_count; i++) /* a Conv that absorbed an Add reading x (a sum post-op) reads it */
+        others += !g->nodes[i].dead && g->nodes[i].sum == x;
     if (convs == 0)
         return;
     n->int8 = others == 0 ? 1 : 2;
     n->x_type = lo < 0 ? dnnl_s8 : dnnl_u8;
     for (size_t k = e->start[x]; k < e->start[x + 1]; k++) {
         struct eng_node *c = &g->nodes[e->list[k]];
-        if (c->dead || !int8_conv(g, c, x, n->elt[0].beta))
+        if (c->dead || !int8_conv(g, c, x, dq_zp, dq_scale))
             continue;
         c->int8 = 1;
         c->int8_q = (int)(n - g->nodes) + 1;
-        c->x_scale = n->alpha;
-        c->x_zp = (int32_t)n->elt[0].beta;
+        c->x_scale = dq_scale;
+        c->x_zp = (int32_t)dq_zp;
         c->x_type = n->x_type;
     }
 }

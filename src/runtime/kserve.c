@@ -213,11 +213,13 @@ static VEIL_RESULT outputs_alloc(const struct rt_model *m, const veil_engine *e,
 
 /* The engine on the request. *shapes_refused: no plan takes the request's input shapes (the message, safe for the
  * client, says so). */
-static VEIL_RESULT run(struct rt_model *m, struct veil_serve_request *req, struct outputs *o, int *shapes_refused)
+static VEIL_RESULT run(struct rt_model *m, struct veil_serve_request *req, struct outputs *o, int *shapes_refused,
+                       int *plan_limited)
 {
     struct rt_lease lease;
     struct veil_result a = rt_model_acquire(m, req->input_shapes, &lease);
     *shapes_refused = a.status == VEIL_ERR_ARG;
+    *plan_limited = a.status == VEIL_ERR_LIMIT; /* rt_model_acquire's only VEIL_ERR_LIMIT: past plan_rate */
     VEIL_GUARD(a);
     struct veil_result r = outputs_alloc(m, lease.engine, req, o);
     req->output_shapes_set = veil_ok(r);
@@ -294,15 +296,15 @@ static void infer_run(struct rt_model *m, const struct vd_request *rq, struct vd
         return;
     }
     struct outputs o = {0};
-    int shapes_refused = 0;
-    struct veil_result res = run(m, &req, &o, &shapes_refused);
+    int shapes_refused = 0, plan_limited = 0;
+    struct veil_result res = run(m, &req, &o, &shapes_refused, &plan_limited);
     if (veil_ok(res)) {
         respond_outputs(m, &req, &o, rs);
         rt_metrics_inferences(req.batch);
     } else if (shapes_refused) {
         rt_metrics_refusal("bad-request");
         rt_respond_error(rs, 400, veil_last_error());
-    } else if (res.status == VEIL_ERR_LIMIT) { /* past plan_rate: the message names no shape */
+    } else if (plan_limited) { /* past plan_rate: the message names no shape */
         rt_metrics_refusal("plan-rate");
         rt_respond_error(rs, 503, veil_last_error());
         rs->retry_after = 1;

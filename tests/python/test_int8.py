@@ -125,6 +125,79 @@ def test_int8_kernels_run_the_convolution(tmp_path) -> None:
     np.testing.assert_allclose(np.load(tmp_path / "y.npy").reshape(ref.shape), ref, rtol=1e-5, atol=1e-4)
 
 
+def _check(nodes, inits, shape, x) -> None:
+    ref, got, _ = _run(nodes, inits, shape=shape, x=x)
+    assert not np.isnan(got).any()
+    np.testing.assert_allclose(got, ref, rtol=1e-5, atol=1e-5 * max(1.0, float(np.abs(ref).max())))
+
+
+def test_review_cases() -> None:
+    """What an independent review found wrong in the first int8 version, each now matching onnxruntime."""
+    gen = np.random.default_rng(5)
+    w = gen.integers(-127, 128, (8, 8, 3, 3)).astype(np.int8)
+    x = gen.standard_normal((1, 8, 6, 6), dtype=np.float32) * 3
+    conv = [helper.make_node("QuantizeLinear", ["x", "s", "z"], ["q"]),
+            helper.make_node("DequantizeLinear", ["q", "s2", "z2"], ["xd"]),
+            helper.make_node("DequantizeLinear", ["w", "ws"], ["wd"], axis=0),
+            helper.make_node("Conv", ["xd", "wd", "b"], ["y"])]
+    for ws in (np.full(8, 0.01, np.float32), np.array([0.01, 0.02, 0, 0.01, 1e-30, 0.01, 0.01, 0.01], np.float32)):
+        # the DequantizeLinear's scale and zero point differ from the QuantizeLinear's: the Conv reads the
+        # integers as its DequantizeLinear says; a zero or subnormal weight scale keeps the Conv in float32
+        inits = [*_scalars(np.array(0, np.uint8)), numpy_helper.from_array(np.array(0.1, np.float32), "s2"),
+                 numpy_helper.from_array(np.array(3, np.uint8), "z2"), numpy_helper.from_array(w, "w"),
+                 numpy_helper.from_array(ws, "ws"), numpy_helper.from_array(gen.standard_normal(8).astype(np.float32),
+                                                                            "b")]
+        _check(conv, inits, (1, 8, 6, 6), x)
+    # a residual Add fused into a float Conv reads the same dequantized tensor as an int8 Conv
+    c = 16
+    inits = [*_scalars(np.array(0, np.uint8)), numpy_helper.from_array(gen.integers(-127, 127, (c, c, 1, 1))
+                                                                       .astype(np.int8), "w1"),
+             numpy_helper.from_array(np.full(c, 0.01, np.float32), "ws1"),
+             numpy_helper.from_array((gen.standard_normal((c, c, 1, 1)) * 0.1).astype(np.float32), "wk")]
+    nodes = [helper.make_node("QuantizeLinear", ["x", "s", "z"], ["q"]),
+             helper.make_node("DequantizeLinear", ["q", "s", "z"], ["x1"]),
+             helper.make_node("DequantizeLinear", ["w1", "ws1"], ["wd1"], axis=0),
+             helper.make_node("Conv", ["x1", "wd1"], ["y1"]), helper.make_node("Conv", ["y1", "wk"], ["yk"]),
+             helper.make_node("Add", ["yk", "x1"], ["y"])]
+    _check(nodes, inits, (1, c, 6, 6), gen.standard_normal((1, c, 6, 6), dtype=np.float32) * 3)
+    # a QuantizeLinear behind an activation: round(x / s) + zp, ties to even, not round(x / s + zp)
+    ties = np.array([[0.25, 0.75, 1.25, 1.75, 2.25, 0.1, 3.0, 0.0]], np.float32)
+    for zp in (1, 3):
+        nodes = [helper.make_node("Relu", ["x"], ["h"]), helper.make_node("QuantizeLinear", ["h", "s", "z"], ["q"]),
+                 helper.make_node("DequantizeLinear", ["q", "s", "z"], ["y"])]
+        _check(nodes, _scalars(np.array(zp, np.uint8), 0.5), (1, 8), ties)
+
+
+def test_int8_conv_when_values_grow(tmp_path) -> None:
+    """Unused initializers put the value table at a size where the int8 Conv's input reorder grows it (a moved
+    table was read after the move); run by the CLI under a perturbing allocator."""
+    import os
+    import subprocess
+    from pathlib import Path
+
+    gen = np.random.default_rng(6)
+    inits = [*_scalars(np.array(0, np.uint8)), numpy_helper.from_array(gen.integers(-127, 128, (8, 4, 3, 3))
+                                                                       .astype(np.int8), "w"),
+             numpy_helper.from_array(np.full(8, 0.01, np.float32), "ws")]
+    inits += [numpy_helper.from_array(np.zeros(1, np.float32), f"unused{i}") for i in range(54)]
+    nodes = [helper.make_node("QuantizeLinear", ["x", "s", "z"], ["q"]),
+             helper.make_node("DequantizeLinear", ["q", "s", "z"], ["xd"]),
+             helper.make_node("DequantizeLinear", ["w", "ws"], ["wd"], axis=0),
+             helper.make_node("Conv", ["xd", "wd"], ["y"], pads=[1, 1, 1, 1])]
+    x = np.abs(gen.standard_normal((1, 4, 5, 5), dtype=np.float32))
+    ref, got, model = _run(nodes, inits, x=x)
+    np.testing.assert_allclose(got, ref, rtol=1e-5, atol=1e-4)
+    root = Path(__file__).resolve().parents[2]
+    cli = os.environ.get("VEIL_BIN", str(root / "build" / "release" / "veil"))
+    (tmp_path / "m.onnx").write_bytes(model)
+    np.save(tmp_path / "x.npy", x)
+    r = subprocess.run([cli, "run", str(tmp_path / "m.onnx"), "-i", str(tmp_path / "x.npy"), "-o",
+                        str(tmp_path / "y.npy")], capture_output=True, text=True,
+                       env={**os.environ, "MALLOC_PERTURB_": "165"})
+    assert r.returncode == 0, r.stderr
+    np.testing.assert_allclose(np.load(tmp_path / "y.npy").reshape(ref.shape), ref, rtol=1e-5, atol=1e-4)
+
+
 def test_refusals_by_name() -> None:
     per_axis = [numpy_helper.from_array(np.full(4, 0.05, np.float32), "s"),
                 numpy_helper.from_array(np.zeros(4, np.uint8), "z")]
