@@ -46,9 +46,11 @@
 (l) large_seal, large_run, large_unseal: a 2.7 GB model with ONNX external data sealed, run and unsealed by the CLI
     vs an fsync'ed copy of the same bytes and onnxruntime on the plain model; peak RSS against the plaintext
     (bench/large_bench.py; VEIL_BENCH_ONLY=large).
+(m) onednn_version: the engine's layers (ResNet-50's convolutions, BERT-base's matmuls; f32, bf16, int8) on Debian's
+    oneDNN 2.6 vs oneDNN 3.x from PyPI, the two builds taking turns (bench/onednn_bench.py; VEIL_BENCH_ONLY=onednn).
 
 VEIL_BENCH_ONLY=PART[,PART...] runs only those parts: decrypt (a), open (b, c), attest (h), kbs (g), engine (d, e, f),
-serve (i), cache (j), precision (k), large (l). VEIL_BENCH_BUILD names the build directory of the C binaries (default build/release).
+serve (i), cache (j), precision (k), large (l), onednn (m). VEIL_BENCH_BUILD names the build directory of the C binaries (default build/release).
 """
 
 from __future__ import annotations
@@ -456,9 +458,17 @@ def bench_large() -> None:
     large_bench.main(BUILD, WORK, emit)
 
 
+def bench_onednn() -> None:
+    """(m) bench/onednn_bench.py: oneDNN 2.6 vs 3.x on the engine's layers."""
+    sys.path.insert(0, str(ROOT / "bench"))
+    import onednn_bench
+
+    onednn_bench.main(WORK, emit)
+
+
 PARTS = {"decrypt": bench_decrypt, "open": bench_open, "attest": bench_attest, "kbs": bench_kbs,
          "engine": bench_engine, "serve": bench_serve, "cache": bench_cache, "precision": bench_precision,
-         "large": bench_large}
+         "large": bench_large, "onednn": bench_onednn}
 
 
 def main() -> int:

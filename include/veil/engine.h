@@ -51,6 +51,9 @@ struct veil_engine_options {
 
 /* 1 when this CPU runs bf16 natively (AVX512-BF16 or AMX-BF16, as oneDNN detects it), else 0. */
 VEIL_API int veil_engine_bf16_available(void);
+/* 1 when QDQ convolutions can run on oneDNN's int8 kernels here (VNNI or AMX, where u8 x s8 products are exact);
+ * else 0, and such models run the same arithmetic in float32 (docs/internals/engine.md, "int8"). */
+VEIL_API int veil_engine_int8_available(void);
 /* The ISA oneDNN uses on this CPU, for logs: "avx512_core_amx", "avx512_core_bf16", "avx512_core", ... */
 VEIL_API const char *veil_engine_cpu_isa(void);
 

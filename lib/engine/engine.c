@@ -84,6 +84,27 @@ static VEIL_RESULT describe(const struct eng_graph *g, const int *values, size_t
  * opened model, which read that table from the same graph already (not parsed again); a model may lend its weights. */
 enum views_origin { VIEWS_CALLER, VIEWS_TABLE, VIEWS_LENT };
 
+/* Whether the large constant weights of the planned MatMul/Gemm nodes and Gather tables (embeddings) are at least
+ * half of the model's bytes: only then is keeping the model (all of it) for them cheaper than copying them
+ * (ENG_BORROW_IF_PLAIN). */
+static int mostly_lendable(const struct eng_graph *g, const struct veil_tensor_view *tensors, size_t count)
+{
+    uint64_t total = 0, lendable = 0;
+    for (size_t i = 0; i < count; i++)
+        total += tensors[i].size;
+    for (size_t i = 0; i < g->node_count; i++) {
+        const struct eng_node *n = &g->nodes[i];
+        int gather = n->op == OP_GATHER;
+        if ((n->op != OP_MATMUL && n->op != OP_GEMM && !gather) || n->dead || n->input_count < 2 ||
+            n->inputs[gather ? 0 : 1] < 0)
+            continue;
+        const struct eng_value *w = &g->values[n->inputs[gather ? 0 : 1]];
+        if (w->kind == VAL_CONST && w->from_view && w->owned == NULL && w->size >= ENG_BORROW_MIN_TENSOR)
+            lendable += w->size;
+    }
+    return lendable >= total / 2 && lendable > 0;
+}
+
 static VEIL_RESULT load_impl(struct veil_engine *e, const uint8_t *graph, size_t size,
                              const struct veil_tensor_view *tensors, size_t count,
                              const struct veil_engine_shape *shapes, size_t shape_count, enum views_origin origin)
@@ -96,6 +117,8 @@ static VEIL_RESULT load_impl(struct veil_engine *e, const uint8_t *graph, size_t
         VEIL_GUARD(check_views(graph, size, tensors, count));
     VEIL_GUARD(eng_graph_parse(&e->g, graph, size, tensors, count));
     VEIL_GUARD(eng_plan_graph(&e->g, e->opts.batch, e->opts.symbolic_size, shapes, shape_count));
+    if (e->borrow == ENG_BORROW_IF_PLAIN && !mostly_lendable(&e->g, tensors, count))
+        e->borrow = ENG_BORROW_NONE;
     VEIL_GUARD(eng_exec_build(e));
     VEIL_GUARD(describe(&e->g, e->g.inputs, e->g.input_count, &e->io_in));
     return describe(&e->g, e->g.outputs, e->g.output_count, &e->io_out);
@@ -132,7 +155,7 @@ veil_status veil_engine_load(const uint8_t *graph, size_t graph_size, const stru
 static veil_status load_engine(const uint8_t *graph, size_t graph_size, const struct veil_tensor_view *tensors,
                                size_t tensor_count, const struct veil_engine_options *options,
                                const struct veil_engine_shape *shapes, size_t shape_count, enum views_origin origin,
-                               const veil_model *lender, veil_engine **out)
+                               const veil_model *lender, int lend_all, veil_engine **out)
 {
     if (out == NULL)
         return veil_error_raise(VEIL_ERR_ARG, __FILE__, __LINE__, "no output given").status;
@@ -140,7 +163,7 @@ static veil_status load_engine(const uint8_t *graph, size_t graph_size, const st
     struct veil_engine *e = calloc(1, sizeof *e);
     if (e == NULL)
         return veil_error_raise(VEIL_ERR_NOMEM, __FILE__, __LINE__, "out of memory").status;
-    e->borrow = lender != NULL;
+    e->borrow = lender == NULL ? ENG_BORROW_NONE : lend_all ? ENG_BORROW_FORCE : ENG_BORROW_IF_PLAIN;
     struct veil_result r = resolve_options(options, &e->opts);
     if (veil_ok(r))
         r = load_impl(e, graph, graph_size, tensors, tensor_count, shapes, shape_count, origin);
@@ -149,7 +172,7 @@ static veil_status load_engine(const uint8_t *graph, size_t graph_size, const st
         return r.status;
     }
     drop_views(&e->g);
-    if (lender != NULL)
+    if (lender != NULL && e->borrowed > 0)
         e->model = veil_model_retain(lender);
     *out = e;
     return VEIL_OK;
@@ -160,7 +183,7 @@ veil_status veil_engine_load_shaped(const uint8_t *graph, size_t graph_size, con
                                     const struct veil_engine_shape *shapes, size_t shape_count, veil_engine **out)
 {
     veil_error_clear();
-    return load_engine(graph, graph_size, tensors, tensor_count, options, shapes, shape_count, VIEWS_CALLER, NULL,
+    return load_engine(graph, graph_size, tensors, tensor_count, options, shapes, shape_count, VIEWS_CALLER, NULL, 0,
                        out);
 }
 
@@ -182,7 +205,7 @@ static veil_status load_split(const struct veil_onnx_split *split, const struct 
         views[i] = (struct veil_tensor_view){t->name, t->dtype, t->rank, t->dims, t->data, (size_t)t->size};
     }
     veil_status st = load_engine(split->graph.data, split->graph.size, views, split->tensor_count, options, shapes,
-                                 shape_count, VIEWS_TABLE, NULL, out);
+                                 shape_count, VIEWS_TABLE, NULL, 0, out);
     free(views);
     return st;
 }
@@ -265,10 +288,9 @@ veil_status veil_engine_load_model_shaped(const veil_model *model, const struct 
         st = veil_model_tensor(model, i, &views[i]);
         total += views[i].size;
     }
-    int lend = total >= eng_borrow_min_model;
     if (st == VEIL_OK)
-        st = load_engine(graph, size, views, count, options, shapes, shape_count, lend ? VIEWS_LENT : VIEWS_TABLE,
-                         lend ? model : NULL, out);
+        st = load_engine(graph, size, views, count, options, shapes, shape_count, VIEWS_LENT, model,
+                         total >= eng_borrow_min_model, out);
     free(views);
     return st;
 }
@@ -309,6 +331,11 @@ int eng_int8_exact(void)
     unsigned isa = (unsigned)dnnl_get_effective_cpu_isa();
     return (isa & (unsigned)dnnl_cpu_isa_avx512_core_vnni) == (unsigned)dnnl_cpu_isa_avx512_core_vnni ||
            (isa & (unsigned)dnnl_cpu_isa_avx2_vnni) == (unsigned)dnnl_cpu_isa_avx2_vnni;
+}
+
+int veil_engine_int8_available(void)
+{
+    return eng_int8_exact();
 }
 
 const char *veil_engine_cpu_isa(void)

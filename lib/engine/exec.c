@@ -237,6 +237,12 @@ VEIL_RESULT eng_step_const(struct veil_engine *e, struct eng_step *s, int arg, c
     return step_arg(s, (struct eng_arg){.arg = arg, .kind = ARG_CONST, .md = *dst_md, .ptr = dst});
 }
 
+int eng_lendable(const struct veil_engine *e, const struct eng_value *v)
+{
+    return e->borrow != ENG_BORROW_NONE && v->kind == VAL_CONST && v->from_view && v->owned == NULL &&
+           v->data != NULL && v->size >= ENG_BORROW_MIN_TENSOR && ((uintptr_t)v->data & 63u) == 0;
+}
+
 VEIL_RESULT eng_step_borrow(struct veil_engine *e, struct eng_step *s, int arg, const dnnl_memory_desc_t *md,
                             const void *src)
 {

@@ -235,13 +235,22 @@ struct veil_engine {
     int *out_values;                /* per graph output, the plain value to copy out */
     struct eng_input_bind *in_binds; /* per graph input: read in place from the caller's buffer, or copied */
     struct veil_engine_io *io_in, *io_out;
-    int borrow;                     /* large constant weights may be used in place, in the views' memory */
+    int borrow;                     /* enum eng_borrow: may large constant weights be used in place, in the
+                                       views' memory */
     size_t borrowed;                /* how many are */
     veil_model *model;              /* the sealed model those views belong to, kept alive (a reference) */
 };
 
-/* A model whose tensors total at least this many bytes lends its large weights to the engine: the engine runs on
- * them in place (plain layout) instead of holding a second, reordered copy. */
+/* How an opened model's weights may be lent to the engine's MatMul/Gemm (and float32 Gather tables, embeddings, which
+ * the engine's own kernel reads in place), which then run on them instead of holding a second copy (the engine keeps
+ * a reference to the model, and with it all of the model's plaintext):
+ * - ENG_BORROW_FORCE: a model whose tensors total at least eng_borrow_min_model bytes; its large weights are read in
+ *   their plain layout even where oneDNN would have packed them;
+ * - ENG_BORROW_IF_PLAIN: a smaller model whose large MatMul/Gemm weights and Gather tables are at least half its
+ *   bytes (a transformer's); a weight is lent only where the primitive oneDNN chose reads the plain layout anyway (nothing is
+ *   slower), else copied as before;
+ * - ENG_BORROW_NONE: every other load. A model that lent nothing is not kept. */
+enum eng_borrow { ENG_BORROW_NONE, ENG_BORROW_IF_PLAIN, ENG_BORROW_FORCE };
 #define ENG_BORROW_MIN_MODEL (UINT64_C(1) << 30)
 #define ENG_BORROW_MIN_TENSOR (UINT64_C(1) << 20)
 extern uint64_t eng_borrow_min_model; /* ENG_BORROW_MIN_MODEL; the unit tests lower it */
@@ -482,6 +491,9 @@ VEIL_RESULT eng_attr_new(const struct eng_node *n, const struct eng_post *post, 
 /* Allocates secure memory owned by the engine. */
 VEIL_RESULT eng_const_alloc(struct veil_engine *e, size_t size, void **out);
 /* A constant argument used in place: src (64-byte aligned, in layout md) must outlive the engine. */
+/* Whether a constant is a large tensor of the lending model's, unchanged and aligned: one a step may read in place
+ * (enum eng_borrow; the caller also checks the layout the step reads). */
+int eng_lendable(const struct veil_engine *e, const struct eng_value *v);
 VEIL_RESULT eng_step_borrow(struct veil_engine *e, struct eng_step *s, int arg, const dnnl_memory_desc_t *md,
                             const void *src);
 /* Builds every step; then plans memory and binds the buffers. */

@@ -236,14 +236,12 @@ static VEIL_RESULT mm_weights(struct veil_engine *e, const struct mm_build *b, s
 }
 
 /* Whether the constant weights are a large tensor of the caller's that the product can read in place, in their
- * plain layout (a large model's weights are not copied into a packed layout; see ENG_BORROW_MIN_MODEL). */
+ * plain layout (enum eng_borrow). */
 static int mm_borrowable(const struct veil_engine *e, const struct mm_build *b)
 {
-    if (!e->borrow || !b->w_const || b->n->alpha != 1.0f)
+    if (e->borrow == ENG_BORROW_NONE || !b->w_const || b->n->alpha != 1.0f)
         return 0;
-    const struct eng_value *w = &e->g.values[b->n->inputs[1]];
-    return w->from_view && w->owned == NULL && w->data != NULL && w->size >= ENG_BORROW_MIN_TENSOR &&
-           ((uintptr_t)w->data & 63u) == 0;
+    return eng_lendable(e, &e->g.values[b->n->inputs[1]]);
 }
 
 static VEIL_RESULT mm_step(struct veil_engine *e, struct mm_build *b, int a, int w, const_dnnl_primitive_desc_t pd)
@@ -307,7 +305,7 @@ static VEIL_RESULT mm_finish(struct veil_engine *e, struct mm_build *b, int a, i
     int head = e->g.values[b->n->out].is_output; /* the classifier: its logits are the answer, kept float32 */
     if (e->opts.precision == VEIL_ENGINE_BF16 && !head)
         VEIL_GUARD(mm_bf16(e, b, &a, &w, &pd));
-    if (pd == NULL && mm_borrowable(e, b))
+    if (pd == NULL && e->borrow == ENG_BORROW_FORCE && mm_borrowable(e, b))
         b->wgt = b->w_user;
     if (pd == NULL)
         VEIL_GUARD(mm_pd(e, b, &pd));

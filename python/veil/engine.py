@@ -92,6 +92,8 @@ _SIGNATURES: dict[str, tuple[object, list[object]]] = {
     "veil_engine_input_dtype": (ctypes.c_int32, [_P, _SZ]),
     "veil_engine_free": (None, [_P]),
     "veil_engine_bf16_available": (ctypes.c_int, []),
+    "veil_engine_int8_available": (ctypes.c_int, []),
+    "veil_engine_cpu_isa": (ctypes.c_char_p, []),
     "veil_tee_from_name": (ctypes.c_int, [ctypes.c_char_p, ctypes.POINTER(ctypes.c_int)]),
     "veil_kbs_fetch_release": (ctypes.c_int, [ctypes.POINTER(_FetchOptions), ctypes.c_char_p, ctypes.c_uint32, _P,
                                               _SZ, ctypes.POINTER(_SZ), ctypes.POINTER(ctypes.c_uint64)]),
@@ -139,6 +141,17 @@ def _options(threads: int | None, batch: int | None, lock_memory: bool, precisio
 def bf16_available() -> bool:
     """True when this CPU runs bfloat16 natively (AVX512-BF16 or AMX), so that precision="bf16" can be used."""
     return bool(_cdll().veil_engine_bf16_available())
+
+
+def int8_available() -> bool:
+    """True when QDQ convolutions run on oneDNN's int8 kernels here (VNNI or AMX); otherwise such models compute
+    the same quantized arithmetic in float32."""
+    return bool(_cdll().veil_engine_int8_available())
+
+
+def cpu_isa() -> str:
+    """The instruction set oneDNN uses on this CPU ("avx2", "avx512_core_amx", ...)."""
+    return _cdll().veil_engine_cpu_isa().decode()
 
 
 @dataclass(frozen=True)

@@ -187,3 +187,32 @@ def test_load_refusals() -> None:
         veil.Engine.from_onnx(erf)
     with pytest.raises(TypeError):
         veil.Engine.from_model(b"not a model")  # type: ignore[arg-type]
+
+
+def test_cpu_capabilities_are_detected() -> None:
+    """bf16 and int8 availability follow the ISA oneDNN detects: bf16 needs AVX512-BF16 or AMX, int8 kernels VNNI."""
+    isa = veil.engine.cpu_isa()
+    assert isa and isa != "another ISA"
+    assert veil.engine.bf16_available() == (isa in ("avx512_core_bf16", "avx512_core_amx"))
+    assert veil.engine.int8_available() == (isa in ("avx512_core_vnni", "avx512_core_bf16", "avx512_core_amx",
+                                                    "avx2_vnni"))
+
+
+@pytest.mark.skipif(veil.engine.bf16_available(), reason="this CPU runs bf16: test_precision.py covers the mode")
+def test_bf16_refused_clearly_without_the_isa(tmp_path: Path) -> None:
+    """On a CPU without AVX512-BF16 or AMX (an AVX2-only one, say), precision="bf16" is refused with the reason and
+    the ISA found, from Python and from the CLI; fp32 still runs."""
+    model = _conv_model(False, [0] * 8)
+    isa = veil.engine.cpu_isa()
+    with pytest.raises(veil.UnsupportedError, match=f"bf16 needs a CPU with AVX512-BF16 or AMX; this one runs {isa}"):
+        veil.Engine.from_onnx(model, precision="bf16")
+    with veil.Engine.from_onnx(model) as e:
+        assert e.run(np.ones((1, 3, 9, 9), np.float32))[0].size
+    import os
+    import subprocess
+    (tmp_path / "m.onnx").write_bytes(model)
+    np.save(tmp_path / "x.npy", np.ones((1, 3, 9, 9), np.float32))
+    cli = os.environ.get("VEIL_BIN", str(Path(__file__).resolve().parents[2] / "build" / "release" / "veil"))
+    r = subprocess.run([cli, "run", str(tmp_path / "m.onnx"), "-i", str(tmp_path / "x.npy"), "-o",
+                        str(tmp_path / "y.npy"), "--precision", "bf16"], capture_output=True, text=True)
+    assert r.returncode != 0 and "AVX512-BF16 or AMX" in r.stderr and not (tmp_path / "y.npy").exists(), r.stderr
