@@ -3,15 +3,19 @@
  * libdnnl 2.6 and against oneDNN 3.x from PyPI, and runs the two binaries in turns.
  *
  *   onednn_versions MODEL DTYPE BATCH ROUNDS
- *     MODEL  resnet50: its 53 convolutions (ReLU fused where the model has one) and the classifier's matmul
- *            bert:     one BERT-base encoder's matmuls at sequence 128, x12 layers (Q, K, V, output, both FFN
- *                      matmuls with bias, GELU fused; the two attention matmuls per head)
- *     DTYPE  f32 | bf16 (bf16 source and weights, f32 destination, as the engine's bf16 mode) | int8 (resnet50
- *            only: u8 source, s8 weights, u8 destination; no scales, which do not change the kernel chosen)
+ *     MODEL  resnet50: its 53 convolutions as the engine fuses them (BatchNorm folded; ReLU, and on each block's
+ *                      last convolution the residual sum then ReLU, as post-ops) and the classifier's matmul
+ *            bert:     BERT-base's matmuls at sequence 128, x12 layers: Q, K, V, output and both FFN matmuls as
+ *                      2-D products with bias (the engine flattens a Linear layer's [batch, seq, k] input and adds no
+ *                      activation post-op to a matmul), and the two attention matmuls per head on plain operands
+ *                      (the engine materializes the transposes)
+ *            bert_1x1: the same, the Linear layers as 1x1 convolutions over channels-last rows, as the engine
+ *                      creates them on CPUs without AVX-512 (lib/engine/op_gemm.c, mm_as_conv1x1)
+ *     DTYPE  f32 | bf16 (bf16 source and weights, f32 destination, as the engine's bf16 mode)
  *
- * Every layer gets the primitive oneDNN picks for format_tag_any (weights already in that layer's layout, as the
- * engine reorders them once at load), and runs on its own input: what is timed is the primitives alone, one after
- * the other, no reorders between layers. Prints one JSON line: the library's version, the kernels it chose (how many
+ * Every layer gets the primitive oneDNN picks for format_tag_any (constant weights already in that layer's layout,
+ * as the engine reorders them once at load), and runs on its own input: what is timed is the primitives alone, one
+ * after the other, without the reorders, layer norms, softmaxes and element-wise operators between them. Prints one JSON line: the library's version, the kernels it chose (how many
  * layers each), the GFLOP of one pass and the wall time of each timed pass in ms.
  *
  * Compiled against oneDNN 2.x or 3.x; the two C APIs differ in how descriptors are made (the #if blocks below). */
@@ -36,9 +40,10 @@ enum kind { CONV, MATMUL };
 
 struct layer {
     enum kind kind;
-    int relu, gelu, bias;
+    int relu, sum, bias; /* post-ops: sum (the residual, into dst) before relu */
     /* CONV: n c h w -> oc, k x k, stride, pad. MATMUL: b x (m x k) . (k x n); weights constant or an activation */
     long n, c, h, w, oc, k, stride, pad;
+    int nhwc; /* CONV: source and destination in the plain channels-last layout (acdb), not format_tag_any */
     long b, m, kk, nn;
     int wconst;
 };
@@ -56,51 +61,64 @@ static void add(struct layer l)
     layers[n_layers++] = l;
 }
 
-static void conv(long n, long c, long h, long oc, long k, long stride, long pad, int relu)
+static void conv(long n, long c, long h, long oc, long k, long stride, long pad, int relu, int sum)
 {
-    add((struct layer){.kind = CONV, .relu = relu, .bias = 1, .n = n, .c = c, .h = h, .w = h, .oc = oc, .k = k,
-                       .stride = stride, .pad = pad});
+    add((struct layer){.kind = CONV, .relu = relu, .sum = sum, .bias = 1, .n = n, .c = c, .h = h, .w = h, .oc = oc,
+                       .k = k, .stride = stride, .pad = pad});
 }
 
-static void matmul(long b, long m, long k, long n, int wconst, int bias, int gelu)
+/* b == 1 with constant weights: a 2-D product (m x k) . (k x n); else batched, both operands plain */
+static void matmul(long b, long m, long k, long n, int wconst, int bias)
 {
-    add((struct layer){.kind = MATMUL, .gelu = gelu, .bias = bias, .b = b, .m = m, .kk = k, .nn = n,
-                       .wconst = wconst});
+    add((struct layer){.kind = MATMUL, .bias = bias, .b = b, .m = m, .kk = k, .nn = n, .wconst = wconst});
 }
 
 /* torchvision's resnet50 (v1.5: the stride on the 3x3), BatchNorm folded into the convolutions as the engine does */
 static void resnet50(long n)
 {
     static const int blocks[4] = {3, 4, 6, 3};
-    conv(n, 3, 224, 64, 7, 2, 3, 1);
+    conv(n, 3, 224, 64, 7, 2, 3, 1, 0);
     long in = 64, h = 56;
     for (int s = 0; s < 4; s++) {
         long width = 64L << s, out = width * 4;
         for (int b = 0; b < blocks[s]; b++) {
             long stride = (b == 0 && s > 0) ? 2 : 1;
-            conv(n, in, h, width, 1, 1, 0, 1);
-            conv(n, width, h, width, 3, stride, 1, 1);
+            conv(n, in, h, width, 1, 1, 0, 1, 0);
+            conv(n, width, h, width, 3, stride, 1, 1, 0);
             if (b == 0)
-                conv(n, in, h, out, 1, stride, 0, 0);
+                conv(n, in, h, out, 1, stride, 0, 0, 0); /* the shortcut's projection */
             h /= stride;
-            conv(n, width, h, out, 1, 1, 0, 0); /* its ReLU follows the residual sum */
+            conv(n, width, h, out, 1, 1, 0, 1, 1); /* + the shortcut, then ReLU */
             in = out;
         }
     }
-    matmul(1, n, 2048, 1000, 1, 1, 0);
+    matmul(1, n, 2048, 1000, 1, 1);
 }
 
-static void bert(long n)
+static void linear_mm(long m, long k, long n)
+{
+    matmul(1, m, k, n, 1, 1);
+}
+
+/* A Linear layer (m x k) . (k x n) as a 1x1 convolution over m pixels, channels last: the same bytes in and out */
+static void linear_1x1(long m, long k, long n)
+{
+    add((struct layer){.kind = CONV, .bias = 1, .n = 1, .c = k, .h = m, .w = 1, .oc = n, .k = 1, .stride = 1,
+                       .nhwc = 1});
+}
+
+static void bert(long n, int as_1x1)
 {
     const long seq = 128, hidden = 768, heads = 12, ffn = 3072;
     for (int l = 0; l < 12; l++) {
+        void (*linear)(long, long, long) = as_1x1 ? linear_1x1 : linear_mm;
         for (int i = 0; i < 3; i++)
-            matmul(1, n * seq, hidden, hidden, 1, 1, 0);          /* Q, K, V */
-        matmul(n * heads, seq, hidden / heads, seq, 0, 0, 0);     /* Q . K^T */
-        matmul(n * heads, seq, seq, hidden / heads, 0, 0, 0);     /* softmax . V */
-        matmul(1, n * seq, hidden, hidden, 1, 1, 0);              /* output */
-        matmul(1, n * seq, hidden, ffn, 1, 1, 1);                 /* FFN in, GELU */
-        matmul(1, n * seq, ffn, hidden, 1, 1, 0);                 /* FFN out */
+            linear(n * seq, hidden, hidden);                   /* Q, K, V */
+        matmul(n * heads, seq, hidden / heads, seq, 0, 0);     /* Q . K^T (K^T materialized) */
+        matmul(n * heads, seq, seq, hidden / heads, 0, 0);     /* softmax . V */
+        linear(n * seq, hidden, hidden);                       /* output */
+        linear(n * seq, hidden, ffn);                          /* FFN in (its GELU is a separate operator) */
+        linear(n * seq, ffn, hidden);                          /* FFN out */
     }
 }
 
@@ -118,6 +136,7 @@ static void append_eltwise(dnnl_post_ops_t po, dnnl_alg_kind_t alg)
 {
     CHECK(dnnl_post_ops_append_eltwise(po, alg, 0.f, 0.f));
 }
+static void append_sum(dnnl_post_ops_t po) { CHECK(dnnl_post_ops_append_sum(po, 1.f, 0, dnnl_data_type_undef)); }
 #else
 typedef dnnl_memory_desc_t md_t;
 #define MD(m) (&(m))
@@ -132,6 +151,7 @@ static void append_eltwise(dnnl_post_ops_t po, dnnl_alg_kind_t alg)
 {
     CHECK(dnnl_post_ops_append_eltwise(po, 1.f, alg, 0.f, 0.f));
 }
+static void append_sum(dnnl_post_ops_t po) { CHECK(dnnl_post_ops_append_sum(po, 1.f)); }
 #endif
 
 struct prim {
@@ -146,10 +166,10 @@ static dnnl_primitive_attr_t make_attr(const struct layer *l)
     dnnl_post_ops_t po;
     CHECK(dnnl_primitive_attr_create(&attr));
     CHECK(dnnl_post_ops_create(&po));
+    if (l->sum)
+        append_sum(po);
     if (l->relu)
         append_eltwise(po, dnnl_eltwise_relu);
-    if (l->gelu)
-        append_eltwise(po, dnnl_eltwise_gelu_erf);
     CHECK(dnnl_primitive_attr_set_post_ops(attr, po));
     dnnl_post_ops_destroy(po);
     return attr;
@@ -169,11 +189,12 @@ static dnnl_memory_t alloc_for(dnnl_engine_t eng, dnnl_primitive_desc_t pd, dnnl
 static dnnl_primitive_desc_t conv_pd(dnnl_engine_t eng, const struct layer *l, dnnl_data_type_t st,
                                      dnnl_data_type_t wt, dnnl_data_type_t dt)
 {
-    long oh = (l->h + 2 * l->pad - l->k) / l->stride + 1;
-    dnnl_dims_t sd = {l->n, l->c, l->h, l->w}, wd = {l->oc, l->c, l->k, l->k}, bd = {l->oc}, dd = {l->n, l->oc, oh, oh};
+    long oh = (l->h + 2 * l->pad - l->k) / l->stride + 1, ow = (l->w + 2 * l->pad - l->k) / l->stride + 1;
+    dnnl_dims_t sd = {l->n, l->c, l->h, l->w}, wd = {l->oc, l->c, l->k, l->k}, bd = {l->oc}, dd = {l->n, l->oc, oh, ow};
     dnnl_dims_t strides = {l->stride, l->stride}, dil = {0, 0}, pad = {l->pad, l->pad};
-    md_t s = md_make(4, sd, st, dnnl_format_tag_any), w = md_make(4, wd, wt, dnnl_format_tag_any);
-    md_t b = md_make(1, bd, dnnl_f32, dnnl_a), d = md_make(4, dd, dt, dnnl_format_tag_any);
+    dnnl_format_tag_t act = l->nhwc ? dnnl_acdb : dnnl_format_tag_any;
+    md_t s = md_make(4, sd, st, act), w = md_make(4, wd, wt, dnnl_format_tag_any);
+    md_t b = md_make(1, bd, dnnl_f32, dnnl_a), d = md_make(4, dd, dt, act);
     dnnl_primitive_attr_t attr = make_attr(l);
     dnnl_primitive_desc_t pd;
 #if DNNL_VERSION_MAJOR >= 3
@@ -193,11 +214,16 @@ static dnnl_primitive_desc_t conv_pd(dnnl_engine_t eng, const struct layer *l, d
 static dnnl_primitive_desc_t matmul_pd(dnnl_engine_t eng, const struct layer *l, dnnl_data_type_t st,
                                        dnnl_data_type_t wt, dnnl_data_type_t dt)
 {
+    int flat = l->b == 1 && l->wconst, nd = flat ? 2 : 3;
     dnnl_dims_t sd = {l->b, l->m, l->kk}, wd = {l->b, l->kk, l->nn}, bd = {1, 1, l->nn}, dd = {l->b, l->m, l->nn};
-    /* constant weights: the layout oneDNN wants; an activation (attention): plain, K^T read transposed */
-    md_t s = md_make(3, sd, st, dnnl_abc);
-    md_t w = md_make(3, wd, wt, l->wconst ? dnnl_format_tag_any : dnnl_acb);
-    md_t b = md_make(3, bd, dnnl_f32, dnnl_abc), d = md_make(3, dd, dt, dnnl_abc);
+    if (flat) {
+        sd[0] = l->m, sd[1] = l->kk, wd[0] = l->kk, wd[1] = l->nn, bd[0] = 1, bd[1] = l->nn, dd[0] = l->m,
+        dd[1] = l->nn;
+    }
+    dnnl_format_tag_t plain = flat ? dnnl_ab : dnnl_abc;
+    /* constant weights: the layout oneDNN wants; an activation (attention): plain */
+    md_t s = md_make(nd, sd, st, plain), w = md_make(nd, wd, wt, l->wconst ? dnnl_format_tag_any : plain);
+    md_t b = md_make(nd, bd, dnnl_f32, plain), d = md_make(nd, dd, dt, plain);
     dnnl_primitive_attr_t attr = make_attr(l);
     dnnl_primitive_desc_t pd;
 #if DNNL_VERSION_MAJOR >= 3
@@ -217,8 +243,6 @@ static void build(dnnl_engine_t eng, const struct layer *l, const char *dtype, s
     dnnl_data_type_t st = dnnl_f32, wt = dnnl_f32, dt = dnnl_f32;
     if (!strcmp(dtype, "bf16"))
         st = wt = dnnl_bf16;
-    else if (!strcmp(dtype, "int8") && l->kind == CONV)
-        st = dnnl_u8, wt = dnnl_s8, dt = dnnl_u8;
     dnnl_primitive_desc_t pd = l->kind == CONV ? conv_pd(eng, l, st, wt, dt) : matmul_pd(eng, l, st, wt, dt);
     const char *impl = "?";
     CHECK(dnnl_primitive_desc_query(pd, dnnl_query_impl_info_str, 0, &impl));
@@ -235,7 +259,8 @@ static double flops(const struct layer *l)
 {
     if (l->kind == CONV) {
         double oh = (double)((l->h + 2 * l->pad - l->k) / l->stride + 1);
-        return 2.0 * l->n * l->oc * oh * oh * l->c * l->k * l->k;
+        double ow = (double)((l->w + 2 * l->pad - l->k) / l->stride + 1);
+        return 2.0 * l->n * l->oc * oh * ow * l->c * l->k * l->k;
     }
     return 2.0 * l->b * l->m * l->kk * l->nn;
 }
@@ -277,22 +302,24 @@ static void print_impls(const struct prim *p)
 int main(int argc, char **argv)
 {
     if (argc != 5) {
-        fprintf(stderr, "usage: onednn_versions resnet50|bert f32|bf16|int8 BATCH ROUNDS\n");
+        fprintf(stderr, "usage: onednn_versions resnet50|bert f32|bf16 BATCH ROUNDS\n");
         return 2;
     }
     const char *model = argv[1], *dtype = argv[2];
     long batch = atol(argv[3]), rounds = atol(argv[4]);
     if (batch < 1 || batch > 64 || rounds < 1 || rounds > 100000 ||
-        (strcmp(dtype, "f32") && strcmp(dtype, "bf16") && strcmp(dtype, "int8"))) {
+        (strcmp(dtype, "f32") && strcmp(dtype, "bf16"))) {
         fprintf(stderr, "onednn_versions: bad batch, rounds or dtype\n");
         return 2;
     }
     if (!strcmp(model, "resnet50"))
         resnet50(batch);
-    else if (!strcmp(model, "bert") && strcmp(dtype, "int8"))
-        bert(batch);
+    else if (!strcmp(model, "bert"))
+        bert(batch, 0);
+    else if (!strcmp(model, "bert_1x1"))
+        bert(batch, 1);
     else {
-        fprintf(stderr, "onednn_versions: unknown model %s (int8: resnet50 only)\n", model);
+        fprintf(stderr, "onednn_versions: unknown model %s\n", model);
         return 2;
     }
     dnnl_engine_t eng;

@@ -46,7 +46,7 @@
 (l) large_seal, large_run, large_unseal: a 2.7 GB model with ONNX external data sealed, run and unsealed by the CLI
     vs an fsync'ed copy of the same bytes and onnxruntime on the plain model; peak RSS against the plaintext
     (bench/large_bench.py; VEIL_BENCH_ONLY=large).
-(m) onednn_version: the engine's layers (ResNet-50's convolutions, BERT-base's matmuls; f32, bf16, int8) on Debian's
+(m) onednn_version: the engine's layers (ResNet-50's convolutions, BERT-base's matmuls; f32 and bf16) on Debian's
     oneDNN 2.6 vs oneDNN 3.x from PyPI, the two builds taking turns (bench/onednn_bench.py; VEIL_BENCH_ONLY=onednn).
 
 VEIL_BENCH_ONLY=PART[,PART...] runs only those parts: decrypt (a), open (b, c), attest (h), kbs (g), engine (d, e, f),

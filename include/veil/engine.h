@@ -89,10 +89,13 @@ VEIL_API VEIL_WUR veil_status veil_engine_load_onnx(const uint8_t *onnx, size_t 
                                                     const struct veil_engine_options *options,
                                                     veil_engine **out);
 
-/* Same, from an opened sealed model; the model may be freed as soon as this returns. A model whose tensors total
- * 1 GiB or more lends its large MatMul/Gemm weights to the engine, which runs on them in place (plain layout)
- * instead of holding a second, reordered copy: the engine then keeps the model's plaintext alive (a reference) until
- * veil_engine_free, and veil_model_free only drops the caller's reference. */
+/* Same, from an opened sealed model; the model may be freed as soon as this returns. The model may lend its large
+ * (>= 1 MiB) float32 MatMul/Gemm weights and Gather tables to the engine, which then runs on them in place instead of
+ * holding a second copy: always (in the plain layout) when its tensors total 1 GiB or more; for a smaller model, those
+ * whose layout oneDNN chose is the plain one anyway, when they are at least half of the model's bytes (a
+ * transformer's). Not when options->lock_memory is set and the model was opened without it. An engine that borrows
+ * keeps the model's plaintext alive (a reference) until veil_engine_free, and veil_model_free only drops the
+ * caller's reference. */
 VEIL_API VEIL_WUR veil_status veil_engine_load_model(const veil_model *model,
                                                      const struct veil_engine_options *options,
                                                      veil_engine **out);

@@ -84,27 +84,6 @@ static VEIL_RESULT describe(const struct eng_graph *g, const int *values, size_t
  * opened model, which read that table from the same graph already (not parsed again); a model may lend its weights. */
 enum views_origin { VIEWS_CALLER, VIEWS_TABLE, VIEWS_LENT };
 
-/* Whether the large constant weights of the planned MatMul/Gemm nodes and Gather tables (embeddings) are at least
- * half of the model's bytes: only then is keeping the model (all of it) for them cheaper than copying them
- * (ENG_BORROW_IF_PLAIN). */
-static int mostly_lendable(const struct eng_graph *g, const struct veil_tensor_view *tensors, size_t count)
-{
-    uint64_t total = 0, lendable = 0;
-    for (size_t i = 0; i < count; i++)
-        total += tensors[i].size;
-    for (size_t i = 0; i < g->node_count; i++) {
-        const struct eng_node *n = &g->nodes[i];
-        int gather = n->op == OP_GATHER;
-        if ((n->op != OP_MATMUL && n->op != OP_GEMM && !gather) || n->dead || n->input_count < 2 ||
-            n->inputs[gather ? 0 : 1] < 0)
-            continue;
-        const struct eng_value *w = &g->values[n->inputs[gather ? 0 : 1]];
-        if (w->kind == VAL_CONST && w->from_view && w->owned == NULL && w->size >= ENG_BORROW_MIN_TENSOR)
-            lendable += w->size;
-    }
-    return lendable >= total / 2 && lendable > 0;
-}
-
 static VEIL_RESULT load_impl(struct veil_engine *e, const uint8_t *graph, size_t size,
                              const struct veil_tensor_view *tensors, size_t count,
                              const struct veil_engine_shape *shapes, size_t shape_count, enum views_origin origin)
@@ -117,8 +96,8 @@ static VEIL_RESULT load_impl(struct veil_engine *e, const uint8_t *graph, size_t
         VEIL_GUARD(check_views(graph, size, tensors, count));
     VEIL_GUARD(eng_graph_parse(&e->g, graph, size, tensors, count));
     VEIL_GUARD(eng_plan_graph(&e->g, e->opts.batch, e->opts.symbolic_size, shapes, shape_count));
-    if (e->borrow == ENG_BORROW_IF_PLAIN && !mostly_lendable(&e->g, tensors, count))
-        e->borrow = ENG_BORROW_NONE;
+    for (size_t i = 0; i < count; i++)
+        e->lender_bytes += tensors[i].size;
     VEIL_GUARD(eng_exec_build(e));
     VEIL_GUARD(describe(&e->g, e->g.inputs, e->g.input_count, &e->io_in));
     return describe(&e->g, e->g.outputs, e->g.output_count, &e->io_out);
@@ -163,8 +142,10 @@ static veil_status load_engine(const uint8_t *graph, size_t graph_size, const st
     struct veil_engine *e = calloc(1, sizeof *e);
     if (e == NULL)
         return veil_error_raise(VEIL_ERR_NOMEM, __FILE__, __LINE__, "out of memory").status;
-    e->borrow = lender == NULL ? ENG_BORROW_NONE : lend_all ? ENG_BORROW_FORCE : ENG_BORROW_IF_PLAIN;
     struct veil_result r = resolve_options(options, &e->opts);
+    /* lent weights stay in the model's memory: not when the engine must lock its weights and the model is not */
+    int lockable = lender != NULL && (!e->opts.lock_memory || veil_model_locked(lender));
+    e->borrow = !lockable ? ENG_BORROW_NONE : lend_all ? ENG_BORROW_FORCE : ENG_BORROW_IF_PLAIN;
     if (veil_ok(r))
         r = load_impl(e, graph, graph_size, tensors, tensor_count, shapes, shape_count, origin);
     if (!veil_ok(r)) {
@@ -331,6 +312,12 @@ int eng_int8_exact(void)
     unsigned isa = (unsigned)dnnl_get_effective_cpu_isa();
     return (isa & (unsigned)dnnl_cpu_isa_avx512_core_vnni) == (unsigned)dnnl_cpu_isa_avx512_core_vnni ||
            (isa & (unsigned)dnnl_cpu_isa_avx2_vnni) == (unsigned)dnnl_cpu_isa_avx2_vnni;
+}
+
+int eng_isa_avx512(void)
+{
+    unsigned isa = (unsigned)dnnl_get_effective_cpu_isa();
+    return (isa & (unsigned)dnnl_cpu_isa_avx512_core) == (unsigned)dnnl_cpu_isa_avx512_core;
 }
 
 int veil_engine_int8_available(void)

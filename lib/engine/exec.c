@@ -248,8 +248,10 @@ VEIL_RESULT eng_step_borrow(struct veil_engine *e, struct eng_step *s, int arg, 
 {
     VEIL_ENSURE(((uintptr_t)src & 63u) == 0, VEIL_ERR_INTERNAL, "a borrowed constant is not 64-byte aligned");
     e->borrowed++;
+    e->borrowed_bytes += dnnl_memory_desc_get_size(md);
     /* oneDNN only reads weights; its memory API takes a non-const handle. */
-    return step_arg(s, (struct eng_arg){.arg = arg, .kind = ARG_CONST, .md = *md, .ptr = (void *)(uintptr_t)src});
+    return step_arg(s, (struct eng_arg){.arg = arg, .kind = ARG_CONST, .md = *md, .ptr = (void *)(uintptr_t)src,
+                                        .lent = 1});
 }
 
 VEIL_RESULT eng_attr_new(const struct eng_node *n, const struct eng_post *post, uint32_t count,
@@ -413,6 +415,30 @@ static VEIL_RESULT bind_inputs(struct veil_engine *e)
     return VEIL_RESULT_OK;
 }
 
+/* ENG_BORROW_IF_PLAIN: keeping the whole model pays only when what was lent is at least half of it; otherwise the
+ * lent constants are copied into the engine after all, and the model is not kept (no memory object exists yet). */
+static VEIL_RESULT settle_lending(struct veil_engine *e)
+{
+    if (e->borrow != ENG_BORROW_IF_PLAIN || e->borrowed_bytes >= e->lender_bytes / 2)
+        return VEIL_RESULT_OK;
+    for (size_t i = 0; i < e->step_count; i++) {
+        for (uint32_t k = 0; k < e->steps[i].arg_count; k++) {
+            struct eng_arg *a = &e->steps[i].args[k];
+            if (a->kind != ARG_CONST || !a->lent)
+                continue;
+            size_t size = dnnl_memory_desc_get_size(&a->md);
+            void *copy = NULL;
+            VEIL_GUARD(eng_const_alloc(e, size, &copy));
+            memcpy(copy, a->ptr, size);
+            a->ptr = copy;
+            a->lent = 0;
+        }
+    }
+    e->borrowed = 0;
+    e->borrowed_bytes = 0;
+    return VEIL_RESULT_OK;
+}
+
 static VEIL_RESULT build_all(struct veil_engine *e)
 {
     ENG_GUARD_DNNL(dnnl_engine_create(&e->dnnl, dnnl_cpu, 0), NULL, "engine creation");
@@ -420,6 +446,7 @@ static VEIL_RESULT build_all(struct veil_engine *e)
     VEIL_GUARD(build_inputs(e));
     VEIL_GUARD(build_nodes(e));
     VEIL_GUARD(build_outputs(e));
+    VEIL_GUARD(settle_lending(e));
     for (size_t i = 0; i < e->g.input_count; i++) {
         int r = eng_value_root(&e->g, e->g.inputs[i]);
         e->g.values[r].external = input_direct(e, r) && e->g.values[e->g.inputs[i]].in_dtype == VEIL_ONNX_FLOAT;

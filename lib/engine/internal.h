@@ -157,6 +157,7 @@ struct eng_arg {
     int writes;                     /* ARG_VALUE: the step writes it */
     dnnl_memory_desc_t md;
     void *ptr;                      /* ARG_CONST */
+    int lent;                       /* ARG_CONST: ptr is the lending model's memory (eng_step_borrow) */
     dnnl_memory_t mem;
 };
 
@@ -238,6 +239,8 @@ struct veil_engine {
     int borrow;                     /* enum eng_borrow: may large constant weights be used in place, in the
                                        views' memory */
     size_t borrowed;                /* how many are */
+    uint64_t borrowed_bytes;        /* and their bytes */
+    uint64_t lender_bytes;          /* the bytes of all the views' tensors */
     veil_model *model;              /* the sealed model those views belong to, kept alive (a reference) */
 };
 
@@ -246,10 +249,12 @@ struct veil_engine {
  * a reference to the model, and with it all of the model's plaintext):
  * - ENG_BORROW_FORCE: a model whose tensors total at least eng_borrow_min_model bytes; its large weights are read in
  *   their plain layout even where oneDNN would have packed them;
- * - ENG_BORROW_IF_PLAIN: a smaller model whose large MatMul/Gemm weights and Gather tables are at least half its
- *   bytes (a transformer's); a weight is lent only where the primitive oneDNN chose reads the plain layout anyway (nothing is
- *   slower), else copied as before;
- * - ENG_BORROW_NONE: every other load. A model that lent nothing is not kept. */
+ * - ENG_BORROW_IF_PLAIN: a smaller model; a weight is lent only where the primitive oneDNN chose reads the plain
+ *   layout anyway (nothing is slower), else copied as before. When what was lent is less than half of the model's
+ *   bytes (a CNN: its convolution weights are packed), the lent ones are copied after all (exec.c settle_lending),
+ *   so that the model is not kept for a few tensors;
+ * - ENG_BORROW_NONE: every other load, and any load whose engine must lock its memory (lock_memory) from a model
+ *   whose plaintext is not locked. A model that lent nothing is not kept. */
 enum eng_borrow { ENG_BORROW_NONE, ENG_BORROW_IF_PLAIN, ENG_BORROW_FORCE };
 #define ENG_BORROW_MIN_MODEL (UINT64_C(1) << 30)
 #define ENG_BORROW_MIN_TENSOR (UINT64_C(1) << 20)
@@ -382,6 +387,8 @@ VEIL_RESULT eng_quant_infer(struct eng_graph *g, struct eng_node *n);
 VEIL_RESULT eng_quant_range(const struct eng_node *n, int32_t dtype, int64_t *lo, int64_t *hi);
 /* engine.c: whether this CPU's int8 convolutions are exact (VNNI or AMX); without, QDQ Convs stay float32 */
 int eng_int8_exact(void);
+/* engine.c: 1 when oneDNN runs AVX-512 (or AMX) kernels here; 0 on AVX2 and older. */
+int eng_isa_avx512(void);
 /* op_kernel.c: a QuantizeLinear chain (with its DequantizeLinear, fused) as a kernel in the tensor's own layout */
 VEIL_RESULT eng_quant_build(struct veil_engine *e, struct eng_node *n);
 /* Reshape's target shape for an input of shape in (shared by the view and the folder). */

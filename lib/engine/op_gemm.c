@@ -187,7 +187,7 @@ static VEIL_RESULT mm_pd(struct veil_engine *e, struct mm_build *b, dnnl_primiti
     ENG_GUARD_DNNL(dnnl_matmul_desc_init(&desc, &b->src, &b->wgt, b->has_bias ? &b->bias : NULL, &b->dst), b->n,
                    "matmul setup");
     dnnl_primitive_attr_t attr = NULL;
-    VEIL_GUARD(eng_attr_new(b->n, NULL, 0, &attr));
+    VEIL_GUARD(eng_attr_new(b->n, b->n->post, b->n->post_count, &attr));
     dnnl_status_t st = dnnl_primitive_desc_create(pd, &desc, attr, e->dnnl, NULL);
     dnnl_primitive_attr_destroy(attr);
     ENG_GUARD_DNNL(st, b->n, "matmul");
@@ -207,8 +207,9 @@ static VEIL_RESULT mm_operand(struct veil_engine *e, int v, uint32_t rank, dnnl_
     return eng_view_value(e, x, md, out);
 }
 
-/* beta * C broadcast to a row of n values, into engine memory. */
-static VEIL_RESULT gemm_bias(struct veil_engine *e, struct mm_build *b, struct eng_step *s, int64_t n)
+/* beta * C broadcast to a row of n values, into engine memory, described by md (n values). */
+static VEIL_RESULT gemm_bias_as(struct veil_engine *e, struct mm_build *b, struct eng_step *s, int64_t n,
+                                const dnnl_memory_desc_t *md)
 {
     const float *c = NULL;
     size_t count = 0;
@@ -218,7 +219,12 @@ static VEIL_RESULT gemm_bias(struct veil_engine *e, struct mm_build *b, struct e
     float *row = (float *)(void *)tmp.data;
     for (int64_t i = 0; i < n; i++)
         row[i] = b->n->beta * c[count == 1 ? 0 : i];
-    return eng_step_const(e, s, DNNL_ARG_BIAS, &b->bias, &b->bias, row);
+    return eng_step_const(e, s, DNNL_ARG_BIAS, md, md, row);
+}
+
+static VEIL_RESULT gemm_bias(struct veil_engine *e, struct mm_build *b, struct eng_step *s, int64_t n)
+{
+    return gemm_bias_as(e, b, s, n, &b->bias);
 }
 
 /* Constant weights, scaled by Gemm's alpha when it is not 1, reordered once. */
@@ -299,12 +305,116 @@ static VEIL_RESULT mm_bf16(struct veil_engine *e, struct mm_build *b, int *a, in
     return r;
 }
 
+/* ---- a Linear layer as a 1x1 convolution ------------------------------------------------------------------- */
+
+/* A 2-D product [M, K] x [K, N] with constant weights is a 1x1 convolution over M pixels of K channels, channels
+ * last: the source and destination bytes are the plain [M, K] and [M, N] matrices unchanged, and the weights are
+ * reordered once into the convolution's blocked layout. On AVX2 oneDNN 2.6 runs it on its jit 1x1 kernel, about 1.5x
+ * faster than its matmul (gemm:jit, which packs the plain weights on every call) on BERT-base at sequence 128
+ * (bench/onednn_versions.c, bert vs bert_1x1). On AVX-512 and AMX the matmul packs its weights at load and is kept.
+ * Only float32; only where oneDNN's choice is a 1x1 kernel, else the matmul as before; not for weights a model past
+ * 1 GiB lends in place (ENG_BORROW_FORCE), where one copy of the weights matters more. */
+struct mm_conv {
+    dnnl_memory_desc_t src, wgt, w_user, bias, dst;
+    int64_t m, k, n;
+};
+
+static VEIL_RESULT conv1x1_mds(const struct mm_build *b, struct mm_conv *c)
+{
+    c->m = b->src.dims[0], c->k = b->src.dims[1], c->n = b->dst.dims[1];
+    dnnl_dims_t sd = {1, c->k, c->m, 1}, wd = {c->n, c->k, 1, 1}, dd = {1, c->n, c->m, 1}, bd = {c->n};
+    /* B [K, N] row-major: (o, i) at i * N + o; transB's [N, K]: o * K + i */
+    int tb = b->n->op == OP_GEMM && b->n->trans_b;
+    dnnl_dims_t ws = {tb ? c->k : 1, tb ? 1 : c->n, c->n * c->k, c->n * c->k};
+    ENG_GUARD_DNNL(dnnl_memory_desc_init_by_tag(&c->src, 4, sd, dnnl_f32, dnnl_acdb), b->n, "descriptor");
+    ENG_GUARD_DNNL(dnnl_memory_desc_init_by_tag(&c->dst, 4, dd, dnnl_f32, dnnl_acdb), b->n, "descriptor");
+    ENG_GUARD_DNNL(dnnl_memory_desc_init_by_tag(&c->wgt, 4, wd, dnnl_f32, dnnl_format_tag_any), b->n, "descriptor");
+    ENG_GUARD_DNNL(dnnl_memory_desc_init_by_strides(&c->w_user, 4, wd, dnnl_f32, ws), b->n, "descriptor");
+    ENG_GUARD_DNNL(dnnl_memory_desc_init_by_tag(&c->bias, 1, bd, dnnl_f32, dnnl_a), b->n, "descriptor");
+    return VEIL_RESULT_OK;
+}
+
+/* The convolution's descriptor when oneDNN runs it on a 1x1 kernel; *pd NULL otherwise. */
+static VEIL_RESULT conv1x1_pd(struct veil_engine *e, const struct mm_build *b, struct mm_conv *c,
+                              dnnl_primitive_desc_t *pd)
+{
+    *pd = NULL;
+    dnnl_convolution_desc_t desc;
+    dnnl_dims_t ones = {1, 1}, zeros = {0, 0};
+    ENG_GUARD_DNNL(dnnl_convolution_forward_desc_init(&desc, dnnl_forward_inference, dnnl_convolution_direct,
+                                                      &c->src, &c->wgt, b->has_bias ? &c->bias : NULL, &c->dst,
+                                                      ones, zeros, zeros), b->n, "convolution setup");
+    dnnl_primitive_attr_t attr = NULL;
+    VEIL_GUARD(eng_attr_new(b->n, b->n->post, b->n->post_count, &attr));
+    dnnl_status_t st = dnnl_primitive_desc_create(pd, &desc, attr, e->dnnl, NULL);
+    dnnl_primitive_attr_destroy(attr);
+    const char *impl = NULL;
+    if (st == dnnl_success && (dnnl_primitive_desc_query(*pd, dnnl_query_impl_info_str, 0, &impl) != dnnl_success ||
+                               impl == NULL || strstr(impl, "1x1") == NULL)) {
+        dnnl_primitive_desc_destroy(*pd);
+        st = dnnl_unimplemented;
+    }
+    if (st != dnnl_success)
+        *pd = NULL;
+    return VEIL_RESULT_OK;
+}
+
+static VEIL_RESULT conv1x1_step(struct veil_engine *e, struct mm_build *b, struct mm_conv *c, int a,
+                                const_dnnl_primitive_desc_t pd)
+{
+    struct eng_step *s = NULL;
+    int src = -1, dst = -1;
+    VEIL_GUARD(eng_view_value(e, a, &c->src, &src));
+    VEIL_GUARD(eng_step_new(e, b->n, pd, &s));
+    size_t step = (size_t)(s - e->steps);
+    VEIL_GUARD(eng_step_value(e, s, DNNL_ARG_SRC, src, 0));
+    const float *data = NULL;
+    size_t count = 0;
+    VEIL_GUARD(eng_const_floats(&e->g, b->n, 1, &data, &count));
+    struct mm_build wb = *b;
+    wb.w_user = c->w_user;
+    VEIL_GUARD(mm_weights(e, &wb, &e->steps[step], dnnl_primitive_desc_query_md(pd, dnnl_query_weights_md, 0), data,
+                          count));
+    if (b->has_bias)
+        VEIL_GUARD(gemm_bias_as(e, b, &e->steps[step], c->n, &c->bias));
+    dnnl_memory_desc_t plain;
+    VEIL_GUARD(eng_md_plain(&plain, &e->g.values[b->n->out].shape));
+    VEIL_GUARD(eng_value_set_md(e, b->n->out, &plain));
+    VEIL_GUARD(eng_view_value(e, b->n->out, &c->dst, &dst));
+    return eng_step_value(e, &e->steps[step], DNNL_ARG_DST, dst, 1);
+}
+
+/* Builds the product as a 1x1 convolution when that applies (*done 1), else leaves it to the matmul. */
+static VEIL_RESULT mm_as_conv1x1(struct veil_engine *e, struct mm_build *b, int a, int *done)
+{
+    *done = 0;
+    if (eng_isa_avx512() || !b->w_const || b->rank != 2 || b->src.ndims != 2 || b->dst.ndims != 2 ||
+        (e->borrow == ENG_BORROW_FORCE && mm_borrowable(e, b))) /* a model past 1 GiB: one copy of its weights */
+        return VEIL_RESULT_OK;
+    struct mm_conv c;
+    dnnl_primitive_desc_t pd = NULL;
+    VEIL_GUARD(conv1x1_mds(b, &c));
+    VEIL_GUARD(conv1x1_pd(e, b, &c, &pd));
+    if (pd == NULL)
+        return VEIL_RESULT_OK;
+    struct veil_result r = conv1x1_step(e, b, &c, a, pd);
+    dnnl_primitive_desc_destroy(pd);
+    *done = veil_ok(r);
+    return r;
+}
+
 static VEIL_RESULT mm_finish(struct veil_engine *e, struct mm_build *b, int a, int w)
 {
     dnnl_primitive_desc_t pd = NULL;
     int head = e->g.values[b->n->out].is_output; /* the classifier: its logits are the answer, kept float32 */
     if (e->opts.precision == VEIL_ENGINE_BF16 && !head)
         VEIL_GUARD(mm_bf16(e, b, &a, &w, &pd));
+    if (pd == NULL) {
+        int done = 0;
+        VEIL_GUARD(mm_as_conv1x1(e, b, a, &done));
+        if (done)
+            return VEIL_RESULT_OK;
+    }
     if (pd == NULL && e->borrow == ENG_BORROW_FORCE && mm_borrowable(e, b))
         b->wgt = b->w_user;
     if (pd == NULL)

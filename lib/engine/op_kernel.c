@@ -363,8 +363,8 @@ static VEIL_RESULT kernel_input(struct veil_engine *e, size_t step, const struct
         VEIL_GUARD(eng_input_as(e, v, &md, &plain));
         return eng_step_value(e, &e->steps[step], DNNL_ARG_MULTIPLE_SRC + (int)i, plain, 0);
     }
-    if (eng_lendable(e, x) && x->dtype == VEIL_ONNX_FLOAT) /* an embedding table: read in place (enum eng_borrow) */
-        return eng_step_borrow(e, &e->steps[step], DNNL_ARG_MULTIPLE_SRC + (int)i, &md, x->data);
+    if (e->steps[step].kernel->op == KOP_GATHER && i == 0 && x->dtype == VEIL_ONNX_FLOAT && eng_lendable(e, x))
+        return eng_step_borrow(e, &e->steps[step], DNNL_ARG_MULTIPLE_SRC, &md, x->data); /* embeddings, in place */
     size_t count = eng_shape_count(&x->shape);
     char label[160];
     size_t width = x->dtype == VEIL_ONNX_FLOAT || x->dtype == VEIL_ONNX_INT32 ? 4 : x->dtype == VEIL_ONNX_INT64 ? 8

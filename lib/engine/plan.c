@@ -597,6 +597,29 @@ static void fuse_matmul_bias(struct eng_graph *g, const struct edges *e, struct 
     g->nodes[add].dead = 1;
 }
 
+/* A MatMul or Gemm whose product (bias included) only a Relu or a Gelu reads: the activation becomes the product's
+ * eltwise post-op (oneDNN applies it while writing: GELU after each of BERT-base's FFN products, 2.3 ms a run as
+ * separate eltwise steps on AVX2), and the activation node dies. Runs after the GELU patterns were fused. */
+static void fuse_matmul_act(struct eng_graph *g, const struct edges *e, struct eng_node *mm)
+{
+    int next = sole_consumer(g, e, mm->out);
+    if (next < 0 || mm->post_count > 0)
+        return;
+    struct eng_node *a = &g->nodes[next];
+    struct eng_post p;
+    if (a->dead || a->input_count < 1 || a->inputs[0] != mm->out)
+        return;
+    if (a->op == OP_GELU)
+        p = (struct eng_post){.alg = a->fill_i ? dnnl_eltwise_gelu_tanh : dnnl_eltwise_gelu_erf};
+    else if (a->op == OP_RELU && a->elt_count == 1)
+        p = a->elt[0];
+    else
+        return;
+    mm->post[mm->post_count++] = p;
+    mm->out = a->outputs[0];
+    a->dead = 1;
+}
+
 /* An eltwise node read only by another (a QuantizeLinear by its DequantizeLinear) runs both chains in one step. */
 static void fuse_eltwise_chain(struct eng_graph *g, const struct edges *e, struct eng_node *n)
 {
@@ -722,6 +745,11 @@ static void fuse(struct eng_graph *g, const struct edges *e)
             fuse_gelu_tanh(g, e, n);
         if (!n->dead && n->op == OP_MATMUL)
             fuse_matmul_bias(g, e, n);
+    }
+    for (size_t i = 0; i < g->node_count; i++) {
+        struct eng_node *n = &g->nodes[g->order[i]];
+        if (!n->dead && (n->op == OP_MATMUL || n->op == OP_GEMM))
+            fuse_matmul_act(g, e, n);
     }
     for (size_t i = 0; i < g->node_count; i++)
         if (!g->nodes[g->order[i]].dead)

@@ -113,6 +113,8 @@ VEIL_RESULT veil_sealed_join_model(const veil_model *m, struct veil_buf *out);
 /* model.c: one more reference to an opened model, dropped by veil_model_free; the last one wipes and frees. An
  * engine that uses the model's tensors in place holds one, so the caller may free the model as before. */
 veil_model *veil_model_retain(const veil_model *m);
+/* model.c: 1 when the model's plaintext is locked in memory (opened with lock_memory), else 0. */
+int veil_model_locked(const veil_model *m);
 
 /* unseal.c: writes the model as out_path (the graph) and out_path.<file id>.data (every tensor, page-aligned) in
  * ONNX's external data form; veil_unseal_file does this for models past protobuf's 2 GiB limit. */

@@ -68,6 +68,11 @@ veil_model *veil_model_retain(const veil_model *m)
     return w;
 }
 
+int veil_model_locked(const veil_model *m)
+{
+    return m->plain.region.locked;
+}
+
 void veil_model_free(veil_model *m)
 {
     if (m == NULL || atomic_fetch_sub(&m->refs, 1u) != 1u)

@@ -438,7 +438,8 @@ class SealedModel:
         return {t.name: self.array(t.index, copy=copy) for t in self.tensors}
 
     def close(self) -> None:
-        """Releases the model; its plaintext is wiped now, or when the last view returned by array() is gone."""
+        """Releases the model; its plaintext is wiped now, or when the last view returned by array() is gone, or when
+        the last Engine made from it that runs on its weights in place (Engine.from_model) is closed."""
         self._handle = None  # views may still hold the handle; _Handle.__del__ frees with the last reference
 
     def __enter__(self) -> SealedModel:

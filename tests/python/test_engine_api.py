@@ -216,3 +216,34 @@ def test_bf16_refused_clearly_without_the_isa(tmp_path: Path) -> None:
     r = subprocess.run([cli, "run", str(tmp_path / "m.onnx"), "-i", str(tmp_path / "x.npy"), "-o",
                         str(tmp_path / "y.npy"), "--precision", "bf16"], capture_output=True, text=True)
     assert r.returncode != 0 and "AVX512-BF16 or AMX" in r.stderr and not (tmp_path / "y.npy").exists(), r.stderr
+
+
+@pytest.mark.parametrize("act", ["Relu", "Gelu", "GeluTanh", None])
+def test_linear_layers_and_their_activations(act: str | None) -> None:
+    """A transformer's Linear layer (MatMul of a [batch, seq, K] input by a constant [K, N], + bias, then an
+    activation) and a classifier's Gemm (+ Relu) match onnxruntime: the bias and the activation are fused into the
+    product (a 1x1 convolution on AVX2, a matmul on AVX-512), including a layer whose output is a graph output."""
+    rng = np.random.default_rng(11)
+    k, n = 48, 80
+    w = numpy_helper.from_array(rng.standard_normal((k, n)).astype(np.float32) / 7, "w")
+    b = numpy_helper.from_array(rng.standard_normal(n).astype(np.float32), "b")
+    nodes = [helper.make_node("MatMul", ["x", "w"], ["mm"]), helper.make_node("Add", ["mm", "b"], ["h"])]
+    last = "h"
+    if act is not None:
+        attrs = {"approximate": "tanh"} if act == "GeluTanh" else {}
+        nodes.append(helper.make_node("Gelu" if act.startswith("Gelu") else act, ["h"], ["a"], **attrs))
+        last = "a"
+    nodes += [helper.make_node("Flatten", [last], ["f"], axis=1),
+              helper.make_node("Gemm", ["f", "w2", "c2"], ["g"], transB=0),
+              helper.make_node("Relu", ["g"], ["y"])]
+    x = rng.standard_normal((2, 7, k)).astype(np.float32)
+    w2 = numpy_helper.from_array(rng.standard_normal((7 * n, 30)).astype(np.float32) / 9, "w2")
+    c2 = numpy_helper.from_array(rng.standard_normal(30).astype(np.float32), "c2")
+    model = _model(nodes, [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 7, k])],
+                   [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 30]),
+                    helper.make_tensor_value_info(last, TensorProto.FLOAT, [2, 7, n])], [w, b, w2, c2], opset=20)
+    ref = ort.InferenceSession(model, providers=["CPUExecutionProvider"]).run(None, {"x": x})
+    with veil.Engine.from_onnx(model, threads=2) as e:
+        got = e.run(x)
+    for r, g in zip(ref, got):
+        np.testing.assert_allclose(g.reshape(r.shape), r, rtol=1e-4, atol=1e-4)
