@@ -346,16 +346,16 @@ static VEIL_RESULT conv1x1_pd(struct veil_engine *e, const struct mm_build *b, s
                                                       ones, zeros, zeros), b->n, "convolution setup");
     dnnl_primitive_attr_t attr = NULL;
     VEIL_GUARD(eng_attr_new(b->n, b->n->post, b->n->post_count, &attr));
-    dnnl_status_t st = dnnl_primitive_desc_create(pd, &desc, attr, e->dnnl, NULL);
+    dnnl_primitive_desc_t made = NULL;
+    dnnl_status_t st = dnnl_primitive_desc_create(&made, &desc, attr, e->dnnl, NULL);
     dnnl_primitive_attr_destroy(attr);
     const char *impl = NULL;
-    if (st == dnnl_success && (dnnl_primitive_desc_query(*pd, dnnl_query_impl_info_str, 0, &impl) != dnnl_success ||
-                               impl == NULL || strstr(impl, "1x1") == NULL)) {
-        dnnl_primitive_desc_destroy(*pd);
-        st = dnnl_unimplemented;
-    }
-    if (st != dnnl_success)
-        *pd = NULL;
+    int one_by_one = st == dnnl_success && dnnl_primitive_desc_query(made, dnnl_query_impl_info_str, 0, &impl) ==
+                     dnnl_success && impl != NULL && strstr(impl, "1x1") != NULL;
+    if (one_by_one)
+        *pd = made;
+    else if (st == dnnl_success)
+        dnnl_primitive_desc_destroy(made);
     return VEIL_RESULT_OK;
 }
 

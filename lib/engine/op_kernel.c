@@ -192,31 +192,30 @@ static void run_pad(const struct eng_kernel *k, const float *in, float *out)
  * point is added after rounding: round half to even of x / s + zp differs for an odd zero point). Clamping before
  * rounding is the same for integer bounds, and keeps |v| < 2^22, where adding and subtracting 1.5 * 2^23 rounds half
  * to even (the default rounding mode) in a loop the compiler vectorizes; a NaN becomes lo. */
+static inline float quant_one(const struct eng_kernel *k, float x)
+{
+    const float magic = 12582912.0f, zp = k->q_zp, lo = k->q_lo - zp, hi = k->q_hi - zp;
+    float v = x / k->q_scale;
+    v = v > lo ? v : lo;
+    v = v < hi ? v : hi;
+    return (v + magic) - magic + zp;
+}
+
 static void run_quant(const struct eng_kernel *k, const float *in, float *out)
 {
-    const float magic = 12582912.0f, s = k->q_scale, zp = k->q_zp, lo = k->q_lo - zp, hi = k->q_hi - zp;
     const float dzp = k->dq_zp, ds = k->dq_scale;
 #pragma omp parallel for schedule(static)
-    for (int64_t i = 0; i < k->count; i++) {
-        float v = in[i] / s;
-        v = v > lo ? v : lo;
-        v = v < hi ? v : hi;
-        v = (v + magic) - magic + zp;
-        out[i] = (v - dzp) * ds;
-    }
+    for (int64_t i = 0; i < k->count; i++)
+        out[i] = (quant_one(k, in[i]) - dzp) * ds;
 }
 
 /* Both at once: the dequantized values for float readers, the integers for int8 convolutions. */
 static void run_quant_both(const struct eng_kernel *k, const float *in, float *out, uint8_t *bytes)
 {
-    const float magic = 12582912.0f, s = k->q_scale, zp = k->q_zp, lo = k->q_lo - zp, hi = k->q_hi - zp;
     const float dzp = k->dq_zp, ds = k->dq_scale;
 #pragma omp parallel for schedule(static)
     for (int64_t i = 0; i < k->count; i++) {
-        float v = in[i] / s;
-        v = v > lo ? v : lo;
-        v = v < hi ? v : hi;
-        v = (v + magic) - magic + zp;
+        float v = quant_one(k, in[i]);
         bytes[i] = (uint8_t)((int32_t)v & 0xff);
         out[i] = (v - dzp) * ds;
     }
@@ -225,16 +224,9 @@ static void run_quant_both(const struct eng_kernel *k, const float *in, float *o
 /* The same, writing the integers (u8, or s8 when lo < 0) for int8 convolutions. */
 static void run_quant_bytes(const struct eng_kernel *k, const float *in, uint8_t *out)
 {
-    const float magic = 12582912.0f, s = k->q_scale, zp = k->q_zp, lo = k->q_lo - zp, hi = k->q_hi - zp;
 #pragma omp parallel for schedule(static)
-    for (int64_t i = 0; i < k->count; i++) {
-        float v = in[i] / s;
-        v = v > lo ? v : lo;
-        v = v < hi ? v : hi;
-        v = (v + magic) - magic + zp;
-        int32_t q = (int32_t)v;
-        out[i] = (uint8_t)(q & 0xff); /* s8: two's complement */
-    }
+    for (int64_t i = 0; i < k->count; i++)
+        out[i] = (uint8_t)((int32_t)quant_one(k, in[i]) & 0xff); /* s8: two's complement */
 }
 
 VEIL_RESULT eng_kernel_run(const struct eng_step *s, const struct eng_node *n)

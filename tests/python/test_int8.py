@@ -19,7 +19,10 @@ reads quantized integers runs on oneDNN's int8 kernels (docs/internals/engine.md
 
 from __future__ import annotations
 
+import os
+import subprocess
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -107,10 +110,6 @@ def test_int8_kernels_run_the_convolution(tmp_path) -> None:
     """A Conv reading a QuantizeLinear of zero point 0 runs on oneDNN's int8 kernels (u8 source, s8 weights; seen in
     ONEDNN_VERBOSE), with its float32 bias, and matches onnxruntime. On a CPU without VNNI or AMX
     (veil.engine.int8_available() false, as on an AVX2-only CPU) the same Conv runs in float32 and still matches."""
-    import os
-    import subprocess
-    from pathlib import Path
-
     inits = _conv_inits()
     inits[1] = numpy_helper.from_array(np.array(0, np.uint8), "z")
     nodes = [helper.make_node("QuantizeLinear", ["x", "s", "z"], ["q"]),
@@ -121,19 +120,24 @@ def test_int8_kernels_run_the_convolution(tmp_path) -> None:
     x = np.abs(np.random.default_rng(3).standard_normal((1, 4, 5, 5), dtype=np.float32)) * 3
     ref, got, model = _run(nodes, inits, x=x)
     np.testing.assert_allclose(got, ref, rtol=1e-5, atol=1e-4)
-    root = Path(__file__).resolve().parents[2]
-    cli = os.environ.get("VEIL_BIN", str(root / "build" / "release" / "veil"))
-    (tmp_path / "m.onnx").write_bytes(model)
-    np.save(tmp_path / "x.npy", x)
-    r = subprocess.run([cli, "run", str(tmp_path / "m.onnx"), "-i", str(tmp_path / "x.npy"), "-o",
-                        str(tmp_path / "y.npy")], capture_output=True, text=True, env={**os.environ, "ONEDNN_VERBOSE": "1"})
-    assert r.returncode == 0, r.stderr
+    r = _veil_run(tmp_path, model, x, ONEDNN_VERBOSE="1")
     convs = [line for line in r.stdout.splitlines() if line.startswith("onednn_verbose,exec") and "convolution" in line]
     if veil.engine.int8_available():
         assert convs and all("src_u8" in line and "wei_s8" in line for line in convs), convs
     else:
         assert convs and all("src_f32" in line and "wei_f32" in line for line in convs), convs
     np.testing.assert_allclose(np.load(tmp_path / "y.npy").reshape(ref.shape), ref, rtol=1e-5, atol=1e-4)
+
+
+def _veil_run(tmp_path, model: bytes, x: np.ndarray, **env: str) -> subprocess.CompletedProcess:
+    """`veil run` of model on x into tmp_path/y.npy, with env added; asserts it succeeded."""
+    cli = os.environ.get("VEIL_BIN", str(Path(__file__).resolve().parents[2] / "build" / "release" / "veil"))
+    (tmp_path / "m.onnx").write_bytes(model)
+    np.save(tmp_path / "x.npy", x)
+    r = subprocess.run([cli, "run", str(tmp_path / "m.onnx"), "-i", str(tmp_path / "x.npy"), "-o",
+                        str(tmp_path / "y.npy")], capture_output=True, text=True, env={**os.environ, **env})
+    assert r.returncode == 0, r.stderr
+    return r
 
 
 def _check(nodes, inits, shape, x) -> None:
@@ -182,10 +186,6 @@ def test_review_cases() -> None:
 def test_int8_conv_when_values_grow(tmp_path) -> None:
     """Unused initializers put the value table at a size where the int8 Conv's input reorder grows it (a moved
     table was read after the move); run by the CLI under a perturbing allocator."""
-    import os
-    import subprocess
-    from pathlib import Path
-
     gen = np.random.default_rng(6)
     inits = [*_scalars(np.array(0, np.uint8)), numpy_helper.from_array(gen.integers(-127, 128, (8, 4, 3, 3))
                                                                        .astype(np.int8), "w"),
@@ -198,14 +198,7 @@ def test_int8_conv_when_values_grow(tmp_path) -> None:
     x = np.abs(gen.standard_normal((1, 4, 5, 5), dtype=np.float32))
     ref, got, model = _run(nodes, inits, x=x)
     np.testing.assert_allclose(got, ref, rtol=1e-5, atol=1e-4)
-    root = Path(__file__).resolve().parents[2]
-    cli = os.environ.get("VEIL_BIN", str(root / "build" / "release" / "veil"))
-    (tmp_path / "m.onnx").write_bytes(model)
-    np.save(tmp_path / "x.npy", x)
-    r = subprocess.run([cli, "run", str(tmp_path / "m.onnx"), "-i", str(tmp_path / "x.npy"), "-o",
-                        str(tmp_path / "y.npy")], capture_output=True, text=True,
-                       env={**os.environ, "MALLOC_PERTURB_": "165"})
-    assert r.returncode == 0, r.stderr
+    _veil_run(tmp_path, model, x, MALLOC_PERTURB_="165")
     np.testing.assert_allclose(np.load(tmp_path / "y.npy").reshape(ref.shape), ref, rtol=1e-5, atol=1e-4)
 
 
