@@ -1,5 +1,5 @@
 """(l) large_model: a model past protobuf's 2 GiB limit (scripts/wide_model.py: four wide MatMul/Gemm layers,
-2.72 GB of float32 weights as ONNX external data), each step a fresh process, wall time and peak RSS (wait4):
+2.72 GB of float32 weights as ONNX external data), each step a fresh process, wall time and peak RSS (scripts/peak_rss.py):
 
 - large_seal: `veil seal` (read the external data, encrypt, write, fsync) vs copying the same bytes into a new
   file with fsync (cp's work: the I/O floor of any sealer). Ratio of times; throughput in GB/s.
@@ -19,11 +19,13 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "scripts"))
+import peak_rss  # noqa: E402
 import wide_model  # noqa: E402
 
 ORT_RUN = """
@@ -35,16 +37,15 @@ np.save(sys.argv[3], s.run(None, {"x": np.load(sys.argv[2])})[0])
 
 
 def measured(cmd: list[str]) -> tuple[float, int]:
-    """Wall time and the process's own peak RSS (bytes)."""
-    t0 = time.perf_counter()
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    _, status, usage = os.wait4(proc.pid, 0)
-    elapsed = time.perf_counter() - t0
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    err = proc.stderr.read().decode() if proc.stderr else ""
-    if proc.returncode != 0:
-        raise SystemExit(f"{cmd[0]} failed: {err}")
-    return elapsed, usage.ru_maxrss * 1024
+    """Wall time and the process's own peak RSS (bytes), through scripts/peak_rss.py (wait4 on a direct child
+    would report this process's peak instead whenever that is larger: Linux keeps the peak across vfork + exec)."""
+    with tempfile.TemporaryFile("w+") as err:
+        elapsed, peak, code = peak_rss.measured(cmd, stdout=subprocess.DEVNULL, stderr=err)
+        err.seek(0)
+        text = err.read()
+    if code != 0:
+        raise SystemExit(f"{cmd[0]} failed: {text}")
+    return elapsed, peak
 
 
 def copy_floor(src: Path, dst: Path) -> float:

@@ -28,6 +28,7 @@ ROOT = Path(__file__).resolve().parents[2]
 VEIL = os.environ.get("VEIL_BIN", str(ROOT / "build" / "release" / "veil"))
 LARGE_WIDTH = int(os.environ.get("VEIL_LARGE_MODEL_WIDTH", "16384"))
 sys.path.insert(0, str(ROOT / "scripts"))
+import peak_rss  # noqa: E402
 import wide_model  # noqa: E402
 
 
@@ -170,17 +171,15 @@ def test_plain_model_with_external_data_runs_from_its_file(tmp_path: Path) -> No
 
 
 def _measured(cmd: list[str], tmp: Path) -> tuple[float, int, str]:
-    """Runs cmd (which must succeed): its wall time, its own peak RSS in bytes (wait4), its stderr."""
+    """Runs cmd (which must succeed): its wall time, its own peak RSS in bytes, its stderr. Through
+    scripts/peak_rss.py: wait4 on a direct child would report this pytest process's peak instead whenever that is
+    larger (Linux keeps the peak across vfork + exec), which is how this test once failed at 1.158x."""
     with open(tmp / "stdout", "w+") as out, open(tmp / "stderr", "w+") as err:
-        t0 = time.perf_counter()
-        proc = subprocess.Popen(cmd, stdout=out, stderr=err)
-        _, status, usage = os.wait4(proc.pid, 0)
-        elapsed = time.perf_counter() - t0
-        proc.returncode = os.waitstatus_to_exitcode(status)
+        elapsed, peak, code = peak_rss.measured(cmd, stdout=out, stderr=err)
         err.seek(0)
         text = err.read()
-    assert proc.returncode == 0, f"{cmd[1]} failed: {text}"
-    return elapsed, usage.ru_maxrss * 1024, text
+    assert code == 0, f"{cmd[1]} failed: {text}"
+    return elapsed, peak, text
 
 
 @pytest.mark.skipif(LARGE_WIDTH == 0, reason="VEIL_LARGE_MODEL_WIDTH=0")
