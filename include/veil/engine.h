@@ -125,6 +125,18 @@ VEIL_API VEIL_WUR veil_status veil_engine_load_model_shaped(const veil_model *mo
                                                             const struct veil_engine_shape *shapes,
                                                             size_t shape_count, veil_engine **out);
 
+/* veil_engine_load_model_shaped for a caller that opened the model for this one engine (veil run, the Python
+ * Engine.from_sealed): once the engine holds its own copy of a weight (packed, converted or folded) and no node left
+ * to build reads it, the model's plaintext of that weight is wiped and its pages go back to the system (made
+ * inaccessible), so the load's peak holds the weights about once instead of twice. Weights the engine runs on in
+ * place, small tensors (< 64 KiB) and weights of fused nodes stay until the model is freed. Fails with VEIL_ERR_ARG
+ * when the model is shared (an engine holds it). Afterwards, and also after a failed load, the released tensors are
+ * gone: veil_model_tensor refuses them, the model can plan no other engine, and the caller frees it. */
+VEIL_API VEIL_WUR veil_status veil_engine_load_model_releasing(veil_model *model,
+                                                               const struct veil_engine_options *options,
+                                                               const struct veil_engine_shape *shapes,
+                                                               size_t shape_count, veil_engine **out);
+
 VEIL_API size_t veil_engine_input_count(const veil_engine *engine);
 VEIL_API size_t veil_engine_output_count(const veil_engine *engine);
 /* Fail with VEIL_ERR_ARG when index is out of range. */

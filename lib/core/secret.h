@@ -20,10 +20,21 @@ struct veil_secure_mem {
     size_t size;      /* usable bytes */
     size_t map_size;  /* mapped bytes */
     int locked;
+    struct veil_secure_hole *holes; /* pages given back by veil_secure_discard */
+    size_t hole_count, hole_cap;
+};
+
+struct veil_secure_hole {
+    size_t offset, size; /* whole pages */
 };
 
 VEIL_RESULT veil_secure_alloc(struct veil_secure_mem *m, size_t size, int lock);
-/* Wipes, unlocks and unmaps. Accepts an empty struct. */
+/* Wipes bytes [offset, offset + size) for good and gives the whole pages inside back to the system: unlocked,
+ * discarded (MADV_DONTNEED) and made inaccessible (PROT_NONE), so that a read of them afterwards faults instead of
+ * seeing zeros. Best effort past the wipe: when the hole cannot be recorded the pages are only discarded. The
+ * range must lie within the usable bytes. */
+void veil_secure_discard(struct veil_secure_mem *m, size_t offset, size_t size);
+/* Wipes (all but the discarded pages), unlocks and unmaps. Accepts an empty struct. */
 void veil_secure_free(struct veil_secure_mem *m);
 
 /* Makes sure this process never writes a core dump (the CLI and daemons call it at start). */

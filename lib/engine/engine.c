@@ -96,6 +96,8 @@ static VEIL_RESULT load_impl(struct veil_engine *e, const uint8_t *graph, size_t
         VEIL_GUARD(check_views(graph, size, tensors, count));
     VEIL_GUARD(eng_graph_parse(&e->g, graph, size, tensors, count));
     VEIL_GUARD(eng_plan_graph(&e->g, e->opts.batch, e->opts.symbolic_size, shapes, shape_count));
+    if (e->releasing != NULL)
+        VEIL_GUARD(eng_release_plan(e, tensors, count));
     for (size_t i = 0; i < count; i++)
         e->lender_bytes += tensors[i].size;
     VEIL_GUARD(eng_exec_build(e));
@@ -134,7 +136,7 @@ veil_status veil_engine_load(const uint8_t *graph, size_t graph_size, const stru
 static veil_status load_engine(const uint8_t *graph, size_t graph_size, const struct veil_tensor_view *tensors,
                                size_t tensor_count, const struct veil_engine_options *options,
                                const struct veil_engine_shape *shapes, size_t shape_count, enum views_origin origin,
-                               const veil_model *lender, int lend_all, veil_engine **out)
+                               const veil_model *lender, int lend_all, veil_model *releasing, veil_engine **out)
 {
     if (out == NULL)
         return veil_error_raise(VEIL_ERR_ARG, __FILE__, __LINE__, "no output given").status;
@@ -146,8 +148,10 @@ static veil_status load_engine(const uint8_t *graph, size_t graph_size, const st
     /* lent weights stay in the model's memory: not when the engine must lock its weights and the model is not */
     int lockable = lender != NULL && (!e->opts.lock_memory || veil_model_locked(lender));
     e->borrow = !lockable ? ENG_BORROW_NONE : lend_all ? ENG_BORROW_FORCE : ENG_BORROW_IF_PLAIN;
+    e->releasing = releasing;
     if (veil_ok(r))
         r = load_impl(e, graph, graph_size, tensors, tensor_count, shapes, shape_count, origin);
+    eng_release_cleanup(e);
     if (!veil_ok(r)) {
         veil_engine_free(e);
         return r.status;
@@ -165,7 +169,7 @@ veil_status veil_engine_load_shaped(const uint8_t *graph, size_t graph_size, con
 {
     veil_error_clear();
     return load_engine(graph, graph_size, tensors, tensor_count, options, shapes, shape_count, VIEWS_CALLER, NULL, 0,
-                       out);
+                       NULL, out);
 }
 
 veil_status veil_engine_load_onnx(const uint8_t *onnx, size_t size, const struct veil_engine_options *options,
@@ -186,7 +190,7 @@ static veil_status load_split(const struct veil_onnx_split *split, const struct 
         views[i] = (struct veil_tensor_view){t->name, t->dtype, t->rank, t->dims, t->data, (size_t)t->size};
     }
     veil_status st = load_engine(split->graph.data, split->graph.size, views, split->tensor_count, options, shapes,
-                                 shape_count, VIEWS_TABLE, NULL, 0, out);
+                                 shape_count, VIEWS_TABLE, NULL, 0, NULL, out);
     free(views);
     return st;
 }
@@ -250,9 +254,9 @@ veil_status veil_engine_load_model(const veil_model *model, const struct veil_en
     return veil_engine_load_model_shaped(model, options, NULL, 0, out);
 }
 
-veil_status veil_engine_load_model_shaped(const veil_model *model, const struct veil_engine_options *options,
-                                          const struct veil_engine_shape *shapes, size_t shape_count,
-                                          veil_engine **out)
+static veil_status load_model(const veil_model *model, veil_model *releasing,
+                              const struct veil_engine_options *options, const struct veil_engine_shape *shapes,
+                              size_t shape_count, veil_engine **out)
 {
     veil_error_clear();
     if (model == NULL || out == NULL)
@@ -271,9 +275,28 @@ veil_status veil_engine_load_model_shaped(const veil_model *model, const struct 
     }
     if (st == VEIL_OK)
         st = load_engine(graph, size, views, count, options, shapes, shape_count, VIEWS_LENT, model,
-                         total >= eng_borrow_min_model, out);
+                         total >= eng_borrow_min_model, releasing, out);
     free(views);
     return st;
+}
+
+veil_status veil_engine_load_model_shaped(const veil_model *model, const struct veil_engine_options *options,
+                                          const struct veil_engine_shape *shapes, size_t shape_count,
+                                          veil_engine **out)
+{
+    return load_model(model, NULL, options, shapes, shape_count, out);
+}
+
+veil_status veil_engine_load_model_releasing(veil_model *model, const struct veil_engine_options *options,
+                                             const struct veil_engine_shape *shapes, size_t shape_count,
+                                             veil_engine **out)
+{
+    if (model != NULL && !veil_model_exclusive(model)) {
+        veil_error_clear();
+        return veil_error_raise(VEIL_ERR_ARG, __FILE__, __LINE__, "the model is shared (an engine holds it): "
+                                "only its sole owner may let a load consume it").status;
+    }
+    return load_model(model, model, options, shapes, shape_count, out);
 }
 
 size_t veil_engine_input_count(const veil_engine *e)

@@ -249,6 +249,8 @@ VEIL_RESULT eng_step_borrow(struct veil_engine *e, struct eng_step *s, int arg, 
     VEIL_ENSURE(((uintptr_t)src & 63u) == 0, VEIL_ERR_INTERNAL, "a borrowed constant is not 64-byte aligned");
     e->borrowed++;
     e->borrowed_bytes += dnnl_memory_desc_get_size(md);
+    if (e->releasing != NULL)
+        eng_release_lent(e, src, 1);
     /* oneDNN only reads weights; its memory API takes a non-const handle. */
     return step_arg(s, (struct eng_arg){.arg = arg, .kind = ARG_CONST, .md = *md, .ptr = (void *)(uintptr_t)src,
                                         .lent = 1});
@@ -321,12 +323,17 @@ static VEIL_RESULT build_inputs(struct veil_engine *e)
     return VEIL_RESULT_OK;
 }
 
+/* In a load that consumes the model, each weight is given back after the last node that reads it (release.c). */
 static VEIL_RESULT build_nodes(struct veil_engine *e)
 {
+    if (e->releasing != NULL)
+        eng_release_after(e, -1);
     for (size_t i = 0; i < e->g.node_count; i++) {
         struct eng_node *n = &e->g.nodes[e->g.order[i]];
         if (!n->dead)
             VEIL_GUARD(eng_op_info(n->op)->build(e, n));
+        if (e->releasing != NULL)
+            eng_release_after(e, (int64_t)i);
     }
     return VEIL_RESULT_OK;
 }
@@ -430,12 +437,16 @@ static VEIL_RESULT settle_lending(struct veil_engine *e)
             void *copy = NULL;
             VEIL_GUARD(eng_const_alloc(e, size, &copy));
             memcpy(copy, a->ptr, size);
+            if (e->releasing != NULL)
+                eng_release_lent(e, a->ptr, 0);
             a->ptr = copy;
             a->lent = 0;
         }
     }
     e->borrowed = 0;
     e->borrowed_bytes = 0;
+    if (e->releasing != NULL)
+        eng_release_unlent(e);
     return VEIL_RESULT_OK;
 }
 

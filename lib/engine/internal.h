@@ -242,6 +242,9 @@ struct veil_engine {
     uint64_t borrowed_bytes;        /* and their bytes */
     uint64_t lender_bytes;          /* the bytes of all the views' tensors */
     veil_model *model;              /* the sealed model those views belong to, kept alive (a reference) */
+    veil_model *releasing;          /* during a load that consumes the model (release.c), else NULL */
+    struct eng_release *release;    /* its weights, in the order they are given back */
+    size_t release_count, release_next;
 };
 
 /* How an opened model's weights may be lent to the engine's MatMul/Gemm (and float32 Gather tables, embeddings, which
@@ -261,6 +264,18 @@ enum eng_borrow { ENG_BORROW_NONE, ENG_BORROW_IF_PLAIN, ENG_BORROW_FORCE };
 extern uint64_t eng_borrow_min_model; /* ENG_BORROW_MIN_MODEL; the unit tests lower it */
 /* The number of weights an engine runs on in place (for the unit tests). */
 size_t eng_borrowed_count(const veil_engine *e);
+
+/* ---- release.c ------------------------------------------------------------------------------------------- */
+
+/* Plans when each of the model's weights (views, the model's own table) is last read while the engine is built. */
+VEIL_RESULT eng_release_plan(struct veil_engine *e, const struct veil_tensor_view *views, size_t count);
+/* The weight holding src is used in place by a primitive (lent 1): it stays; or no longer (lent 0: it was copied). */
+void eng_release_lent(struct veil_engine *e, const void *src, int lent);
+/* Gives back every weight whose last reader was built at a position <= position (-1: those no node reads). */
+void eng_release_after(struct veil_engine *e, int64_t position);
+/* Gives back the weights whose readers are all built and that were lent but are copied after all. */
+void eng_release_unlent(struct veil_engine *e);
+void eng_release_cleanup(struct veil_engine *e);
 
 /* ---- graph.c --------------------------------------------------------------------------------------------- */
 

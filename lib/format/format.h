@@ -113,6 +113,12 @@ VEIL_RESULT veil_sealed_join_model(const veil_model *m, struct veil_buf *out);
 /* model.c: one more reference to an opened model, dropped by veil_model_free; the last one wipes and frees. An
  * engine that uses the model's tensors in place holds one, so the caller may free the model as before. */
 veil_model *veil_model_retain(const veil_model *m);
+/* model.c: 1 when the caller's reference is the model's only one (no engine holds it). */
+int veil_model_exclusive(const veil_model *m);
+/* model.c: wipes tensor index and gives its whole pages back to the system (veil_secure_discard); veil_model_tensor
+ * refuses it from then on. For an engine that has its own copy and consumes the model
+ * (veil_engine_load_model_releasing); index must be in range. */
+void veil_model_release_tensor(veil_model *m, size_t index);
 /* model.c: 1 when the model's plaintext is locked in memory (opened with lock_memory), else 0. */
 int veil_model_locked(const veil_model *m);
 

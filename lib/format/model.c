@@ -68,6 +68,20 @@ veil_model *veil_model_retain(const veil_model *m)
     return w;
 }
 
+int veil_model_exclusive(const veil_model *m)
+{
+    return atomic_load(&m->refs) == 1u;
+}
+
+void veil_model_release_tensor(veil_model *m, size_t index)
+{
+    struct veil_onnx_tensor *t = &m->tensors[index];
+    if (t->data == NULL || t->size == 0)
+        return;
+    veil_secure_discard(&m->plain.region, (size_t)(t->data - m->plain.region.data), (size_t)t->size);
+    t->data = NULL;
+}
+
 int veil_model_locked(const veil_model *m)
 {
     return m->plain.region.locked;
@@ -109,6 +123,9 @@ veil_status veil_model_tensor(const veil_model *m, size_t index, struct veil_ten
     if (m == NULL || out == NULL || index >= m->tensor_count)
         return veil_error_raise(VEIL_ERR_ARG, __FILE__, __LINE__, "tensor index out of range").status;
     const struct veil_onnx_tensor *t = &m->tensors[index];
+    if (t->data == NULL && t->size > 0)
+        return veil_error_raise(VEIL_ERR_ARG, __FILE__, __LINE__, "tensor '%s' is gone: an engine consumed this "
+                                "model (veil_engine_load_model_releasing)", t->name).status;
     *out = (struct veil_tensor_view){.name = t->name, .dtype = t->dtype, .rank = t->rank, .dims = t->dims,
                                      .data = t->data, .size = (size_t)t->size};
     return VEIL_OK;

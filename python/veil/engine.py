@@ -81,6 +81,8 @@ _SIGNATURES: dict[str, tuple[object, list[object]]] = {
     "veil_engine_max_rank": (_SZ, []),
     "veil_engine_load_onnx": (ctypes.c_int, [_P, _SZ, ctypes.POINTER(_Options), ctypes.POINTER(_P)]),
     "veil_engine_load_model": (ctypes.c_int, [_P, ctypes.POINTER(_Options), ctypes.POINTER(_P)]),
+    "veil_engine_load_model_releasing": (ctypes.c_int, [_P, ctypes.POINTER(_Options), _P, ctypes.c_size_t,
+                                                        ctypes.POINTER(_P)]),
     "veil_engine_load_onnx_file": (ctypes.c_int, [ctypes.c_char_p, ctypes.POINTER(_Options), _P, _SZ,
                                                   ctypes.POINTER(_P)]),
     "veil_engine_input_count": (_SZ, [_P]),
@@ -249,6 +251,18 @@ class Engine:
         return cls(int(out.value or 0))
 
     @classmethod
+    def _consuming(cls, model: SealedModel, threads: int | None, batch: int | None, lock_memory: bool,
+                   precision: str) -> Engine:
+        """from_model for a model opened for this engine alone (from_sealed): each weight's plaintext is wiped and
+        given back once the engine holds its own copy (veil_engine_load_model_releasing), so the load's peak holds
+        the weights about once. The model can load nothing else afterwards."""
+        opts = _options(threads, batch, lock_memory, precision)
+        out = ctypes.c_void_p()
+        _lib.check(_cdll().veil_engine_load_model_releasing(model._ptr(), ctypes.byref(opts), None, 0,
+                                                             ctypes.byref(out)))
+        return cls(int(out.value or 0))
+
+    @classmethod
     def from_sealed(cls, path: PathLike, *, key: KeyLike | None = None, kbs: str | None = None,
                     tee: str | None = None, sim_dir: PathLike | None = None, cacert: PathLike | None = None,
                     key_version: int = 0, allow_insecure_http: bool = False, timeout_s: int = 0,
@@ -271,8 +285,7 @@ class Engine:
         if kbs is None:
             with open_model(path, key, threads=threads, lock_memory=lock_memory,  # type: ignore[arg-type]
                             min_model_version=min_model_version) as model:
-                return cls.from_model(model, threads=threads, batch=batch, lock_memory=lock_memory,
-                                      precision=precision)
+                return cls._consuming(model, threads, batch, lock_memory, precision)
         if tee is None:
             raise ArgumentError("kbs= needs tee= (sgx, tdx, snp, auto; sim or sample for development)")
         if not 0 <= key_version < 2**32:
@@ -285,8 +298,7 @@ class Engine:
                                     secret)
             with open_model(path, secret, threads=threads, lock_memory=lock_memory,
                             min_model_version=max(broker_min, min_model_version)) as model:
-                return cls.from_model(model, threads=threads, batch=batch, lock_memory=lock_memory,
-                                      precision=precision)
+                return cls._consuming(model, threads, batch, lock_memory, precision)
         finally:
             ctypes.memset((ctypes.c_char * len(secret)).from_buffer(secret), 0, len(secret))
 

@@ -322,7 +322,8 @@ static int load_sealed(const struct run_args *a, const struct veil_engine_option
     veil_secure_free(&key);
     if (st != VEIL_OK)
         return open_failed(a, &info, st);
-    st = veil_engine_load_model(model, opts, out);
+    /* the model is opened for this engine alone: each weight's plaintext goes once the engine has its own copy */
+    st = veil_engine_load_model_releasing(model, opts, NULL, 0, out);
     veil_model_free(model); /* the engine keeps its weights: its own copy, or (a large model) a reference */
     return st == VEIL_OK ? CLI_OK : cli_fail_status(st);
 }

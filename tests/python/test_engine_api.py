@@ -247,3 +247,69 @@ def test_linear_layers_and_their_activations(act: str | None) -> None:
         got = e.run(x)
     for r, g in zip(ref, got):
         np.testing.assert_allclose(g.reshape(r.shape), r, rtol=1e-4, atol=1e-4)
+
+
+_LOAD_PEAK = """
+import json, sys
+import numpy as np
+import veil
+
+def status(field):
+    for line in open("/proc/self/status"):
+        if line.startswith(field + ":"):
+            return int(line.split()[1]) * 1024
+    raise SystemExit("no " + field)
+
+path, key, how, out = sys.argv[1], bytes.fromhex(sys.argv[2]), sys.argv[3], sys.argv[4]
+x = np.random.default_rng(1).standard_normal((1, 512, 4, 4), dtype=np.float32)
+base = status("VmHWM")
+if how == "from_sealed":
+    engine = veil.Engine.from_sealed(path, key=key, threads=2)
+else:
+    model = veil.open_model(path, key)
+    engine = veil.Engine.from_model(model, threads=2)
+np.save(out, engine.run(x)[0])
+print(json.dumps({"growth": status("VmHWM") - base}))
+"""
+
+
+def test_from_sealed_holds_the_weights_once(tmp_path: Path, key: bytes) -> None:
+    """Engine.from_sealed consumes the model it opened (veil_engine_load_model_releasing): each convolution's weights
+    leave the model's plaintext once the engine has packed its own copy, so the load's peak holds the weights about
+    once. Engine.from_model leaves the model whole (the caller may use it again), so its peak holds them twice. Both
+    compute the same; each is measured in a fresh process (peak RSS growth over the process after its imports)."""
+    import json
+    import subprocess
+    import sys
+
+    rng = np.random.default_rng(0)
+    layers, c = 12, 512
+    inits, nodes, x = [], [], "x"
+    for i in range(layers):
+        w = (rng.standard_normal((c, c, 3, 3), dtype=np.float32) / np.float32(48.0))
+        inits.append(numpy_helper.from_array(w, f"w{i}"))
+        nodes += [helper.make_node("Conv", [x, f"w{i}"], [f"c{i}"], pads=[1, 1, 1, 1]),
+                  helper.make_node("Relu", [f"c{i}"], [f"r{i}"])]
+        x = f"r{i}"
+    nodes.append(helper.make_node("Identity", [x], ["y"]))
+    weights = layers * c * c * 9 * 4
+    onnx_bytes = _model(nodes, [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, c, 4, 4])],
+                        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, c, 4, 4])], inits)
+    sealed = tmp_path / "m.veil"
+    veil.seal_onnx(onnx_bytes, sealed, model_id="convs", key=key)
+    del onnx_bytes, inits
+    import os
+
+    env = {**os.environ, "PYTHONPATH": str(Path(veil.__file__).resolve().parent.parent)}
+    growth, outputs = {}, {}
+    for how in ("from_sealed", "from_model"):
+        out = tmp_path / f"{how}.npy"
+        done = subprocess.run([sys.executable, "-c", _LOAD_PEAK, str(sealed), key.hex(), how, str(out)],
+                              capture_output=True, text=True, check=False, env=env)
+        assert done.returncode == 0, done.stderr
+        growth[how] = json.loads(done.stdout)["growth"]
+        outputs[how] = np.load(out)
+    print({k: f"{v / weights:.2f}x of {weights} weight bytes" for k, v in growth.items()})
+    np.testing.assert_array_equal(outputs["from_sealed"], outputs["from_model"])
+    assert growth["from_model"] - growth["from_sealed"] >= 0.75 * weights, growth
+    assert growth["from_sealed"] <= 1.5 * weights, growth  # 1.27x here: the library and oneDNN load too

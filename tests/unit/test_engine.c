@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <unistd.h>
 
 #include "core/buf.h"
@@ -759,6 +760,123 @@ static void test_lent_weights(void **state)
     free(big);
 }
 
+static void seal_to(const struct veil_buf *m, const char *path, const uint8_t key[32])
+{
+    struct veil_seal_options so = {.model_id = "released", .threads = 1};
+    if (veil_seal(m->data, m->size, key, 32, &so, path) != VEIL_OK)
+        fail_msg("seal failed: %s", veil_last_error());
+}
+
+static veil_model *open_sealed(const char *path, const uint8_t key[32])
+{
+    veil_model *model = NULL;
+    if (veil_model_open(path, key, 32, NULL, &model) != VEIL_OK)
+        fail_msg("open failed: %s", veil_last_error());
+    return model;
+}
+
+/* No whole page of [p, p + size) is resident any more. */
+static void assert_given_back(const uint8_t *p, size_t size)
+{
+    uintptr_t first = ((uintptr_t)p + 4095u) & ~(uintptr_t)4095u, end = ((uintptr_t)p + size) & ~(uintptr_t)4095u;
+    unsigned char *vec = calloc((end - first) / 4096 + 1, 1);
+    assert_non_null(vec);
+    assert_int_equal(mincore((void *)first, end - first, vec), 0);
+    for (size_t i = 0; i < (end - first) / 4096; i++)
+        assert_int_equal(vec[i] & 1u, 0);
+    free(vec);
+}
+
+/* veil_engine_load_model_releasing: y = x.w + Gather(t, ids) + s, w and t of 1 MiB, s of 4 KiB. The engine computes
+ * what the ordinary load computes; afterwards every large weight it did not keep in place is gone from the model
+ * (veil_model_tensor refuses it, its pages are no longer resident), the small one stays, and the engine runs on
+ * after the model is freed. A model another engine holds (a lending one) cannot be consumed. */
+static void test_releasing_load(void **state)
+{
+    (void)state;
+    enum { K = 256, N = 1024, R = 256 };
+    float *w = malloc(K * N * 4), *t = malloc(R * N * 4), sv[N], x[K], y[N], r[N];
+    assert_non_null(w && t);
+    fill(w, K * N, 4);
+    fill(t, R * N, 7);
+    fill(sv, N, 8);
+    fill(x, K, 6);
+    const int64_t id = 11;
+    for (int j = 0; j < N; j++) {
+        double acc = (double)t[id * N + j] + (double)sv[j];
+        for (int k = 0; k < K; k++)
+            acc += (double)x[k] * (double)w[k * N + j];
+        r[j] = (float)acc;
+    }
+    int64_t wd[2] = {K, N}, td[2] = {R, N}, sd[1] = {N}, xd[2] = {1, K}, idd[1] = {1}, yd[2] = {1, N};
+    struct veil_buf g = {0}, m;
+    node(&g, "MatMul", (const char *[]){"x", "w", NULL}, "a", NULL, 0);
+    node(&g, "Gather", (const char *[]){"t", "ids", NULL}, "e", NULL, 0);
+    node(&g, "Add", (const char *[]){"a", "e", NULL}, "ae", NULL, 0);
+    node(&g, "Add", (const char *[]){"ae", "s", NULL}, "y", NULL, 0);
+    initializer(&g, "w", wd, 2, w);
+    initializer(&g, "t", td, 2, t);
+    initializer(&g, "s", sd, 1, sv);
+    value_info(&g, 11, "x", xd, 2);
+    value_info_typed(&g, 11, "ids", idd, 1, 7);
+    value_info(&g, 12, "y", yd, 2);
+    model(&g, &m);
+    uint8_t key[32];
+    memset(key, 9, sizeof key);
+    char dir[] = "/tmp/veil-test-release-XXXXXX", path[64];
+    assert_non_null(mkdtemp(dir));
+    snprintf(path, sizeof path, "%s/m.veil", dir);
+    seal_to(&m, path, key);
+
+    veil_model *model = open_sealed(path, key);
+    struct veil_tensor_view before[3];
+    for (size_t i = 0; i < 3; i++)
+        assert_int_equal(veil_model_tensor(model, i, &before[i]), VEIL_OK);
+    veil_engine *e = NULL;
+    struct veil_engine_options o = {.threads = 2};
+    if (veil_engine_load_model_releasing(model, &o, NULL, 0, &e) != VEIL_OK)
+        fail_msg("load failed: %s", veil_last_error());
+    size_t lent = eng_borrowed_count(e), gone = 0;
+    for (size_t i = 0; i < 2; i++) {
+        struct veil_tensor_view v;
+        if (veil_model_tensor(model, i, &v) == VEIL_OK)
+            continue;
+        assert_non_null(strstr(veil_last_error(), "is gone: an engine consumed this model"));
+        assert_given_back(before[i].data, before[i].size);
+        gone++;
+    }
+    assert_int_equal(gone, 2 - lent);
+    struct veil_tensor_view small;
+    assert_int_equal(veil_model_tensor(model, 2, &small), VEIL_OK);
+    assert_memory_equal(small.data, sv, sizeof sv);
+    veil_model_free(model);
+    const void *in[2] = {x, &id};
+    size_t is[2] = {sizeof x, sizeof id}, os = sizeof y;
+    float *out[1] = {y};
+    if (veil_engine_run(e, (const float *const *)in, is, 2, out, &os, 1) != VEIL_OK)
+        fail_msg("run failed: %s", veil_last_error());
+    assert_close(y, r, N, 1e-4);
+    veil_engine_free(e);
+
+    uint64_t saved = eng_borrow_min_model;
+    eng_borrow_min_model = 0; /* the first engine lends, and holds the model */
+    model = open_sealed(path, key);
+    veil_engine *holder = NULL, *second = NULL;
+    assert_int_equal(veil_engine_load_model(model, &o, &holder), VEIL_OK);
+    assert_true(eng_borrowed_count(holder) > 0);
+    assert_int_equal(veil_engine_load_model_releasing(model, &o, NULL, 0, &second), VEIL_ERR_ARG);
+    assert_null(second);
+    assert_non_null(strstr(veil_last_error(), "the model is shared"));
+    eng_borrow_min_model = saved;
+    veil_model_free(model);
+    veil_engine_free(holder);
+    veil_buf_cleanup(&m);
+    unlink(path);
+    rmdir(dir);
+    free(w);
+    free(t);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -779,6 +897,7 @@ int main(void)
         cmocka_unit_test(test_fold_only_op_on_activation_refused),
         cmocka_unit_test(test_pad_without_conv),
         cmocka_unit_test(test_lent_weights),
+        cmocka_unit_test(test_releasing_load),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -1,0 +1,150 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* Consuming a sealed model while the engine is built (veil_engine_load_model_releasing): once the last node that
+ * reads a weight has been built, the engine holds its own copy (packed, converted, or folded), so the model's
+ * plaintext of that weight is wiped and its pages go back to the system. The peak of a load is then about one copy
+ * of the weights instead of two.
+ *
+ * Who reads a weight, and when, is taken from the planned graph: a live node reads its inputs while it is built,
+ * plus the inputs of the nodes it absorbed whose index it keeps (a folded DequantizeLinear, the QuantizeLinear of an
+ * int8 Conv). Anything less certain keeps the weight until the end of the load: a weight read by a node fused into
+ * another one (dead), a graph output, a weight lent to a primitive. The released pages are made inaccessible
+ * (veil_secure_discard), so a reader this analysis missed would fault, never compute on zeros. */
+#include <stdlib.h>
+
+#include "engine/internal.h"
+#include "format/format.h"
+
+/* Tensors smaller than this are kept: a few pages at most, and every hole is one more mapping. */
+#define RELEASE_MIN_TENSOR (UINT64_C(64) << 10)
+#define AT_NONE INT64_C(-1)      /* no reader during the build: read while planning, or never */
+#define AT_NEVER INT64_MAX       /* kept until the model is freed */
+
+struct eng_release {
+    const uint8_t *data;
+    size_t size;
+    size_t index;                /* in the model's tensor table */
+    int64_t at;                  /* the position of the last node that reads it, AT_NONE or AT_NEVER */
+    int lent;                    /* a primitive reads it in place */
+    int gone;
+};
+
+static int by_data(const void *a, const void *b)
+{
+    const struct eng_release *x = a, *y = b;
+    return (x->data > y->data) - (x->data < y->data);
+}
+
+static int by_at(const void *a, const void *b)
+{
+    const struct eng_release *x = a, *y = b;
+    return (x->at > y->at) - (x->at < y->at);
+}
+
+/* The released tensor whose bytes hold p, or NULL; the table is sorted by data while planning. */
+static struct eng_release *holding(struct eng_release *t, size_t count, const uint8_t *p)
+{
+    size_t lo = 0, hi = count;
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+        if (p < t[mid].data)
+            hi = mid;
+        else if (p >= t[mid].data + t[mid].size)
+            lo = mid + 1;
+        else
+            return &t[mid];
+    }
+    return NULL;
+}
+
+static void mark(struct veil_engine *e, int value, int64_t at)
+{
+    if (value < 0)
+        return;
+    const struct eng_value *v = &e->g.values[value];
+    if (v->kind != VAL_CONST || !v->from_view || v->data == NULL)
+        return;
+    struct eng_release *t = holding(e->release, e->release_count, v->data);
+    if (t != NULL)
+        t->at = at == AT_NEVER || t->at == AT_NEVER ? AT_NEVER : at > t->at ? at : t->at;
+}
+
+static void mark_inputs(struct veil_engine *e, const struct eng_node *n, int64_t at)
+{
+    for (uint32_t k = 0; k < n->input_count; k++)
+        mark(e, n->inputs[k], at);
+}
+
+/* Node n (live) reads, while it is built at position at: its inputs and those of the nodes it keeps by index. */
+static void mark_reads(struct veil_engine *e, const struct eng_node *n, int64_t at)
+{
+    mark_inputs(e, n, at);
+    for (uint32_t k = 0; k < n->input_count; k++) {
+        int v = n->inputs[k];
+        if (v >= 0 && e->g.values[v].kind == VAL_CONST && e->g.values[v].dq_from > 0)
+            mark_inputs(e, &e->g.nodes[e->g.values[v].dq_from - 1], at);
+    }
+    if (n->bn >= 0)
+        mark_inputs(e, &e->g.nodes[n->bn], AT_NEVER);
+    if (n->int8_q > 0)
+        mark_inputs(e, &e->g.nodes[n->int8_q - 1], at);
+    if (n->q_out > 0)
+        mark_inputs(e, &e->g.nodes[n->q_out - 1], at);
+}
+
+VEIL_RESULT eng_release_plan(struct veil_engine *e, const struct veil_tensor_view *views, size_t count)
+{
+    e->release = calloc(count + 1, sizeof *e->release);
+    VEIL_ENSURE(e->release != NULL, VEIL_ERR_NOMEM, "out of memory");
+    for (size_t i = 0; i < count; i++)
+        if (views[i].data != NULL && views[i].size >= RELEASE_MIN_TENSOR)
+            e->release[e->release_count++] = (struct eng_release){.data = views[i].data, .size = views[i].size,
+                                                                  .index = i, .at = AT_NONE};
+    qsort(e->release, e->release_count, sizeof *e->release, by_data);
+    for (size_t i = 0; i < e->g.node_count; i++) {
+        const struct eng_node *n = &e->g.nodes[i];
+        if (n->dead)
+            mark_inputs(e, n, AT_NEVER);
+        else
+            mark_reads(e, n, n->order);
+    }
+    for (size_t i = 0; i < e->g.output_count; i++)
+        mark(e, e->g.outputs[i], AT_NEVER);
+    qsort(e->release, e->release_count, sizeof *e->release, by_at);
+    return VEIL_RESULT_OK;
+}
+
+void eng_release_lent(struct veil_engine *e, const void *src, int lent)
+{
+    const uint8_t *p = src;
+    for (size_t i = 0; i < e->release_count; i++)
+        if (p >= e->release[i].data && p < e->release[i].data + e->release[i].size)
+            e->release[i].lent = lent;
+}
+
+static void give_back(struct veil_engine *e, struct eng_release *t)
+{
+    if (t->lent || t->gone)
+        return;
+    veil_model_release_tensor(e->releasing, t->index);
+    t->gone = 1;
+}
+
+void eng_release_after(struct veil_engine *e, int64_t position)
+{
+    while (e->release_next < e->release_count && e->release[e->release_next].at <= position)
+        give_back(e, &e->release[e->release_next++]);
+}
+
+void eng_release_unlent(struct veil_engine *e)
+{
+    for (size_t i = 0; i < e->release_next; i++)
+        give_back(e, &e->release[i]);
+}
+
+void eng_release_cleanup(struct veil_engine *e)
+{
+    free(e->release);
+    e->release = NULL;
+    e->release_count = e->release_next = 0;
+    e->releasing = NULL;
+}
