@@ -129,9 +129,9 @@ VEIL_API VEIL_WUR veil_status veil_engine_load_model_shaped(const veil_model *mo
  * Engine.from_sealed): once the engine holds its own copy of a weight (packed, converted or folded) and no node left
  * to build reads it, the model's plaintext of that weight is wiped and its pages go back to the system (made
  * inaccessible), so the load's peak holds the weights about once instead of twice. Weights the engine runs on in
- * place, small tensors (< 64 KiB) and weights of fused nodes stay until the model is freed. Fails with VEIL_ERR_ARG
- * when the model is shared (an engine holds it). Afterwards, and also after a failed load, the released tensors are
- * gone: veil_model_tensor refuses them, the model can plan no other engine, and the caller frees it. */
+ * place stay until the model is freed. Fails with VEIL_ERR_ARG when the model is shared (an engine holds it).
+ * Afterwards, and also after a failed load, the released tensors are gone: veil_model_tensor refuses them, the model
+ * can plan no other engine, and the caller frees it. */
 VEIL_API VEIL_WUR veil_status veil_engine_load_model_releasing(veil_model *model,
                                                                const struct veil_engine_options *options,
                                                                const struct veil_engine_shape *shapes,

@@ -61,11 +61,10 @@ static int record_hole(struct veil_secure_mem *m, size_t offset, size_t size)
     return 1;
 }
 
-void veil_secure_discard(struct veil_secure_mem *m, size_t offset, size_t size)
+void veil_secure_give_back(struct veil_secure_mem *m, size_t offset, size_t size)
 {
-    if (m->data == NULL || offset > m->size || size > m->size - offset || size == 0)
+    if (m->data == NULL || offset > m->map_size || size > m->map_size - offset)
         return;
-    veil_wipe(m->data + offset, size);
     size_t p = page_size();
     size_t first = (offset + p - 1) / p * p, end = (offset + size) / p * p;
     if (first >= end)

@@ -29,11 +29,11 @@ struct veil_secure_hole {
 };
 
 VEIL_RESULT veil_secure_alloc(struct veil_secure_mem *m, size_t size, int lock);
-/* Wipes bytes [offset, offset + size) for good and gives the whole pages inside back to the system: unlocked,
- * discarded (MADV_DONTNEED) and made inaccessible (PROT_NONE), so that a read of them afterwards faults instead of
- * seeing zeros. Best effort past the wipe: when the hole cannot be recorded the pages are only discarded. The
- * range must lie within the usable bytes. */
-void veil_secure_discard(struct veil_secure_mem *m, size_t offset, size_t size);
+/* Gives the whole pages inside [offset, offset + size) back to the system: unlocked, discarded (MADV_DONTNEED) and
+ * made inaccessible (PROT_NONE), so that a read of them afterwards faults instead of seeing zeros. The caller has
+ * wiped every byte of the range already (pages given back before may lie inside it). Best effort: when the hole
+ * cannot be recorded the pages are only discarded. The range must lie within the mapping. */
+void veil_secure_give_back(struct veil_secure_mem *m, size_t offset, size_t size);
 /* Wipes (all but the discarded pages), unlocks and unmaps. Accepts an empty struct. */
 void veil_secure_free(struct veil_secure_mem *m);
 

@@ -600,6 +600,7 @@ VEIL_RESULT eng_fold_eval(struct eng_graph *g, struct eng_node *n)
     out->kind = VAL_CONST;
     out->has_shape = 1;
     n->dead = 1;
+    n->folded = 1;
     return VEIL_RESULT_OK;
 }
 

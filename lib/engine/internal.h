@@ -129,7 +129,8 @@ struct eng_node {
     struct eng_post elt[ENG_MAX_ELT]; /* the node's own eltwise chain (HardSigmoid two, QuantizeLinear three) */
     uint32_t elt_count;
     /* fusion */
-    int dead;                       /* folded into another node */
+    int dead;                       /* folded into another node, or evaluated at load (folded) */
+    int folded;                     /* dead because it was evaluated at load: its inputs were read then */
     int bn;                         /* Conv: the folded BatchNormalization node, -1 */
     int sum;                        /* Conv: the value added by a sum post-op, -1 */
     struct eng_post post[ENG_MAX_POST];

@@ -4,26 +4,28 @@
  * plaintext of that weight is wiped and its pages go back to the system. The peak of a load is then about one copy
  * of the weights instead of two.
  *
- * Who reads a weight, and when, is taken from the planned graph: a live node reads its inputs while it is built,
- * plus the inputs of the nodes it absorbed whose index it keeps (a folded DequantizeLinear, the QuantizeLinear of an
- * int8 Conv). Anything less certain keeps the weight until the end of the load: a weight read by a node fused into
- * another one (dead), a graph output, a weight lent to a primitive. The released pages are made inaccessible
- * (veil_secure_discard), so a reader this analysis missed would fault, never compute on zeros. */
+ * Who reads a weight, and when, is taken from the planned graph:
+ * - a live node reads its inputs while it is built, and the inputs of the nodes whose index it keeps (the folded
+ *   DequantizeLinear of an int8 Conv's weights, its QuantizeLinear);
+ * - a node evaluated at load (folded) read its inputs then; its output, when it views them (Reshape, Identity...),
+ *   is read by its own readers, which the first rule finds by address;
+ * - a node fused into another one (a BatchNormalization into its Conv, a bias Add into its MatMul) is read by that
+ *   node, whose index it does not keep: its inputs go after the last node is built;
+ * - a weight lent to a primitive (read in place at run time) stays with the model.
+ * The model gives back the whole pages of each tensor, and the pages it shares with tensors already given back
+ * (lib/format/model.c), made inaccessible, so a reader this plan missed would fault, never compute on zeros. */
 #include <stdlib.h>
 
 #include "engine/internal.h"
 #include "format/format.h"
 
-/* Tensors smaller than this are kept: a few pages at most, and every hole is one more mapping. */
-#define RELEASE_MIN_TENSOR (UINT64_C(64) << 10)
 #define AT_NONE INT64_C(-1)      /* no reader during the build: read while planning, or never */
-#define AT_NEVER INT64_MAX       /* kept until the model is freed */
 
 struct eng_release {
     const uint8_t *data;
     size_t size;
     size_t index;                /* in the model's tensor table */
-    int64_t at;                  /* the position of the last node that reads it, AT_NONE or AT_NEVER */
+    int64_t at;                  /* the position of the last node that reads it, or AT_NONE */
     int lent;                    /* a primitive reads it in place */
     int gone;
 };
@@ -64,8 +66,8 @@ static void mark(struct veil_engine *e, int value, int64_t at)
     if (v->kind != VAL_CONST || !v->from_view || v->data == NULL)
         return;
     struct eng_release *t = holding(e->release, e->release_count, v->data);
-    if (t != NULL)
-        t->at = at == AT_NEVER || t->at == AT_NEVER ? AT_NEVER : at > t->at ? at : t->at;
+    if (t != NULL && at > t->at)
+        t->at = at;
 }
 
 static void mark_inputs(struct veil_engine *e, const struct eng_node *n, int64_t at)
@@ -83,8 +85,6 @@ static void mark_reads(struct veil_engine *e, const struct eng_node *n, int64_t 
         if (v >= 0 && e->g.values[v].kind == VAL_CONST && e->g.values[v].dq_from > 0)
             mark_inputs(e, &e->g.nodes[e->g.values[v].dq_from - 1], at);
     }
-    if (n->bn >= 0)
-        mark_inputs(e, &e->g.nodes[n->bn], AT_NEVER);
     if (n->int8_q > 0)
         mark_inputs(e, &e->g.nodes[n->int8_q - 1], at);
     if (n->q_out > 0)
@@ -96,19 +96,18 @@ VEIL_RESULT eng_release_plan(struct veil_engine *e, const struct veil_tensor_vie
     e->release = calloc(count + 1, sizeof *e->release);
     VEIL_ENSURE(e->release != NULL, VEIL_ERR_NOMEM, "out of memory");
     for (size_t i = 0; i < count; i++)
-        if (views[i].data != NULL && views[i].size >= RELEASE_MIN_TENSOR)
+        if (views[i].data != NULL && views[i].size > 0)
             e->release[e->release_count++] = (struct eng_release){.data = views[i].data, .size = views[i].size,
                                                                   .index = i, .at = AT_NONE};
     qsort(e->release, e->release_count, sizeof *e->release, by_data);
+    int64_t last = (int64_t)e->g.node_count - 1;
     for (size_t i = 0; i < e->g.node_count; i++) {
         const struct eng_node *n = &e->g.nodes[i];
-        if (n->dead)
-            mark_inputs(e, n, AT_NEVER);
-        else
+        if (!n->dead)
             mark_reads(e, n, n->order);
+        else if (!n->folded)
+            mark_inputs(e, n, last);
     }
-    for (size_t i = 0; i < e->g.output_count; i++)
-        mark(e, e->g.outputs[i], AT_NEVER);
     qsort(e->release, e->release_count, sizeof *e->release, by_at);
     return VEIL_RESULT_OK;
 }

@@ -3,6 +3,7 @@
 #include <stdatomic.h>
 #include <stdint.h>
 #include <stdlib.h>
+#include <unistd.h>
 
 #include "format/format.h"
 #include "onnx/onnx.h"
@@ -73,13 +74,50 @@ int veil_model_exclusive(const veil_model *m)
     return atomic_load(&m->refs) == 1u;
 }
 
+/* Section s (>= 1) holds no bytes anyone may still read: its tensor was given back, or is empty. */
+static int section_gone(const struct veil_model *m, uint32_t s)
+{
+    const struct veil_onnx_tensor *t = &m->tensors[s - 1];
+    return t->size == 0 || t->data == NULL;
+}
+
+/* Where the range to give back starts: section s's first byte, or the start of its first page when every other
+ * section reaching into that page is gone (padding between sections holds nothing). */
+static size_t left_edge(const struct veil_model *m, uint32_t s, size_t page)
+{
+    const struct veil_section *sec = m->plain.h.sections;
+    size_t start = (size_t)sec[s].offset, floor = start / page * page;
+    for (uint32_t k = s; k-- > 0;) {
+        if (sec[k].offset + sec[k].size <= floor)
+            break;
+        if (k == 0 || !section_gone(m, k))
+            return start; /* the graph, or a tensor still held, shares the page */
+    }
+    return floor;
+}
+
+static size_t right_edge(const struct veil_model *m, uint32_t s, size_t page)
+{
+    const struct veil_section *sec = m->plain.h.sections;
+    size_t end = (size_t)(sec[s].offset + sec[s].size), ceil = (end + page - 1) / page * page;
+    for (uint32_t k = s + 1; k < m->plain.h.section_count && sec[k].offset < ceil; k++)
+        if (!section_gone(m, k))
+            return end;
+    return ceil < m->plain.region.map_size ? ceil : m->plain.region.map_size;
+}
+
 void veil_model_release_tensor(veil_model *m, size_t index)
 {
     struct veil_onnx_tensor *t = &m->tensors[index];
     if (t->data == NULL || t->size == 0)
         return;
-    veil_secure_discard(&m->plain.region, (size_t)(t->data - m->plain.region.data), (size_t)t->size);
+    veil_wipe(m->plain.region.data + (t->data - m->plain.region.data), (size_t)t->size);
     t->data = NULL;
+    long p = sysconf(_SC_PAGESIZE);
+    size_t page = p > 0 ? (size_t)p : 4096;
+    uint32_t s = (uint32_t)index + 1u;
+    size_t lo = left_edge(m, s, page), hi = right_edge(m, s, page);
+    veil_secure_give_back(&m->plain.region, lo, hi - lo);
 }
 
 int veil_model_locked(const veil_model *m)

@@ -331,9 +331,17 @@ def _export(module: torch.nn.Module, args: tuple, names: list[str], dynamic: dic
 
 
 def _compare_model(data: bytes, feeds: dict[str, np.ndarray], torch_out: np.ndarray) -> None:
+    """Sealed and run as an owner's model runs: Engine.from_sealed, whose load consumes the model (each weight's
+    plaintext is given back, made inaccessible, once the node reading it is built), against onnxruntime and PyTorch."""
+    import tempfile
+
     ref = ort.InferenceSession(data, providers=["CPUExecutionProvider"]).run(None, feeds)[0]
-    with veil.Engine.from_onnx(data, threads=THREADS) as engine:
-        got = engine.run(feeds=feeds)[0]
+    key = veil.keygen()
+    with tempfile.TemporaryDirectory(prefix="veil-compare-") as tmp:
+        sealed = os.path.join(tmp, "m.veil")
+        veil.seal_onnx(data, sealed, model_id="compare", key=key)
+        with veil.Engine.from_sealed(sealed, key=key, threads=THREADS) as engine:
+            got = engine.run(feeds=feeds)[0]
     _check_logits(got, [("onnxruntime", ref), ("pytorch", torch_out)])
 
 
