@@ -148,6 +148,8 @@ static veil_status load_engine(const uint8_t *graph, size_t graph_size, const st
     /* lent weights stay in the model's memory: not when the engine must lock its weights and the model is not */
     int lockable = lender != NULL && (!e->opts.lock_memory || veil_model_locked(lender));
     e->borrow = !lockable ? ENG_BORROW_NONE : lend_all ? ENG_BORROW_FORCE : ENG_BORROW_IF_PLAIN;
+    if (releasing != NULL && e->borrow == ENG_BORROW_IF_PLAIN)
+        e->borrow = ENG_BORROW_NONE; /* release.c: a consumed model's copies peak no higher, and free it all */
     e->releasing = releasing;
     if (veil_ok(r))
         r = load_impl(e, graph, graph_size, tensors, tensor_count, shapes, shape_count, origin);

@@ -237,6 +237,13 @@ VEIL_RESULT eng_step_const(struct veil_engine *e, struct eng_step *s, int arg, c
     return step_arg(s, (struct eng_arg){.arg = arg, .kind = ARG_CONST, .md = *dst_md, .ptr = dst});
 }
 
+VEIL_RESULT eng_step_const_new(struct veil_engine *e, struct eng_step *s, int arg, const dnnl_memory_desc_t *md,
+                               void **out)
+{
+    VEIL_GUARD(eng_const_alloc(e, dnnl_memory_desc_get_size(md), out));
+    return step_arg(s, (struct eng_arg){.arg = arg, .kind = ARG_CONST, .md = *md, .ptr = *out});
+}
+
 int eng_lendable(const struct veil_engine *e, const struct eng_value *v)
 {
     return e->borrow != ENG_BORROW_NONE && v->kind == VAL_CONST && v->from_view && v->owned == NULL &&
@@ -250,7 +257,7 @@ VEIL_RESULT eng_step_borrow(struct veil_engine *e, struct eng_step *s, int arg, 
     e->borrowed++;
     e->borrowed_bytes += dnnl_memory_desc_get_size(md);
     if (e->releasing != NULL)
-        eng_release_lent(e, src, 1);
+        eng_release_lent(e, src);
     /* oneDNN only reads weights; its memory API takes a non-const handle. */
     return step_arg(s, (struct eng_arg){.arg = arg, .kind = ARG_CONST, .md = *md, .ptr = (void *)(uintptr_t)src,
                                         .lent = 1});
@@ -437,16 +444,12 @@ static VEIL_RESULT settle_lending(struct veil_engine *e)
             void *copy = NULL;
             VEIL_GUARD(eng_const_alloc(e, size, &copy));
             memcpy(copy, a->ptr, size);
-            if (e->releasing != NULL)
-                eng_release_lent(e, a->ptr, 0);
             a->ptr = copy;
             a->lent = 0;
         }
     }
     e->borrowed = 0;
     e->borrowed_bytes = 0;
-    if (e->releasing != NULL)
-        eng_release_unlent(e);
     return VEIL_RESULT_OK;
 }
 

@@ -270,12 +270,10 @@ size_t eng_borrowed_count(const veil_engine *e);
 
 /* Plans when each of the model's weights (views, the model's own table) is last read while the engine is built. */
 VEIL_RESULT eng_release_plan(struct veil_engine *e, const struct veil_tensor_view *views, size_t count);
-/* The weight holding src is used in place by a primitive (lent 1): it stays; or no longer (lent 0: it was copied). */
-void eng_release_lent(struct veil_engine *e, const void *src, int lent);
+/* One more step reads the weight holding src in place: it stays. */
+void eng_release_lent(struct veil_engine *e, const void *src);
 /* Gives back every weight whose last reader was built at a position <= position (-1: those no node reads). */
 void eng_release_after(struct veil_engine *e, int64_t position);
-/* Gives back the weights whose readers are all built and that were lent but are copied after all. */
-void eng_release_unlent(struct veil_engine *e);
 void eng_release_cleanup(struct veil_engine *e);
 
 /* ---- graph.c --------------------------------------------------------------------------------------------- */
@@ -508,6 +506,9 @@ VEIL_RESULT eng_step_posts(struct veil_engine *e, const struct eng_node *n, cons
 /* Copies size bytes of plain data (layout src_md) into engine memory in layout dst_md (a reorder run once). */
 VEIL_RESULT eng_step_const(struct veil_engine *e, struct eng_step *s, int arg, const dnnl_memory_desc_t *dst_md,
                            const dnnl_memory_desc_t *src_md, const void *src);
+/* Engine memory for a constant in layout md, bound to arg of s; *out receives it for the caller to fill. */
+VEIL_RESULT eng_step_const_new(struct veil_engine *e, struct eng_step *s, int arg, const dnnl_memory_desc_t *md,
+                               void **out);
 /* A primitive attribute with the user scratchpad and, when given, post-ops. */
 VEIL_RESULT eng_attr_new(const struct eng_node *n, const struct eng_post *post, uint32_t count,
                          dnnl_primitive_attr_t *out);

@@ -363,9 +363,9 @@ static VEIL_RESULT kernel_input(struct veil_engine *e, size_t step, const struct
                    : x->dtype == VEIL_ONNX_BOOL ? 1 : 0;
     VEIL_ENSURE(width > 0 && x->size == count * width, VEIL_ERR_UNSUPPORTED, "%s: constant '%s' has data type %"
                 PRId32, eng_node_label(n, label, sizeof label), x->name, x->dtype);
-    VEIL_DEFER(veil_secure_free) struct veil_secure_mem tmp = {0};
-    VEIL_GUARD(veil_secure_alloc(&tmp, count * sizeof(float) + 4, 0));
-    float *f = (float *)(void *)tmp.data;
+    void *dst = NULL; /* converted straight into the engine's constant: no third copy of an embedding table */
+    VEIL_GUARD(eng_step_const_new(e, &e->steps[step], DNNL_ARG_MULTIPLE_SRC + (int)i, &md, &dst));
+    float *f = dst;
     for (size_t k = 0; k < count; k++) {
         const uint8_t *p = x->data + k * width;
         if (x->dtype == VEIL_ONNX_FLOAT) {
@@ -382,7 +382,7 @@ static VEIL_RESULT kernel_input(struct veil_engine *e, size_t step, const struct
             f[k] = p[0] != 0;
         }
     }
-    return eng_step_const(e, &e->steps[step], DNNL_ARG_MULTIPLE_SRC + (int)i, &md, &md, f);
+    return VEIL_RESULT_OK;
 }
 
 VEIL_RESULT eng_step_kernel(struct veil_engine *e, const struct eng_node *n, const struct eng_kernel *k,

@@ -11,7 +11,9 @@
  *   is read by its own readers, which the first rule finds by address;
  * - a node fused into another one (a BatchNormalization into its Conv, a bias Add into its MatMul) is read by that
  *   node, whose index it does not keep: its inputs go after the last node is built;
- * - a weight lent to a primitive (read in place at run time) stays with the model.
+ * - a weight lent to a primitive (read in place at run time: a model of 1 GiB or more, ENG_BORROW_FORCE) stays with
+ *   the model. A smaller model lends nothing to a consuming load: lending it pays only by keeping the model, and
+ *   copying what would be lent, one tensor at a time as its readers are built, peaks no higher and frees it all.
  * The model gives back the whole pages of each tensor, and the pages it shares with tensors already given back
  * (lib/format/model.c), made inaccessible, so a reader this plan missed would fault, never compute on zeros. */
 #include <stdlib.h>
@@ -26,7 +28,7 @@ struct eng_release {
     size_t size;
     size_t index;                /* in the model's tensor table */
     int64_t at;                  /* the position of the last node that reads it, or AT_NONE */
-    int lent;                    /* a primitive reads it in place */
+    int lent;                    /* a step reads it in place */
     int gone;
 };
 
@@ -112,12 +114,12 @@ VEIL_RESULT eng_release_plan(struct veil_engine *e, const struct veil_tensor_vie
     return VEIL_RESULT_OK;
 }
 
-void eng_release_lent(struct veil_engine *e, const void *src, int lent)
+void eng_release_lent(struct veil_engine *e, const void *src)
 {
     const uint8_t *p = src;
     for (size_t i = 0; i < e->release_count; i++)
         if (p >= e->release[i].data && p < e->release[i].data + e->release[i].size)
-            e->release[i].lent = lent;
+            e->release[i].lent = 1;
 }
 
 static void give_back(struct veil_engine *e, struct eng_release *t)
@@ -132,12 +134,6 @@ void eng_release_after(struct veil_engine *e, int64_t position)
 {
     while (e->release_next < e->release_count && e->release[e->release_next].at <= position)
         give_back(e, &e->release[e->release_next++]);
-}
-
-void eng_release_unlent(struct veil_engine *e)
-{
-    for (size_t i = 0; i < e->release_next; i++)
-        give_back(e, &e->release[i]);
 }
 
 void eng_release_cleanup(struct veil_engine *e)
