@@ -102,39 +102,109 @@ enum eng_kop eng_node_kop(const struct eng_node *n)
 
 /* ---- kernels --------------------------------------------------------------------------------------------- */
 
-/* out[k] = op(in0[p0], in1[p1], in2[p2]) over the output's elements, one row (last dim) at a time. */
+/* One row of n outputs: o[j] = op(a[j * sa], b[j * sb], c[j * sc]). The common operators run as float loops, with a
+ * unit-stride version the compiler vectorises (an attention's IsNaN and Where over [heads, seq, seq] are millions of
+ * elements a run); their results equal eng_kop_eval's, which computes in double: + - * / of two floats rounded once
+ * to float from double are the correctly rounded float results (53 >= 2 * 24 + 2 bits), and the rest are exact.
+ * Everything else goes through eng_kop_eval. */
+#define ROW1(EXPR)                                                                                                 \
+    do {                                                                                                           \
+        if (sa == 1)                                                                                               \
+            for (int64_t j = 0; j < n; j++) {                                                                      \
+                float x = a[j];                                                                                    \
+                o[j] = (EXPR);                                                                                     \
+            }                                                                                                      \
+        else                                                                                                       \
+            for (int64_t j = 0; j < n; j++) {                                                                      \
+                float x = a[j * sa];                                                                               \
+                o[j] = (EXPR);                                                                                     \
+            }                                                                                                      \
+    } while (0)
+#define ROW2(EXPR)                                                                                                 \
+    do {                                                                                                           \
+        if (sa == 1 && sb == 1)                                                                                    \
+            for (int64_t j = 0; j < n; j++) {                                                                      \
+                float x = a[j], y = b[j];                                                                          \
+                o[j] = (EXPR);                                                                                     \
+            }                                                                                                      \
+        else if (sa == 1 && sb == 0)                                                                               \
+            for (int64_t j = 0; j < n; j++) {                                                                      \
+                float x = a[j], y = b[0];                                                                          \
+                o[j] = (EXPR);                                                                                     \
+            }                                                                                                      \
+        else                                                                                                       \
+            for (int64_t j = 0; j < n; j++) {                                                                      \
+                float x = a[j * sa], y = b[j * sb];                                                                \
+                o[j] = (EXPR);                                                                                     \
+            }                                                                                                      \
+    } while (0)
+
+static void nary_row(enum eng_kop op, int64_t n, const float *a, int64_t sa, const float *b, int64_t sb,
+                     const float *c, int64_t sc, float *o)
+{
+    switch (op) {
+    case KOP_ADD: ROW2(x + y); return;
+    case KOP_SUB: ROW2(x - y); return;
+    case KOP_MUL: ROW2(x * y); return;
+    case KOP_DIV: ROW2(x / y); return;
+    case KOP_MAX: ROW2(x > y ? x : y); return;
+    case KOP_MIN: ROW2(x < y ? x : y); return;
+    case KOP_EQ: ROW2(x == y ? 1.0f : 0.0f); return;
+    case KOP_LT: ROW2(x < y ? 1.0f : 0.0f); return;
+    case KOP_GT: ROW2(x > y ? 1.0f : 0.0f); return;
+    case KOP_LE: ROW2(x <= y ? 1.0f : 0.0f); return;
+    case KOP_GE: ROW2(x >= y ? 1.0f : 0.0f); return;
+    case KOP_AND: ROW2(x != 0 && y != 0 ? 1.0f : 0.0f); return;
+    case KOP_OR: ROW2(x != 0 || y != 0 ? 1.0f : 0.0f); return;
+    case KOP_COPY: ROW1(x); return;
+    case KOP_NOT: ROW1(x == 0 ? 1.0f : 0.0f); return;
+    case KOP_ISNAN: ROW1(isnan(x) ? 1.0f : 0.0f); return;
+    case KOP_BOOL: ROW1(x != 0 ? 1.0f : 0.0f); return;
+    case KOP_NEG: ROW1(-x); return;
+    case KOP_ABS: ROW1(fabsf(x)); return;
+    case KOP_WHERE:
+        if (sa == 1 && sb == 0 && sc == 1) /* masked_fill: Where(cond, constant, x) */
+            for (int64_t j = 0; j < n; j++)
+                o[j] = a[j] != 0 ? b[0] : c[j];
+        else
+            for (int64_t j = 0; j < n; j++)
+                o[j] = a[j * sa] != 0 ? b[j * sb] : c[j * sc];
+        return;
+    default:
+        for (int64_t j = 0; j < n; j++)
+            o[j] = (float)eng_kop_eval(op, a[j * sa], b != NULL ? b[j * sb] : 0, c != NULL ? c[j * sc] : 0);
+        return;
+    }
+}
+
+#undef ROW1
+#undef ROW2
+
+/* out[k] = op(in0[p0], in1[p1], in2[p2]) over the output's elements, one row (last dim) at a time, the rows split
+ * over the OpenMP threads (each finds its inputs' offsets from its own row index). */
 static void run_nary(const struct eng_kernel *k, const float *const *in, float *out)
 {
     uint32_t r = k->out.rank;
-    int64_t last = r ? k->out.dims[r - 1] : 1, c[ENG_RANK] = {0};
-    size_t total = eng_shape_count(&k->out);
-    for (size_t base = 0; base < total; base += (size_t)last) {
+    int64_t last = r ? k->out.dims[r - 1] : 1;
+    int64_t rows = last > 0 ? (int64_t)(eng_shape_count(&k->out) / (size_t)last) : 0;
+    static const float none = 0;
+#pragma omp parallel for schedule(static) if (rows * last >= 32768)
+    for (int64_t q = 0; q < rows; q++) {
         int64_t p[ENG_KERNEL_INPUTS] = {0}, s[ENG_KERNEL_INPUTS] = {0};
         for (uint32_t i = 0; i < k->inputs; i++) {
             p[i] = k->offset[i];
-            for (uint32_t d = 0; d + 1 < r; d++)
-                p[i] += c[d] * k->strides[i][d];
             s[i] = r ? k->strides[i][r - 1] : 0;
         }
-        float *o = out + base;
-        if (k->op == KOP_COPY && s[0] == 1) {
-            memcpy(o, in[0] + p[0], (size_t)last * sizeof *o);
-        } else if (k->inputs == 1) {
-            for (int64_t j = 0; j < last; j++)
-                o[j] = (float)eng_kop_eval(k->op, in[0][p[0] + j * s[0]], 0, 0);
-        } else if (k->inputs == 2) {
-            for (int64_t j = 0; j < last; j++)
-                o[j] = (float)eng_kop_eval(k->op, in[0][p[0] + j * s[0]], in[1][p[1] + j * s[1]], 0);
-        } else {
-            for (int64_t j = 0; j < last; j++)
-                o[j] = (float)eng_kop_eval(k->op, in[0][p[0] + j * s[0]], in[1][p[1] + j * s[1]],
-                                           in[2][p[2] + j * s[2]]);
+        int64_t rem = q; /* q's coordinates over the dims before the last, the innermost first */
+        for (uint32_t d = r > 1 ? r - 1 : 0; d-- > 0;) {
+            int64_t cd = rem % k->out.dims[d];
+            rem /= k->out.dims[d];
+            for (uint32_t i = 0; i < k->inputs; i++)
+                p[i] += cd * k->strides[i][d];
         }
-        for (uint32_t d = r > 0 ? r - 1 : 0; d-- > 0;) {
-            if (++c[d] < k->out.dims[d])
-                break;
-            c[d] = 0;
-        }
+        const float *a = in[0] + p[0];
+        const float *b = k->inputs > 1 ? in[1] + p[1] : &none, *c = k->inputs > 2 ? in[2] + p[2] : &none;
+        nary_row(k->op, last, a, s[0], b, k->inputs > 1 ? s[1] : 0, c, k->inputs > 2 ? s[2] : 0, out + q * last);
     }
 }
 

@@ -118,6 +118,38 @@ def test_isnan_and_logic() -> None:
     _check(_model(nodes, [_vi("x", [2, 6])], [_vi("y", [2, 6])], [_const("z", np.zeros(1, np.float32))]), {"x": x})
 
 
+
+@pytest.mark.parametrize("shape,col_shape", [((96, 1024), (96, 1)), ((2, 4, 12, 1024), (2, 1, 12, 1))])
+def test_kernels_on_large_broadcast_tensors(shape: tuple, col_shape: tuple) -> None:
+    """The engine's own elementwise kernels past the size where they split their rows over the threads (32768
+    elements), with each operand layout their loops specialise (unit stride, a broadcast scalar, a broadcast row or
+    column, one broadcast across a middle dim), and NaNs made inside the graph (0/0, which the inputs may not hold):
+    bit-exact against numpy. As an attention's Where(IsNaN(softmax), 0, softmax) and its mask Where run them."""
+    x, y = np.round(_x(*shape)), np.round(_x(*shape))  # many zeros: x / y holds NaN (0/0) and infinities
+    row_shape = (1,) * (len(shape) - 1) + (shape[-1],)
+    row, col = _x(*row_shape), _x(*col_shape)
+    nodes = [helper.make_node("Div", ["x", "y"], ["d"]), helper.make_node("IsNaN", ["d"], ["n"]),
+             helper.make_node("Where", ["n", "zero", "d"], ["clean"]),                 # unit, scalar, unit
+             helper.make_node("Greater", ["x", "row"], ["g"]),                         # unit, broadcast row
+             helper.make_node("Not", ["g"], ["ng"]),
+             helper.make_node("Where", ["ng", "col", "row"], ["w"]),                   # unit, column, row
+             helper.make_node("Equal", ["x", "zero"], ["e"]),                          # unit, scalar
+             helper.make_node("Or", ["e", "g"], ["o"]),
+             helper.make_node("Where", ["o", "clean", "w"], ["yw"])]
+    data = _model(nodes, [_vi("x", list(shape)), _vi("y", list(shape)), _vi("row", list(row_shape)),
+                          _vi("col", list(col_shape))], [_vi("yw", list(shape)), _vi("n", list(shape))],
+                  [_const("zero", np.zeros((), np.float32))])
+    with veil.Engine.from_onnx(data, threads=THREADS) as engine:
+        got, nan = engine.run(feeds={"x": x, "y": y, "row": row, "col": col})
+    with np.errstate(divide="ignore", invalid="ignore"):
+        d = x / y
+    clean = np.where(np.isnan(d), np.float32(0), d)
+    g = x > row
+    want = np.where((x == 0) | g, clean, np.where(~g, col, row)).astype(np.float32)
+    assert np.isnan(d).sum() > 100 and np.isinf(d).sum() > 100, "the case must hold NaNs and infinities"
+    np.testing.assert_array_equal(nan, np.isnan(d).astype(np.float32))
+    np.testing.assert_array_equal(got, want)
+
 @pytest.mark.parametrize("x_first", [True, False])
 def test_gelu_pattern_fused(x_first: bool) -> None:
     """x * 0.5 * (1 + erf(x / sqrt 2)) as the exporters write it (fused into one gelu_erf at load), and Gelu-20."""
