@@ -249,6 +249,41 @@ def test_linear_layers_and_their_activations(act: str | None) -> None:
         np.testing.assert_allclose(g.reshape(r.shape), r, rtol=1e-4, atol=1e-4)
 
 
+
+@pytest.mark.parametrize("also_read", [False, True])
+def test_activation_after_a_reshaped_product(also_read: bool) -> None:
+    """GPT-2's Conv1D: a Gemm on the flattened [batch * seq, K] input, the product reshaped back to [batch, seq, N],
+    then gelu (the tanh form, as exporters write it: Pow, Mul, Add, Tanh...). The activation runs as the Gemm's
+    post-op before the reshape; when the reshaped product has another reader too, it must not (that reader needs the
+    product without the activation). Both against onnxruntime."""
+    rng = np.random.default_rng(12)
+    k, n = 40, 64
+    w = numpy_helper.from_array(rng.standard_normal((k, n)).astype(np.float32) / 6, "w")
+    b = numpy_helper.from_array(rng.standard_normal(n).astype(np.float32), "b")
+    consts = {"flat": np.array([-1, k], np.int64), "back": np.array([2, 7, n], np.int64),
+              "c3": np.array(3.0, np.float32), "c044": np.array(0.044715, np.float32),
+              "csq": np.array(np.sqrt(2 / np.pi), np.float32), "one": np.array(1.0, np.float32),
+              "half": np.array(0.5, np.float32)}
+    inits = [w, b] + [numpy_helper.from_array(v, name) for name, v in consts.items()]
+    nodes = [helper.make_node("Reshape", ["x", "flat"], ["x2"]), helper.make_node("Gemm", ["x2", "w", "b"], ["g"]),
+             helper.make_node("Reshape", ["g", "back"], ["h"]),
+             helper.make_node("Pow", ["h", "c3"], ["p"]), helper.make_node("Mul", ["p", "c044"], ["p2"]),
+             helper.make_node("Add", ["h", "p2"], ["s"]), helper.make_node("Mul", ["s", "csq"], ["s2"]),
+             helper.make_node("Tanh", ["s2"], ["t"]), helper.make_node("Add", ["t", "one"], ["t1"]),
+             helper.make_node("Mul", ["h", "half"], ["hh"]), helper.make_node("Mul", ["hh", "t1"], ["y"])]
+    outputs = [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 7, n])]
+    if also_read:
+        nodes.append(helper.make_node("Add", ["h", "h"], ["z"]))
+        outputs.append(helper.make_tensor_value_info("z", TensorProto.FLOAT, [2, 7, n]))
+    x = rng.standard_normal((2, 7, k)).astype(np.float32)
+    model = _model(nodes, [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 7, k])], outputs, inits)
+    ref = ort.InferenceSession(model, providers=["CPUExecutionProvider"]).run(None, {"x": x})
+    with veil.Engine.from_onnx(model, threads=2) as e:
+        got = e.run(x)
+    assert len(got) == len(ref)
+    for r, g in zip(ref, got):
+        np.testing.assert_allclose(g, r, rtol=1e-4, atol=1e-4)
+
 _LOAD_PEAK = """
 import json, sys
 import numpy as np
