@@ -20,7 +20,7 @@ int veil_ct_compare(const void *a, const void *b, size_t size)
     return CRYPTO_memcmp(a, b, size);
 }
 
-static size_t page_size(void)
+size_t veil_page_size(void)
 {
     long page = sysconf(_SC_PAGESIZE);
     return page > 0 ? (size_t)page : 4096;
@@ -29,7 +29,7 @@ static size_t page_size(void)
 VEIL_RESULT veil_secure_alloc(struct veil_secure_mem *m, size_t size, int lock)
 {
     *m = (struct veil_secure_mem){0};
-    size_t p = page_size();
+    size_t p = veil_page_size();
     size_t want = size == 0 ? 1 : size;
     VEIL_ENSURE(want <= SIZE_MAX - p, VEIL_ERR_LIMIT, "allocation too large");
     size_t map_size = (want + p - 1) / p * p;
@@ -65,7 +65,7 @@ void veil_secure_give_back(struct veil_secure_mem *m, size_t offset, size_t size
 {
     if (m->data == NULL || offset > m->map_size || size > m->map_size - offset)
         return;
-    size_t p = page_size();
+    size_t p = veil_page_size();
     size_t first = (offset + p - 1) / p * p, end = (offset + size) / p * p;
     if (first >= end)
         return;

@@ -28,6 +28,8 @@ struct veil_secure_hole {
     size_t offset, size; /* whole pages */
 };
 
+/* The system's page size (4096 when it cannot be read). */
+size_t veil_page_size(void);
 VEIL_RESULT veil_secure_alloc(struct veil_secure_mem *m, size_t size, int lock);
 /* Gives the whole pages inside [offset, offset + size) back to the system: unlocked, discarded (MADV_DONTNEED) and
  * made inaccessible (PROT_NONE), so that a read of them afterwards faults instead of seeing zeros. The caller has

@@ -172,7 +172,7 @@ static void nary_row(enum eng_kop op, int64_t n, const float *a, int64_t sa, con
         return;
     default:
         for (int64_t j = 0; j < n; j++)
-            o[j] = (float)eng_kop_eval(op, a[j * sa], b != NULL ? b[j * sb] : 0, c != NULL ? c[j * sc] : 0);
+            o[j] = (float)eng_kop_eval(op, a[j * sa], b[j * sb], c[j * sc]); /* b, c: 0 when absent */
         return;
     }
 }

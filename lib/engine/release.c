@@ -29,7 +29,6 @@ struct eng_release {
     size_t index;                /* in the model's tensor table */
     int64_t at;                  /* the position of the last node that reads it, or AT_NONE */
     int lent;                    /* a step reads it in place */
-    int gone;
 };
 
 static int by_data(const void *a, const void *b)
@@ -122,18 +121,12 @@ void eng_release_lent(struct veil_engine *e, const void *src)
             e->release[i].lent = 1;
 }
 
-static void give_back(struct veil_engine *e, struct eng_release *t)
-{
-    if (t->lent || t->gone)
-        return;
-    veil_model_release_tensor(e->releasing, t->index);
-    t->gone = 1;
-}
-
+/* Each entry is passed once, in the order of its last reader. */
 void eng_release_after(struct veil_engine *e, int64_t position)
 {
-    while (e->release_next < e->release_count && e->release[e->release_next].at <= position)
-        give_back(e, &e->release[e->release_next++]);
+    for (; e->release_next < e->release_count && e->release[e->release_next].at <= position; e->release_next++)
+        if (!e->release[e->release_next].lent)
+            veil_model_release_tensor(e->releasing, e->release[e->release_next].index);
 }
 
 void eng_release_cleanup(struct veil_engine *e)

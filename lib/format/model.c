@@ -3,7 +3,6 @@
 #include <stdatomic.h>
 #include <stdint.h>
 #include <stdlib.h>
-#include <unistd.h>
 
 #include "format/format.h"
 #include "onnx/onnx.h"
@@ -113,8 +112,7 @@ void veil_model_release_tensor(veil_model *m, size_t index)
         return;
     veil_wipe(m->plain.region.data + (t->data - m->plain.region.data), (size_t)t->size);
     t->data = NULL;
-    long p = sysconf(_SC_PAGESIZE);
-    size_t page = p > 0 ? (size_t)p : 4096;
+    size_t page = veil_page_size();
     uint32_t s = (uint32_t)index + 1u;
     size_t lo = left_edge(m, s, page), hi = right_edge(m, s, page);
     veil_secure_give_back(&m->plain.region, lo, hi - lo);

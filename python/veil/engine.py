@@ -245,21 +245,20 @@ class Engine:
         """Loads an opened sealed model straight from its decrypted buffers; the model may be closed after."""
         if not isinstance(model, SealedModel):
             raise TypeError(f"model must be a SealedModel, not {type(model).__name__}")
-        opts = _options(threads, batch, lock_memory, precision)
-        out = ctypes.c_void_p()
-        _lib.check(_cdll().veil_engine_load_model(model._ptr(), ctypes.byref(opts), ctypes.byref(out)))
-        return cls(int(out.value or 0))
+        return cls._load_model(model, _options(threads, batch, lock_memory, precision), consume=False)
 
     @classmethod
-    def _consuming(cls, model: SealedModel, threads: int | None, batch: int | None, lock_memory: bool,
-                   precision: str) -> Engine:
-        """from_model for a model opened for this engine alone (from_sealed): each weight's plaintext is wiped and
+    def _load_model(cls, model: SealedModel, opts: _Options, consume: bool) -> Engine:
+        """consume (from_sealed, whose model is opened for this engine alone): each weight's plaintext is wiped and
         given back once the engine holds its own copy (veil_engine_load_model_releasing), so the load's peak holds
-        the weights about once. The model can load nothing else afterwards."""
-        opts = _options(threads, batch, lock_memory, precision)
+        the weights about once; the model can load nothing else afterwards."""
         out = ctypes.c_void_p()
-        _lib.check(_cdll().veil_engine_load_model_releasing(model._ptr(), ctypes.byref(opts), None, 0,
-                                                             ctypes.byref(out)))
+        if consume:
+            status = _cdll().veil_engine_load_model_releasing(model._ptr(), ctypes.byref(opts), None, 0,
+                                                              ctypes.byref(out))
+        else:
+            status = _cdll().veil_engine_load_model(model._ptr(), ctypes.byref(opts), ctypes.byref(out))
+        _lib.check(status)  # same thread, right after the call: veil_last_error is per thread
         return cls(int(out.value or 0))
 
     @classmethod
@@ -285,7 +284,7 @@ class Engine:
         if kbs is None:
             with open_model(path, key, threads=threads, lock_memory=lock_memory,  # type: ignore[arg-type]
                             min_model_version=min_model_version) as model:
-                return cls._consuming(model, threads, batch, lock_memory, precision)
+                return cls._load_model(model, _options(threads, batch, lock_memory, precision), consume=True)
         if tee is None:
             raise ArgumentError("kbs= needs tee= (sgx, tdx, snp, auto; sim or sample for development)")
         if not 0 <= key_version < 2**32:
@@ -298,7 +297,7 @@ class Engine:
                                     secret)
             with open_model(path, secret, threads=threads, lock_memory=lock_memory,
                             min_model_version=max(broker_min, min_model_version)) as model:
-                return cls._consuming(model, threads, batch, lock_memory, precision)
+                return cls._load_model(model, _options(threads, batch, lock_memory, precision), consume=True)
         finally:
             ctypes.memset((ctypes.c_char * len(secret)).from_buffer(secret), 0, len(secret))
 

@@ -662,16 +662,27 @@ static void constant_node(struct veil_buf *g, const char *out, const int64_t *di
     pm(g, 1, &n);
 }
 
+static void seal_to(const struct veil_buf *m, const char *path, const uint8_t key[32])
+{
+    struct veil_seal_options so = {.model_id = "sealed", .threads = 1};
+    if (veil_seal(m->data, m->size, key, 32, &so, path) != VEIL_OK)
+        fail_msg("seal failed: %s", veil_last_error());
+}
+
+static veil_model *open_sealed(const char *path, const uint8_t key[32])
+{
+    veil_model *model = NULL;
+    if (veil_model_open(path, key, 32, NULL, &model) != VEIL_OK)
+        fail_msg("open failed: %s", veil_last_error());
+    return model;
+}
+
 static veil_engine *load_sealed_opts(const struct veil_buf *m, const char *path, int lock)
 {
     uint8_t key[32];
     memset(key, 7, sizeof key);
-    struct veil_seal_options so = {.model_id = "lent", .threads = 1};
-    if (veil_seal(m->data, m->size, key, sizeof key, &so, path) != VEIL_OK)
-        fail_msg("seal failed: %s", veil_last_error());
-    veil_model *model = NULL;
-    if (veil_model_open(path, key, sizeof key, NULL, &model) != VEIL_OK)
-        fail_msg("open failed: %s", veil_last_error());
+    seal_to(m, path, key);
+    veil_model *model = open_sealed(path, key);
     veil_engine *e = NULL;
     struct veil_engine_options o = {.threads = 2, .lock_memory = lock};
     veil_status st = veil_engine_load_model(model, &o, &e);
@@ -758,21 +769,6 @@ static void test_lent_weights(void **state)
     free(c);
     free(t);
     free(big);
-}
-
-static void seal_to(const struct veil_buf *m, const char *path, const uint8_t key[32])
-{
-    struct veil_seal_options so = {.model_id = "released", .threads = 1};
-    if (veil_seal(m->data, m->size, key, 32, &so, path) != VEIL_OK)
-        fail_msg("seal failed: %s", veil_last_error());
-}
-
-static veil_model *open_sealed(const char *path, const uint8_t key[32])
-{
-    veil_model *model = NULL;
-    if (veil_model_open(path, key, 32, NULL, &model) != VEIL_OK)
-        fail_msg("open failed: %s", veil_last_error());
-    return model;
 }
 
 /* No whole page of [p, p + size) is resident any more. */
