@@ -40,9 +40,10 @@
 (j) cache_start_ready, cache_key_fetch, cache_renewal_cost, cache_revocation: veil-cache (sim TEE) between veil-kbs
     --dev and veil-runtime: a runtime's start with --cache vs --kbs, the broker's CPU per lease renewal, revocation
     to the runtime's first 503 (bench/cache_bench.py; VEIL_BENCH_ONLY=cache runs only it).
-(k) precision_bf16: Veil's engine in bf16 vs fp32 and vs PyTorch's bf16 autocast, ResNet-50, EfficientNet-Lite0,
-    ViT-B/16, BERT-base, batch 1 and 8, with the achieved TFLOP/s next to the machine's bf16 GEMM rate
-    (bench/precision_bench.py; VEIL_BENCH_ONLY=precision).
+(k) precision_bf16, precision_int8: Veil's engine in bf16 vs fp32 and vs PyTorch's bf16 autocast (skipped, with the
+    reason, on a CPU without AVX512-BF16 or AMX), and on onnxruntime's QDQ int8 models vs onnxruntime's int8, ResNet-50,
+    EfficientNet-Lite0, ViT-B/16, BERT-base, batch 1 and 8, with the achieved TFLOP/s next to the machine's bf16 GEMM
+    rate (bench/precision_bench.py; VEIL_BENCH_ONLY=precision).
 (l) large_seal, large_run, large_unseal: a 2.7 GB model with ONNX external data sealed, run and unsealed by the CLI
     vs an fsync'ed copy of the same bytes and onnxruntime on the plain model; peak RSS against the plaintext
     (bench/large_bench.py; VEIL_BENCH_ONLY=large).

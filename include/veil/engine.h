@@ -51,8 +51,20 @@ struct veil_engine_options {
 
 /* 1 when this CPU runs bf16 natively (AVX512-BF16 or AMX-BF16, as oneDNN detects it), else 0. */
 VEIL_API int veil_engine_bf16_available(void);
-/* 1 when QDQ convolutions can run on oneDNN's int8 kernels here (VNNI or AMX, where u8 x s8 products are exact);
- * else 0, and such models run the same arithmetic in float32 (docs/internals/engine.md, "int8"). */
+/* Which QDQ convolutions and matrix products (MatMul, Gemm with constant weights) run on oneDNN's int8 kernels on
+ * this CPU; each of them is exact, and every other one computes the same quantized arithmetic in float32
+ * (docs/internals/engine.md, "int8"):
+ *   VEIL_ENGINE_INT8_ALL   VNNI or AMX: int8 weights, u8 or s8 activations;
+ *   VEIL_ENGINE_INT8_7BIT  AVX2, or AVX-512 without VNNI: u8 activations and weights within [-64, 64] (what
+ *                          onnxruntime's quantize_static writes with reduce_range=True), where no int16 pair sum of
+ *                          the kernels can saturate;
+ *   VEIL_ENGINE_INT8_NONE  none. */
+#define VEIL_ENGINE_INT8_NONE 0
+#define VEIL_ENGINE_INT8_7BIT 1
+#define VEIL_ENGINE_INT8_ALL 2
+VEIL_API int veil_engine_int8_support(void);
+/* 1 when some QDQ convolutions and products run on oneDNN's int8 kernels here (veil_engine_int8_support() is not
+ * NONE), else 0. */
 VEIL_API int veil_engine_int8_available(void);
 /* The ISA oneDNN uses on this CPU, for logs: "avx512_core_amx", "avx512_core_bf16", "avx512_core", ... */
 VEIL_API const char *veil_engine_cpu_isa(void);

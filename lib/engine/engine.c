@@ -331,12 +331,18 @@ int veil_engine_bf16_available(void)
     return ((unsigned)isa & (unsigned)dnnl_cpu_isa_avx512_core_bf16) == (unsigned)dnnl_cpu_isa_avx512_core_bf16;
 }
 
-/* oneDNN's u8 x s8 products are exact only with VNNI (or AMX): without it, pairs are summed with int16 saturation. */
-int eng_int8_exact(void)
+/* With VNNI (or AMX) oneDNN accumulates u8/s8 x s8 products in int32. Without it (AVX2; AVX-512 without VNNI) its
+ * kernels sum pairs of u8 x s8 products in int16 with saturation (vpmaddubsw), and for an s8 source they halve the
+ * weights ("sa0.5" in ONEDNN_VERBOSE): exact only for a u8 source and weights within [-64, 64], where a pair is at
+ * most 2 x 255 x 64 = 32,640 <= 32,767. Both were measured on the AVX2 machine (docs/internals/engine.md). */
+int veil_engine_int8_support(void)
 {
     unsigned isa = (unsigned)dnnl_get_effective_cpu_isa();
-    return (isa & (unsigned)dnnl_cpu_isa_avx512_core_vnni) == (unsigned)dnnl_cpu_isa_avx512_core_vnni ||
-           (isa & (unsigned)dnnl_cpu_isa_avx2_vnni) == (unsigned)dnnl_cpu_isa_avx2_vnni;
+    if ((isa & (unsigned)dnnl_cpu_isa_avx512_core_vnni) == (unsigned)dnnl_cpu_isa_avx512_core_vnni ||
+        (isa & (unsigned)dnnl_cpu_isa_avx2_vnni) == (unsigned)dnnl_cpu_isa_avx2_vnni)
+        return VEIL_ENGINE_INT8_ALL;
+    return (isa & (unsigned)dnnl_cpu_isa_avx2) == (unsigned)dnnl_cpu_isa_avx2 ? VEIL_ENGINE_INT8_7BIT
+                                                                                : VEIL_ENGINE_INT8_NONE;
 }
 
 int eng_isa_avx512(void)
@@ -347,7 +353,7 @@ int eng_isa_avx512(void)
 
 int veil_engine_int8_available(void)
 {
-    return eng_int8_exact();
+    return veil_engine_int8_support() != VEIL_ENGINE_INT8_NONE;
 }
 
 const char *veil_engine_cpu_isa(void)

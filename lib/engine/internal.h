@@ -399,10 +399,10 @@ VEIL_RESULT eng_fold_dequantize(struct eng_graph *g, struct eng_node *n, struct 
 VEIL_RESULT eng_quant_parse(struct eng_graph *g, struct eng_node *n);
 VEIL_RESULT eng_quant_infer(struct eng_graph *g, struct eng_node *n);
 VEIL_RESULT eng_quant_range(const struct eng_node *n, int32_t dtype, int64_t *lo, int64_t *hi);
-/* engine.c: whether this CPU's int8 convolutions are exact (VNNI or AMX); without, QDQ Convs stay float32 */
-int eng_int8_exact(void);
 /* engine.c: 1 when oneDNN runs AVX-512 (or AMX) kernels here; 0 on AVX2 and older. */
 int eng_isa_avx512(void);
+/* op_gemm_int8.c: a MatMul or Gemm reading a QuantizeLinear's integers (plan.c, mark_int8) on oneDNN's int8 kernels */
+VEIL_RESULT eng_gemm_int8_build(struct veil_engine *e, struct eng_node *n);
 /* op_kernel.c: a QuantizeLinear chain (with its DequantizeLinear, fused) as a kernel in the tensor's own layout */
 VEIL_RESULT eng_quant_build(struct veil_engine *e, struct eng_node *n);
 /* Reshape's target shape for an input of shape in (shared by the view and the folder). */

@@ -148,6 +148,11 @@ static VEIL_RESULT quant_scalars(struct eng_graph *g, struct eng_node *n, float 
                 VEIL_ERR_UNSUPPORTED, "%s: a computed tensor is quantized with one float32 constant scale only (not "
                 "per axis)", label);
     memcpy(s, sv->data, 4);
+    /* an infinite scale dequantizes every value to NaN (0 x inf): a quantizer calibrated on a tensor that reaches
+     * float32's limits (an attention mask's minimum) writes one; onnxruntime runs it, on garbage */
+    VEIL_ENSURE(!isinf(*s), VEIL_ERR_ONNX, "%s: the scale is infinite, so every value would dequantize to NaN (a "
+                "quantizer calibrated on a tensor reaching float32's limits, such as an attention mask, writes this: "
+                "calibrate without padded masks, or leave that tensor unquantized)", label);
     VEIL_ENSURE(isfinite(*s) && *s > 0, VEIL_ERR_ONNX, "%s: the scale must be positive and finite", label);
     *zp = 0;
     *type = VEIL_ONNX_UINT8;

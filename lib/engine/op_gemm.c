@@ -426,6 +426,8 @@ static VEIL_RESULT mm_finish(struct veil_engine *e, struct mm_build *b, int a, i
 
 VEIL_RESULT eng_gemm_build(struct veil_engine *e, struct eng_node *n)
 {
+    if (n->int8)
+        return eng_gemm_int8_build(e, n);
     struct mm_build b = {.n = n, .rank = 2, .w_const = 1};
     const struct eng_value *bv = &e->g.values[n->inputs[1]];
     int64_t k = bv->shape.dims[n->trans_b ? 1 : 0], nn = bv->shape.dims[n->trans_b ? 0 : 1];
@@ -512,6 +514,8 @@ VEIL_RESULT eng_einsum_build(struct veil_engine *e, struct eng_node *n)
 
 VEIL_RESULT eng_matmul_build(struct veil_engine *e, struct eng_node *n)
 {
+    if (n->int8)
+        return eng_gemm_int8_build(e, n);
     if (e->g.values[n->inputs[1]].kind == VAL_CONST && e->g.values[n->inputs[1]].shape.rank == 2 &&
         e->g.values[n->inputs[0]].shape.rank >= 3)
         return matmul_flat(e, n);

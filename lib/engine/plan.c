@@ -675,27 +675,33 @@ static void fuse_eltwise_chain(struct eng_graph *g, const struct edges *e, struc
     }
 }
 
-/* A Conv that can run on int8: its weights dequantized from int8 with one scale per output channel (or one) and zero
- * points of 0, no folded BatchNormalization, no residual sum; and, when the input's zero point is not 0, no padding:
- * oneDNN 2.6 pads a u8 source with 0, not with its zero point (measured: wrong borders), while ONNX pads the
- * dequantized input with 0.0, which is the zero point. */
-static int int8_conv(const struct eng_graph *g, const struct eng_node *c, int x, float x_zp, float x_scale)
+/* Whether int8 weights stay within [-64, 64], where this CPU's int8 kernels cannot saturate (VEIL_ENGINE_INT8_7BIT). */
+static int weights_7bit(const struct eng_value *q)
 {
-    if (c->dead || c->op != OP_CONV || c->inputs[0] != x || c->bn >= 0 || c->sum >= 0)
-        return 0;
-    const int64_t *p = c->conv.pads;
-    if (x_zp != 0.0f && (p[0] || p[1] || p[2] || p[3]))
-        return 0;
-    const struct eng_value *w = &g->values[c->inputs[1]];
+    const int8_t *w = (const int8_t *)q->data;
+    for (size_t i = 0; i < q->size; i++)
+        if (w[i] < -64 || w[i] > 64)
+            return 0;
+    return 1;
+}
+
+/* Weights w (a constant) that an int8 kernel can read as they are: dequantized from int8 with zero points of 0 and
+ * one scale, or one per output channel along axis (a Conv's 0, a MatMul's 1), each normal (the bias is divided by
+ * x_scale * w_scale); within [-64, 64] when support is VEIL_ENGINE_INT8_7BIT. */
+static int int8_weights(const struct eng_graph *g, const struct eng_value *w, int64_t out_axis, float x_scale,
+                        int support)
+{
     if (w->kind != VAL_CONST || w->dq_from == 0)
         return 0;
     const struct eng_node *dq = &g->nodes[w->dq_from - 1];
     const struct eng_value *q = &g->values[dq->inputs[0]], *s = &g->values[dq->inputs[1]];
     size_t scales = eng_shape_count(&s->shape);
     int64_t axis = dq->axis < 0 ? dq->axis + q->shape.rank : dq->axis;
-    if (q->dtype != VEIL_ONNX_INT8 || !(scales == 1 || (axis == 0 && (int64_t)scales == q->shape.dims[0])))
+    if (q->dtype != VEIL_ONNX_INT8 || !(scales == 1 || (axis == out_axis && (int64_t)scales == q->shape.dims[axis])))
         return 0;
-    for (size_t i = 0; i < scales; i++) { /* the bias is divided by x_scale * w_scale: both must be normal */
+    if (support == VEIL_ENGINE_INT8_7BIT && !weights_7bit(q))
+        return 0;
+    for (size_t i = 0; i < scales; i++) {
         float ws;
         memcpy(&ws, s->data + 4 * i, 4);
         if (!(ws > 0) || fpclassify(ws) != FP_NORMAL || fpclassify(ws * x_scale) != FP_NORMAL)
@@ -710,32 +716,56 @@ static int int8_conv(const struct eng_graph *g, const struct eng_node *c, int x,
     return 1;
 }
 
-/* A QuantizeLinear with its DequantizeLinear fused (elt_count 5), read by int8 Convs: it writes its integers (u8 or
- * s8) for them, and they read them with the scale and zero point, dequantizing in their output scales; other readers
+/* A Conv or MatMul reading x that can run on int8 kernels. A Conv: int8 weights, no folded BatchNormalization, no
+ * residual sum; and, when the input's zero point is not 0, no padding: oneDNN 2.6 pads a u8 source with 0, not with
+ * its zero point (measured: wrong borders), while ONNX pads the dequantized input with 0.0, which is the zero point.
+ * A MatMul (op_gemm_int8.c): A of rank 2 or more, B a 2-D constant of int8 weights, one scale per column or one;
+ * a Gemm: the same, per row of a transposed B, and alpha 1. */
+static int int8_reader(const struct eng_graph *g, const struct eng_node *c, int x, float x_zp, float x_scale,
+                       int support)
+{
+    if (c->dead || c->inputs[0] != x)
+        return 0;
+    const struct eng_value *w = &g->values[c->inputs[1]];
+    if (c->op == OP_MATMUL)
+        return w->shape.rank == 2 && g->values[x].shape.rank >= 2 && int8_weights(g, w, 1, x_scale, support);
+    if (c->op == OP_GEMM)
+        return c->alpha == 1.0f && w->shape.rank == 2 && int8_weights(g, w, c->trans_b ? 0 : 1, x_scale, support);
+    if (c->op != OP_CONV || c->bn >= 0 || c->sum >= 0)
+        return 0;
+    const int64_t *p = c->conv.pads;
+    if (x_zp != 0.0f && (p[0] || p[1] || p[2] || p[3]))
+        return 0;
+    return int8_weights(g, w, 0, x_scale, support);
+}
+
+/* A QuantizeLinear with its DequantizeLinear fused (elt_count 5), read by int8 Convs or MatMuls: it writes its
+ * integers (u8 or s8) for them, and they read them with the scale and zero point, dequantizing in their output scales; other readers
  * (a residual Add) read the dequantized values as before. */
 static void mark_int8(struct eng_graph *g, const struct edges *e, struct eng_node *n)
 {
-    if (n->op != OP_QUANTIZE || n->elt_count != 5 || g->values[n->out].is_output || !eng_int8_exact())
+    int support = veil_engine_int8_support();
+    if (n->op != OP_QUANTIZE || n->elt_count != 5 || g->values[n->out].is_output || support == VEIL_ENGINE_INT8_NONE)
         return;
     float lo = n->elt[2].alpha, hi = n->elt[2].beta;
     float dq_zp = -n->elt[3].beta, dq_scale = n->elt[4].alpha; /* the Conv reads the integers as its DQ says */
-    if (!((lo == 0.0f && hi == 255.0f) || (lo == -128.0f && hi == 127.0f)))
+    if (!((lo == 0.0f && hi == 255.0f) || (lo == -128.0f && hi == 127.0f && support == VEIL_ENGINE_INT8_ALL)))
         return;
-    int x = n->out, convs = 0, others = 0;
+    int x = n->out, readers = 0, others = 0;
     for (size_t k = e->start[x]; k < e->start[x + 1]; k++) {
         const struct eng_node *c = &g->nodes[e->list[k]];
         if (!c->dead)
-            int8_conv(g, c, x, dq_zp, dq_scale) ? convs++ : others++;
+            int8_reader(g, c, x, dq_zp, dq_scale, support) ? readers++ : others++;
     }
     for (size_t i = 0; i < g->node_count; i++) /* a Conv that absorbed an Add reading x (a sum post-op) reads it */
         others += !g->nodes[i].dead && g->nodes[i].sum == x;
-    if (convs == 0)
+    if (readers == 0)
         return;
     n->int8 = others == 0 ? 1 : 2;
     n->x_type = lo < 0 ? dnnl_s8 : dnnl_u8;
     for (size_t k = e->start[x]; k < e->start[x + 1]; k++) {
         struct eng_node *c = &g->nodes[e->list[k]];
-        if (c->dead || !int8_conv(g, c, x, dq_zp, dq_scale))
+        if (c->dead || !int8_reader(g, c, x, dq_zp, dq_scale, support))
             continue;
         c->int8 = 1;
         c->int8_q = (int)(n - g->nodes) + 1;

@@ -95,6 +95,7 @@ _SIGNATURES: dict[str, tuple[object, list[object]]] = {
     "veil_engine_free": (None, [_P]),
     "veil_engine_bf16_available": (ctypes.c_int, []),
     "veil_engine_int8_available": (ctypes.c_int, []),
+    "veil_engine_int8_support": (ctypes.c_int, []),
     "veil_engine_cpu_isa": (ctypes.c_char_p, []),
     "veil_tee_from_name": (ctypes.c_int, [ctypes.c_char_p, ctypes.POINTER(ctypes.c_int)]),
     "veil_kbs_fetch_release": (ctypes.c_int, [ctypes.POINTER(_FetchOptions), ctypes.c_char_p, ctypes.c_uint32, _P,
@@ -146,9 +147,16 @@ def bf16_available() -> bool:
 
 
 def int8_available() -> bool:
-    """True when QDQ convolutions run on oneDNN's int8 kernels here (VNNI or AMX); otherwise such models compute
-    the same quantized arithmetic in float32."""
+    """True when some QDQ convolutions and matrix products run on oneDNN's int8 kernels here (int8_support() is not
+    "none"); the others compute the same quantized arithmetic in float32."""
     return bool(_cdll().veil_engine_int8_available())
+
+
+def int8_support() -> str:
+    """Which QDQ convolutions and matrix products run on oneDNN's int8 kernels here, each exactly: "all" (VNNI or
+    AMX), "7-bit" (AVX2, or AVX-512 without VNNI: uint8 activations and weights within [-64, 64], as onnxruntime's
+    quantize_static writes them with reduce_range=True) or "none"."""
+    return ("none", "7-bit", "all")[_cdll().veil_engine_int8_support()]
 
 
 def cpu_isa() -> str:

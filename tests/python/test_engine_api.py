@@ -190,12 +190,14 @@ def test_load_refusals() -> None:
 
 
 def test_cpu_capabilities_are_detected() -> None:
-    """bf16 and int8 availability follow the ISA oneDNN detects: bf16 needs AVX512-BF16 or AMX, int8 kernels VNNI."""
+    """bf16 and int8 availability follow the ISA oneDNN detects: bf16 needs AVX512-BF16 or AMX; int8 kernels take
+    every QDQ Conv with VNNI or AMX, and only 7-bit weights on uint8 activations on AVX2 or AVX-512 without VNNI."""
     isa = veil.engine.cpu_isa()
     assert isa and isa != "another ISA"
     assert veil.engine.bf16_available() == (isa in ("avx512_core_bf16", "avx512_core_amx"))
-    assert veil.engine.int8_available() == (isa in ("avx512_core_vnni", "avx512_core_bf16", "avx512_core_amx",
-                                                    "avx2_vnni"))
+    vnni = isa in ("avx512_core_vnni", "avx512_core_bf16", "avx512_core_amx", "avx2_vnni")
+    assert veil.engine.int8_support() == ("all" if vnni else "7-bit" if isa in ("avx2", "avx512_core") else "none")
+    assert veil.engine.int8_available() == (veil.engine.int8_support() != "none")
 
 
 @pytest.mark.skipif(veil.engine.bf16_available(), reason="this CPU runs bf16: test_precision.py covers the mode")
