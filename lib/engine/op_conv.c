@@ -389,6 +389,7 @@ static VEIL_RESULT conv_build_int8(struct veil_engine *e, struct conv_build *b)
     if (veil_ok(r))
         r = conv_step(e, b, pd);
     dnnl_primitive_desc_destroy(pd);
+    veil_wipe(scales, 2 * (size_t)b->m * sizeof *scales); /* the model's weight scales */
     free(scales);
     return r;
 }

@@ -17,7 +17,7 @@ struct mm_int8 {
     const struct eng_node *dq;     /* the DequantizeLinear of the weights */
     int64_t m, k, nn;
     int trans_b;                   /* a Gemm's transB: B is [N, K] */
-    float *scales;                 /* x_scale * w_scale[c], nn of them */
+    float *scales;                 /* x_scale * w_scale[c], nn of them (the model's: wiped when freed) */
     dnnl_memory_desc_t src, wgt, w_user, bias, dst;
 };
 
@@ -145,6 +145,8 @@ VEIL_RESULT eng_gemm_int8_build(struct veil_engine *e, struct eng_node *n)
     if (veil_ok(r))
         r = mm_int8_step(e, &b, src, has_bias, pd);
     dnnl_primitive_desc_destroy(pd);
+    if (b.scales != NULL)
+        veil_wipe(b.scales, (size_t)b.nn * sizeof *b.scales);
     free(b.scales);
     return r;
 }

@@ -742,7 +742,7 @@ static int int8_reader(const struct eng_graph *g, const struct eng_node *c, int 
 /* A QuantizeLinear with its DequantizeLinear fused (elt_count 5), read by int8 Convs or MatMuls: it writes its
  * integers (u8 or s8) for them, and they read them with the scale and zero point, dequantizing in their output scales; other readers
  * (a residual Add) read the dequantized values as before. */
-static void mark_int8(struct eng_graph *g, const struct edges *e, struct eng_node *n)
+static void mark_int8(struct eng_graph *g, struct eng_node *n)
 {
     int support = veil_engine_int8_support();
     if (n->op != OP_QUANTIZE || n->elt_count != 5 || g->values[n->out].is_output || support == VEIL_ENGINE_INT8_NONE)
@@ -751,21 +751,25 @@ static void mark_int8(struct eng_graph *g, const struct edges *e, struct eng_nod
     float dq_zp = -n->elt[3].beta, dq_scale = n->elt[4].alpha; /* the Conv reads the integers as its DQ says */
     if (!((lo == 0.0f && hi == 255.0f) || (lo == -128.0f && hi == 127.0f && support == VEIL_ENGINE_INT8_ALL)))
         return;
+    /* the readers from the nodes' inputs as the fusions left them, not from the edges: a fused GELU's node reads x,
+     * which its Mul did not; a Conv that absorbed an Add reading x reads it as a sum post-op */
     int x = n->out, readers = 0, others = 0;
-    for (size_t k = e->start[x]; k < e->start[x + 1]; k++) {
-        const struct eng_node *c = &g->nodes[e->list[k]];
-        if (!c->dead)
+    for (size_t i = 0; i < g->node_count; i++) {
+        const struct eng_node *c = &g->nodes[i];
+        int reads = 0;
+        for (uint32_t k = 0; !c->dead && k < c->input_count; k++)
+            reads |= c->inputs[k] == x;
+        if (reads)
             int8_reader(g, c, x, dq_zp, dq_scale, support) ? readers++ : others++;
+        others += !c->dead && c->sum == x;
     }
-    for (size_t i = 0; i < g->node_count; i++) /* a Conv that absorbed an Add reading x (a sum post-op) reads it */
-        others += !g->nodes[i].dead && g->nodes[i].sum == x;
     if (readers == 0)
         return;
     n->int8 = others == 0 ? 1 : 2;
     n->x_type = lo < 0 ? dnnl_s8 : dnnl_u8;
-    for (size_t k = e->start[x]; k < e->start[x + 1]; k++) {
-        struct eng_node *c = &g->nodes[e->list[k]];
-        if (c->dead || !int8_reader(g, c, x, dq_zp, dq_scale, support))
+    for (size_t i = 0; i < g->node_count; i++) {
+        struct eng_node *c = &g->nodes[i];
+        if (!int8_reader(g, c, x, dq_zp, dq_scale, support))
             continue;
         c->int8 = 1;
         c->int8_q = (int)(n - g->nodes) + 1;
@@ -819,7 +823,7 @@ static void fuse(struct eng_graph *g, const struct edges *e)
     }
     for (size_t i = 0; i < g->node_count; i++)
         if (!g->nodes[g->order[i]].dead)
-            mark_int8(g, e, &g->nodes[g->order[i]]);
+            mark_int8(g, &g->nodes[g->order[i]]);
     for (size_t i = 0; i < g->node_count; i++)
         if (!g->nodes[g->order[i]].dead)
             absorb_quant(g, e, &g->nodes[g->order[i]]);

@@ -205,6 +205,31 @@ def test_int8_products_only_where_exact(tmp_path, op: str, shape: tuple, extra: 
     np.testing.assert_allclose(np.load(tmp_path / "y.npy").reshape(ref.shape), ref, rtol=1e-5, atol=tol)
 
 
+@pytest.mark.parametrize("gelu", ["erf", "tanh"])
+def test_int8_product_beside_a_fused_gelu(gelu: str) -> None:
+    """A GELU pattern reads the same dequantized tensor as an int8 MatMul. The fused Gelu node reads it although
+    the pattern's first node did not, so it must count as a float reader (the QuantizeLinear writes both the
+    integers and the floats): an independent review found it counted as none, and the load failed."""
+    gen = np.random.default_rng(13)
+    w = gen.integers(-64, 65, (16, 16)).astype(np.int8)
+    nodes, inits = _product("MatMul", (2, 8, 16), w, True, np.array(10, np.uint8))
+    nodes = [n for n in nodes if n.op_type != "Relu"]
+    nodes[-1].output[0] = "y1"
+    c = {"r2": np.sqrt(2), "one": 1.0, "half": 0.5, "k": 0.044715, "three": 3.0, "rpi": np.sqrt(2 / np.pi)}
+    inits += [numpy_helper.from_array(np.array(v, np.float32), k) for k, v in c.items()]
+    if gelu == "erf":  # x * (1 + erf(x / sqrt 2)) * 0.5, the 0.5 last
+        nodes += [helper.make_node("Div", ["xd", "r2"], ["d"]), helper.make_node("Erf", ["d"], ["er"]),
+                  helper.make_node("Add", ["er", "one"], ["a"]), helper.make_node("Mul", ["a", "xd"], ["mg"]),
+                  helper.make_node("Mul", ["mg", "half"], ["y2"])]
+    else:  # 0.5 x (1 + tanh(sqrt(2 / pi) (x + 0.044715 x^3)))
+        nodes += [helper.make_node("Pow", ["xd", "three"], ["p"]), helper.make_node("Mul", ["p", "k"], ["pk"]),
+                  helper.make_node("Add", ["xd", "pk"], ["s1"]), helper.make_node("Mul", ["s1", "rpi"], ["s2"]),
+                  helper.make_node("Tanh", ["s2"], ["t"]), helper.make_node("Add", ["t", "one"], ["a"]),
+                  helper.make_node("Mul", ["xd", "half"], ["h"]), helper.make_node("Mul", ["h", "a"], ["y2"])]
+    nodes.append(helper.make_node("Add", ["y1", "y2"], ["y"]))
+    _check(nodes, inits, (2, 8, 16), gen.uniform(-0.2, 4.9, (2, 8, 16)).astype(np.float32))
+
+
 def _veil_run(tmp_path, model: bytes, x: np.ndarray, **env: str) -> subprocess.CompletedProcess:
     """`veil run` of model on x into tmp_path/y.npy, with env added; asserts it succeeded."""
     cli = os.environ.get("VEIL_BIN", str(Path(__file__).resolve().parents[2] / "build" / "release" / "veil"))
