@@ -171,6 +171,10 @@ VEIL_API uint32_t veil_engine_output_symbolic(const veil_engine *engine, size_t 
  * Outputs are always float32. Integer inputs (token ids, masks, positions) must lie within +-2^24. */
 VEIL_API int32_t veil_engine_input_dtype(const veil_engine *engine, size_t index);
 
+/* How many of the engine's convolutions and matrix products run on oneDNN's int8 kernels (an int8 QDQ model's,
+ * where veil_engine_int8_support() takes them); 0 for a float model, or where every one computes in float32. */
+VEIL_API size_t veil_engine_int8_nodes(const veil_engine *engine);
+
 /* Runs the graph once. inputs[i] holds input_sizes[i] bytes of C-order data for graph input i (float32 unless
  * veil_engine_input_dtype says otherwise: pass other types through the pointer cast), which must equal its planned
  * size; outputs[i] receives output i (output_sizes[i] must equal its size). Fails with

@@ -325,6 +325,16 @@ int32_t veil_engine_input_dtype(const veil_engine *e, size_t index)
     return e != NULL && index < e->g.input_count ? e->g.values[e->g.inputs[index]].in_dtype : 0;
 }
 
+size_t veil_engine_int8_nodes(const veil_engine *e)
+{
+    size_t count = 0;
+    for (size_t i = 0; e != NULL && i < e->g.node_count; i++) {
+        const struct eng_node *n = &e->g.nodes[i];
+        count += !n->dead && n->int8_q > 0 && (n->op == OP_CONV || n->op == OP_MATMUL || n->op == OP_GEMM);
+    }
+    return count;
+}
+
 int veil_engine_bf16_available(void)
 {
     dnnl_cpu_isa_t isa = dnnl_get_effective_cpu_isa();

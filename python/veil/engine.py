@@ -92,6 +92,7 @@ _SIGNATURES: dict[str, tuple[object, list[object]]] = {
     "veil_engine_run": (ctypes.c_int, [_P, ctypes.POINTER(_P), ctypes.POINTER(_SZ), _SZ, ctypes.POINTER(_P),
                                        ctypes.POINTER(_SZ), _SZ]),
     "veil_engine_input_dtype": (ctypes.c_int32, [_P, _SZ]),
+    "veil_engine_int8_nodes": (_SZ, [_P]),
     "veil_engine_free": (None, [_P]),
     "veil_engine_bf16_available": (ctypes.c_int, []),
     "veil_engine_int8_available": (ctypes.c_int, []),
@@ -356,6 +357,12 @@ class Engine:
     @property
     def closed(self) -> bool:
         return self._ptr is None
+
+    @property
+    def int8_nodes(self) -> int:
+        """How many convolutions and matrix products run on oneDNN's int8 kernels (an int8 QDQ model's, where this
+        CPU's kernels are exact: int8_support()); 0 for a float model."""
+        return int(_cdll().veil_engine_int8_nodes(self._handle()))
 
     def close(self) -> None:
         """Wipes the weights and activations and frees the engine. Idempotent."""

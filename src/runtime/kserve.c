@@ -106,7 +106,8 @@ static void model_ready_get(void *ctx, const struct vd_request *rq, struct vd_re
     vd_respond_json(rs, 200, json_pack("{s:s, s:b}", "name", m->name, "ready", 1));
 }
 
-/* The "parameters" member of the metadata: the sealed identity, the precision and the usage policy in force. */
+/* The "parameters" member of the metadata: the sealed identity, the precision, how many nodes run on int8 kernels
+ * (an int8 QDQ model's, where this CPU's are exact) and the usage policy in force. */
 static json_t *model_parameters(const struct rt_model *m)
 {
     json_t *summary = NULL;
@@ -118,10 +119,11 @@ static json_t *model_parameters(const struct rt_model *m)
     char digest[65];
     for (size_t i = 0; i < sizeof m->header_sha256; i++)
         snprintf(digest + 2 * i, 3, "%02x", m->header_sha256[i]);
-    return json_pack("{s:{s:s, s:I, s:I, s:s, s:s, s:o*}}", "parameters", "veil_model_id", m->info.model_id,
+    return json_pack("{s:{s:s, s:I, s:I, s:s, s:s, s:I, s:o*}}", "parameters", "veil_model_id", m->info.model_id,
                      "veil_model_version", (json_int_t)m->info.model_version, "veil_key_version",
                      (json_int_t)m->info.key_version, "veil_header_sha256", digest, "veil_precision",
-                     rt_precision_name(m->engine_options.precision), "veil_usage_policy", summary);
+                     rt_precision_name(m->engine_options.precision), "veil_int8_nodes", (json_int_t)m->int8_nodes,
+                     "veil_usage_policy", summary);
 }
 
 static void model_get(void *ctx, const struct vd_request *rq, struct vd_response *rs)

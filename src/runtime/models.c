@@ -335,6 +335,7 @@ static VEIL_RESULT first_plan(struct rt_model *m, const struct rt_config *c)
         memcpy(p->shapes[i].dims, io.dims, sizeof io.dims);
     }
     p->batch = 1;
+    m->int8_nodes = veil_engine_int8_nodes(e);
     p->engines[0] = e;
     p->state[0] = SLOT_IDLE;
     pthread_mutex_lock(&m->lock);

@@ -146,6 +146,7 @@ struct rt_model {
     size_t plan_count;
     uint64_t tick;                              /* LRU clock of the plans */
     struct veil_engine_options engine_options;
+    size_t int8_nodes;                          /* the first plan's nodes on int8 kernels (metadata) */
     size_t workers, max_plans;
     uint64_t max_dim;                           /* the largest dynamic (non-batch) dim a request may give */
     double plan_rate, plan_tokens;              /* new plans per second (0: no limit), and a bucket of max_plans */

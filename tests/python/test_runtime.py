@@ -229,6 +229,7 @@ def test_health_and_metadata(env: Env, secure: bool) -> None:
     params = meta["parameters"]
     assert params["veil_model_id"] == "tiny" and params["veil_model_version"] == 3
     assert params["veil_usage_policy"]["access"] == "open"  # the owner set none, and the metadata says so
+    assert params["veil_precision"] == "fp32" and params["veil_int8_nodes"] == 0  # a float model
     assert rt.request("GET", "/v2/models/tiny/versions/2").status == 404
 
 
@@ -761,8 +762,9 @@ def test_secure_model_on_torch_tensors(env: Env) -> None:
 
 
 def create_model(env: Env, model_id: str, version: int, usage: dict | None = None,
-                 min_model_version: int | None = None) -> tuple[Path, bytes]:
-    """A model registered in the broker (policy pinning the runtime's measurement), sealed at version."""
+                 min_model_version: int | None = None, onnx_path: Path | None = None) -> tuple[Path, bytes]:
+    """A model (tiny.onnx unless onnx_path) registered in the broker (policy pinning the runtime's measurement),
+    sealed at version."""
     policy: dict[str, Any] = {"version": 1, "allow_sim": True,
                               "sim": {"measurements": [sim_measurement(Path(RUNTIME))]}}
     if min_model_version is not None:
@@ -775,7 +777,7 @@ def create_model(env: Env, model_id: str, version: int, usage: dict | None = Non
     kp = env.base / f"{model_id}.key"
     kp.write_bytes(key)
     kp.chmod(0o600)
-    onnx_path = env.base / "tiny.onnx"
+    onnx_path = onnx_path or env.base / "tiny.onnx"
     sealed = env.base / f"{model_id}-v{version}.veil"
     p = veil("seal", onnx_path, "-o", sealed, "--model-id", model_id, "--key", kp, "--model-version", str(version))
     assert p.returncode == 0, p.stderr
@@ -790,6 +792,43 @@ def infer_model(rt: Runtime, model: str, x: np.ndarray, outputs: list[dict] | No
 def api_key() -> tuple[str, str]:
     k = "vk_" + base64.urlsafe_b64encode(os.urandom(32)).rstrip(b"=").decode()
     return k, hashlib.sha256(k.encode()).hexdigest()
+
+
+def test_int8_model_says_how_many_nodes_run_int8(env: Env) -> None:
+    """A QDQ model (a Linear layer on 7-bit int8 weights, as onnxruntime's reduce_range writes them) served: the
+    metadata's veil_int8_nodes says whether its product runs on int8 kernels on this CPU, and the answer is the
+    engine's own."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    from veil import engine as veil_engine  # this module's veil() runs the CLI
+
+    gen = np.random.default_rng(21)
+    inits = [numpy_helper.from_array(np.array(0.02, np.float32), "s"),
+             numpy_helper.from_array(np.array(20, np.uint8), "z"),
+             numpy_helper.from_array(gen.integers(-64, 65, (32, 5)).astype(np.int8), "w"),
+             numpy_helper.from_array(gen.uniform(0.01, 0.02, 5).astype(np.float32), "ws"),
+             numpy_helper.from_array(gen.uniform(-1, 1, 5).astype(np.float32), "b")]
+    nodes = [helper.make_node("QuantizeLinear", ["x", "s", "z"], ["q"]),
+             helper.make_node("DequantizeLinear", ["q", "s", "z"], ["xd"]),
+             helper.make_node("DequantizeLinear", ["w", "ws"], ["wd"], axis=1),
+             helper.make_node("Gemm", ["xd", "wd", "b"], ["y"])]
+    g = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 32])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 5])], inits)
+    path = env.base / "int8.onnx"
+    path.write_bytes(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]).SerializeToString())
+    sealed, _ = create_model(env, "quantized", 1, onnx_path=path)
+    x = gen.uniform(-0.3, 4.6, (1, 32)).astype(np.float32)
+    with veil_engine.Engine.from_onnx(path.read_bytes(), threads=1) as e:
+        want_nodes, want = e.int8_nodes, e.run(x)[0]
+    assert want_nodes == (0 if veil_engine.int8_support() == "none" else 1)
+    rt = Runtime(env.base, env.runtime_args(f"quantized:{sealed}"), False)
+    rt.start()
+    try:
+        assert rt.request("GET", "/v2/models/quantized").json()["parameters"]["veil_int8_nodes"] == want_nodes
+        _, tail = split_binary(infer_model(rt, "quantized", x))
+        np.testing.assert_array_equal(np.frombuffer(tail, "<f4").reshape(want.shape), want)
+    finally:
+        assert rt.stop() == 0
 
 
 def test_usage_policy_from_the_broker_is_enforced(env: Env) -> None:
