@@ -19,7 +19,8 @@ per model and batch, 2 threads, measured in one process per framework and precis
                         ways: reduce_range=True (7-bit weights, what onnxruntime advises for CPUs without VNNI; Veil's
                         int8 kernels) and False (8-bit weights; Veil computes them in float32, onnxruntime's int8
                         kernels saturate). veil_fp32_p50_ms is Veil on the float32 model, for scale. The three
-                        run in turns (time_turns), so that this VM's drifting speed does not read as a ratio.
+                        run in turns of blocks (time_turns), so that this VM's drifting speed does not read as a
+                        ratio.
 
 bf16 lines are skipped (one line says why) on a CPU without AVX512-BF16 or AMX; int8 lines are measured everywhere.
 
@@ -129,20 +130,28 @@ def time_runs(fn, runs: int) -> float:  # noqa: ANN001
 
 
 def time_turns(fns: dict, runs: int) -> dict:
-    """p50 seconds of each of fns, run in turns (one run of each, the starting one rotating, 10 ms apart so that
-    one's spinning threads are idle before the next starts): a shared VM's speed drifts by up to 2x over minutes
-    here, which one framework timed after the other would read as a ratio."""
+    """p50 seconds of runs of each of fns, timed in turns of back-to-back blocks (the starting one rotating): a
+    shared VM's speed drifts by up to 2x over minutes here, which one framework timed after the other would read as
+    a ratio. Each block follows a 100 ms pause and its first run is not timed: onnxruntime's idle threads spin for
+    about 60 ms after a run (measured: 0.06 s of CPU in the 200 ms after one), and the first run after a pause is
+    cold (Veil's EfficientNet-Lite0 took 1.8x its time run 150 ms apart); the timed runs are steady state, as in
+    engine_bench."""
+    block = 4 if runs >= 20 else 2  # timed runs per block
     for fn in fns.values():
         for _ in range(WARMUP):
             fn()
     names = list(fns)
     times: dict = {n: [] for n in names}
-    for i in range(runs):
-        for n in names[i % len(names):] + names[:i % len(names)]:
-            time.sleep(0.01)
-            t = time.perf_counter()
+    turn = 0
+    while any(len(v) < runs for v in times.values()):
+        for n in names[turn % len(names):] + names[:turn % len(names)]:
+            time.sleep(0.1)
             fns[n]()
-            times[n].append(time.perf_counter() - t)
+            for _ in range(min(block, runs - len(times[n]))):
+                t = time.perf_counter()
+                fns[n]()
+                times[n].append(time.perf_counter() - t)
+        turn += 1
     return {n: statistics.median(v) for n, v in times.items()}
 
 
@@ -236,15 +245,16 @@ def measure_int8(name: str, batch: int, reduce_range: bool) -> None:
             veil.Engine.from_onnx(data, threads=THREADS, batch=batch) as f:
         p50 = time_turns({"veil": lambda: e.run(feeds=feeds), "ort": lambda: session.run(None, feeds),
                           "fp32": lambda: f.run(feeds=feeds)}, runs)
+        int8_nodes = e.int8_nodes
     veil_s, ort_s, fp32_s = p50["veil"], p50["ort"], p50["fp32"]
     emit({"bench": "precision_int8", "model": name + (f" (sequence {SEQ})" if name == "bert_base" else ""),
           "batch": batch, "threads": THREADS, "runs": runs, "warmup": WARMUP, "weights": "random (seeded)",
           "quantization": "onnxruntime quantize_static QDQ, per-channel s8 weights, u8 activations, reduce_range="
                           + str(reduce_range) + (" (7-bit weights)" if reduce_range else ""),
-          "cpu_isa": veil.engine.cpu_isa(), "int8_support": veil.engine.int8_support(),
+          "cpu_isa": veil.engine.cpu_isa(), "int8_support": veil.engine.int8_support(), "veil_int8_nodes": int8_nodes,
           "veil_int8_p50_ms": round(veil_s * 1e3, 3), "onnxruntime_int8_p50_ms": round(ort_s * 1e3, 3),
           "veil_fp32_p50_ms": round(fp32_s * 1e3, 3), "ratio": round(veil_s / ort_s, 4), "goal": 0.70,
-          "ratio_vs_veil_fp32": round(veil_s / fp32_s, 4), "timing": "in turns"})
+          "ratio_vs_veil_fp32": round(veil_s / fp32_s, 4), "timing": "in turns of blocks"})
 
 
 def main() -> int:
