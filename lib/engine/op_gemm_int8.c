@@ -1,11 +1,11 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /* A MatMul or Gemm on oneDNN's int8 kernels (plan.c, mark_int8): A [..., K], the u8 (or s8) integers its
  * QuantizeLinear writes, times B [K, N] (a Gemm's transposed B: [N, K]), the int8 constant the weights were
- * dequantized from. It runs as a 1x1 convolution over M
- * pixels of K channels, channels last, so the integers and the float32 result are the plain [M, K] and [M, N]
- * matrices: oneDNN 2.6 has int8 1x1 convolution kernels on every ISA it has int8 for (AVX2 up to AMX). Output scales
- * x_scale * w_scale[n], the source zero point at run time, the float32 bias divided by those scales (oneDNN 2.x
- * scales the bias with the sums; a Gemm's is beta * C), eltwise post-ops as plan.c fused them; it writes float32. */
+ * dequantized from. It runs as a 1x1 convolution over M pixels of K channels, channels last, so the integers and
+ * the float32 result are the plain [M, K] and [M, N] matrices: oneDNN 2.6 has int8 1x1 convolution kernels on every
+ * ISA it has int8 for (AVX2 up to AMX). Output scales x_scale * w_scale[n], the source zero point at run time, the
+ * float32 bias divided by those scales (oneDNN 2.x scales the bias with the sums; a Gemm's is beta * C), eltwise
+ * post-ops as plan.c fused them; it writes float32. */
 #include <inttypes.h>
 #include <stdlib.h>
 #include <string.h>
