@@ -627,3 +627,24 @@ void eng_exec_cleanup(struct veil_engine *e)
     if (e->dnnl != NULL)
         dnnl_engine_destroy(e->dnnl);
 }
+
+VEIL_RESULT eng_step_int8_bias(struct veil_engine *e, size_t step, const dnnl_memory_desc_t *md, const float *bias,
+                               size_t count, size_t n, float beta, const float *scales)
+{
+    VEIL_DEFER(veil_secure_free) struct veil_secure_mem tmp = {0};
+    VEIL_GUARD(veil_secure_alloc(&tmp, n * sizeof(float), 0));
+    float *scaled = (float *)(void *)tmp.data;
+    for (size_t c = 0; c < n; c++)
+        scaled[c] = beta * bias[count == 1 ? 0 : c] / scales[c];
+    return eng_step_const(e, &e->steps[step], DNNL_ARG_BIAS, md, md, scaled);
+}
+
+VEIL_RESULT eng_step_zero_point(struct veil_engine *e, size_t step, int arg, const int32_t *zp)
+{
+    if (*zp == 0)
+        return VEIL_RESULT_OK;
+    dnnl_memory_desc_t md;
+    dnnl_dims_t one = {1};
+    ENG_GUARD_DNNL(dnnl_memory_desc_init_by_tag(&md, 1, one, dnnl_s32, dnnl_a), NULL, "descriptor");
+    return eng_step_const(e, &e->steps[step], DNNL_ARG_ATTR_ZERO_POINTS | arg, &md, &md, zp);
+}

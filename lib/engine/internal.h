@@ -506,6 +506,12 @@ VEIL_RESULT eng_step_posts(struct veil_engine *e, const struct eng_node *n, cons
 /* Copies size bytes of plain data (layout src_md) into engine memory in layout dst_md (a reorder run once). */
 VEIL_RESULT eng_step_const(struct veil_engine *e, struct eng_step *s, int arg, const dnnl_memory_desc_t *dst_md,
                            const dnnl_memory_desc_t *src_md, const void *src);
+/* int8: a float32 bias as oneDNN 2.x reads it beside output scales (dst = scale * (sum + bias)): n values
+ * (bias[0] for each when count is 1) times beta, each divided by scales[c], bound to step; the scaled copy is wiped. */
+VEIL_RESULT eng_step_int8_bias(struct veil_engine *e, size_t step, const dnnl_memory_desc_t *md, const float *bias,
+                               size_t count, size_t n, float beta, const float *scales);
+/* int8: a run-time zero point (s32) for DNNL_ARG_SRC or DNNL_ARG_DST of step; nothing when *zp is 0. */
+VEIL_RESULT eng_step_zero_point(struct veil_engine *e, size_t step, int arg, const int32_t *zp);
 /* Engine memory for a constant in layout md, bound to arg of s; *out receives it for the caller to fill. */
 VEIL_RESULT eng_step_const_new(struct veil_engine *e, struct eng_step *s, int arg, const dnnl_memory_desc_t *md,
                                void **out);

@@ -282,23 +282,10 @@ static VEIL_RESULT conv_int8_weights_step(struct veil_engine *e, const struct co
         size_t count = 0;
         VEIL_GUARD(eng_const_floats(&e->g, b->n, 2, &bias, &count));
         VEIL_ENSURE(count == (size_t)b->m, VEIL_ERR_ONNX, "Conv: the bias has %zu values, not %" PRId64, count, b->m);
-        VEIL_DEFER(veil_secure_free) struct veil_secure_mem tmp = {0};
-        VEIL_GUARD(veil_secure_alloc(&tmp, count * sizeof(float), 0));
-        float *scaled = (float *)(void *)tmp.data;
-        for (size_t c = 0; c < count; c++)
-            scaled[c] = bias[c] / b->bias_scales[c];
-        VEIL_GUARD(eng_step_const(e, &e->steps[step], DNNL_ARG_BIAS, &b->b_user, &b->b_user, scaled));
+        VEIL_GUARD(eng_step_int8_bias(e, step, &b->b_user, bias, count, count, 1.0f, b->bias_scales));
     }
-    dnnl_memory_desc_t zmd;
-    dnnl_dims_t one = {1};
-    ENG_GUARD_DNNL(dnnl_memory_desc_init_by_tag(&zmd, 1, one, dnnl_s32, dnnl_a), b->n, "descriptor");
-    if (b->n->x_zp != 0)
-        VEIL_GUARD(eng_step_const(e, &e->steps[step], DNNL_ARG_ATTR_ZERO_POINTS | DNNL_ARG_SRC, &zmd, &zmd,
-                                  &b->n->x_zp));
-    if (b->dst_zp != 0)
-        VEIL_GUARD(eng_step_const(e, &e->steps[step], DNNL_ARG_ATTR_ZERO_POINTS | DNNL_ARG_DST, &zmd, &zmd,
-                                  &b->dst_zp));
-    return VEIL_RESULT_OK;
+    VEIL_GUARD(eng_step_zero_point(e, step, DNNL_ARG_SRC, &b->n->x_zp));
+    return eng_step_zero_point(e, step, DNNL_ARG_DST, &b->dst_zp);
 }
 
 static VEIL_RESULT conv_weights_step(struct veil_engine *e, const struct conv_build *b, struct eng_step *s,

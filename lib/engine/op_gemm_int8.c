@@ -86,19 +86,9 @@ static VEIL_RESULT mm_int8_consts(struct veil_engine *e, const struct mm_int8 *b
         VEIL_ENSURE(count == (size_t)b->nn || (b->n->op == OP_GEMM && count == 1), VEIL_ERR_INTERNAL,
                     "int8 product: a bias of %zu values, not %" PRId64, count, b->nn);
         float beta = b->n->op == OP_GEMM ? b->n->beta : 1.0f;
-        VEIL_DEFER(veil_secure_free) struct veil_secure_mem tmp = {0};
-        VEIL_GUARD(veil_secure_alloc(&tmp, (size_t)b->nn * sizeof(float), 0));
-        float *scaled = (float *)(void *)tmp.data;
-        for (int64_t c = 0; c < b->nn; c++)
-            scaled[c] = beta * bias[count == 1 ? 0 : c] / b->scales[c];
-        VEIL_GUARD(eng_step_const(e, &e->steps[step], DNNL_ARG_BIAS, &b->bias, &b->bias, scaled));
+        VEIL_GUARD(eng_step_int8_bias(e, step, &b->bias, bias, count, (size_t)b->nn, beta, b->scales));
     }
-    if (b->n->x_zp == 0)
-        return VEIL_RESULT_OK;
-    dnnl_memory_desc_t zmd;
-    dnnl_dims_t one = {1};
-    ENG_GUARD_DNNL(dnnl_memory_desc_init_by_tag(&zmd, 1, one, dnnl_s32, dnnl_a), b->n, "descriptor");
-    return eng_step_const(e, &e->steps[step], DNNL_ARG_ATTR_ZERO_POINTS | DNNL_ARG_SRC, &zmd, &zmd, &b->n->x_zp);
+    return eng_step_zero_point(e, step, DNNL_ARG_SRC, &b->n->x_zp);
 }
 
 static VEIL_RESULT mm_int8_step(struct veil_engine *e, struct mm_int8 *b, int src, int has_bias,
