@@ -288,11 +288,31 @@ static VEIL_RESULT conv_int8_weights_step(struct veil_engine *e, const struct co
     return eng_step_zero_point(e, step, DNNL_ARG_DST, &b->dst_zp);
 }
 
+/* No BatchNormalization to fold: the weights and bias are reordered straight from the model's constants, with no
+ * plaintext copy between (a copy is fresh pages to fault, fill, wipe and unmap for every layer). */
+static VEIL_RESULT conv_plain_weights_step(struct veil_engine *e, const struct conv_build *b, struct eng_step *s,
+                                           const_dnnl_primitive_desc_t pd)
+{
+    const float *w = NULL, *bias = NULL;
+    size_t count = 0;
+    VEIL_GUARD(eng_const_floats(&e->g, b->n, 1, &w, &count));
+    VEIL_ENSURE(count == (size_t)b->m * (size_t)b->per_out, VEIL_ERR_INTERNAL, "Conv: weights of %zu values", count);
+    const dnnl_memory_desc_t *wmd = dnnl_primitive_desc_query_md(pd, dnnl_query_weights_md, 0);
+    VEIL_GUARD(eng_step_const(e, s, DNNL_ARG_WEIGHTS, wmd, &b->w_user, w));
+    if (!b->has_bias)
+        return VEIL_RESULT_OK;
+    VEIL_GUARD(eng_const_floats(&e->g, b->n, 2, &bias, &count));
+    VEIL_ENSURE(count == (size_t)b->m, VEIL_ERR_INTERNAL, "Conv: a bias of %zu values", count);
+    return eng_step_const(e, s, DNNL_ARG_BIAS, &b->b_user, &b->b_user, bias);
+}
+
 static VEIL_RESULT conv_weights_step(struct veil_engine *e, const struct conv_build *b, struct eng_step *s,
                                      const_dnnl_primitive_desc_t pd)
 {
     if (b->out_scales != NULL)
         return conv_int8_weights_step(e, b, s, pd);
+    if (b->n->bn < 0)
+        return conv_plain_weights_step(e, b, s, pd);
     size_t m = (size_t)b->m, k = (size_t)b->per_out;
     VEIL_DEFER(veil_secure_free) struct veil_secure_mem tmp = {0};
     VEIL_GUARD(veil_secure_alloc(&tmp, (m * k + m) * sizeof(float), 0));
