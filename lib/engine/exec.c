@@ -178,6 +178,17 @@ VEIL_RESULT eng_step_value(struct veil_engine *e, struct eng_step *s, int arg, i
     return step_arg(s, (struct eng_arg){.arg = arg, .kind = ARG_VALUE, .value = value, .writes = writes, .md = v->md});
 }
 
+VEIL_RESULT eng_step_value_as(struct veil_engine *e, struct eng_step *s, int arg, int value, int writes,
+                              const dnnl_memory_desc_t *md)
+{
+    VEIL_GUARD(eng_step_value(e, s, arg, value, writes));
+    struct eng_arg *a = &s->args[s->arg_count - 1];
+    VEIL_ENSURE(dnnl_memory_desc_get_size(md) == dnnl_memory_desc_get_size(&a->md), VEIL_ERR_INTERNAL,
+                "a value bound under a descriptor of another size");
+    a->md = *md;
+    return VEIL_RESULT_OK;
+}
+
 VEIL_RESULT eng_const_alloc(struct veil_engine *e, size_t size, void **out)
 {
     if (e->const_count == e->const_cap) {

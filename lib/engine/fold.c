@@ -239,8 +239,11 @@ static VEIL_RESULT const_in(const struct eng_graph *g, const struct eng_node *n,
     VEIL_ENSURE(i < n->input_count && n->inputs[i] >= 0, VEIL_ERR_ONNX, "%s: input %" PRIu32 " is missing",
                 eng_node_label(n, label, sizeof label), i);
     const struct eng_value *v = &g->values[n->inputs[i]];
+    VEIL_ENSURE(v->kind == VAL_CONST, VEIL_ERR_UNSUPPORTED, "%s: input '%s' must be a constant (an initializer, or "
+                "computed from constants and shapes); the engine does not take it from a graph input or a computed "
+                "tensor", eng_node_label(n, label, sizeof label), v->name);
     VEIL_ENSURE(dtype_width(v->dtype) > 0 && v->size == eng_shape_count(&v->shape) * dtype_width(v->dtype),
-                VEIL_ERR_UNSUPPORTED, "%s: constant '%s' has data type %" PRId32 " (FLOAT, INT32 and INT64 are "
+                VEIL_ERR_UNSUPPORTED, "%s: constant '%s' has data type %" PRId32 " (FLOAT, INT32, INT64 and BOOL are "
                 "supported)", eng_node_label(n, label, sizeof label), v->name, v->dtype);
     *out = v;
     return VEIL_RESULT_OK;
@@ -585,9 +588,9 @@ static VEIL_RESULT fold_dispatch(struct eng_graph *g, struct eng_node *n, struct
     if (info->fold != NULL)
         return info->fold(g, n, out);
     char label[160];
-    VEIL_BAIL(VEIL_ERR_UNSUPPORTED, "%s computes from constants only; the engine folds shape arithmetic (Shape, "
-              "Gather, Unsqueeze, Squeeze, Concat, Reshape, Slice, Transpose, Cast, ConstantOfShape, Identity) but "
-              "not this operator (export with constant folding)", eng_node_label(n, label, sizeof label));
+    VEIL_BAIL(VEIL_ERR_UNSUPPORTED, "%s computes from constants only, and the engine has no load-time rule for "
+              "%s (docs/internals/engine.md lists those it evaluates; export with constant folding)",
+              eng_node_label(n, label, sizeof label), eng_op_name(n->op));
 }
 
 VEIL_RESULT eng_fold_eval(struct eng_graph *g, struct eng_node *n)
@@ -880,7 +883,27 @@ static int64_t eval_int(enum eng_kop op, int64_t a, int64_t b, int64_t c, int *o
     case KOP_ABS: return a < 0 ? (int64_t)(0 - (uint64_t)a) : a;
     case KOP_ISNAN: return 0;
     case KOP_COPY: return a;
+    case KOP_SIGN: return (a > 0) - (a < 0);
+    case KOP_PRELU: return a < 0 ? (int64_t)((uint64_t)a * (uint64_t)b) : a;
+    case KOP_POW: {
+        if (b < 0)
+            return *ok = 0;
+        uint64_t r = 1, x = (uint64_t)a; /* wraps like the other integer operations */
+        for (; b > 0; b >>= 1, x *= x)
+            if (b & 1)
+                r *= x;
+        return (int64_t)r;
+    }
     default: *ok = 0; return 0;
+    }
+}
+
+static const char *int_failure(enum eng_kop op)
+{
+    switch (op) {
+    case KOP_POW: return "integer Pow with a negative exponent";
+    case KOP_DIV: case KOP_IDIV: case KOP_IMOD: case KOP_FMOD: return "integer division or Mod by zero (or of INT64_MIN by -1)";
+    default: return "this operator is not evaluated on integers";
     }
 }
 
@@ -920,7 +943,7 @@ VEIL_RESULT eng_fold_elementwise(struct eng_graph *g, struct eng_node *n, struct
         int ok = 1;
         if (ints) {
             int64_t r = eval_int(op, iv[0], iv[1], iv[2], &ok);
-            VEIL_ENSURE(ok, VEIL_ERR_UNSUPPORTED, "%s: integer arithmetic fails (division by zero?)", label);
+            VEIL_ENSURE(ok, VEIL_ERR_UNSUPPORTED, "%s: %s", label, int_failure(op));
             VEIL_GUARD(put(out->owned, dtype, k, r, 0, 0, label));
         } else {
             double r = eng_kop_eval(op == KOP_IDIV ? KOP_DIV : op, fv[0], fv[1], fv[2]);
@@ -1054,14 +1077,19 @@ static double activation(const struct eng_post *op, double x)
     switch (op->alg) {
     case dnnl_eltwise_relu: return x > 0 ? x : x * op->alpha;
     case dnnl_eltwise_logistic: return 1.0 / (1.0 + exp(-x));
-    case dnnl_eltwise_clip: return x < op->alpha ? op->alpha : x > op->beta ? op->beta : x;
+    case dnnl_eltwise_clip: x = x < op->alpha ? op->alpha : x; return x > op->beta ? op->beta : x; /* min > max: max */
     case dnnl_eltwise_linear: return op->alpha * x + op->beta;
     case dnnl_eltwise_hardswish: return x * fmin(1.0, fmax(0.0, x / 6.0 + 0.5));
+    case dnnl_eltwise_elu: return x > 0 ? x : op->alpha * expm1(x);
+    case dnnl_eltwise_soft_relu: return fmax(x, 0.0) + log1p(exp(-fabs(x)));
+    case dnnl_eltwise_mish: return x * tanh(fmax(x, 0.0) + log1p(exp(-fabs(x))));
+    case dnnl_eltwise_round: return nearbyint(x); /* half to even */
     default: return NAN; /* not reached: eng_eltwise_parse makes only these */
     }
 }
 
-/* Relu, Sigmoid, Clip, HardSigmoid, HardSwish of a float32 constant (Swin V2 clamps its constant logit scale). */
+/* An activation (Relu ... Round: eng_eltwise_parse) of a float32 constant (Swin V2 clamps its constant logit
+ * scale). */
 VEIL_RESULT eng_fold_activation(struct eng_graph *g, struct eng_node *n, struct eng_value *out)
 {
     const struct eng_value *x = NULL;
@@ -1069,7 +1097,7 @@ VEIL_RESULT eng_fold_activation(struct eng_graph *g, struct eng_node *n, struct 
     char label[160];
     eng_node_label(n, label, sizeof label);
     VEIL_ENSURE(x->dtype == VEIL_ONNX_FLOAT, VEIL_ERR_UNSUPPORTED, "%s: only float32 constants are folded", label);
-    struct eng_post ops[2];
+    struct eng_post ops[ENG_MAX_ELT];
     memcpy(ops, n->elt, sizeof ops);
     for (uint32_t i = 1; n->op == OP_CLIP && i < n->input_count && i < 3; i++) /* opset >= 11: bounds as inputs */
         if (n->inputs[i] >= 0) {
@@ -1082,7 +1110,7 @@ VEIL_RESULT eng_fold_activation(struct eng_graph *g, struct eng_node *n, struct 
     float *y = (float *)(void *)out->owned;
     for (size_t i = 0; i < eng_shape_count(&x->shape); i++) {
         double v = get_f(x, i);
-        for (uint32_t k = 0; k < n->elt_count && k < 2; k++)
+        for (uint32_t k = 0; k < n->elt_count && k < ENG_MAX_ELT; k++)
             v = activation(&ops[k], v);
         y[i] = (float)v;
     }

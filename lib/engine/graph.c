@@ -518,7 +518,8 @@ static VEIL_RESULT check_arity(const struct eng_node *n, const char *what)
     VEIL_ENSURE(n->input_count >= info->min_inputs && n->input_count <= info->max_inputs, VEIL_ERR_ONNX,
                 "%s has %" PRIu32 " inputs, %s takes %" PRIu32 " to %" PRIu32, eng_node_label(n, label, sizeof label),
                 n->input_count, info->name, info->min_inputs, info->max_inputs);
-    VEIL_ENSURE(n->output_count == 1 || (n->op == OP_SPLIT && n->output_count >= 1 && n->output_count <= 2 * ENG_RANK),
+    VEIL_ENSURE(n->output_count == 1 || (n->op == OP_SPLIT && n->output_count >= 1 && n->output_count <= 2 * ENG_RANK) ||
+                (n->op == OP_DROPOUT && n->output_count == 2), /* the mask: refused if read (eng_dropout_parse) */
                 n->output_count > 1 ? VEIL_ERR_UNSUPPORTED : VEIL_ERR_ONNX,
                 "%s has %" PRIu32 " outputs; the engine supports exactly one (%s)",
                 eng_node_label(n, label, sizeof label), n->output_count, what);

@@ -38,6 +38,9 @@ enum eng_op {
     OP_AND, OP_OR, OP_NOT, OP_WHERE, OP_MOD, OP_SQRT, OP_TANH, OP_ERF, OP_EXP, OP_NEG, OP_ABS, OP_ISNAN,
     OP_REDUCEMEAN, OP_EXPAND, OP_RANGE, OP_SPLIT, OP_GELU, OP_GATHERELEMENTS, OP_SCATTERND, OP_REDUCESUM, OP_REDUCEMAX, OP_REDUCEL2,
     OP_TRILU, OP_EINSUM, OP_QUANTIZE, OP_DEQUANTIZE,
+    /* more activations (eltwise chains, fused into a Conv before them like Relu) and element-wise operators */
+    OP_LEAKYRELU, OP_ELU, OP_SELU, OP_CELU, OP_SOFTPLUS, OP_MISH, OP_ROUND,
+    OP_LOG, OP_FLOOR, OP_CEIL, OP_SIGN, OP_SIN, OP_COS, OP_RECIPROCAL, OP_PRELU, OP_DROPOUT,
     OP_COUNT
 };
 
@@ -168,7 +171,8 @@ struct eng_arg {
 enum eng_kop {
     KOP_ADD, KOP_SUB, KOP_MUL, KOP_DIV, KOP_IDIV, KOP_POW, KOP_MAX, KOP_MIN, KOP_EQ, KOP_LT, KOP_GT, KOP_LE, KOP_GE,
     KOP_AND, KOP_OR, KOP_FMOD, KOP_IMOD, KOP_WHERE, KOP_COPY, KOP_NOT, KOP_ISNAN, KOP_ERF, KOP_TRUNC, KOP_BOOL,
-    KOP_NEG, KOP_ABS, KOP_SQRT, KOP_TANH, KOP_EXP, KOP_GATHER, KOP_PAD, KOP_QUANT
+    KOP_NEG, KOP_ABS, KOP_SQRT, KOP_TANH, KOP_EXP, KOP_FMODF, KOP_MODF, KOP_LOG, KOP_FLOOR, KOP_CEIL, KOP_SIGN, KOP_SIN,
+    KOP_COS, KOP_RECIPROCAL, KOP_PRELU, KOP_GATHER, KOP_PAD, KOP_QUANT
 };
 
 #define ENG_KERNEL_INPUTS 3u
@@ -355,6 +359,7 @@ VEIL_RESULT eng_flatten_infer(struct eng_graph *g, struct eng_node *n);
 VEIL_RESULT eng_reshape_parse(struct eng_graph *g, struct eng_node *n);
 VEIL_RESULT eng_reshape_infer(struct eng_graph *g, struct eng_node *n);
 VEIL_RESULT eng_view_build(struct veil_engine *e, struct eng_node *n);
+VEIL_RESULT eng_dropout_parse(struct eng_graph *g, struct eng_node *n);
 VEIL_RESULT eng_noattr_parse(struct eng_graph *g, struct eng_node *n);
 VEIL_RESULT eng_constant_parse(struct eng_graph *g, struct eng_node *n);
 VEIL_RESULT eng_concat_parse(struct eng_graph *g, struct eng_node *n);
@@ -493,6 +498,9 @@ VEIL_RESULT eng_value_set_md(struct veil_engine *e, int value, const dnnl_memory
 VEIL_RESULT eng_step_new(struct veil_engine *e, const struct eng_node *n, const_dnnl_primitive_desc_t pd,
                          struct eng_step **out);
 VEIL_RESULT eng_step_value(struct veil_engine *e, struct eng_step *s, int arg, int value, int writes);
+/* The same, with the value's bytes described by md (a descriptor of the same size, e.g. another shape). */
+VEIL_RESULT eng_step_value_as(struct veil_engine *e, struct eng_step *s, int arg, int value, int writes,
+                              const dnnl_memory_desc_t *md);
 /* Starts a step that runs the engine's kernel k (copied). */
 VEIL_RESULT eng_step_kernel_new(struct veil_engine *e, const struct eng_node *n, const struct eng_kernel *k,
                                 struct eng_step **out);

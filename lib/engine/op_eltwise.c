@@ -12,6 +12,46 @@
 #include "engine/internal.h"
 #include "onnx/onnx.h"
 
+/* Selu = gamma * elu_alpha(x); Celu = alpha * elu_1(x / alpha); Softplus = log(1 + e^x) (oneDNN's soft_relu). */
+static VEIL_RESULT more_activations(struct eng_node *n)
+{
+    float alpha = 0, gamma = 0;
+    char label[160];
+    switch (n->op) {
+    case OP_LEAKYRELU:
+        VEIL_GUARD(eng_attr_float(n, "alpha", 0.01f, &alpha));
+        n->elt[0] = (struct eng_post){.alg = dnnl_eltwise_relu, .alpha = alpha};
+        break;
+    case OP_ELU:
+        VEIL_GUARD(eng_attr_float(n, "alpha", 1.0f, &alpha));
+        n->elt[0] = (struct eng_post){.alg = dnnl_eltwise_elu, .alpha = alpha};
+        break;
+    case OP_SELU:
+        VEIL_GUARD(eng_attr_float(n, "alpha", 1.67326319217681884765625f, &alpha));
+        VEIL_GUARD(eng_attr_float(n, "gamma", 1.05070102214813232421875f, &gamma));
+        n->elt[0] = (struct eng_post){.alg = dnnl_eltwise_elu, .alpha = alpha};
+        n->elt[1] = (struct eng_post){.alg = dnnl_eltwise_linear, .alpha = gamma};
+        n->elt_count = 2;
+        break;
+    case OP_CELU:
+        VEIL_GUARD(eng_attr_float(n, "alpha", 1.0f, &alpha));
+        VEIL_ENSURE(alpha != 0 && isfinite(alpha), VEIL_ERR_ONNX, "%s: alpha must be finite and not 0",
+                    eng_node_label(n, label, sizeof label));
+        n->elt[0] = (struct eng_post){.alg = dnnl_eltwise_linear, .alpha = 1.0f / alpha};
+        n->elt[1] = (struct eng_post){.alg = dnnl_eltwise_elu, .alpha = 1.0f};
+        n->elt[2] = (struct eng_post){.alg = dnnl_eltwise_linear, .alpha = alpha};
+        n->elt_count = alpha == 1.0f ? 1 : 3;
+        if (alpha == 1.0f)
+            n->elt[0] = n->elt[1];
+        break;
+    case OP_SOFTPLUS: n->elt[0] = (struct eng_post){.alg = dnnl_eltwise_soft_relu}; break;
+    case OP_MISH: n->elt[0] = (struct eng_post){.alg = dnnl_eltwise_mish}; break;
+    case OP_ROUND: n->elt[0] = (struct eng_post){.alg = dnnl_eltwise_round}; break;
+    default: VEIL_BAIL(VEIL_ERR_INTERNAL, "not an eltwise operator");
+    }
+    return VEIL_RESULT_OK;
+}
+
 VEIL_RESULT eng_eltwise_parse(struct eng_graph *g, struct eng_node *n)
 {
     float alpha = 0, beta = 0;
@@ -34,7 +74,7 @@ VEIL_RESULT eng_eltwise_parse(struct eng_graph *g, struct eng_node *n)
             VEIL_GUARD(eng_attr_float(n, "max", FLT_MAX, &n->elt[0].beta));
         }
         break;
-    default: VEIL_BAIL(VEIL_ERR_INTERNAL, "not an eltwise operator");
+    default: return more_activations(n);
     }
     return VEIL_RESULT_OK;
 }
@@ -67,8 +107,8 @@ VEIL_RESULT eng_same_shape_infer(struct eng_graph *g, struct eng_node *n)
                     eng_node_label(n, label, sizeof label));
         VEIL_GUARD(clip_bound(g, n, 1, &n->elt[0].alpha));
         VEIL_GUARD(clip_bound(g, n, 2, &n->elt[0].beta));
-        VEIL_ENSURE(n->elt[0].alpha <= n->elt[0].beta, VEIL_ERR_UNSUPPORTED, "%s: min > max is not supported",
-                    eng_node_label(n, label, sizeof label));
+        if (n->elt[0].alpha > n->elt[0].beta) /* ONNX: min(max(x, min), max), which is max everywhere */
+            n->elt[0].alpha = n->elt[0].beta;
     }
     g->values[n->outputs[0]].shape = x->shape;
     return VEIL_RESULT_OK;
@@ -83,17 +123,39 @@ static VEIL_RESULT bind_src_dst(struct veil_engine *e, size_t step, int src, int
     return eng_step_value(e, &e->steps[step], DNNL_ARG_DST, dst, 1);
 }
 
+/* A 1-D descriptor as the same bytes in one row: oneDNN 2.6 runs a 1-D eltwise with post-ops on its reference
+ * kernel, which reports success and never writes the destination (the output was whatever the arena held). */
+static VEIL_RESULT as_row(const struct eng_node *n, const dnnl_memory_desc_t *md, dnnl_memory_desc_t *row)
+{
+    const dnnl_dims_t dims = {1, md->dims[0]};
+    const dnnl_dims_t strides = {md->format_desc.blocking.strides[0] * md->padded_dims[0],
+                                 md->format_desc.blocking.strides[0]};
+    ENG_GUARD_DNNL(dnnl_memory_desc_init_by_strides(row, 2, dims, md->data_type, strides), n, "descriptor");
+    row->offset0 = md->offset0;
+    return VEIL_RESULT_OK;
+}
+
 /* ops[0] as an eltwise primitive, the rest of the chain as its post-ops: one pass over the tensor. */
 static VEIL_RESULT eltwise_step(struct veil_engine *e, const struct eng_node *n, const struct eng_post *ops,
                                 uint32_t count, int src, int dst)
 {
-    dnnl_memory_desc_t md = e->g.values[src].md;
+    const dnnl_memory_desc_t md = e->g.values[src].md;
+    int one_d = md.ndims == 1 && md.format_kind == dnnl_blocked && count > 1;
+    dnnl_memory_desc_t run = md;
+    if (one_d)
+        VEIL_GUARD(as_row(n, &md, &run));
     dnnl_eltwise_desc_t desc;
-    ENG_GUARD_DNNL(dnnl_eltwise_forward_desc_init(&desc, dnnl_forward_inference, ops[0].alg, &md, ops[0].alpha,
+    ENG_GUARD_DNNL(dnnl_eltwise_forward_desc_init(&desc, dnnl_forward_inference, ops[0].alg, &run, ops[0].alpha,
                                                   ops[0].beta), n, "eltwise setup");
     size_t step = 0;
     VEIL_GUARD(eng_step_posts(e, n, &desc, "eltwise", ops + 1, count - 1, &step));
-    return bind_src_dst(e, step, src, dst, &md);
+    if (!one_d)
+        return bind_src_dst(e, step, src, dst, &md);
+    if (!e->g.values[dst].has_md)
+        VEIL_GUARD(eng_value_set_md(e, dst, &md));
+    VEIL_ENSURE(e->g.values[dst].md.ndims == 1, VEIL_ERR_INTERNAL, "a 1-D eltwise into a tensor of another rank");
+    VEIL_GUARD(eng_step_value_as(e, &e->steps[step], DNNL_ARG_SRC, src, 0, &run));
+    return eng_step_value_as(e, &e->steps[step], DNNL_ARG_DST, dst, 1, &run);
 }
 
 VEIL_RESULT eng_eltwise_build(struct veil_engine *e, struct eng_node *n)

@@ -43,8 +43,18 @@ double eng_kop_eval(enum eng_kop op, double a, double b, double c)
     case KOP_GE: return a >= b;
     case KOP_AND: return a != 0 && b != 0;
     case KOP_OR: return a != 0 || b != 0;
-    case KOP_FMOD: return b != 0 ? fmod(a, b) : 0;
+    case KOP_FMOD: return b != 0 ? fmod(a, b) : 0; /* integer operands held as float32 */
     case KOP_IMOD: return b != 0 ? fmod_python(a, b) : 0;
+    case KOP_FMODF: return fmod(a, b); /* float operands: NaN for a zero divisor, as IEEE and numpy */
+    case KOP_MODF: return fmod_python(a, b);
+    case KOP_LOG: return log(a);
+    case KOP_FLOOR: return floor(a);
+    case KOP_CEIL: return ceil(a);
+    case KOP_SIGN: return a > 0 ? 1.0 : a < 0 ? -1.0 : a; /* 0 and NaN as they are */
+    case KOP_SIN: return sin(a);
+    case KOP_COS: return cos(a);
+    case KOP_RECIPROCAL: return 1.0 / a;
+    case KOP_PRELU: return a < 0 ? a * b : a;
     case KOP_WHERE: return a != 0 ? b : c;
     case KOP_COPY: return a;
     case KOP_NOT: return a == 0;
@@ -88,7 +98,7 @@ enum eng_kop eng_node_kop(const struct eng_node *n)
     case OP_OR: return KOP_OR;
     case OP_NOT: return KOP_NOT;
     case OP_WHERE: return KOP_WHERE;
-    case OP_MOD: return n->fill_i ? KOP_FMOD : KOP_IMOD;
+    case OP_MOD: return n->dtype ? (n->fill_i ? KOP_FMOD : KOP_IMOD) : n->fill_i ? KOP_FMODF : KOP_MODF;
     case OP_SQRT: return KOP_SQRT;
     case OP_TANH: return KOP_TANH;
     case OP_ERF: return KOP_ERF;
@@ -96,6 +106,14 @@ enum eng_kop eng_node_kop(const struct eng_node *n)
     case OP_NEG: return KOP_NEG;
     case OP_ABS: return KOP_ABS;
     case OP_ISNAN: return KOP_ISNAN;
+    case OP_LOG: return KOP_LOG;
+    case OP_FLOOR: return KOP_FLOOR;
+    case OP_CEIL: return KOP_CEIL;
+    case OP_SIGN: return KOP_SIGN;
+    case OP_SIN: return KOP_SIN;
+    case OP_COS: return KOP_COS;
+    case OP_RECIPROCAL: return KOP_RECIPROCAL;
+    case OP_PRELU: return KOP_PRELU;
     default: return KOP_COPY;
     }
 }
@@ -162,6 +180,10 @@ static void nary_row(enum eng_kop op, int64_t n, const float *a, int64_t sa, con
     case KOP_BOOL: ROW1(x != 0 ? 1.0f : 0.0f); return;
     case KOP_NEG: ROW1(-x); return;
     case KOP_ABS: ROW1(fabsf(x)); return;
+    case KOP_FLOOR: ROW1(floorf(x)); return;
+    case KOP_CEIL: ROW1(ceilf(x)); return;
+    case KOP_RECIPROCAL: ROW1(1.0f / x); return;
+    case KOP_PRELU: ROW2(x < 0 ? x * y : x); return;
     case KOP_WHERE:
         if (sa == 1 && sb == 0 && sc == 1) /* masked_fill: Where(cond, constant, x) */
             for (int64_t j = 0; j < n; j++)
@@ -362,6 +384,14 @@ void eng_broadcast_strides(const struct eng_shape *in, const struct eng_shape *o
 VEIL_RESULT eng_elementwise_parse(struct eng_graph *g, struct eng_node *n)
 {
     (void)g;
+    char label[160];
+    if ((n->op == OP_MAX || n->op == OP_MIN) && n->input_count == 1) { /* the maximum of one tensor: itself */
+        n->op = OP_IDENTITY;
+        return VEIL_RESULT_OK;
+    }
+    VEIL_ENSURE((n->op != OP_MAX && n->op != OP_MIN) || n->input_count == 2, VEIL_ERR_UNSUPPORTED, "%s has %" PRIu32
+                " inputs; the engine takes Max and Min of one or two", eng_node_label(n, label, sizeof label),
+                n->input_count);
     if (n->op == OP_MOD)
         return eng_attr_int(n, "fmod", 0, &n->fill_i);
     return VEIL_RESULT_OK;
@@ -404,7 +434,8 @@ VEIL_RESULT eng_elementwise_infer(struct eng_graph *g, struct eng_node *n)
     struct eng_value *out = &g->values[n->outputs[0]];
     out->shape = s;
     out->dtype = result_dtype(g, n);
-    n->dtype = n->op == OP_DIV && is_int(g->values[n->inputs[0]].dtype) ? VEIL_ONNX_INT64 : 0;
+    int int_op = n->op == OP_DIV || n->op == OP_MOD; /* integer semantics: truncating division, zero divisors */
+    n->dtype = int_op && is_int(g->values[n->inputs[0]].dtype) ? VEIL_ONNX_INT64 : 0;
     return VEIL_RESULT_OK;
 }
 
@@ -413,18 +444,28 @@ static int same_shape(const struct eng_shape *a, const struct eng_shape *b)
     return a->rank == b->rank && memcmp(a->dims, b->dims, a->rank * sizeof a->dims[0]) == 0;
 }
 
-/* The input as float32 in plain layout: a computed value (reordered when needed), or a constant converted and
- * stored with the step. */
+/* A computed input in plain layout: the value itself, or a hidden value that a reorder step added now fills. The
+ * reorder must come before the kernel's step (steps run in the order they are added): kernels read row-major
+ * buffers, and a Conv's output, say, is channels-last. */
+static VEIL_RESULT kernel_source(struct veil_engine *e, int v, int *out)
+{
+    *out = v;
+    if (e->g.values[v].kind == VAL_CONST)
+        return VEIL_RESULT_OK;
+    dnnl_memory_desc_t md;
+    VEIL_GUARD(eng_md_plain(&md, &e->g.values[v].shape));
+    return eng_input_as(e, v, &md, out);
+}
+
+/* The input as float32 in plain layout: a computed value (made plain by kernel_source), or a constant converted
+ * and stored with the step. */
 static VEIL_RESULT kernel_input(struct veil_engine *e, size_t step, const struct eng_node *n, int v, uint32_t i)
 {
     struct eng_value *x = &e->g.values[v];
     dnnl_memory_desc_t md;
     VEIL_GUARD(eng_md_plain(&md, &x->shape));
-    if (x->kind != VAL_CONST) {
-        int plain = -1;
-        VEIL_GUARD(eng_input_as(e, v, &md, &plain));
-        return eng_step_value(e, &e->steps[step], DNNL_ARG_MULTIPLE_SRC + (int)i, plain, 0);
-    }
+    if (x->kind != VAL_CONST)
+        return eng_step_value(e, &e->steps[step], DNNL_ARG_MULTIPLE_SRC + (int)i, v, 0);
     if (e->steps[step].kernel->op == KOP_GATHER && i == 0 && x->dtype == VEIL_ONNX_FLOAT && eng_lendable(e, x))
         return eng_step_borrow(e, &e->steps[step], DNNL_ARG_MULTIPLE_SRC, &md, x->data); /* embeddings, in place */
     size_t count = eng_shape_count(&x->shape);
@@ -458,12 +499,15 @@ static VEIL_RESULT kernel_input(struct veil_engine *e, size_t step, const struct
 VEIL_RESULT eng_step_kernel(struct veil_engine *e, const struct eng_node *n, const struct eng_kernel *k,
                             const int *inputs, int output)
 {
+    uint32_t count = k->op == KOP_GATHER ? 2 : k->inputs;
+    int src[ENG_KERNEL_INPUTS];
+    for (uint32_t i = 0; i < count; i++)
+        VEIL_GUARD(kernel_source(e, inputs[i], &src[i]));
     struct eng_step *s = NULL;
     VEIL_GUARD(eng_step_kernel_new(e, n, k, &s));
     size_t step = (size_t)(s - e->steps);
-    uint32_t count = k->op == KOP_GATHER ? 2 : k->inputs;
     for (uint32_t i = 0; i < count; i++)
-        VEIL_GUARD(kernel_input(e, step, n, inputs[i], i));
+        VEIL_GUARD(kernel_input(e, step, n, src[i], i));
     dnnl_memory_desc_t md;
     VEIL_GUARD(eng_md_plain(&md, &k->out));
     VEIL_GUARD(eng_value_set_md(e, output, &md));

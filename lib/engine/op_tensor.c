@@ -18,6 +18,44 @@ VEIL_RESULT eng_noattr_parse(struct eng_graph *g, struct eng_node *n)
     return VEIL_RESULT_OK;
 }
 
+/* ---- Dropout: the identity at inference ------------------------------------------------------------------ */
+
+static int value_read(const struct eng_graph *g, int value)
+{
+    if (g->values[value].is_output)
+        return 1;
+    for (size_t i = 0; i < g->node_count; i++)
+        for (uint32_t k = 0; k < g->nodes[i].input_count; k++)
+            if (g->nodes[i].inputs[k] == value)
+                return 1;
+    return 0;
+}
+
+/* Refused: training mode (a training_mode input that is not the constant false) and a mask that something reads.
+ * Otherwise the node becomes an Identity (ratio and seed change nothing at inference). */
+VEIL_RESULT eng_dropout_parse(struct eng_graph *g, struct eng_node *n)
+{
+    char label[160];
+    eng_node_label(n, label, sizeof label);
+    (void)eng_attr_get(n, "ratio"); /* opset < 12 */
+    (void)eng_attr_get(n, "seed");
+    (void)eng_attr_get(n, "is_test"); /* opset < 7: onnxruntime, too, runs every Dropout as the identity */
+    if (n->input_count > 2 && n->inputs[2] >= 0) {
+        const struct eng_value *t = &g->values[n->inputs[2]];
+        uint8_t on = 1;
+        if (t->kind == VAL_CONST && t->dtype == VEIL_ONNX_BOOL && t->size == 1)
+            on = t->data[0];
+        VEIL_ENSURE(on == 0, VEIL_ERR_UNSUPPORTED, "%s: training_mode must be the constant false; the engine runs "
+                    "inference only", label);
+    }
+    VEIL_ENSURE(n->output_count < 2 || n->outputs[1] < 0 || !value_read(g, n->outputs[1]), VEIL_ERR_UNSUPPORTED,
+                "%s: its mask output is read; the engine computes no Dropout mask", label);
+    n->op = OP_IDENTITY;
+    n->input_count = 1;
+    n->output_count = 1;
+    return VEIL_RESULT_OK;
+}
+
 /* ---- Flatten --------------------------------------------------------------------------------------------- */
 
 VEIL_RESULT eng_flatten_parse(struct eng_graph *g, struct eng_node *n)

@@ -51,8 +51,8 @@ static const struct eng_op_info op_table[OP_COUNT] = {
     [OP_SUB] = {"Sub", 2, 2, eng_elementwise_parse, eng_elementwise_infer, eng_elementwise_build, eng_fold_elementwise},
     [OP_DIV] = {"Div", 2, 2, eng_elementwise_parse, eng_elementwise_infer, eng_elementwise_build, eng_fold_elementwise},
     [OP_POW] = {"Pow", 2, 2, eng_elementwise_parse, eng_elementwise_infer, eng_elementwise_build, eng_fold_elementwise},
-    [OP_MAX] = {"Max", 2, 2, eng_elementwise_parse, eng_elementwise_infer, eng_elementwise_build, eng_fold_elementwise},
-    [OP_MIN] = {"Min", 2, 2, eng_elementwise_parse, eng_elementwise_infer, eng_elementwise_build, eng_fold_elementwise},
+    [OP_MAX] = {"Max", 1, VEIL_ENGINE_MAX_NODE_IO, eng_elementwise_parse, eng_elementwise_infer, eng_elementwise_build, eng_fold_elementwise},
+    [OP_MIN] = {"Min", 1, VEIL_ENGINE_MAX_NODE_IO, eng_elementwise_parse, eng_elementwise_infer, eng_elementwise_build, eng_fold_elementwise},
     [OP_EQUAL] = {"Equal", 2, 2, eng_elementwise_parse, eng_elementwise_infer, eng_elementwise_build,
         eng_fold_elementwise},
     [OP_LESS] = {"Less", 2, 2, eng_elementwise_parse, eng_elementwise_infer, eng_elementwise_build,
@@ -94,6 +94,27 @@ static const struct eng_op_info op_table[OP_COUNT] = {
     [OP_QUANTIZE] = {"QuantizeLinear", 2, 3, eng_quant_parse, eng_quant_infer, eng_quant_build, eng_fold_quantize},
     [OP_DEQUANTIZE] = {"DequantizeLinear", 2, 3, eng_quant_parse, eng_quant_infer, eng_quant_build,
         eng_fold_dequantize},
+#define ACTIVATION(NAME) {NAME, 1, 1, eng_eltwise_parse, eng_same_shape_infer, eng_eltwise_build, eng_fold_activation}
+    [OP_LEAKYRELU] = ACTIVATION("LeakyRelu"),
+    [OP_ELU] = ACTIVATION("Elu"),
+    [OP_SELU] = ACTIVATION("Selu"),
+    [OP_CELU] = ACTIVATION("Celu"),
+    [OP_SOFTPLUS] = ACTIVATION("Softplus"),
+    [OP_MISH] = ACTIVATION("Mish"),
+    [OP_ROUND] = ACTIVATION("Round"),
+#undef ACTIVATION
+#define ELEMENTWISE(NAME, IN) {NAME, IN, IN, eng_elementwise_parse, eng_elementwise_infer, eng_elementwise_build, \
+    eng_fold_elementwise}
+    [OP_LOG] = ELEMENTWISE("Log", 1), /* oneDNN's log is 3e-6 off near 1: the kernel computes it in double */
+    [OP_FLOOR] = ELEMENTWISE("Floor", 1),
+    [OP_CEIL] = ELEMENTWISE("Ceil", 1),
+    [OP_SIGN] = ELEMENTWISE("Sign", 1),
+    [OP_SIN] = ELEMENTWISE("Sin", 1),
+    [OP_COS] = ELEMENTWISE("Cos", 1),
+    [OP_RECIPROCAL] = ELEMENTWISE("Reciprocal", 1),
+    [OP_PRELU] = ELEMENTWISE("PRelu", 2),
+#undef ELEMENTWISE
+    [OP_DROPOUT] = {"Dropout", 1, 3, eng_dropout_parse, eng_same_shape_infer, eng_view_build, eng_fold_identity},
 };
 
 const struct eng_op_info *eng_op_info(enum eng_op op)

@@ -187,8 +187,8 @@ def test_refuses_wrong_shape_nan_and_unsupported(tmp_path: Path) -> None:
     np.save(tmp_path / "f64.npy", np.zeros((1, 3), np.float64))
     assert_failed(veil("run", model, "--input", tmp_path / "f64.npy", "-o", tmp_path / "y.npy"), "float32")
     np.save(tmp_path / "ok.npy", np.zeros((1, 3), np.float32))
-    p = veil("run", _tiny(tmp_path, "Softplus"), "--input", tmp_path / "ok.npy", "-o", tmp_path / "y.npy")
-    assert_failed(p, "unsupported operator Softplus")
+    p = veil("run", _tiny(tmp_path, "Hardmax"), "--input", tmp_path / "ok.npy", "-o", tmp_path / "y.npy")
+    assert_failed(p, "unsupported operator Hardmax")
     assert not (tmp_path / "y.npy").exists()
 
 
