@@ -644,12 +644,13 @@ VEIL_RESULT eng_graph_parse(struct eng_graph *g, const uint8_t *model, size_t si
         VEIL_GUARD(add_initializer(g, &tensors[i]));
     struct veil_cursor c = veil_cursor_make(model, size), graph = {0};
     struct veil_pb_field f;
-    uint32_t graphs = 0;
+    uint32_t graphs = 0, imports = 0;
     while (veil_cursor_left(&c) > 0) {
         VEIL_GUARD(veil_pb_next(&c, "ModelProto", &f));
         if (f.number == 8) {
             VEIL_GUARD(veil_pb_expect_wire(&f, W_LEN, "ModelProto"));
             VEIL_GUARD(parse_opset(g, f.payload));
+            imports++;
         } else if (f.number == 7) {
             VEIL_GUARD(veil_pb_expect_wire(&f, W_LEN, "ModelProto"));
             graph = f.payload;
@@ -657,7 +658,9 @@ VEIL_RESULT eng_graph_parse(struct eng_graph *g, const uint8_t *model, size_t si
         }
     }
     VEIL_ENSURE(graphs == 1, VEIL_ERR_ONNX, "not an ONNX model: graph field %s", graphs ? "repeated" : "missing");
-    VEIL_ENSURE(g->opset > 0, VEIL_ERR_ONNX, "not an ONNX model: the default opset is not imported");
+    VEIL_ENSURE(g->opset > 0 || imports > 0, VEIL_ERR_ONNX, "not an ONNX model: it imports no operator set");
+    VEIL_ENSURE(g->opset > 0, VEIL_ERR_UNSUPPORTED, "the model imports only other operator sets than ONNX's default "
+                "one (ai.onnx.ml, say); the engine runs the default operators only");
     VEIL_GUARD(parse_graph(g, graph));
     return check_values(g);
 }

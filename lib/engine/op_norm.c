@@ -185,6 +185,17 @@ VEIL_RESULT eng_reduce_build(struct veil_engine *e, struct eng_node *n)
     VEIL_GUARD(eng_input_as(e, n->inputs[0], &plain, &src));
     VEIL_GUARD(eng_value_set_md(e, n->out, &omd));
     VEIL_GUARD(eng_view_value(e, n->out, &kmd, &dst));
+    size_t step = 0;
+    if (x->shape.rank == kept.rank && memcmp(x->shape.dims, kept.dims, kept.rank * sizeof kept.dims[0]) == 0) {
+        /* nothing to reduce (axes of size 1, or none with noop_with_empty_axes), which oneDNN refuses: a copy, or
+         * |x| for ReduceL2 */
+        dnnl_eltwise_desc_t copy;
+        ENG_GUARD_DNNL(dnnl_eltwise_forward_desc_init(&copy, dnnl_forward_inference, n->op == OP_REDUCEL2 ?
+                       dnnl_eltwise_abs : dnnl_eltwise_linear, &plain, 1.0f, 0.0f), n, "reduction setup");
+        VEIL_GUARD(eng_step_plain(e, n, &copy, "reduction", &step));
+        VEIL_GUARD(eng_step_value(e, &e->steps[step], DNNL_ARG_SRC, src, 0));
+        return eng_step_value(e, &e->steps[step], DNNL_ARG_DST, dst, 1);
+    }
     dnnl_reduction_desc_t desc;
     dnnl_alg_kind_t alg = n->op == OP_REDUCESUM   ? dnnl_reduction_sum
                           : n->op == OP_REDUCEMAX ? dnnl_reduction_max
@@ -192,7 +203,6 @@ VEIL_RESULT eng_reduce_build(struct veil_engine *e, struct eng_node *n)
                                                   : dnnl_reduction_mean;
     ENG_GUARD_DNNL(dnnl_reduction_desc_init(&desc, alg, &plain, &kmd, n->op == OP_REDUCEL2 ? 2.0f : 0.0f, 0), n,
                    "reduction setup");
-    size_t step = 0;
     VEIL_GUARD(eng_step_plain(e, n, &desc, "reduction", &step));
     VEIL_GUARD(eng_step_value(e, &e->steps[step], DNNL_ARG_SRC, src, 0));
     return eng_step_value(e, &e->steps[step], DNNL_ARG_DST, dst, 1);

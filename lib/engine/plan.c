@@ -259,6 +259,18 @@ static VEIL_RESULT input_shapes(struct eng_graph *g, uint64_t batch, uint64_t sy
     return VEIL_RESULT_OK;
 }
 
+/* Inputs read at load only, as parameters (a Reshape's shape, a reduction's axes ...): empty is a value there (a
+ * scalar's shape, "all axes"). */
+static int load_time_input(const struct eng_node *n, uint32_t i)
+{
+    switch (n->op) {
+    case OP_RESHAPE: case OP_REDUCEMEAN: case OP_REDUCESUM: case OP_REDUCEMAX: case OP_REDUCEL2: case OP_SQUEEZE:
+    case OP_UNSQUEEZE: case OP_SLICE: case OP_EXPAND: case OP_SPLIT:
+        return i > 0 && n->inputs[i] >= 0;
+    default: return 0;
+    }
+}
+
 /* oneDNN has no kernels for empty tensors (some divide by a zero dimension): a node that will run takes and makes
  * none. Folded nodes may (exporters' shape arithmetic uses empty constants). */
 static VEIL_RESULT no_empty_tensor(const struct eng_graph *g, const struct eng_node *n)
@@ -266,6 +278,8 @@ static VEIL_RESULT no_empty_tensor(const struct eng_graph *g, const struct eng_n
     char label[160];
     for (uint32_t i = 0; i < n->input_count; i++) {
         const struct eng_value *v = n->inputs[i] >= 0 ? &g->values[n->inputs[i]] : NULL;
+        if (v != NULL && v->kind == VAL_CONST && load_time_input(n, i))
+            continue;
         VEIL_ENSURE(v == NULL || !(v->has_shape || v->kind == VAL_CONST) || eng_shape_count(&v->shape) > 0,
                     VEIL_ERR_UNSUPPORTED, "%s: input '%s' is an empty tensor (a zero dimension); the engine runs no "
                     "empty tensors", eng_node_label(n, label, sizeof label), v->name);

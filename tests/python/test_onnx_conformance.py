@@ -361,3 +361,36 @@ def test_max_of_one_or_two_and_a_clear_refusal_beyond(count: int) -> None:
             veil.Engine.from_onnx(model)
         return
     np.testing.assert_array_equal(_veil(model, feeds)[0], np.max(np.stack(list(feeds.values())), axis=0))
+
+
+@pytest.mark.parametrize("op", ["ReduceSum", "ReduceMean", "ReduceMax", "ReduceL2"])
+@pytest.mark.parametrize("axes, shape, attrs", [
+    ([], [2, 3, 4], {"keepdims": 0}),  # empty axes: every axis
+    ([], [2, 3, 4], {"keepdims": 1}),
+    ([], [2, 3, 4], {"noop_with_empty_axes": 1}),  # ...or none: the input itself
+    ([1], [2, 1, 4], {"keepdims": 0}),  # an axis of size 1: oneDNN refuses a reduction that keeps every dim
+    ([1], [2, 1, 4], {"keepdims": 1}),
+])
+def test_reductions_with_empty_axes_or_nothing_to_reduce(op: str, axes: list, shape: list, attrs: dict) -> None:
+    """Refused before as 'an empty tensor', or an InternalError from oneDNN's reduction setup."""
+    model = _model([_node(op, ["x", "axes"], ["y"], **attrs)], [("x", shape)],
+                   (_const("axes", np.array(axes, np.int64)),), opset=18)
+    feeds = {"x": np.random.default_rng(6).standard_normal(shape).astype(np.float32)}
+    want = _onnxruntime(model, feeds)[0]
+    got = _veil(model, feeds)[0]
+    assert got.shape == want.shape
+    np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-6)
+
+
+def test_a_model_of_another_operator_set_is_unsupported_not_invalid() -> None:
+    """A model importing only ai.onnx.ml (a scikit-learn export) is valid ONNX; it was refused as 'not an ONNX
+    model'."""
+    import veil
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph([helper.make_node("Normalizer", ["x"], ["y"], domain="ai.onnx.ml", norm="L2")], "g",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 3])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("ai.onnx.ml", 3)]).SerializeToString()
+    with pytest.raises(veil.UnsupportedError, match="imports only other operator sets"):
+        veil.Engine.from_onnx(model)
