@@ -56,13 +56,14 @@ static VEIL_RESULT put(uint8_t *out, int32_t dtype, size_t i, int64_t iv, double
         return VEIL_RESULT_OK;
     }
     if (is_float) {
-        VEIL_ENSURE(isfinite(fv) && fabs(fv) < 9.2e18, VEIL_ERR_UNSUPPORTED, "%s: %g does not fit an integer", label,
-                    fv);
         if (dtype == VEIL_ONNX_BOOL) {
-            out[i] = fv != 0;
+            out[i] = fv != 0; /* NaN and the infinities are true */
             return VEIL_RESULT_OK;
         }
-        iv = (int64_t)fv; /* ONNX Cast truncates toward zero */
+        /* ONNX Cast truncates toward zero; NaN and what does not fit (a -inf masked by a later Where, as exporters
+         * write) become the integer type's minimum, as x86 and so numpy and onnxruntime make them */
+        int fits = isfinite(fv) && fabs(fv) < 9.2e18 && (dtype != VEIL_ONNX_INT32 || fabs(fv) < 2147483648.0);
+        iv = fits ? (int64_t)fv : dtype == VEIL_ONNX_INT32 ? INT32_MIN : INT64_MIN;
     }
     if (dtype == VEIL_ONNX_INT64) {
         memcpy(out + 8 * i, &iv, 8);
@@ -250,8 +251,8 @@ static VEIL_RESULT const_in(const struct eng_graph *g, const struct eng_node *n,
 }
 
 /* An optional 1-D integer input (axes, steps ...) into list[]; *count 0 when absent. */
-static VEIL_RESULT int_list(const struct eng_graph *g, const struct eng_node *n, uint32_t i, int64_t *list,
-                            uint32_t *count)
+static VEIL_RESULT int_list_of(const struct eng_graph *g, const struct eng_node *n, uint32_t i, int64_t *list,
+                               size_t cap, uint32_t *count)
 {
     *count = 0;
     if (i >= n->input_count || n->inputs[i] < 0)
@@ -260,12 +261,19 @@ static VEIL_RESULT int_list(const struct eng_graph *g, const struct eng_node *n,
     VEIL_GUARD(const_in(g, n, i, &v));
     char label[160];
     size_t k = eng_shape_count(&v->shape);
-    VEIL_ENSURE(v->dtype != VEIL_ONNX_FLOAT && v->shape.rank <= 1 && k <= 2 * ENG_RANK, VEIL_ERR_ONNX,
-                "%s: input '%s' must be a short 1-D integer list", eng_node_label(n, label, sizeof label), v->name);
+    VEIL_ENSURE(v->dtype != VEIL_ONNX_FLOAT && v->shape.rank <= 1 && k <= cap, VEIL_ERR_ONNX,
+                "%s: input '%s' must be a 1-D integer list of at most %zu values", eng_node_label(n, label, sizeof label),
+                v->name, cap);
     for (size_t j = 0; j < k; j++)
         list[j] = get_i(v, j);
     *count = (uint32_t)k;
     return VEIL_RESULT_OK;
+}
+
+static VEIL_RESULT int_list(const struct eng_graph *g, const struct eng_node *n, uint32_t i, int64_t *list,
+                            uint32_t *count)
+{
+    return int_list_of(g, n, i, list, 2 * ENG_RANK, count);
 }
 
 /* ---- operators ------------------------------------------------------------------------------------------- */
@@ -750,19 +758,19 @@ static VEIL_RESULT split_shape(struct eng_graph *g, struct eng_node *n, uint32_t
     const struct eng_value *x = &g->values[n->inputs[0]];
     char label[160];
     eng_node_label(n, label, sizeof label);
-    int64_t r = x->shape.rank, axis = norm_axis(n->axis, r), sizes[2 * ENG_RANK];
+    int64_t r = x->shape.rank, axis = norm_axis(n->axis, r), sizes[ENG_MAX_SPLIT];
     uint32_t count = 0;
     VEIL_ENSURE(axis >= 0 && axis < r, VEIL_ERR_ONNX, "%s: axis out of range", label);
     if (n->has_ints) {
         count = n->int_count;
-        memcpy(sizes, n->ints, sizeof sizes);
+        memcpy(sizes, n->ints, count * sizeof n->ints[0]);
     } else {
-        VEIL_GUARD(int_list(g, n, 1, sizes, &count));
+        VEIL_GUARD(int_list_of(g, n, 1, sizes, ENG_MAX_SPLIT, &count));
     }
     int64_t d = x->shape.dims[axis], total = 0, start = 0, parts = n->output_count;
     if (count == 0) {
         int64_t each = (d + parts - 1) / parts;
-        for (int64_t i = 0; i < parts && i < 2 * (int64_t)ENG_RANK; i++)
+        for (int64_t i = 0; i < parts && i < (int64_t)ENG_MAX_SPLIT; i++)
             sizes[i] = d - i * each < each ? (d - i * each > 0 ? d - i * each : 0) : each;
         count = (uint32_t)parts;
     }
@@ -870,6 +878,8 @@ static int64_t eval_int(enum eng_kop op, int64_t a, int64_t b, int64_t c, int *o
     case KOP_FMOD: return b != 0 && !(a == INT64_MIN && b == -1) ? a % b : (*ok = 0);
     case KOP_MAX: return a > b ? a : b;
     case KOP_MIN: return a < b ? a : b;
+    case KOP_MAX3: return a > b ? (a > c ? a : c) : (b > c ? b : c);
+    case KOP_MIN3: return a < b ? (a < c ? a : c) : (b < c ? b : c);
     case KOP_EQ: return a == b;
     case KOP_LT: return a < b;
     case KOP_GT: return a > b;

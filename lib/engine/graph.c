@@ -518,9 +518,12 @@ static VEIL_RESULT check_arity(const struct eng_node *n, const char *what)
     VEIL_ENSURE(n->input_count >= info->min_inputs && n->input_count <= info->max_inputs, VEIL_ERR_ONNX,
                 "%s has %" PRIu32 " inputs, %s takes %" PRIu32 " to %" PRIu32, eng_node_label(n, label, sizeof label),
                 n->input_count, info->name, info->min_inputs, info->max_inputs);
-    VEIL_ENSURE(n->output_count == 1 || (n->op == OP_SPLIT && n->output_count >= 1 && n->output_count <= 2 * ENG_RANK) ||
-                (n->op == OP_DROPOUT && n->output_count == 2), /* the mask: refused if read (eng_dropout_parse) */
-                n->output_count > 1 ? VEIL_ERR_UNSUPPORTED : VEIL_ERR_ONNX,
+    VEIL_ENSURE(n->op != OP_SPLIT || (n->output_count >= 1 && n->output_count <= ENG_MAX_SPLIT),
+                n->output_count > 1 ? VEIL_ERR_UNSUPPORTED : VEIL_ERR_ONNX, "%s has %" PRIu32 " outputs; the "
+                "engine splits into 1 to %u (%s)", eng_node_label(n, label, sizeof label), n->output_count,
+                ENG_MAX_SPLIT, what);
+    VEIL_ENSURE(n->output_count == 1 || n->op == OP_SPLIT || (n->op == OP_DROPOUT && n->output_count == 2),
+                n->output_count > 1 ? VEIL_ERR_UNSUPPORTED : VEIL_ERR_ONNX, /* a Dropout's mask: eng_dropout_parse */
                 "%s has %" PRIu32 " outputs; the engine supports exactly one (%s)",
                 eng_node_label(n, label, sizeof label), n->output_count, what);
     for (uint32_t i = 0; i < info->min_inputs; i++)

@@ -55,6 +55,8 @@ double eng_kop_eval(enum eng_kop op, double a, double b, double c)
     case KOP_COS: return cos(a);
     case KOP_RECIPROCAL: return 1.0 / a;
     case KOP_PRELU: return a < 0 ? a * b : a;
+    case KOP_MAX3: return eng_kop_eval(KOP_MAX, eng_kop_eval(KOP_MAX, a, b, 0), c, 0);
+    case KOP_MIN3: return eng_kop_eval(KOP_MIN, eng_kop_eval(KOP_MIN, a, b, 0), c, 0);
     case KOP_WHERE: return a != 0 ? b : c;
     case KOP_COPY: return a;
     case KOP_NOT: return a == 0;
@@ -87,8 +89,8 @@ enum eng_kop eng_node_kop(const struct eng_node *n)
     case OP_MUL: return KOP_MUL;
     case OP_DIV: return n->dtype ? KOP_IDIV : KOP_DIV;  /* dtype set: integer operands */
     case OP_POW: return KOP_POW;
-    case OP_MAX: return KOP_MAX;
-    case OP_MIN: return KOP_MIN;
+    case OP_MAX: return n->input_count == 3 ? KOP_MAX3 : KOP_MAX;
+    case OP_MIN: return n->input_count == 3 ? KOP_MIN3 : KOP_MIN;
     case OP_EQUAL: return KOP_EQ;
     case OP_LESS: return KOP_LT;
     case OP_GREATER: return KOP_GT;
@@ -389,9 +391,9 @@ VEIL_RESULT eng_elementwise_parse(struct eng_graph *g, struct eng_node *n)
         n->op = OP_IDENTITY;
         return VEIL_RESULT_OK;
     }
-    VEIL_ENSURE((n->op != OP_MAX && n->op != OP_MIN) || n->input_count == 2, VEIL_ERR_UNSUPPORTED, "%s has %" PRIu32
-                " inputs; the engine takes Max and Min of one or two", eng_node_label(n, label, sizeof label),
-                n->input_count);
+    VEIL_ENSURE((n->op != OP_MAX && n->op != OP_MIN) || n->input_count <= ENG_KERNEL_INPUTS, VEIL_ERR_UNSUPPORTED,
+                "%s has %" PRIu32 " inputs; the engine takes Max and Min of one to %u", eng_node_label(n, label,
+                sizeof label), n->input_count, ENG_KERNEL_INPUTS);
     if (n->op == OP_MOD)
         return eng_attr_int(n, "fmod", 0, &n->fill_i);
     return VEIL_RESULT_OK;

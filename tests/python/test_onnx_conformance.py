@@ -348,16 +348,17 @@ def test_operand_that_must_be_constant_is_named_as_such() -> None:
         veil.Engine.from_onnx(model)
 
 
-@pytest.mark.parametrize("count", [1, 2, 3])
-def test_max_of_one_or_two_and_a_clear_refusal_beyond(count: int) -> None:
-    """Max and Min are variadic in ONNX; three inputs were refused as invalid ONNX ("Max takes 2 to 2")."""
+@pytest.mark.parametrize("count", [1, 2, 3, 4])
+def test_max_of_one_to_three_and_a_clear_refusal_beyond(count: int) -> None:
+    """Max and Min are variadic in ONNX (the dynamo exporter writes Max of three); three inputs were refused as
+    invalid ONNX ("Max takes 2 to 2")."""
     import veil
 
     names = [f"x{i}" for i in range(count)]
     model = _model([_node("Max", names, ["y"])], [(n, [3]) for n in names], opset=13)
     feeds = {n: np.random.default_rng(i).standard_normal(3).astype(np.float32) for i, n in enumerate(names)}
-    if count == 3:
-        with pytest.raises(veil.UnsupportedError, match="takes Max and Min of one or two"):
+    if count == 4:
+        with pytest.raises(veil.UnsupportedError, match="takes Max and Min of one to 3"):
             veil.Engine.from_onnx(model)
         return
     np.testing.assert_array_equal(_veil(model, feeds)[0], np.max(np.stack(list(feeds.values())), axis=0))
@@ -394,3 +395,33 @@ def test_a_model_of_another_operator_set_is_unsupported_not_invalid() -> None:
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("ai.onnx.ml", 3)]).SerializeToString()
     with pytest.raises(veil.UnsupportedError, match="imports only other operator sets"):
         veil.Engine.from_onnx(model)
+
+
+@pytest.mark.parametrize("parts, explicit", [(16, False), (40, True)])
+def test_split_into_many_parts(parts: int, explicit: bool) -> None:
+    """The dynamo exporter splits a tensor into one part per head or frame; more than 12 parts were refused."""
+    names = [f"o{i}" for i in range(parts)]
+    sizes = np.array([1 + i % 3 for i in range(parts)], np.int64) if explicit else None
+    d = int(sizes.sum()) if explicit else 2 * parts
+    split = _node("Split", ["r", "s"] if explicit else ["r"], names, axis=1, **({} if explicit else {"num_outputs": parts}))
+    model = _model([_node("Relu", ["x"], ["r"]), split, _node("Concat", names[::-1], ["y"], axis=1)], [("x", [2, d, 3])],
+                   (_const("s", sizes),) if explicit else (), opset=18)
+    feeds = {"x": np.random.default_rng(7).standard_normal((2, d, 3)).astype(np.float32)}
+    np.testing.assert_array_equal(_veil(model, feeds)[0], _onnxruntime(model, feeds)[0])
+
+
+def test_cast_of_infinity_as_exporters_write_it() -> None:
+    """A -inf cast to an integer and masked by a later Where (dynamo exports), and inf cast to BOOL (true), were
+    refused at load as 'does not fit an integer'."""
+    from onnx import TensorProto
+
+    nodes = [_node("Log", ["p"], ["l"]), _node("Cast", ["l"], ["li"], to=TensorProto.INT64),
+             _node("Greater", ["p", "half"], ["big"]), _node("Where", ["big", "li", "zero"], ["w"]),
+             _node("Cast", ["w"], ["wf"], to=TensorProto.FLOAT), _node("Div", ["one", "zerof"], ["inf"]),
+             _node("Cast", ["inf"], ["b"], to=TensorProto.BOOL), _node("Cast", ["b"], ["bf"], to=TensorProto.FLOAT),
+             _node("Add", ["x", "wf"], ["s"]), _node("Add", ["s", "bf"], ["y"])]
+    inits = (_const("p", np.array([0.0, 1.0, 8.0, 27.0], np.float32)), _const("half", np.float32(0.5)),
+             _const("zero", np.int64(0)), _const("one", np.float32(1)), _const("zerof", np.float32(0)))
+    model = _model(nodes, [("x", [4])], inits)
+    feeds = {"x": np.zeros(4, np.float32)}
+    np.testing.assert_array_equal(_veil(model, feeds)[0], _onnxruntime(model, feeds)[0])
