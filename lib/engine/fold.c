@@ -1301,3 +1301,67 @@ VEIL_RESULT eng_fold_quantize(struct eng_graph *g, struct eng_node *n, struct en
     }
     return VEIL_RESULT_OK;
 }
+
+/* CumSum of a constant: integers exactly in int64 (wrapping like the other integer operations), floats in double. */
+VEIL_RESULT eng_fold_cumsum(struct eng_graph *g, struct eng_node *n, struct eng_value *out)
+{
+    const struct eng_value *x = NULL, *axis = NULL;
+    VEIL_GUARD(const_in(g, n, 0, &x));
+    VEIL_GUARD(const_in(g, n, 1, &axis));
+    char label[160];
+    eng_node_label(n, label, sizeof label);
+    VEIL_ENSURE(x->shape.rank >= 1, VEIL_ERR_ONNX, "%s: the input is a scalar", label);
+    VEIL_GUARD(eng_cumsum_axis(g, n, x->shape.rank));
+    VEIL_GUARD(out_alloc(n, out, x->dtype, &x->shape));
+    int64_t outer = 1, inner = 1, dim = x->shape.dims[n->axis];
+    for (int64_t i = 0; i < (int64_t)x->shape.rank; i++) {
+        if (i < n->axis)
+            outer *= x->shape.dims[i];
+        if (i > n->axis)
+            inner *= x->shape.dims[i];
+    }
+    int ints = int_type(x->dtype);
+    for (int64_t o = 0; o < outer; o++)
+        for (int64_t i = 0; i < inner; i++) {
+            uint64_t acc_i = 0;
+            double acc_f = 0;
+            for (int64_t s = 0; s < dim; s++) {
+                int64_t j = n->trans_b ? dim - 1 - s : s;
+                size_t at = (size_t)((o * dim + j) * inner + i);
+                if (n->trans_a) /* exclusive: the sum before this element */
+                    VEIL_GUARD(put(out->owned, x->dtype, at, (int64_t)acc_i, acc_f, !ints, label));
+                acc_i += ints ? (uint64_t)get_i(x, at) : 0;
+                acc_f += ints ? 0 : get_f(x, at);
+                if (!n->trans_a)
+                    VEIL_GUARD(put(out->owned, x->dtype, at, (int64_t)acc_i, acc_f, !ints, label));
+            }
+        }
+    return VEIL_RESULT_OK;
+}
+
+/* GatherND (batch_dims 0) of constants: each index tuple's slice of data, copied in order. */
+VEIL_RESULT eng_fold_gather_nd(struct eng_graph *g, struct eng_node *n, struct eng_value *out)
+{
+    const struct eng_value *x = NULL, *idx = NULL;
+    VEIL_GUARD(const_in(g, n, 0, &x));
+    VEIL_GUARD(const_in(g, n, 1, &idx));
+    char label[160];
+    eng_node_label(n, label, sizeof label);
+    VEIL_ENSURE(int_type(idx->dtype) && idx->dtype != VEIL_ONNX_BOOL, VEIL_ERR_ONNX, "%s: indices must be INT64 or "
+                "INT32", label);
+    struct eng_shape s;
+    uint32_t m = 0;
+    VEIL_GUARD(eng_gather_nd_shape(n, &x->shape, &idx->shape, &s, &m));
+    size_t count = eng_shape_count(&idx->shape), tuples = count / m, w = dtype_width(x->dtype), slice = 1;
+    for (uint32_t i = m; i < x->shape.rank; i++)
+        slice *= (size_t)x->shape.dims[i];
+    VEIL_GUARD(out_alloc(n, out, x->dtype, &s));
+    for (size_t t = 0; t < tuples; t++) {
+        int64_t tuple[ENG_RANK], pos = 0;
+        for (uint32_t j = 0; j < m; j++)
+            tuple[j] = get_i(idx, t * m + j);
+        VEIL_GUARD(eng_gather_nd_positions(n, &x->shape, tuple, 1, m, &pos));
+        memcpy(out->owned + t * slice * w, x->data + (size_t)pos * slice * w, slice * w);
+    }
+    return VEIL_RESULT_OK;
+}

@@ -70,6 +70,7 @@ double eng_kop_eval(enum eng_kop op, double a, double b, double c)
     case KOP_TANH: return tanh(a);
     case KOP_EXP: return exp(a);
     case KOP_GATHER:
+    case KOP_CUMSUM:
     case KOP_PAD:
     case KOP_QUANT: break;
     }
@@ -282,6 +283,26 @@ static void run_pad(const struct eng_kernel *k, const float *in, float *out)
     }
 }
 
+/* Running sums along dim of [outer, dim, inner], in double (exact for the integers tensors hold as float32). */
+static void run_cumsum(const struct eng_kernel *k, const float *in, float *out)
+{
+#pragma omp parallel for schedule(static) if (k->outer * k->inner >= 64)
+    for (int64_t q = 0; q < k->outer * k->inner; q++) {
+        int64_t o = q / k->inner, i = q % k->inner;
+        double acc = 0;
+        for (int64_t s = 0; s < k->dim; s++) {
+            int64_t j = k->reverse ? k->dim - 1 - s : s;
+            size_t at = (size_t)((o * k->dim + j) * k->inner + i);
+            double x = in[at];
+            if (!k->exclusive)
+                acc += x;
+            out[at] = (float)acc;
+            if (k->exclusive)
+                acc += x;
+        }
+    }
+}
+
 /* Quantize (and dequantize) every element of a dense buffer: round(x / s) + zp, clipped, as ONNX says (the zero
  * point is added after rounding: round half to even of x / s + zp differs for an odd zero point). Clamping before
  * rounding is the same for integer bounds, and keeps |v| < 2^22, where adding and subtracting 1.5 * 2^23 rounds half
@@ -337,6 +358,10 @@ VEIL_RESULT eng_kernel_run(const struct eng_step *s, const struct eng_node *n)
         return run_gather(k, in[0], in[1], ptr[2], n);
     if (k->op == KOP_PAD) {
         run_pad(k, in[0], ptr[count]);
+        return VEIL_RESULT_OK;
+    }
+    if (k->op == KOP_CUMSUM) {
+        run_cumsum(k, in[0], ptr[count]);
         return VEIL_RESULT_OK;
     }
     if (k->op == KOP_QUANT) {

@@ -114,6 +114,9 @@ static const struct eng_op_info op_table[OP_COUNT] = {
     [OP_RECIPROCAL] = ELEMENTWISE("Reciprocal", 1),
     [OP_PRELU] = ELEMENTWISE("PRelu", 2),
 #undef ELEMENTWISE
+    [OP_CUMSUM] = {"CumSum", 2, 2, eng_cumsum_parse, eng_cumsum_infer, eng_cumsum_build, eng_fold_cumsum},
+    [OP_GATHERND] = {"GatherND", 2, 2, eng_gather_nd_parse, eng_gather_nd_infer, eng_gather_nd_build,
+        eng_fold_gather_nd},
     [OP_DROPOUT] = {"Dropout", 1, 3, eng_dropout_parse, eng_same_shape_infer, eng_view_build, eng_fold_identity},
 };
 

@@ -425,3 +425,64 @@ def test_cast_of_infinity_as_exporters_write_it() -> None:
     model = _model(nodes, [("x", [4])], inits)
     feeds = {"x": np.zeros(4, np.float32)}
     np.testing.assert_array_equal(_veil(model, feeds)[0], _onnxruntime(model, feeds)[0])
+
+
+@pytest.mark.parametrize("exclusive, reverse", [(0, 0), (1, 0), (0, 1), (1, 1)])
+@pytest.mark.parametrize("axis", [1, -1, 0])
+def test_cumsum_of_a_computed_mask_and_of_constants(exclusive: int, reverse: int, axis: int) -> None:
+    """Position ids from an attention mask (mask.cumsum(-1), as RoBERTa and padded GPT-2 compute them), at run time
+    and folded at load."""
+    from onnx import TensorProto, helper
+
+    attrs = {"exclusive": exclusive, "reverse": reverse}
+    ax = _const("axis", np.int64(axis))
+    mask = np.array([[1, 1, 1, 0, 0, 0], [1, 1, 1, 1, 1, 1]], np.int64)
+    nodes = [_node("CumSum", ["m", "axis"], ["c"], **attrs), _node("Cast", ["c"], ["y"], to=TensorProto.FLOAT)]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("m", TensorProto.INT64, [2, 6])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], initializer=[ax])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 14)]).SerializeToString()
+    np.testing.assert_array_equal(_veil(model, {"m": mask})[0], _onnxruntime(model, {"m": mask})[0])
+    x = np.random.default_rng(8).standard_normal((2, 6)).astype(np.float32)
+    computed = _model([_node("CumSum", ["x", "axis"], ["y"], **attrs)], [("x", [2, 6])], (ax,), opset=14)
+    np.testing.assert_allclose(_veil(computed, {"x": x})[0], _onnxruntime(computed, {"x": x})[0], rtol=1e-6,
+                               atol=1e-6)
+    folded = _model([_node("CumSum", ["k", "axis"], ["t"], **attrs), _node("Add", ["t", "x"], ["y"])],
+                    [("x", [2, 6])], (_const("k", x), ax), opset=14)
+    zero = {"x": np.zeros((2, 6), np.float32)}
+    np.testing.assert_allclose(_veil(folded, zero)[0], _onnxruntime(folded, zero)[0], rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("indices", [
+    [[0, 1], [1, -1], [0, 0]],  # tuples of two: single elements of a [2, 3, 4] tensor's first two dims
+    [[1], [0], [-1]],  # tuples of one: whole [3, 4] slices
+    [[[0, 2]], [[1, 0]]],  # a batch of index arrays
+])
+def test_gather_nd_with_constant_indices(indices: list) -> None:
+    """A boolean mask's indexing, as the dynamo exporter writes it (x[mask] becomes GatherND with constant
+    indices): at run time, and folded at load."""
+    idx = _const("i", np.array(indices, np.int64))
+    x = np.random.default_rng(9).standard_normal((2, 3, 4)).astype(np.float32)
+    computed = _model([_node("Relu", ["x"], ["r"]), _node("GatherND", ["r", "i"], ["y"])], [("x", [2, 3, 4])], (idx,),
+                      opset=13)
+    np.testing.assert_array_equal(_veil(computed, {"x": x})[0], _onnxruntime(computed, {"x": x})[0])
+    folded = _model([_node("GatherND", ["k", "i"], ["t"]), _node("Add", ["t", "x"], ["y"])], [("x", [1])],
+                    (_const("k", x), idx), opset=13)
+    want = _onnxruntime(folded, {"x": np.zeros(1, np.float32)})[0]
+    np.testing.assert_array_equal(_veil(folded, {"x": np.zeros(1, np.float32)})[0], want)
+
+
+def test_gather_nd_refusals() -> None:
+    import veil
+
+    x = [("x", [2, 3])]
+    out_of_range = _model([_node("GatherND", ["x", "i"], ["y"])], x, (_const("i", np.array([[2, 0]], np.int64)),))
+    with pytest.raises(veil.OnnxError, match="index 2 is out of range"):
+        veil.Engine.from_onnx(out_of_range)
+    batched = _model([_node("GatherND", ["x", "i"], ["y"], batch_dims=1)], x, (_const("i", np.array([[1], [0]],
+                                                                                                    np.int64)),))
+    with pytest.raises(veil.UnsupportedError, match="batch_dims 1 is not supported"):
+        veil.Engine.from_onnx(batched)
+    computed = _model([_node("Cast", ["f"], ["i"], to=7), _node("GatherND", ["x", "i"], ["y"])],
+                      [*x, ("f", [1, 2])])
+    with pytest.raises(veil.UnsupportedError, match="the indices must be a constant"):
+        veil.Engine.from_onnx(computed)
