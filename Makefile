@@ -36,11 +36,17 @@ test-c:
 	@cd build/asan && ctest --output-on-failure -j$(JOBS)
 
 # veil-runtime's tests run twice: first against the ASan+UBSan build (a shorter soak; its leak check makes a clean
-# SIGTERM exit fail on any leak), then with every other Python test against the release build.
+# SIGTERM exit fail on any leak), then with every other Python test against the release build. ONNX's operator
+# cases also run in-process on the ASan+UBSan libveil (the sanitizer runtimes preloaded into Python; Python's own
+# allocations are not leak-checked).
+ASAN_PRELOAD = $(shell $(CC) -print-file-name=libasan.so):$(shell $(CC) -print-file-name=libubsan.so)
 test-python:
 	@VEIL_BIN=$(CURDIR)/build/asan/veil VEIL_RUNTIME_BIN=$(CURDIR)/build/asan/veil-runtime \
 	  VEIL_LIBRARY=$(CURDIR)/build/release/libveil.so VEIL_SOAK_SECONDS=10 VEIL_SOAK_CHECK_RSS=0 \
 	  $(PY) -m pytest -q -p no:cacheprovider tests/python/test_runtime.py
+	@ASAN_OPTIONS=detect_leaks=0:abort_on_error=1 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
+	  LD_PRELOAD=$(ASAN_PRELOAD) VEIL_BIN=$(CURDIR)/build/asan/veil VEIL_LIBRARY=$(CURDIR)/build/asan/libveil.so \
+	  $(PY) -m pytest -q -p no:cacheprovider tests/python/test_onnx_conformance.py
 	@VEIL_BIN=$(CURDIR)/build/release/veil VEIL_LIBRARY=$(CURDIR)/build/release/libveil.so \
 	  $(PY) -m pytest -q tests/python
 
