@@ -291,9 +291,11 @@ VEIL_RESULT eng_softmax_build(struct veil_engine *e, struct eng_node *n)
         VEIL_GUARD(eng_view_value(e, n->out, &md, &dst));
         axis = 1;
     }
-    dnnl_softmax_desc_t desc;
-    ENG_GUARD_DNNL(dnnl_softmax_forward_desc_init(&desc, dnnl_forward_inference, &md, (int)axis), n,
-                   "softmax setup");
+    dnnl_softmax_desc_t desc; /* dnnl_logsoftmax_desc_t is the same type */
+    ENG_GUARD_DNNL(n->op == OP_LOGSOFTMAX ? dnnl_logsoftmax_forward_desc_init(&desc, dnnl_forward_inference, &md,
+                                                                              (int)axis)
+                                          : dnnl_softmax_forward_desc_init(&desc, dnnl_forward_inference, &md,
+                                                                           (int)axis), n, "softmax setup");
     size_t step = 0;
     VEIL_GUARD(eng_step_plain(e, n, &desc, "softmax", &step));
     return bind_src_dst(e, step, src, dst, &md);

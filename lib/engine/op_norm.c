@@ -199,6 +199,7 @@ VEIL_RESULT eng_reduce_build(struct veil_engine *e, struct eng_node *n)
     dnnl_reduction_desc_t desc;
     dnnl_alg_kind_t alg = n->op == OP_REDUCESUM   ? dnnl_reduction_sum
                           : n->op == OP_REDUCEMAX ? dnnl_reduction_max
+                          : n->op == OP_REDUCEMIN ? dnnl_reduction_min
                           : n->op == OP_REDUCEL2  ? dnnl_reduction_norm_lp_sum
                                                   : dnnl_reduction_mean;
     ENG_GUARD_DNNL(dnnl_reduction_desc_init(&desc, alg, &plain, &kmd, n->op == OP_REDUCEL2 ? 2.0f : 0.0f, 0), n,

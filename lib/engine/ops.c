@@ -117,6 +117,8 @@ static const struct eng_op_info op_table[OP_COUNT] = {
     [OP_CUMSUM] = {"CumSum", 2, 2, eng_cumsum_parse, eng_cumsum_infer, eng_cumsum_build, eng_fold_cumsum},
     [OP_GATHERND] = {"GatherND", 2, 2, eng_gather_nd_parse, eng_gather_nd_infer, eng_gather_nd_build,
         eng_fold_gather_nd},
+    [OP_LOGSOFTMAX] = {"LogSoftmax", 1, 1, eng_softmax_parse, eng_same_shape_infer, eng_softmax_build, NULL},
+    [OP_REDUCEMIN] = {"ReduceMin", 1, 2, eng_reduce_parse, eng_reduce_infer, eng_reduce_build, NULL},
     [OP_DROPOUT] = {"Dropout", 1, 3, eng_dropout_parse, eng_same_shape_infer, eng_view_build, eng_fold_identity},
 };
 

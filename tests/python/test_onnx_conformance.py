@@ -364,7 +364,7 @@ def test_max_of_one_to_three_and_a_clear_refusal_beyond(count: int) -> None:
     np.testing.assert_array_equal(_veil(model, feeds)[0], np.max(np.stack(list(feeds.values())), axis=0))
 
 
-@pytest.mark.parametrize("op", ["ReduceSum", "ReduceMean", "ReduceMax", "ReduceL2"])
+@pytest.mark.parametrize("op", ["ReduceSum", "ReduceMean", "ReduceMax", "ReduceMin", "ReduceL2"])
 @pytest.mark.parametrize("axes, shape, attrs", [
     ([], [2, 3, 4], {"keepdims": 0}),  # empty axes: every axis
     ([], [2, 3, 4], {"keepdims": 1}),
@@ -486,3 +486,10 @@ def test_gather_nd_refusals() -> None:
                       [*x, ("f", [1, 2])])
     with pytest.raises(veil.UnsupportedError, match="the indices must be a constant"):
         veil.Engine.from_onnx(computed)
+
+
+@pytest.mark.parametrize("opset, axis", [(13, -1), (13, 1), (11, 1)])
+def test_log_softmax(opset: int, axis: int) -> None:
+    model = _model([_node("LogSoftmax", ["x"], ["y"], axis=axis)], [("x", [2, 3, 5])], opset=opset)
+    feeds = {"x": (np.random.default_rng(10).standard_normal((2, 3, 5)) * 4).astype(np.float32)}
+    np.testing.assert_allclose(_veil(model, feeds)[0], _onnxruntime(model, feeds)[0], rtol=1e-6, atol=1e-5)
