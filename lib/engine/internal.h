@@ -40,7 +40,7 @@ enum eng_op {
     OP_TRILU, OP_EINSUM, OP_QUANTIZE, OP_DEQUANTIZE,
     /* more activations (eltwise chains, fused into a Conv before them like Relu) and element-wise operators */
     OP_LEAKYRELU, OP_ELU, OP_SELU, OP_CELU, OP_SOFTPLUS, OP_MISH, OP_ROUND,
-    OP_LOG, OP_FLOOR, OP_CEIL, OP_SIGN, OP_SIN, OP_COS, OP_RECIPROCAL, OP_PRELU, OP_DROPOUT, OP_CUMSUM, OP_GATHERND, OP_LOGSOFTMAX, OP_REDUCEMIN,
+    OP_LOG, OP_FLOOR, OP_CEIL, OP_SIGN, OP_SIN, OP_COS, OP_RECIPROCAL, OP_PRELU, OP_DROPOUT, OP_CUMSUM, OP_GATHERND, OP_LOGSOFTMAX, OP_REDUCEMIN, OP_INSTANCENORM,
     OP_COUNT
 };
 
@@ -172,7 +172,7 @@ enum eng_kop {
     KOP_ADD, KOP_SUB, KOP_MUL, KOP_DIV, KOP_IDIV, KOP_POW, KOP_MAX, KOP_MIN, KOP_EQ, KOP_LT, KOP_GT, KOP_LE, KOP_GE,
     KOP_AND, KOP_OR, KOP_FMOD, KOP_IMOD, KOP_WHERE, KOP_COPY, KOP_NOT, KOP_ISNAN, KOP_ERF, KOP_TRUNC, KOP_BOOL,
     KOP_NEG, KOP_ABS, KOP_SQRT, KOP_TANH, KOP_EXP, KOP_FMODF, KOP_MODF, KOP_LOG, KOP_FLOOR, KOP_CEIL, KOP_SIGN, KOP_SIN,
-    KOP_COS, KOP_RECIPROCAL, KOP_PRELU, KOP_MAX3, KOP_MIN3, KOP_CUMSUM, KOP_GATHER, KOP_PAD, KOP_QUANT
+    KOP_COS, KOP_RECIPROCAL, KOP_PRELU, KOP_MAX3, KOP_MIN3, KOP_CUMSUM, KOP_INSTNORM, KOP_GATHER, KOP_PAD, KOP_QUANT
 };
 
 #define ENG_KERNEL_INPUTS 3u
@@ -187,6 +187,7 @@ struct eng_kernel {
     int64_t outer, dim, inner, count;             /* KOP_GATHER: data [outer, dim, inner], count indices;
                                                      KOP_CUMSUM: the input as [outer, dim, inner] */
     int exclusive, reverse;                       /* KOP_CUMSUM's attributes */
+    float eps;                                    /* KOP_INSTNORM: x [outer = N x C, inner], C = dim */
     struct eng_shape in;                          /* KOP_PAD: the input's (plain) shape */
     int64_t pad[ENG_RANK];                        /* KOP_PAD: zeros before each dim; the output holds the rest */
     float q_scale, q_zp, q_lo, q_hi;              /* KOP_QUANT: x -> clip(round(x / scale) + zp, lo, hi) */
@@ -377,6 +378,9 @@ VEIL_RESULT eng_gather_nd_positions(const struct eng_node *n, const struct eng_s
 VEIL_RESULT eng_gather_nd_infer(struct eng_graph *g, struct eng_node *n);
 VEIL_RESULT eng_gather_nd_build(struct veil_engine *e, struct eng_node *n);
 VEIL_RESULT eng_fold_gather_nd(struct eng_graph *g, struct eng_node *n, struct eng_value *out);
+VEIL_RESULT eng_instnorm_parse(struct eng_graph *g, struct eng_node *n);
+VEIL_RESULT eng_instnorm_infer(struct eng_graph *g, struct eng_node *n);
+VEIL_RESULT eng_instnorm_build(struct veil_engine *e, struct eng_node *n);
 VEIL_RESULT eng_noattr_parse(struct eng_graph *g, struct eng_node *n);
 VEIL_RESULT eng_constant_parse(struct eng_graph *g, struct eng_node *n);
 VEIL_RESULT eng_concat_parse(struct eng_graph *g, struct eng_node *n);

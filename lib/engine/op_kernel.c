@@ -71,6 +71,7 @@ double eng_kop_eval(enum eng_kop op, double a, double b, double c)
     case KOP_EXP: return exp(a);
     case KOP_GATHER:
     case KOP_CUMSUM:
+    case KOP_INSTNORM:
     case KOP_PAD:
     case KOP_QUANT: break;
     }
@@ -303,6 +304,28 @@ static void run_cumsum(const struct eng_kernel *k, const float *in, float *out)
     }
 }
 
+/* InstanceNormalization: each (n, c) row of inner values normalised by its own mean and variance (two passes, in
+ * double), then scaled and shifted by channel c's scale and bias. */
+static void run_instnorm(const struct eng_kernel *k, const float *in, const float *scale, const float *bias,
+                         float *out)
+{
+#pragma omp parallel for schedule(static)
+    for (int64_t q = 0; q < k->outer; q++) {
+        const float *x = in + q * k->inner;
+        double mean = 0, var = 0;
+        for (int64_t i = 0; i < k->inner; i++)
+            mean += x[i];
+        mean /= (double)k->inner;
+        for (int64_t i = 0; i < k->inner; i++)
+            var += (x[i] - mean) * (x[i] - mean);
+        var /= (double)k->inner;
+        int64_t c = q % k->dim;
+        double a = scale[c] / sqrt(var + k->eps), b = bias[c] - mean * a;
+        for (int64_t i = 0; i < k->inner; i++)
+            out[q * k->inner + i] = (float)(x[i] * a + b);
+    }
+}
+
 /* Quantize (and dequantize) every element of a dense buffer: round(x / s) + zp, clipped, as ONNX says (the zero
  * point is added after rounding: round half to even of x / s + zp differs for an odd zero point). Clamping before
  * rounding is the same for integer bounds, and keeps |v| < 2^22, where adding and subtracting 1.5 * 2^23 rounds half
@@ -362,6 +385,10 @@ VEIL_RESULT eng_kernel_run(const struct eng_step *s, const struct eng_node *n)
     }
     if (k->op == KOP_CUMSUM) {
         run_cumsum(k, in[0], ptr[count]);
+        return VEIL_RESULT_OK;
+    }
+    if (k->op == KOP_INSTNORM) {
+        run_instnorm(k, in[0], in[1], in[2], ptr[count]);
         return VEIL_RESULT_OK;
     }
     if (k->op == KOP_QUANT) {

@@ -1,5 +1,5 @@
 /* SPDX-License-Identifier: Apache-2.0 */
-/* CumSum and GatherND on computed tensors (fold.c evaluates both on constants).
+/* CumSum and GatherND on computed tensors (fold.c evaluates both on constants), and InstanceNormalization.
  *
  * CumSum (position ids from an attention mask: mask.cumsum(-1)) runs on the engine's kernel KOP_CUMSUM over the
  * input as [outer, dim, inner], its axis a constant. GatherND (a boolean mask's indexing as the dynamo exporter
@@ -218,4 +218,41 @@ VEIL_RESULT eng_gather_nd_build(struct veil_engine *e, struct eng_node *n)
         *(i < m ? &k.dim : &k.inner) *= x->dims[i];
     int inputs[2] = {n->inputs[0], (int)n->fill_i};
     return eng_step_kernel(e, n, &k, inputs, n->out);
+}
+
+/* ---- InstanceNormalization ------------------------------------------------------------------------------ */
+
+VEIL_RESULT eng_instnorm_parse(struct eng_graph *g, struct eng_node *n)
+{
+    (void)g;
+    VEIL_GUARD(eng_attr_float(n, "epsilon", 1e-5f, &n->epsilon));
+    char label[160];
+    VEIL_ENSURE(n->epsilon >= 0, VEIL_ERR_ONNX, "%s: negative epsilon", eng_node_label(n, label, sizeof label));
+    return VEIL_RESULT_OK;
+}
+
+VEIL_RESULT eng_instnorm_infer(struct eng_graph *g, struct eng_node *n)
+{
+    const struct eng_value *x = NULL;
+    VEIL_GUARD(eng_input_act(g, n, 0, &x));
+    char label[160];
+    eng_node_label(n, label, sizeof label);
+    VEIL_ENSURE(x->shape.rank >= 3, VEIL_ERR_ONNX, "%s: the input needs a batch, channels and spatial dims", label);
+    for (uint32_t i = 1; i < 3; i++) {
+        const struct eng_value *v = &g->values[n->inputs[i]];
+        VEIL_ENSURE(v->shape.rank == 1 && v->shape.dims[0] == x->shape.dims[1], VEIL_ERR_ONNX, "%s: scale and B "
+                    "must hold one value per channel (%" PRId64 ")", label, x->shape.dims[1]);
+    }
+    g->values[n->outputs[0]].shape = x->shape;
+    return VEIL_RESULT_OK;
+}
+
+VEIL_RESULT eng_instnorm_build(struct veil_engine *e, struct eng_node *n)
+{
+    const struct eng_shape *s = &e->g.values[n->inputs[0]].shape;
+    struct eng_kernel k = {.op = KOP_INSTNORM, .inputs = 3, .out = *s, .outer = s->dims[0] * s->dims[1], .inner = 1,
+                           .dim = s->dims[1], .eps = n->epsilon};
+    for (uint32_t i = 2; i < s->rank; i++)
+        k.inner *= s->dims[i];
+    return eng_step_kernel(e, n, &k, n->inputs, n->out);
 }

@@ -562,3 +562,24 @@ def test_torchvision_classifier(name: str, tmp_path) -> None:
             _compare_large(model, x, out, str(tmp_path))
         else:
             _compare_model(_export(model, (torch.from_numpy(x),), ["input"]), {"input": x}, out)
+
+
+@pytest.mark.parametrize("dynamo", [False, True])
+def test_group_norm_as_both_exporters_write_it(dynamo: bool) -> None:
+    """GroupNorm (diffusion U-Nets, wav2vec2's feature encoder) exports as InstanceNormalization between reshapes;
+    it was refused as an unsupported operator. Against PyTorch, with the dynamo exporter (the default) and the
+    TorchScript one."""
+    import io
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3), torch.nn.GroupNorm(2, 8), torch.nn.SiLU()).eval()
+    x = torch.randn(2, 3, 10, 10)
+    buf = io.BytesIO()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(model, (x,), buf, dynamo=dynamo, input_names=["x"], output_names=["y"], verbose=False)
+    with torch.no_grad():
+        want = model(x).numpy()
+    with veil.Engine.from_onnx(buf.getvalue(), threads=THREADS) as e:
+        got = e.run(feeds={"x": x.numpy()})[0]
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)

@@ -493,3 +493,16 @@ def test_log_softmax(opset: int, axis: int) -> None:
     model = _model([_node("LogSoftmax", ["x"], ["y"], axis=axis)], [("x", [2, 3, 5])], opset=opset)
     feeds = {"x": (np.random.default_rng(10).standard_normal((2, 3, 5)) * 4).astype(np.float32)}
     np.testing.assert_allclose(_veil(model, feeds)[0], _onnxruntime(model, feeds)[0], rtol=1e-6, atol=1e-5)
+
+
+@pytest.mark.parametrize("shape, after_conv", [([2, 3, 5], False), ([1, 4, 6, 7], True), ([2, 8, 3, 4], True)])
+def test_instance_normalization(shape: list, after_conv: bool) -> None:
+    rng = np.random.default_rng(11)
+    c = shape[1]
+    inits = (_const("s", rng.standard_normal(c).astype(np.float32)), _const("b", rng.standard_normal(c).astype(
+        np.float32)), _const("w", rng.standard_normal((c, c, 1, 1)).astype(np.float32)))
+    norm = _node("InstanceNormalization", ["c" if after_conv else "x", "s", "b"], ["y"], epsilon=1e-3)
+    nodes = [_node("Conv", ["x", "w"], ["c"]), norm] if after_conv else [norm]
+    model = _model(nodes, [("x", shape)], inits if after_conv else inits[:2], opset=13)
+    feeds = {"x": (rng.standard_normal(shape) * 3 + 1).astype(np.float32)}
+    np.testing.assert_allclose(_veil(model, feeds)[0], _onnxruntime(model, feeds)[0], rtol=1e-5, atol=1e-5)
