@@ -640,6 +640,82 @@ static VEIL_RESULT check_values(const struct eng_graph *g)
     return VEIL_RESULT_OK;
 }
 
+/* ---- 1-D convolutions as 2-D ones ----------------------------------------------------------------------- */
+
+static VEIL_RESULT int64_constant(struct eng_graph *g, const int64_t *v, uint32_t count, int *out)
+{
+    VEIL_GUARD(new_value(g, out));
+    struct eng_value *c = &g->values[*out];
+    c->owned = malloc(count * sizeof *v);
+    VEIL_ENSURE(c->owned != NULL, VEIL_ERR_NOMEM, "out of memory");
+    memcpy(c->owned, v, count * sizeof *v);
+    *c = (struct eng_value){.kind = VAL_CONST, .dtype = VEIL_ONNX_INT64, .shape = {.rank = 1, .dims = {count}},
+                            .has_shape = 1, .owned = c->owned, .data = c->owned, .size = count * sizeof *v,
+                            .producer = -1, .alias = -1};
+    return VEIL_RESULT_OK;
+}
+
+/* A Reshape node x -> y by the constant shape, added at the end (the plan orders nodes itself). */
+static VEIL_RESULT add_reshape(struct eng_graph *g, int x, int shape, int y)
+{
+    void *items = g->nodes;
+    struct veil_result r = grow_array(&items, &g->node_cap, g->node_count, sizeof *g->nodes,
+                                      VEIL_ENGINE_MAX_NODES, "nodes");
+    g->nodes = items;
+    VEIL_GUARD(r);
+    int index = (int)g->node_count++;
+    struct eng_node *n = &g->nodes[index];
+    *n = (struct eng_node){.op = OP_RESHAPE, .bn = -1, .sum = -1, .out = -1, .input_count = 2, .output_count = 1};
+    n->name = calloc(1, 1);
+    n->inputs = calloc(3, sizeof *n->inputs);
+    n->outputs = calloc(2, sizeof *n->outputs);
+    n->attrs = calloc(1, sizeof *n->attrs);
+    VEIL_ENSURE(n->name && n->inputs && n->outputs && n->attrs, VEIL_ERR_NOMEM, "out of memory");
+    n->inputs[0] = x;
+    n->inputs[1] = shape;
+    n->outputs[0] = y;
+    return set_producer(g, y, index);
+}
+
+/* A Conv over [N, C, L] with constant weights [M, C / group, K] (Whisper's and wav2vec2's front ends) runs as the
+ * 2-D one over [N, C, 1, L]: Reshape(x, [0, 0, 1, -1]), the Conv on a [M, C / group, 1, K] view of the same weight
+ * bytes, Reshape(y, [0, 0, -1]); eng_conv_parse reads its 1-D attributes as the W half of 2-D ones. */
+static VEIL_RESULT expand_conv1d(struct eng_graph *g)
+{
+    static const int64_t to4[4] = {0, 0, 1, -1}, to3[3] = {0, 0, -1};
+    size_t count = g->node_count;
+    for (size_t i = 0; i < count; i++) {
+        const struct eng_node *n = &g->nodes[i];
+        if (n->op != OP_CONV || n->input_count < 2 || n->inputs[1] < 0 || n->inputs[0] < 0)
+            continue;
+        int x = n->inputs[0], w = n->inputs[1], y = n->outputs[0], s4 = -1, s3 = -1, x4 = -1, y4 = -1, w4 = -1;
+        if (g->values[w].kind != VAL_CONST || g->values[w].shape.rank != 3)
+            continue;
+        VEIL_GUARD(int64_constant(g, to4, 4, &s4));
+        VEIL_GUARD(int64_constant(g, to3, 3, &s3));
+        VEIL_GUARD(new_value(g, &x4));
+        VEIL_GUARD(new_value(g, &y4));
+        VEIL_GUARD(new_value(g, &w4));
+        struct eng_value view = g->values[w]; /* the same bytes, not owned: the model's tensor stays the owner */
+        view.name = NULL;
+        view.owned = NULL;
+        view.shape = (struct eng_shape){.rank = 4, .dims = {view.shape.dims[0], view.shape.dims[1], 1,
+                                                            view.shape.dims[2]}};
+        g->values[w4] = view;
+        g->values[y].kind = VAL_NONE; /* written by the second Reshape now */
+        g->values[y].producer = -1;
+        VEIL_GUARD(set_producer(g, y4, (int)i));
+        VEIL_GUARD(add_reshape(g, x, s4, x4));
+        VEIL_GUARD(add_reshape(g, y4, s3, y));
+        struct eng_node *c = &g->nodes[i];
+        c->inputs[0] = x4;
+        c->inputs[1] = w4;
+        c->outputs[0] = y4;
+        c->conv.one_d = 1;
+    }
+    return VEIL_RESULT_OK;
+}
+
 VEIL_RESULT eng_graph_parse(struct eng_graph *g, const uint8_t *model, size_t size,
                             const struct veil_tensor_view *tensors, size_t count)
 {
@@ -665,7 +741,8 @@ VEIL_RESULT eng_graph_parse(struct eng_graph *g, const uint8_t *model, size_t si
     VEIL_ENSURE(g->opset > 0, VEIL_ERR_UNSUPPORTED, "the model imports only other operator sets than ONNX's default "
                 "one (ai.onnx.ml, say); the engine runs the default operators only");
     VEIL_GUARD(parse_graph(g, graph));
-    return check_values(g);
+    VEIL_GUARD(check_values(g));
+    return expand_conv1d(g);
 }
 
 /* ---- tensors held in attributes (Constant) --------------------------------------------------------------- */

@@ -101,6 +101,7 @@ struct eng_post {
 
 struct eng_conv_params {
     int64_t kernel[2], strides[2], pads[4], dilations[2], group;
+    int one_d;                      /* a 1-D Conv run as a 2-D one over [N, C, 1, L] (graph.c expand_conv1d) */
 };
 
 struct eng_pool_params {

@@ -12,16 +12,24 @@
 
 /* ---- parameters ------------------------------------------------------------------------------------------ */
 
+/* want values of a 2-D window (2, or 4 pads); a 1-D Conv's (n->conv.one_d) half as many, as the W dim's, H's
+ * being 1 (kernel, strides, dilations) or 0 (pads). */
 static VEIL_RESULT window_ints(struct eng_node *n, const char *name, int64_t *out, uint32_t want, int64_t def,
                                int64_t min)
 {
     int64_t v[VEIL_ENGINE_MAX_ATTR_INTS];
-    uint32_t count = 0;
+    uint32_t count = 0, dims = n->conv.one_d ? 1 : 2;
     char label[160];
     VEIL_GUARD(eng_attr_ints(n, name, v, VEIL_ENGINE_MAX_ATTR_INTS, &count));
-    VEIL_ENSURE(count == 0 || count == want, VEIL_ERR_UNSUPPORTED, "%s: attribute '%s' has %" PRIu32 " values; "
-                "only 2-D windows (%" PRIu32 " values) are supported", eng_node_label(n, label, sizeof label), name,
-                count, want);
+    VEIL_ENSURE(count == 0 || count == want / 2 * dims, VEIL_ERR_UNSUPPORTED, "%s: attribute '%s' has %" PRIu32
+                " values; only 1-D and 2-D windows (%" PRIu32 " values here) are supported",
+                eng_node_label(n, label, sizeof label), name, count, want / 2 * dims);
+    if (n->conv.one_d && count > 0) { /* [w] -> [h, w]; pads [w0, w1] -> [h0, w0, h1, w1] */
+        int64_t h = want == 4 ? 0 : def == 0 ? 1 : def;
+        int64_t e[4] = {h, v[0], h, want == 4 ? v[1] : 0};
+        memcpy(v, e, sizeof e);
+        count = want;
+    }
     for (uint32_t i = 0; i < want; i++) {
         out[i] = count ? v[i] : def;
         VEIL_ENSURE(out[i] >= min && out[i] <= VEIL_ENGINE_MAX_WINDOW, VEIL_ERR_ONNX, "%s: attribute '%s' holds %"

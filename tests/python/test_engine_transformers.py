@@ -583,3 +583,37 @@ def test_group_norm_as_both_exporters_write_it(dynamo: bool) -> None:
     with veil.Engine.from_onnx(buf.getvalue(), threads=THREADS) as e:
         got = e.run(feeds={"x": x.numpy()})[0]
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+
+
+_CONV1D = {
+    "whisper front end": lambda: torch.nn.Sequential(torch.nn.Conv1d(4, 8, 3, padding=1), torch.nn.GELU(),
+                                                     torch.nn.Conv1d(8, 8, 3, stride=2, padding=1), torch.nn.GELU()),
+    "groups, dilation, BatchNorm": lambda: torch.nn.Sequential(
+        torch.nn.Conv1d(8, 8, 5, groups=4, dilation=2, padding=3, bias=False), torch.nn.BatchNorm1d(8),
+        torch.nn.ReLU()),
+    "depthwise": lambda: torch.nn.Sequential(torch.nn.Conv1d(8, 8, 7, groups=8, padding=3), torch.nn.SiLU()),
+    "wav2vec2 feature encoder": lambda: torch.nn.Sequential(
+        torch.nn.Conv1d(1, 8, 10, stride=5, bias=False), torch.nn.GroupNorm(8, 8), torch.nn.GELU(),
+        torch.nn.Conv1d(8, 8, 3, stride=2, bias=False)),
+}
+
+
+@pytest.mark.parametrize("dynamo", [False, True])
+@pytest.mark.parametrize("name", sorted(_CONV1D))
+def test_conv1d_runs_as_a_2d_convolution(name: str, dynamo: bool) -> None:
+    """1-D convolutions (audio front ends) were refused ('only 2-D windows'); the graph now runs each as the 2-D one
+    over [N, C, 1, L] between two Reshapes, on a view of the same weight bytes. Sealed and loaded consuming the
+    model (each weight given back once its Conv is built), against onnxruntime and PyTorch."""
+    import io
+
+    torch.manual_seed(0)
+    model = _CONV1D[name]().eval()
+    x = torch.randn(2, model[0].in_channels, 40)
+    buf = io.BytesIO()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(model, (x,), buf, dynamo=dynamo, input_names=["input"], output_names=["logits"],
+                          verbose=False)
+    with torch.no_grad():
+        want = model(x).numpy()
+    _compare_model(buf.getvalue(), {"input": x.numpy()}, want)
