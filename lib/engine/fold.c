@@ -625,9 +625,7 @@ VEIL_RESULT eng_pad_parse(struct eng_graph *g, struct eng_node *n)
     float value = 0;
     VEIL_GUARD(attr_list(n, "pads"));
     VEIL_GUARD(eng_attr_float(n, "value", 0, &value));
-    char label[160];
-    VEIL_ENSURE(value == 0, VEIL_ERR_UNSUPPORTED, "%s: only zero padding is supported",
-                eng_node_label(n, label, sizeof label));
+    n->fill_f = value;
     return VEIL_RESULT_OK;
 }
 
@@ -646,8 +644,9 @@ VEIL_RESULT eng_pad_infer(struct eng_graph *g, struct eng_node *n)
         if (n->input_count > 2 && n->inputs[2] >= 0) {
             const struct eng_value *v = NULL;
             VEIL_GUARD(const_in(g, n, 2, &v));
-            VEIL_ENSURE(eng_shape_count(&v->shape) == 1 && get_f(v, 0) == 0, VEIL_ERR_UNSUPPORTED,
-                        "%s: only zero padding is supported", label);
+            VEIL_ENSURE(eng_shape_count(&v->shape) == 1, VEIL_ERR_ONNX, "%s: constant_value must be a scalar",
+                        label);
+            n->fill_f = get_f(v, 0);
         }
     }
     uint32_t r = x->shape.rank;
@@ -671,9 +670,11 @@ VEIL_RESULT eng_pad_build(struct veil_engine *e, struct eng_node *n)
         zero &= n->ints[i] == 0;
     if (zero) /* Swin pads its windows by (H mod 7): nothing at 224x224 */
         return eng_view_build(e, n);
-    /* Any other zero Pad of a computed tensor (Swin V2's windows): the engine's kernel, into a plain output. */
+    /* Any other Pad of a computed tensor (Swin V2's windows; a constant value): the engine's kernel, into a plain
+     * output. */
     const struct eng_value *x = &e->g.values[n->inputs[0]];
-    struct eng_kernel k = {.op = KOP_PAD, .inputs = 1, .out = e->g.values[n->out].shape, .in = x->shape};
+    struct eng_kernel k = {.op = KOP_PAD, .inputs = 1, .out = e->g.values[n->out].shape, .in = x->shape,
+                           .pad_value = (float)n->fill_f};
     for (uint32_t i = 0; i < x->shape.rank; i++)
         k.pad[i] = n->ints[i];
     int inputs[1] = {n->inputs[0]};

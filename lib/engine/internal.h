@@ -190,7 +190,8 @@ struct eng_kernel {
     int exclusive, reverse;                       /* KOP_CUMSUM's attributes */
     float eps;                                    /* KOP_INSTNORM: x [outer = N x C, inner], C = dim */
     struct eng_shape in;                          /* KOP_PAD: the input's (plain) shape */
-    int64_t pad[ENG_RANK];                        /* KOP_PAD: zeros before each dim; the output holds the rest */
+    int64_t pad[ENG_RANK];                        /* KOP_PAD: pad_value before each dim; the output holds the rest */
+    float pad_value;
     float q_scale, q_zp, q_lo, q_hi;              /* KOP_QUANT: x -> clip(round(x / scale) + zp, lo, hi) */
     float dq_zp, dq_scale;                        /* then (q - dq_zp) * dq_scale (a DequantizeLinear), or 0, 1 */
     int q_bytes;                                  /* KOP_QUANT: 1 write the integers as u8/s8 (int8 Convs read

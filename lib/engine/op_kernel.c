@@ -257,7 +257,8 @@ static VEIL_RESULT run_gather(const struct eng_kernel *k, const float *data, con
     return VEIL_RESULT_OK;
 }
 
-/* A zero Pad: each output element is the input's at (coordinate - pad) when that lies inside it, else 0. */
+/* A constant Pad: each output element is the input's at (coordinate - pad) when that lies inside it, else the
+ * pad value. */
 static void run_pad(const struct eng_kernel *k, const float *in, float *out)
 {
     uint32_t r = k->out.rank;
@@ -275,7 +276,7 @@ static void run_pad(const struct eng_kernel *k, const float *in, float *out)
             inside = x >= 0 && x < k->in.dims[d];
             at += x * stride[d];
         }
-        out[i] = inside ? in[at] : 0.0f;
+        out[i] = inside ? in[at] : k->pad_value;
         for (uint32_t d = r; d-- > 0;) {
             if (++c[d] < k->out.dims[d])
                 break;

@@ -79,10 +79,13 @@ def test_tensorflow_same_pads_as_exported() -> None:
     np.testing.assert_allclose(got, _reference(model, x), rtol=1e-5, atol=1e-5)
 
 
-def test_unfoldable_pads_are_refused() -> None:
-    with pytest.raises(veil.UnsupportedError, match="only zero padding"):
-        veil.Engine.from_onnx(_conv_model(True, [0, 0, 1, 1, 0, 0, 1, 1], value=1.0))
-    # a zero Pad that no Conv reads runs on its own (the engine's kernel); another value is still refused
+def test_unfoldable_pads_run_on_their_own() -> None:
+    # a Pad of 1.0 before a Conv is not the Conv's zero padding: it runs on the engine's kernel
+    valued_conv = _conv_model(True, [0, 0, 1, 1, 0, 0, 1, 1], value=1.0)
+    xc = np.random.default_rng(5).standard_normal((1, 3, 9, 9)).astype(np.float32)
+    with veil.Engine.from_onnx(valued_conv) as engine:
+        np.testing.assert_allclose(engine.run(xc)[0], _reference(valued_conv, xc), rtol=1e-5, atol=1e-5)
+    # a zero Pad that no Conv reads runs on its own (the engine's kernel), and so does one of another value
     pads = helper.make_node("Constant", [], ["p"], value=numpy_helper.from_array(np.array([1, 1, 1, 1], np.int64)))
     alone = _model([pads, helper.make_node("Pad", ["x", "p"], ["y"])],
                    [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 3])],
@@ -94,8 +97,13 @@ def test_unfoldable_pads_are_refused() -> None:
     valued = _model([pads, one, helper.make_node("Pad", ["x", "p", "v"], ["y"])],
                     [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 3])],
                     [helper.make_tensor_value_info("y", TensorProto.FLOAT, [4, 5])])
-    with pytest.raises(veil.UnsupportedError, match="only zero padding"):
-        veil.Engine.from_onnx(valued)
+    with veil.Engine.from_onnx(valued) as engine:
+        np.testing.assert_array_equal(engine.run(x)[0], np.pad(x, 1, constant_values=1.0))
+    reflect = _model([pads, helper.make_node("Pad", ["x", "p"], ["y"], mode="reflect")],
+                     [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 3])],
+                     [helper.make_tensor_value_info("y", TensorProto.FLOAT, [4, 5])])
+    with pytest.raises(veil.UnsupportedError, match="constant"):
+        veil.Engine.from_onnx(reflect)
 
 
 def test_load_time_only_ops_on_computed_tensors_are_refused() -> None:

@@ -506,3 +506,24 @@ def test_instance_normalization(shape: list, after_conv: bool) -> None:
     model = _model(nodes, [("x", shape)], inits if after_conv else inits[:2], opset=13)
     feeds = {"x": (rng.standard_normal(shape) * 3 + 1).astype(np.float32)}
     np.testing.assert_allclose(_veil(model, feeds)[0], _onnxruntime(model, feeds)[0], rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("opset", [2, 13])
+@pytest.mark.parametrize("then_conv", [False, True])
+def test_pad_with_a_constant_value(opset: int, then_conv: bool) -> None:
+    """A Pad of a non-zero constant (torch.nn.functional.pad(x, p, value=v)) was refused; one before a Conv must not
+    become the Conv's zero padding."""
+    rng = np.random.default_rng(12)
+    pads = [0, 0, 1, 2, 0, 0, 2, 1]
+    if opset < 11:
+        pad = _node("Pad", ["x"], ["p"], pads=pads, value=1.5)
+        inits: tuple = ()
+    else:
+        pad = _node("Pad", ["x", "pads", "v"], ["p"])
+        inits = (_const("pads", np.array(pads, np.int64)), _const("v", np.float32(1.5)))
+    nodes = [pad, _node("Conv", ["p", "w"], ["y"])] if then_conv else [pad, _node("Identity", ["p"], ["y"])]
+    if then_conv:
+        inits = (*inits, _const("w", rng.standard_normal((4, 3, 3, 3)).astype(np.float32)))
+    model = _model(nodes, [("x", [1, 3, 5, 5])], inits, opset=opset)
+    feeds = {"x": rng.standard_normal((1, 3, 5, 5)).astype(np.float32)}
+    np.testing.assert_allclose(_veil(model, feeds)[0], _onnxruntime(model, feeds)[0], rtol=1e-5, atol=1e-5)
