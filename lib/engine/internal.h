@@ -40,7 +40,7 @@ enum eng_op {
     OP_TRILU, OP_EINSUM, OP_QUANTIZE, OP_DEQUANTIZE,
     /* more activations (eltwise chains, fused into a Conv before them like Relu) and element-wise operators */
     OP_LEAKYRELU, OP_ELU, OP_SELU, OP_CELU, OP_SOFTPLUS, OP_MISH, OP_ROUND,
-    OP_LOG, OP_FLOOR, OP_CEIL, OP_SIGN, OP_SIN, OP_COS, OP_RECIPROCAL, OP_PRELU, OP_DROPOUT, OP_CUMSUM, OP_GATHERND, OP_LOGSOFTMAX, OP_REDUCEMIN, OP_INSTANCENORM,
+    OP_LOG, OP_FLOOR, OP_CEIL, OP_SIGN, OP_SIN, OP_COS, OP_RECIPROCAL, OP_PRELU, OP_DROPOUT, OP_CUMSUM, OP_GATHERND, OP_LOGSOFTMAX, OP_REDUCEMIN, OP_INSTANCENORM, OP_RESIZE,
     OP_COUNT
 };
 
@@ -380,6 +380,9 @@ VEIL_RESULT eng_gather_nd_positions(const struct eng_node *n, const struct eng_s
 VEIL_RESULT eng_gather_nd_infer(struct eng_graph *g, struct eng_node *n);
 VEIL_RESULT eng_gather_nd_build(struct veil_engine *e, struct eng_node *n);
 VEIL_RESULT eng_fold_gather_nd(struct eng_graph *g, struct eng_node *n, struct eng_value *out);
+VEIL_RESULT eng_resize_parse(struct eng_graph *g, struct eng_node *n);
+VEIL_RESULT eng_resize_infer(struct eng_graph *g, struct eng_node *n);
+VEIL_RESULT eng_resize_build(struct veil_engine *e, struct eng_node *n);
 VEIL_RESULT eng_instnorm_parse(struct eng_graph *g, struct eng_node *n);
 VEIL_RESULT eng_instnorm_infer(struct eng_graph *g, struct eng_node *n);
 VEIL_RESULT eng_instnorm_build(struct veil_engine *e, struct eng_node *n);

@@ -121,6 +121,7 @@ static const struct eng_op_info op_table[OP_COUNT] = {
     [OP_REDUCEMIN] = {"ReduceMin", 1, 2, eng_reduce_parse, eng_reduce_infer, eng_reduce_build, NULL},
     [OP_INSTANCENORM] = {"InstanceNormalization", 3, 3, eng_instnorm_parse, eng_instnorm_infer, eng_instnorm_build,
         NULL},
+    [OP_RESIZE] = {"Resize", 1, 4, eng_resize_parse, eng_resize_infer, eng_resize_build, NULL},
     [OP_DROPOUT] = {"Dropout", 1, 3, eng_dropout_parse, eng_same_shape_infer, eng_view_build, eng_fold_identity},
 };
 

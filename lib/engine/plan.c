@@ -264,6 +264,7 @@ static VEIL_RESULT input_shapes(struct eng_graph *g, uint64_t batch, uint64_t sy
 static int load_time_input(const struct eng_node *n, uint32_t i)
 {
     switch (n->op) {
+    case OP_RESIZE:
     case OP_RESHAPE: case OP_REDUCEMEAN: case OP_REDUCESUM: case OP_REDUCEMAX: case OP_REDUCEMIN: case OP_REDUCEL2:
     case OP_SQUEEZE: case OP_UNSQUEEZE: case OP_SLICE: case OP_EXPAND: case OP_SPLIT:
         return i > 0 && n->inputs[i] >= 0;

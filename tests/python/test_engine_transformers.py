@@ -617,3 +617,37 @@ def test_conv1d_runs_as_a_2d_convolution(name: str, dynamo: bool) -> None:
     with torch.no_grad():
         want = model(x).numpy()
     _compare_model(buf.getvalue(), {"input": x.numpy()}, want)
+
+
+class _Upsampler(torch.nn.Module):
+    """A feature-pyramid step: a coarse map upsampled and added to a fine one."""
+
+    def __init__(self, mode: str) -> None:
+        super().__init__()
+        self.mode = mode
+        self.fine = torch.nn.Conv2d(3, 8, 3, padding=1)
+        self.coarse = torch.nn.Conv2d(3, 8, 3, stride=2, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        up = torch.nn.functional.interpolate(self.coarse(x), scale_factor=2, mode=self.mode,
+                                             **({"align_corners": False} if self.mode == "bilinear" else {}))
+        return torch.relu(self.fine(x) + up)
+
+
+@pytest.mark.parametrize("dynamo", [False, True])
+@pytest.mark.parametrize("mode", ["nearest", "bilinear"])
+def test_interpolate_as_both_exporters_write_it(mode: str, dynamo: bool) -> None:
+    """F.interpolate (FPNs, U-Nets, segmentation heads) exports as Resize; it was refused as an unsupported operator."""
+    import io
+
+    torch.manual_seed(0)
+    model = _Upsampler(mode).eval()
+    x = torch.randn(1, 3, 16, 12)
+    buf = io.BytesIO()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(model, (x,), buf, dynamo=dynamo, input_names=["input"], output_names=["logits"],
+                          verbose=False)
+    with torch.no_grad():
+        want = model(x).numpy()
+    _compare_model(buf.getvalue(), {"input": x.numpy()}, want)

@@ -527,3 +527,52 @@ def test_pad_with_a_constant_value(opset: int, then_conv: bool) -> None:
     model = _model(nodes, [("x", [1, 3, 5, 5])], inits, opset=opset)
     feeds = {"x": rng.standard_normal((1, 3, 5, 5)).astype(np.float32)}
     np.testing.assert_allclose(_veil(model, feeds)[0], _onnxruntime(model, feeds)[0], rtol=1e-5, atol=1e-5)
+
+
+_RESIZE_FORMS = [("nearest", "half_pixel", "round_prefer_floor"), ("nearest", "half_pixel", "round_prefer_ceil"),
+                 ("nearest", "asymmetric", "floor"), ("linear", "half_pixel", None),
+                 ("linear", "pytorch_half_pixel", None)]
+
+
+@pytest.mark.parametrize("mode, ct, nm", _RESIZE_FORMS)
+@pytest.mark.parametrize("scales, sizes", [([1, 1, 2, 2], None), ([1, 1, 3, 2], None), ([1, 1, 0.5, 0.25], None),
+                                           ([1, 1, 1.5, 2.5], None), (None, [1, 3, 20, 16]), (None, [1, 3, 9, 11])])
+def test_resize_where_onednn_agrees_with_onnx(mode: str, ct: str, nm: str | None, scales: list | None,
+                                              sizes: list | None) -> None:
+    """Resize on oneDNN's resampling, against onnxruntime; the forms oneDNN computes otherwise (nearest by a
+    fraction) are refused by name."""
+    import veil
+
+    attrs = {"mode": mode, "coordinate_transformation_mode": ct, **({"nearest_mode": nm} if nm else {})}
+    empty = _const("roi", np.zeros(0, np.float32))
+    if scales is not None:
+        inits = (empty, _const("sc", np.array(scales, np.float32)))
+        ins = ["r", "roi", "sc"]
+    else:
+        inits = (empty, _const("sc", np.zeros(0, np.float32)), _const("sz", np.array(sizes, np.int64)))
+        ins = ["r", "roi", "sc", "sz"]
+    model = _model([_node("Relu", ["x"], ["r"]), _node("Resize", ins, ["y"], **attrs)], [("x", [1, 3, 10, 8])],
+                   inits, opset=13)
+    feeds = {"x": np.random.default_rng(13).standard_normal((1, 3, 10, 8)).astype(np.float32)}
+    out = sizes[2:] if sizes else [10 * scales[2], 8 * scales[3]]
+    if mode == "nearest" and (out[0] % 10 or out[1] % 8):
+        with pytest.raises(veil.UnsupportedError, match="nearest resizing by a fraction"):
+            veil.Engine.from_onnx(model)
+        return
+    np.testing.assert_allclose(_veil(model, feeds)[0], _onnxruntime(model, feeds)[0], rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("attrs, match", [
+    ({"mode": "cubic"}, "mode 'cubic' is not supported"),
+    ({"mode": "linear", "coordinate_transformation_mode": "align_corners"}, "'align_corners' is not supported"),
+    ({"mode": "nearest", "coordinate_transformation_mode": "asymmetric", "nearest_mode": "round_prefer_floor"},
+     "is not supported"),
+])
+def test_resize_refusals_name_what(attrs: dict, match: str) -> None:
+    import veil
+
+    inits = (_const("roi", np.zeros(0, np.float32)), _const("sc", np.array([1, 1, 2, 2], np.float32)))
+    model = _model([_node("Relu", ["x"], ["r"]), _node("Resize", ["r", "roi", "sc"], ["y"], **attrs)],
+                   [("x", [1, 3, 4, 4])], inits, opset=13)
+    with pytest.raises(veil.UnsupportedError, match=match):
+        veil.Engine.from_onnx(model)
