@@ -108,6 +108,12 @@ VEIL_RESULT eng_conv_infer(struct eng_graph *g, struct eng_node *n)
 {
     const struct eng_value *x = NULL, *w = NULL;
     VEIL_GUARD(eng_input_act(g, n, 0, &x));
+    if (n->conv.one_d) { /* x is the [N, C, 1, L] view graph.c made: of a 3-D tensor, as 3-D weights need */
+        const struct eng_node *view = &g->nodes[x->producer];
+        char label[160];
+        VEIL_ENSURE(g->values[view->inputs[0]].shape.rank == 3, VEIL_ERR_ONNX, "%s: 3-D weights for a %" PRIu32
+                    "-D input", eng_node_label(n, label, sizeof label), g->values[view->inputs[0]].shape.rank);
+    }
     VEIL_GUARD(conv_weights(g, n, x, &w));
     if (n->input_count > 2 && n->inputs[2] >= 0)
         VEIL_GUARD(check_vector(g, n, 2, w->shape.dims[0]));

@@ -576,3 +576,13 @@ def test_resize_refusals_name_what(attrs: dict, match: str) -> None:
                    [("x", [1, 3, 4, 4])], inits, opset=13)
     with pytest.raises(veil.UnsupportedError, match=match):
         veil.Engine.from_onnx(model)
+
+
+def test_three_dimensional_weights_on_a_four_dimensional_input_are_invalid() -> None:
+    """A 1-D Conv runs as a 2-D one over a reshaped view of its input; the view must not hide a wrong rank."""
+    import veil
+
+    model = _model([_node("Conv", ["x", "w"], ["y"])], [("x", [1, 3, 5, 5])],
+                   (_const("w", np.ones((4, 3, 3), np.float32)),), opset=13)
+    with pytest.raises(veil.OnnxError, match="3-D weights for a 4-D input"):
+        veil.Engine.from_onnx(model)
