@@ -532,6 +532,19 @@ static VEIL_RESULT check_arity(const struct eng_node *n, const char *what)
     return VEIL_RESULT_OK;
 }
 
+/* A new node of op at the end of the node array; *out is its index (pointers into the array may move). */
+static VEIL_RESULT append_node(struct eng_graph *g, enum eng_op op, int *out)
+{
+    void *items = g->nodes;
+    struct veil_result r = grow_array(&items, &g->node_cap, g->node_count, sizeof *g->nodes,
+                                      VEIL_ENGINE_MAX_NODES, "nodes");
+    g->nodes = items;
+    VEIL_GUARD(r);
+    *out = (int)g->node_count++;
+    g->nodes[*out] = (struct eng_node){.op = op, .bn = -1, .sum = -1, .out = -1};
+    return VEIL_RESULT_OK;
+}
+
 static VEIL_RESULT parse_node(struct eng_graph *g, struct veil_cursor c)
 {
     struct node_scan s = {0};
@@ -539,14 +552,9 @@ static VEIL_RESULT parse_node(struct eng_graph *g, struct veil_cursor c)
     VEIL_GUARD(scan_node(&s, c));
     enum eng_op op = OP_COUNT;
     VEIL_GUARD(resolve_op(&s, &op));
-    void *items = g->nodes;
-    struct veil_result r = grow_array(&items, &g->node_cap, g->node_count, sizeof *g->nodes,
-                                      VEIL_ENGINE_MAX_NODES, "nodes");
-    g->nodes = items;
-    VEIL_GUARD(r);
-    int index = (int)g->node_count++;
+    int index = -1;
+    VEIL_GUARD(append_node(g, op, &index));
     struct eng_node *n = &g->nodes[index];
-    *n = (struct eng_node){.op = op, .bn = -1, .sum = -1, .out = -1};
     VEIL_GUARD(alloc_node(n, &s));
     VEIL_GUARD(check_name(s.name, s.name_size, s.what));
     VEIL_GUARD(fill_node(g, index, c, s.what));
@@ -658,14 +666,11 @@ static VEIL_RESULT int64_constant(struct eng_graph *g, const int64_t *v, uint32_
 /* A Reshape node x -> y by the constant shape, added at the end (the plan orders nodes itself). */
 static VEIL_RESULT add_reshape(struct eng_graph *g, int x, int shape, int y)
 {
-    void *items = g->nodes;
-    struct veil_result r = grow_array(&items, &g->node_cap, g->node_count, sizeof *g->nodes,
-                                      VEIL_ENGINE_MAX_NODES, "nodes");
-    g->nodes = items;
-    VEIL_GUARD(r);
-    int index = (int)g->node_count++;
+    int index = -1;
+    VEIL_GUARD(append_node(g, OP_RESHAPE, &index));
     struct eng_node *n = &g->nodes[index];
-    *n = (struct eng_node){.op = OP_RESHAPE, .bn = -1, .sum = -1, .out = -1, .input_count = 2, .output_count = 1};
+    n->input_count = 2;
+    n->output_count = 1;
     n->name = calloc(1, 1);
     n->inputs = calloc(3, sizeof *n->inputs);
     n->outputs = calloc(2, sizeof *n->outputs);

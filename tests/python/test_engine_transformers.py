@@ -585,6 +585,20 @@ def test_group_norm_as_both_exporters_write_it(dynamo: bool) -> None:
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
 
 
+def _compare_export(model: torch.nn.Module, x: torch.Tensor, dynamo: bool) -> None:
+    """The module exported by the dynamo or the TorchScript exporter, sealed, run (_compare_model) against PyTorch."""
+    import io
+
+    buf = io.BytesIO()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(model, (x,), buf, dynamo=dynamo, input_names=["input"], output_names=["logits"],
+                          verbose=False)
+    with torch.no_grad():
+        want = model(x).numpy()
+    _compare_model(buf.getvalue(), {"input": x.numpy()}, want)
+
+
 _CONV1D = {
     "whisper front end": lambda: torch.nn.Sequential(torch.nn.Conv1d(4, 8, 3, padding=1), torch.nn.GELU(),
                                                      torch.nn.Conv1d(8, 8, 3, stride=2, padding=1), torch.nn.GELU()),
@@ -604,19 +618,9 @@ def test_conv1d_runs_as_a_2d_convolution(name: str, dynamo: bool) -> None:
     """1-D convolutions (audio front ends) were refused ('only 2-D windows'); the graph now runs each as the 2-D one
     over [N, C, 1, L] between two Reshapes, on a view of the same weight bytes. Sealed and loaded consuming the
     model (each weight given back once its Conv is built), against onnxruntime and PyTorch."""
-    import io
-
     torch.manual_seed(0)
     model = _CONV1D[name]().eval()
-    x = torch.randn(2, model[0].in_channels, 40)
-    buf = io.BytesIO()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        torch.onnx.export(model, (x,), buf, dynamo=dynamo, input_names=["input"], output_names=["logits"],
-                          verbose=False)
-    with torch.no_grad():
-        want = model(x).numpy()
-    _compare_model(buf.getvalue(), {"input": x.numpy()}, want)
+    _compare_export(model, torch.randn(2, model[0].in_channels, 40), dynamo)
 
 
 class _Upsampler(torch.nn.Module):
@@ -638,16 +642,5 @@ class _Upsampler(torch.nn.Module):
 @pytest.mark.parametrize("mode", ["nearest", "bilinear"])
 def test_interpolate_as_both_exporters_write_it(mode: str, dynamo: bool) -> None:
     """F.interpolate (FPNs, U-Nets, segmentation heads) exports as Resize; it was refused as an unsupported operator."""
-    import io
-
     torch.manual_seed(0)
-    model = _Upsampler(mode).eval()
-    x = torch.randn(1, 3, 16, 12)
-    buf = io.BytesIO()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        torch.onnx.export(model, (x,), buf, dynamo=dynamo, input_names=["input"], output_names=["logits"],
-                          verbose=False)
-    with torch.no_grad():
-        want = model(x).numpy()
-    _compare_model(buf.getvalue(), {"input": x.numpy()}, want)
+    _compare_export(_Upsampler(mode).eval(), torch.randn(1, 3, 16, 12), dynamo)
