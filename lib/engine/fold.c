@@ -262,8 +262,8 @@ static VEIL_RESULT int_list_of(const struct eng_graph *g, const struct eng_node 
     char label[160];
     size_t k = eng_shape_count(&v->shape);
     VEIL_ENSURE(v->dtype != VEIL_ONNX_FLOAT && v->shape.rank <= 1 && k <= cap, VEIL_ERR_ONNX,
-                "%s: input '%s' must be a 1-D integer list of at most %zu values", eng_node_label(n, label, sizeof label),
-                v->name, cap);
+                "%s: input '%s' must be a 1-D integer list of at most %zu values",
+                eng_node_label(n, label, sizeof label), v->name, cap);
     for (size_t j = 0; j < k; j++)
         list[j] = get_i(v, j);
     *count = (uint32_t)k;
@@ -913,7 +913,8 @@ static const char *int_failure(enum eng_kop op)
 {
     switch (op) {
     case KOP_POW: return "integer Pow with a negative exponent";
-    case KOP_DIV: case KOP_IDIV: case KOP_IMOD: case KOP_FMOD: return "integer division or Mod by zero (or of INT64_MIN by -1)";
+    case KOP_DIV: case KOP_IDIV: case KOP_IMOD: case KOP_FMOD:
+        return "integer division or Mod by zero (or of INT64_MIN by -1)";
     default: return "this operator is not evaluated on integers";
     }
 }

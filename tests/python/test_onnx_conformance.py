@@ -404,9 +404,10 @@ def test_split_into_many_parts(parts: int, explicit: bool) -> None:
     names = [f"o{i}" for i in range(parts)]
     sizes = np.array([1 + i % 3 for i in range(parts)], np.int64) if explicit else None
     d = int(sizes.sum()) if explicit else 2 * parts
-    split = _node("Split", ["r", "s"] if explicit else ["r"], names, axis=1, **({} if explicit else {"num_outputs": parts}))
-    model = _model([_node("Relu", ["x"], ["r"]), split, _node("Concat", names[::-1], ["y"], axis=1)], [("x", [2, d, 3])],
-                   (_const("s", sizes),) if explicit else (), opset=18)
+    split = _node("Split", ["r", "s"] if explicit else ["r"], names, axis=1,
+                  **({} if explicit else {"num_outputs": parts}))
+    model = _model([_node("Relu", ["x"], ["r"]), split, _node("Concat", names[::-1], ["y"], axis=1)],
+                   [("x", [2, d, 3])], (_const("s", sizes),) if explicit else (), opset=18)
     feeds = {"x": np.random.default_rng(7).standard_normal((2, d, 3)).astype(np.float32)}
     np.testing.assert_array_equal(_veil(model, feeds)[0], _onnxruntime(model, feeds)[0])
 
