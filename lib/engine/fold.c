@@ -796,6 +796,17 @@ static VEIL_RESULT split_shape(struct eng_graph *g, struct eng_node *n, uint32_t
     return VEIL_RESULT_OK;
 }
 
+void eng_axis_split(const struct eng_shape *s, int64_t axis, int64_t *outer, int64_t *inner)
+{
+    *outer = *inner = 1;
+    for (int64_t i = 0; i < (int64_t)s->rank; i++) {
+        if (i < axis)
+            *outer *= s->dims[i];
+        if (i > axis)
+            *inner *= s->dims[i];
+    }
+}
+
 static VEIL_RESULT gather_shape(struct eng_graph *g, struct eng_node *n, struct eng_shape *out, struct eng_kernel *k)
 {
     const struct eng_value *x = &g->values[n->inputs[0]], *idx = &g->values[n->inputs[1]];
@@ -808,14 +819,9 @@ static VEIL_RESULT gather_shape(struct eng_graph *g, struct eng_node *n, struct 
     struct eng_shape s = {.rank = (uint32_t)(r + q - 1)};
     for (int64_t i = 0; i < s.rank; i++)
         s.dims[i] = i < axis ? x->shape.dims[i] : i < axis + q ? idx->shape.dims[i - axis] : x->shape.dims[i - q + 1];
-    *k = (struct eng_kernel){.op = KOP_GATHER, .out = s, .outer = 1, .inner = 1, .dim = x->shape.dims[axis],
+    *k = (struct eng_kernel){.op = KOP_GATHER, .out = s, .dim = x->shape.dims[axis],
                              .count = (int64_t)eng_shape_count(&idx->shape)};
-    for (int64_t i = 0; i < r; i++) {
-        if (i < axis)
-            k->outer *= x->shape.dims[i];
-        if (i > axis)
-            k->inner *= x->shape.dims[i];
-    }
+    eng_axis_split(&x->shape, axis, &k->outer, &k->inner);
     *out = s;
     return VEIL_RESULT_OK;
 }
@@ -1316,12 +1322,7 @@ VEIL_RESULT eng_fold_cumsum(struct eng_graph *g, struct eng_node *n, struct eng_
     VEIL_GUARD(eng_cumsum_axis(g, n, x->shape.rank));
     VEIL_GUARD(out_alloc(n, out, x->dtype, &x->shape));
     int64_t outer = 1, inner = 1, dim = x->shape.dims[n->axis];
-    for (int64_t i = 0; i < (int64_t)x->shape.rank; i++) {
-        if (i < n->axis)
-            outer *= x->shape.dims[i];
-        if (i > n->axis)
-            inner *= x->shape.dims[i];
-    }
+    eng_axis_split(&x->shape, n->axis, &outer, &inner);
     int ints = int_type(x->dtype);
     for (int64_t o = 0; o < outer; o++)
         for (int64_t i = 0; i < inner; i++) {

@@ -367,6 +367,8 @@ VEIL_RESULT eng_reshape_infer(struct eng_graph *g, struct eng_node *n);
 VEIL_RESULT eng_view_build(struct veil_engine *e, struct eng_node *n);
 VEIL_RESULT eng_dropout_parse(struct eng_graph *g, struct eng_node *n);
 /* op_scan.c: CumSum and GatherND (their folds in fold.c share these rules) */
+/* A shape as [outer, dims[axis], inner] around axis: the products of the dims before and after it. */
+void eng_axis_split(const struct eng_shape *s, int64_t axis, int64_t *outer, int64_t *inner);
 VEIL_RESULT eng_cumsum_parse(struct eng_graph *g, struct eng_node *n);
 VEIL_RESULT eng_cumsum_axis(const struct eng_graph *g, struct eng_node *n, uint32_t rank);
 VEIL_RESULT eng_cumsum_infer(struct eng_graph *g, struct eng_node *n);

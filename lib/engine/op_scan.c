@@ -65,14 +65,9 @@ VEIL_RESULT eng_cumsum_infer(struct eng_graph *g, struct eng_node *n)
 VEIL_RESULT eng_cumsum_build(struct veil_engine *e, struct eng_node *n)
 {
     const struct eng_shape *s = &e->g.values[n->inputs[0]].shape;
-    struct eng_kernel k = {.op = KOP_CUMSUM, .inputs = 1, .out = *s, .outer = 1, .inner = 1,
-                           .dim = s->dims[n->axis], .exclusive = n->trans_a, .reverse = n->trans_b};
-    for (int64_t i = 0; i < (int64_t)s->rank; i++) {
-        if (i < n->axis)
-            k.outer *= s->dims[i];
-        if (i > n->axis)
-            k.inner *= s->dims[i];
-    }
+    struct eng_kernel k = {.op = KOP_CUMSUM, .inputs = 1, .out = *s, .dim = s->dims[n->axis],
+                           .exclusive = n->trans_a, .reverse = n->trans_b};
+    eng_axis_split(s, n->axis, &k.outer, &k.inner);
     return eng_step_kernel(e, n, &k, n->inputs, n->out);
 }
 
