@@ -181,6 +181,23 @@ VEIL_RESULT eng_attr_string(struct eng_node *n, const char *name, char *out, siz
     return VEIL_RESULT_OK;
 }
 
+VEIL_RESULT eng_attr_auto_pad(struct eng_node *n, enum eng_auto_pad *out)
+{
+    static const char *const names[] = {"NOTSET", "VALID", "SAME_UPPER", "SAME_LOWER"};
+    char v[16];
+    VEIL_GUARD(eng_attr_string(n, "auto_pad", v, sizeof v));
+    *out = PAD_NOTSET;
+    for (int i = 0; i < 4; i++)
+        if (strcmp(v, names[i]) == 0)
+            *out = (enum eng_auto_pad)i;
+    char label[160];
+    VEIL_ENSURE(v[0] == '\0' || strcmp(v, names[*out]) == 0, VEIL_ERR_ONNX, "%s: auto_pad '%s' is not one of NOTSET, "
+                "VALID, SAME_UPPER, SAME_LOWER", eng_node_label(n, label, sizeof label), v);
+    VEIL_ENSURE(*out == PAD_NOTSET || eng_attr_get(n, "pads") == NULL, VEIL_ERR_ONNX, "%s: auto_pad %s and explicit "
+                "pads together", eng_node_label(n, label, sizeof label), v);
+    return VEIL_RESULT_OK;
+}
+
 VEIL_RESULT eng_attr_check_used(const struct eng_node *n)
 {
     for (uint32_t i = 0; i < n->attr_count; i++) {

@@ -682,16 +682,18 @@ static VEIL_RESULT add_reshape(struct eng_graph *g, int x, int shape, int y)
     return set_producer(g, y, index);
 }
 
-/* A Conv over [N, C, L] with constant weights [M, C / group, K] (Whisper's and wav2vec2's front ends) runs as the
- * 2-D one over [N, C, 1, L]: Reshape(x, [0, 0, 1, -1]), the Conv on a [M, C / group, 1, K] view of the same weight
- * bytes, Reshape(y, [0, 0, -1]); eng_conv_parse reads its 1-D attributes as the W half of 2-D ones. */
+/* A Conv over [N, C, L] with constant weights [M, C / group, K] (Whisper's and wav2vec2's front ends), or a
+ * ConvTranspose with weights [C, M / group, K] (vocoders' upsampling), runs as the 2-D one over [N, C, 1, L]:
+ * Reshape(x, [0, 0, 1, -1]), the node on a 4-D view of the same weight bytes (a 1 before K), Reshape(y, [0, 0, -1]);
+ * eng_conv_parse reads its 1-D attributes as the W half of 2-D ones. */
 static VEIL_RESULT expand_conv1d(struct eng_graph *g)
 {
     static const int64_t to4[4] = {0, 0, 1, -1}, to3[3] = {0, 0, -1};
     size_t count = g->node_count;
     for (size_t i = 0; i < count; i++) {
         const struct eng_node *n = &g->nodes[i];
-        if (n->op != OP_CONV || n->input_count < 2 || n->inputs[1] < 0 || n->inputs[0] < 0)
+        if ((n->op != OP_CONV && n->op != OP_CONVTRANSPOSE) || n->input_count < 2 || n->inputs[1] < 0 ||
+            n->inputs[0] < 0)
             continue;
         int x = n->inputs[0], w = n->inputs[1], y = n->outputs[0], s4 = -1, s3 = -1, x4 = -1, y4 = -1, w4 = -1;
         if (g->values[w].kind != VAL_CONST || g->values[w].shape.rank != 3)

@@ -41,6 +41,7 @@ enum eng_op {
     /* more activations (eltwise chains, fused into a Conv before them like Relu) and element-wise operators */
     OP_LEAKYRELU, OP_ELU, OP_SELU, OP_CELU, OP_SOFTPLUS, OP_MISH, OP_ROUND,
     OP_LOG, OP_FLOOR, OP_CEIL, OP_SIGN, OP_SIN, OP_COS, OP_RECIPROCAL, OP_PRELU, OP_DROPOUT, OP_CUMSUM, OP_GATHERND, OP_LOGSOFTMAX, OP_REDUCEMIN, OP_INSTANCENORM, OP_RESIZE,
+    OP_CONVTRANSPOSE,
     OP_COUNT
 };
 
@@ -99,14 +100,20 @@ struct eng_post {
 #define ENG_MAX_POST 6
 #define ENG_MAX_ELT 5
 
+enum eng_auto_pad { PAD_NOTSET, PAD_VALID, PAD_SAME_UPPER, PAD_SAME_LOWER };
+
 struct eng_conv_params {
     int64_t kernel[2], strides[2], pads[4], dilations[2], group;
     int one_d;                      /* a 1-D Conv run as a 2-D one over [N, C, 1, L] (graph.c expand_conv1d) */
+    enum eng_auto_pad auto_pad;     /* not NOTSET: pads follow from the input's shape (eng_conv_infer) */
+    int64_t out_pad[2];             /* ConvTranspose: output_padding */
+    int64_t out_shape[2];           /* ConvTranspose: output_shape, 0 when not given */
 };
 
 struct eng_pool_params {
     int64_t kernel[2], strides[2], pads[4], dilations[2];
     int ceil_mode, count_include_pad;
+    enum eng_auto_pad auto_pad;
 };
 
 struct eng_node {
@@ -312,6 +319,8 @@ VEIL_RESULT eng_attr_string_is(struct eng_node *n, const char *name, const char 
 VEIL_RESULT eng_attr_string(struct eng_node *n, const char *name, char *out, size_t size);
 /* The TENSOR attribute, or the body of a value_* attribute; *found 0 when absent. */
 struct eng_attr *eng_attr_get(struct eng_node *n, const char *name);
+/* auto_pad: NOTSET (also when absent), VALID, SAME_UPPER or SAME_LOWER; refused with explicit pads. */
+VEIL_RESULT eng_attr_auto_pad(struct eng_node *n, enum eng_auto_pad *out);
 /* Refuses the first attribute no parse function asked for, naming it. */
 VEIL_RESULT eng_attr_check_used(const struct eng_node *n);
 
@@ -332,6 +341,7 @@ int eng_op_lookup(const uint8_t *name, size_t size);
 
 /* op_conv.c */
 VEIL_RESULT eng_conv_parse(struct eng_graph *g, struct eng_node *n);
+void eng_auto_pads(enum eng_auto_pad mode, int64_t in, int64_t stride, int64_t extent, int64_t *begin, int64_t *end);
 VEIL_RESULT eng_conv_infer(struct eng_graph *g, struct eng_node *n);
 VEIL_RESULT eng_conv_build(struct veil_engine *e, struct eng_node *n);
 VEIL_RESULT eng_bn_parse(struct eng_graph *g, struct eng_node *n);

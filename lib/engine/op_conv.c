@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: Apache-2.0 */
-/* Conv (2-D: groups incl. depthwise, strides, pads, dilations) with a folded BatchNormalization and post-ops,
- * and BatchNormalization on its own (inference: running statistics). */
+/* Conv and ConvTranspose (2-D, and 1-D through graph.c: groups incl. depthwise, strides, pads or auto_pad,
+ * dilations; output_padding and output_shape) with a folded BatchNormalization and post-ops, and
+ * BatchNormalization on its own (inference: running statistics). */
 #include <inttypes.h>
 #include <math.h>
 #include <stdio.h>
@@ -13,19 +14,19 @@
 /* ---- parameters ------------------------------------------------------------------------------------------ */
 
 /* want values of a 2-D window (2, or 4 pads); a 1-D Conv's (n->conv.one_d) half as many, as the W dim's, H's
- * being 1 (kernel, strides, dilations) or 0 (pads). */
+ * taking h (kernel, strides, dilations: 1; pads, output_padding: 0). */
 static VEIL_RESULT window_ints(struct eng_node *n, const char *name, int64_t *out, uint32_t want, int64_t def,
-                               int64_t min)
+                               int64_t min, int64_t h)
 {
     int64_t v[VEIL_ENGINE_MAX_ATTR_INTS];
     uint32_t count = 0, dims = n->conv.one_d ? 1 : 2;
     char label[160];
     VEIL_GUARD(eng_attr_ints(n, name, v, VEIL_ENGINE_MAX_ATTR_INTS, &count));
     VEIL_ENSURE(count == 0 || count == want / 2 * dims, VEIL_ERR_UNSUPPORTED, "%s: attribute '%s' has %" PRIu32
-                " values; only 1-D and 2-D windows (%" PRIu32 " values here) are supported",
-                eng_node_label(n, label, sizeof label), name, count, want / 2 * dims);
+                " values; this %s has %" PRIu32 " spatial dims, so %" PRIu32 " values (only 1-D and 2-D windows are "
+                "supported)", eng_node_label(n, label, sizeof label), name, count, eng_op_name(n->op), dims,
+                want / 2 * dims);
     if (n->conv.one_d && count > 0) { /* [w] -> [h, w]; pads [w0, w1] -> [h0, w0, h1, w1] */
-        int64_t h = want == 4 ? 0 : def == 0 ? 1 : def;
         int64_t e[4] = {h, v[0], h, want == 4 ? v[1] : 0};
         memcpy(v, e, sizeof e);
         count = want;
@@ -43,11 +44,17 @@ VEIL_RESULT eng_conv_parse(struct eng_graph *g, struct eng_node *n)
 {
     (void)g;
     struct eng_conv_params *p = &n->conv;
-    VEIL_GUARD(eng_attr_string_is(n, "auto_pad", "NOTSET"));
-    VEIL_GUARD(window_ints(n, "kernel_shape", p->kernel, 2, 0, 0)); /* 0: from the weights */
-    VEIL_GUARD(window_ints(n, "strides", p->strides, 2, 1, 1));
-    VEIL_GUARD(window_ints(n, "dilations", p->dilations, 2, 1, 1));
-    VEIL_GUARD(window_ints(n, "pads", p->pads, 4, 0, 0));
+    VEIL_GUARD(eng_attr_auto_pad(n, &p->auto_pad));
+    VEIL_GUARD(window_ints(n, "kernel_shape", p->kernel, 2, 0, 0, 1)); /* 0: from the weights */
+    VEIL_GUARD(window_ints(n, "strides", p->strides, 2, 1, 1, 1));
+    VEIL_GUARD(window_ints(n, "dilations", p->dilations, 2, 1, 1, 1));
+    VEIL_GUARD(window_ints(n, "pads", p->pads, 4, 0, 0, 0));
+    memset(p->out_pad, 0, sizeof p->out_pad);
+    memset(p->out_shape, 0, sizeof p->out_shape);
+    if (n->op == OP_CONVTRANSPOSE) {
+        VEIL_GUARD(window_ints(n, "output_padding", p->out_pad, 2, 0, 0, 0));
+        VEIL_GUARD(window_ints(n, "output_shape", p->out_shape, 2, 0, 0, 1));
+    }
     VEIL_GUARD(eng_attr_int(n, "group", 1, &p->group));
     char label[160];
     VEIL_ENSURE(p->group >= 1 && p->group <= INT32_MAX, VEIL_ERR_ONNX, "%s: group %" PRId64 " is invalid",
@@ -69,6 +76,12 @@ static VEIL_RESULT window_out(const struct eng_node *n, int64_t in, int64_t k, i
     return VEIL_RESULT_OK;
 }
 
+/* The output channels: a Conv's weights are [M, C / group, kH, kW], a ConvTranspose's [C, M / group, kH, kW]. */
+static int64_t conv_out_channels(const struct eng_node *n, const struct eng_value *w)
+{
+    return n->op == OP_CONVTRANSPOSE ? w->shape.dims[1] * n->conv.group : w->shape.dims[0];
+}
+
 static VEIL_RESULT conv_weights(const struct eng_graph *g, const struct eng_node *n, const struct eng_value *x,
                                 const struct eng_value **w)
 {
@@ -78,13 +91,14 @@ static VEIL_RESULT conv_weights(const struct eng_graph *g, const struct eng_node
     VEIL_ENSURE(v->kind == VAL_CONST && v->dtype == VEIL_ONNX_FLOAT, VEIL_ERR_UNSUPPORTED,
                 "%s: the weights '%s' must be a float32 initializer", label, v->name);
     VEIL_ENSURE(x->shape.rank == 4 && v->shape.rank == 4, VEIL_ERR_UNSUPPORTED,
-                "%s: only 2-D convolutions (4-D input and weights) are supported", label);
-    VEIL_ENSURE(v->shape.dims[1] > 0 && v->shape.dims[2] > 0 && v->shape.dims[3] > 0, VEIL_ERR_ONNX,
-                "%s: the weights '%s' are empty", label, v->name);
-    int64_t group = n->conv.group, c = x->shape.dims[1], m = v->shape.dims[0];
-    VEIL_ENSURE(m > 0 && c % group == 0 && m % group == 0 && v->shape.dims[1] * group == c, VEIL_ERR_ONNX,
-                "%s: weights %" PRId64 "x%" PRId64 " do not fit %" PRId64 " input channels in %" PRId64 " groups",
-                label, m, v->shape.dims[1], c, group);
+                "%s: only 1-D and 2-D convolutions (3-D or 4-D input and weights) are supported", label);
+    VEIL_ENSURE(v->shape.dims[0] > 0 && v->shape.dims[1] > 0 && v->shape.dims[2] > 0 && v->shape.dims[3] > 0,
+                VEIL_ERR_ONNX, "%s: the weights '%s' are empty", label, v->name);
+    int64_t group = n->conv.group, c = x->shape.dims[1], m = conv_out_channels(n, v);
+    int64_t per_group = n->op == OP_CONVTRANSPOSE ? v->shape.dims[0] : v->shape.dims[1] * group;
+    VEIL_ENSURE(c % group == 0 && m % group == 0 && per_group == c, VEIL_ERR_ONNX, "%s: weights %" PRId64 "x%"
+                PRId64 " do not fit %" PRId64 " input channels in %" PRId64 " groups", label, v->shape.dims[0],
+                v->shape.dims[1], c, group);
     for (int i = 0; i < 2; i++)
         VEIL_ENSURE(n->conv.kernel[i] == 0 || n->conv.kernel[i] == v->shape.dims[2 + i], VEIL_ERR_ONNX,
                     "%s: kernel_shape does not match the weights", label);
@@ -104,6 +118,43 @@ static VEIL_RESULT check_vector(const struct eng_graph *g, const struct eng_node
     return VEIL_RESULT_OK;
 }
 
+/* auto_pad SAME_*: the output is ceil(in / stride), the padding that takes split in halves, the odd one at the end
+ * (UPPER) or the start (LOWER); VALID: none. Conv and the pools. */
+void eng_auto_pads(enum eng_auto_pad mode, int64_t in, int64_t stride, int64_t extent, int64_t *begin, int64_t *end)
+{
+    if (mode == PAD_NOTSET)
+        return;
+    int64_t out = (in + stride - 1) / stride, total = (out - 1) * stride + extent - in;
+    total = mode == PAD_VALID || total < 0 ? 0 : total;
+    *begin = mode == PAD_SAME_UPPER ? total / 2 : total - total / 2;
+    *end = total - *begin;
+}
+
+/* A ConvTranspose's output, out = stride * (in - 1) + output_padding + extent - pad_begin - pad_end; with
+ * output_shape or auto_pad SAME_* the pads follow from the output (ONNX's rule: SAME_UPPER puts the odd one at the
+ * end, anything else at the start). */
+static VEIL_RESULT deconv_dim(struct eng_node *n, int i, int64_t in, int64_t extent, int64_t *out)
+{
+    struct eng_conv_params *p = &n->conv;
+    int64_t s = p->strides[i], full = s * (in - 1) + p->out_pad[i] + extent;
+    char label[160];
+    eng_node_label(n, label, sizeof label);
+    VEIL_ENSURE(p->out_pad[i] < s, VEIL_ERR_UNSUPPORTED, "%s: output_padding %" PRId64 " is not below the stride %"
+                PRId64 " (not supported)", label, p->out_pad[i], s);
+    int64_t want = p->out_shape[i] > 0 ? p->out_shape[i] : p->auto_pad >= PAD_SAME_UPPER ? in * s : 0;
+    if (want > 0 && p->auto_pad != PAD_VALID) {
+        int64_t total = full - want;
+        VEIL_ENSURE(total >= 0, VEIL_ERR_UNSUPPORTED, "%s: an output of %" PRId64 " is larger than the transposed "
+                    "convolution gives (%" PRId64 "); not supported", label, want, full);
+        p->pads[i] = p->auto_pad == PAD_SAME_UPPER ? total / 2 : total - total / 2;
+        p->pads[2 + i] = total - p->pads[i];
+    }
+    *out = full - p->pads[i] - p->pads[2 + i];
+    VEIL_ENSURE(*out >= 1, VEIL_ERR_ONNX, "%s: the pads (%" PRId64 " and %" PRId64 ") leave no output", label,
+                p->pads[i], p->pads[2 + i]);
+    return VEIL_RESULT_OK;
+}
+
 VEIL_RESULT eng_conv_infer(struct eng_graph *g, struct eng_node *n)
 {
     const struct eng_value *x = NULL, *w = NULL;
@@ -115,14 +166,21 @@ VEIL_RESULT eng_conv_infer(struct eng_graph *g, struct eng_node *n)
                     "-D input", eng_node_label(n, label, sizeof label), g->values[view->inputs[0]].shape.rank);
     }
     VEIL_GUARD(conv_weights(g, n, x, &w));
+    int64_t m = conv_out_channels(n, w);
     if (n->input_count > 2 && n->inputs[2] >= 0)
-        VEIL_GUARD(check_vector(g, n, 2, w->shape.dims[0]));
-    const struct eng_conv_params *p = &n->conv;
-    struct eng_shape s = {.rank = 4, .dims = {x->shape.dims[0], w->shape.dims[0]}};
+        VEIL_GUARD(check_vector(g, n, 2, m));
+    struct eng_conv_params *p = &n->conv;
+    struct eng_shape s = {.rank = 4, .dims = {x->shape.dims[0], m}};
     for (int i = 0; i < 2; i++) {
-        VEIL_ENSURE(w->shape.dims[2 + i] <= VEIL_ENGINE_MAX_WINDOW, VEIL_ERR_LIMIT, "kernel too large");
-        VEIL_GUARD(window_out(n, x->shape.dims[2 + i], w->shape.dims[2 + i], p->strides[i], p->dilations[i],
-                              p->pads[i], p->pads[2 + i], 0, &s.dims[2 + i]));
+        int64_t in = x->shape.dims[2 + i], k = w->shape.dims[2 + i], extent = (k - 1) * p->dilations[i] + 1;
+        VEIL_ENSURE(k <= VEIL_ENGINE_MAX_WINDOW, VEIL_ERR_LIMIT, "kernel too large");
+        if (n->op == OP_CONVTRANSPOSE) {
+            VEIL_GUARD(deconv_dim(n, i, in, extent, &s.dims[2 + i]));
+            continue;
+        }
+        eng_auto_pads(p->auto_pad, in, p->strides[i], extent, &p->pads[i], &p->pads[2 + i]);
+        VEIL_GUARD(window_out(n, in, k, p->strides[i], p->dilations[i], p->pads[i], p->pads[2 + i], 0,
+                              &s.dims[2 + i]));
     }
     g->values[n->outputs[0]].shape = s;
     return VEIL_RESULT_OK;
@@ -227,15 +285,17 @@ static VEIL_RESULT conv_descs(struct veil_engine *e, struct conv_build *b, dnnl_
     dnnl_dims_t wd = {g, b->m / g, ws->dims[1], ws->dims[2], ws->dims[3]}, bd = {b->m};
     dnnl_dims_t strides = {p->strides[0], p->strides[1]}, dil = {p->dilations[0] - 1, p->dilations[1] - 1};
     dnnl_dims_t pl = {p->pads[0], p->pads[1]}, pr = {p->pads[2], p->pads[3]};
-    int wn = g > 1 ? 5 : 4;
+    int wn = g > 1 ? 5 : 4, transposed = b->n->op == OP_CONVTRANSPOSE;
+    if (transposed) /* oneDNN's deconvolution weights are [G,] O, I, kH, kW too; ONNX stores them [G,] I, O, kH, kW */
+        wd[2] = xs->dims[1] / g;
     dnnl_dims_t wdims = {0};
     memcpy(wdims, g > 1 ? wd : wd + 1, (size_t)wn * sizeof wd[0]);
+    dnnl_format_tag_t user = transposed ? (g > 1 ? dnnl_giohw : dnnl_iohw) : (g > 1 ? dnnl_goihw : dnnl_oihw);
     dnnl_memory_desc_t src, wgt, dst, bias;
     dnnl_data_type_t wt = b->out_scales != NULL ? dnnl_s8 : dt, ut = b->out_scales != NULL ? dnnl_s8 : dnnl_f32;
     ENG_GUARD_DNNL(dnnl_memory_desc_init_by_tag(&src, 4, xd, dt, dnnl_format_tag_any), b->n, "descriptor");
     ENG_GUARD_DNNL(dnnl_memory_desc_init_by_tag(&wgt, wn, wdims, wt, dnnl_format_tag_any), b->n, "descriptor");
-    ENG_GUARD_DNNL(dnnl_memory_desc_init_by_tag(&b->w_user, wn, wdims, ut, g > 1 ? dnnl_goihw : dnnl_oihw),
-                   b->n, "descriptor");
+    ENG_GUARD_DNNL(dnnl_memory_desc_init_by_tag(&b->w_user, wn, wdims, ut, user), b->n, "descriptor");
     ENG_GUARD_DNNL(dnnl_memory_desc_init_by_tag(&bias, 1, bd, dnnl_f32, dnnl_a), b->n, "descriptor");
     b->b_user = bias;
     if (b->n->sum >= 0)
@@ -244,12 +304,20 @@ static VEIL_RESULT conv_descs(struct veil_engine *e, struct conv_build *b, dnnl_
         ENG_GUARD_DNNL(dnnl_memory_desc_init_by_tag(&dst, 4, yd, b->dst_type, dnnl_format_tag_any), b->n,
                        "descriptor");
     dnnl_convolution_desc_t desc;
-    ENG_GUARD_DNNL(dnnl_dilated_convolution_forward_desc_init(&desc, dnnl_forward_inference, dnnl_convolution_direct,
-                   &src, &wgt, b->has_bias ? &bias : NULL, &dst, strides, dil, pl, pr), b->n, "convolution setup");
+    dnnl_deconvolution_desc_t tdesc;
+    if (transposed)
+        ENG_GUARD_DNNL(dnnl_dilated_deconvolution_forward_desc_init(&tdesc, dnnl_forward_inference,
+                       dnnl_deconvolution_direct, &src, &wgt, b->has_bias ? &bias : NULL, &dst, strides, dil, pl, pr),
+                       b->n, "transposed convolution setup");
+    else
+        ENG_GUARD_DNNL(dnnl_dilated_convolution_forward_desc_init(&desc, dnnl_forward_inference,
+                       dnnl_convolution_direct, &src, &wgt, b->has_bias ? &bias : NULL, &dst, strides, dil, pl, pr),
+                       b->n, "convolution setup");
     dnnl_primitive_attr_t attr = NULL;
     VEIL_GUARD(eng_attr_new(b->n, b->n->post, b->n->post_count, &attr));
     struct veil_result r = b->out_scales != NULL ? conv_int8_attr(b, attr) : VEIL_RESULT_OK;
-    dnnl_status_t st = veil_ok(r) ? dnnl_primitive_desc_create(pd, &desc, attr, e->dnnl, NULL) : dnnl_success;
+    const void *d = transposed ? (const void *)&tdesc : (const void *)&desc;
+    dnnl_status_t st = veil_ok(r) ? dnnl_primitive_desc_create(pd, d, attr, e->dnnl, NULL) : dnnl_success;
     dnnl_primitive_attr_destroy(attr);
     VEIL_GUARD(r);
     ENG_GUARD_DNNL(st, b->n, "convolution");
@@ -273,11 +341,15 @@ static VEIL_RESULT conv_fold(struct veil_engine *e, const struct conv_build *b, 
     struct veil_result r = VEIL_RESULT_OK;
     if (b->n->bn >= 0)
         r = bn_affine(&e->g, &e->g.nodes[b->n->bn], m, scale, shift);
-    for (size_t c = 0; veil_ok(r) && c < m; c++) {
-        for (size_t i = 0; i < k; i++)
-            w[c * k + i] = (float)((double)w0[c * k + i] * scale[c]);
-        bias[c] = (float)((b0 != NULL ? (double)b0[c] : 0.0) * scale[c] + shift[c]);
+    /* the output channel of weight i: a Conv's are [M, k]; a ConvTranspose's [G, C / G, M / G, kernel] */
+    size_t kernel = (size_t)(b->w->shape.dims[2] * b->w->shape.dims[3]), per_group = m / (size_t)b->n->conv.group;
+    size_t group_size = (size_t)b->w->shape.dims[0] / (size_t)b->n->conv.group * per_group * kernel;
+    for (size_t i = 0; veil_ok(r) && i < m * k; i++) {
+        size_t c = b->n->op == OP_CONVTRANSPOSE ? i / group_size * per_group + i / kernel % per_group : i / k;
+        w[i] = (float)((double)w0[i] * scale[c]);
     }
+    for (size_t c = 0; veil_ok(r) && c < m; c++)
+        bias[c] = (float)((b0 != NULL ? (double)b0[c] : 0.0) * scale[c] + shift[c]);
     free(scale);
     return r;
 }
@@ -419,8 +491,8 @@ VEIL_RESULT eng_conv_build(struct veil_engine *e, struct eng_node *n)
 {
     struct conv_build b = {.n = n, .x = &e->g.values[n->inputs[0]], .w = &e->g.values[n->inputs[1]],
                            .src = n->inputs[0], .dst_type = dnnl_f32};
-    b.m = b.w->shape.dims[0];
-    b.per_out = b.w->shape.dims[1] * b.w->shape.dims[2] * b.w->shape.dims[3];
+    b.m = conv_out_channels(n, b.w);
+    b.per_out = (int64_t)eng_shape_count(&b.w->shape) / b.m;
     b.has_bias = n->bn >= 0 || (n->input_count > 2 && n->inputs[2] >= 0);
     if (n->int8) {
         b.dq = b.w->dq_from - 1;

@@ -34,7 +34,7 @@ VEIL_RESULT eng_pool_parse(struct eng_graph *g, struct eng_node *n)
     if (n->op == OP_GLOBALAVGPOOL)
         return VEIL_RESULT_OK;
     int64_t ceil_mode = 0, include = 0, storage = 0;
-    VEIL_GUARD(eng_attr_string_is(n, "auto_pad", "NOTSET"));
+    VEIL_GUARD(eng_attr_auto_pad(n, &p->auto_pad));
     VEIL_GUARD(pool_ints(n, "kernel_shape", p->kernel, 2, 1, 1, 1));
     VEIL_GUARD(pool_ints(n, "strides", p->strides, 2, 1, 1, 0));
     VEIL_GUARD(pool_ints(n, "pads", p->pads, 4, 0, 0, 0));
@@ -89,8 +89,13 @@ VEIL_RESULT eng_pool_infer(struct eng_graph *g, struct eng_node *n)
         VEIL_ENSURE(s.dims[2] > 0 && s.dims[3] > 0, VEIL_ERR_ONNX, "%s: empty input", label);
     }
     int64_t pad_end = 0;
-    for (int i = 0; i < 2; i++)
+    for (int i = 0; i < 2; i++) {
+        struct eng_pool_params *p = &n->pool;
+        int64_t extent = (p->kernel[i] - 1) * p->dilations[i] + 1;
+        if (n->op != OP_GLOBALAVGPOOL)
+            eng_auto_pads(p->auto_pad, x->shape.dims[2 + i], p->strides[i], extent, &p->pads[i], &p->pads[2 + i]);
         VEIL_GUARD(pool_dim(n, x->shape.dims[2 + i], i, &s.dims[2 + i], &pad_end));
+    }
     g->values[n->outputs[0]].shape = s;
     return VEIL_RESULT_OK;
 }

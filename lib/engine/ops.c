@@ -15,6 +15,7 @@
 
 static const struct eng_op_info op_table[OP_COUNT] = {
     [OP_CONV] = {"Conv", 2, 3, eng_conv_parse, eng_conv_infer, eng_conv_build, NULL},
+    [OP_CONVTRANSPOSE] = {"ConvTranspose", 2, 3, eng_conv_parse, eng_conv_infer, eng_conv_build, NULL},
     [OP_BATCHNORM] = {"BatchNormalization", 5, 5, eng_bn_parse, eng_bn_infer, eng_bn_build, NULL},
     [OP_RELU] = {"Relu", 1, 1, eng_eltwise_parse, eng_same_shape_infer, eng_eltwise_build, eng_fold_activation},
     [OP_CLIP] = {"Clip", 1, 3, eng_eltwise_parse, eng_same_shape_infer, eng_eltwise_build, eng_fold_activation},

@@ -845,7 +845,7 @@ static void fuse(struct eng_graph *g, const struct edges *e)
 {
     for (size_t i = 0; i < g->node_count; i++) {
         struct eng_node *n = &g->nodes[g->order[i]];
-        if (!n->dead && n->op == OP_CONV)
+        if (!n->dead && (n->op == OP_CONV || n->op == OP_CONVTRANSPOSE))
             fuse_conv(g, e, n);
         if (!n->dead && is_eltwise(n->op) && n->elt_count > 0)
             fuse_eltwise_chain(g, e, n);

@@ -644,3 +644,87 @@ def test_interpolate_as_both_exporters_write_it(mode: str, dynamo: bool) -> None
     """F.interpolate (FPNs, U-Nets, segmentation heads) exports as Resize; it was refused as an unsupported operator."""
     torch.manual_seed(0)
     _compare_export(_Upsampler(mode).eval(), torch.randn(1, 3, 16, 12), dynamo)
+
+
+class _Generator(torch.nn.Module):
+    """A DCGAN generator and a U-Net step: ConvTranspose (folded BatchNormalization, fused activations, groups,
+    output_padding), a skip Concat and a residual Add read by a ConvTranspose's sum post-op."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        ct, bn = torch.nn.ConvTranspose2d, torch.nn.BatchNorm2d
+        self.up = torch.nn.Sequential(ct(16, 16, 4, 1, 0, bias=False), bn(16), torch.nn.ReLU(),
+                                      ct(16, 8, 3, 2, 1, output_padding=1, groups=2, bias=False), bn(8),
+                                      torch.nn.LeakyReLU(0.2))
+        self.down = torch.nn.Conv2d(8, 8, 3, 2, 1)
+        self.back = ct(8, 8, 2, 2)
+        self.head = torch.nn.Conv2d(16, 3, 1)
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        x = self.up(z)
+        y = self.back(torch.relu(self.down(x))) + x
+        return torch.tanh(self.head(torch.cat([x, y], 1)))
+
+
+@pytest.mark.parametrize("dynamo", [False, True])
+def test_conv_transpose_generator(dynamo: bool) -> None:
+    """ConvTranspose (DCGAN generators, U-Net decoders, segmentation heads) was refused as an unsupported operator;
+    it runs on oneDNN's deconvolution, with the Conv's fusions."""
+    torch.manual_seed(0)
+    model = _randomize(_Generator()).eval()
+    _compare_export(model, torch.randn(2, 16, 1, 1), dynamo)
+
+
+@pytest.mark.parametrize("dynamo", [False, True])
+def test_conv_transpose_1d_vocoder_upsampling(dynamo: bool) -> None:
+    """A 1-D ConvTranspose (HiFi-GAN-style upsampling, stride 8, kernel 16) runs as the 2-D one over [N, C, 1, L]."""
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.ConvTranspose1d(8, 4, 16, stride=8, padding=4), torch.nn.LeakyReLU(0.1),
+                                torch.nn.ConvTranspose1d(4, 4, 3, stride=2, padding=1, output_padding=1, groups=2))
+    _compare_export(model.eval(), torch.randn(2, 8, 11), dynamo)
+
+
+@pytest.mark.parametrize("attrs", [
+    {"auto_pad": "SAME_UPPER", "strides": [2, 2]}, {"auto_pad": "SAME_LOWER", "strides": [2, 2]},
+    {"auto_pad": "VALID", "strides": [3, 2]}, {"output_shape": [9, 7], "strides": [2, 2]},
+    {"pads": [1, 0, 2, 1], "strides": [2, 3], "dilations": [2, 1]}])
+def test_conv_transpose_padding_attributes(attrs: dict) -> None:
+    """auto_pad and output_shape, as the ONNX spec words them (pads split, the odd one at the end for SAME_UPPER and at
+    the start otherwise), against onnxruntime."""
+    node = helper.make_node("ConvTranspose", ["x", "w", "b"], ["y"], **attrs)
+    w, b = _x(4, 3, 3, 3), _x(3)
+    model = _model([node], [_vi("x", [2, 4, 4, 5])], [_vi("y", None)], [_const("w", w), _const("b", b)])
+    _check(model, {"x": _x(2, 4, 4, 5)})
+
+
+@pytest.mark.parametrize("auto_pad", ["SAME_UPPER", "SAME_LOWER", "VALID"])
+@pytest.mark.parametrize("strides", [[1, 1], [2, 2], [3, 2]])
+def test_conv_auto_pad(auto_pad: str, strides: list[int]) -> None:
+    """auto_pad on a Conv (models converted from TensorFlow): pads from the input's shape, the odd one at the end for
+    SAME_UPPER and at the start for SAME_LOWER; it was refused."""
+    node = helper.make_node("Conv", ["x", "w"], ["y"], auto_pad=auto_pad, strides=strides)
+    model = _model([node], [_vi("x", [1, 3, 7, 8])], [_vi("y", None)], [_const("w", _x(5, 3, 4, 3))])
+    _check(model, {"x": _x(1, 3, 7, 8)})
+
+
+def test_conv_transpose_refusals() -> None:
+    """What the engine does not do is refused at load with the reason: an output_shape larger than the transposed
+    convolution gives, and auto_pad with explicit pads."""
+    w = _const("w", _x(2, 2, 3, 3))
+    big = _model([helper.make_node("ConvTranspose", ["x", "w"], ["y"], output_shape=[10, 10], strides=[2, 2])],
+                 [_vi("x", [1, 2, 3, 3])], [_vi("y", None)], [w])
+    with pytest.raises(veil.UnsupportedError, match="larger than the transposed convolution gives"):
+        veil.Engine.from_onnx(big)
+    both = _model([helper.make_node("Conv", ["x", "w"], ["y"], auto_pad="SAME_UPPER", pads=[1, 1, 1, 1])],
+                  [_vi("x", [1, 2, 3, 3])], [_vi("y", None)], [w])
+    with pytest.raises(veil.OnnxError, match="auto_pad SAME_UPPER and explicit pads together"):
+        veil.Engine.from_onnx(both)
+
+
+@pytest.mark.parametrize("op", ["MaxPool", "AveragePool"])
+@pytest.mark.parametrize("auto_pad", ["SAME_UPPER", "SAME_LOWER", "VALID"])
+def test_pool_auto_pad(op: str, auto_pad: str) -> None:
+    """auto_pad on MaxPool and AveragePool (TensorFlow's 'SAME' pooling), against onnxruntime; it was refused."""
+    node = helper.make_node(op, ["x"], ["y"], auto_pad=auto_pad, kernel_shape=[3, 2], strides=[2, 2])
+    model = _model([node], [_vi("x", [1, 3, 7, 8])], [_vi("y", None)])
+    _check(model, {"x": _x(1, 3, 7, 8)})
