@@ -126,6 +126,22 @@ static VEIL_RESULT fill_parse(struct eng_node *n)
     return r;
 }
 
+/* DepthToSpace and SpaceToDepth: blocksize into n->axis; DepthToSpace's mode CRD into n->trans_a (DCR: 0). */
+static VEIL_RESULT block_parse(struct eng_node *n)
+{
+    char mode[8], label[160];
+    VEIL_GUARD(eng_attr_int(n, "blocksize", 0, &n->axis));
+    VEIL_ENSURE(n->axis >= 1 && n->axis <= VEIL_ENGINE_MAX_WINDOW, VEIL_ERR_ONNX, "%s: blocksize %" PRId64 " is "
+                "missing or outside [1, %u]", eng_node_label(n, label, sizeof label), n->axis, VEIL_ENGINE_MAX_WINDOW);
+    if (n->op == OP_SPACETODEPTH)
+        return VEIL_RESULT_OK;
+    VEIL_GUARD(eng_attr_string(n, "mode", mode, sizeof mode));
+    VEIL_ENSURE(mode[0] == '\0' || strcmp(mode, "DCR") == 0 || strcmp(mode, "CRD") == 0, VEIL_ERR_ONNX, "%s: mode '%s' "
+                "is neither DCR nor CRD", label, mode);
+    n->trans_a = strcmp(mode, "CRD") == 0;
+    return VEIL_RESULT_OK;
+}
+
 VEIL_RESULT eng_fold_parse(struct eng_graph *g, struct eng_node *n)
 {
     int64_t v = 0;
@@ -153,6 +169,9 @@ VEIL_RESULT eng_fold_parse(struct eng_graph *g, struct eng_node *n)
     case OP_GATHERELEMENTS: return n->op == OP_GATHERELEMENTS ? eng_attr_int(n, "axis", 0, &n->axis) : VEIL_RESULT_OK;
     case OP_SCATTERND: return eng_attr_string_is(n, "reduction", "none");
     case OP_TRILU: return eng_attr_int(n, "upper", 1, &n->axis); /* axis holds "upper" */
+    case OP_TILE: return VEIL_RESULT_OK;
+    case OP_DEPTHTOSPACE:
+    case OP_SPACETODEPTH: return block_parse(n);
     default: VEIL_BAIL(VEIL_ERR_INTERNAL, "not a folded operator");
     }
 }
@@ -826,6 +845,78 @@ static VEIL_RESULT gather_shape(struct eng_graph *g, struct eng_node *n, struct 
     return VEIL_RESULT_OK;
 }
 
+/* Tile: the copy runs over [r0, d0, r1, d1, ...], reading the input with stride 0 along each repeat:
+ * out[rep * d + j] = x[j]. A repeat of 1 adds no dim, a repeated axis of size 1 only its repeat, and an axis
+ * contiguous with the one before merges into it, so a 4-D Tile fits the kernel's 6 dims in the common cases. */
+static VEIL_RESULT tile_shape(struct eng_graph *g, struct eng_node *n, struct eng_shape *out, struct eng_kernel *k)
+{
+    const struct eng_value *x = &g->values[n->inputs[0]];
+    int64_t reps[2 * ENG_RANK], st[ENG_RANK];
+    uint32_t count = 0;
+    char label[160];
+    eng_node_label(n, label, sizeof label);
+    VEIL_GUARD(int_list(g, n, 1, reps, &count));
+    VEIL_ENSURE(count == x->shape.rank, VEIL_ERR_ONNX, "%s: %" PRIu32 " repeats for a %" PRIu32 "-D input", label,
+                count, x->shape.rank);
+    size_t xs[ENG_RANK];
+    strides_of(&x->shape, xs);
+    struct eng_shape it = {.rank = 0};
+    *out = x->shape;
+    for (uint32_t i = 0; i < count; i++) {
+        int64_t d = x->shape.dims[i], r = reps[i], stride = (int64_t)xs[i];
+        VEIL_ENSURE(r >= 0 && (d == 0 || r <= INT32_MAX / d), VEIL_ERR_ONNX, "%s: repeat %" PRId64 " is negative or "
+                    "too large", label, r);
+        out->dims[i] = d * r;
+        uint32_t need = (uint32_t)(r != 1) + (uint32_t)!(d == 1 && r != 1);
+        int merge = r == 1 && it.rank > 0 && st[it.rank - 1] != 0 && st[it.rank - 1] == stride * d;
+        VEIL_ENSURE(merge || it.rank + need <= ENG_RANK, VEIL_ERR_UNSUPPORTED, "%s: this %" PRIu32 "-D Tile needs "
+                    "more than %u dims to copy (an axis and its repeat count as two)", label, count, ENG_RANK);
+        if (r != 1) {
+            it.dims[it.rank] = r;
+            st[it.rank++] = 0;
+        }
+        if (merge) {
+            it.dims[it.rank - 1] *= d;
+            st[it.rank - 1] = stride;
+        } else if (!(d == 1 && r != 1)) {
+            it.dims[it.rank] = d;
+            st[it.rank++] = stride;
+        }
+    }
+    copy_kernel(k, &it);
+    memcpy(k->strides[0], st, it.rank * sizeof st[0]);
+    return VEIL_RESULT_OK;
+}
+
+/* DepthToSpace and SpaceToDepth of [N, C, H, W] with block b: a copy over 6 dims in the output's order, reading the
+ * input with the strides the block layout gives (ONNX's reshape-transpose-reshape definitions). */
+static VEIL_RESULT block_shape(struct eng_graph *g, struct eng_node *n, struct eng_shape *out, struct eng_kernel *k)
+{
+    const struct eng_shape *x = &g->values[n->inputs[0]].shape;
+    char label[160];
+    eng_node_label(n, label, sizeof label);
+    VEIL_ENSURE(x->rank == 4, VEIL_ERR_ONNX, "%s: the input must be 4-D (N, C, H, W), not %" PRIu32 "-D", label,
+                x->rank);
+    int64_t b = n->axis, N = x->dims[0], C = x->dims[1], H = x->dims[2], W = x->dims[3], hw = H * W;
+    if (n->op == OP_DEPTHTOSPACE) {
+        VEIL_ENSURE(C % (b * b) == 0, VEIL_ERR_ONNX, "%s: %" PRId64 " channels do not divide into blocks of %" PRId64,
+                    label, C, b * b);
+        int64_t c = C / (b * b);
+        *out = (struct eng_shape){.rank = 4, .dims = {N, c, H * b, W * b}};
+        copy_kernel(k, &(struct eng_shape){.rank = 6, .dims = {N, c, H, b, W, b}});
+        int64_t dcr[6] = {C * hw, hw, W, b * c * hw, 1, c * hw}, crd[6] = {C * hw, b * b * hw, W, b * hw, 1, hw};
+        memcpy(k->strides[0], n->trans_a ? crd : dcr, sizeof dcr);
+        return VEIL_RESULT_OK;
+    }
+    VEIL_ENSURE(H % b == 0 && W % b == 0, VEIL_ERR_ONNX, "%s: %" PRId64 "x%" PRId64 " does not divide into blocks of %"
+                PRId64, label, H, W, b);
+    *out = (struct eng_shape){.rank = 4, .dims = {N, C * b * b, H / b, W / b}};
+    copy_kernel(k, &(struct eng_shape){.rank = 6, .dims = {N, b, b, C, H / b, W / b}});
+    int64_t st[6] = {C * hw, W, 1, hw, b * W, b};
+    memcpy(k->strides[0], st, sizeof st);
+    return VEIL_RESULT_OK;
+}
+
 VEIL_RESULT eng_fold_shape(struct eng_graph *g, struct eng_node *n, uint32_t output, struct eng_shape *out,
                            struct eng_kernel *k)
 {
@@ -838,6 +929,9 @@ VEIL_RESULT eng_fold_shape(struct eng_graph *g, struct eng_node *n, uint32_t out
     case OP_EXPAND: return expand_shape(g, n, out, k);
     case OP_SPLIT: return split_shape(g, n, output, out, k);
     case OP_GATHER: return gather_shape(g, n, out, k);
+    case OP_TILE: return tile_shape(g, n, out, k);
+    case OP_DEPTHTOSPACE:
+    case OP_SPACETODEPTH: return block_shape(g, n, out, k);
     case OP_CAST:
     case OP_TRANSPOSE: break;
     default: VEIL_BAIL(VEIL_ERR_INTERNAL, "not a shape operator");
@@ -981,10 +1075,11 @@ static VEIL_RESULT fold_strided(struct eng_graph *g, struct eng_node *n, uint32_
     VEIL_GUARD(eng_fold_shape(g, n, output, &s, &k));
     VEIL_GUARD(out_alloc(n, out, x->dtype, &s));
     size_t w = dtype_width(x->dtype), count = eng_shape_count(&s);
-    for (size_t i = 0; i < count; i++) {
+    VEIL_ENSURE(eng_shape_count(&k.out) == count, VEIL_ERR_INTERNAL, "a copy of the wrong size");
+    for (size_t i = 0; i < count; i++) { /* over the copy's dims (Tile's: more than the output's), row-major */
         int64_t c[ENG_RANK], at = k.offset[0];
-        unravel(&s, i, c);
-        for (uint32_t d = 0; d < s.rank; d++)
+        unravel(&k.out, i, c);
+        for (uint32_t d = 0; d < k.out.rank; d++)
             at += c[d] * k.strides[0][d];
         memcpy(out->owned + i * w, x->data + (size_t)at * w, w);
     }

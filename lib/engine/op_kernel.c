@@ -563,8 +563,10 @@ VEIL_RESULT eng_step_kernel(struct veil_engine *e, const struct eng_node *n, con
     size_t step = (size_t)(s - e->steps);
     for (uint32_t i = 0; i < count; i++)
         VEIL_GUARD(kernel_input(e, step, n, src[i], i));
+    /* the output's own shape: a copy may run over more dims than it has (Tile, DepthToSpace), in the same order */
+    const struct eng_shape *out = &e->g.values[output].shape;
     dnnl_memory_desc_t md;
-    VEIL_GUARD(eng_md_plain(&md, &k->out));
+    VEIL_GUARD(eng_md_plain(&md, eng_shape_count(out) == eng_shape_count(&k->out) ? out : &k->out));
     VEIL_GUARD(eng_value_set_md(e, output, &md));
     return eng_step_value(e, &e->steps[step], DNNL_ARG_DST, output, 1);
 }

@@ -123,6 +123,10 @@ static const struct eng_op_info op_table[OP_COUNT] = {
     [OP_INSTANCENORM] = {"InstanceNormalization", 3, 3, eng_instnorm_parse, eng_instnorm_infer, eng_instnorm_build,
         NULL},
     [OP_RESIZE] = {"Resize", 1, 4, eng_resize_parse, eng_resize_infer, eng_resize_build, NULL},
+    /* strided copies (op_shape.c kernel_output; fold.c eng_fold_shape gives each its copy's strides) */
+    [OP_TILE] = {"Tile", 2, 2, eng_fold_parse, eng_shape_op_infer, eng_expand_build, eng_fold_expand},
+    [OP_DEPTHTOSPACE] = {"DepthToSpace", 1, 1, eng_fold_parse, eng_shape_op_infer, eng_expand_build, eng_fold_expand},
+    [OP_SPACETODEPTH] = {"SpaceToDepth", 1, 1, eng_fold_parse, eng_shape_op_infer, eng_expand_build, eng_fold_expand},
     [OP_DROPOUT] = {"Dropout", 1, 3, eng_dropout_parse, eng_same_shape_infer, eng_view_build, eng_fold_identity},
 };
 

@@ -728,3 +728,55 @@ def test_pool_auto_pad(op: str, auto_pad: str) -> None:
     node = helper.make_node(op, ["x"], ["y"], auto_pad=auto_pad, kernel_shape=[3, 2], strides=[2, 2])
     model = _model([node], [_vi("x", [1, 3, 7, 8])], [_vi("y", None)])
     _check(model, {"x": _x(1, 3, 7, 8)})
+
+
+class _SuperResolution(torch.nn.Module):
+    """ESPCN-style super-resolution: PixelUnshuffle in, PixelShuffle out (SpaceToDepth and DepthToSpace, CRD), and a
+    repeat (Tile)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = torch.nn.Conv2d(12, 27, 3, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = torch.nn.functional.pixel_shuffle(torch.relu(self.conv(torch.nn.functional.pixel_unshuffle(x, 2))), 3)
+        return y + x.repeat(1, 1, 1, 1).mean(1, keepdim=True).repeat(1, 3, 3, 3)[:, :, :y.shape[2], :y.shape[3]]
+
+
+@pytest.mark.parametrize("dynamo", [False, True])
+def test_pixel_shuffle_and_repeat(dynamo: bool) -> None:
+    """PixelShuffle, PixelUnshuffle and Tensor.repeat were refused (DepthToSpace, SpaceToDepth, Tile); each runs as one
+    strided copy on the engine's kernel."""
+    torch.manual_seed(0)
+    _compare_export(_SuperResolution().eval(), torch.randn(2, 3, 8, 10), dynamo)
+
+
+@pytest.mark.parametrize("node,shape", [
+    (helper.make_node("DepthToSpace", ["x"], ["y"], blocksize=2, mode="DCR"), [2, 8, 3, 5]),
+    (helper.make_node("DepthToSpace", ["x"], ["y"], blocksize=3, mode="CRD"), [1, 18, 2, 3]),
+    (helper.make_node("SpaceToDepth", ["x"], ["y"], blocksize=2), [2, 3, 4, 6]),
+    (helper.make_node("Tile", ["x", "r"], ["y"]), [2, 3, 4]),
+    (helper.make_node("Tile", ["x", "r"], ["y"]), [2, 1, 3, 1, 5])])
+@pytest.mark.parametrize("constant", [False, True])
+def test_block_and_tile_copies(node, shape: list[int], constant: bool) -> None:  # noqa: ANN001
+    """Both DepthToSpace modes, SpaceToDepth and Tile against onnxruntime, on a computed tensor (a kernel step) and on
+    a constant (folded at load)."""
+    x = _x(*shape)
+    reps = [_const("r", np.array([2, 1, 3, 1, 4][:len(shape)] if len(shape) == 5 else [3, 1, 2][:len(shape)],
+                                 dtype=np.int64))]
+    src = [helper.make_node("Relu", ["x"], ["xr"])] if not constant else [helper.make_node("Identity", ["x"], ["xr"])]
+    node = helper.make_node(node.op_type, ["xr", *node.input[1:]], ["y"], **{a.name: helper.get_attribute_value(a)
+                                                                             for a in node.attribute})
+    nodes = [*src, node, helper.make_node("Add", ["y", "d"], ["z"])]
+    inits = reps + ([_const("x", x)] if constant else [])
+    inputs = [_vi("d", [1])] + ([] if constant else [_vi("x", shape)])
+    feeds = {"d": np.zeros(1, np.float32)} | ({} if constant else {"x": x})
+    _check(_model(nodes, inputs, [_vi("z", None)], inits), feeds)
+
+
+def test_tile_beyond_the_kernel_is_refused() -> None:
+    """A Tile whose axes and repeats need more than the kernel's 6 dims is refused at load, with the reason."""
+    node = helper.make_node("Tile", ["x", "r"], ["y"])
+    model = _model([node], [_vi("x", [2, 3, 4, 5])], [_vi("y", None)], [_const("r", np.full(4, 2, dtype=np.int64))])
+    with pytest.raises(veil.UnsupportedError, match="needs more than 6 dims to copy"):
+        veil.Engine.from_onnx(model)
