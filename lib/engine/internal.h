@@ -41,7 +41,7 @@ enum eng_op {
     /* more activations (eltwise chains, fused into a Conv before them like Relu) and element-wise operators */
     OP_LEAKYRELU, OP_ELU, OP_SELU, OP_CELU, OP_SOFTPLUS, OP_MISH, OP_ROUND,
     OP_LOG, OP_FLOOR, OP_CEIL, OP_SIGN, OP_SIN, OP_COS, OP_RECIPROCAL, OP_PRELU, OP_DROPOUT, OP_CUMSUM, OP_GATHERND, OP_LOGSOFTMAX, OP_REDUCEMIN, OP_INSTANCENORM, OP_RESIZE,
-    OP_CONVTRANSPOSE, OP_TILE, OP_DEPTHTOSPACE, OP_SPACETODEPTH,
+    OP_CONVTRANSPOSE, OP_TILE, OP_DEPTHTOSPACE, OP_SPACETODEPTH, OP_ARGMAX, OP_ARGMIN, OP_TOPK,
     OP_COUNT
 };
 
@@ -180,7 +180,8 @@ enum eng_kop {
     KOP_ADD, KOP_SUB, KOP_MUL, KOP_DIV, KOP_IDIV, KOP_POW, KOP_MAX, KOP_MIN, KOP_EQ, KOP_LT, KOP_GT, KOP_LE, KOP_GE,
     KOP_AND, KOP_OR, KOP_FMOD, KOP_IMOD, KOP_WHERE, KOP_COPY, KOP_NOT, KOP_ISNAN, KOP_ERF, KOP_TRUNC, KOP_BOOL,
     KOP_NEG, KOP_ABS, KOP_SQRT, KOP_TANH, KOP_EXP, KOP_FMODF, KOP_MODF, KOP_LOG, KOP_FLOOR, KOP_CEIL, KOP_SIGN, KOP_SIN,
-    KOP_COS, KOP_RECIPROCAL, KOP_PRELU, KOP_MAX3, KOP_MIN3, KOP_CUMSUM, KOP_INSTNORM, KOP_GATHER, KOP_PAD, KOP_QUANT
+    KOP_COS, KOP_RECIPROCAL, KOP_PRELU, KOP_MAX3, KOP_MIN3, KOP_CUMSUM, KOP_INSTNORM, KOP_GATHER, KOP_PAD, KOP_QUANT,
+    KOP_ARGMAX, KOP_TOPK
 };
 
 #define ENG_KERNEL_INPUTS 3u
@@ -195,6 +196,8 @@ struct eng_kernel {
     int64_t outer, dim, inner, count;             /* KOP_GATHER: data [outer, dim, inner], count indices;
                                                      KOP_CUMSUM: the input as [outer, dim, inner] */
     int exclusive, reverse;                       /* KOP_CUMSUM's attributes */
+    int select_min, select_last;                  /* KOP_ARGMAX, KOP_TOPK: the smallest; ties to the last index;
+                                                     KOP_TOPK: count = K, into values and indices (two outputs) */
     float eps;                                    /* KOP_INSTNORM: x [outer = N x C, inner], C = dim */
     struct eng_shape in;                          /* KOP_PAD: the input's (plain) shape */
     int64_t pad[ENG_RANK];                        /* KOP_PAD: pad_value before each dim; the output holds the rest */
@@ -398,6 +401,12 @@ VEIL_RESULT eng_resize_build(struct veil_engine *e, struct eng_node *n);
 VEIL_RESULT eng_instnorm_parse(struct eng_graph *g, struct eng_node *n);
 VEIL_RESULT eng_instnorm_infer(struct eng_graph *g, struct eng_node *n);
 VEIL_RESULT eng_instnorm_build(struct veil_engine *e, struct eng_node *n);
+VEIL_RESULT eng_select_parse(struct eng_graph *g, struct eng_node *n);
+VEIL_RESULT eng_select_infer(struct eng_graph *g, struct eng_node *n);
+VEIL_RESULT eng_select_build(struct veil_engine *e, struct eng_node *n);
+/* The kernels of ArgMax / ArgMin (out: the indices) and TopK (out: the values, then the indices). */
+void eng_run_argmax(const struct eng_kernel *k, const float *in, float *out);
+VEIL_RESULT eng_run_topk(const struct eng_kernel *k, const float *in, float *values, float *indices);
 VEIL_RESULT eng_noattr_parse(struct eng_graph *g, struct eng_node *n);
 VEIL_RESULT eng_constant_parse(struct eng_graph *g, struct eng_node *n);
 VEIL_RESULT eng_concat_parse(struct eng_graph *g, struct eng_node *n);
@@ -463,7 +472,10 @@ VEIL_RESULT eng_reduce_build(struct veil_engine *e, struct eng_node *n);
 /* op_kernel.c: the engine's own kernels, and the operators built on them or on reorders */
 VEIL_RESULT eng_step_kernel(struct veil_engine *e, const struct eng_node *n, const struct eng_kernel *k,
                             const int *inputs, int output);
-/* Runs a kernel step on its buffers; fails only on an out-of-range gather index. */
+/* The same, for a kernel writing two outputs of the same shape (TopK). */
+VEIL_RESULT eng_step_kernel2(struct veil_engine *e, const struct eng_node *n, const struct eng_kernel *k,
+                             const int *inputs, int output, int second);
+/* Runs a kernel step on its buffers; fails only on an out-of-range gather index or out of memory. */
 VEIL_RESULT eng_kernel_run(const struct eng_step *s, const struct eng_node *n);
 /* Per-input element strides of shape in broadcast (numpy rules) to out. */
 void eng_broadcast_strides(const struct eng_shape *in, const struct eng_shape *out, int64_t *strides);

@@ -73,7 +73,9 @@ double eng_kop_eval(enum eng_kop op, double a, double b, double c)
     case KOP_CUMSUM:
     case KOP_INSTNORM:
     case KOP_PAD:
-    case KOP_QUANT: break;
+    case KOP_QUANT:
+    case KOP_ARGMAX:
+    case KOP_TOPK: break;
     }
     return 0;
 }
@@ -372,7 +374,7 @@ VEIL_RESULT eng_kernel_run(const struct eng_step *s, const struct eng_node *n)
 {
     const struct eng_kernel *k = s->kernel;
     void *ptr[ENG_KERNEL_INPUTS + 1] = {0};
-    uint32_t count = k->op == KOP_GATHER ? 2 : k->inputs, outs = k->q_bytes == 2 ? 2 : 1;
+    uint32_t count = k->op == KOP_GATHER ? 2 : k->inputs, outs = k->q_bytes == 2 || k->op == KOP_TOPK ? 2 : 1;
     VEIL_ENSURE(s->arg_count == count + outs, VEIL_ERR_INTERNAL, "kernel step with %" PRIu32 " arguments",
                 s->arg_count);
     for (uint32_t i = 0; i < count + outs; i++)
@@ -388,6 +390,12 @@ VEIL_RESULT eng_kernel_run(const struct eng_step *s, const struct eng_node *n)
         run_cumsum(k, in[0], ptr[count]);
         return VEIL_RESULT_OK;
     }
+    if (k->op == KOP_ARGMAX) {
+        eng_run_argmax(k, in[0], ptr[count]);
+        return VEIL_RESULT_OK;
+    }
+    if (k->op == KOP_TOPK)
+        return eng_run_topk(k, in[0], ptr[count], ptr[count + 1]);
     if (k->op == KOP_INSTNORM) {
         run_instnorm(k, in[0], in[1], in[2], ptr[count]);
         return VEIL_RESULT_OK;
@@ -554,6 +562,12 @@ static VEIL_RESULT kernel_input(struct veil_engine *e, size_t step, const struct
 VEIL_RESULT eng_step_kernel(struct veil_engine *e, const struct eng_node *n, const struct eng_kernel *k,
                             const int *inputs, int output)
 {
+    return eng_step_kernel2(e, n, k, inputs, output, -1);
+}
+
+VEIL_RESULT eng_step_kernel2(struct veil_engine *e, const struct eng_node *n, const struct eng_kernel *k,
+                             const int *inputs, int output, int second)
+{
     uint32_t count = k->op == KOP_GATHER ? 2 : k->inputs;
     int src[ENG_KERNEL_INPUTS];
     for (uint32_t i = 0; i < count; i++)
@@ -568,7 +582,11 @@ VEIL_RESULT eng_step_kernel(struct veil_engine *e, const struct eng_node *n, con
     dnnl_memory_desc_t md;
     VEIL_GUARD(eng_md_plain(&md, eng_shape_count(out) == eng_shape_count(&k->out) ? out : &k->out));
     VEIL_GUARD(eng_value_set_md(e, output, &md));
-    return eng_step_value(e, &e->steps[step], DNNL_ARG_DST, output, 1);
+    VEIL_GUARD(eng_step_value(e, &e->steps[step], DNNL_ARG_DST, output, 1));
+    if (second < 0)
+        return VEIL_RESULT_OK;
+    VEIL_GUARD(eng_value_set_md(e, second, &md));
+    return eng_step_value(e, &e->steps[step], DNNL_ARG_DST + 1, second, 1);
 }
 
 static VEIL_RESULT kernel_elementwise(struct veil_engine *e, const struct eng_node *n)

@@ -127,6 +127,9 @@ static const struct eng_op_info op_table[OP_COUNT] = {
     [OP_TILE] = {"Tile", 2, 2, eng_fold_parse, eng_shape_op_infer, eng_expand_build, eng_fold_expand},
     [OP_DEPTHTOSPACE] = {"DepthToSpace", 1, 1, eng_fold_parse, eng_shape_op_infer, eng_expand_build, eng_fold_expand},
     [OP_SPACETODEPTH] = {"SpaceToDepth", 1, 1, eng_fold_parse, eng_shape_op_infer, eng_expand_build, eng_fold_expand},
+    [OP_ARGMAX] = {"ArgMax", 1, 1, eng_select_parse, eng_select_infer, eng_select_build, NULL},
+    [OP_ARGMIN] = {"ArgMin", 1, 1, eng_select_parse, eng_select_infer, eng_select_build, NULL},
+    [OP_TOPK] = {"TopK", 2, 2, eng_select_parse, eng_select_infer, eng_select_build, NULL},
     [OP_DROPOUT] = {"Dropout", 1, 3, eng_dropout_parse, eng_same_shape_infer, eng_view_build, eng_fold_identity},
 };
 

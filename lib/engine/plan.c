@@ -266,7 +266,7 @@ static int load_time_input(const struct eng_node *n, uint32_t i)
     switch (n->op) {
     case OP_RESIZE:
     case OP_RESHAPE: case OP_REDUCEMEAN: case OP_REDUCESUM: case OP_REDUCEMAX: case OP_REDUCEMIN: case OP_REDUCEL2:
-    case OP_SQUEEZE: case OP_UNSQUEEZE: case OP_SLICE: case OP_EXPAND: case OP_SPLIT:
+    case OP_SQUEEZE: case OP_UNSQUEEZE: case OP_SLICE: case OP_EXPAND: case OP_SPLIT: case OP_TILE: case OP_TOPK:
         return i > 0 && n->inputs[i] >= 0;
     default: return 0;
     }

@@ -780,3 +780,57 @@ def test_tile_beyond_the_kernel_is_refused() -> None:
     model = _model([node], [_vi("x", [2, 3, 4, 5])], [_vi("y", None)], [_const("r", np.full(4, 2, dtype=np.int64))])
     with pytest.raises(veil.UnsupportedError, match="needs more than 6 dims to copy"):
         veil.Engine.from_onnx(model)
+
+
+@pytest.mark.parametrize("op", ["ArgMax", "ArgMin"])
+@pytest.mark.parametrize("axis,keepdims,last", [(0, 1, 0), (1, 0, 0), (-1, 1, 1), (1, 0, 1)])
+def test_argmax_argmin(op: str, axis: int, keepdims: int, last: int) -> None:
+    """ArgMax and ArgMin (a classifier's predicted class) were refused. Against onnxruntime, on values with many ties
+    (a Relu's zeros, whole numbers), where select_last_index decides; indices come back exact as float32."""
+    node = helper.make_node(op, ["r"], ["i"], axis=axis, keepdims=keepdims, select_last_index=last)
+    model = _model([helper.make_node("Relu", ["x"], ["r"]), node], [_vi("x", [3, 4, 5])],
+                   [_vi("i", None, TensorProto.INT64)])
+    _check(model, {"x": np.round(_x(3, 4, 5))}, tol=0)
+
+
+@pytest.mark.parametrize("axis,largest,k", [(-1, 1, 5), (0, 0, 2), (1, 1, 7)])
+def test_topk(axis: int, largest: int, k: int) -> None:
+    """TopK (a top-5, a detector's or sampler's best K) was refused: values and indices, sorted, ties to the lower
+    index, largest or smallest, against onnxruntime."""
+    node = helper.make_node("TopK", ["r", "k"], ["v", "i"], axis=axis, largest=largest)
+    model = _model([helper.make_node("Relu", ["x"], ["r"]), node], [_vi("x", [6, 7, 40])],
+                   [_vi("v", None), _vi("i", None, TensorProto.INT64)], [_const("k", np.array([k], np.int64))])
+    _check(model, {"x": np.round(_x(6, 7, 40) * 3)}, tol=0)
+
+
+class _TopClasses(torch.nn.Module):
+    """A classifier's post-processing: its top-3 probabilities and classes, and its predicted class."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.body = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3), torch.nn.ReLU(), torch.nn.AdaptiveAvgPool2d(1),
+                                        torch.nn.Flatten(), torch.nn.Linear(8, 10))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        p = torch.softmax(self.body(x), -1)
+        top, cls = p.topk(3)
+        return torch.cat([top, cls.float(), p.argmax(-1, keepdim=True).float()], 1)
+
+
+@pytest.mark.parametrize("dynamo", [False, True])
+def test_topk_and_argmax_exported(dynamo: bool) -> None:
+    """Tensor.topk and Tensor.argmax as both PyTorch exporters write them, in a classifier's head."""
+    torch.manual_seed(0)
+    _compare_export(_TopClasses().eval(), torch.randn(4, 3, 9, 9), dynamo)
+
+
+def test_topk_refusals() -> None:
+    """A K computed at run time, and a K beyond the axis, are refused at load with the reason."""
+    node = helper.make_node("TopK", ["x", "k"], ["v", "i"])
+    outs = [_vi("v", None), _vi("i", None, TensorProto.INT64)]
+    computed = _model([node], [_vi("x", [2, 5]), _vi("k", [1], TensorProto.INT64)], outs)
+    with pytest.raises(veil.UnsupportedError, match="K must be a constant"):
+        veil.Engine.from_onnx(computed)
+    beyond = _model([node], [_vi("x", [2, 5])], outs, [_const("k", np.array([6], np.int64))])
+    with pytest.raises(veil.OnnxError, match=r"K = 6 is outside \[1, 5\]"):
+        veil.Engine.from_onnx(beyond)
