@@ -37,7 +37,8 @@ test-c:
 
 # veil-runtime's tests run twice: first against the ASan+UBSan build (a shorter soak; its leak check makes a clean
 # SIGTERM exit fail on any leak), then with every other Python test against the release build. ONNX's operator
-# cases, and the models that exercise the engine's graph rewrites (1-D convolutions, Resize, GroupNorm), also run
+# cases, the models that exercise the engine's graph rewrites (1-D convolutions, Resize, GroupNorm) and its newer
+# kernels and primitives (ConvTranspose, auto_pad, Tile, DepthToSpace, TopK, ArgMax), also run
 # in-process on the ASan+UBSan libveil (the sanitizer runtimes preloaded into Python; Python's own allocations are
 # not leak-checked).
 ASAN_PRELOAD = $(shell $(CC) -print-file-name=libasan.so):$(shell $(CC) -print-file-name=libubsan.so)
@@ -48,7 +49,9 @@ test-python:
 	@ASAN_OPTIONS=detect_leaks=0:abort_on_error=1 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
 	  LD_PRELOAD=$(ASAN_PRELOAD) VEIL_BIN=$(CURDIR)/build/asan/veil VEIL_LIBRARY=$(CURDIR)/build/asan/libveil.so \
 	  $(PY) -m pytest -q -p no:cacheprovider tests/python/test_onnx_conformance.py \
-	  tests/python/test_engine_transformers.py -k "conformance or onnx or conv1d or interpolate or group_norm"
+	  tests/python/test_engine_transformers.py \
+	  -k "conformance or onnx or conv1d or interpolate or group_norm or transpose or auto_pad or pixel or block_and \
+	  or tile or topk or argmax"
 	@VEIL_BIN=$(CURDIR)/build/release/veil VEIL_LIBRARY=$(CURDIR)/build/release/libveil.so \
 	  $(PY) -m pytest -q tests/python
 
