@@ -1036,7 +1036,12 @@ VEIL_RESULT eng_fold_elementwise(struct eng_graph *g, struct eng_node *n, struct
     const struct eng_value *lead = n->op == OP_WHERE ? in[1] : in[0];
     int ints = int_type(lead->dtype) && (n->input_count < 2 || int_type(in[n->input_count - 1]->dtype));
     enum eng_kop op = eng_node_kop(n);
-    VEIL_GUARD(out_alloc(n, out, dtype, &s));
+    /* as large as the largest operand (a weight's normalisation: weight_norm, weight standardisation); only
+     * broadcasting beyond every operand is capped */
+    uint64_t cap = ENG_MAX_FOLD_COUNT;
+    for (uint32_t i = 0; i < n->input_count; i++)
+        cap = eng_shape_count(&in[i]->shape) > cap ? eng_shape_count(&in[i]->shape) : cap;
+    VEIL_GUARD(out_alloc_width(n, out, dtype, &s, dtype_width(dtype), cap));
     int64_t st[ENG_KERNEL_INPUTS][ENG_RANK];
     for (uint32_t i = 0; i < n->input_count; i++)
         eng_broadcast_strides(&in[i]->shape, &s, st[i]);
@@ -1063,6 +1068,61 @@ VEIL_RESULT eng_fold_elementwise(struct eng_graph *g, struct eng_node *n, struct
         }
     }
     return VEIL_RESULT_OK;
+}
+
+/* A reduction of a constant (a weight's norm, for weight_norm), in double (int64 for integer Sum, Max and Min): over
+ * an empty set, Sum 0, Mean NaN, Max -inf, Min +inf. */
+VEIL_RESULT eng_fold_reduce(struct eng_graph *g, struct eng_node *n, struct eng_value *out)
+{
+    const struct eng_value *x = NULL;
+    VEIL_GUARD(const_in(g, n, 0, &x));
+    char label[160];
+    eng_node_label(n, label, sizeof label);
+    int ints = int_type(x->dtype) && x->dtype != VEIL_ONNX_BOOL;
+    VEIL_ENSURE(x->dtype == VEIL_ONNX_FLOAT || (ints && (n->op == OP_REDUCESUM || n->op == OP_REDUCEMAX ||
+                n->op == OP_REDUCEMIN)), VEIL_ERR_UNSUPPORTED, "%s: a constant of data type %" PRId32 " is not "
+                "reduced at load (FLOAT, and INT32 or INT64 for Sum, Max and Min, are)", label, x->dtype);
+    struct eng_shape kept, s;
+    VEIL_GUARD(eng_reduce_shapes(g, n, &kept, &s));
+    VEIL_GUARD(out_alloc_width(n, out, x->dtype, &s, dtype_width(x->dtype), eng_shape_count(&x->shape)));
+    size_t count = eng_shape_count(&kept), total = eng_shape_count(&x->shape), ks[ENG_RANK];
+    strides_of(&kept, ks);
+    double *acc = calloc(count ? count : 1, sizeof *acc);
+    int64_t *iacc = calloc(count ? count : 1, sizeof *iacc);
+    int64_t *seen = calloc(count ? count : 1, sizeof *seen);
+    struct veil_result r = VEIL_RESULT_OK;
+    if (acc == NULL || iacc == NULL || seen == NULL)
+        r = veil_error_raise(VEIL_ERR_NOMEM, __FILE__, __LINE__, "out of memory");
+    for (size_t i = 0; veil_ok(r) && i < total; i++) {
+        int64_t c[ENG_RANK];
+        unravel(&x->shape, i, c);
+        size_t at = 0;
+        for (uint32_t d = 0; d < kept.rank; d++)
+            at += kept.dims[d] == 1 ? 0 : (size_t)c[d] * ks[d];
+        double v = get_f(x, i);
+        int64_t iv = ints ? get_i(x, i) : 0, first = seen[at]++ == 0;
+        if (n->op == OP_REDUCEMAX || n->op == OP_REDUCEMIN) { /* a NaN wins, as in numpy */
+            int max = n->op == OP_REDUCEMAX;
+            if (first || (!isnan(acc[at]) && (isnan(v) || (max ? v > acc[at] : v < acc[at]))))
+                acc[at] = v;
+            if (first || (max ? iv > iacc[at] : iv < iacc[at]))
+                iacc[at] = iv;
+        } else {
+            acc[at] += n->op == OP_REDUCEL2 ? v * v : v;
+            iacc[at] = (int64_t)((uint64_t)iacc[at] + (uint64_t)iv);
+        }
+    }
+    for (size_t i = 0; veil_ok(r) && i < count; i++) {
+        double v = acc[i], empty = n->op == OP_REDUCEMAX ? -INFINITY : n->op == OP_REDUCEMIN ? INFINITY : 0.0;
+        v = seen[i] == 0 ? empty : n->op == OP_REDUCEMEAN ? v / (double)seen[i] : n->op == OP_REDUCEL2 ? sqrt(v) : v;
+        if (n->op == OP_REDUCEMEAN && seen[i] == 0)
+            v = NAN;
+        r = put(out->owned, x->dtype, i, iacc[i], v, !ints, label);
+    }
+    free(acc);
+    free(iacc);
+    free(seen);
+    return r;
 }
 
 /* Expand and Split of a constant: the strided copy the run-time kernel would do, on the constant's bytes. */

@@ -686,7 +686,18 @@ static VEIL_RESULT add_reshape(struct eng_graph *g, int x, int shape, int y)
 /* A Conv over [N, C, L] with constant weights [M, C / group, K] (Whisper's and wav2vec2's front ends), or a
  * ConvTranspose with weights [C, M / group, K] (vocoders' upsampling), runs as the 2-D one over [N, C, 1, L]:
  * Reshape(x, [0, 0, 1, -1]), the node on a 4-D view of the same weight bytes (a 1 before K), Reshape(y, [0, 0, -1]);
- * eng_conv_parse reads its 1-D attributes as the W half of 2-D ones. */
+ * eng_conv_parse reads its 1-D attributes as the W half of 2-D ones. Weights computed at load (weight_norm) are
+ * recognised by a one-value kernel_shape and reshaped by a Reshape node, folded with them. */
+/* How many values the node's kernel_shape attribute holds (0 when it has none): a Conv's spatial rank. */
+static VEIL_RESULT kernel_rank(struct eng_node *n, int *rank)
+{
+    int64_t v[VEIL_ENGINE_MAX_ATTR_INTS];
+    uint32_t count = 0;
+    VEIL_GUARD(eng_attr_ints(n, "kernel_shape", v, VEIL_ENGINE_MAX_ATTR_INTS, &count));
+    *rank = (int)count;
+    return VEIL_RESULT_OK;
+}
+
 static VEIL_RESULT expand_conv1d(struct eng_graph *g)
 {
     static const int64_t to4[4] = {0, 0, 1, -1}, to3[3] = {0, 0, -1};
@@ -697,19 +708,25 @@ static VEIL_RESULT expand_conv1d(struct eng_graph *g)
             n->inputs[0] < 0)
             continue;
         int x = n->inputs[0], w = n->inputs[1], y = n->outputs[0], s4 = -1, s3 = -1, x4 = -1, y4 = -1, w4 = -1;
-        if (g->values[w].kind != VAL_CONST || g->values[w].shape.rank != 3)
+        int given = g->values[w].kind == VAL_CONST, window = 0; /* else computed at load: weight_norm */
+        VEIL_GUARD(kernel_rank(&g->nodes[i], &window));
+        if (given ? g->values[w].shape.rank != 3 : window != 1)
             continue;
         VEIL_GUARD(int64_constant(g, to4, 4, &s4));
         VEIL_GUARD(int64_constant(g, to3, 3, &s3));
         VEIL_GUARD(new_value(g, &x4));
         VEIL_GUARD(new_value(g, &y4));
         VEIL_GUARD(new_value(g, &w4));
-        struct eng_value view = g->values[w]; /* the same bytes, not owned: the model's tensor stays the owner */
-        view.name = NULL;
-        view.owned = NULL;
-        view.shape = (struct eng_shape){.rank = 4, .dims = {view.shape.dims[0], view.shape.dims[1], 1,
-                                                            view.shape.dims[2]}};
-        g->values[w4] = view;
+        if (given) {
+            struct eng_value view = g->values[w]; /* the same bytes, not owned: the model's tensor stays the owner */
+            view.name = NULL;
+            view.owned = NULL;
+            view.shape = (struct eng_shape){.rank = 4, .dims = {view.shape.dims[0], view.shape.dims[1], 1,
+                                                                view.shape.dims[2]}};
+            g->values[w4] = view;
+        } else {
+            VEIL_GUARD(add_reshape(g, w, s4, w4)); /* folded once the weights are */
+        }
         g->values[y].kind = VAL_NONE; /* written by the second Reshape now */
         g->values[y].producer = -1;
         VEIL_GUARD(set_producer(g, y4, (int)i));

@@ -445,6 +445,7 @@ VEIL_RESULT eng_fold_scatter_nd(struct eng_graph *g, struct eng_node *n, struct 
 VEIL_RESULT eng_fold_trilu(struct eng_graph *g, struct eng_node *n, struct eng_value *out);
 VEIL_RESULT eng_fold_matmul(struct eng_graph *g, struct eng_node *n, struct eng_value *out);
 VEIL_RESULT eng_fold_activation(struct eng_graph *g, struct eng_node *n, struct eng_value *out);
+VEIL_RESULT eng_fold_reduce(struct eng_graph *g, struct eng_node *n, struct eng_value *out);
 VEIL_RESULT eng_fold_quantize(struct eng_graph *g, struct eng_node *n, struct eng_value *out);
 VEIL_RESULT eng_fold_dequantize(struct eng_graph *g, struct eng_node *n, struct eng_value *out);
 /* op_eltwise.c: QuantizeLinear and DequantizeLinear on computed tensors */
@@ -468,6 +469,9 @@ VEIL_RESULT eng_layernorm_build(struct veil_engine *e, struct eng_node *n);
 VEIL_RESULT eng_reduce_parse(struct eng_graph *g, struct eng_node *n);
 VEIL_RESULT eng_reduce_infer(struct eng_graph *g, struct eng_node *n);
 VEIL_RESULT eng_reduce_build(struct veil_engine *e, struct eng_node *n);
+/* The input's shape with the reduced dims set to 1 (kept), and the output's (kept, or without them). */
+VEIL_RESULT eng_reduce_shapes(const struct eng_graph *g, const struct eng_node *n, struct eng_shape *kept,
+                              struct eng_shape *out);
 
 /* op_kernel.c: the engine's own kernels, and the operators built on them or on reorders */
 VEIL_RESULT eng_step_kernel(struct veil_engine *e, const struct eng_node *n, const struct eng_kernel *k,

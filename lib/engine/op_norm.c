@@ -148,8 +148,8 @@ static VEIL_RESULT reduce_axes(const struct eng_graph *g, const struct eng_node 
     return VEIL_RESULT_OK;
 }
 
-static VEIL_RESULT reduce_shapes(const struct eng_graph *g, const struct eng_node *n, struct eng_shape *kept,
-                                 struct eng_shape *out)
+VEIL_RESULT eng_reduce_shapes(const struct eng_graph *g, const struct eng_node *n, struct eng_shape *kept,
+                              struct eng_shape *out)
 {
     const struct eng_shape *x = &g->values[n->inputs[0]].shape;
     int mark[ENG_RANK] = {0};
@@ -169,13 +169,13 @@ VEIL_RESULT eng_reduce_infer(struct eng_graph *g, struct eng_node *n)
     const struct eng_value *x = NULL;
     VEIL_GUARD(eng_input_act(g, n, 0, &x));
     struct eng_shape kept;
-    return reduce_shapes(g, n, &kept, &g->values[n->outputs[0]].shape);
+    return eng_reduce_shapes(g, n, &kept, &g->values[n->outputs[0]].shape);
 }
 
 VEIL_RESULT eng_reduce_build(struct veil_engine *e, struct eng_node *n)
 {
     struct eng_shape kept, out;
-    VEIL_GUARD(reduce_shapes(&e->g, n, &kept, &out));
+    VEIL_GUARD(eng_reduce_shapes(&e->g, n, &kept, &out));
     const struct eng_value *x = &e->g.values[n->inputs[0]];
     dnnl_memory_desc_t plain, kmd, omd;
     int src = -1, dst = -1;

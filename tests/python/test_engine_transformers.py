@@ -834,3 +834,50 @@ def test_topk_refusals() -> None:
     beyond = _model([node], [_vi("x", [2, 5])], outs, [_const("k", np.array([6], np.int64))])
     with pytest.raises(veil.OnnxError, match=r"K = 6 is outside \[1, 5\]"):
         veil.Engine.from_onnx(beyond)
+
+
+class _StandardisedConv(torch.nn.Conv2d):
+    """Weight standardisation (BiT, NFNets): the weights normalised by their own mean and variance in forward."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        w = self.weight
+        mean, var = w.mean(dim=(1, 2, 3), keepdim=True), w.var(dim=(1, 2, 3), keepdim=True, unbiased=False)
+        return torch.nn.functional.conv2d(x, (w - mean) / torch.sqrt(var + 1e-5), self.bias, self.stride, self.padding)
+
+
+def _weight_normed(name: str) -> tuple[torch.nn.Module, tuple[int, ...]]:
+    from torch.nn.utils import weight_norm as old_weight_norm
+    from torch.nn.utils.parametrizations import weight_norm
+
+    if name == "wav2vec2 positional conv":  # weight_norm over dim 2, groups
+        return weight_norm(torch.nn.Conv1d(32, 32, 16, padding=8, groups=4), dim=2), (2, 32, 40)
+    if name == "vocoder":  # HiFi-GAN: weight-normed Conv1d and ConvTranspose1d
+        return torch.nn.Sequential(weight_norm(torch.nn.Conv1d(8, 16, 7, padding=3)), torch.nn.LeakyReLU(0.1),
+                                   old_weight_norm(torch.nn.ConvTranspose1d(16, 8, 8, 4, 2))), (2, 8, 30)
+    if name == "large linear":  # 1.2 M weights: more than a fold may compute from nothing (ENG_MAX_FOLD_COUNT)
+        return weight_norm(torch.nn.Linear(1200, 1000)), (3, 1200)
+    return _StandardisedConv(3, 8, 3, padding=1), (2, 3, 10, 10)
+
+
+@pytest.mark.filterwarnings("ignore:`torch.nn.utils.weight_norm` is deprecated")
+@pytest.mark.parametrize("dynamo", [False, True])
+@pytest.mark.parametrize("name", ["wav2vec2 positional conv", "vocoder", "large linear", "standardised conv"])
+def test_weights_computed_at_load(name: str, dynamo: bool) -> None:
+    """Weights the graph computes from parameters (weight_norm's g * v / ||v||, weight standardisation) were refused:
+    ReduceL2 and ReduceMean had no fold rule, a 1-D Conv's computed weights were not recognised as 1-D, and a fold as
+    large as a Linear's weights was over the cap. They are now computed at load, once."""
+    torch.manual_seed(0)
+    model, shape = _weight_normed(name)
+    _compare_export(model.eval(), torch.randn(*shape), dynamo)
+
+
+@pytest.mark.parametrize("op", ["ReduceSum", "ReduceMean", "ReduceMax", "ReduceMin", "ReduceL2"])
+@pytest.mark.parametrize("keepdims", [0, 1])
+def test_reductions_folded_on_constants(op: str, keepdims: int) -> None:
+    """Reductions of a constant are evaluated at load (in double) and equal onnxruntime's at run time."""
+    node = helper.make_node(op, ["c", "axes"], ["r"], keepdims=keepdims)
+    add = helper.make_node("Add", ["x", "r"], ["y"])
+    c = _x(3, 4, 5)
+    model = _model([node, add], [_vi("x", [5])], [_vi("y", None)],
+                   [_const("c", c), _const("axes", np.array([0, 1], np.int64))], opset=18)
+    _check(model, {"x": _x(5)})
