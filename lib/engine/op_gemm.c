@@ -502,12 +502,12 @@ static VEIL_RESULT einsum_operand(struct veil_engine *e, int v, int trans, dnnl_
 
 VEIL_RESULT eng_einsum_build(struct veil_engine *e, struct eng_node *n)
 {
-    const struct eng_shape *out = &e->g.values[n->out].shape;
-    struct mm_build b = {.n = n, .rank = out->rank};
+    const struct eng_shape out = e->g.values[n->out].shape; /* a copy: the operands' views add values */
+    struct mm_build b = {.n = n, .rank = out.rank};
     int a = -1, w = -1;
     VEIL_GUARD(einsum_operand(e, n->inputs[0], n->trans_a, &b.src, &a));
     VEIL_GUARD(einsum_operand(e, n->inputs[1], n->trans_b, &b.wgt, &w));
-    VEIL_GUARD(eng_md_plain(&b.dst, out));
+    VEIL_GUARD(eng_md_plain(&b.dst, &out));
     n->alpha = 1.0f;
     return mm_finish(e, &b, a, w);
 }
@@ -519,18 +519,19 @@ VEIL_RESULT eng_matmul_build(struct veil_engine *e, struct eng_node *n)
     if (e->g.values[n->inputs[1]].kind == VAL_CONST && e->g.values[n->inputs[1]].shape.rank == 2 &&
         e->g.values[n->inputs[0]].shape.rank >= 3)
         return matmul_flat(e, n);
-    const struct eng_shape *out = &e->g.values[n->out].shape;
-    struct mm_build b = {.n = n, .rank = out->rank};
+    /* copies: the operands' reorders and views add values, which may move the array */
+    const struct eng_shape out = e->g.values[n->out].shape, bshape = e->g.values[n->inputs[1]].shape;
+    int b_const = e->g.values[n->inputs[1]].kind == VAL_CONST;
+    struct mm_build b = {.n = n, .rank = out.rank};
     int a = -1, w = -1;
-    VEIL_GUARD(mm_operand(e, n->inputs[0], out->rank, &b.src, &a));
-    VEIL_GUARD(eng_md_plain(&b.dst, out));
-    const struct eng_value *bv = &e->g.values[n->inputs[1]];
-    if (bv->kind != VAL_CONST)
-        VEIL_GUARD(mm_operand(e, n->inputs[1], out->rank, &b.wgt, &w));
-    if (bv->kind != VAL_CONST)
+    VEIL_GUARD(mm_operand(e, n->inputs[0], out.rank, &b.src, &a));
+    VEIL_GUARD(eng_md_plain(&b.dst, &out));
+    if (!b_const) {
+        VEIL_GUARD(mm_operand(e, n->inputs[1], out.rank, &b.wgt, &w));
         return mm_finish(e, &b, a, w);
+    }
     struct eng_shape padded;
-    pad_shape(&bv->shape, out->rank, &padded);
+    pad_shape(&bshape, out.rank, &padded);
     VEIL_GUARD(eng_md_plain(&b.w_user, &padded));
     dnnl_dims_t wd = {0};
     for (uint32_t i = 0; i < padded.rank; i++)

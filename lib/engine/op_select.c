@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /* ArgMax, ArgMin and TopK: selections along one axis, on the engine's kernels over the input as [outer, dim, inner]
- * (a classifier's predicted class, a detector's or sampler's best K).
+ * (a classifier's predicted class, a detector's or sampler's best K); and GatherElements on computed tensors
+ * (DeBERTa's relative positions: torch.gather).
  *
  * Indices are held as float32, like every integer the engine computes (exact below 2^24). Ties go to the lower
  * index (ArgMax's select_last_index to the higher one); TopK always returns its K sorted, largest first (smallest
@@ -93,6 +94,43 @@ VEIL_RESULT eng_select_build(struct veil_engine *e, struct eng_node *n)
     return eng_step_kernel2(e, n, &k, n->inputs, n->outputs[0], n->outputs[1]);
 }
 
+/* GatherElements: the indices' shape, each of its dims but the axis within the data's. */
+VEIL_RESULT eng_gather_elements_infer(struct eng_graph *g, struct eng_node *n)
+{
+    const struct eng_value *x = &g->values[n->inputs[0]], *idx = &g->values[n->inputs[1]];
+    char label[160];
+    eng_node_label(n, label, sizeof label);
+    VEIL_ENSURE(x->has_shape || x->kind == VAL_CONST, VEIL_ERR_INTERNAL, "%s: data without a shape", label);
+    VEIL_ENSURE(idx->has_shape || idx->kind == VAL_CONST, VEIL_ERR_INTERNAL, "%s: indices without a shape", label);
+    VEIL_ENSURE(idx->dtype == VEIL_ONNX_INT64 || idx->dtype == VEIL_ONNX_INT32, VEIL_ERR_ONNX, "%s: the indices must "
+                "be INT64 or INT32", label);
+    int64_t r = x->shape.rank, axis = n->axis < 0 ? n->axis + r : n->axis;
+    VEIL_ENSURE(r >= 1 && axis >= 0 && axis < r && idx->shape.rank == x->shape.rank, VEIL_ERR_ONNX, "%s: axis %"
+                PRId64 " or the indices' rank (%" PRIu32 ") does not fit the %" PRId64 "-D data", label, n->axis,
+                idx->shape.rank, r);
+    for (int64_t d = 0; d < r; d++)
+        VEIL_ENSURE(d == axis || idx->shape.dims[d] <= x->shape.dims[d], VEIL_ERR_ONNX, "%s: the indices are larger "
+                    "than the data along axis %" PRId64, label, d);
+    n->axis = axis;
+    g->values[n->outputs[0]].shape = idx->shape;
+    g->values[n->outputs[0]].dtype = x->dtype;
+    return VEIL_RESULT_OK;
+}
+
+VEIL_RESULT eng_gather_elements_build(struct veil_engine *e, struct eng_node *n)
+{
+    const struct eng_shape *x = &e->g.values[n->inputs[0]].shape;
+    struct eng_kernel k = {.op = KOP_GATHERELEMENTS, .inputs = 2, .out = e->g.values[n->inputs[1]].shape,
+                           .dim = x->dims[n->axis]};
+    int64_t m = 1;
+    for (uint32_t d = x->rank; d-- > 0;) {
+        k.strides[0][d] = d == n->axis ? 0 : m;
+        k.inner = d == n->axis ? m : k.inner;
+        m *= x->dims[d];
+    }
+    return eng_step_kernel(e, n, &k, n->inputs, n->out);
+}
+
 /* ---- kernels --------------------------------------------------------------------------------------------- */
 
 /* Whether a ranks before b: the larger (smaller with select_min) value, NaN above every number; ties by index. */
@@ -158,5 +196,32 @@ VEIL_RESULT eng_run_topk(const struct eng_kernel *k, const float *in, float *val
         free(best);
     }
     VEIL_ENSURE(!failed, VEIL_ERR_NOMEM, "TopK: out of memory");
+    return VEIL_RESULT_OK;
+}
+
+VEIL_RESULT eng_run_gather_elements(const struct eng_kernel *k, const float *data, const float *idx, float *out,
+                                    const struct eng_node *n)
+{
+    size_t total = eng_shape_count(&k->out);
+    uint32_t r = k->out.rank;
+    int64_t c[ENG_RANK] = {0};
+    for (size_t i = 0; i < total; i++) {
+        float f = idx[i];
+        if (!(f >= -(float)k->dim && f < (float)k->dim && floorf(f) == f)) { /* range first: no UB casting a NaN */
+            char label[160];
+            VEIL_BAIL(VEIL_ERR_ARG, "%s: index %g is out of range [-%" PRId64 ", %" PRId64 ")",
+                      eng_node_label(n, label, sizeof label), (double)f, k->dim, k->dim);
+        }
+        int64_t at = (int64_t)f;
+        at = (at < 0 ? at + k->dim : at) * k->inner;
+        for (uint32_t d = 0; d < r; d++)
+            at += c[d] * k->strides[0][d];
+        out[i] = data[at];
+        for (uint32_t d = r; d-- > 0;) { /* the next coordinate, row-major */
+            if (++c[d] < k->out.dims[d])
+                break;
+            c[d] = 0;
+        }
+    }
     return VEIL_RESULT_OK;
 }

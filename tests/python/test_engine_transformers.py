@@ -881,3 +881,65 @@ def test_reductions_folded_on_constants(op: str, keepdims: int) -> None:
     model = _model([node, add], [_vi("x", [5])], [_vi("y", None)],
                    [_const("c", c), _const("axes", np.array([0, 1], np.int64))], opset=18)
     _check(model, {"x": _x(5)})
+
+
+@pytest.mark.parametrize("axis", [0, 1, -1])
+@pytest.mark.parametrize("source", ["computed data", "computed indices", "both computed"])
+def test_gather_elements_at_run_time(axis: int, source: str) -> None:
+    """GatherElements (torch.gather) was evaluated only on constants; it now runs on a kernel with computed data,
+    computed indices or both, negative indices included, against onnxruntime."""
+    shape, ishape = [3, 4, 5], [3, 4, 5]
+    ishape[axis] = 6
+    data, idx = _x(*shape), RNG.integers(-shape[axis], shape[axis], ishape).astype(np.int64)
+    nodes = [helper.make_node("Relu", ["d"], ["dr"]), helper.make_node("Abs", ["i"], ["ia"]),
+             helper.make_node("Neg", ["ia"], ["in"]),
+             helper.make_node("GatherElements", ["dr" if source != "computed indices" else "d",
+                                                 "in" if source != "computed data" else "i"], ["y"], axis=axis)]
+    inputs, inits, feeds = [], [], {}
+    for name, array, dtype, computed in [("d", data, TensorProto.FLOAT, source != "computed indices"),
+                                         ("i", -np.abs(idx), TensorProto.INT64, source != "computed data")]:
+        if computed:
+            inputs.append(_vi(name, list(array.shape), dtype))
+            feeds[name] = array if name == "d" else np.abs(array)
+        else:
+            inits.append(_const(name, array))
+    if source == "computed indices":
+        nodes = nodes[1:]
+    elif source == "computed data":
+        nodes = [nodes[0], nodes[3]]
+    _check(_model(nodes, inputs, [_vi("y", None)], inits), feeds)
+
+
+def test_gather_elements_index_out_of_range_at_run_time() -> None:
+    """An index beyond the axis, given at run time, fails that run with the reason; the engine keeps serving."""
+    node = helper.make_node("GatherElements", ["d", "i"], ["y"], axis=1)
+    model = _model([helper.make_node("Relu", ["x"], ["d"]), node],
+                   [_vi("x", [2, 3]), _vi("i", [2, 2], TensorProto.INT64)], [_vi("y", None)])
+    with veil.Engine.from_onnx(model) as engine:
+        with pytest.raises(veil.ArgumentError, match=r"index 3 is out of range \[-3, 3\)"):
+            engine.run(feeds={"x": _x(2, 3), "i": np.array([[0, 3], [1, 2]], np.int64)})
+        got = engine.run(feeds={"x": np.ones((2, 3), np.float32), "i": np.array([[0, -1], [1, 2]], np.int64)})[0]
+    assert np.array_equal(got, np.ones((2, 2), np.float32))
+
+
+@pytest.mark.parametrize("dynamo", [False, True])
+def test_roberta_position_ids_from_the_padding(dynamo: bool) -> None:
+    """RoBERTa (and XLM-R, CamemBERT ...) derives its position ids from the input ids at run time (a cumulative sum of
+    the non-padding mask, gathered back): both exporters write a GatherElements of computed tensors there, which was
+    refused. Padded rows included, against onnxruntime and PyTorch."""
+    transformers = pytest.importorskip("transformers")
+    cfg = transformers.RobertaConfig(vocab_size=100, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                                     intermediate_size=64, max_position_embeddings=64, num_labels=3)
+    torch.manual_seed(0)
+    model = _Logits(transformers.RobertaForSequenceClassification(cfg)).eval()
+    ids = torch.randint(3, 100, (2, 7))
+    mask = torch.ones(2, 7, dtype=torch.long)
+    ids[1, 5:], mask[1, 5:] = cfg.pad_token_id, 0
+    buf = __import__("io").BytesIO()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(model, (ids, mask), buf, dynamo=dynamo, input_names=["input_ids", "attention_mask"],
+                          output_names=["logits"])
+    with torch.inference_mode():
+        want = model(ids, mask).numpy()
+    _compare_model(buf.getvalue(), {"input_ids": ids.numpy(), "attention_mask": mask.numpy()}, want)
