@@ -802,7 +802,8 @@ static VEIL_RESULT split_shape(struct eng_graph *g, struct eng_node *n, uint32_t
             start += sizes[i];
         total += sizes[i];
     }
-    VEIL_ENSURE(total == d, VEIL_ERR_ONNX, "%s: the splits add up to %" PRId64 ", the axis is %" PRId64, label, total, d);
+    VEIL_ENSURE(total == d, VEIL_ERR_ONNX, "%s: the splits add up to %" PRId64 ", the axis is %" PRId64, label, total,
+                d);
     struct eng_shape s = x->shape;
     s.dims[axis] = sizes[output];
     size_t xs[ENG_RANK];
@@ -945,8 +946,8 @@ VEIL_RESULT eng_fold_shape(struct eng_graph *g, struct eng_node *n, uint32_t out
         int seen[ENG_RANK] = {0};
         for (uint32_t i = 0; i < x->shape.rank; i++) {
             int64_t p = n->int_count ? n->ints[i] : (int64_t)(x->shape.rank - 1 - i);
-            VEIL_ENSURE(p >= 0 && p < (int64_t)x->shape.rank && !seen[p], VEIL_ERR_ONNX, "%s: perm is not a permutation",
-                        label);
+            VEIL_ENSURE(p >= 0 && p < (int64_t)x->shape.rank && !seen[p], VEIL_ERR_ONNX, "%s: perm is not a "
+                        "permutation", label);
             seen[p] = 1;
             out->dims[i] = x->shape.dims[p];
         }

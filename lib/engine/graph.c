@@ -643,8 +643,8 @@ static VEIL_RESULT check_values(const struct eng_graph *g)
     }
     for (size_t i = 0; i < g->output_count; i++) {
         const struct eng_value *v = &g->values[g->outputs[i]];
-        VEIL_ENSURE(v->kind == VAL_ACT, v->kind == VAL_NONE ? VEIL_ERR_ONNX : VEIL_ERR_UNSUPPORTED,
-                    "graph output '%s' is not computed by any node", v->name);
+        VEIL_ENSURE(v->kind != VAL_NONE, VEIL_ERR_ONNX, "graph output '%s' is no graph input, initializer or node "
+                    "output", v->name);
     }
     return VEIL_RESULT_OK;
 }

@@ -134,7 +134,8 @@ static VEIL_RESULT reduce_axes(const struct eng_graph *g, const struct eng_node 
     if (!n->has_ints && n->input_count > 1 && n->inputs[1] >= 0) {
         const struct eng_value *v = &g->values[n->inputs[1]];
         VEIL_ENSURE(v->kind == VAL_CONST && v->dtype == VEIL_ONNX_INT64 && v->shape.rank <= 1 &&
-                    v->size / 8 <= ENG_RANK, VEIL_ERR_UNSUPPORTED, "%s: axes must be a short constant INT64 list", label);
+                    v->size / 8 <= ENG_RANK, VEIL_ERR_UNSUPPORTED, "%s: axes must be a short constant INT64 list",
+                    label);
         count = (uint32_t)(v->size / 8);
         memcpy(axes, v->data, v->size);
     }

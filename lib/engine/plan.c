@@ -19,7 +19,10 @@
 
 const char *eng_node_label(const struct eng_node *n, char *buf, size_t size)
 {
-    snprintf(buf, size, "%s node '%.100s'", eng_op_name(n->op), n->name);
+    if (n == NULL) /* a step of the engine's own, for no node (a constant graph output's copy) */
+        snprintf(buf, size, "the engine");
+    else
+        snprintf(buf, size, "%s node '%.100s'", eng_op_name(n->op), n->name);
     return buf;
 }
 
@@ -315,9 +318,6 @@ static VEIL_RESULT infer_shapes(struct eng_graph *g)
         VEIL_GUARD(eng_shape_bytes(&out->shape, out->name, &size));
         out->has_shape = 1;
     }
-    for (size_t i = 0; i < g->output_count; i++)
-        VEIL_ENSURE(g->values[g->outputs[i]].kind == VAL_ACT, VEIL_ERR_UNSUPPORTED,
-                    "graph output '%s' is a constant", g->values[g->outputs[i]].name);
     return VEIL_RESULT_OK;
 }
 
@@ -780,8 +780,8 @@ static int int8_reader(const struct eng_graph *g, const struct eng_node *c, int 
 }
 
 /* A QuantizeLinear with its DequantizeLinear fused (elt_count 5), read by int8 Convs or MatMuls: it writes its
- * integers (u8 or s8) for them, and they read them with the scale and zero point, dequantizing in their output scales; other readers
- * (a residual Add) read the dequantized values as before. */
+ * integers (u8 or s8) for them, and they read them with the scale and zero point, dequantizing in their output
+ * scales; other readers (a residual Add) read the dequantized values as before. */
 static void mark_int8(struct eng_graph *g, struct eng_node *n)
 {
     int support = veil_engine_int8_support();

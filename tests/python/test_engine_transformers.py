@@ -943,3 +943,51 @@ def test_roberta_position_ids_from_the_padding(dynamo: bool) -> None:
     with torch.inference_mode():
         want = model(ids, mask).numpy()
     _compare_model(buf.getvalue(), {"input_ids": ids.numpy(), "attention_mask": mask.numpy()}, want)
+
+
+class _Detector(torch.nn.Module):
+    """A head returning its scores, its (constant) anchors scaled at export, and its input unchanged."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.head = torch.nn.Linear(4, 3)
+        self.register_buffer("anchors", torch.randn(5, 2))
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        return self.head(x), self.anchors * 2, x
+
+
+@pytest.mark.parametrize("dynamo", [False, True])
+def test_constant_and_passthrough_outputs(dynamo: bool) -> None:
+    """A graph output that is a constant (folded at load) or a graph input was refused ('not computed by any node').
+    Each is now copied out on every run, also from a sealed model whose load gives weights back as it goes (the
+    constant output's copy is made before any weight is released), and the outputs stay right on a second run."""
+    import io
+    import tempfile
+
+    model, x = _Detector().eval(), torch.randn(2, 4)
+    buf = io.BytesIO()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(model, (x,), buf, dynamo=dynamo, input_names=["x"],
+                          output_names=["scores", "anchors", "x_out"])
+    want = [t.detach().numpy() for t in model(x)]
+    key = veil.keygen()
+    with tempfile.TemporaryDirectory(prefix="veil-outputs-") as tmp:
+        sealed = os.path.join(tmp, "m.veil")
+        veil.seal_onnx(buf.getvalue(), sealed, model_id="outputs", key=key)
+        with veil.Engine.from_sealed(sealed, key=key, threads=THREADS) as engine:
+            for _ in range(2):
+                got = engine.run(x.numpy())
+                for g, w in zip(got, want):
+                    assert g.shape == w.shape and np.abs(g - w).max() <= 1e-5
+
+
+def test_initializer_as_output() -> None:
+    """An initializer named as a graph output (an INT64 one among them) comes out as float32, like every output."""
+    nodes = [helper.make_node("Relu", ["x"], ["y"])]
+    outs = [_vi("y", [2]), _vi("c", [3], TensorProto.INT64), _vi("w", [2, 2])]
+    inits = [_const("c", np.array([1, -2, 3], np.int64)), _const("w", np.full((2, 2), 0.5, np.float32))]
+    with veil.Engine.from_onnx(_model(nodes, [_vi("x", [2])], outs, inits)) as engine:
+        y, c, w = engine.run(np.array([1, -1], np.float32))
+    assert y.tolist() == [1, 0] and c.tolist() == [1, -2, 3] and w.tolist() == [[0.5, 0.5], [0.5, 0.5]]
