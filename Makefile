@@ -38,7 +38,8 @@ test-c:
 # veil-runtime's tests run twice: first against the ASan+UBSan build (a shorter soak; its leak check makes a clean
 # SIGTERM exit fail on any leak), then with every other Python test against the release build. ONNX's operator
 # cases, the models that exercise the engine's graph rewrites (1-D convolutions, Resize, GroupNorm) and its newer
-# kernels and primitives (ConvTranspose, auto_pad, Tile, DepthToSpace, TopK, ArgMax), also run
+# kernels, folds and primitives (ConvTranspose, auto_pad, Tile, DepthToSpace, TopK, ArgMax, GatherElements,
+# reductions of weights, constant outputs), also run
 # in-process on the ASan+UBSan libveil (the sanitizer runtimes preloaded into Python; Python's own allocations are
 # not leak-checked).
 ASAN_PRELOAD = $(shell $(CC) -print-file-name=libasan.so):$(shell $(CC) -print-file-name=libubsan.so)
@@ -51,7 +52,8 @@ test-python:
 	  $(PY) -m pytest -q -p no:cacheprovider tests/python/test_onnx_conformance.py \
 	  tests/python/test_engine_transformers.py \
 	  -k "conformance or onnx or conv1d or interpolate or group_norm or transpose or auto_pad or pixel or block_and \
-	  or tile or topk or argmax"
+	  or tile or topk or argmax or gather_elements or roberta or computed_at_load or folded_on or outputs \
+	  or as_output"
 	@VEIL_BIN=$(CURDIR)/build/release/veil VEIL_LIBRARY=$(CURDIR)/build/release/libveil.so \
 	  $(PY) -m pytest -q tests/python
 
