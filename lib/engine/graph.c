@@ -456,8 +456,13 @@ static VEIL_RESULT read_attr(struct eng_node *n, const struct veil_pb_field *f, 
 static VEIL_RESULT node_value(struct eng_graph *g, const struct veil_pb_field *f, const char *what, int output,
                               int *v)
 {
+    if (f->payload.size == 0 && output) { /* an omitted optional output: a value of its own, without a name */
+        VEIL_GUARD(new_value(g, v));
+        g->values[*v].name = calloc(1, 1);
+        VEIL_ENSURE(g->values[*v].name != NULL, VEIL_ERR_NOMEM, "out of memory");
+        return VEIL_RESULT_OK;
+    }
     if (f->payload.size == 0) {
-        VEIL_ENSURE(!output, VEIL_ERR_UNSUPPORTED, "%s: an omitted output is not supported", what);
         *v = -1;
         return VEIL_RESULT_OK;
     }
@@ -493,6 +498,8 @@ static VEIL_RESULT fill_node(struct eng_graph *g, int index, struct veil_cursor 
         }
     }
     struct eng_node *n = &g->nodes[index];
+    while (n->output_count > 1 && g->values[n->outputs[n->output_count - 1]].name[0] == '\0')
+        n->output_count--; /* trailing omitted outputs are not produced at all */
     for (uint32_t i = 0; i < n->output_count; i++)
         VEIL_GUARD(set_producer(g, n->outputs[i], index));
     return VEIL_RESULT_OK;

@@ -77,9 +77,9 @@ static VEIL_RESULT window_out(const struct eng_node *n, int64_t in, int64_t k, i
 }
 
 /* The output channels: a Conv's weights are [M, C / group, kH, kW], a ConvTranspose's [C, M / group, kH, kW]. */
-static int64_t conv_out_channels(const struct eng_node *n, const struct eng_value *w)
+static int64_t conv_out_channels(const struct eng_node *n, const struct eng_shape *w)
 {
-    return n->op == OP_CONVTRANSPOSE ? w->shape.dims[1] * n->conv.group : w->shape.dims[0];
+    return n->op == OP_CONVTRANSPOSE ? w->dims[1] * n->conv.group : w->dims[0];
 }
 
 static VEIL_RESULT conv_weights(const struct eng_graph *g, const struct eng_node *n, const struct eng_value *x,
@@ -94,7 +94,7 @@ static VEIL_RESULT conv_weights(const struct eng_graph *g, const struct eng_node
                 "%s: only 1-D and 2-D convolutions (3-D or 4-D input and weights) are supported", label);
     VEIL_ENSURE(v->shape.dims[0] > 0 && v->shape.dims[1] > 0 && v->shape.dims[2] > 0 && v->shape.dims[3] > 0,
                 VEIL_ERR_ONNX, "%s: the weights '%s' are empty", label, v->name);
-    int64_t group = n->conv.group, c = x->shape.dims[1], m = conv_out_channels(n, v);
+    int64_t group = n->conv.group, c = x->shape.dims[1], m = conv_out_channels(n, &v->shape);
     int64_t per_group = n->op == OP_CONVTRANSPOSE ? v->shape.dims[0] : v->shape.dims[1] * group;
     VEIL_ENSURE(c % group == 0 && m % group == 0 && per_group == c, VEIL_ERR_ONNX, "%s: weights %" PRId64 "x%"
                 PRId64 " do not fit %" PRId64 " input channels in %" PRId64 " groups", label, v->shape.dims[0],
@@ -166,7 +166,7 @@ VEIL_RESULT eng_conv_infer(struct eng_graph *g, struct eng_node *n)
                     "-D input", eng_node_label(n, label, sizeof label), g->values[view->inputs[0]].shape.rank);
     }
     VEIL_GUARD(conv_weights(g, n, x, &w));
-    int64_t m = conv_out_channels(n, w);
+    int64_t m = conv_out_channels(n, &w->shape);
     if (n->input_count > 2 && n->inputs[2] >= 0)
         VEIL_GUARD(check_vector(g, n, 2, m));
     struct eng_conv_params *p = &n->conv;
@@ -246,14 +246,15 @@ static VEIL_RESULT bn_affine(const struct eng_graph *g, const struct eng_node *b
 
 struct conv_build {
     struct eng_node *n;
-    const struct eng_value *x, *w;
+    struct eng_shape xs, ws;      /* copies of the input's and weights' shapes (steps add values, moving them) */
+    int x_is_input;               /* the input is a graph input */
     int64_t m, per_out;           /* output channels; weight elements per output channel */
     int has_bias;
     dnnl_memory_desc_t w_user, b_user;
     const float *out_scales;      /* int8: x_scale * w_scale[c], m of them; NULL for float */
     int src;                      /* the value read: the input, or (int8) the QuantizeLinear's integers */
     const float *bias_scales;     /* int8: what the float32 bias is divided by (oneDNN 2.x scales it with the sums) */
-    int dq;                       /* int8: the DequantizeLinear node of the weights (b->w may move: values grow) */
+    int dq;                       /* int8: the DequantizeLinear node of the weights */
     dnnl_data_type_t dst_type;    /* f32, or (int8 writing a QuantizeLinear's integers) u8 / s8 */
     int32_t dst_zp;
 };
@@ -278,7 +279,7 @@ static VEIL_RESULT conv_descs(struct veil_engine *e, struct conv_build *b, dnnl_
                               dnnl_primitive_desc_t *pd)
 {
     const struct eng_conv_params *p = &b->n->conv;
-    const struct eng_shape *ws = &b->w->shape, *xs = &b->x->shape, *ys = &e->g.values[b->n->out].shape;
+    const struct eng_shape *ws = &b->ws, *xs = &b->xs, *ys = &e->g.values[b->n->out].shape;
     int64_t g = p->group;
     dnnl_dims_t xd = {xs->dims[0], xs->dims[1], xs->dims[2], xs->dims[3]};
     dnnl_dims_t yd = {ys->dims[0], ys->dims[1], ys->dims[2], ys->dims[3]};
@@ -342,8 +343,8 @@ static VEIL_RESULT conv_fold(struct veil_engine *e, const struct conv_build *b, 
     if (b->n->bn >= 0)
         r = bn_affine(&e->g, &e->g.nodes[b->n->bn], m, scale, shift);
     /* the output channel of weight i: a Conv's are [M, k]; a ConvTranspose's [G, C / G, M / G, kernel] */
-    size_t kernel = (size_t)(b->w->shape.dims[2] * b->w->shape.dims[3]), per_group = m / (size_t)b->n->conv.group;
-    size_t group_size = (size_t)b->w->shape.dims[0] / (size_t)b->n->conv.group * per_group * kernel;
+    size_t kernel = (size_t)(b->ws.dims[2] * b->ws.dims[3]), per_group = m / (size_t)b->n->conv.group;
+    size_t group_size = (size_t)b->ws.dims[0] / (size_t)b->n->conv.group * per_group * kernel;
     for (size_t i = 0; veil_ok(r) && i < m * k; i++) {
         size_t c = b->n->op == OP_CONVTRANSPOSE ? i / group_size * per_group + i / kernel % per_group : i / k;
         w[i] = (float)((double)w0[i] * scale[c]);
@@ -437,8 +438,8 @@ static VEIL_RESULT conv_step(struct veil_engine *e, struct conv_build *b, const_
  * float32 98.0 % with every convolution in bf16, 98.25 % with these two kinds and the classifier in float32. */
 static int bf16_conv(const struct veil_engine *e, const struct conv_build *b)
 {
-    int depthwise = b->n->conv.group > 1 && b->n->conv.group == b->x->shape.dims[1];
-    return e->opts.precision == VEIL_ENGINE_BF16 && !depthwise && b->x->kind != VAL_INPUT;
+    int depthwise = b->n->conv.group > 1 && b->n->conv.group == b->xs.dims[1];
+    return e->opts.precision == VEIL_ENGINE_BF16 && !depthwise && !b->x_is_input;
 }
 
 /* x_scale * w_scale[c] for each output channel (one weight scale, or one per channel). */
@@ -489,13 +490,13 @@ static VEIL_RESULT conv_build_int8(struct veil_engine *e, struct conv_build *b)
 
 VEIL_RESULT eng_conv_build(struct veil_engine *e, struct eng_node *n)
 {
-    struct conv_build b = {.n = n, .x = &e->g.values[n->inputs[0]], .w = &e->g.values[n->inputs[1]],
-                           .src = n->inputs[0], .dst_type = dnnl_f32};
-    b.m = conv_out_channels(n, b.w);
-    b.per_out = (int64_t)eng_shape_count(&b.w->shape) / b.m;
+    const struct eng_value *x = &e->g.values[n->inputs[0]], *w = &e->g.values[n->inputs[1]];
+    struct conv_build b = {.n = n, .xs = x->shape, .ws = w->shape, .x_is_input = x->kind == VAL_INPUT,
+                           .src = n->inputs[0], .dst_type = dnnl_f32, .dq = w->dq_from - 1};
+    b.m = conv_out_channels(n, &b.ws);
+    b.per_out = (int64_t)eng_shape_count(&b.ws) / b.m;
     b.has_bias = n->bn >= 0 || (n->input_count > 2 && n->inputs[2] >= 0);
     if (n->int8) {
-        b.dq = b.w->dq_from - 1;
         return conv_build_int8(e, &b);
     }
     dnnl_primitive_desc_t pd = NULL;

@@ -449,21 +449,21 @@ VEIL_RESULT eng_gemm_build(struct veil_engine *e, struct eng_node *n)
  * on BERT's layers. */
 static VEIL_RESULT matmul_flat(struct veil_engine *e, struct eng_node *n)
 {
-    const struct eng_shape *as = &e->g.values[n->inputs[0]].shape;
-    const struct eng_value *bv = &e->g.values[n->inputs[1]];
-    int64_t k = bv->shape.dims[0], nn = bv->shape.dims[1], m = 1;
-    for (uint32_t i = 0; i + 1 < as->rank; i++)
-        m *= as->dims[i];
+    /* copies: the input's reorder and view add values, which may move the array */
+    const struct eng_shape as = e->g.values[n->inputs[0]].shape, bs = e->g.values[n->inputs[1]].shape;
+    int64_t k = bs.dims[0], nn = bs.dims[1], m = 1;
+    for (uint32_t i = 0; i + 1 < as.rank; i++)
+        m *= as.dims[i];
     struct eng_shape a2 = {.rank = 2, .dims = {m, k}}, o2 = {.rank = 2, .dims = {m, nn}};
     struct mm_build b = {.n = n, .rank = 2, .w_const = 1, .flat = 1};
     dnnl_memory_desc_t plain;
     int x = -1, a = -1;
-    VEIL_GUARD(eng_md_plain(&plain, as));
+    VEIL_GUARD(eng_md_plain(&plain, &as));
     VEIL_GUARD(eng_input_as(e, n->inputs[0], &plain, &x));
     VEIL_GUARD(eng_md_plain(&b.src, &a2));
     VEIL_GUARD(eng_view_value(e, x, &b.src, &a));
     VEIL_GUARD(eng_md_plain(&b.dst, &o2));
-    VEIL_GUARD(eng_md_plain(&b.w_user, &bv->shape));
+    VEIL_GUARD(eng_md_plain(&b.w_user, &bs));
     dnnl_dims_t wd = {k, nn}, bd = {1, nn};
     ENG_GUARD_DNNL(dnnl_memory_desc_init_by_tag(&b.wgt, 2, wd, dnnl_f32, dnnl_format_tag_any), n, "descriptor");
     b.has_bias = n->input_count > 2 && n->inputs[2] >= 0; /* a following Add of a bias, fused (plan.c) */
@@ -475,7 +475,7 @@ static VEIL_RESULT matmul_flat(struct veil_engine *e, struct eng_node *n)
 /* An Einsum operand in plain layout, or, transposed, a view of it with its last two dims and strides swapped. */
 static VEIL_RESULT einsum_operand(struct veil_engine *e, int v, int trans, dnnl_memory_desc_t *md, int *out)
 {
-    const struct eng_shape *s = &e->g.values[v].shape;
+    const struct eng_shape copy = e->g.values[v].shape, *s = &copy; /* the reorder below may move the values */
     dnnl_memory_desc_t plain;
     int x = -1;
     VEIL_GUARD(eng_md_plain(&plain, s));

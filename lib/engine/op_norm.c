@@ -177,17 +177,17 @@ VEIL_RESULT eng_reduce_build(struct veil_engine *e, struct eng_node *n)
 {
     struct eng_shape kept, out;
     VEIL_GUARD(eng_reduce_shapes(&e->g, n, &kept, &out));
-    const struct eng_value *x = &e->g.values[n->inputs[0]];
+    const struct eng_shape xs = e->g.values[n->inputs[0]].shape; /* a copy: the views below add values */
     dnnl_memory_desc_t plain, kmd, omd;
     int src = -1, dst = -1;
-    VEIL_GUARD(eng_md_plain(&plain, &x->shape));
+    VEIL_GUARD(eng_md_plain(&plain, &xs));
     VEIL_GUARD(eng_md_plain(&kmd, &kept));
     VEIL_GUARD(eng_md_plain(&omd, &out));
     VEIL_GUARD(eng_input_as(e, n->inputs[0], &plain, &src));
     VEIL_GUARD(eng_value_set_md(e, n->out, &omd));
     VEIL_GUARD(eng_view_value(e, n->out, &kmd, &dst));
     size_t step = 0;
-    if (x->shape.rank == kept.rank && memcmp(x->shape.dims, kept.dims, kept.rank * sizeof kept.dims[0]) == 0) {
+    if (xs.rank == kept.rank && memcmp(xs.dims, kept.dims, kept.rank * sizeof kept.dims[0]) == 0) {
         /* nothing to reduce (axes of size 1, or none with noop_with_empty_axes), which oneDNN refuses: a copy, or
          * |x| for ReduceL2 */
         dnnl_eltwise_desc_t copy;

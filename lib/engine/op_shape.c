@@ -31,19 +31,20 @@ VEIL_RESULT eng_shape_op_infer(struct eng_graph *g, struct eng_node *n)
 
 VEIL_RESULT eng_transpose_build(struct veil_engine *e, struct eng_node *n)
 {
-    const struct eng_value *x = &e->g.values[n->inputs[0]];
-    const struct eng_shape *out = &e->g.values[n->out].shape;
-    uint32_t r = x->shape.rank;
+    /* copies: the input's reorder and view add values, which may move the array */
+    const struct eng_shape xshape = e->g.values[n->inputs[0]].shape, oshape = e->g.values[n->out].shape;
+    const struct eng_shape *out = &oshape;
+    uint32_t r = xshape.rank;
     dnnl_memory_desc_t plain, view, dst;
     int src = -1;
-    VEIL_GUARD(eng_md_plain(&plain, &x->shape));
+    VEIL_GUARD(eng_md_plain(&plain, &xshape));
     VEIL_GUARD(eng_md_plain(&dst, out));
     VEIL_GUARD(eng_input_as(e, n->inputs[0], &plain, &src));
     dnnl_dims_t dims = {1}, strides = {1};
     int64_t xs[ENG_RANK], k = 1;
     for (uint32_t i = r; i-- > 0;) {
         xs[i] = k;
-        k *= x->shape.dims[i];
+        k *= xshape.dims[i];
     }
     for (uint32_t i = 0; i < r; i++) {
         int64_t p = n->int_count ? n->ints[i] : (int64_t)(r - 1 - i);

@@ -991,3 +991,41 @@ def test_initializer_as_output() -> None:
     with veil.Engine.from_onnx(_model(nodes, [_vi("x", [2])], outs, inits)) as engine:
         y, c, w = engine.run(np.array([1, -1], np.float32))
     assert y.tolist() == [1, 0] and c.tolist() == [1, -2, 3] and w.tolist() == [[0.5, 0.5], [0.5, 0.5]]
+
+
+def _growth_model(case: str, pad: int) -> tuple[bytes, dict[str, np.ndarray]]:
+    conv = {"pads": [1, 1, 1, 1], "kernel_shape": [3, 3]}
+    w, c16 = _const("w", np.full((16, 16, 3, 3), 0.01, np.float32)), np.linspace(0.5, 1.5, 16).astype(np.float32)
+    x4 = {"x": _x(1, 16, 6, 6)}
+    if case == "reduce":
+        nodes, inits, feeds = [helper.make_node("ReduceMean", ["x"], ["y"], axes=[1])], [], {"x": _x(2, 8)}
+    elif case == "matmul":
+        nodes, inits = [helper.make_node("MatMul", ["x", "b"], ["y"])], [_const("b", _x(4, 5))]
+        feeds = {"x": _x(2, 3, 4)}
+    elif case == "transpose":
+        nodes = [helper.make_node("Conv", ["x", "w"], ["c"], **conv),
+                 helper.make_node("Transpose", ["c"], ["y"], perm=[0, 2, 3, 1])]
+        inits, feeds = [w], x4
+    elif case == "conv_bn":
+        nodes = [helper.make_node("Conv", ["x", "w"], ["c"], **conv),
+                 helper.make_node("BatchNormalization", ["c", "g", "b", "m", "v"], ["y"])]
+        inits, feeds = [w] + [_const(n, c16) for n in "gbmv"], x4
+    else:  # a transposed Einsum operand, reordered from a convolution's layout
+        nodes = [helper.make_node("Conv", ["x", "w"], ["a"], **conv),
+                 helper.make_node("Conv", ["x", "w"], ["b"], **conv),
+                 helper.make_node("Einsum", ["a", "b"], ["y"], equation="bhik,bhjk->bhij")]
+        inits, feeds = [w], x4
+    inits += [_const(f"pad{i}", np.ones(1, np.float32)) for i in range(pad)]
+    inputs = [_vi(name, list(a.shape)) for name, a in feeds.items()]
+    return _model(nodes, inputs, [_vi("y", None)], inits, opset=13), feeds
+
+
+@pytest.mark.parametrize("case", ["reduce", "matmul", "transpose", "conv_bn", "einsum"])
+def test_values_array_growth_during_build(case: str) -> None:
+    """Building a node may add values (a reorder, a view), which moves the values array; five builders read a shape
+    through a pointer taken before (heap-use-after-free under ASan, found by an audit with models padded so the array
+    grows at that moment). Unused initializers shift the count across the array's growth points; every load must
+    give onnxruntime's answer. Meaningful under the ASan pass of make test, where a stale read aborts."""
+    for pad in range(40, 76):
+        model, feeds = _growth_model(case, pad)
+        _check(model, feeds)
