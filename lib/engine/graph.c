@@ -530,7 +530,7 @@ static VEIL_RESULT check_arity(const struct eng_node *n, const char *what)
                 "engine splits into 1 to %u (%s)", eng_node_label(n, label, sizeof label), n->output_count,
                 ENG_MAX_SPLIT, what);
     VEIL_ENSURE(n->output_count == 1 || n->op == OP_SPLIT || (n->output_count == 2 && (n->op == OP_DROPOUT ||
-                n->op == OP_TOPK)),
+                n->op == OP_TOPK || n->op == OP_GRU)) || (n->output_count <= 3 && n->op == OP_LSTM),
                 n->output_count > 1 ? VEIL_ERR_UNSUPPORTED : VEIL_ERR_ONNX, /* a Dropout's mask: eng_dropout_parse */
                 "%s has %" PRIu32 " outputs; the engine supports exactly one (%s)",
                 eng_node_label(n, label, sizeof label), n->output_count, what);

@@ -44,6 +44,7 @@ enum eng_op {
     OP_LOG, OP_FLOOR, OP_CEIL, OP_SIGN, OP_SIN, OP_COS, OP_RECIPROCAL, OP_PRELU, OP_DROPOUT, OP_CUMSUM, OP_GATHERND,
     OP_LOGSOFTMAX, OP_REDUCEMIN, OP_INSTANCENORM, OP_RESIZE,
     OP_CONVTRANSPOSE, OP_TILE, OP_DEPTHTOSPACE, OP_SPACETODEPTH, OP_ARGMAX, OP_ARGMIN, OP_TOPK,
+    OP_LSTM, OP_GRU,
     OP_COUNT
 };
 
@@ -403,6 +404,9 @@ VEIL_RESULT eng_resize_build(struct veil_engine *e, struct eng_node *n);
 VEIL_RESULT eng_instnorm_parse(struct eng_graph *g, struct eng_node *n);
 VEIL_RESULT eng_instnorm_infer(struct eng_graph *g, struct eng_node *n);
 VEIL_RESULT eng_instnorm_build(struct veil_engine *e, struct eng_node *n);
+VEIL_RESULT eng_rnn_parse(struct eng_graph *g, struct eng_node *n);
+VEIL_RESULT eng_rnn_infer(struct eng_graph *g, struct eng_node *n);
+VEIL_RESULT eng_rnn_build(struct veil_engine *e, struct eng_node *n);
 VEIL_RESULT eng_select_parse(struct eng_graph *g, struct eng_node *n);
 VEIL_RESULT eng_select_infer(struct eng_graph *g, struct eng_node *n);
 VEIL_RESULT eng_select_build(struct veil_engine *e, struct eng_node *n);

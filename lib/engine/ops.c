@@ -138,6 +138,8 @@ static const struct eng_op_info op_table[OP_COUNT] = {
     [OP_ARGMAX] = {"ArgMax", 1, 1, eng_select_parse, eng_select_infer, eng_select_build, NULL},
     [OP_ARGMIN] = {"ArgMin", 1, 1, eng_select_parse, eng_select_infer, eng_select_build, NULL},
     [OP_TOPK] = {"TopK", 2, 2, eng_select_parse, eng_select_infer, eng_select_build, NULL},
+    [OP_LSTM] = {"LSTM", 3, 8, eng_rnn_parse, eng_rnn_infer, eng_rnn_build, NULL},
+    [OP_GRU] = {"GRU", 3, 6, eng_rnn_parse, eng_rnn_infer, eng_rnn_build, NULL},
     [OP_DROPOUT] = {"Dropout", 1, 3, eng_dropout_parse, eng_same_shape_infer, eng_view_build, eng_fold_identity},
 };
 

@@ -1029,3 +1029,72 @@ def test_values_array_growth_during_build(case: str) -> None:
     for pad in range(40, 76):
         model, feeds = _growth_model(case, pad)
         _check(model, feeds)
+
+
+class _Recurrent(torch.nn.Module):
+    """An embedding-free sequence model: an LSTM or GRU, its sequence and final states all returned."""
+
+    def __init__(self, kind: str, **options: object) -> None:
+        super().__init__()
+        self.kind, self.rnn = kind, getattr(torch.nn, kind)(8, 16, **options)
+        self.batch_first = bool(options.get("batch_first"))
+        self.head = torch.nn.Linear(16 * (2 if options.get("bidirectional") else 1), 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y, state = self.rnn(x)
+        h = state[0] if self.kind == "LSTM" else state
+        y = y if self.batch_first else y.transpose(0, 1)
+        return torch.cat([self.head(y).flatten(1), h.transpose(0, 1).flatten(1)], 1)
+
+
+_RNNS = {
+    "lstm": ("LSTM", {}), "lstm bidirectional 2 layers": ("LSTM", {"bidirectional": True, "num_layers": 2}),
+    "lstm batch first": ("LSTM", {"batch_first": True}), "gru": ("GRU", {}),
+    "gru bidirectional 2 layers": ("GRU", {"bidirectional": True, "num_layers": 2}),
+}
+
+
+@pytest.mark.parametrize("dynamo", [False, True])
+@pytest.mark.parametrize("name", sorted(_RNNS))
+def test_lstm_and_gru_exported(name: str, dynamo: bool) -> None:
+    """nn.LSTM and nn.GRU (LSTM and GRU nodes; GRU with linear_before_reset=1) were refused as unsupported operators.
+    They run on oneDNN's RNN primitives, one node per layer and direction set, against onnxruntime and PyTorch."""
+    torch.manual_seed(0)
+    kind, options = _RNNS[name]
+    model = _Recurrent(kind, **options).eval()
+    _compare_export(model, torch.randn(2, 5, 8) if options.get("batch_first") else torch.randn(5, 2, 8), dynamo)
+
+
+@pytest.mark.parametrize("op,direction,lbr", [("GRU", "forward", 0), ("GRU", "reverse", 1),
+                                              ("GRU", "bidirectional", 0), ("LSTM", "reverse", 0),
+                                              ("LSTM", "bidirectional", 0)])
+def test_rnn_nodes_with_initial_states(op: str, direction: str, lbr: int) -> None:
+    """ONNX LSTM / GRU nodes with initial states given at run time, constant sequence_lens, and the GRU without
+    linear_before_reset (oneDNN's plain GRU), against onnxruntime."""
+    d, gates, h, t, b, i = 2 if direction == "bidirectional" else 1, 4 if op == "LSTM" else 3, 5, 4, 3, 6
+    attrs = {"hidden_size": h, "direction": direction} | ({"linear_before_reset": lbr} if op == "GRU" else {})
+    states = ["h0", "c0"] if op == "LSTM" else ["h0"]
+    outs = ["y", "yh", "yc"] if op == "LSTM" else ["y", "yh"]
+    node = helper.make_node(op, ["x", "w", "r", "b", "lens", *states], outs, **attrs)
+    inits = [_const("w", _x(d, gates * h, i)), _const("r", _x(d, gates * h, h)), _const("b", _x(d, 2 * gates * h)),
+             _const("lens", np.full(b, t, np.int32))]
+    feeds = {"x": _x(t, b, i)} | {s: _x(d, b, h) for s in states}
+    inputs = [_vi(name, list(a.shape)) for name, a in feeds.items()]
+    _check(_model([node], inputs, [_vi(o, None) for o in outs], inits), feeds)
+
+
+@pytest.mark.parametrize("attrs,inputs,why", [
+    ({"layout": 1}, 3, "layout 1"), ({"activations": ["Relu", "Tanh", "Tanh"]}, 3, "'activations' is not supported"),
+    ({"clip": 1.0}, 3, "'clip' is not supported"), ({}, 8, "peepholes"), ({}, 5, "sequence_lens must be a constant")])
+def test_rnn_refusals(attrs: dict, inputs: int, why: str) -> None:
+    """What the engine does not do is refused at load, by name: batch-first layout, other activations, clipping,
+    peepholes, and sequence lengths given at run time."""
+    h = 4
+    names = ["x", "w", "r", "b", "lens" if inputs == 5 else "", "", "", "p"][:inputs]
+    node = helper.make_node("LSTM", names, ["y"], hidden_size=h, **attrs)
+    inits = [_const("w", _x(1, 4 * h, 3)), _const("r", _x(1, 4 * h, h)), _const("b", _x(1, 8 * h)),
+             _const("p", _x(1, 3 * h))]
+    graph_inputs = [_vi("x", [2, 1, 3])] + ([_vi("lens", [1], TensorProto.INT32)] if inputs == 5 else [])
+    model = _model([node], graph_inputs, [_vi("y", None)], inits[:3] + (inits[3:] if inputs == 8 else []))
+    with pytest.raises(veil.VeilError, match=why):
+        veil.Engine.from_onnx(model)
