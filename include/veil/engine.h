@@ -168,7 +168,8 @@ VEIL_API uint32_t veil_engine_output_symbolic(const veil_engine *engine, size_t 
 
 /* The ONNX data type (TensorProto.DataType: 1 float32, 6 int32, 7 int64, 9 bool) of graph input index, which
  * veil_engine_run reads from the caller's buffer (its size counts elements of that type); 0 for a bad index.
- * Outputs are always float32. Integer inputs (token ids, masks, positions) must lie within +-2^24. */
+ * Outputs are always float32. Integer inputs (token ids, masks, positions) must lie within +-2^24, and so must the
+ * integers the graph computes from them: veil_engine_run fails with VEIL_ERR_ARG when one reaches 2^24. */
 VEIL_API int32_t veil_engine_input_dtype(const veil_engine *engine, size_t index);
 
 /* How many of the engine's convolutions and matrix products run on oneDNN's int8 kernels (an int8 QDQ model's,

@@ -341,6 +341,21 @@ static VEIL_RESULT build_inputs(struct veil_engine *e)
     return VEIL_RESULT_OK;
 }
 
+/* Integer tensors computed at run time are held as float32, exact while below 2^24 in magnitude. Arithmetic that can
+ * leave that range (sums, products, casts from float) is checked after it runs (check_integers). */
+static int grows_integers(const struct veil_engine *e, const struct eng_node *n)
+{
+    int32_t t = e->g.values[n->out].dtype;
+    if (t != VEIL_ONNX_INT64 && t != VEIL_ONNX_INT32)
+        return 0;
+    switch (n->op) {
+    case OP_ADD: case OP_SUB: case OP_MUL: case OP_DIV: case OP_POW: case OP_CUMSUM: case OP_REDUCESUM:
+    case OP_MATMUL: case OP_GEMM: case OP_EINSUM: case OP_CAST: case OP_CASTLIKE: case OP_ABS: case OP_NEG:
+        return 1;
+    default: return 0;
+    }
+}
+
 /* In a load that consumes the model, each weight is given back after the last node that reads it (release.c). */
 static VEIL_RESULT build_nodes(struct veil_engine *e)
 {
@@ -348,8 +363,11 @@ static VEIL_RESULT build_nodes(struct veil_engine *e)
         eng_release_after(e, -1);
     for (size_t i = 0; i < e->g.node_count; i++) {
         struct eng_node *n = &e->g.nodes[e->g.order[i]];
+        size_t before = e->step_count;
         if (!n->dead)
             VEIL_GUARD(eng_op_info(n->op)->build(e, n));
+        if (!n->dead && e->step_count > before && grows_integers(e, n))
+            e->steps[e->step_count - 1].int_check = n->out + 1;
         if (e->releasing != NULL)
             eng_release_after(e, (int64_t)i);
     }
@@ -606,6 +624,29 @@ static VEIL_RESULT release_inputs(struct veil_engine *e)
     return VEIL_RESULT_OK;
 }
 
+/* A step's integer results must stay below 2^24 in magnitude, where float32 holds every integer: a larger one may
+ * already be rounded (2^24 + 1 is not a float32), so the run is refused rather than computed wrong. */
+static VEIL_RESULT check_integers(struct veil_engine *e, const struct eng_step *s, const struct eng_node *n)
+{
+    ENG_GUARD_DNNL(dnnl_stream_wait(e->stream), n, "stream wait");
+    int root = eng_value_root(&e->g, s->int_check - 1);
+    for (uint32_t k = 0; k < s->arg_count; k++) {
+        const struct eng_arg *a = &s->args[k];
+        if (a->kind != ARG_VALUE || !a->writes || eng_value_root(&e->g, a->value) != root)
+            continue;
+        const float *v = (const float *)(const void *)(e->arena.data + e->g.values[root].offset);
+        size_t count = dnnl_memory_desc_get_size(&a->md) / sizeof(float);
+        for (size_t i = 0; i < count; i++) {
+            char label[160];
+            VEIL_ENSURE(fabsf(v[i]) < 16777216.0f, VEIL_ERR_ARG, "%s: an integer result of about %.0f is beyond "
+                        "2^24; the engine holds computed integers as float32, exact only below that, so this run is "
+                        "refused",
+                        n != NULL ? eng_node_label(n, label, sizeof label) : "the engine", (double)v[i]);
+        }
+    }
+    return VEIL_RESULT_OK;
+}
+
 static VEIL_RESULT run_steps(struct veil_engine *e)
 {
     for (size_t i = 0; i < e->step_count; i++) {
@@ -614,9 +655,11 @@ static VEIL_RESULT run_steps(struct veil_engine *e)
         if (s->kernel != NULL) {
             ENG_GUARD_DNNL(dnnl_stream_wait(e->stream), n, "stream wait");
             VEIL_GUARD(eng_kernel_run(s, n));
-            continue;
+        } else {
+            ENG_GUARD_DNNL(dnnl_primitive_execute(s->prim, e->stream, (int)s->arg_count, s->exec), n, "execution");
         }
-        ENG_GUARD_DNNL(dnnl_primitive_execute(s->prim, e->stream, (int)s->arg_count, s->exec), n, "execution");
+        if (s->int_check)
+            VEIL_GUARD(check_integers(e, s, n));
     }
     ENG_GUARD_DNNL(dnnl_stream_wait(e->stream), NULL, "stream wait");
     return VEIL_RESULT_OK;

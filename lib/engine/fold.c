@@ -156,6 +156,7 @@ VEIL_RESULT eng_fold_parse(struct eng_graph *g, struct eng_node *n)
     case OP_TRANSPOSE: return attr_list(n, "perm");
     case OP_CONSTANTOFSHAPE: return fill_parse(n);
     case OP_SLICE: return VEIL_RESULT_OK; /* opset >= 10: everything is an input; older attributes are refused */
+    case OP_CASTLIKE: return eng_attr_int(n, "saturate", 1, &n->fill_i); /* the type: eng_castlike_type */
     case OP_CAST:
         VEIL_GUARD(eng_attr_int(n, "to", 0, &v));
         VEIL_GUARD(eng_attr_int(n, "saturate", 1, &n->fill_i)); /* read, and ignored: it only affects float8 */
@@ -532,10 +533,22 @@ VEIL_RESULT eng_fold_concat(struct eng_graph *g, struct eng_node *n, struct eng_
     return VEIL_RESULT_OK;
 }
 
+/* CastLike: Cast to the second input's data type, known once its producer's shape rule ran. */
+VEIL_RESULT eng_castlike_type(const struct eng_graph *g, struct eng_node *n)
+{
+    n->dtype = g->values[n->inputs[1]].dtype;
+    char label[160];
+    VEIL_ENSURE(dtype_width(n->dtype) > 0, VEIL_ERR_UNSUPPORTED, "%s: casting to data type %" PRId32 " is not "
+                "supported (FLOAT, INT32, INT64 and BOOL are)", eng_node_label(n, label, sizeof label), n->dtype);
+    return VEIL_RESULT_OK;
+}
+
 VEIL_RESULT eng_fold_cast(struct eng_graph *g, struct eng_node *n, struct eng_value *out)
 {
     const struct eng_value *x = NULL;
     VEIL_GUARD(const_in(g, n, 0, &x));
+    if (n->op == OP_CASTLIKE)
+        VEIL_GUARD(eng_castlike_type(g, n));
     if (x->dtype == n->dtype) {
         out_view(out, x, &x->shape);
         return VEIL_RESULT_OK;
@@ -554,6 +567,8 @@ int eng_fold_ready(const struct eng_graph *g, const struct eng_node *n)
 {
     if (n->op == OP_SHAPE)
         return n->input_count == 1 && g->values[n->inputs[0]].has_shape;
+    if (n->op == OP_CASTLIKE) /* the second input gives only its type */
+        return g->values[n->inputs[0]].kind == VAL_CONST;
     int constant = n->input_count > 0;
     for (uint32_t k = 0; k < n->input_count; k++)
         constant &= n->inputs[k] < 0 || g->values[n->inputs[k]].kind == VAL_CONST;
@@ -933,6 +948,7 @@ VEIL_RESULT eng_fold_shape(struct eng_graph *g, struct eng_node *n, uint32_t out
     case OP_TILE: return tile_shape(g, n, out, k);
     case OP_DEPTHTOSPACE:
     case OP_SPACETODEPTH: return block_shape(g, n, out, k);
+    case OP_CASTLIKE: VEIL_GUARD(eng_castlike_type(g, n)); break;
     case OP_CAST:
     case OP_TRANSPOSE: break;
     default: VEIL_BAIL(VEIL_ERR_INTERNAL, "not a shape operator");

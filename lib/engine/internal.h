@@ -44,7 +44,7 @@ enum eng_op {
     OP_LOG, OP_FLOOR, OP_CEIL, OP_SIGN, OP_SIN, OP_COS, OP_RECIPROCAL, OP_PRELU, OP_DROPOUT, OP_CUMSUM, OP_GATHERND,
     OP_LOGSOFTMAX, OP_REDUCEMIN, OP_INSTANCENORM, OP_RESIZE,
     OP_CONVTRANSPOSE, OP_TILE, OP_DEPTHTOSPACE, OP_SPACETODEPTH, OP_ARGMAX, OP_ARGMIN, OP_TOPK,
-    OP_LSTM, OP_GRU,
+    OP_LSTM, OP_GRU, OP_CASTLIKE,
     OP_COUNT
 };
 
@@ -184,7 +184,7 @@ enum eng_kop {
     KOP_AND, KOP_OR, KOP_FMOD, KOP_IMOD, KOP_WHERE, KOP_COPY, KOP_NOT, KOP_ISNAN, KOP_ERF, KOP_TRUNC, KOP_BOOL,
     KOP_NEG, KOP_ABS, KOP_SQRT, KOP_TANH, KOP_EXP, KOP_FMODF, KOP_MODF, KOP_LOG, KOP_FLOOR, KOP_CEIL, KOP_SIGN, KOP_SIN,
     KOP_COS, KOP_RECIPROCAL, KOP_PRELU, KOP_MAX3, KOP_MIN3, KOP_CUMSUM, KOP_INSTNORM, KOP_GATHER, KOP_PAD, KOP_QUANT,
-    KOP_ARGMAX, KOP_TOPK, KOP_GATHERELEMENTS
+    KOP_ARGMAX, KOP_TOPK, KOP_GATHERELEMENTS, KOP_REDUCE_EXTREME
 };
 
 #define ENG_KERNEL_INPUTS 3u
@@ -218,6 +218,8 @@ struct eng_step {
     struct eng_arg *args;
     uint32_t arg_count, arg_cap;
     int reads_sum;                  /* the value read in place by a sum post-op, -1 */
+    int int_check;                  /* value + 1 whose integers (of arithmetic) it writes: refuse a run where one
+                                       reaches 2^24 (exec.c check_integers); 0: none */
     dnnl_exec_arg_t *exec;          /* bound arguments, built once */
 };
 
@@ -414,6 +416,8 @@ VEIL_RESULT eng_gather_elements_infer(struct eng_graph *g, struct eng_node *n);
 VEIL_RESULT eng_gather_elements_build(struct veil_engine *e, struct eng_node *n);
 /* The kernels of ArgMax / ArgMin (out: the indices) and TopK (out: the values, then the indices). */
 void eng_run_argmax(const struct eng_kernel *k, const float *in, float *out);
+/* ReduceMax / ReduceMin (select_min) of k->in into k->out (the same rank, 1 along the reduced dims). */
+void eng_run_reduce_extreme(const struct eng_kernel *k, const float *in, float *out);
 VEIL_RESULT eng_run_topk(const struct eng_kernel *k, const float *in, float *values, float *indices);
 /* GatherElements: out (the indices' shape) from data; fails on an index out of range. */
 VEIL_RESULT eng_run_gather_elements(const struct eng_kernel *k, const float *data, const float *idx, float *out,
@@ -444,6 +448,7 @@ VEIL_RESULT eng_fold_slice(struct eng_graph *g, struct eng_node *n, struct eng_v
 VEIL_RESULT eng_fold_transpose(struct eng_graph *g, struct eng_node *n, struct eng_value *out);
 VEIL_RESULT eng_fold_concat(struct eng_graph *g, struct eng_node *n, struct eng_value *out);
 VEIL_RESULT eng_fold_cast(struct eng_graph *g, struct eng_node *n, struct eng_value *out);
+VEIL_RESULT eng_castlike_type(const struct eng_graph *g, struct eng_node *n);
 VEIL_RESULT eng_fold_elementwise(struct eng_graph *g, struct eng_node *n, struct eng_value *out);
 VEIL_RESULT eng_fold_expand(struct eng_graph *g, struct eng_node *n, struct eng_value *out);
 VEIL_RESULT eng_fold_flatten(struct eng_graph *g, struct eng_node *n, struct eng_value *out);

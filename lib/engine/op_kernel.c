@@ -76,7 +76,8 @@ double eng_kop_eval(enum eng_kop op, double a, double b, double c)
     case KOP_QUANT:
     case KOP_ARGMAX:
     case KOP_TOPK:
-    case KOP_GATHERELEMENTS: break;
+    case KOP_GATHERELEMENTS:
+    case KOP_REDUCE_EXTREME: break;
     }
     return 0;
 }
@@ -393,6 +394,10 @@ VEIL_RESULT eng_kernel_run(const struct eng_step *s, const struct eng_node *n)
     }
     if (k->op == KOP_ARGMAX) {
         eng_run_argmax(k, in[0], ptr[count]);
+        return VEIL_RESULT_OK;
+    }
+    if (k->op == KOP_REDUCE_EXTREME) {
+        eng_run_reduce_extreme(k, in[0], ptr[count]);
         return VEIL_RESULT_OK;
     }
     if (k->op == KOP_TOPK)

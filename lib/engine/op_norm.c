@@ -178,6 +178,11 @@ VEIL_RESULT eng_reduce_build(struct veil_engine *e, struct eng_node *n)
     struct eng_shape kept, out;
     VEIL_GUARD(eng_reduce_shapes(&e->g, n, &kept, &out));
     const struct eng_shape xs = e->g.values[n->inputs[0]].shape; /* a copy: the views below add values */
+    if (n->op == OP_REDUCEMAX || n->op == OP_REDUCEMIN) { /* the engine's kernel: -inf stays -inf (op_select.c) */
+        struct eng_kernel k = {.op = KOP_REDUCE_EXTREME, .inputs = 1, .in = xs, .out = kept,
+                               .select_min = n->op == OP_REDUCEMIN};
+        return eng_step_kernel(e, n, &k, n->inputs, n->out);
+    }
     dnnl_memory_desc_t plain, kmd, omd;
     int src = -1, dst = -1;
     VEIL_GUARD(eng_md_plain(&plain, &xs));

@@ -1,7 +1,8 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /* ArgMax, ArgMin and TopK: selections along one axis, on the engine's kernels over the input as [outer, dim, inner]
  * (a classifier's predicted class, a detector's or sampler's best K); and GatherElements on computed tensors
- * (DeBERTa's relative positions: torch.gather).
+ * (torch.gather), and ReduceMax / ReduceMin (oneDNN's reduction starts from -FLT_MAX: a row of -inf, an attention
+ * row masked whole, came out -3.4e38 and then NaN downstream).
  *
  * Indices are held as float32, like every integer the engine computes (exact below 2^24). Ties go to the lower
  * index (ArgMax's select_last_index to the higher one); TopK always returns its K sorted, largest first (smallest
@@ -224,4 +225,33 @@ VEIL_RESULT eng_run_gather_elements(const struct eng_kernel *k, const float *dat
         }
     }
     return VEIL_RESULT_OK;
+}
+
+/* One pass over the input in row-major order, each element folded into its output: the larger (smaller) one, a NaN
+ * sticking. An output's first element (its reduced coordinates all 0) comes before the rest of its group: it starts
+ * the fold. */
+void eng_run_reduce_extreme(const struct eng_kernel *k, const float *in, float *out)
+{
+    uint32_t r = k->in.rank;
+    int64_t c[ENG_RANK] = {0}, ostride[ENG_RANK], m = 1, at = 0, moved = 0; /* moved: reduced coordinates not 0 */
+    for (uint32_t d = r; d-- > 0;) {
+        ostride[d] = k->out.dims[d] == 1 ? 0 : m;
+        m *= k->out.dims[d];
+    }
+    size_t total = eng_shape_count(&k->in);
+    for (size_t i = 0; i < total; i++) {
+        float x = in[i], *o = &out[at];
+        if (moved == 0 || (!isnan(*o) && (isnan(x) || (k->select_min ? x < *o : x > *o))))
+            *o = x;
+        for (uint32_t d = r; d-- > 0;) { /* the next coordinate, and the output it folds into */
+            int reduced = k->out.dims[d] == 1 && k->in.dims[d] > 1;
+            at += ostride[d];
+            moved += reduced && c[d] == 0;
+            if (++c[d] < k->in.dims[d])
+                break;
+            at -= ostride[d] * c[d];
+            moved -= reduced;
+            c[d] = 0;
+        }
+    }
 }

@@ -19,7 +19,7 @@ VEIL_RESULT eng_shape_op_infer(struct eng_graph *g, struct eng_node *n)
         struct eng_kernel k;
         struct eng_value *out = &g->values[n->outputs[i]];
         VEIL_GUARD(eng_fold_shape(g, n, i, &out->shape, &k));
-        out->dtype = n->op == OP_CAST ? n->dtype : x->dtype;
+        out->dtype = n->op == OP_CAST || n->op == OP_CASTLIKE ? n->dtype : x->dtype;
         if (i > 0) {
             size_t size = 0;
             VEIL_GUARD(eng_shape_bytes(&out->shape, out->name, &size));
@@ -113,7 +113,7 @@ VEIL_RESULT eng_split_build(struct veil_engine *e, struct eng_node *n)
 VEIL_RESULT eng_cast_build(struct veil_engine *e, struct eng_node *n)
 {
     int32_t from = e->g.values[n->inputs[0]].dtype, to = n->dtype;
-    int same = n->op != OP_CAST || to == VEIL_ONNX_FLOAT || from == to ||
+    int same = (n->op != OP_CAST && n->op != OP_CASTLIKE) || to == VEIL_ONNX_FLOAT || from == to ||
                ((to == VEIL_ONNX_INT64 || to == VEIL_ONNX_INT32) && from != VEIL_ONNX_FLOAT);
     if (same)
         return eng_view_build(e, n);

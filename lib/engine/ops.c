@@ -47,6 +47,7 @@ static const struct eng_op_info op_table[OP_COUNT] = {
     [OP_SLICE] = {"Slice", 3, 5, eng_fold_parse, eng_shape_op_infer, eng_slice_build, eng_fold_slice},
     [OP_TRANSPOSE] = {"Transpose", 1, 1, eng_fold_parse, eng_shape_op_infer, eng_transpose_build, eng_fold_transpose},
     [OP_CAST] = {"Cast", 1, 1, eng_fold_parse, eng_shape_op_infer, eng_cast_build, eng_fold_cast},
+    [OP_CASTLIKE] = {"CastLike", 2, 2, eng_fold_parse, eng_shape_op_infer, eng_cast_build, eng_fold_cast},
     [OP_PAD] = {"Pad", 1, 4, eng_pad_parse, eng_pad_infer, eng_pad_build, NULL},
     [OP_LAYERNORM] = {"LayerNormalization", 2, 3, eng_layernorm_parse, eng_layernorm_infer, eng_layernorm_build, NULL},
     [OP_SUB] = {"Sub", 2, 2, eng_elementwise_parse, eng_elementwise_infer, eng_elementwise_build, eng_fold_elementwise},

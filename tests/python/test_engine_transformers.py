@@ -1098,3 +1098,62 @@ def test_rnn_refusals(attrs: dict, inputs: int, why: str) -> None:
     model = _model([node], graph_inputs, [_vi("y", None)], inits[:3] + (inits[3:] if inputs == 8 else []))
     with pytest.raises(veil.VeilError, match=why):
         veil.Engine.from_onnx(model)
+
+
+@pytest.mark.parametrize("case", ["float to int64", "int64 to float", "constant to a computed type", "to bool"])
+def test_castlike(case: str) -> None:
+    """CastLike (unoptimised dynamo exports) was refused: it is a Cast to its second input's type, on a computed
+    tensor (a kernel, or a view) or on a constant (folded at load; the second input may be computed)."""
+    x = _x(2, 3) * 4
+    if case == "float to int64":
+        nodes = [helper.make_node("CastLike", ["x", "like"], ["c"]), helper.make_node("Cast", ["c"], ["y"], to=1)]
+        inputs, inits, feeds = [_vi("x", [2, 3])], [_const("like", np.zeros(1, np.int64))], {"x": x}
+    elif case == "int64 to float":
+        nodes = [helper.make_node("CastLike", ["i", "like"], ["c"]), helper.make_node("Add", ["c", "c"], ["y"])]
+        inputs, inits = [_vi("i", [2, 3], TensorProto.INT64)], [_const("like", np.zeros(1, np.float32))]
+        feeds = {"i": np.arange(6, dtype=np.int64).reshape(2, 3)}
+    elif case == "constant to a computed type":
+        nodes = [helper.make_node("Relu", ["x"], ["r"]), helper.make_node("CastLike", ["k", "r"], ["c"]),
+                 helper.make_node("Add", ["r", "c"], ["y"])]
+        inputs, inits, feeds = [_vi("x", [2, 3])], [_const("k", np.arange(3, dtype=np.int64))], {"x": x}
+    else:
+        nodes = [helper.make_node("CastLike", ["x", "like"], ["c"]), helper.make_node("Cast", ["c"], ["y"], to=1)]
+        inputs, inits, feeds = [_vi("x", [2, 3])], [_const("like", np.zeros(1, bool))], {"x": np.round(x)}
+    _check(_model(nodes, inputs, [_vi("y", None)], inits, opset=15), feeds)
+
+
+@pytest.mark.parametrize("op", ["ReduceMax", "ReduceMin"])
+@pytest.mark.parametrize("axes,keepdims", [([1], 1), ([1, 2], 0), ([2], 0)])
+def test_reduce_max_of_infinities(op: str, axes: list[int], keepdims: int) -> None:
+    """ReduceMax of a row of -inf (an attention row masked whole) gave -3.4e38, not -inf: oneDNN's reduction starts
+    from the lowest finite float. It runs on the engine's kernel now; ONNX's attention cases with a fully masked row
+    gave NaN from it. Against onnxruntime, with infinities and ordinary values mixed."""
+    x = _x(3, 4, 5)
+    x[1] = -1.0  # Log(Relu(-1)) = Log(0) = -inf: a whole slice of -inf
+    sign = helper.make_node("Neg", ["l"], ["s"]) if op == "ReduceMin" else helper.make_node("Identity", ["l"], ["s"])
+    nodes = [helper.make_node("Relu", ["x"], ["r"]), helper.make_node("Log", ["r"], ["l"]), sign,
+             helper.make_node(op, ["s"], ["y"], axes=axes, keepdims=keepdims)]
+    model = _model(nodes, [_vi("x", [3, 4, 5])], [_vi("y", None)], opset=13)
+    want = ort.InferenceSession(model, providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+    with veil.Engine.from_onnx(model, threads=THREADS) as engine:
+        got = engine.run(x)[0]
+    assert np.isinf(want).any()
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)  # equal infinities compare equal
+
+
+def test_integers_beyond_float32_are_refused_at_run_time() -> None:
+    """Integer tensors computed at run time are held as float32, exact below 2^24. A product beyond it (a hash-bucket
+    id: ids * 31 + 17 mod 50) was silently wrong (an independent sweep: 12 of 48 embedding values); such a run is now
+    refused with the reason, a run within the range is exact, and the engine keeps serving."""
+    nodes = [helper.make_node("Mul", ["ids", "k31"], ["m"]), helper.make_node("Add", ["m", "k17"], ["a"]),
+             helper.make_node("Mod", ["a", "k50"], ["y"])]
+    inits = [_const("k31", np.array(31, np.int64)), _const("k17", np.array(17, np.int64)),
+             _const("k50", np.array(50, np.int64))]
+    model = _model(nodes, [_vi("ids", [4], TensorProto.INT64)], [_vi("y", None, TensorProto.INT64)], inits)
+    with veil.Engine.from_onnx(model) as engine:
+        small = np.array([12, 999, 54_321, 541_199], np.int64)  # results up to 16,777,186: below 2^24
+        assert engine.run(small)[0].tolist() == ((small * 31 + 17) % 50).tolist()
+        beyond = r"Mul node '': an integer result of about 309999\d\d is beyond 2\^24"
+        with pytest.raises(veil.ArgumentError, match=beyond):
+            engine.run(np.array([1, 2, 999_999, 3], np.int64))
+        assert engine.run(small)[0].tolist() == ((small * 31 + 17) % 50).tolist()
