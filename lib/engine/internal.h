@@ -117,6 +117,7 @@ struct eng_pool_params {
     int64_t kernel[2], strides[2], pads[4], dilations[2];
     int ceil_mode, count_include_pad;
     enum eng_auto_pad auto_pad;
+    int one_d;                      /* 1-D attributes: the pool runs over an [N, C, L, 1] view of a 3-D input */
 };
 
 struct eng_node {

@@ -1157,3 +1157,26 @@ def test_integers_beyond_float32_are_refused_at_run_time() -> None:
         with pytest.raises(veil.ArgumentError, match=beyond):
             engine.run(np.array([1, 2, 999_999, 3], np.int64))
         assert engine.run(small)[0].tolist() == ((small * 31 + 17) % 50).tolist()
+
+
+class _TokenPool(torch.nn.Module):
+    """Swin's classifier head: tokens [N, L, C] pooled over L (AdaptiveAvgPool1d: a GlobalAveragePool of a 3-D
+    tensor), after 1-D max and average pooling of a convolution's output."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = torch.nn.Conv1d(4, 8, 3)
+        self.max, self.avg = torch.nn.MaxPool1d(3, 2, 1), torch.nn.AvgPool1d(3, 1, 1, count_include_pad=False)
+        self.pool = torch.nn.AdaptiveAvgPool1d(1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.avg(self.max(torch.relu(self.conv(x))))
+        return torch.cat([self.pool(y).flatten(1), self.pool(y.transpose(1, 2)).flatten(1)], 1)
+
+
+@pytest.mark.parametrize("dynamo", [False, True])
+def test_one_dimensional_pooling(dynamo: bool) -> None:
+    """MaxPool, AveragePool and GlobalAveragePool of 3-D tensors (Swin's and FocalNet's heads, audio models) were
+    refused ('only 4-D inputs'); they run as 2-D pools over an [N, C, L, 1] view."""
+    torch.manual_seed(0)
+    _compare_export(_TokenPool().eval(), torch.randn(2, 4, 21), dynamo)
