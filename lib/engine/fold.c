@@ -653,7 +653,15 @@ VEIL_RESULT eng_fold_eval(struct eng_graph *g, struct eng_node *n)
 
 VEIL_RESULT eng_pad_parse(struct eng_graph *g, struct eng_node *n)
 {
-    VEIL_GUARD(eng_attr_string_is(n, "mode", "constant"));
+    static const char *const modes[] = {"constant", "reflect", "edge", "wrap"};
+    char mode[16], label[160];
+    VEIL_GUARD(eng_attr_string(n, "mode", mode, sizeof mode));
+    n->pad_mode = PAD_CONSTANT;
+    for (int i = 1; i < 4; i++)
+        if (strcmp(mode, modes[i]) == 0)
+            n->pad_mode = (enum eng_pad_mode)i;
+    VEIL_ENSURE(mode[0] == '\0' || strcmp(mode, modes[n->pad_mode]) == 0, VEIL_ERR_ONNX, "%s: mode '%s' is not one "
+                "of constant, reflect, edge, wrap", eng_node_label(n, label, sizeof label), mode);
     if (g->opset >= 11)
         return VEIL_RESULT_OK;
     float value = 0;
@@ -691,6 +699,11 @@ VEIL_RESULT eng_pad_infer(struct eng_graph *g, struct eng_node *n)
         int64_t b = n->ints[i], e = n->ints[r + i];
         VEIL_ENSURE(b >= 0 && e >= 0 && b <= VEIL_ENGINE_MAX_WINDOW && e <= VEIL_ENGINE_MAX_WINDOW,
                     VEIL_ERR_UNSUPPORTED, "%s: negative or huge pads are not supported", label);
+        VEIL_ENSURE(n->pad_mode != PAD_REFLECT || (b < s.dims[i] && e < s.dims[i]), VEIL_ERR_ONNX, "%s: reflect pads "
+                    "of %" PRId64 " and %" PRId64 " on an axis of %" PRId64 " (they must be smaller)", label, b, e,
+                    s.dims[i]);
+        VEIL_ENSURE(n->pad_mode != PAD_WRAP || (b <= s.dims[i] && e <= s.dims[i]), VEIL_ERR_UNSUPPORTED, "%s: wrap "
+                    "pads larger than their axis are not supported", label);
         s.dims[i] += b + e;
     }
     g->values[n->outputs[0]].shape = s;
@@ -702,13 +715,13 @@ VEIL_RESULT eng_pad_build(struct veil_engine *e, struct eng_node *n)
     int zero = 1;
     for (uint32_t i = 0; i < n->int_count; i++)
         zero &= n->ints[i] == 0;
+    /* Any other Pad of a computed tensor (Swin V2's windows; a constant value; reflection padding of image
+     * generators): the engine's kernel, into a plain output. */
     if (zero) /* Swin pads its windows by (H mod 7): nothing at 224x224 */
         return eng_view_build(e, n);
-    /* Any other Pad of a computed tensor (Swin V2's windows; a constant value): the engine's kernel, into a plain
-     * output. */
     const struct eng_value *x = &e->g.values[n->inputs[0]];
     struct eng_kernel k = {.op = KOP_PAD, .inputs = 1, .out = e->g.values[n->out].shape, .in = x->shape,
-                           .pad_value = (float)n->fill_f};
+                           .pad_value = (float)n->fill_f, .pad_mode = n->pad_mode};
     for (uint32_t i = 0; i < x->shape.rank; i++)
         k.pad[i] = n->ints[i];
     int inputs[1] = {n->inputs[0]};

@@ -104,6 +104,7 @@ struct eng_post {
 #define ENG_MAX_ELT 5
 
 enum eng_auto_pad { PAD_NOTSET, PAD_VALID, PAD_SAME_UPPER, PAD_SAME_LOWER };
+enum eng_pad_mode { PAD_CONSTANT, PAD_REFLECT, PAD_EDGE, PAD_WRAP };
 
 struct eng_conv_params {
     int64_t kernel[2], strides[2], pads[4], dilations[2], group;
@@ -140,6 +141,7 @@ struct eng_node {
     int has_ints;                   /* the list came from an attribute */
     int32_t dtype;                  /* Cast: the target type; ConstantOfShape: the fill's type */
     int64_t fill_i;                 /* ConstantOfShape: the fill value */
+    enum eng_pad_mode pad_mode;     /* Pad: constant (fill_f), reflect, edge or wrap */
     double fill_f;
     struct eng_post elt[ENG_MAX_ELT]; /* the node's own eltwise chain (HardSigmoid two, QuantizeLinear three) */
     uint32_t elt_count;
@@ -206,6 +208,8 @@ struct eng_kernel {
     struct eng_shape in;                          /* KOP_PAD: the input's (plain) shape */
     int64_t pad[ENG_RANK];                        /* KOP_PAD: pad_value before each dim; the output holds the rest */
     float pad_value;
+    enum eng_pad_mode pad_mode;                   /* KOP_PAD: outside the input, pad_value or a mirrored, clamped or
+                                                     wrapped coordinate */
     float q_scale, q_zp, q_lo, q_hi;              /* KOP_QUANT: x -> clip(round(x / scale) + zp, lo, hi) */
     float dq_zp, dq_scale;                        /* then (q - dq_zp) * dq_scale (a DequantizeLinear), or 0, 1 */
     int q_bytes;                                  /* KOP_QUANT: 1 write the integers as u8/s8 (int8 Convs read

@@ -261,8 +261,23 @@ static VEIL_RESULT run_gather(const struct eng_kernel *k, const float *data, con
     return VEIL_RESULT_OK;
 }
 
-/* A constant Pad: each output element is the input's at (coordinate - pad) when that lies inside it, else the
- * pad value. */
+/* A coordinate outside [0, n) mapped back into it: mirrored without repeating the edge (reflect: pads < n), clamped
+ * (edge) or wrapped around (wrap: pads <= n); -1 for a constant pad. */
+static int64_t pad_source(enum eng_pad_mode mode, int64_t x, int64_t n)
+{
+    if (x >= 0 && x < n)
+        return x;
+    switch (mode) {
+    case PAD_REFLECT: return x < 0 ? -x : 2 * (n - 1) - x;
+    case PAD_EDGE: return x < 0 ? 0 : n - 1;
+    case PAD_WRAP: return x < 0 ? x + n : x - n;
+    case PAD_CONSTANT: break;
+    }
+    return -1;
+}
+
+/* A Pad: each output element is the input's at (coordinate - pad) when that lies inside it, else the pad value (or
+ * the input's at the coordinate mirrored, clamped or wrapped into it). */
 static void run_pad(const struct eng_kernel *k, const float *in, float *out)
 {
     uint32_t r = k->out.rank;
@@ -276,8 +291,8 @@ static void run_pad(const struct eng_kernel *k, const float *in, float *out)
         int64_t at = 0;
         int inside = 1;
         for (uint32_t d = 0; d < r && inside; d++) {
-            int64_t x = c[d] - k->pad[d];
-            inside = x >= 0 && x < k->in.dims[d];
+            int64_t x = pad_source(k->pad_mode, c[d] - k->pad[d], k->in.dims[d]);
+            inside = x >= 0;
             at += x * stride[d];
         }
         out[i] = inside ? in[at] : k->pad_value;

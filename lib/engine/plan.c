@@ -460,7 +460,7 @@ static int fuse_pad(struct eng_graph *g, const struct edges *e, struct eng_node 
 {
     int next = sole_consumer(g, e, pad->outputs[0]);
     if (next < 0 || pad->int_count != 8 || pad->ints[0] || pad->ints[1] || pad->ints[4] || pad->ints[5] ||
-        pad->fill_f != 0)
+        pad->fill_f != 0 || pad->pad_mode != PAD_CONSTANT)
         return 0;
     struct eng_node *conv = &g->nodes[next];
     if (conv->op != OP_CONV || conv->inputs[0] != pad->outputs[0])

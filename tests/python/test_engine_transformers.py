@@ -1180,3 +1180,34 @@ def test_one_dimensional_pooling(dynamo: bool) -> None:
     refused ('only 4-D inputs'); they run as 2-D pools over an [N, C, L, 1] view."""
     torch.manual_seed(0)
     _compare_export(_TokenPool().eval(), torch.randn(2, 4, 21), dynamo)
+
+
+class _StyleNet(torch.nn.Module):
+    """A CycleGAN / style-transfer block: reflection padding before each convolution (never fused into it: only zero
+    constant pads are), replication and circular padding."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.a, self.b = torch.nn.Conv2d(3, 8, 3), torch.nn.Conv2d(8, 3, 3)
+        self.reflect, self.edge = torch.nn.ReflectionPad2d((1, 2, 3, 0)), torch.nn.ReplicationPad2d(1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = torch.relu(self.a(self.reflect(x)))
+        y = self.b(self.edge(y))
+        return torch.nn.functional.pad(y, (1, 2, 2, 1), mode="circular")
+
+
+@pytest.mark.parametrize("dynamo", [False, True])
+def test_reflect_edge_and_wrap_padding(dynamo: bool) -> None:
+    """Pad with mode reflect, edge or wrap (ReflectionPad2d, ReplicationPad2d, F.pad circular) was refused ('only
+    constant'); the pad kernel maps each outside coordinate back into the input."""
+    torch.manual_seed(0)
+    _compare_export(_StyleNet().eval(), torch.randn(2, 3, 9, 10), dynamo)
+
+
+def test_reflect_pads_beyond_the_axis_are_refused() -> None:
+    """ONNX's reflect needs pads smaller than their axis; larger ones are refused at load with the numbers."""
+    node = helper.make_node("Pad", ["x", "p"], ["y"], mode="reflect")
+    model = _model([node], [_vi("x", [1, 3])], [_vi("y", None)], [_const("p", np.array([0, 3, 0, 0], np.int64))])
+    with pytest.raises(veil.OnnxError, match="reflect pads of 3 and 0 on an axis of 3"):
+        veil.Engine.from_onnx(model)
