@@ -1299,23 +1299,37 @@ VEIL_RESULT eng_fold_activation(struct eng_graph *g, struct eng_node *n, struct 
     VEIL_GUARD(const_in(g, n, 0, &x));
     char label[160];
     eng_node_label(n, label, sizeof label);
-    VEIL_ENSURE(x->dtype == VEIL_ONNX_FLOAT, VEIL_ERR_UNSUPPORTED, "%s: only float32 constants are folded", label);
+    int ints = (n->op == OP_CLIP || n->op == OP_RELU) && (x->dtype == VEIL_ONNX_INT64 || x->dtype == VEIL_ONNX_INT32);
+    VEIL_ENSURE(x->dtype == VEIL_ONNX_FLOAT || ints, VEIL_ERR_UNSUPPORTED, "%s: only float32 constants (and integer "
+                "ones for Clip and Relu) are folded", label);
     struct eng_post ops[ENG_MAX_ELT];
     memcpy(ops, n->elt, sizeof ops);
+    int64_t lo = INT64_MIN, hi = INT64_MAX; /* an integer Clip's bounds: attributes (floats), or exact inputs */
+    if (ints && n->op == OP_CLIP) {
+        lo = ops[0].alpha > -9.2e18f ? (int64_t)ceilf(ops[0].alpha) : INT64_MIN;
+        hi = ops[0].beta < 9.2e18f ? (int64_t)floorf(ops[0].beta) : INT64_MAX;
+    }
     for (uint32_t i = 1; n->op == OP_CLIP && i < n->input_count && i < 3; i++) /* opset >= 11: bounds as inputs */
         if (n->inputs[i] >= 0) {
             const struct eng_value *bound = NULL;
             VEIL_GUARD(const_in(g, n, i, &bound));
             VEIL_ENSURE(eng_shape_count(&bound->shape) == 1, VEIL_ERR_ONNX, "%s: min and max must be scalars", label);
             *(i == 1 ? &ops[0].alpha : &ops[0].beta) = (float)get_f(bound, 0);
+            if (ints) /* exact integer bounds (a float32 one may be rounded) */
+                *(i == 1 ? &lo : &hi) = get_i(bound, 0);
         }
-    VEIL_GUARD(out_alloc(n, out, VEIL_ONNX_FLOAT, &x->shape));
-    float *y = (float *)(void *)out->owned;
+    VEIL_GUARD(out_alloc(n, out, ints ? x->dtype : VEIL_ONNX_FLOAT, &x->shape));
     for (size_t i = 0; i < eng_shape_count(&x->shape); i++) {
+        if (ints) { /* min(max(x, lo), hi): hi where lo > hi, as ONNX says */
+            int64_t v = get_i(x, i);
+            v = n->op == OP_RELU ? (v > 0 ? v : 0) : v < lo ? lo : v;
+            VEIL_GUARD(put(out->owned, x->dtype, i, v > hi ? hi : v, 0, 0, label));
+            continue;
+        }
         double v = get_f(x, i);
         for (uint32_t k = 0; k < n->elt_count && k < ENG_MAX_ELT; k++)
             v = activation(&ops[k], v);
-        y[i] = (float)v;
+        ((float *)(void *)out->owned)[i] = (float)v;
     }
     return VEIL_RESULT_OK;
 }

@@ -87,6 +87,19 @@ static VEIL_RESULT clip_bound(struct eng_graph *g, struct eng_node *n, uint32_t 
     const float *p = NULL;
     size_t count = 0;
     char label[160];
+    const struct eng_value *v = &g->values[n->inputs[input]];
+    if (v->kind == VAL_CONST && v->dtype == VEIL_ONNX_INT64 && v->size == 8) { /* an integer Clip's bound */
+        int64_t b;
+        memcpy(&b, v->data, 8);
+        *out = (float)b;
+        return VEIL_RESULT_OK;
+    }
+    if (v->kind == VAL_CONST && v->dtype == VEIL_ONNX_INT32 && v->size == 4) {
+        int32_t b;
+        memcpy(&b, v->data, 4);
+        *out = (float)b;
+        return VEIL_RESULT_OK;
+    }
     VEIL_GUARD(eng_const_floats(g, n, input, &p, &count));
     VEIL_ENSURE(count == 1 && g->values[n->inputs[input]].shape.rank <= 1, VEIL_ERR_ONNX, "%s: min and max must "
                 "be scalars", eng_node_label(n, label, sizeof label));
@@ -111,6 +124,8 @@ VEIL_RESULT eng_same_shape_infer(struct eng_graph *g, struct eng_node *n)
             n->elt[0].alpha = n->elt[0].beta;
     }
     g->values[n->outputs[0]].shape = x->shape;
+    if (n->op == OP_CLIP || n->op == OP_RELU) /* defined on integers too: an integer stays one */
+        g->values[n->outputs[0]].dtype = x->dtype;
     return VEIL_RESULT_OK;
 }
 

@@ -1211,3 +1211,19 @@ def test_reflect_pads_beyond_the_axis_are_refused() -> None:
     model = _model([node], [_vi("x", [1, 3])], [_vi("y", None)], [_const("p", np.array([0, 3, 0, 0], np.int64))])
     with pytest.raises(veil.OnnxError, match="reflect pads of 3 and 0 on an axis of 3"):
         veil.Engine.from_onnx(model)
+
+
+@pytest.mark.parametrize("constant", [False, True])
+def test_integer_clip(constant: bool) -> None:
+    """Clip of integers (DeBERTa's relative-position buckets) was refused when folded ('only float32 constants') and
+    typed float32 at run time; it keeps its integer type, with integer bounds, both ways (against onnxruntime)."""
+    x = np.array([[-300, -5, 0, 7, 512, 100000]], np.int64)
+    nodes = [helper.make_node("Identity" if constant else "Neg", ["x"], ["n"]),
+             helper.make_node("Clip", ["n", "lo", "hi"], ["c"]),
+             helper.make_node("Div", ["c", "two"], ["d"]), helper.make_node("Cast", ["d"], ["f"], to=1),
+             helper.make_node("Add", ["f", "z"], ["y"])]
+    inits = [_const("lo", np.array(-256, np.int64)), _const("hi", np.array(255, np.int64)),
+             _const("two", np.array(2, np.int64))] + ([_const("x", x)] if constant else [])
+    inputs = [_vi("z", [1])] + ([] if constant else [_vi("x", [1, 6], TensorProto.INT64)])
+    feeds = {"z": np.zeros(1, np.float32)} | ({} if constant else {"x": x})
+    _check(_model(nodes, inputs, [_vi("y", None)], inits, opset=13), feeds, tol=0)
