@@ -374,22 +374,20 @@ static VEIL_RESULT build_nodes(struct veil_engine *e)
     return VEIL_RESULT_OK;
 }
 
-/* A graph output that is a constant (folded at load: a model returning its anchors, or a shape) is copied out of
- * the engine's copy of it by a kernel step of its own, into a new value, on every run. */
-static VEIL_RESULT constant_output(struct veil_engine *e, int v, int *out)
+VEIL_RESULT eng_const_value(struct veil_engine *e, const struct eng_node *n, int v, int *out)
 {
     struct eng_shape s = e->g.values[v].shape;
-    VEIL_ENSURE(eng_shape_count(&s) > 0, VEIL_ERR_UNSUPPORTED, "graph output '%s' is an empty constant; the engine "
-                "runs no empty tensors", e->g.values[v].name);
+    VEIL_ENSURE(eng_shape_count(&s) > 0, VEIL_ERR_UNSUPPORTED, "'%s' is an empty constant; the engine runs no empty "
+                "tensors", e->g.values[v].name);
     VEIL_GUARD(eng_graph_add_hidden(&e->g, out));
     e->g.values[*out].shape = s;
     e->g.values[*out].has_shape = 1;
     struct eng_kernel k = {.op = KOP_COPY, .inputs = 1, .out = s};
     eng_broadcast_strides(&s, &s, k.strides[0]);
-    return eng_step_kernel(e, NULL, &k, &v, *out);
+    return eng_step_kernel(e, n, &k, &v, *out);
 }
 
-/* The constant graph outputs' copies, before any node is built: a consuming load may give back the model's tensor
+/* The constant graph outputs' copies (a model returning its anchors, or a shape), before any node is built: a consuming load may give back the model's tensor
  * such an output views once the nodes reading it are built (release.c counts node readers only). */
 static VEIL_RESULT build_constant_outputs(struct veil_engine *e)
 {
@@ -397,7 +395,7 @@ static VEIL_RESULT build_constant_outputs(struct veil_engine *e)
     VEIL_ENSURE(e->out_values != NULL, VEIL_ERR_NOMEM, "out of memory");
     for (size_t i = 0; i < e->g.output_count; i++)
         if (e->g.values[e->g.outputs[i]].kind == VAL_CONST)
-            VEIL_GUARD(constant_output(e, e->g.outputs[i], &e->out_values[i]));
+            VEIL_GUARD(eng_const_value(e, NULL, e->g.outputs[i], &e->out_values[i]));
     return VEIL_RESULT_OK;
 }
 

@@ -220,6 +220,12 @@ static VEIL_RESULT out_alloc_width(const struct eng_node *n, struct eng_value *o
     return VEIL_RESULT_OK;
 }
 
+VEIL_RESULT eng_fold_alloc(const struct eng_node *n, struct eng_value *out, int32_t dtype, const struct eng_shape *s,
+                           uint64_t cap)
+{
+    return out_alloc_width(n, out, dtype, s, dtype_width(dtype), cap);
+}
+
 /* The output shares the input's data under another shape. */
 static void out_view(struct eng_value *out, const struct eng_value *in, const struct eng_shape *s)
 {

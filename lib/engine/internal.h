@@ -467,6 +467,10 @@ VEIL_RESULT eng_fold_trilu(struct eng_graph *g, struct eng_node *n, struct eng_v
 VEIL_RESULT eng_fold_matmul(struct eng_graph *g, struct eng_node *n, struct eng_value *out);
 VEIL_RESULT eng_fold_activation(struct eng_graph *g, struct eng_node *n, struct eng_value *out);
 VEIL_RESULT eng_fold_reduce(struct eng_graph *g, struct eng_node *n, struct eng_value *out);
+VEIL_RESULT eng_fold_layernorm(struct eng_graph *g, struct eng_node *n, struct eng_value *out);
+/* A folded output's storage: shape s of dtype, at most cap elements (VEIL_ERR_LIMIT beyond). */
+VEIL_RESULT eng_fold_alloc(const struct eng_node *n, struct eng_value *out, int32_t dtype, const struct eng_shape *s,
+                           uint64_t cap);
 VEIL_RESULT eng_fold_quantize(struct eng_graph *g, struct eng_node *n, struct eng_value *out);
 VEIL_RESULT eng_fold_dequantize(struct eng_graph *g, struct eng_node *n, struct eng_value *out);
 /* op_eltwise.c: QuantizeLinear and DequantizeLinear on computed tensors */
@@ -565,6 +569,9 @@ int eng_md_is_plain(const dnnl_memory_desc_t *md);
 /* The value's buffer as the node's input in layout want (NULL: whatever it is in): the value itself, or a
  * hidden value that a reorder step inserted now fills. *out receives the value to read. */
 VEIL_RESULT eng_input_as(struct veil_engine *e, int value, const dnnl_memory_desc_t *want, int *out);
+/* A constant as a computed value: a new plain value a kernel step fills from the engine's copy of it on every run
+ * (a constant graph output; a constant operand where an operator reads only computed ones). */
+VEIL_RESULT eng_const_value(struct veil_engine *e, const struct eng_node *n, int v, int *out);
 /* A hidden value that views value's buffer with another descriptor (same bytes). */
 VEIL_RESULT eng_view_value(struct veil_engine *e, int value, const dnnl_memory_desc_t *md, int *out);
 /* Sets the layout of an activation value (written once, by its producer). */

@@ -69,10 +69,13 @@ static void pad_shape(const struct eng_shape *s, uint32_t rank, struct eng_shape
 
 VEIL_RESULT eng_matmul_infer(struct eng_graph *g, struct eng_node *n)
 {
-    const struct eng_value *a = NULL, *b = &g->values[n->inputs[1]];
+    const struct eng_value *a = &g->values[n->inputs[0]], *b = &g->values[n->inputs[1]];
     char label[160];
     eng_node_label(n, label, sizeof label);
-    VEIL_GUARD(eng_input_act(g, n, 0, &a));
+    if (a->kind == VAL_CONST) /* a constant A (B computed: both constant is folded) becomes a value (build) */
+        VEIL_ENSURE(a->dtype == VEIL_ONNX_FLOAT, VEIL_ERR_UNSUPPORTED, "%s: a constant A must be float32", label);
+    else
+        VEIL_GUARD(eng_input_act(g, n, 0, &a));
     VEIL_ENSURE(b->kind != VAL_CONST || b->dtype == VEIL_ONNX_FLOAT, VEIL_ERR_UNSUPPORTED, "%s: B is not float32",
                 label);
     VEIL_ENSURE(a->shape.rank >= 2 && b->shape.rank >= 2, VEIL_ERR_UNSUPPORTED, "%s: 1-D operands are not supported",
@@ -516,6 +519,11 @@ VEIL_RESULT eng_matmul_build(struct veil_engine *e, struct eng_node *n)
 {
     if (n->int8)
         return eng_gemm_int8_build(e, n);
+    if (e->g.values[n->inputs[0]].kind == VAL_CONST) { /* W @ x: W copied into a value of its own, then as usual */
+        int a = -1;
+        VEIL_GUARD(eng_const_value(e, n, n->inputs[0], &a));
+        n->inputs[0] = a;
+    }
     if (e->g.values[n->inputs[1]].kind == VAL_CONST && e->g.values[n->inputs[1]].shape.rank == 2 &&
         e->g.values[n->inputs[0]].shape.rank >= 3)
         return matmul_flat(e, n);

@@ -65,6 +65,39 @@ VEIL_RESULT eng_layernorm_infer(struct eng_graph *g, struct eng_node *n)
     return VEIL_RESULT_OK;
 }
 
+/* LayerNormalization of a constant (DETR's query embeddings, normalised once), in double. */
+VEIL_RESULT eng_fold_layernorm(struct eng_graph *g, struct eng_node *n, struct eng_value *out)
+{
+    const struct eng_value *x = &g->values[n->inputs[0]];
+    const float *in = NULL, *scale = NULL, *bias = NULL;
+    size_t count = 0;
+    int64_t rows = 0, cols = 0;
+    VEIL_GUARD(eng_const_floats(g, n, 0, &in, &count));
+    VEIL_GUARD(ln_split(n, &x->shape, &rows, &cols));
+    VEIL_GUARD(ln_param(g, n, 1, cols));
+    VEIL_GUARD(eng_const_floats(g, n, 1, &scale, &count));
+    if (n->input_count > 2 && n->inputs[2] >= 0) {
+        VEIL_GUARD(ln_param(g, n, 2, cols));
+        VEIL_GUARD(eng_const_floats(g, n, 2, &bias, &count));
+    }
+    const struct eng_shape shape = x->shape; /* out may be x's neighbour in the values array: copy first */
+    VEIL_GUARD(eng_fold_alloc(n, out, VEIL_ONNX_FLOAT, &shape, eng_shape_count(&shape)));
+    float *y = (float *)(void *)out->owned;
+    for (int64_t r = 0; r < rows; r++) {
+        const float *row = in + r * cols;
+        double mean = 0, var = 0;
+        for (int64_t c = 0; c < cols; c++)
+            mean += row[c];
+        mean /= (double)cols;
+        for (int64_t c = 0; c < cols; c++)
+            var += (row[c] - mean) * (row[c] - mean);
+        double inv = 1.0 / sqrt(var / (double)cols + (double)n->epsilon);
+        for (int64_t c = 0; c < cols; c++)
+            y[r * cols + c] = (float)((row[c] - mean) * inv * scale[c] + (bias != NULL ? bias[c] : 0.0));
+    }
+    return VEIL_RESULT_OK;
+}
+
 VEIL_RESULT eng_layernorm_build(struct veil_engine *e, struct eng_node *n)
 {
     const struct eng_value *x = &e->g.values[n->inputs[0]];

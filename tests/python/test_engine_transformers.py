@@ -1227,3 +1227,21 @@ def test_integer_clip(constant: bool) -> None:
     inputs = [_vi("z", [1])] + ([] if constant else [_vi("x", [1, 6], TensorProto.INT64)])
     feeds = {"z": np.zeros(1, np.float32)} | ({} if constant else {"x": x})
     _check(_model(nodes, inputs, [_vi("y", None)], inits, opset=13), feeds, tol=0)
+
+
+def test_layer_normalization_of_a_constant() -> None:
+    """A LayerNormalization of a constant (DETR's query embeddings, as the dynamo exporter leaves them) was refused
+    ('computes from constants only'); it is evaluated once at load, in double."""
+    nodes = [helper.make_node("LayerNormalization", ["c", "s", "b"], ["n"], axis=-1, epsilon=1e-5),
+             helper.make_node("Add", ["x", "n"], ["y"])]
+    inits = [_const("c", _x(3, 8) * 4 + 1), _const("s", _x(8)), _const("b", _x(8))]
+    _check(_model(nodes, [_vi("x", [2, 3, 8])], [_vi("y", None)], inits), {"x": _x(2, 3, 8)})
+
+
+@pytest.mark.parametrize("wshape,xshape", [((3, 5), (2, 5, 8)), ((4, 3, 5), (4, 5, 2)), ((6, 5), (5, 7))])
+def test_matmul_with_a_constant_first_operand(wshape: tuple, xshape: tuple) -> None:
+    """W @ x with W a constant (DETR's and Mamba's dynamo exports, a DCT or a mixing matrix) was refused ('the engine
+    needs a computed tensor there'); W becomes a value of its own, copied in on each run."""
+    model = _model([helper.make_node("MatMul", ["w", "x"], ["y"])], [_vi("x", list(xshape))], [_vi("y", None)],
+                   [_const("w", _x(*wshape))])
+    _check(model, {"x": _x(*xshape)})
