@@ -106,6 +106,21 @@ struct eng_post {
 enum eng_auto_pad { PAD_NOTSET, PAD_VALID, PAD_SAME_UPPER, PAD_SAME_LOWER };
 enum eng_pad_mode { PAD_CONSTANT, PAD_REFLECT, PAD_EDGE, PAD_WRAP };
 
+/* Resize's parameters (op_resize.c): mode, coordinate transformation, nearest rounding, cubic coefficient,
+ * exclude_outside, and the scale of H and W its coordinates use (given, or output / input). */
+enum eng_resize_mode { RS_NEAREST, RS_LINEAR, RS_CUBIC };
+enum eng_resize_ct { CT_HALF_PIXEL, CT_PYTORCH_HALF_PIXEL, CT_ASYMMETRIC, CT_ALIGN_CORNERS, CT_TF_HALF_PIXEL_FOR_NN,
+                     CT_HALF_PIXEL_SYMMETRIC };
+enum eng_resize_nm { NM_ROUND_PREFER_FLOOR, NM_ROUND_PREFER_CEIL, NM_FLOOR, NM_CEIL };
+struct eng_resize {
+    enum eng_resize_mode mode;
+    enum eng_resize_ct ct;
+    enum eng_resize_nm nm;
+    float cubic_a;
+    int exclude_outside;
+    double scale[2];
+};
+
 struct eng_conv_params {
     int64_t kernel[2], strides[2], pads[4], dilations[2], group;
     int one_d;                      /* a 1-D Conv run as a 2-D one over [N, C, 1, L] (graph.c expand_conv1d) */
@@ -142,6 +157,7 @@ struct eng_node {
     int32_t dtype;                  /* Cast: the target type; ConstantOfShape: the fill's type */
     int64_t fill_i;                 /* ConstantOfShape: the fill value */
     enum eng_pad_mode pad_mode;     /* Pad: constant (fill_f), reflect, edge or wrap */
+    struct eng_resize resize;       /* Resize */
     double fill_f;
     struct eng_post elt[ENG_MAX_ELT]; /* the node's own eltwise chain (HardSigmoid two, QuantizeLinear three) */
     uint32_t elt_count;
@@ -187,7 +203,7 @@ enum eng_kop {
     KOP_AND, KOP_OR, KOP_FMOD, KOP_IMOD, KOP_WHERE, KOP_COPY, KOP_NOT, KOP_ISNAN, KOP_ERF, KOP_TRUNC, KOP_BOOL,
     KOP_NEG, KOP_ABS, KOP_SQRT, KOP_TANH, KOP_EXP, KOP_FMODF, KOP_MODF, KOP_LOG, KOP_FLOOR, KOP_CEIL, KOP_SIGN, KOP_SIN,
     KOP_COS, KOP_RECIPROCAL, KOP_PRELU, KOP_MAX3, KOP_MIN3, KOP_CUMSUM, KOP_INSTNORM, KOP_GATHER, KOP_PAD, KOP_QUANT,
-    KOP_ARGMAX, KOP_TOPK, KOP_GATHERELEMENTS, KOP_REDUCE_EXTREME
+    KOP_ARGMAX, KOP_TOPK, KOP_GATHERELEMENTS, KOP_REDUCE_EXTREME, KOP_RESIZE
 };
 
 #define ENG_KERNEL_INPUTS 3u
@@ -210,6 +226,7 @@ struct eng_kernel {
     float pad_value;
     enum eng_pad_mode pad_mode;                   /* KOP_PAD: outside the input, pad_value or a mirrored, clamped or
                                                      wrapped coordinate */
+    struct eng_resize resize;                     /* KOP_RESIZE: in [N, C, H, W] -> out */
     float q_scale, q_zp, q_lo, q_hi;              /* KOP_QUANT: x -> clip(round(x / scale) + zp, lo, hi) */
     float dq_zp, dq_scale;                        /* then (q - dq_zp) * dq_scale (a DequantizeLinear), or 0, 1 */
     int q_bytes;                                  /* KOP_QUANT: 1 write the integers as u8/s8 (int8 Convs read
@@ -408,6 +425,9 @@ VEIL_RESULT eng_fold_gather_nd(struct eng_graph *g, struct eng_node *n, struct e
 VEIL_RESULT eng_resize_parse(struct eng_graph *g, struct eng_node *n);
 VEIL_RESULT eng_resize_infer(struct eng_graph *g, struct eng_node *n);
 VEIL_RESULT eng_resize_build(struct veil_engine *e, struct eng_node *n);
+VEIL_RESULT eng_fold_resize(struct eng_graph *g, struct eng_node *n, struct eng_value *out);
+/* ONNX's Resize of k->in into k->out over H and W (any mode the parser takes), each plane on its own. */
+void eng_run_resize(const struct eng_kernel *k, const float *in, float *out);
 VEIL_RESULT eng_instnorm_parse(struct eng_graph *g, struct eng_node *n);
 VEIL_RESULT eng_instnorm_infer(struct eng_graph *g, struct eng_node *n);
 VEIL_RESULT eng_instnorm_build(struct veil_engine *e, struct eng_node *n);
@@ -468,6 +488,7 @@ VEIL_RESULT eng_fold_matmul(struct eng_graph *g, struct eng_node *n, struct eng_
 VEIL_RESULT eng_fold_activation(struct eng_graph *g, struct eng_node *n, struct eng_value *out);
 VEIL_RESULT eng_fold_reduce(struct eng_graph *g, struct eng_node *n, struct eng_value *out);
 VEIL_RESULT eng_fold_layernorm(struct eng_graph *g, struct eng_node *n, struct eng_value *out);
+VEIL_RESULT eng_fold_softmax(struct eng_graph *g, struct eng_node *n, struct eng_value *out);
 /* A folded output's storage: shape s of dtype, at most cap elements (VEIL_ERR_LIMIT beyond). */
 VEIL_RESULT eng_fold_alloc(const struct eng_node *n, struct eng_value *out, int32_t dtype, const struct eng_shape *s,
                            uint64_t cap);

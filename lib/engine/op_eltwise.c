@@ -281,6 +281,43 @@ VEIL_RESULT eng_softmax_parse(struct eng_graph *g, struct eng_node *n)
     return eng_attr_int(n, "axis", g->opset < 13 ? 1 : -1, &n->axis);
 }
 
+/* Softmax or LogSoftmax of a constant (a DETR decoder's first self-attention over its constant queries), in double:
+ * along axis, or (opset < 13) over everything from axis on. */
+VEIL_RESULT eng_fold_softmax(struct eng_graph *g, struct eng_node *n, struct eng_value *out)
+{
+    const float *in = NULL;
+    size_t count = 0;
+    VEIL_GUARD(eng_const_floats(g, n, 0, &in, &count));
+    const struct eng_shape s = g->values[n->inputs[0]].shape;
+    int64_t rank = s.rank, axis = n->axis < 0 ? n->axis + rank : n->axis, outer = 1, dim = 1, inner = 1;
+    char label[160];
+    VEIL_ENSURE(rank >= 1 && axis >= 0 && axis < rank, VEIL_ERR_ONNX, "%s: axis %" PRId64 " is out of range",
+                eng_node_label(n, label, sizeof label), n->axis);
+    if (g->opset < 13) {
+        for (int64_t i = 0; i < rank; i++)
+            *(i < axis ? &outer : &dim) *= s.dims[i];
+    } else {
+        eng_axis_split(&s, axis, &outer, &inner);
+        dim = s.dims[axis];
+    }
+    VEIL_GUARD(eng_fold_alloc(n, out, VEIL_ONNX_FLOAT, &s, count));
+    float *y = (float *)(void *)out->owned;
+    for (int64_t o = 0; o < outer; o++)
+        for (int64_t i = 0; i < inner; i++) {
+            const float *x = in + o * dim * inner + i;
+            double max = -INFINITY, sum = 0;
+            for (int64_t j = 0; j < dim; j++)
+                max = x[j * inner] > max ? x[j * inner] : max;
+            for (int64_t j = 0; j < dim; j++)
+                sum += exp((double)x[j * inner] - max);
+            for (int64_t j = 0; j < dim; j++) {
+                double v = (double)x[j * inner] - max;
+                y[o * dim * inner + j * inner + i] = (float)(n->op == OP_LOGSOFTMAX ? v - log(sum) : exp(v) / sum);
+            }
+        }
+    return VEIL_RESULT_OK;
+}
+
 /* Before opset 13, Softmax works on the input flattened to 2-D at axis; from 13, along axis alone. The first
  * form equals the second when axis is the last one; otherwise the input is viewed as 2-D (row-major). */
 VEIL_RESULT eng_softmax_build(struct veil_engine *e, struct eng_node *n)

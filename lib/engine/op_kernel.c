@@ -77,7 +77,8 @@ double eng_kop_eval(enum eng_kop op, double a, double b, double c)
     case KOP_ARGMAX:
     case KOP_TOPK:
     case KOP_GATHERELEMENTS:
-    case KOP_REDUCE_EXTREME: break;
+    case KOP_REDUCE_EXTREME:
+    case KOP_RESIZE: break;
     }
     return 0;
 }
@@ -413,6 +414,10 @@ VEIL_RESULT eng_kernel_run(const struct eng_step *s, const struct eng_node *n)
     }
     if (k->op == KOP_REDUCE_EXTREME) {
         eng_run_reduce_extreme(k, in[0], ptr[count]);
+        return VEIL_RESULT_OK;
+    }
+    if (k->op == KOP_RESIZE) {
+        eng_run_resize(k, in[0], ptr[count]);
         return VEIL_RESULT_OK;
     }
     if (k->op == KOP_TOPK)

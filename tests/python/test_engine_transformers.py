@@ -1245,3 +1245,48 @@ def test_matmul_with_a_constant_first_operand(wshape: tuple, xshape: tuple) -> N
     model = _model([helper.make_node("MatMul", ["w", "x"], ["y"])], [_vi("x", list(xshape))], [_vi("y", None)],
                    [_const("w", _x(*wshape))])
     _check(model, {"x": _x(*xshape)})
+
+
+class _Interpolations(torch.nn.Module):
+    """F.interpolate in the forms oneDNN's resampling does not compute as ONNX defines them: bicubic, bilinear with
+    align_corners, nearest by a fraction, and a fractional scale."""
+
+    def __init__(self, mode: str) -> None:
+        super().__init__()
+        self.mode, self.conv = mode, torch.nn.Conv2d(3, 4, 3, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.conv(x)
+        if self.mode == "bicubic":
+            return torch.nn.functional.interpolate(y, scale_factor=2, mode="bicubic", align_corners=False)
+        if self.mode == "align_corners":
+            return torch.nn.functional.interpolate(y, size=(11, 7), mode="bilinear", align_corners=True)
+        if self.mode == "nearest fraction":
+            return torch.nn.functional.interpolate(y, size=(13, 5), mode="nearest")
+        return torch.nn.functional.interpolate(y, scale_factor=0.75, mode="bilinear", align_corners=False)
+
+
+@pytest.mark.parametrize("dynamo", [False, True])
+@pytest.mark.parametrize("mode", ["bicubic", "align_corners", "nearest fraction", "fractional scale"])
+def test_resize_on_the_engines_kernel(mode: str, dynamo: bool) -> None:
+    """Resize forms that were refused by name (cubic, align_corners, nearest by a fraction, scales that give no whole
+    size; DINOv2's and DPT's position embeddings and heads) run on the engine's kernel, which computes ONNX's
+    definition; against onnxruntime and PyTorch."""
+    torch.manual_seed(0)
+    _compare_export(_Interpolations(mode).eval(), torch.randn(2, 3, 8, 6), dynamo)
+
+
+@pytest.mark.parametrize("op", ["Resize", "Softmax", "LogSoftmax"])
+def test_folds_of_resize_and_softmax(op: str) -> None:
+    """A Resize of a constant (BEiT's and PVT's position tables interpolated at export) and a Softmax of one (DETR's
+    first decoder attention over constant queries) were refused ('computes from constants only'); both fold at
+    load."""
+    c = _x(1, 2, 4, 5)
+    if op == "Resize":
+        nodes = [helper.make_node("Resize", ["c", "", "s"], ["r"], mode="cubic")]
+        inits = [_const("c", c), _const("s", np.array([1, 1, 1.5, 2], np.float32))]
+        shape = [1, 2, 6, 10]
+    else:
+        nodes, inits, shape = [helper.make_node(op, ["c"], ["r"], axis=2)], [_const("c", c)], [1, 2, 4, 5]
+    nodes.append(helper.make_node("Add", ["x", "r"], ["y"]))
+    _check(_model(nodes, [_vi("x", shape)], [_vi("y", None)], inits), {"x": _x(*shape)})

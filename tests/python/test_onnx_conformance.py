@@ -29,7 +29,7 @@ _INPUT_TYPES = (np.float32, np.int64, np.int32, np.bool_)
 # At least this many (case, form) pairs must run and match (472 when the test was written, 521 once CumSum,
 # GatherND, Resize, LogSoftmax, ReduceMin and InstanceNormalization came; most of the other cases use types,
 # operators or operands as graph inputs that the engine does not take).
-_FLOOR = 820
+_FLOOR = 845
 
 
 # Cases whose expected values ONNX wrote rounded (to 4 decimals): Veil's float32 result is 5.6e-5 from them.
@@ -533,16 +533,19 @@ def test_pad_with_a_constant_value(opset: int, then_conv: bool) -> None:
 
 _RESIZE_FORMS = [("nearest", "half_pixel", "round_prefer_floor"), ("nearest", "half_pixel", "round_prefer_ceil"),
                  ("nearest", "asymmetric", "floor"), ("linear", "half_pixel", None),
-                 ("linear", "pytorch_half_pixel", None)]
+                 ("linear", "pytorch_half_pixel", None), ("nearest", "asymmetric", "round_prefer_floor"),
+                 ("nearest", "align_corners", "ceil"), ("linear", "align_corners", None), ("linear", "asymmetric", None),
+                 ("cubic", "half_pixel", None), ("cubic", "pytorch_half_pixel", None),
+                 ("nearest", "tf_half_pixel_for_nn", "floor")]
 
 
 @pytest.mark.parametrize("mode, ct, nm", _RESIZE_FORMS)
 @pytest.mark.parametrize("scales, sizes", [([1, 1, 2, 2], None), ([1, 1, 3, 2], None), ([1, 1, 0.5, 0.25], None),
                                            ([1, 1, 1.5, 2.5], None), (None, [1, 3, 20, 16]), (None, [1, 3, 9, 11])])
-def test_resize_where_onednn_agrees_with_onnx(mode: str, ct: str, nm: str | None, scales: list | None,
-                                              sizes: list | None) -> None:
-    """Resize on oneDNN's resampling, against onnxruntime; the forms oneDNN computes otherwise (nearest by a
-    fraction) are refused by name."""
+def test_resize_forms_against_onnxruntime(mode: str, ct: str, nm: str | None, scales: list | None,
+                                          sizes: list | None) -> None:
+    """Resize against onnxruntime: on oneDNN's resampling where it computes ONNX's definition, else on the engine's
+    kernel (nearest by a fraction, cubic, align_corners, fractional scales, the other coordinate modes)."""
     import veil
 
     attrs = {"mode": mode, "coordinate_transformation_mode": ct, **({"nearest_mode": nm} if nm else {})}
@@ -556,19 +559,18 @@ def test_resize_where_onednn_agrees_with_onnx(mode: str, ct: str, nm: str | None
     model = _model([_node("Relu", ["x"], ["r"]), _node("Resize", ins, ["y"], **attrs)], [("x", [1, 3, 10, 8])],
                    inits, opset=13)
     feeds = {"x": np.random.default_rng(13).standard_normal((1, 3, 10, 8)).astype(np.float32)}
-    out = sizes[2:] if sizes else [10 * scales[2], 8 * scales[3]]
-    if mode == "nearest" and (out[0] % 10 or out[1] % 8):
-        with pytest.raises(veil.UnsupportedError, match="nearest resizing by a fraction"):
-            veil.Engine.from_onnx(model)
+    if ct == "align_corners" and scales is not None and (10 * scales[2] % 1 or 8 * scales[3] % 1):
+        with pytest.raises(veil.UnsupportedError, match="align_corners with a scale .* gives no whole size"):
+            veil.Engine.from_onnx(model)  # ONNX's reference and onnxruntime disagree there
         return
     np.testing.assert_allclose(_veil(model, feeds)[0], _onnxruntime(model, feeds)[0], rtol=1e-5, atol=1e-5)
 
 
 @pytest.mark.parametrize("attrs, match", [
-    ({"mode": "cubic"}, "mode 'cubic' is not supported"),
-    ({"mode": "linear", "coordinate_transformation_mode": "align_corners"}, "'align_corners' is not supported"),
-    ({"mode": "nearest", "coordinate_transformation_mode": "asymmetric", "nearest_mode": "round_prefer_floor"},
-     "is not supported"),
+    ({"mode": "linear", "antialias": 1}, "antialias is not supported"),
+    ({"mode": "linear", "coordinate_transformation_mode": "tf_crop_and_resize"}, "'tf_crop_and_resize' is not "
+     "supported"),
+    ({"mode": "nearest", "keep_aspect_ratio_policy": "not_larger"}, "'not_larger' is not supported"),
 ])
 def test_resize_refusals_name_what(attrs: dict, match: str) -> None:
     import veil

@@ -440,10 +440,10 @@ static void test_unsupported_op_named(void **state)
     (void)state;
     struct veil_buf g = {0}, m;
     int64_t xd[2] = {1, 4};
-    node(&g, "LSTM", (const char *[]){"x", NULL}, "y", NULL, 0);
+    node(&g, "NonZero", (const char *[]){"x", NULL}, "y", NULL, 0);
     relu_graph(&g, xd, 2);
     model(&g, &m);
-    expect_load_error(&m, VEIL_ERR_UNSUPPORTED, "LSTM");
+    expect_load_error(&m, VEIL_ERR_UNSUPPORTED, "NonZero");
 }
 
 static void test_unsupported_attribute_named(void **state)
