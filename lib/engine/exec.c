@@ -387,8 +387,9 @@ VEIL_RESULT eng_const_value(struct veil_engine *e, const struct eng_node *n, int
     return eng_step_kernel(e, n, &k, &v, *out);
 }
 
-/* The constant graph outputs' copies (a model returning its anchors, or a shape), before any node is built: a consuming load may give back the model's tensor
- * such an output views once the nodes reading it are built (release.c counts node readers only). */
+/* The constant graph outputs' copies (a model returning its anchors, or a shape), before any node is built: a
+ * consuming load may give back the model's tensor such an output views once the nodes reading it are built (release.c
+ * counts node readers only). */
 static VEIL_RESULT build_constant_outputs(struct veil_engine *e)
 {
     e->out_values = calloc(e->g.output_count, sizeof *e->out_values);

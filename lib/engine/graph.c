@@ -364,7 +364,8 @@ static VEIL_RESULT parse_output(struct eng_graph *g, struct veil_cursor c)
     VEIL_GUARD(scan_value_info(&s, c));
     int v = -1;
     VEIL_GUARD(intern(g, s.name, s.name_size, "graph output", &v));
-    VEIL_ENSURE(!g->values[v].is_output, VEIL_ERR_ONNX, "graph output '%s' is listed twice", g->values[v].name);
+    VEIL_ENSURE(!g->values[v].is_output, VEIL_ERR_UNSUPPORTED, "graph output '%s' is listed twice; outputs are "
+                "answered by name (KServe v2), so each must be listed once", g->values[v].name);
     g->values[v].is_output = 1;
     for (uint32_t i = 0; s.has_shape && i < s.shape.rank && i < 32; i++) /* as declared: metadata for servers */
         g->values[v].symbolic_mask |= s.shape.dims[i] < 0 ? 1u << i : 0u;

@@ -203,7 +203,8 @@ enum eng_kop {
     KOP_AND, KOP_OR, KOP_FMOD, KOP_IMOD, KOP_WHERE, KOP_COPY, KOP_NOT, KOP_ISNAN, KOP_ERF, KOP_TRUNC, KOP_BOOL,
     KOP_NEG, KOP_ABS, KOP_SQRT, KOP_TANH, KOP_EXP, KOP_FMODF, KOP_MODF, KOP_LOG, KOP_FLOOR, KOP_CEIL, KOP_SIGN, KOP_SIN,
     KOP_COS, KOP_RECIPROCAL, KOP_PRELU, KOP_MAX3, KOP_MIN3, KOP_CUMSUM, KOP_INSTNORM, KOP_GATHER, KOP_PAD, KOP_QUANT,
-    KOP_ARGMAX, KOP_TOPK, KOP_GATHERELEMENTS, KOP_REDUCE_EXTREME, KOP_RESIZE
+    KOP_ARGMAX, KOP_TOPK, KOP_GATHERELEMENTS, KOP_REDUCE_EXTREME, KOP_RESIZE,
+    KOP_GATHERND
 };
 
 #define ENG_KERNEL_INPUTS 3u
@@ -445,6 +446,9 @@ void eng_run_argmax(const struct eng_kernel *k, const float *in, float *out);
 void eng_run_reduce_extreme(const struct eng_kernel *k, const float *in, float *out);
 VEIL_RESULT eng_run_topk(const struct eng_kernel *k, const float *in, float *values, float *indices);
 /* GatherElements: out (the indices' shape) from data; fails on an index out of range. */
+/* GatherND by computed indices: count tuples of dim coordinates into data (k->in), slices of inner values. */
+VEIL_RESULT eng_run_gather_nd(const struct eng_kernel *k, const float *data, const float *idx, float *out,
+                              const struct eng_node *n);
 VEIL_RESULT eng_run_gather_elements(const struct eng_kernel *k, const float *data, const float *idx, float *out,
                                     const struct eng_node *n);
 VEIL_RESULT eng_noattr_parse(struct eng_graph *g, struct eng_node *n);

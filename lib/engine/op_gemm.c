@@ -133,6 +133,8 @@ VEIL_RESULT eng_einsum_parse(struct eng_graph *g, struct eng_node *n)
     char eq[3 * EINSUM_MAX], t[3][EINSUM_MAX], label[160];
     eng_node_label(n, label, sizeof label);
     VEIL_GUARD(eng_attr_string(n, "equation", eq, sizeof eq));
+    VEIL_ENSURE(n->input_count == 2, VEIL_ERR_UNSUPPORTED, "%s: an Einsum of %" PRIu32 " operands is not supported "
+                "(two, as a batched matrix product, are)", label, n->input_count);
     VEIL_ENSURE(einsum_terms(eq, t), VEIL_ERR_UNSUPPORTED, "%s: equation '%.64s' is not 'A,B->C' of letters", label,
                 eq);
     size_t r = strlen(t[2]);

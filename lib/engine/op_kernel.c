@@ -78,7 +78,8 @@ double eng_kop_eval(enum eng_kop op, double a, double b, double c)
     case KOP_TOPK:
     case KOP_GATHERELEMENTS:
     case KOP_REDUCE_EXTREME:
-    case KOP_RESIZE: break;
+    case KOP_RESIZE:
+    case KOP_GATHERND: break;
     }
     return 0;
 }
@@ -424,6 +425,8 @@ VEIL_RESULT eng_kernel_run(const struct eng_step *s, const struct eng_node *n)
         return eng_run_topk(k, in[0], ptr[count], ptr[count + 1]);
     if (k->op == KOP_GATHERELEMENTS)
         return eng_run_gather_elements(k, in[0], in[1], ptr[count], n);
+    if (k->op == KOP_GATHERND)
+        return eng_run_gather_nd(k, in[0], in[1], ptr[count], n);
     if (k->op == KOP_INSTNORM) {
         run_instnorm(k, in[0], in[1], in[2], ptr[count]);
         return VEIL_RESULT_OK;

@@ -6,6 +6,7 @@
  * writes it) takes constant indices: they are turned at load into the flat positions of the slices they address,
  * a hidden constant, and the gather runs on KOP_GATHER over the data as [1, product of the indexed dims, slice]. */
 #include <inttypes.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -185,9 +186,7 @@ VEIL_RESULT eng_gather_nd_infer(struct eng_graph *g, struct eng_node *n)
     VEIL_GUARD(eng_input_act(g, n, 0, &x));
     const struct eng_value *idx = &g->values[n->inputs[1]];
     char label[160];
-    VEIL_ENSURE(idx->kind == VAL_CONST, VEIL_ERR_UNSUPPORTED, "%s: the indices must be a constant (computed at "
-                "load); the engine gathers by computed indices only with Gather", eng_node_label(n, label,
-                sizeof label));
+    eng_node_label(n, label, sizeof label);
     struct eng_shape s;
     uint32_t m = 0;
     VEIL_GUARD(eng_gather_nd_shape(n, &x->shape, &idx->shape, &s, &m));
@@ -195,15 +194,53 @@ VEIL_RESULT eng_gather_nd_infer(struct eng_graph *g, struct eng_node *n)
     for (uint32_t i = 0; i < m; i++)
         rows *= x->shape.dims[i];
     VEIL_ENSURE(rows <= (INT64_C(1) << 24), VEIL_ERR_UNSUPPORTED, "%s: more than 2^24 indexed slices", label);
-    VEIL_GUARD(positions_value(g, n, m));
+    if (idx->kind == VAL_CONST)
+        VEIL_GUARD(positions_value(g, n, m));
+    else
+        VEIL_ENSURE(idx->dtype == VEIL_ONNX_INT64 || idx->dtype == VEIL_ONNX_INT32, VEIL_ERR_ONNX, "%s: indices must "
+                    "be INT64 or INT32", label);
     struct eng_value *out = &g->values[n->outputs[0]];
     out->shape = s;
     out->dtype = g->values[n->inputs[0]].dtype;
     return VEIL_RESULT_OK;
 }
 
+/* Computed indices (CLIP's text pooling at the argmax of each row): a kernel reads each tuple at run time. */
+static VEIL_RESULT gather_nd_computed(struct veil_engine *e, struct eng_node *n)
+{
+    const struct eng_shape *x = &e->g.values[n->inputs[0]].shape, *idx = &e->g.values[n->inputs[1]].shape;
+    struct eng_kernel k = {.op = KOP_GATHERND, .inputs = 2, .out = e->g.values[n->out].shape, .in = *x,
+                           .dim = idx->dims[idx->rank - 1], .inner = 1};
+    k.count = (int64_t)eng_shape_count(idx) / k.dim;
+    for (uint32_t i = (uint32_t)k.dim; i < x->rank; i++)
+        k.inner *= x->dims[i];
+    return eng_step_kernel(e, n, &k, n->inputs, n->out);
+}
+
+VEIL_RESULT eng_run_gather_nd(const struct eng_kernel *k, const float *data, const float *idx, float *out,
+                              const struct eng_node *n)
+{
+    for (int64_t t = 0; t < k->count; t++) {
+        int64_t at = 0;
+        for (int64_t j = 0; j < k->dim; j++) {
+            float c = idx[t * k->dim + j];
+            int64_t d = k->in.dims[j];
+            if (!(c >= -(float)d && c < (float)d && floorf(c) == c)) { /* range first: no UB casting a NaN */
+                char label[160];
+                VEIL_BAIL(VEIL_ERR_ARG, "%s: index %g is out of range [-%" PRId64 ", %" PRId64 ")",
+                          eng_node_label(n, label, sizeof label), (double)c, d, d);
+            }
+            at = at * d + ((int64_t)c < 0 ? (int64_t)c + d : (int64_t)c);
+        }
+        memcpy(out + t * k->inner, data + at * k->inner, (size_t)k->inner * sizeof *out);
+    }
+    return VEIL_RESULT_OK;
+}
+
 VEIL_RESULT eng_gather_nd_build(struct veil_engine *e, struct eng_node *n)
 {
+    if (n->fill_i < 0)
+        return gather_nd_computed(e, n);
     const struct eng_shape *x = &e->g.values[n->inputs[0]].shape;
     const struct eng_value *pos = &e->g.values[n->fill_i];
     uint32_t m = (uint32_t)e->g.values[n->inputs[1]].shape.dims[e->g.values[n->inputs[1]].shape.rank - 1];

@@ -252,16 +252,19 @@ VEIL_RESULT eng_concat_parse(struct eng_graph *g, struct eng_node *n)
     return eng_attr_int(n, "axis", 0, &n->axis);
 }
 
-/* A computed input, or a float32 constant (a class token) stored with the step. */
+/* A computed input, or a constant: a float32 one (a class token) stored with the step; an INT64, INT32 or BOOL one
+ * (a shape piece beside computed integers) copied into a value at build (eng_concat_build). */
 static VEIL_RESULT concat_operand(struct eng_graph *g, const struct eng_node *n, uint32_t i,
                                   const struct eng_value **out)
 {
     const struct eng_value *v = &g->values[n->inputs[i]];
     if (v->kind != VAL_CONST)
         return eng_input_act(g, n, i, out);
-    const float *data = NULL;
-    size_t count = 0;
-    VEIL_GUARD(eng_const_floats(g, n, i, &data, &count));
+    char label[160];
+    VEIL_ENSURE(v->dtype == VEIL_ONNX_FLOAT || v->dtype == VEIL_ONNX_INT64 || v->dtype == VEIL_ONNX_INT32 ||
+                v->dtype == VEIL_ONNX_BOOL, VEIL_ERR_UNSUPPORTED, "%s: constant '%s' has data type %" PRId32
+                " (FLOAT, INT64, INT32 and BOOL are supported)", eng_node_label(n, label, sizeof label), v->name,
+                v->dtype);
     *out = v;
     return VEIL_RESULT_OK;
 }
@@ -347,6 +350,11 @@ VEIL_RESULT eng_concat_build(struct veil_engine *e, struct eng_node *n)
     struct veil_result r = VEIL_RESULT_OK;
     if (mds == NULL || srcs == NULL)
         r = veil_error_raise(VEIL_ERR_NOMEM, __FILE__, __LINE__, "out of memory");
+    for (uint32_t i = 0; veil_ok(r) && i < n->input_count; i++) { /* integer constants beside computed integers */
+        int v = n->inputs[i];
+        if (e->g.values[v].kind == VAL_CONST && e->g.values[v].dtype != VEIL_ONNX_FLOAT)
+            r = eng_const_value(e, n, v, &n->inputs[i]); /* held as float32, as computed integers are */
+    }
     int plain = 1;
     for (uint32_t i = 0; veil_ok(r) && i < n->input_count; i++)
         plain &= e->g.values[n->inputs[i]].kind == VAL_CONST || eng_md_is_plain(&e->g.values[n->inputs[i]].md);

@@ -100,7 +100,7 @@ static const struct eng_op_info op_table[OP_COUNT] = {
     [OP_REDUCEL2] = {"ReduceL2", 1, 2, eng_reduce_parse, eng_reduce_infer, eng_reduce_build,
         eng_fold_reduce},
     [OP_TRILU] = {"Trilu", 1, 2, eng_fold_parse, eng_fold_only_infer, NULL, eng_fold_trilu},
-    [OP_EINSUM] = {"Einsum", 2, 2, eng_einsum_parse, eng_einsum_infer, eng_einsum_build, NULL},
+    [OP_EINSUM] = {"Einsum", 1, VEIL_ENGINE_MAX_NODE_IO, eng_einsum_parse, eng_einsum_infer, eng_einsum_build, NULL},
     [OP_QUANTIZE] = {"QuantizeLinear", 2, 3, eng_quant_parse, eng_quant_infer, eng_quant_build, eng_fold_quantize},
     [OP_DEQUANTIZE] = {"DequantizeLinear", 2, 3, eng_quant_parse, eng_quant_infer, eng_quant_build,
         eng_fold_dequantize},

@@ -329,7 +329,7 @@ def test_einsum_batched_products(equation: str) -> None:
 
 
 @pytest.mark.parametrize("equation, error, why", [
-    ("bij,bjk,bkl->bil", veil.OnnxError, "has 3 inputs, Einsum takes 2"),
+    ("bij,bjk,bkl->bil", veil.UnsupportedError, "an Einsum of 3 operands is not supported"),
     ("bij,bjk->bi", veil.UnsupportedError, "is not a batched matrix product"),
     ("...ij,...jk->...ik", veil.UnsupportedError, "is not 'A,B->C' of letters"),
     ("bij,bjk->bki", veil.UnsupportedError, "is not a batched matrix product")])
@@ -1290,3 +1290,35 @@ def test_folds_of_resize_and_softmax(op: str) -> None:
         nodes, inits, shape = [helper.make_node(op, ["c"], ["r"], axis=2)], [_const("c", c)], [1, 2, 4, 5]
     nodes.append(helper.make_node("Add", ["x", "r"], ["y"]))
     _check(_model(nodes, [_vi("x", shape)], [_vi("y", None)], inits), {"x": _x(*shape)})
+
+
+def test_gather_nd_by_computed_indices_and_integer_concat() -> None:
+    """CLIP's text pooling, as the dynamo exporter writes it: the hidden state at each row's argmax, gathered by
+    GatherND with computed indices [row, argmax] that a Concat builds from an integer constant and computed integers.
+    Both were refused (constant indices only; an INT64 constant in a Concat); against onnxruntime, and an index out of
+    range at run time fails that run with the reason."""
+    nodes = [helper.make_node("ArgMax", ["ids"], ["am"], axis=1, keepdims=1),
+             helper.make_node("Concat", ["rows", "am"], ["idx"], axis=1),
+             helper.make_node("Relu", ["h"], ["hr"]), helper.make_node("GatherND", ["hr", "idx"], ["y"])]
+    inits = [_const("rows", np.arange(3, dtype=np.int64).reshape(3, 1))]
+    model = _model(nodes, [_vi("ids", [3, 5]), _vi("h", [3, 5, 4])], [_vi("y", None)], inits)
+    _check(model, {"ids": _x(3, 5), "h": _x(3, 5, 4)})
+    plain = _model([helper.make_node("GatherND", ["h", "i"], ["y"])],
+                   [_vi("h", [3, 5]), _vi("i", [2, 2], TensorProto.INT64)], [_vi("y", None)])
+    with veil.Engine.from_onnx(plain) as engine:
+        got = engine.run(feeds={"h": np.arange(15, dtype=np.float32).reshape(3, 5),
+                                "i": np.array([[0, -1], [2, 3]], np.int64)})[0]
+        assert got.tolist() == [4.0, 13.0]
+        with pytest.raises(veil.ArgumentError, match=r"index 5 is out of range \[-5, 5\)"):
+            engine.run(feeds={"h": np.zeros((3, 5), np.float32), "i": np.array([[0, 5], [0, 0]], np.int64)})
+
+
+def test_einsum_of_one_operand_and_duplicate_outputs_are_unsupported() -> None:
+    """Valid ONNX the engine does not run is refused as unsupported, with the reason (these were reported as invalid
+    ONNX): an Einsum of one operand, and a graph output listed twice."""
+    one = _model([helper.make_node("Einsum", ["x"], ["y"], equation="ii->")], [_vi("x", [3, 3])], [_vi("y", None)])
+    with pytest.raises(veil.UnsupportedError, match="an Einsum of 1 operands is not supported"):
+        veil.Engine.from_onnx(one)
+    twice = _model([helper.make_node("Relu", ["x"], ["y"])], [_vi("x", [2])], [_vi("y", [2]), _vi("y", [2])])
+    with pytest.raises(veil.UnsupportedError, match="graph output 'y' is listed twice"):
+        veil.Engine.from_onnx(twice)
