@@ -530,6 +530,9 @@ VEIL_RESULT eng_step_kernel(struct veil_engine *e, const struct eng_node *n, con
 VEIL_RESULT eng_step_kernel2(struct veil_engine *e, const struct eng_node *n, const struct eng_kernel *k,
                              const int *inputs, int output, int second);
 /* Runs a kernel step on its buffers; fails only on an out-of-range gather index or out of memory. */
+/* An index read at run time (a float holding an integer) into [0, dim), negative ones counted from the end;
+ * VEIL_ERR_ARG naming n when it is out of [-dim, dim) or not a whole number. */
+VEIL_RESULT eng_kernel_index(const struct eng_node *n, float f, int64_t dim, int64_t *at);
 VEIL_RESULT eng_kernel_run(const struct eng_step *s, const struct eng_node *n);
 /* Per-input element strides of shape in broadcast (numpy rules) to out. */
 void eng_broadcast_strides(const struct eng_shape *in, const struct eng_shape *out, int64_t *strides);

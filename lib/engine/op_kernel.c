@@ -240,23 +240,26 @@ static void run_nary(const struct eng_kernel *k, const float *const *in, float *
     }
 }
 
+VEIL_RESULT eng_kernel_index(const struct eng_node *n, float f, int64_t dim, int64_t *at)
+{
+    char label[160];
+    /* range first: casting a float beyond int64 (or a NaN) would be undefined */
+    VEIL_ENSURE(f >= -(float)dim && f < (float)dim && floorf(f) == f, VEIL_ERR_ARG, "%s: index %g is out of range [-%"
+                PRId64 ", %" PRId64 ")", eng_node_label(n, label, sizeof label), (double)f, dim, dim);
+    *at = (int64_t)f < 0 ? (int64_t)f + dim : (int64_t)f;
+    return VEIL_RESULT_OK;
+}
+
 /* data [outer, dim, inner], indices [count] -> out [outer, count, inner]. */
 static VEIL_RESULT run_gather(const struct eng_kernel *k, const float *data, const float *idx, float *out,
                               const struct eng_node *n)
 {
-    for (int64_t j = 0; j < k->count; j++) {
-        float f = idx[j];
-        char label[160] = "Gather";
-        if (n != NULL)
-            eng_node_label(n, label, sizeof label);
-        /* range first: casting a float beyond int64 (or a NaN) would be undefined */
-        VEIL_ENSURE(f >= -(float)k->dim && f < (float)k->dim && floorf(f) == f, VEIL_ERR_ARG, "%s: index %g is out "
-                    "of range [-%" PRId64 ", %" PRId64 ")", label, (double)f, k->dim, k->dim);
-    }
+    int64_t at = 0;
+    for (int64_t j = 0; j < k->count; j++)
+        VEIL_GUARD(eng_kernel_index(n, idx[j], k->dim, &at));
     for (int64_t o = 0; o < k->outer; o++)
         for (int64_t j = 0; j < k->count; j++) {
-            int64_t at = (int64_t)idx[j];
-            at = at < 0 ? at + k->dim : at;
+            VEIL_GUARD(eng_kernel_index(n, idx[j], k->dim, &at));
             memcpy(out + (o * k->count + j) * k->inner, data + (o * k->dim + at) * k->inner,
                    (size_t)k->inner * sizeof *out);
         }
@@ -399,48 +402,28 @@ VEIL_RESULT eng_kernel_run(const struct eng_step *s, const struct eng_node *n)
     for (uint32_t i = 0; i < count + outs; i++)
         ENG_GUARD_DNNL(dnnl_memory_get_data_handle(s->args[i].mem, &ptr[i]), n, "memory handle");
     const float *in[ENG_KERNEL_INPUTS] = {ptr[0], ptr[1], ptr[2]};
-    if (k->op == KOP_GATHER)
-        return run_gather(k, in[0], in[1], ptr[2], n);
-    if (k->op == KOP_PAD) {
-        run_pad(k, in[0], ptr[count]);
-        return VEIL_RESULT_OK;
-    }
-    if (k->op == KOP_CUMSUM) {
-        run_cumsum(k, in[0], ptr[count]);
-        return VEIL_RESULT_OK;
-    }
-    if (k->op == KOP_ARGMAX) {
-        eng_run_argmax(k, in[0], ptr[count]);
-        return VEIL_RESULT_OK;
-    }
-    if (k->op == KOP_REDUCE_EXTREME) {
-        eng_run_reduce_extreme(k, in[0], ptr[count]);
-        return VEIL_RESULT_OK;
-    }
-    if (k->op == KOP_RESIZE) {
-        eng_run_resize(k, in[0], ptr[count]);
-        return VEIL_RESULT_OK;
-    }
-    if (k->op == KOP_TOPK)
-        return eng_run_topk(k, in[0], ptr[count], ptr[count + 1]);
-    if (k->op == KOP_GATHERELEMENTS)
-        return eng_run_gather_elements(k, in[0], in[1], ptr[count], n);
-    if (k->op == KOP_GATHERND)
-        return eng_run_gather_nd(k, in[0], in[1], ptr[count], n);
-    if (k->op == KOP_INSTNORM) {
-        run_instnorm(k, in[0], in[1], in[2], ptr[count]);
-        return VEIL_RESULT_OK;
-    }
-    if (k->op == KOP_QUANT) {
+    void *out = ptr[count], *second = outs > 1 ? ptr[count + 1] : NULL;
+    switch (k->op) { /* the kernels that may fail return; the others fall to the end */
+    case KOP_GATHER: return run_gather(k, in[0], in[1], out, n);
+    case KOP_TOPK: return eng_run_topk(k, in[0], out, second);
+    case KOP_GATHERELEMENTS: return eng_run_gather_elements(k, in[0], in[1], out, n);
+    case KOP_GATHERND: return eng_run_gather_nd(k, in[0], in[1], out, n);
+    case KOP_PAD: run_pad(k, in[0], out); break;
+    case KOP_CUMSUM: run_cumsum(k, in[0], out); break;
+    case KOP_ARGMAX: eng_run_argmax(k, in[0], out); break;
+    case KOP_REDUCE_EXTREME: eng_run_reduce_extreme(k, in[0], out); break;
+    case KOP_RESIZE: eng_run_resize(k, in[0], out); break;
+    case KOP_INSTNORM: run_instnorm(k, in[0], in[1], in[2], out); break;
+    case KOP_QUANT:
         if (k->q_bytes == 2)
-            run_quant_both(k, in[0], ptr[count], ptr[count + 1]);
+            run_quant_both(k, in[0], out, second);
         else if (k->q_bytes)
-            run_quant_bytes(k, in[0], ptr[count]);
+            run_quant_bytes(k, in[0], out);
         else
-            run_quant(k, in[0], ptr[count]);
-        return VEIL_RESULT_OK;
+            run_quant(k, in[0], out);
+        break;
+    default: run_nary(k, in, out); break;
     }
-    run_nary(k, in, ptr[count]);
     return VEIL_RESULT_OK;
 }
 

@@ -6,7 +6,6 @@
  * writes it) takes constant indices: they are turned at load into the flat positions of the slices they address,
  * a hidden constant, and the gather runs on KOP_GATHER over the data as [1, product of the indexed dims, slice]. */
 #include <inttypes.h>
-#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -223,14 +222,9 @@ VEIL_RESULT eng_run_gather_nd(const struct eng_kernel *k, const float *data, con
     for (int64_t t = 0; t < k->count; t++) {
         int64_t at = 0;
         for (int64_t j = 0; j < k->dim; j++) {
-            float c = idx[t * k->dim + j];
-            int64_t d = k->in.dims[j];
-            if (!(c >= -(float)d && c < (float)d && floorf(c) == c)) { /* range first: no UB casting a NaN */
-                char label[160];
-                VEIL_BAIL(VEIL_ERR_ARG, "%s: index %g is out of range [-%" PRId64 ", %" PRId64 ")",
-                          eng_node_label(n, label, sizeof label), (double)c, d, d);
-            }
-            at = at * d + ((int64_t)c < 0 ? (int64_t)c + d : (int64_t)c);
+            int64_t c = 0;
+            VEIL_GUARD(eng_kernel_index(n, idx[t * k->dim + j], k->in.dims[j], &c));
+            at = at * k->in.dims[j] + c;
         }
         memcpy(out + t * k->inner, data + at * k->inner, (size_t)k->inner * sizeof *out);
     }

@@ -207,14 +207,9 @@ VEIL_RESULT eng_run_gather_elements(const struct eng_kernel *k, const float *dat
     uint32_t r = k->out.rank;
     int64_t c[ENG_RANK] = {0};
     for (size_t i = 0; i < total; i++) {
-        float f = idx[i];
-        if (!(f >= -(float)k->dim && f < (float)k->dim && floorf(f) == f)) { /* range first: no UB casting a NaN */
-            char label[160];
-            VEIL_BAIL(VEIL_ERR_ARG, "%s: index %g is out of range [-%" PRId64 ", %" PRId64 ")",
-                      eng_node_label(n, label, sizeof label), (double)f, k->dim, k->dim);
-        }
-        int64_t at = (int64_t)f;
-        at = (at < 0 ? at + k->dim : at) * k->inner;
+        int64_t at = 0;
+        VEIL_GUARD(eng_kernel_index(n, idx[i], k->dim, &at));
+        at *= k->inner;
         for (uint32_t d = 0; d < r; d++)
             at += c[d] * k->strides[0][d];
         out[i] = data[at];
